@@ -1,0 +1,100 @@
+"""Tests of xtl/plotting.py (Agg backend, set in conftest)."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from xtl import plotting, spectral as S  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def spectra():
+    k = np.arange(9)
+    kk = np.maximum(k, 1).astype(float)
+    a = xr.DataArray(kk**-3.0 * 2, dims="k", coords={"k": k}, name="base")
+    b = xr.DataArray(kk**-2.0, dims="k", coords={"k": k}, name="target")
+    return a.where(k > 0, 5.0), b.where(k > 0, 5.0)
+
+
+def test_plot_spectra_mapping_loglog_skips_k0():
+    a, b = spectra()
+    ax = plotting.plot_spectra({"Re=1e3": a, "Re=1e4": b}, ylabel="E(k)")
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == ["Re=1e3", "Re=1e4"]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    np.testing.assert_array_equal(lines[0].get_xdata(), np.arange(1, 9))
+    np.testing.assert_allclose(lines[1].get_ydata(), np.arange(1, 9) ** -2.0)
+    assert ax.get_ylabel() == "E(k)"
+
+
+def test_plot_spectra_2d_dataarray_and_sequence():
+    a, b = spectra()
+    both = xr.concat([a, b], dim=xr.DataArray(["base", "target"], dims="case"))
+    ax = plotting.plot_spectra(both)
+    assert [ln.get_label() for ln in ax.get_lines()] == ["case=base", "case=target"]
+    fig, ax2 = plt.subplots()
+    out = plotting.plot_spectra([a, b], labels=["A", "B"], ax=ax2)
+    assert out is ax2 and len(ax2.get_lines()) == 2
+    with pytest.raises(ValueError, match="labels"):
+        plotting.plot_spectra([a, b], labels=["A"])
+    with pytest.raises(ValueError, match="'k'"):
+        plotting.plot_spectra(xr.DataArray(np.ones(3), dims="q"))
+    with pytest.raises(TypeError):
+        plotting.plot_spectra(42)
+
+
+def kernels_model():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 2, 2, 5, 5)).astype(np.float32)
+    return xr.Dataset({"kernel": (S.KERNEL_DIMS, w)}, coords={"layer": [1, 2]})
+
+
+def test_plot_kernel_spectra_grid():
+    m = kernels_model()
+    F = S.kernel_filters(m, 16)
+    c = S.classify_filters(F)
+    sel = [{"layer": 1, "channel_out": 0, "channel_in": 1}, {"layer": 2, "channel_out": 1, "channel_in": 0}]
+    fig = plotting.plot_kernel_spectra(F, sel, classes=c, ncols=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 and len(fig.axes) == 3
+    img = visible[0].get_images()[0].get_array()
+    np.testing.assert_allclose(img, F.sel(sel[0]).values)
+    # k = 0 is at the centre (fftshifted): the sum of the taps
+    w = m.kernel.sel(sel[0]).values
+    assert img[8, 8] == pytest.approx(abs(w.sum()), rel=1e-5)
+    assert c.filter_type.sel(sel[1]).item() in visible[1].get_title()
+    # unshifted input is drawn centred too, and kmax crops
+    U = S.kernel_filters(m, 16, shift=False)
+    fig2 = plotting.plot_kernel_spectra(U, sel[:1], kmax=4)
+    img2 = fig2.axes[0].get_images()[0].get_array()
+    assert img2.shape == (9, 9)
+    np.testing.assert_allclose(img2, F.sel(sel[0]).sel(ky=slice(-4, 4), kx=slice(-4, 4)).values)
+    # all filters by default
+    assert sum(ax.get_visible() for ax in plotting.plot_kernel_spectra(F).axes) == 8
+    with pytest.raises(ValueError, match="lacks"):
+        plotting.plot_kernel_spectra(F, [{"member": 0}])
+
+
+def test_plot_census_bars_are_the_counts():
+    census = xr.DataArray(
+        [[3, 0, 1, 0, 0], [1, 2, 0, 1, 0]],
+        dims=("layer", "filter_type"),
+        coords={"layer": [1, 2], "filter_type": list(S.FILTER_TYPES[:-1])},
+    )
+    ax = plotting.plot_census(census)
+    heights = np.array([p.get_height() for p in ax.patches]).reshape(5, 2)
+    np.testing.assert_array_equal(heights, census.values.T)
+    bottoms = np.array([p.get_y() for p in ax.patches]).reshape(5, 2)
+    np.testing.assert_array_equal(bottoms[1], census.values[:, 0])  # stacked
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(S.FILTER_TYPES[:-1])
+    with pytest.raises(ValueError, match="layer, filter_type"):
+        plotting.plot_census(census.rename(layer="depth"))

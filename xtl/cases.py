@@ -1,0 +1,260 @@
+"""Flow cases: a validated :class:`Case` dataclass and named presets.
+
+A :class:`Case` holds everything that defines a forced β-plane 2D turbulence
+run on the doubly periodic domain [0, 2π)²: the Reynolds number, the forcing
+wavenumber, β, the linear drag, the DNS grid, the LES grid used to make
+training data, the time step, the forcing and the initial condition.
+
+Presets
+-------
+The paper's cases (Guan et al. 2022; Subel et al. 2023) are ``"base"``,
+``"target-kf25"``, ``"target-beta20"`` and ``"target-re100k"``. They need
+1024² or 2048² DNS and are meant for a cluster. The small presets
+(``"small-*"``, 256²) run on a laptop in minutes and are resolved (see
+``docs/solver.md`` and ``tests/test_cases.py``); ``"tiny"`` (64²) is for tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["Case", "get_case", "list_cases", "PRESETS"]
+
+#: Minimum grid size the solver accepts.
+MIN_N = 8
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One forced 2D turbulence configuration.
+
+    Parameters
+    ----------
+    name : str
+        A short label, stored in the output attributes.
+    Re : float
+        Reynolds number; the viscosity is ``1/Re``. ``math.inf`` gives an
+        inviscid run. Must be > 0.
+    kf : float
+        Forcing wavenumber (radian, on the 2π domain). The default forcing is
+        ``F = kf [cos(kf x) + cos(kf y)]``.
+    beta : float
+        β-plane parameter (enters as ``+β v`` on the left-hand side).
+    mu : float
+        Linear drag coefficient (enters as ``-μ ω``). Must be ≥ 0.
+    n : int
+        DNS grid points per direction; even and ≥ 8.
+    n_les : int
+        LES grid points per direction used to coarse-grain this case; even,
+        smaller than ``n``.
+    dt : float
+        Time step; > 0.
+    forcing : str
+        Name of a registered forcing (see :mod:`xtl.solver.equations`):
+        ``"cosine"`` (default, above) or ``"none"``.
+    dealias : bool
+        Apply the 2/3 rule to the nonlinear term (default True).
+    ic_peak : float
+        Peak wavenumber ``kp`` of the random initial energy spectrum
+        ``E(k) ∝ k⁴ exp(-(k/kp)²)``.
+    ic_energy : float
+        Kinetic energy ``½⟨u²+v²⟩`` of the initial condition.
+    """
+
+    name: str = "custom"
+    Re: float = 20000.0
+    kf: float = 4.0
+    beta: float = 0.0
+    mu: float = 0.1
+    n: int = 1024
+    n_les: int = 128
+    dt: float = 5e-5
+    forcing: str = "cosine"
+    dealias: bool = True
+    ic_peak: float = 10.0
+    ic_energy: float = 0.5
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        _validate_case(self)
+
+    @property
+    def nu(self) -> float:
+        """Kinematic viscosity ``1/Re`` (0 for an inviscid case)."""
+        return 0.0 if math.isinf(self.Re) else 1.0 / self.Re
+
+    def replace(self, **changes) -> "Case":
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_attrs(self) -> dict:
+        """Return the case as netCDF-safe attributes (booleans become 0/1).
+
+        The keys are prefixed with ``case_`` except for the physical
+        parameters (``Re``, ``kf``, ``beta``, ``mu``) which keep their names so
+        that they read naturally in an ensemble's coordinates.
+        """
+        attrs = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = int(value)
+            key = f.name if f.name in _PHYSICAL else f"case_{f.name}"
+            attrs[key] = value
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "Case":
+        """Rebuild a :class:`Case` from :meth:`to_attrs` output (extra keys ignored)."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            key = f.name if f.name in _PHYSICAL else f"case_{f.name}"
+            if key in attrs:
+                value = attrs[key]
+                if f.type in ("bool", bool):
+                    value = bool(value)
+                elif f.type in ("int", int):
+                    value = int(value)
+                elif f.type in ("float", float):
+                    value = float(value)
+                else:
+                    value = str(value)
+                kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+_PHYSICAL = ("Re", "kf", "beta", "mu")
+
+
+def _validate_case(case: Case) -> None:
+    """Raise a ValueError/TypeError naming the first bad field of ``case``."""
+    for name in ("Re", "kf", "beta", "mu", "dt", "ic_peak", "ic_energy"):
+        value = getattr(case, name)
+        if not _is_number(value) or math.isnan(value):
+            raise TypeError(f"Case.{name} must be a real number, got {value!r}")
+    for name in ("n", "n_les"):
+        value = getattr(case, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"Case.{name} must be an int, got {value!r}")
+    if case.Re <= 0:
+        raise ValueError(f"Case.Re must be > 0 (use math.inf for inviscid), got {case.Re}")
+    if case.mu < 0:
+        raise ValueError(f"Case.mu (drag) must be >= 0, got {case.mu}")
+    if not (case.dt > 0 and math.isfinite(case.dt)):
+        raise ValueError(f"Case.dt must be a finite number > 0, got {case.dt}")
+    if case.n < MIN_N or case.n % 2:
+        raise ValueError(f"Case.n must be an even integer >= {MIN_N}, got {case.n}")
+    if case.n_les < 4 or case.n_les % 2 or case.n_les >= case.n:
+        raise ValueError(
+            f"Case.n_les must be an even integer >= 4 and smaller than n={case.n}, "
+            f"got {case.n_les}"
+        )
+    if not (math.isfinite(case.kf) and case.kf >= 0):
+        raise ValueError(f"Case.kf must be a finite number >= 0, got {case.kf}")
+    if not math.isfinite(case.beta):
+        raise ValueError(f"Case.beta must be finite, got {case.beta}")
+    if case.ic_peak <= 0 or case.ic_energy < 0:
+        raise ValueError(
+            f"Case.ic_peak must be > 0 and Case.ic_energy >= 0, got "
+            f"{case.ic_peak} and {case.ic_energy}"
+        )
+    if not isinstance(case.forcing, str):
+        raise TypeError(f"Case.forcing must be the name of a forcing, got {case.forcing!r}")
+    if not isinstance(case.dealias, bool):
+        raise TypeError(f"Case.dealias must be True or False, got {case.dealias!r}")
+
+
+_BASE = Case(
+    name="base",
+    Re=20000.0,
+    kf=4.0,
+    beta=0.0,
+    mu=0.1,
+    n=1024,
+    n_les=128,
+    dt=5e-5,
+    description="Guan et al. (2022) case 1 / Subel et al. (2023) base flow",
+)
+
+_SMALL_BASE = Case(
+    name="small-base",
+    Re=2000.0,
+    kf=4.0,
+    beta=0.0,
+    mu=0.1,
+    n=256,
+    n_les=64,
+    dt=5e-4,
+    description="256² laptop-size base flow (resolved)",
+)
+
+#: Named presets; use :func:`get_case` to fetch one.
+PRESETS = {
+    "base": _BASE,
+    "target-kf25": _BASE.replace(
+        name="target-kf25", kf=25.0, description="target: forcing at kf=25"
+    ),
+    "target-beta20": _BASE.replace(
+        name="target-beta20", beta=20.0, description="target: β-plane, β=20"
+    ),
+    "target-re100k": _BASE.replace(
+        name="target-re100k",
+        Re=100000.0,
+        n=2048,
+        n_les=256,
+        dt=2.5e-5,
+        description="target: Re=100000 on a 2048² DNS",
+    ),
+    "small-base": _SMALL_BASE,
+    "small-kf": _SMALL_BASE.replace(
+        name="small-kf", kf=12.0, description="256² target: forcing at kf=12"
+    ),
+    "small-beta": _SMALL_BASE.replace(
+        name="small-beta", beta=20.0, description="256² target: β-plane, β=20"
+    ),
+    "small-re": _SMALL_BASE.replace(
+        name="small-re", Re=5000.0, description="256² target: higher Re (5000)"
+    ),
+    "tiny": Case(
+        name="tiny",
+        Re=200.0,
+        kf=4.0,
+        beta=0.0,
+        mu=0.1,
+        n=64,
+        n_les=16,
+        dt=2e-3,
+        description="64² case for tests",
+    ),
+}
+
+
+def list_cases() -> list[str]:
+    """Return the names of the preset cases."""
+    return sorted(PRESETS)
+
+
+def get_case(name: str, **changes) -> Case:
+    """Return the preset called ``name``, optionally with some fields changed.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_cases`.
+    **changes
+        Fields to override, e.g. ``get_case("small-base", dt=2e-4)``.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not a preset.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown case {name!r}; presets are {list_cases()}")
+    case = PRESETS[name]
+    return case.replace(**changes) if changes else case

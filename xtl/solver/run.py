@@ -1,0 +1,364 @@
+"""``simulate``: the stepping loop, snapshots, streaming netCDF, checkpoint/restart."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..cases import Case
+from ..io import CF_ATTRS, SnapshotStream, check_output_path, provenance_attrs
+from .equations import (
+    SolverState,
+    Stepper,
+    forcing_field,
+    random_initial_condition,
+)
+from .grid import SpectralGrid
+
+__all__ = ["simulate", "DivergenceError", "make_stepper", "initial_state"]
+
+
+class DivergenceError(RuntimeError):
+    """A run blew up (NaN, or a CFL number far above 1).
+
+    Attributes
+    ----------
+    time, step, cfl : float, int, float
+        Where it happened and the CFL number measured there.
+    """
+
+    def __init__(self, time, step, cfl, dt, limit, written=None):
+        self.time, self.step, self.cfl = time, step, cfl
+        where = f"; snapshots before it were kept in {written}" if written else ""
+        super().__init__(
+            f"the run diverged at t={time:.6g} (step {step}): CFL number = {cfl:.3g} "
+            f"(limit {limit:g}); try a smaller dt than {dt:g}{where}"
+        )
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Integer step counts of a run."""
+
+    spin_steps: int
+    save_steps: int
+    end_steps: int
+    checkpoint_steps: int
+
+    @property
+    def n_snapshots(self) -> int:
+        return (self.end_steps - self.spin_steps) // self.save_steps + 1
+
+    def is_save(self, step: int) -> bool:
+        return step >= self.spin_steps and (step - self.spin_steps) % self.save_steps == 0
+
+    def snapshot_index(self, step: int) -> int:
+        return (step - self.spin_steps) // self.save_steps
+
+    def snapshots_until(self, step: int) -> int:
+        """Number of snapshots taken at steps <= ``step``."""
+        if step < self.spin_steps:
+            return 0
+        return min(self.snapshot_index(step) + 1, self.n_snapshots)
+
+
+def _steps(value, dt, argument, allow_zero=True) -> int:
+    """``value/dt`` as an int, or a ValueError naming ``argument``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"{argument} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{argument} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    steps = round(value / dt)
+    if abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
+        raise ValueError(f"{argument}={value} is not a multiple of dt={dt}")
+    return int(steps)
+
+
+def _schedule(case, t_end, save_interval, spin_up, checkpoint_interval) -> _Schedule:
+    dt = case.dt
+    save = _steps(save_interval, dt, "save_interval", allow_zero=False)
+    spin = _steps(spin_up, dt, "spin_up")
+    if not isinstance(t_end, (int, float)) or isinstance(t_end, bool) or not t_end >= 0:
+        raise ValueError(f"t_end must be a number >= 0, got {t_end!r}")
+    if t_end < spin_up:
+        raise ValueError(f"t_end={t_end} must not be smaller than spin_up={spin_up}")
+    # the last snapshot is the last save step not after t_end
+    end = spin + int(math.floor((t_end - spin_up) / (save * dt) + 1e-9)) * save
+    if checkpoint_interval is None:
+        ckpt = max(save, (end // 10) or 1)
+    else:
+        ckpt = _steps(checkpoint_interval, dt, "checkpoint_interval", allow_zero=False)
+    return _Schedule(spin, save, end, ckpt)
+
+
+def make_stepper(case: Case, grid: SpectralGrid, closure=None) -> Stepper:
+    """The :class:`Stepper` of ``case`` on ``grid`` (its forcing, β, drag, Re)."""
+    forcing = forcing_field(grid, case.forcing, case.kf)
+    if not np.any(forcing):
+        forcing = None
+    return Stepper(
+        grid, case.dt, nu=case.nu, mu=case.mu, beta=case.beta, forcing=forcing, closure=closure
+    )
+
+
+def initial_state(case: Case, grid: SpectralGrid, seed=0, initial=None) -> SolverState:
+    """The starting :class:`SolverState`: random (seeded) or a given vorticity.
+
+    Parameters
+    ----------
+    initial : array-like or xarray.DataArray, optional
+        Physical vorticity ``(y, x)`` on the grid; None for the seeded
+        random-phase field of :func:`random_initial_condition`.
+    """
+    if initial is None:
+        omega_hat = random_initial_condition(grid, seed, case.ic_peak, case.ic_energy)
+    else:
+        if isinstance(initial, xr.DataArray):
+            missing = {"y", "x"} - set(initial.dims)
+            if missing or initial.ndim != 2:
+                raise ValueError(
+                    f"initial must be a 2D DataArray with dims ('y', 'x'), got dims {initial.dims}"
+                )
+            initial = initial.transpose("y", "x").values
+        initial = np.asarray(initial, dtype=float)
+        if initial.shape != (grid.n, grid.n):
+            raise ValueError(
+                f"initial must have shape ({grid.n}, {grid.n}) (y, x), got {initial.shape}"
+            )
+        if not np.all(np.isfinite(initial)):
+            raise ValueError("initial contains NaN or inf")
+        omega_hat = grid.rfft2(initial) * grid.mask
+    return SolverState(omega_hat=omega_hat, tendency_prev=None, step=0)
+
+
+def _fields(grid: SpectralGrid, omega_hat: np.ndarray) -> dict:
+    both = grid.irfft2(np.stack([omega_hat, omega_hat * grid.inv_k2]))
+    return {"omega": both[0], "psi": both[1]}
+
+
+def _run_attrs(case, seed, initial) -> dict:
+    attrs = {"title": f"xtl DNS of case {case.name!r}", **case.to_attrs()}
+    attrs["seed"] = -1 if initial is not None else int(seed)
+    attrs["initial_condition"] = "given" if initial is not None else "random-phase k^4 exp(-(k/kp)^2)"
+    return attrs
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _checkpoint_path(path: Path) -> Path:
+    return path.with_name(path.name + ".ckpt.npz")
+
+
+def _signature(case, seed, schedule, initial) -> str:
+    return repr((sorted(case.to_attrs().items()), int(seed), schedule, initial is None))
+
+
+def _write_checkpoint(file: Path, state: SolverState, written: int, signature: str) -> None:
+    tmp = file.with_name(file.name + ".tmp.npz")
+    prev = state.tendency_prev
+    np.savez(
+        tmp,
+        omega_hat=state.omega_hat,
+        tendency_prev=np.zeros(0, complex) if prev is None else prev,
+        has_prev=prev is not None,
+        step=state.step,
+        written=written,
+        signature=signature,
+    )
+    os.replace(tmp, file)
+
+
+def _read_checkpoint(file: Path, signature: str):
+    with np.load(file) as data:
+        if str(data["signature"]) != signature:
+            raise ValueError(
+                f"checkpoint {str(file)!r} belongs to a run with other settings; "
+                "delete it (and the .part file) or pass overwrite=True"
+            )
+        prev = data["tendency_prev"].copy() if bool(data["has_prev"]) else None
+        state = SolverState(data["omega_hat"].copy(), prev, int(data["step"]))
+        return state, int(data["written"])
+
+
+# --------------------------------------------------------------------------- simulate
+def simulate(
+    case: Case,
+    t_end: float,
+    save_interval: float,
+    spin_up: float = 0.0,
+    path=None,
+    overwrite: bool = False,
+    seed: int = 0,
+    initial=None,
+    closure=None,
+    checkpoint_interval=None,
+    resume: bool = True,
+    dtype: str = "float64",
+    cfl_limit: float = 2.0,
+    check_every: int = 20,
+    progress=None,
+    fft: str = "auto",
+    threads: int = 1,
+) -> xr.Dataset:
+    """Run a forced β-plane 2D turbulence simulation.
+
+    Parameters
+    ----------
+    case : Case
+        The flow (Re, kf, β, μ, grid, dt, forcing, ...).
+    t_end : float
+        End time; the last snapshot is the last save time not after it.
+    save_interval : float
+        Time between snapshots; a multiple of ``case.dt``.
+    spin_up : float, default 0
+        Time to run before the first snapshot; a multiple of ``case.dt``.
+    path : str or Path, optional
+        If given, snapshots are streamed to this netCDF file as the run goes
+        (into ``<path>.part``, renamed to ``path`` at the end), so memory
+        stays flat; checkpoints go to ``<path>.ckpt.npz``.
+    overwrite : bool, default False
+        Replace an existing ``path``.
+    seed : int, default 0
+        Seed of the random initial condition.
+    initial : array-like or DataArray, optional
+        Initial vorticity ``(y, x)`` instead of the random field.
+    closure : callable, optional
+        ``closure(psi, omega) -> Pi`` (physical ``(n, n)`` arrays); the
+        equation carries ``−Π``. For the a posteriori LES.
+    checkpoint_interval : float, optional
+        Time between checkpoints (default: a tenth of the run, at least one
+        save interval); only with ``path``.
+    resume : bool, default True
+        If a ``.part`` file and its checkpoint from an interrupted run with the
+        same settings exist, continue from the checkpoint. The continued run is
+        bit-identical to an uninterrupted one.
+    dtype : {"float64", "float32"}
+        Storage type of the snapshots.
+    cfl_limit : float, default 2
+        Stop with :class:`DivergenceError` when ``dt·(max|u|+max|v|)/dx``
+        exceeds it (or is NaN). AB2 is unstable well below it.
+    check_every : int, default 20
+        Steps between CFL checks (also checked at each snapshot).
+    progress : bool, optional
+        Show a progress bar; default: only when stderr is a terminal.
+    fft : {"auto", "pyfftw", "numpy"}
+        FFT backend.
+    threads : int, default 1
+        FFTW threads (see :class:`~xtl.solver.grid.SpectralGrid`).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``omega`` and ``psi`` on ``(time, y, x)``, the case in ``attrs``.
+        With ``path``, the file opened lazily.
+
+    Raises
+    ------
+    DivergenceError
+        If the run blows up; the snapshots written before stay in ``path``
+        (with the global attribute ``complete = 0``).
+    """
+    if not isinstance(case, Case):
+        raise TypeError(f"case must be an xtl.Case, got {type(case).__name__}")
+    schedule = _schedule(case, t_end, save_interval, spin_up, checkpoint_interval)
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if not (isinstance(check_every, int) and check_every >= 1):
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    if path is not None:
+        path = check_output_path(path, overwrite)
+    grid = SpectralGrid(case.n, dealias=case.dealias, fft=fft, threads=threads)
+    stepper = make_stepper(case, grid, closure)
+    attrs = _run_attrs(case, seed, initial)
+    signature = _signature(case, seed, schedule, initial)
+
+    state, written, stream, ckpt = None, 0, None, None
+    if path is not None:
+        ckpt = _checkpoint_path(path)
+        part = path.with_name(path.name + ".part")
+        if resume and part.exists() and ckpt.exists():
+            state, written = _read_checkpoint(ckpt, signature)
+            stream = SnapshotStream(path, grid.x, grid.y, ("omega", "psi"), attrs, dtype, append=True)
+    if state is None:
+        state = initial_state(case, grid, seed, initial)
+        if path is not None:
+            stream = SnapshotStream(path, grid.x, grid.y, ("omega", "psi"), attrs, dtype)
+            if ckpt.exists():
+                ckpt.unlink()
+
+    memory = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=schedule.end_steps, initial=state.step, unit="step", mininterval=1.0,
+        disable=(None if progress is None else not progress), desc=f"simulate {case.name}",
+    )
+    try:
+        while True:
+            step = state.step
+            if schedule.is_save(step):
+                fields = _fields(grid, state.omega_hat)
+                _check_finite(fields["omega"], step, case, stepper, cfl_limit, stream)
+                t = step * case.dt
+                if stream is not None:
+                    stream.write(schedule.snapshot_index(step), t, fields)
+                    written = schedule.snapshot_index(step) + 1
+                else:
+                    memory.append((t, {k: v.astype(dtype) for k, v in fields.items()}))
+            if step > 0 and stream is not None and step % schedule.checkpoint_steps == 0:
+                stream.sync()
+                _write_checkpoint(ckpt, state, written, signature)
+            if step >= schedule.end_steps:
+                break
+            measure = step % check_every == 0 or schedule.is_save(step + 1)
+            stepper.step(state, measure_cfl=measure)
+            if measure and not stepper.last_cfl <= cfl_limit:
+                _diverged(state.step - 1, case, stepper, cfl_limit, stream)
+            bar.update(1)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+    finally:
+        bar.close()
+
+    if stream is not None:
+        stream.finish(complete=True)
+        if ckpt.exists():
+            ckpt.unlink()
+        return xr.open_dataset(path)
+    return _to_dataset(grid, memory, attrs)
+
+
+def _check_finite(omega, step, case, stepper, limit, stream):
+    if not np.all(np.isfinite(omega)):
+        stepper.last_cfl = float("nan")
+        _diverged(step, case, stepper, limit, stream)
+
+
+def _diverged(step, case, stepper, limit, stream):
+    written = None
+    if stream is not None:
+        stream.finish(complete=False)
+        written = str(stream.path)
+        ckpt = _checkpoint_path(stream.path)
+        if ckpt.exists():
+            ckpt.unlink()
+    raise DivergenceError(step * case.dt, step, stepper.last_cfl, case.dt, limit, written)
+
+
+def _to_dataset(grid, memory, attrs) -> xr.Dataset:
+    times = np.array([t for t, _ in memory])
+    coords = {
+        "time": ("time", times, CF_ATTRS["time"]),
+        "y": ("y", grid.y, CF_ATTRS["y"]),
+        "x": ("x", grid.x, CF_ATTRS["x"]),
+    }
+    data = {
+        name: (("time", "y", "x"), np.stack([f[name] for _, f in memory]), CF_ATTRS[name])
+        for name in ("omega", "psi")
+    }
+    return xr.Dataset(data, coords=coords, attrs={**provenance_attrs(), **attrs, "complete": 1})

@@ -1,0 +1,1110 @@
+"""Fourier explanations: isotropic spectra of flows, spectra of learned kernels, changes.
+
+Everything here is a small pure function on xarray objects; :mod:`xtl.accessors` wraps
+them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask
+and xrft (never on the solver or on a backend).
+
+Conventions (see DESIGN.md)
+---------------------------
+* Fields live on the doubly periodic domain [0, 2π)² with dims ``(..., "y", "x")`` and
+  cell points ``x_i = i·2π/N``. Wavenumbers are integer radian wavenumbers.
+* The Fourier coefficients of a field f on an ``Ny × Nx`` grid are
+  ``c(k) = f̂(k) / (Ny·Nx)`` where ``f̂`` is the unnormalized DFT (``numpy.fft.fft2``), so
+  that ``f(x) = Σ_k c(k) exp(i k·x)`` and ``mean(f²) = Σ_k |c(k)|²`` (Parseval).
+* Isotropic spectra are *shell sums* over the integer shells ``k = round(|k|)``,
+  ``k = 0, 1, …``; the k = 0 mode is in the k = 0 shell. By default every shell that
+  contains a grid wavenumber is kept (up to ``round(|(Ny/2, Nx/2)|)``; shells above
+  ``min(Ny, Nx)/2`` are only partly filled, the corners of the square grid), so that the
+  sums over k are exact.
+* A model Dataset holds ``kernel(layer, channel_out, channel_in, tap_y, tap_x)`` (NaN
+  where a layer has fewer channels). The transfer function of a kernel ``w`` zero-padded
+  to ``n × n`` is the unnormalized DFT ``Ŵ(k) = Σ_taps w(j) exp(-2πi k·j / n)``: the taps
+  are read as grid points of an ``n``-point grid on the 2π domain, so ``ky``, ``kx`` are
+  integer radian wavenumbers of that grid (the paper pads to the LES grid). Only ``|Ŵ|``
+  is used; it does not depend on where the taps sit in the padded array, nor on whether
+  the network convolves or cross-correlates (``|Ŵ(k)| = |Ŵ(-k)|`` for a real kernel).
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import dask.array as dsa
+import numpy as np
+import scipy.sparse as sp
+import xarray as xr
+import xrft
+
+__all__ = [
+    "SPECTRUM_KINDS",
+    "TRANSFER_KINDS",
+    "FILTER_TYPES",
+    "KERNEL_DIMS",
+    "spectrum",
+    "transfer_spectrum",
+    "kernel_filters",
+    "radial_profile",
+    "classify_filters",
+    "classify_kernels",
+    "filter_census",
+    "kernel_change",
+]
+
+SPECTRUM_KINDS = ("power", "energy", "enstrophy")
+TRANSFER_KINDS = ("energy", "enstrophy")
+#: The filter classes, in census order; "absent" marks NaN-padded or all-zero kernels.
+FILTER_TYPES = ("low-pass", "high-pass", "band-pass", "gabor", "all-pass", "absent")
+KERNEL_DIMS = ("layer", "channel_out", "channel_in", "tap_y", "tap_x")
+
+#: Variables a Dataset spectrum reads by default, per kind.
+DEFAULT_VARIABLES = {"energy": "psi", "enstrophy": "omega"}
+
+_TWO_PI = 2.0 * np.pi
+# target size of one chunk of |Ŵ| (float32 n×n per kernel). Kept under glibc's 32 MiB
+# mmap threshold so that per-chunk buffers are reused rather than page-faulted anew.
+_CHUNK_BYTES = 8 * 2**20
+
+_K_ATTRS = {
+    "long_name": "isotropic wavenumber",
+    "units": "1",
+    "description": "integer radian wavenumber shell k = round(|k|) on the 2π-periodic domain",
+}
+
+
+# ----------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------
+def _check_field(da, name):
+    """Validate a gridded field and return it transposed to ``(..., "y", "x")``."""
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(
+            f"{name} must be an xarray.DataArray with dims (..., 'y', 'x'); "
+            f"got {type(da).__name__}"
+        )
+    missing = [d for d in ("y", "x") if d not in da.dims]
+    if missing:
+        raise ValueError(
+            f"{name} must have dims 'y' and 'x' (dims order (..., 'y', 'x') on the "
+            f"periodic domain [0, 2π)²); it lacks {missing}, dims are {da.dims}"
+        )
+    if not np.issubdtype(da.dtype, np.number):
+        raise TypeError(f"{name} must hold numbers; got dtype {da.dtype}")
+    for d in ("y", "x"):
+        size = da.sizes[d]
+        if size < 2:
+            raise ValueError(f"{name}: dim {d!r} must have at least 2 points; got {size}")
+        if d in da.coords:
+            c = np.asarray(da[d].values)
+            if not np.issubdtype(c.dtype, np.number):
+                raise ValueError(
+                    f"{name}: coordinate {d!r} must be numeric points i·2π/N; got dtype {c.dtype}"
+                )
+            step = np.diff(c.astype(float))
+            expected = _TWO_PI / size
+            if not np.allclose(step, expected, rtol=1e-6, atol=1e-9 * expected):
+                raise ValueError(
+                    f"{name}: coordinate {d!r} must be evenly spaced points i·2π/N of the "
+                    f"periodic domain [0, 2π) (spacing 2π/{size} = {expected:.6g}); got "
+                    f"spacings in [{step.min():.6g}, {step.max():.6g}]. A grid that "
+                    "includes both 0 and 2π, or another domain length, is not periodic "
+                    "on [0, 2π)."
+                )
+    lead = [d for d in da.dims if d not in ("y", "x")]
+    da = da.transpose(*lead, "y", "x")
+    # xrft refuses coordinates other than y/x that depend on y or x (e.g. 2D lat/lon)
+    extra = [c for c in da.coords if c not in ("y", "x") and set(da[c].dims) & {"y", "x"}]
+    return da.drop_vars(extra)
+
+
+def _check_kind(kind, allowed, name="kind"):
+    if kind not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}; got {kind!r}")
+
+
+def _check_kmax(kmax):
+    if kmax is None:
+        return None
+    if isinstance(kmax, bool) or not isinstance(kmax, numbers.Integral) or kmax < 0:
+        raise ValueError(f"kmax must be None or a non-negative integer; got {kmax!r}")
+    return int(kmax)
+
+
+def _check_model(model, name="model"):
+    """Return a model Dataset's kernel as a DataArray with dims KERNEL_DIMS."""
+    if not isinstance(model, xr.Dataset):
+        raise TypeError(
+            f"{name} must be a model xarray.Dataset with a variable 'kernel' of dims "
+            f"{KERNEL_DIMS}; got {type(model).__name__}"
+        )
+    if "kernel" not in model.data_vars:
+        raise ValueError(
+            f"{name} must be a model Dataset with a variable 'kernel' of dims {KERNEL_DIMS} "
+            f"(see DESIGN.md); its variables are {sorted(map(str, model.data_vars))}"
+        )
+    kernel = model["kernel"]
+    if set(kernel.dims) != set(KERNEL_DIMS):
+        raise ValueError(f"{name}['kernel'] must have dims {KERNEL_DIMS}; got {kernel.dims}")
+    if not np.issubdtype(kernel.dtype, np.number) or np.issubdtype(kernel.dtype, np.complexfloating):
+        raise TypeError(f"{name}['kernel'] must hold real numbers; got dtype {kernel.dtype}")
+    return kernel.transpose(*KERNEL_DIMS)
+
+
+def _check_n(n, kernel):
+    taps = max(kernel.sizes["tap_y"], kernel.sizes["tap_x"])
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an integer grid size (e.g. the LES grid, 128); got {n!r}")
+    if n < taps:
+        raise ValueError(
+            f"n must be at least the kernel size ({kernel.sizes['tap_y']}×"
+            f"{kernel.sizes['tap_x']}) to zero-pad the kernel to n×n; got n={n}"
+        )
+    return int(n)
+
+
+def _check_filters(filters, name="filters"):
+    """Validate a filter-magnitude DataArray with integer ``ky``, ``kx`` coordinates."""
+    if not isinstance(filters, xr.DataArray):
+        raise TypeError(
+            f"{name} must be an xarray.DataArray of |Ŵ| with dims (..., 'ky', 'kx') "
+            f"(as returned by kernel_filters); got {type(filters).__name__}"
+        )
+    for d in ("ky", "kx"):
+        if d not in filters.dims:
+            raise ValueError(
+                f"{name} must have dims (..., 'ky', 'kx') (as returned by kernel_filters); "
+                f"got dims {filters.dims}"
+            )
+        if d not in filters.coords:
+            raise ValueError(f"{name} needs integer wavenumber coordinates {d!r}")
+        c = np.asarray(filters[d].values, dtype=float)
+        if not np.allclose(c, np.rint(c)):
+            raise ValueError(f"{name}: coordinate {d!r} must hold integer radian wavenumbers")
+    lead = [d for d in filters.dims if d not in ("ky", "kx")]
+    return filters.transpose(*lead, "ky", "kx")
+
+
+# ----------------------------------------------------------------------------------------
+# shell binning
+# ----------------------------------------------------------------------------------------
+def _shell_index(ky, kx):
+    """Integer shell ``round(|k|)`` of every (ky, kx) point, shape (len(ky), len(kx))."""
+    ky = np.asarray(ky, dtype=float)
+    kx = np.asarray(kx, dtype=float)
+    return np.rint(np.hypot(ky[:, None], kx[None, :])).astype(np.intp)
+
+
+def _shell_matrix(idx, nshell, weights=None, dtype=np.float64):
+    """Sparse (npoints, nshell) matrix summing points into shells (points past nshell dropped)."""
+    flat = idx.ravel()
+    keep = flat < nshell
+    w = np.ones(flat.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    return sp.csr_array(
+        (w[keep].astype(dtype), (np.flatnonzero(keep), flat[keep])),
+        shape=(flat.size, nshell),
+    )
+
+
+def _shell_sum_np(values, matrix):
+    """Shell-sum the last two axes of ``values`` with a sparse shell matrix."""
+    lead = values.shape[:-2]
+    flat = np.ascontiguousarray(values).reshape(-1, values.shape[-2] * values.shape[-1])
+    out = flat @ matrix
+    return np.asarray(out).reshape(*lead, matrix.shape[1])
+
+
+def _shell_sum(density, kmax, name):
+    """Shell-sum a real DataArray ``(..., ky, kx)`` into ``(..., k)``, lazily on dask."""
+    idx = _shell_index(density["ky"].values, density["kx"].values)
+    nshell = int(idx.max()) + 1 if kmax is None else kmax + 1
+    matrix = _shell_matrix(idx, nshell, dtype=density.dtype)
+    out = xr.apply_ufunc(
+        _shell_sum_np,
+        density,
+        input_core_dims=[["ky", "kx"]],
+        output_core_dims=[["k"]],
+        dask="parallelized",
+        output_dtypes=[density.dtype],
+        dask_gufunc_kwargs={"output_sizes": {"k": nshell}},
+        kwargs={"matrix": matrix},
+    )
+    out = out.assign_coords(k=("k", np.arange(nshell), _K_ATTRS))
+    out.name = name
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# isotropic spectra of fields
+# ----------------------------------------------------------------------------------------
+def _fft2(da):
+    """Fourier coefficients ``c = f̂/(Ny·Nx)`` of a checked field, dims ``(..., ky, kx)``.
+
+    Uses ``xrft.fft`` (unshifted, no phase/amplitude correction); xrft's frequencies are
+    in cycles per unit length, converted here to integer radian wavenumbers.
+    """
+    ny, nx = da.sizes["y"], da.sizes["x"]
+    # the grid was validated as i·2π/N up to an offset, which only changes phases
+    da = da.assign_coords(y=np.arange(ny) * _TWO_PI / ny, x=np.arange(nx) * _TWO_PI / nx)
+    if da.chunks is not None:
+        da = da.chunk({"y": -1, "x": -1})  # dask FFTs need whole transform axes
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"dropping variables using `drop` is deprecated", category=FutureWarning
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"dropping variables using `drop` is deprecated", category=DeprecationWarning
+        )
+        coeffs = xrft.fft(
+            da, dim=["y", "x"], shift=False, true_phase=False, true_amplitude=False
+        )
+    coeffs = coeffs.rename({"freq_y": "ky", "freq_x": "kx"})
+    ky = np.rint(coeffs["ky"].values * _TWO_PI).astype(int)
+    kx = np.rint(coeffs["kx"].values * _TWO_PI).astype(int)
+    coeffs = coeffs.assign_coords(ky=("ky", ky), kx=("kx", kx))
+    return coeffs / (ny * nx)
+
+
+def _power_units(units):
+    if units in (None, "", "1"):
+        return "1"
+    return f"({units})^2"
+
+
+def _dataset_variable(ds, var, kind, role="var"):
+    if var is None:
+        var = DEFAULT_VARIABLES[kind]
+    if not isinstance(var, str):
+        raise TypeError(f"{role} must be the name of a variable of the Dataset; got {var!r}")
+    if var not in ds.data_vars:
+        raise ValueError(
+            f"the {kind} spectrum of a Dataset reads the variable {var!r} ({role}={var!r}); "
+            f"the Dataset has {sorted(map(str, ds.data_vars))}. Pass {role}='<name>'."
+        )
+    return ds[var]
+
+
+def spectrum(obj, kind="power", *, var=None, kmax=None):
+    """Isotropic (shell-summed) spectrum of a field on the 2π-periodic grid.
+
+    The 2D transform is ``xrft.fft``; coefficients ``c(k) = f̂(k)/(Ny·Nx)`` are
+    binned in integer radian shells ``k = round(|k|)`` (the k = 0 mode in shell 0):
+
+    * ``kind="power"``: ``P(k) = Σ_{shell k} |c|²``, so ``Σ_k P(k) = mean(f²)`` over the
+      grid (Parseval; the mean is included, in P(0)).
+    * ``kind="energy"``, from the streamfunction ψ: ``E(k) = Σ_{shell k} ½ |k|² |ψ̂|² / (Ny·Nx)²``
+      with the exact ``|k|² = kx² + ky²``, so ``Σ_k E(k) = ½ mean(|∇ψ|²)`` (= ½ mean(ψω)).
+    * ``kind="enstrophy"``, from the vorticity ω: ``Z(k) = Σ_{shell k} ½ |ω̂|² / (Ny·Nx)²``,
+      so ``Σ_k Z(k) = ½ mean(ω²)``.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        A field with dims ``(..., "y", "x")`` (any leading dims: time, member, layer,
+        channel, ...). Coordinates ``x``, ``y``, when present, must be evenly spaced
+        ``i·2π/N``. May be dask-backed; the result is then lazy. For a Dataset, ``var``
+        picks the variable; by default ``"psi"`` for energy, ``"omega"`` for enstrophy,
+        and, for power, every variable with dims ``y`` and ``x`` (a Dataset of spectra).
+    kind : {"power", "energy", "enstrophy"}
+        Which spectrum (see above).
+    var : str, optional
+        Dataset only: the variable to transform.
+    kmax : int, optional
+        Keep shells ``0..kmax`` only. By default every shell that holds a grid
+        wavenumber is kept, so the sums over k are exact.
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        Spectrum with dims ``(..., "k")``, ``k = 0, 1, ...`` and CF attributes.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Wrong object type, missing ``y``/``x``, a non-periodic grid spacing, an unknown
+        ``kind``, a missing Dataset variable or a bad ``kmax``.
+
+    Examples
+    --------
+    >>> E = ds.tl.spectrum("energy")            # from ds.psi, dims (member, time, k)
+    >>> P = ds.pi.tl.spectrum()                 # power spectrum of Π
+    """
+    _check_kind(kind, SPECTRUM_KINDS)
+    kmax = _check_kmax(kmax)
+    if isinstance(obj, xr.Dataset):
+        if var is None and kind == "power":
+            names = [v for v in obj.data_vars if {"y", "x"} <= set(obj[v].dims)]
+            if not names:
+                raise ValueError(
+                    "obj: the Dataset has no variable with dims 'y' and 'x' to transform; "
+                    f"its variables are {sorted(map(str, obj.data_vars))}"
+                )
+            return xr.Dataset({v: spectrum(obj[v], kind, kmax=kmax) for v in names})
+        field = _dataset_variable(obj, var, kind)
+        return spectrum(field, kind, kmax=kmax)
+    if var is not None:
+        raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
+    field = _check_field(obj, "obj")
+    coeffs = _fft2(field)
+    power = (coeffs * np.conj(coeffs)).real
+    name = field.name if field.name is not None else "field"
+    units = field.attrs.get("units")
+    if kind == "power":
+        density = power
+        attrs = {
+            "long_name": f"power spectrum of {name}",
+            "units": _power_units(units),
+            "normalization": "P(k) = sum over shell round(|k|)=k of |f^(k)|^2/(Ny*Nx)^2; "
+            "sum_k P(k) = mean(f^2)",
+        }
+    elif kind == "energy":
+        k2 = (coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float)
+        density = 0.5 * k2 * power
+        attrs = {
+            "long_name": f"kinetic energy spectrum (from streamfunction {name})",
+            "units": "1",
+            "normalization": "E(k) = sum over shell of 0.5*|k|^2*|psi^(k)|^2/(Ny*Nx)^2; "
+            "sum_k E(k) = 0.5*mean(|grad psi|^2)",
+        }
+    else:
+        density = 0.5 * power
+        attrs = {
+            "long_name": f"enstrophy spectrum (from vorticity {name})",
+            "units": "1",
+            "normalization": "Z(k) = sum over shell of 0.5*|omega^(k)|^2/(Ny*Nx)^2; "
+            "sum_k Z(k) = 0.5*mean(omega^2)",
+        }
+    out = _shell_sum(density, kmax, f"{kind}_spectrum")
+    out.attrs = attrs
+    return out
+
+
+def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
+    """Interscale transfer spectrum of the subgrid-scale term Π.
+
+    ``T(k) = Σ_{shell k} Re[conj(â) Π̂] / (Ny·Nx)²`` with ``a = ψ`` for
+    ``kind="energy"`` and ``a = ω`` for ``kind="enstrophy"``. For energy the k = 0
+    mode is left out (the mean of ψ is a gauge and carries no energy), so
+    ``Σ_k T(k) = mean(ψ'Π')`` (anomalies from the means); for enstrophy
+    ``Σ_k T(k) = mean(ω·Π)``. Since the LES equation carries ``-Π``
+    (``∂ω̄/∂t = ... - Π``), the tendency that Π gives the energy (enstrophy) spectrum
+    of :func:`spectrum` is exactly ``-T(k)``: ``T > 0`` where Π drains the resolved
+    scales, ``T < 0`` where it feeds them (backscatter).
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        ψ (energy) or ω (enstrophy) with dims ``(..., "y", "x")``; or a Dataset, whose
+        variable ``var`` (default ``"psi"`` / ``"omega"``) is used.
+    pi : xarray.DataArray or str, optional
+        Π on the same grid (broadcast against ``obj`` over leading dims). With a
+        Dataset, the name of its Π variable (default ``"pi"``).
+    kind : {"energy", "enstrophy"}
+        Which transfer.
+    var : str, optional
+        Dataset only: the ψ or ω variable.
+    kmax : int, optional
+        Keep shells ``0..kmax`` only (default: all shells, sums exact).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``T`` with dims ``(..., "k")``; lazy when the inputs are dask-backed.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad types, missing variables, grids that differ or are not periodic.
+    """
+    _check_kind(kind, TRANSFER_KINDS)
+    kmax = _check_kmax(kmax)
+    if isinstance(obj, xr.Dataset):
+        field = _dataset_variable(obj, var, kind, role="var")
+        pi_name = "pi" if pi is None else pi
+        if not isinstance(pi_name, str):
+            raise TypeError(f"with a Dataset, pi must be the name of its Π variable; got {pi!r}")
+        if pi_name not in obj.data_vars:
+            raise ValueError(
+                f"the transfer spectrum reads Π from the variable {pi_name!r} (pi={pi_name!r}); "
+                f"the Dataset has {sorted(map(str, obj.data_vars))}"
+            )
+        return transfer_spectrum(field, obj[pi_name], kind=kind, kmax=kmax)
+    if var is not None:
+        raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
+    field = _check_field(obj, "obj")
+    if pi is None:
+        raise TypeError("pi (the SGS term Π, a DataArray on the same grid) is required")
+    pi = _check_field(pi, "pi")
+    if (pi.sizes["y"], pi.sizes["x"]) != (field.sizes["y"], field.sizes["x"]):
+        raise ValueError(
+            f"pi must be on the same grid as obj: pi is {pi.sizes['y']}×{pi.sizes['x']}, "
+            f"obj is {field.sizes['y']}×{field.sizes['x']}"
+        )
+    ca = _fft2(field)
+    cp = _fft2(pi)
+    density = (np.conj(ca) * cp).real
+    if kind == "energy":
+        density = density.where((density["ky"] != 0) | (density["kx"] != 0), 0.0)
+    lead = [d for d in density.dims if d not in ("ky", "kx")]
+    density = density.transpose(*lead, "ky", "kx")
+    symbol = "psi" if kind == "energy" else "omega"
+    out = _shell_sum(density, kmax, f"{kind}_transfer")
+    out.attrs = {
+        "long_name": f"{kind} transfer spectrum of the SGS term pi",
+        "units": "1",
+        "normalization": f"T(k) = sum over shell of Re[conj({symbol}^) pi^]/(Ny*Nx)^2"
+        + ("; k=0 mode excluded; sum_k T(k) = mean(psi'*pi')" if kind == "energy" else
+           "; sum_k T(k) = mean(omega*pi)")
+        + f"; the resolved {kind} tendency due to -pi is -T(k)",
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# kernel filters
+# ----------------------------------------------------------------------------------------
+def _magnitude_np(kernels, n, shift):
+    """|Ŵ| on the full n×n grid of real kernels (..., ty, tx), via rfft2 and mirroring."""
+    half = np.abs(np.fft.rfft2(kernels, s=(n, n)))
+    nh = n // 2 + 1
+    full = np.empty(half.shape[:-1] + (n,), dtype=half.dtype)
+    full[..., :nh] = half
+    if n > nh:
+        rows = (-np.arange(n)) % n  # |Ŵ(ky, -m)| = |Ŵ(-ky, m)|
+        cols = n - np.arange(nh, n)
+        full[..., nh:] = half[..., rows, :][..., cols]
+    if shift:
+        full = np.fft.fftshift(full, axes=(-2, -1))
+    return full
+
+
+def _with_attrs(da, **attrs):
+    """A copy of ``da`` whose attrs are exactly ``attrs``."""
+    da = da.copy()
+    da.attrs = attrs
+    return da
+
+
+def _float_dtype(dtype):
+    return np.float32 if dtype in (np.float16, np.float32) else np.float64
+
+
+def _default_chunks(kernel, n, itemsize):
+    per_out = kernel.sizes["channel_in"] * n * n * itemsize
+    co = int(max(1, min(kernel.sizes["channel_out"], _CHUNK_BYTES // max(per_out, 1))))
+    return {"layer": 1, "channel_out": co, "channel_in": -1}
+
+
+def _kernel_dask(kernel, n, chunks):
+    """The kernel as a float dask array chunked over (layer, channel_out, channel_in)."""
+    dtype = _float_dtype(kernel.dtype)
+    if chunks is None:
+        chunks = _default_chunks(kernel, n, np.dtype(dtype).itemsize)
+    if not isinstance(chunks, dict):
+        raise TypeError(f"chunks must be a dict over layer/channel_out/channel_in; got {chunks!r}")
+    bad = set(chunks) - set(KERNEL_DIMS[:3])
+    if bad:
+        raise ValueError(f"chunks may only name layer, channel_out, channel_in; got {sorted(bad)}")
+    data = kernel.data
+    if not isinstance(data, dsa.Array):
+        data = dsa.from_array(np.asarray(data), chunks=-1)
+    data = data.astype(dtype)
+    return data.rechunk(tuple(chunks.get(d, -1) for d in KERNEL_DIMS[:3]) + (-1, -1))
+
+
+def _half_plane(n):
+    """ky (fftfreq order), kx = 0..n//2 of rfft2, and each point's multiplicity in the
+    full n×n grid (2 where the mirror point (-ky, -kx) is not in the half plane)."""
+    ky = np.rint(np.fft.fftfreq(n, 1.0 / n))
+    kx = np.arange(n // 2 + 1, dtype=float)
+    mult = np.where((kx > 0) & (2 * kx < n), 2.0, 1.0)
+    return ky, kx, np.broadcast_to(mult[None, :], (n, kx.size))
+
+
+def kernel_filters(model, n, *, shift=True, chunks=None):
+    """Magnitude of the Fourier transform of every kernel, zero-padded to ``n × n``.
+
+    Parameters
+    ----------
+    model : xarray.Dataset
+        Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
+    n : int
+        Grid size to zero-pad to (the paper uses the LES grid, e.g. 128); at least the
+        kernel size.
+    shift : bool, default True
+        If True, ``ky`` and ``kx`` run ``-n//2 … (n-1)//2`` (fftshifted: k = 0 at the
+        centre, the way the paper plots |Ŵ|); if False, numpy's ``fftfreq`` order.
+    chunks : dict, optional
+        Chunks over ``layer``, ``channel_out``, ``channel_in`` (``ky``, ``kx`` are always
+        whole). Default: one layer and as many output channels as keep a chunk of |Ŵ|
+        near 8 MiB (2 × 64 kernels of the paper's network at n = 128), which bounds
+        memory for the paper's network (11 × 64 × 64 kernels, ~3 GB if materialized).
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy (dask) ``|Ŵ|`` with dims ``(layer, channel_out, channel_in, ky, kx)``,
+        float32 for float32 (or float16) kernels, float64 otherwise; NaN for NaN-padded
+        kernels. ``Ŵ`` is the unnormalized DFT (``Ŵ(0)`` is the sum of the taps).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``model`` is not a model Dataset, or ``n`` is not an integer ≥ the kernel size.
+    """
+    kernel = _check_model(model)
+    n = _check_n(n, kernel)
+    data = _kernel_dask(kernel, n, chunks)
+    dtype = data.dtype
+    out = data.map_blocks(
+        _magnitude_np,
+        n,
+        shift,
+        chunks=data.chunks[:3] + ((n,), (n,)),
+        dtype=dtype,
+        token="kernel-filters",
+    )
+    k = np.fft.fftfreq(n, 1.0 / n).round().astype(int)
+    if shift:
+        k = np.fft.fftshift(k)
+    coords = {d: kernel[d] for d in KERNEL_DIMS[:3] if d in kernel.coords}
+    kattrs = {"long_name": "radian wavenumber of the n-point padded grid", "units": "1"}
+    coords["ky"] = ("ky", k, kattrs)
+    coords["kx"] = ("kx", k, kattrs)
+    return xr.DataArray(
+        out,
+        dims=KERNEL_DIMS[:3] + ("ky", "kx"),
+        coords=coords,
+        name="kernel_filter",
+        attrs={
+            "long_name": "magnitude of the kernel transfer function |W^|",
+            "units": "1",
+            "n": n,
+            "fftshift": int(bool(shift)),
+        },
+    )
+
+
+def radial_profile(filters, *, kmax=None):
+    """Mean of ``|Ŵ|`` over each integer wavenumber shell ``round(|k|) = k``.
+
+    Parameters
+    ----------
+    filters : xarray.DataArray
+        Filter magnitudes with dims ``(..., "ky", "kx")`` and integer ``ky``, ``kx``
+        coordinates (any order, shifted or not), e.g. from :func:`kernel_filters`.
+    kmax : int, optional
+        Last shell; default ``min(len(ky), len(kx)) // 2``, the shells that are whole
+        circles on the grid.
+
+    Returns
+    -------
+    xarray.DataArray
+        Profile with dims ``(..., "k")``, ``k = 0..kmax``; lazy on dask input.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``filters`` lacks ``ky``/``kx`` or integer wavenumber coordinates; bad ``kmax``.
+    """
+    filters = _check_filters(filters)
+    kmax = _check_kmax(kmax)
+    if kmax is None:
+        kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
+    idx = _shell_index(filters["ky"].values, filters["kx"].values)
+    counts = np.bincount(idx.ravel(), minlength=kmax + 1)[: kmax + 1].astype(float)
+    if np.any(counts == 0):
+        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
+    weights = 1.0 / counts[np.minimum(idx, kmax)]
+    matrix = _shell_matrix(idx, kmax + 1, weights=weights, dtype=filters.dtype)
+    out = xr.apply_ufunc(
+        _shell_sum_np,
+        filters,
+        input_core_dims=[["ky", "kx"]],
+        output_core_dims=[["k"]],
+        dask="parallelized",
+        output_dtypes=[filters.dtype],
+        dask_gufunc_kwargs={"output_sizes": {"k": kmax + 1}},
+        kwargs={"matrix": matrix},
+    )
+    out = out.assign_coords(k=("k", np.arange(kmax + 1), _K_ATTRS))
+    out.name = "radial_profile"
+    out.attrs = {"long_name": "shell mean of |W^|", "units": "1"}
+    return out
+
+
+# per-kernel features computed chunk by chunk (so only they are ever materialized)
+_FEATURES = ("peak_k", "flatness", "anisotropy", "orientation", "peak_value", "finite")
+
+
+def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
+    """Sparse matrices giving, from |Ŵ| (resp. |Ŵ|²) on a (ky, kx) grid flattened,
+    the shell means (resp. Σ w cos2φ, Σ w sin2φ, Σ w per shell) for shells 0..kmax.
+    ``mult`` is each point's multiplicity in the full grid (1 for a full grid) and
+    ``shape`` the full grid's (ny, nx). On an even grid the Nyquist line k = -N/2 is
+    also k = +N/2: its points count for both, so their sin 2φ (which flips between the
+    two) is 0, which makes the angles symmetric and the full grid agree with rfft2's."""
+    idx = _shell_index(ky, kx)
+    nshell = kmax + 1
+    mult = np.asarray(mult, dtype=float)
+    counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=nshell)[:nshell]
+    if np.any(counts == 0):
+        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
+    mean_matrix = _shell_matrix(idx, nshell, mult / counts[np.minimum(idx, kmax)], dtype)
+    phi = np.arctan2(np.asarray(ky, float)[:, None], np.asarray(kx, float)[None, :])
+    cos2, sin2 = np.cos(2 * phi), np.sin(2 * phi)
+    cos2[idx == 0] = 0.0  # the k = 0 point has no direction
+    sin2[idx == 0] = 0.0
+    ny, nx = shape
+    nyquist_y = (ny % 2 == 0) & (np.abs(np.asarray(ky, float)) == ny / 2)
+    nyquist_x = (nx % 2 == 0) & (np.abs(np.asarray(kx, float)) == nx / 2)
+    sin2[nyquist_y[:, None] | nyquist_x[None, :]] = 0.0
+    moment_matrix = sp.hstack(
+        [
+            _shell_matrix(idx, nshell, mult * cos2, dtype),
+            _shell_matrix(idx, nshell, mult * sin2, dtype),
+            _shell_matrix(idx, nshell, mult, dtype),
+        ],
+        format="csr",
+    )
+    return mean_matrix, moment_matrix
+
+
+def _features_np(mag, mean_matrix, moment_matrix, owned=False):
+    """Per-kernel features from |Ŵ| blocks (..., ky, kx) -> (..., len(_FEATURES)).
+
+    ``owned=True`` lets it overwrite ``mag`` (a temporary) instead of allocating."""
+    nshell = mean_matrix.shape[1]
+    lead = mag.shape[:-2]
+    flat = np.ascontiguousarray(mag).reshape(-1, mag.shape[-2] * mag.shape[-1])
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        flat = np.where(finite[:, None], flat, 0)
+    profile = np.asarray(flat @ mean_matrix, dtype=np.float64)  # (M, S)
+    flat = np.square(flat, out=flat if owned or not finite.all() else None)
+    moments = np.asarray(flat @ moment_matrix, dtype=np.float64)  # (M, 3S)
+    cos2, sin2, power = (moments[:, i * nshell : (i + 1) * nshell] for i in range(3))
+    rows = np.arange(flat.shape[0])
+    peak = profile.argmax(axis=1)
+    pmax = profile[rows, peak]
+    pmin = profile.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flatness = np.where(pmin > 0, pmax / np.where(pmin > 0, pmin, 1), np.inf)
+        zc, zs, zp = cos2[rows, peak], sin2[rows, peak], power[rows, peak]
+        anis = np.where(zp > 0, np.hypot(zc, zs) / np.where(zp > 0, zp, 1), 0.0)
+    theta = np.degrees(0.5 * np.arctan2(zs, zc)) % 180.0
+    theta = np.where(theta >= 180.0 - 1e-6, 0.0, theta)  # keep [0, 180) despite rounding
+    feats = np.stack(
+        [peak.astype(float), flatness, anis, theta, pmax, finite.astype(float)], axis=-1
+    )
+    return feats.reshape(*lead, len(_FEATURES))
+
+
+def _kernel_features_np(kernels, n, mean_matrix, moment_matrix):
+    """Features of real kernels (..., ty, tx) from |Ŵ| on the rfft2 half plane."""
+    mag = np.abs(np.fft.rfft2(kernels, s=(n, n)))
+    return _features_np(mag, mean_matrix, moment_matrix, owned=True)
+
+
+def _classify_np(peak, kmax, flatness, anisotropy, peak_value, finite, flat_ratio, edge,
+                 min_anisotropy):
+    """Apply the documented decision list to feature arrays; returns a str array."""
+    types = np.full(peak.shape, "band-pass", dtype="<U9")
+    high = peak >= (1.0 - edge) * kmax
+    types[high] = "high-pass"
+    types[(anisotropy >= min_anisotropy) & (peak > edge * kmax)] = "gabor"
+    types[peak <= edge * kmax] = "low-pass"
+    types[flatness <= flat_ratio] = "all-pass"
+    types[~(finite.astype(bool) & (peak_value > 0))] = "absent"
+    return types
+
+
+def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, kmax=None):
+    """Classify filters as low-pass, high-pass, band-pass, Gabor or all-pass.
+
+    From ``|Ŵ|`` on the (ky, kx) grid, per filter:
+
+    * the radial profile ``P(k)`` (:func:`radial_profile`, shells ``0..K``,
+      ``K = min(len(ky), len(kx)) // 2`` by default), its peak shell ``k_p = argmax P``
+      and its flatness ``max P / min P``;
+    * the anisotropy of the peak shell, ``A = |Σ w e^{2iφ}| / Σ w`` over the grid points
+      of shell ``k_p`` with ``w = |Ŵ|²`` and ``φ = atan2(ky, kx)`` (0 for an isotropic
+      ring, 1 for all weight at ±θ; 0 when ``k_p = 0``), and the orientation
+      ``θ = ½ arg Σ w e^{2iφ}`` in degrees in [0, 180): the direction of the peak
+      wavevector (kx, ky) from the kx axis (the stripes of such a kernel run
+      perpendicular to it).
+
+    The class is the first rule that holds:
+
+    1. ``absent``: a NaN-padded (non-finite) or all-zero filter;
+    2. ``all-pass``: ``max P / min P ≤ flat_ratio``;
+    3. ``low-pass``: ``k_p ≤ edge·K``;
+    4. ``gabor``: ``A ≥ min_anisotropy`` (an oriented band; ``orientation`` is set);
+    5. ``high-pass``: ``k_p ≥ (1 - edge)·K``;
+    6. ``band-pass``: otherwise (an isotropic band between).
+
+    Parameters
+    ----------
+    filters : xarray.DataArray
+        ``|Ŵ|`` with dims ``(..., "ky", "kx")`` and integer wavenumber coordinates,
+        e.g. from :func:`kernel_filters`; may be dask-backed (it is reduced chunk by
+        chunk: only a few numbers per filter are ever held in memory).
+    flat_ratio : float, default 2.0
+        All-pass threshold on ``max P / min P``.
+    edge : float, default 0.1
+        Fraction of ``K`` defining the low and high ends of the spectrum.
+    min_anisotropy : float, default 0.5
+        Gabor threshold on ``A``.
+    kmax : int, optional
+        ``K``, the last shell used.
+
+    Returns
+    -------
+    xarray.Dataset
+        Computed (numpy) variables over the leading dims: ``filter_type`` (str),
+        ``orientation`` (degrees, NaN unless gabor), ``anisotropy``, ``peak_k``,
+        ``flatness``; the criteria are in ``attrs``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad ``filters`` or thresholds.
+    """
+    filters = _check_filters(filters)
+    kmax = _check_kmax(kmax)
+    _check_criteria(flat_ratio, edge, min_anisotropy)
+    if kmax is None:
+        kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
+    if kmax < 1:
+        raise ValueError(f"filters need at least shells 0..1 (kmax ≥ 1); got kmax={kmax}")
+    dtype = _float_dtype(filters.dtype)
+    mean_matrix, moment_matrix = _feature_matrices(
+        filters["ky"].values,
+        filters["kx"].values,
+        np.ones((filters.sizes["ky"], filters.sizes["kx"])),
+        kmax,
+        dtype,
+        (filters.sizes["ky"], filters.sizes["kx"]),
+    )
+    feats = xr.apply_ufunc(
+        _features_np,
+        filters.astype(dtype),
+        input_core_dims=[["ky", "kx"]],
+        output_core_dims=[["feature"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"feature": len(_FEATURES)}},
+        kwargs={"mean_matrix": mean_matrix, "moment_matrix": moment_matrix},
+    ).compute()
+    return _classification(feats, kmax, flat_ratio, edge, min_anisotropy)
+
+
+def _check_criteria(flat_ratio, edge, min_anisotropy):
+    for name, value, lo, hi in (
+        ("flat_ratio", flat_ratio, 1.0, np.inf),
+        ("edge", edge, 0.0, 0.5),
+        ("min_anisotropy", min_anisotropy, 0.0, 1.0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}]; got {value!r}")
+
+
+def _classification(feats, kmax, flat_ratio, edge, min_anisotropy):
+    """The classification Dataset from computed features (..., feature)."""
+    f = {name: feats.isel(feature=i, drop=True) for i, name in enumerate(_FEATURES)}
+    types = _classify_np(
+        f["peak_k"].values, kmax, f["flatness"].values, f["anisotropy"].values,
+        f["peak_value"].values, f["finite"].values, flat_ratio, edge, min_anisotropy,
+    )
+    valid = types != "absent"
+    out = xr.Dataset(
+        {
+            "filter_type": _with_attrs(
+                f["peak_k"].copy(data=types),
+                long_name="filter type",
+                flag_values=" ".join(FILTER_TYPES),
+            ),
+            "orientation": _with_attrs(
+                f["orientation"].where(types == "gabor"),
+                long_name="orientation of the peak wavevector from the kx axis (gabor only)",
+                units="degree",
+            ),
+            "anisotropy": _with_attrs(
+                f["anisotropy"].where(valid),
+                long_name="anisotropy |sum w exp(2i phi)|/sum w of the peak shell",
+                units="1",
+            ),
+            "peak_k": _with_attrs(
+                f["peak_k"].where(valid),
+                long_name="shell of the maximum of the radial profile",
+                units="1",
+            ),
+            "flatness": _with_attrs(
+                f["flatness"].where(valid), long_name="max/min of the radial profile", units="1"
+            ),
+        }
+    )
+    out.attrs = {
+        "criteria": "first that holds: absent (non-finite or zero); all-pass if "
+        "max P/min P <= flat_ratio; low-pass if k_p <= edge*K; gabor if anisotropy >= "
+        "min_anisotropy; high-pass if k_p >= (1-edge)*K; band-pass otherwise",
+        "flat_ratio": float(flat_ratio),
+        "edge": float(edge),
+        "min_anisotropy": float(min_anisotropy),
+        "kmax": int(kmax),
+    }
+    return out
+
+
+def classify_kernels(model, n, *, chunks=None, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5,
+                     kmax=None):
+    """Classify every kernel of a model Dataset from its spectrum padded to ``n × n``.
+
+    Gives the same result as
+    ``classify_filters(kernel_filters(model, n), flat_ratio=..., ...)`` (same criteria),
+    computed faster: a real kernel's ``|Ŵ|`` is symmetric under k → -k, so the features
+    are taken on the ``rfft2`` half plane, each point weighted by its multiplicity in the
+    full grid. Work is done chunk by chunk over (layer, channel_out, channel_in) and only
+    a few numbers per kernel are kept, so the paper's network (11 × 64 × 64 kernels) at
+    n = 128 is classified in bounded memory (see ``benchmarks/kernels.py``).
+
+    Parameters
+    ----------
+    model : xarray.Dataset
+        Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
+    n : int
+        Padded grid size (≥ the kernel size), e.g. the LES grid.
+    chunks : dict, optional
+        Chunks over ``layer``, ``channel_out``, ``channel_in`` (see :func:`kernel_filters`).
+    flat_ratio, edge, min_anisotropy, kmax
+        The criteria of :func:`classify_filters`.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`classify_filters`, over ``(layer, channel_out, channel_in)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a model Dataset, bad ``n``, ``chunks`` or criteria.
+    """
+    kernel = _check_model(model)
+    n = _check_n(n, kernel)
+    kmax = _check_kmax(kmax)
+    _check_criteria(flat_ratio, edge, min_anisotropy)
+    if kmax is None:
+        kmax = n // 2
+    if not 1 <= kmax <= n // 2:
+        raise ValueError(f"kmax must be in [1, n//2 = {n // 2}]; got {kmax}")
+    data = _kernel_dask(kernel, n, chunks)
+    ky, kx, mult = _half_plane(n)
+    mean_matrix, moment_matrix = _feature_matrices(ky, kx, mult, kmax, data.dtype, (n, n))
+    feats = data.map_blocks(
+        _kernel_features_np,
+        n,
+        mean_matrix,
+        moment_matrix,
+        drop_axis=[3, 4],
+        new_axis=[3],
+        chunks=data.chunks[:3] + ((len(_FEATURES),),),
+        dtype=np.float64,
+        token="kernel-features",
+    ).compute()
+    coords = {d: kernel[d] for d in KERNEL_DIMS[:3] if d in kernel.coords}
+    feats = xr.DataArray(feats, dims=KERNEL_DIMS[:3] + ("feature",), coords=coords)
+    return _classification(feats, kmax, flat_ratio, edge, min_anisotropy)
+
+
+def filter_census(obj, *, n=None, chunks=None, **criteria):
+    """Count the filter types per layer.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        A classification (a Dataset with ``filter_type``, or the ``filter_type``
+        DataArray, with a ``layer`` dim), or a model Dataset with ``kernel``, which is
+        classified first with :func:`classify_kernels` (then ``n`` is required).
+    n : int, optional
+        Padded grid size, for a model Dataset.
+    chunks : dict, optional
+        For a model Dataset, passed to :func:`kernel_filters`.
+    **criteria
+        For a model Dataset, passed to :func:`classify_filters`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Integer counts with dims ``(layer, filter_type)``, ``filter_type`` in the order
+        low-pass, high-pass, band-pass, gabor, all-pass; absent (NaN-padded) kernels
+        are not counted.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Neither a classification nor a model; a model without ``n``.
+    """
+    if isinstance(obj, xr.Dataset) and "filter_type" not in obj.data_vars:
+        if "kernel" not in obj.data_vars:
+            raise ValueError(
+                "obj must be a classification (with 'filter_type') or a model Dataset with "
+                f"'kernel'; its variables are {sorted(map(str, obj.data_vars))}"
+            )
+        if n is None:
+            raise ValueError("n (the padded grid size, e.g. 128) is required to classify a model")
+        obj = classify_kernels(obj, n, chunks=chunks, **criteria)
+    if isinstance(obj, xr.Dataset):
+        obj = obj["filter_type"]
+    if not isinstance(obj, xr.DataArray):
+        raise TypeError(f"obj must be an xarray Dataset or DataArray; got {type(obj).__name__}")
+    if "layer" not in obj.dims:
+        raise ValueError(f"the filter types need a 'layer' dim; got dims {obj.dims}")
+    types = list(FILTER_TYPES[:-1])
+    values = np.asarray(obj.transpose("layer", ...).values).reshape(obj.sizes["layer"], -1)
+    counts = np.stack([(values == t).sum(axis=1) for t in types], axis=-1).astype(np.int64)
+    coords = {"filter_type": types}
+    if "layer" in obj.coords:
+        coords["layer"] = obj["layer"].values
+    return xr.DataArray(
+        counts,
+        dims=("layer", "filter_type"),
+        coords=coords,
+        name="filter_count",
+        attrs={"long_name": "number of kernels of each filter type", "units": "1"},
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# kernel changes under transfer learning
+# ----------------------------------------------------------------------------------------
+def _spectral_change_np(wb, wt, n, mult):
+    """‖|Ŵ_t| − |Ŵ_b|‖_F over the full n×n grid, from the rfft2 half plane."""
+    d = np.abs(np.fft.rfft2(wt, s=(n, n))) - np.abs(np.fft.rfft2(wb, s=(n, n)))
+    d *= d
+    return np.sqrt(np.einsum("...ij,ij->...", d.astype(np.float64), mult))
+
+
+def kernel_change(base, tl, *, n, percentile=99.9, by="spectral", chunks=None):
+    """How re-training changed each kernel, in physical and in spectral space.
+
+    Per kernel: ``physical_change = ‖W_TL − W_base‖_F`` over the taps and
+    ``spectral_change = ‖|Ŵ_TL| − |Ŵ_base|‖_F`` over the ``n × n`` grid (Ŵ as in
+    :func:`kernel_filters`, the unnormalized DFT; by Parseval and the triangle
+    inequality ``spectral_change ≤ n·physical_change``). Per layer, the relative
+    changes ``‖W_TL − W_base‖_F / ‖W_base‖_F`` and
+    ``‖|Ŵ_TL| − |Ŵ_base|‖_F / ‖Ŵ_base‖_F`` over all kernels of the layer. The
+    most-changed kernels are those whose change (``by``) is at or above the given
+    percentile over all kernels (the paper used the 99.9th), sorted by decreasing
+    change, with their spectra before and after.
+
+    Parameters
+    ----------
+    base, tl : xarray.Dataset
+        Model Datasets with the same ``kernel`` shape and coordinates (the base model
+        and the re-trained one).
+    n : int
+        Padded grid size (≥ the kernel size), e.g. the LES grid.
+    percentile : float, default 99.9
+        In [0, 100].
+    by : {"spectral", "physical"}
+        Which change ranks the kernels.
+    chunks : dict, optional
+        Chunks over ``layer``, ``channel_out``, ``channel_in`` (as in
+        :func:`kernel_filters`); the spectral change is reduced chunk by chunk.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``physical_change``, ``spectral_change`` (layer, channel_out, channel_in; NaN for
+        padded kernels); ``relative_physical_change``, ``relative_spectral_change``
+        (layer); and along ``top`` (most-changed first): ``top_layer``, ``top_channel_out``,
+        ``top_channel_in``, ``top_change``, ``top_filter_base`` and ``top_filter_tl``
+        (top, ky, kx; fftshifted). ``attrs`` hold ``percentile``, ``threshold``, ``by``
+        and ``n``. Everything is computed (numpy-backed).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad models, models that do not match, bad ``n``, ``percentile`` or ``by``.
+    """
+    kb = _check_model(base, "base")
+    kt = _check_model(tl, "tl")
+    if kb.shape != kt.shape:
+        raise ValueError(f"base and tl kernels must have the same shape; got {kb.shape} and {kt.shape}")
+    for d in KERNEL_DIMS[:3]:
+        if d in kb.coords and d in kt.coords and not np.array_equal(kb[d].values, kt[d].values):
+            raise ValueError(f"base and tl must have the same {d!r} coordinates")
+    n = _check_n(n, kb)
+    if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
+    if by not in ("spectral", "physical"):
+        raise ValueError(f"by must be 'spectral' or 'physical'; got {by!r}")
+    kt = kt.assign_coords({d: kb[d] for d in KERNEL_DIMS[:3] if d in kb.coords})
+    taps = ["tap_y", "tap_x"]
+    diff = (kt - kb).astype(np.float64)
+    physical = np.sqrt((diff**2).sum(taps, skipna=False))
+    db = _kernel_dask(kb, n, chunks)
+    dt = _kernel_dask(kt, n, chunks).rechunk(db.chunks)
+    mult = _half_plane(n)[2]
+    spectral = dsa.map_blocks(
+        _spectral_change_np, db, dt, n, mult,
+        drop_axis=[3, 4], dtype=np.float64, token="spectral-change",
+    )
+    spectral = xr.DataArray(spectral, dims=KERNEL_DIMS[:3], coords=physical.coords)
+    physical, spectral = xr.align(physical.compute(), spectral.compute(), join="exact")
+    rest = ["channel_out", "channel_in"]
+    base_norm = np.sqrt((kb.astype(np.float64) ** 2).sum(rest + taps))
+    rel_phys = np.sqrt((physical**2).sum(rest)) / base_norm
+    rel_spec = np.sqrt((spectral**2).sum(rest)) / (n * base_norm)  # ‖Ŵ‖_F = n‖W‖_F
+    ranked = spectral if by == "spectral" else physical
+    values = ranked.values
+    if not np.isfinite(values).any():
+        raise ValueError("base and tl have no finite kernels to compare")
+    threshold = float(np.nanpercentile(values, percentile))
+    flat = np.where(np.isfinite(values), values, -np.inf).ravel()
+    picks = np.flatnonzero(flat >= threshold)
+    picks = picks[np.argsort(-flat[picks], kind="stable")]
+    li, oi, ii = np.unravel_index(picks, values.shape)
+    sel_b = np.asarray(kb.values)[li, oi, ii]
+    sel_t = np.asarray(kt.values)[li, oi, ii]
+    dtype = _float_dtype(kb.dtype)
+    k = np.fft.fftshift(np.fft.fftfreq(n, 1.0 / n).round().astype(int))
+
+    def label(d, i):
+        return ("top", kb[d].values[i] if d in kb.coords else i)
+
+    out = xr.Dataset(
+        {
+            "physical_change": _with_attrs(
+                physical, long_name="Frobenius norm of W_TL - W_base over the taps", units="1"
+            ),
+            "spectral_change": _with_attrs(
+                spectral,
+                long_name="Frobenius norm of |W^_TL| - |W^_base| over the n x n grid",
+                units="1",
+            ),
+            "relative_physical_change": _with_attrs(
+                rel_phys, long_name="per-layer ||W_TL - W_base||_F / ||W_base||_F", units="1"
+            ),
+            "relative_spectral_change": _with_attrs(
+                rel_spec,
+                long_name="per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F",
+                units="1",
+            ),
+            "top_layer": label("layer", li),
+            "top_channel_out": label("channel_out", oi),
+            "top_channel_in": label("channel_in", ii),
+            "top_change": ("top", flat[picks], {"long_name": f"{by} change", "units": "1"}),
+            "top_filter_base": (
+                ("top", "ky", "kx"),
+                _magnitude_np(sel_b.astype(dtype), n, True),
+                {"long_name": "|W^| of the base kernel", "units": "1"},
+            ),
+            "top_filter_tl": (
+                ("top", "ky", "kx"),
+                _magnitude_np(sel_t.astype(dtype), n, True),
+                {"long_name": "|W^| of the re-trained kernel", "units": "1"},
+            ),
+        },
+        coords={"top": np.arange(picks.size), "ky": ("ky", k), "kx": ("kx", k)},
+    )
+    out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "n": n}
+    return out
