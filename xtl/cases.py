@@ -222,7 +222,7 @@ PRESETS = {
     ),
     "tiny": Case(
         name="tiny",
-        Re=200.0,
+        Re=100.0,
         kf=4.0,
         beta=0.0,
         mu=0.1,

@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace earlier demo output")
     demo.add_argument("--t-end", type=float, default=DEMO["t_end"], help="end time")
     demo.add_argument("--spin-up", type=float, default=DEMO["spin_up"], help="spin-up time")
+    demo.add_argument("--case", default=DEMO["case"], help="preset to run (default: small-base)")
 
     sim = sub.add_parser("simulate", help="run one DNS and write it to netCDF")
     sim.add_argument("case", help="a preset name (see `xtl cases`)")
@@ -91,7 +92,7 @@ def cmd_demo(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    case = _case(DEMO["case"])
+    case = _case(args.case)
     start = time.perf_counter()
     path = out / f"dns-{case.name}.nc"
     print(f"xtl demo: {case.n}² DNS of {case.name!r} (Re={case.Re:g}, kf={case.kf:g}) "
