@@ -327,7 +327,7 @@ def test_divergence_is_reported_and_earlier_snapshots_kept(tmp_path):
         (dict(dt=0.0), "Case.dt"),
         (dict(dt=-1e-3), "Case.dt"),
         (dict(mu=-0.1), "Case.mu"),
-        (dict(n_les=64), "Case.n_les"),
+        (dict(n_les=128), "Case.n_les"),
         (dict(n_les=15), "Case.n_les"),
     ],
 )

@@ -51,7 +51,7 @@ class Case:
         DNS grid points per direction; even and ≥ 8.
     n_les : int
         LES grid points per direction used to coarse-grain this case; even,
-        smaller than ``n``.
+        not larger than ``n`` (equal to ``n`` for a case that is itself an LES).
     dt : float
         Time step; > 0.
     forcing : str
@@ -149,10 +149,10 @@ def _validate_case(case: Case) -> None:
         raise ValueError(f"Case.dt must be a finite number > 0, got {case.dt}")
     if case.n < MIN_N or case.n % 2:
         raise ValueError(f"Case.n must be an even integer >= {MIN_N}, got {case.n}")
-    if case.n_les < 4 or case.n_les % 2 or case.n_les >= case.n:
+    if case.n_les < 4 or case.n_les % 2 or case.n_les > case.n:
         raise ValueError(
-            f"Case.n_les must be an even integer >= 4 and smaller than n={case.n}, "
-            f"got {case.n_les}"
+            f"Case.n_les must be an even integer >= 4 and not larger than n={case.n} "
+            f"(equal for an LES case), got {case.n_les}"
         )
     if not (math.isfinite(case.kf) and case.kf >= 0):
         raise ValueError(f"Case.kf must be a finite number >= 0, got {case.kf}")

@@ -1,0 +1,119 @@
+"""A posteriori LES: closure sign, physics baselines, metrics and errors."""
+import math
+
+import numpy as np
+import pytest
+
+import xtl
+from xtl.les import (
+    DynamicSmagorinsky,
+    NoClosure,
+    Smagorinsky,
+    SumClosure,
+    les,
+    les_case,
+    les_metrics,
+)
+from xtl.solver import SpectralGrid
+
+
+def _decaying(**kw):
+    return xtl.get_case("tiny", forcing="none", mu=0.0, Re=math.inf, n=64, n_les=32, **kw)
+
+
+def test_les_case_keeps_the_cfl_number():
+    case = xtl.get_case("tiny")  # 64² DNS, 16² LES
+    lc = les_case(case)
+    assert (lc.n, lc.n_les) == (16, 16) and lc.dt == pytest.approx(case.dt * 4)
+    assert (lc.Re, lc.kf, lc.beta, lc.mu) == (case.Re, case.kf, case.beta, case.mu)
+
+
+def test_zero_closure_equals_no_closure_bitwise():
+    case = xtl.get_case("tiny", n_les=32)
+    a = les(case, None, t_end=0.4, save_interval=0.2, seed=1)
+    b = les(case, NoClosure(), t_end=0.4, save_interval=0.2, seed=1)
+    assert np.array_equal(a.omega.values, b.omega.values)
+    assert b.attrs["closure"] == "none"
+
+
+def test_known_closure_enters_with_minus_sign():
+    """One step from rest with Π = c·cos(2x + y): ω̄₁ = −dt/(1 − dt L/2)·Π (L = −k²/Re − μ)."""
+    case = xtl.get_case("tiny", n_les=16, forcing="none")
+    lc = les_case(case)
+    grid = SpectralGrid(16)
+    pi = 0.3 * np.cos(2 * grid.x[None, :] + grid.y[:, None])
+    ds = les(case, lambda psi, omega: pi, initial=np.zeros((16, 16)),
+             t_end=lc.dt, save_interval=lc.dt)
+    lin = -(5 / case.Re) - case.mu
+    expected = -lc.dt / (1 - lc.dt * lin / 2) * pi
+    np.testing.assert_allclose(ds.omega.isel(time=-1).values, expected, atol=1e-15)
+
+
+def test_smagorinsky_formula_on_a_shear_flow():
+    """ψ = sin x sin y: ψ_xy = cos x cos y, ψ_yy − ψ_xx = 0 ⇒ |S| = 2|cos x cos y|."""
+    n = 32
+    grid = SpectralGrid(n)
+    x, y = grid.x[None, :], grid.y[:, None]
+    psi = np.sin(x) * np.sin(y)
+    omega = 2 * psi
+    closure = Smagorinsky(n, cs=0.2)
+    nu = (0.2 * 2 * np.pi / n) ** 2 * 2 * np.abs(np.cos(x) * np.cos(y))
+    # Π = −∇·(ν ∇ω), by finite differences of a fine analytic evaluation
+    wx, wy = 2 * np.cos(x) * np.sin(y), 2 * np.sin(x) * np.cos(y)
+    flux_x, flux_y = nu * wx, nu * wy
+    div = grid.irfft2(1j * grid.kx * grid.rfft2(flux_x) + 1j * grid.ky * grid.rfft2(flux_y))
+    np.testing.assert_allclose(closure(psi, omega), -div, atol=1e-12)
+
+
+def _energy(ds):
+    return (0.5 * (ds.omega * ds.psi).mean(("y", "x"))).values
+
+
+@pytest.mark.parametrize("closure_type", [Smagorinsky, DynamicSmagorinsky])
+def test_eddy_viscosity_closures_dissipate_energy(closure_type):
+    case = _decaying()
+    kw = dict(t_end=1.0, save_interval=0.5, seed=3)
+    free = les(case, None, **kw)
+    closure = closure_type(32)
+    damped = les(case, closure, **kw)
+    e_free, e_damped = _energy(free), _energy(damped)
+    assert abs(e_free[-1] / e_free[0] - 1) < 1e-3  # inviscid, dealiased: ~conserved
+    assert e_damped[-1] < e_damped[0] * (1 - 1e-3)
+    assert e_damped[-1] < e_free[-1]
+    if closure_type is DynamicSmagorinsky:
+        assert 0 < closure.cs2 < 1
+
+
+def test_closures_compose_by_addition():
+    n = 16
+    grid = SpectralGrid(n)
+    a = lambda psi, omega: np.ones((n, n))
+    s = Smagorinsky(n)
+    total = s + a
+    assert isinstance(total, SumClosure) and total.n == n
+    psi = np.sin(grid.x[None, :]) * np.cos(2 * grid.y[:, None])
+    np.testing.assert_allclose(total(psi, 5 * psi), s(psi, 5 * psi) + 1)
+    with pytest.raises(ValueError, match="different grids"):
+        Smagorinsky(16) + Smagorinsky(32)
+
+
+def test_closure_on_another_grid_is_refused():
+    with pytest.raises(ValueError, match="32² grid but the LES grid is 16²"):
+        les(xtl.get_case("tiny"), Smagorinsky(32), t_end=0.1, save_interval=0.1)
+    with pytest.raises(ValueError, match="initial"):
+        les(xtl.get_case("tiny"), None, initial=np.zeros((32, 32)), t_end=0.1, save_interval=0.1)
+
+
+def test_les_metrics_compare_with_filtered_dns():
+    case = _decaying()
+    run = les(case, None, t_end=0.4, save_interval=0.2, seed=2)
+    metrics = les_metrics(run, run)  # an LES compared with itself
+    assert metrics.attrs["stable"] == 1 and math.isnan(metrics.attrs["blowup_time"])
+    assert float(metrics.spectrum_error) == 0.0
+    np.testing.assert_allclose(metrics.pdf_les, metrics.pdf_fdns)
+    np.testing.assert_allclose(metrics.kinetic_energy, _energy(run))
+    # the PDF is a density: it integrates to one
+    width = float(metrics.omega_bin[1] - metrics.omega_bin[0])
+    assert float(metrics.pdf_les.sum()) * width == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one grid"):
+        les_metrics(run, run.isel(x=slice(0, 16)))
