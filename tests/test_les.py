@@ -117,3 +117,64 @@ def test_les_metrics_compare_with_filtered_dns():
     assert float(metrics.pdf_les.sum()) * width == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one grid"):
         les_metrics(run, run.isel(x=slice(0, 16)))
+
+
+# --------------------------------------------------------------------------- model closures
+def _linear_model(a_psi, a_omega, norm, grid=None):
+    """A 1-layer, 1×1-kernel network: out = a_psi·ψ_n + a_omega·ω_n (normalized units)."""
+    from xtl.backends import get_backend, model_from_dataset, model_to_dataset
+    from xtl.backends.base import NetworkSpec
+
+    model = get_backend("keras").build(NetworkSpec(n_layers=1, kernel_size=1), norm, seed=0)
+    ds = model_to_dataset(model)
+    kernel = ds.kernel.values.copy()
+    kernel[0, 0, 0, 0, 0], kernel[0, 0, 1, 0, 0] = a_psi, a_omega
+    ds["kernel"] = (ds.kernel.dims, kernel)
+    ds["bias"] = (ds.bias.dims, np.zeros_like(ds.bias.values))
+    out = model_from_dataset(ds)
+    if grid is not None:
+        out.provenance = {"grid": [grid, grid], "kind": "base", "training_case": "linear"}
+    return out
+
+
+def test_model_closure_normalizes_inputs_and_denormalizes_output():
+    from xtl.les import ModelClosure
+
+    norm = {"psi": 0.5, "omega": 4.0, "pi": 3.0}
+    closure = ModelClosure(_linear_model(2.0, -1.0, norm, grid=16))
+    assert closure.n == 16 and "linear" in closure.name
+    rng = np.random.default_rng(0)
+    psi, omega = rng.standard_normal((16, 16)), rng.standard_normal((16, 16))
+    expected = 3.0 * (2.0 * psi / 0.5 - 1.0 * omega / 4.0)
+    got = closure(psi, omega)
+    assert got.shape == (16, 16) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_model_closure_inside_les_matches_the_same_linear_closure():
+    """The network Π = c·ω̄ inside the LES equals the analytic closure Π = c·ω̄ run alike."""
+    from xtl.les import ModelClosure
+
+    norm = {"psi": 1.0, "omega": 2.0, "pi": 0.25}  # Π = 0.25·(0.8·ω/2) = 0.1·ω
+    case = xtl.get_case("tiny")
+    net = les(case, ModelClosure(_linear_model(0.0, 0.8, norm, grid=16)), t_end=0.4,
+              save_interval=0.2, seed=1)
+    ref = les(case, lambda psi, omega: 0.1 * omega, t_end=0.4, save_interval=0.2, seed=1)
+    none = les(case, None, t_end=0.4, save_interval=0.2, seed=1)
+    np.testing.assert_allclose(net.omega.values, ref.omega.values, atol=1e-5)
+    assert np.max(np.abs(net.omega.values[-1] - none.omega.values[-1])) > 1e-2
+
+
+def test_model_closure_rejects_other_grids_and_variables():
+    from xtl.les import ModelClosure
+
+    norm = {"psi": 1.0, "omega": 1.0, "pi": 1.0}
+    with pytest.raises(ValueError, match="trained on a 32² grid"):
+        ModelClosure(_linear_model(1.0, 1.0, norm, grid=32), n=16)
+    with pytest.raises(ValueError, match="32² grid but the LES grid is 16²"):
+        les(xtl.get_case("tiny"), ModelClosure(_linear_model(1.0, 1.0, norm, grid=32)),
+            t_end=0.1, save_interval=0.1)
+    model = _linear_model(1.0, 1.0, norm, grid=16)
+    model.normalization = {"u": 1.0, "v": 1.0, "tau": 1.0}
+    with pytest.raises(ValueError, match="trained on variables"):
+        ModelClosure(model)

@@ -6,8 +6,23 @@ does not import TensorFlow; the Keras backend loads it when first used.
 __version__ = "0.1.0"
 
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
+from .backends import (
+    Model,
+    NetworkSpec,
+    available_backends,
+    get_backend,
+    load_model,
+    model_from_dataset,
+    model_to_dataset,
+    register_backend,
+    save_model,
+)
 from .cases import Case, get_case, list_cases
+from .explain import activation_spectra, activations
+from .les import les, les_metrics
+from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, simulate
+from .training import evaluate, layer_sweep, predict, train, transfer
 from .spectral import (
     classify_filters,
     classify_kernels,
@@ -34,4 +49,27 @@ __all__ = [
     "classify_kernels",
     "filter_census",
     "kernel_change",
+    "NetworkSpec",
+    "Model",
+    "get_backend",
+    "register_backend",
+    "available_backends",
+    "model_to_dataset",
+    "model_from_dataset",
+    "save_model",
+    "load_model",
+    "train",
+    "transfer",
+    "layer_sweep",
+    "predict",
+    "evaluate",
+    "correlation",
+    "conditional_correlation",
+    "relative_l2",
+    "spectrum_error",
+    "score",
+    "activations",
+    "activation_spectra",
+    "les",
+    "les_metrics",
 ]

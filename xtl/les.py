@@ -226,7 +226,8 @@ class ModelClosure(Closure):
         if n is not None and trained is not None and int(n) != trained:
             raise ValueError(f"model was trained on a {trained}² grid, not n={n}")
         self.n = int(n) if n is not None else trained
-        self.name = f"model ({getattr(model, 'provenance', {}).get('case', 'network')})"
+        prov = getattr(model, "provenance", {}) or {}
+        self.name = f"{prov.get('kind', 'network')} network ({prov.get('training_case', 'unknown case')})"
 
     def __call__(self, psi, omega):
         psi, omega = np.asarray(psi), np.asarray(omega)

@@ -1,0 +1,694 @@
+"""The framework-neutral side of xtl's model backends.
+
+This module defines
+
+* :class:`NetworkSpec` -- the architecture of the closure CNN (depth, width,
+  kernel size, padding, activation, precision), the paper's network by default;
+* :class:`Model` -- xtl's wrapper of one trained network: the backend's name,
+  the native object, the spec, the normalization and the provenance, so that
+  analysis code never touches a deep-learning framework;
+* :class:`Backend` -- the protocol a backend implements, and
+  :class:`BackendBase`, which implements the framework-neutral parts of it
+  (physical-units prediction, model <-> Dataset) on top of a few primitives;
+* :func:`model_to_dataset` / :func:`model_from_dataset` -- DESIGN.md's
+  model-as-Dataset schema ``kernel(layer, channel_out, channel_in, tap_y,
+  tap_x)`` and ``bias(layer, channel_out)``.
+
+Nothing here imports a deep-learning framework.
+
+Kernel convention
+-----------------
+Every backend exposes its conv layers as *cross-correlations* with centred
+taps: layer ``l`` computes ::
+
+    out[co, y, x] = bias[co] + sum_{ci, ty, tx} kernel[co, ci, ty, tx] * in[ci, y + ty, x + tx]
+
+where ``ty, tx`` run over ``-(K//2) .. K//2`` (the ``tap_y``/``tap_x``
+coordinates of the model Dataset) and ``in`` is zero outside the grid
+(``padding="zeros"``) or periodically continued (``padding="periodic"``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "INPUTS",
+    "OUTPUT",
+    "PADDINGS",
+    "PRECISIONS",
+    "NetworkSpec",
+    "Model",
+    "Backend",
+    "BackendBase",
+    "TrainingData",
+    "model_to_dataset",
+    "model_from_dataset",
+    "model_id",
+    "check_layers",
+    "normalization_attrs",
+    "history_to_dataset",
+    "stack_inputs",
+]
+
+#: The network's input variables, in channel order.
+INPUTS = ("psi", "omega")
+#: The network's output variable.
+OUTPUT = "pi"
+#: Supported padding modes: zeros (the paper) and periodic (the doubly periodic domain).
+PADDINGS = ("zeros", "periodic")
+#: Supported compute precisions ("mixed_*" keep float32 weights and a float32 output).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+_SPEC_ATTR = "xtl_spec"
+_NORM_ATTR = "xtl_normalization"
+_PROV_ATTR = "xtl_provenance"
+
+
+# --------------------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture of a fully convolutional closure network.
+
+    The default is the network of Guan et al. (2022) / Subel et al. (2023):
+    11 conv layers of 5×5 kernels, 64 filters, ReLU, the last layer linear
+    with one filter; inputs (ψ̄, ω̄), output Π.
+
+    Parameters
+    ----------
+    n_layers : int
+        Number of conv layers ``L`` (>= 1). Layers are numbered 1..L from the
+        input: layer 1 takes the 2 input channels, layer L gives 1 output channel.
+    channels : int or tuple of int
+        Output channels of the hidden layers 1..L-1: one int for all of them,
+        or a tuple of ``L-1`` ints.
+    kernel_size : int
+        Odd kernel size ``K`` (square kernels, stride 1).
+    padding : {"zeros", "periodic"}
+        ``"zeros"`` pads with zeros (the paper); ``"periodic"`` wraps the
+        field around, which is consistent with the doubly periodic domain.
+    activation : str
+        Activation of the hidden layers (a backend-known name, e.g. ``"relu"``);
+        the last layer is linear.
+    precision : {"float32", "mixed_float16", "mixed_bfloat16"}
+        Compute precision. Mixed precision keeps float32 weights and output.
+    """
+
+    n_layers: int = 11
+    channels: Any = 64
+    kernel_size: int = 5
+    padding: str = "zeros"
+    activation: str = "relu"
+    precision: str = "float32"
+
+    def __post_init__(self):
+        _validate_spec(self)
+        if not isinstance(self.channels, int):
+            object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    @classmethod
+    def from_any(cls, spec=None) -> "NetworkSpec":
+        """Return a :class:`NetworkSpec` from ``None`` (the paper), a mapping or a spec.
+
+        Parameters
+        ----------
+        spec : None, mapping or NetworkSpec
+            ``None`` gives the paper's network; a mapping gives its keys as
+            fields (unknown keys raise).
+
+        Returns
+        -------
+        NetworkSpec
+        """
+        if spec is None:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(spec) - known)
+            if unknown:
+                raise TypeError(
+                    f"spec has unknown keys {unknown}; expected a subset of {sorted(known)}"
+                )
+            return cls(**dict(spec))
+        raise TypeError(
+            f"spec must be None, a mapping or an xtl NetworkSpec, got {type(spec).__name__}"
+        )
+
+    @property
+    def widths(self) -> tuple:
+        """Output channels of layers 1..L (the last is always 1)."""
+        if isinstance(self.channels, int):
+            hidden = (self.channels,) * (self.n_layers - 1)
+        else:
+            hidden = tuple(self.channels)
+        return hidden + (1,)
+
+    @property
+    def in_channels(self) -> tuple:
+        """Input channels of layers 1..L (the first is always 2)."""
+        return (len(INPUTS),) + self.widths[:-1]
+
+    def to_dict(self) -> dict:
+        """Return the spec as a JSON-safe dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        if not isinstance(d["channels"], int):
+            d["channels"] = list(d["channels"])
+        return d
+
+    def to_json(self) -> str:
+        """Return the spec as a JSON string (stable key order)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _validate_spec(spec: NetworkSpec) -> None:
+    """Raise a TypeError/ValueError naming the first bad field of ``spec``."""
+    n = spec.n_layers
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"spec.n_layers must be an int >= 1, got {n!r}")
+    ch = spec.channels
+    if isinstance(ch, (int, np.integer)) and not isinstance(ch, bool):
+        if ch < 1:
+            raise ValueError(f"spec.channels must be >= 1, got {ch!r}")
+    else:
+        try:
+            chs = [int(c) for c in ch]
+        except TypeError:
+            raise TypeError(
+                f"spec.channels must be an int or a sequence of {n - 1} ints, got {ch!r}"
+            ) from None
+        if len(chs) != n - 1 or any(c < 1 for c in chs):
+            raise ValueError(
+                f"spec.channels must be an int or {n - 1} ints >= 1 (one per hidden "
+                f"layer), got {ch!r}"
+            )
+    k = spec.kernel_size
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise ValueError(f"spec.kernel_size must be an odd int >= 1, got {k!r}")
+    if spec.padding not in PADDINGS:
+        raise ValueError(f"spec.padding must be one of {PADDINGS}, got {spec.padding!r}")
+    if not isinstance(spec.activation, str) or not spec.activation:
+        raise TypeError(f"spec.activation must be an activation name, got {spec.activation!r}")
+    if spec.precision not in PRECISIONS:
+        raise ValueError(f"spec.precision must be one of {PRECISIONS}, got {spec.precision!r}")
+
+
+# -------------------------------------------------------------------------- model
+@dataclass(eq=False)
+class Model:
+    """A trained (or freshly built) closure network, framework-neutral.
+
+    Parameters
+    ----------
+    backend : str
+        Registered name of the backend that owns ``native``.
+    native : object
+        The framework's model object (a ``keras.Model`` for ``"keras"``).
+    spec : NetworkSpec
+        The architecture.
+    normalization : dict
+        Training-set standard deviations ``{"psi": s, "omega": s, "pi": s}``:
+        inputs are divided by theirs, the network output is multiplied by
+        ``normalization["pi"]``.
+    provenance : dict
+        Where the model comes from (training case, sample count, base model,
+        re-trained layers, seed, ...); JSON-safe values.
+    history : xarray.Dataset, optional
+        Training history over ``epoch`` (``loss``, ``val_loss``, ``epoch_time``).
+    """
+
+    backend: str
+    native: Any
+    spec: NetworkSpec
+    normalization: dict
+    provenance: dict = field(default_factory=dict)
+    history: xr.Dataset | None = None
+    cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of conv layers ``L``."""
+        return self.spec.n_layers
+
+    def predict(self, psi, omega, *, batch_size: int = 32) -> np.ndarray:
+        """Π in physical units from physical ψ̄ and ω̄ (see :meth:`Backend.predict`)."""
+        from . import get_backend
+
+        return get_backend(self.backend).predict(self, psi, omega, batch_size=batch_size)
+
+    def to_dataset(self) -> xr.Dataset:
+        """The model as a Dataset (see :func:`model_to_dataset`)."""
+        return model_to_dataset(self)
+
+    def save(self, path) -> None:
+        """Save natively and as netCDF beside it (see :func:`xtl.backends.save_model`)."""
+        from . import save_model
+
+        save_model(self, path)
+
+
+def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
+    """Validate layer numbers against ``1..n_layers``.
+
+    Parameters
+    ----------
+    layers : int or sequence of int
+        Layer numbers (1 = the layer taking the inputs, ``n_layers`` = the output layer).
+    n_layers : int
+        Number of conv layers ``L`` of the network.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    tuple of int
+        The sorted, de-duplicated layer numbers.
+
+    Raises
+    ------
+    ValueError
+        If a layer is outside ``1..n_layers`` or none are given.
+    """
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [layers]
+    try:
+        out = [int(k) for k in layers]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int or a sequence of ints in 1..{n_layers}, got {layers!r}"
+        ) from None
+    if any(isinstance(k, bool) for k in layers):
+        raise TypeError(f"{name} must hold ints in 1..{n_layers}, got {layers!r}")
+    if not out:
+        raise ValueError(f"{name} must name at least one layer in 1..{n_layers}")
+    bad = [k for k in out if not 1 <= k <= n_layers]
+    if bad:
+        raise ValueError(
+            f"{name} must be layer numbers in 1..{n_layers} (1 takes the inputs, "
+            f"{n_layers} gives the output), got {bad}"
+        )
+    return tuple(sorted(set(out)))
+
+
+# ---------------------------------------------------------------- training data
+@runtime_checkable
+class TrainingData(Protocol):
+    """What a backend's ``fit`` consumes (implemented in :mod:`xtl.training`).
+
+    Inputs are normalized, channels-last ``(sample, y, x, 2)`` float32 arrays
+    of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π.
+    """
+
+    n_samples: int
+    grid: tuple
+    in_memory: bool
+
+    def arrays(self) -> tuple:
+        """``(x, y)`` in memory (only when ``in_memory``)."""
+
+    def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool) -> Iterator:
+        """Yield ``(x, y)`` batches covering every sample once, shuffled per (seed, epoch)."""
+
+
+# ------------------------------------------------------------------- protocol
+@runtime_checkable
+class Backend(Protocol):
+    """What a model backend provides.
+
+    A backend is registered under a name (see :func:`xtl.backends.register_backend`
+    or the ``xtl.backends`` entry-point group). All methods take and return
+    xtl :class:`Model` objects and numpy arrays, never framework objects.
+    """
+
+    name: str
+    suffix: str
+
+    def build(self, spec: NetworkSpec, normalization: dict | None = None, *,
+              seed: int = 0) -> Model:
+        """Build an untrained network from ``spec`` with seeded initial weights."""
+
+    def clone(self, model: Model) -> Model:
+        """An independent copy of ``model`` (same weights, spec, normalization)."""
+
+    def get_weights(self, model: Model) -> list:
+        """Per layer 1..L, ``(kernel (out, in, K, K), bias (out,))`` float32 numpy arrays."""
+
+    def set_weights(self, model: Model, weights: Sequence) -> None:
+        """Set the weights from :meth:`get_weights`' layout."""
+
+    def fit(self, model: Model, train: TrainingData, *, validation=None, epochs: int = 10,
+            batch_size: int = 32, layers=None, learning_rate: float = 1e-3, seed: int = 0,
+            patience=None, checkpoint_dir=None, progress=None, callbacks=None,
+            deterministic: bool = True) -> dict:
+        """Train in place (only ``layers`` when given); return the history as lists per key."""
+
+    def predict_normalized(self, model: Model, x: np.ndarray, *,
+                           batch_size: int = 32) -> np.ndarray:
+        """Network output ``(sample, y, x)`` for normalized inputs ``(sample, y, x, 2)``."""
+
+    def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
+        """Π in physical units from physical ψ̄, ω̄ ``(..., y, x)``."""
+
+    def activations(self, model: Model, x: np.ndarray, layers: Sequence[int], *,
+                    batch_size: int = 32) -> dict:
+        """``{layer: (sample, channel, y, x)}`` outputs of conv layers for normalized ``x``."""
+
+    def save(self, model: Model, path) -> None:
+        """Save in the native format (atomically)."""
+
+    def load(self, path) -> Model:
+        """Load a model saved by :meth:`save`."""
+
+    def to_dataset(self, model: Model) -> xr.Dataset:
+        """The model as DESIGN.md's Dataset."""
+
+    def from_dataset(self, ds: xr.Dataset) -> Model:
+        """Rebuild a model from :meth:`to_dataset`'s output."""
+
+
+class BackendBase:
+    """Framework-neutral parts of a backend, built on its primitives.
+
+    Subclasses implement ``build``, ``clone``, ``get_weights``, ``set_weights``,
+    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``.
+    """
+
+    name = "base"
+    suffix = ""
+
+    def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
+        """Π in physical units from physical ψ̄ and ω̄.
+
+        Parameters
+        ----------
+        model : Model
+            The network; its stored normalization is applied: inputs are
+            divided by the training-set standard deviations of ψ̄ and ω̄, the
+            output is multiplied by that of Π.
+        psi, omega : array_like
+            Fields of the same shape ``(..., y, x)`` (numpy, DataArray or dask).
+        batch_size : int
+            Samples per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            Π with the shape of ``psi`` (float32).
+        """
+        psi = np.asarray(psi, dtype=np.float32)
+        omega = np.asarray(omega, dtype=np.float32)
+        if psi.shape != omega.shape or psi.ndim < 2:
+            raise ValueError(
+                f"psi and omega must be arrays of the same shape (..., y, x), got "
+                f"{psi.shape} and {omega.shape}"
+            )
+        shape = psi.shape
+        x = stack_inputs(psi.reshape((-1,) + shape[-2:]), omega.reshape((-1,) + shape[-2:]),
+                         model.normalization)
+        out = self.predict_normalized(model, x, batch_size=batch_size)
+        out = out * np.float32(model.normalization[OUTPUT])
+        return out.reshape(shape).astype(np.float32, copy=False)
+
+    def to_dataset(self, model: Model) -> xr.Dataset:
+        """The model as a Dataset (see :func:`model_to_dataset`)."""
+        return _weights_to_dataset(self.get_weights(model), model)
+
+    def from_dataset(self, ds: xr.Dataset) -> Model:
+        """Rebuild a model from a Dataset (see :func:`model_from_dataset`)."""
+        spec, normalization, provenance = _attrs_to_meta(ds)
+        model = self.build(spec, normalization, seed=0)
+        model.provenance = provenance
+        self.set_weights(model, _dataset_to_weights(ds, spec))
+        model.history = _history_from_dataset(ds)
+        return model
+
+
+def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> np.ndarray:
+    """Normalized channels-last network input ``(sample, y, x, 2)`` from ψ̄ and ω̄.
+
+    Parameters
+    ----------
+    psi, omega : numpy.ndarray
+        ``(sample, y, x)`` fields in physical units.
+    normalization : mapping
+        Standard deviations with keys ``"psi"`` and ``"omega"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(sample, y, x, 2)``.
+    """
+    x = np.empty(psi.shape + (len(INPUTS),), dtype=np.float32)
+    x[..., 0] = psi / np.float32(normalization["psi"])
+    x[..., 1] = omega / np.float32(normalization["omega"])
+    return x
+
+
+# ----------------------------------------------------------- model <-> Dataset
+def normalization_attrs(normalization: Mapping) -> dict:
+    """Human-readable ``norm_std_<var>`` attributes of a normalization dict."""
+    return {f"norm_std_{k}": float(v) for k, v in normalization.items()}
+
+
+def history_to_dataset(history: Mapping) -> xr.Dataset:
+    """The training history as a Dataset over ``epoch``.
+
+    Parameters
+    ----------
+    history : mapping
+        ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}`` (lists of
+        equal length; keys of other lengths are dropped).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per key on ``epoch`` = 1, 2, ...
+    """
+    n = max((len(v) for v in history.values()), default=0)
+    attrs = {
+        "loss": {"long_name": "training loss (MSE of normalized Π)", "units": "1"},
+        "val_loss": {"long_name": "validation loss (MSE of normalized Π)", "units": "1"},
+        "epoch_time": {"long_name": "wall time of the epoch", "units": "s"},
+    }
+    data = {k: ("epoch", np.asarray(v, dtype=np.float64), attrs.get(k, {}))
+            for k, v in history.items() if len(v) == n}
+    return xr.Dataset(data, coords={"epoch": ("epoch", np.arange(1, n + 1),
+                                              {"long_name": "training epoch"})})
+
+
+def _json_safe(value):
+    """Convert numpy scalars/arrays and tuples in ``value`` to JSON-safe objects."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _netcdf_attr(value):
+    """A netCDF-writable attribute value (scalars and strings as is, the rest as JSON)."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    return json.dumps(_json_safe(value))
+
+
+def _weights_to_dataset(weights: Sequence, model: Model) -> xr.Dataset:
+    """Pack per-layer ``(kernel, bias)`` into DESIGN.md's NaN-padded Dataset."""
+    spec = model.spec
+    L, K = spec.n_layers, spec.kernel_size
+    cout_max, cin_max = max(spec.widths), max(spec.in_channels)
+    kernel = np.full((L, cout_max, cin_max, K, K), np.nan, dtype=np.float32)
+    bias = np.full((L, cout_max), np.nan, dtype=np.float32)
+    for i, (w, b) in enumerate(weights):
+        co, ci = w.shape[:2]
+        kernel[i, :co, :ci] = w
+        bias[i, :co] = b
+    taps = np.arange(K) - K // 2
+    layer = np.arange(1, L + 1)
+    ds = xr.Dataset(
+        {
+            "kernel": (("layer", "channel_out", "channel_in", "tap_y", "tap_x"), kernel, {
+                "long_name": "convolution kernel (cross-correlation, centred taps)",
+                "units": "1",
+                "convention": "out[co,y,x] = bias[co] + sum kernel[co,ci,ty,tx] * "
+                              "in[ci, y+tap_y, x+tap_x]",
+            }),
+            "bias": (("layer", "channel_out"), bias, {"long_name": "bias", "units": "1"}),
+        },
+        coords={
+            "layer": ("layer", layer, {"long_name": "conv layer number (1 = input side)"}),
+            "channel_out": np.arange(cout_max),
+            "channel_in": np.arange(cin_max),
+            "tap_y": ("tap_y", taps, {"long_name": "kernel tap offset in y", "units": "1"}),
+            "tap_x": ("tap_x", taps, {"long_name": "kernel tap offset in x", "units": "1"}),
+            "n_channels_out": ("layer", np.asarray(spec.widths, dtype=np.int32)),
+            "n_channels_in": ("layer", np.asarray(spec.in_channels, dtype=np.int32)),
+        },
+    )
+    if model.history is not None:
+        for name, var in model.history.data_vars.items():
+            ds[name] = var
+    attrs = {
+        "title": "xtl closure network",
+        "backend": model.backend,
+        "inputs": ",".join(INPUTS),
+        "output": OUTPUT,
+        "n_layers": L,
+        "kernel_size": K,
+        "padding": spec.padding,
+        "activation": spec.activation,
+        "precision": spec.precision,
+        "channels": _netcdf_attr(spec.to_dict()["channels"]),
+        **normalization_attrs(model.normalization),
+        _SPEC_ATTR: spec.to_json(),
+        _NORM_ATTR: json.dumps(_json_safe(model.normalization), sort_keys=True),
+        _PROV_ATTR: json.dumps(_json_safe(model.provenance), sort_keys=True),
+    }
+    for key, value in model.provenance.items():
+        attrs.setdefault(key, _netcdf_attr(value))
+    ds.attrs.update(attrs)
+    ds.attrs["model_id"] = _dataset_id(ds)
+    return ds
+
+
+def _attrs_to_meta(ds: xr.Dataset):
+    """``(spec, normalization, provenance)`` from a model Dataset's attrs."""
+    if not isinstance(ds, xr.Dataset) or "kernel" not in ds or "bias" not in ds:
+        raise ValueError(
+            "ds must be a model Dataset with 'kernel' and 'bias' variables "
+            "(from xtl.model_to_dataset)"
+        )
+    missing = [a for a in (_SPEC_ATTR, _NORM_ATTR) if a not in ds.attrs]
+    if missing:
+        raise ValueError(f"ds.attrs lacks {missing}; was it written by xtl.model_to_dataset?")
+    spec = NetworkSpec.from_any(json.loads(ds.attrs[_SPEC_ATTR]))
+    normalization = {k: float(v) for k, v in json.loads(ds.attrs[_NORM_ATTR]).items()}
+    provenance = json.loads(ds.attrs.get(_PROV_ATTR, "{}"))
+    return spec, normalization, provenance
+
+
+def _dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:
+    """Unpack the NaN-padded kernels into per-layer ``(kernel, bias)`` arrays."""
+    kernel = ds["kernel"].transpose("layer", "channel_out", "channel_in", "tap_y", "tap_x")
+    bias = ds["bias"].transpose("layer", "channel_out")
+    if kernel.sizes["layer"] != spec.n_layers or kernel.sizes["tap_y"] != spec.kernel_size:
+        raise ValueError(
+            f"ds['kernel'] has {kernel.sizes['layer']} layers of {kernel.sizes['tap_y']}-tap "
+            f"kernels, but its spec says {spec.n_layers} layers of {spec.kernel_size}"
+        )
+    kernel = np.asarray(kernel.values, dtype=np.float32)
+    bias = np.asarray(bias.values, dtype=np.float32)
+    weights = []
+    for i, (co, ci) in enumerate(zip(spec.widths, spec.in_channels)):
+        w, b = kernel[i, :co, :ci], bias[i, :co]
+        if np.isnan(w).any() or np.isnan(b).any():
+            raise ValueError(f"ds['kernel'] or ds['bias'] has NaN inside layer {i + 1}")
+        weights.append((np.ascontiguousarray(w), np.ascontiguousarray(b)))
+    return weights
+
+
+def _history_from_dataset(ds: xr.Dataset):
+    """The training history (variables on ``epoch``) of a model Dataset, or None."""
+    names = [n for n, v in ds.data_vars.items() if v.dims == ("epoch",)]
+    if not names:
+        return None
+    return ds[names].load()
+
+
+def _dataset_id(ds: xr.Dataset) -> str:
+    """A short content hash of a model Dataset's weights, spec and normalization."""
+    h = hashlib.sha256()
+    for name in ("kernel", "bias"):
+        h.update(np.ascontiguousarray(ds[name].values, dtype=np.float32).tobytes())
+    h.update(ds.attrs[_SPEC_ATTR].encode())
+    h.update(ds.attrs[_NORM_ATTR].encode())
+    return h.hexdigest()[:16]
+
+
+def model_to_dataset(model: Model) -> xr.Dataset:
+    """The model as a labeled Dataset (DESIGN.md's schema).
+
+    Parameters
+    ----------
+    model : Model
+        A model of any registered backend.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``kernel(layer, channel_out, channel_in, tap_y, tap_x)`` and
+        ``bias(layer, channel_out)`` (float32, NaN-padded where a layer has
+        fewer channels), coordinates ``n_channels_out``/``n_channels_in`` per
+        layer, the training history on ``epoch`` when known, and attrs with
+        the architecture, the normalization (``norm_std_psi`` ...), the
+        provenance and a content hash ``model_id``. Kernels are
+        cross-correlations with centred taps (see the module docstring).
+    """
+    from . import get_backend
+
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
+    return get_backend(model.backend).to_dataset(model)
+
+
+def model_from_dataset(ds: xr.Dataset, *, backend: str | None = None) -> Model:
+    """Rebuild a model from :func:`model_to_dataset`'s output (e.g. read from netCDF).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A model Dataset.
+    backend : str, optional
+        Backend to rebuild with; default ``ds.attrs["backend"]``.
+
+    Returns
+    -------
+    Model
+        A model that predicts identically to the one ``ds`` was made from
+        (optimizer state is not part of the Dataset).
+    """
+    from . import get_backend
+
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+    name = backend or ds.attrs.get("backend")
+    if not name:
+        raise ValueError("ds.attrs has no 'backend'; pass backend='keras' (or another name)")
+    return get_backend(name).from_dataset(ds)
+
+
+def model_id(model: Model) -> str:
+    """A short content hash of the model's weights, spec and normalization.
+
+    Parameters
+    ----------
+    model : Model
+
+    Returns
+    -------
+    str
+        16 hex digits; equal for models with bitwise equal weights.
+    """
+    return model_to_dataset(model).attrs["model_id"]
+
+
+def finite_float(value, name: str) -> float:
+    """``float(value)`` if finite and > 0, else a ValueError naming ``name``."""
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v

@@ -1,0 +1,783 @@
+"""Training, transfer learning and layer sweeps of CNN closures on LES Datasets.
+
+An LES Dataset holds ``psi``, ``omega`` and ``pi`` on dims ``(time, y, x)`` or
+``(member, time, y, x)`` (any leading dims). Leading dims are stacked into
+``sample`` (in their order: member-major, then time). Inputs are the
+channels-last ``(sample, y, x, 2)`` stack of (ψ̄, ω̄), targets ``(sample, y,
+x, 1)`` of Π, each divided by its training-set standard deviation; the
+standard deviations are stored with the model (``Model.normalization``) and
+:func:`predict` works in physical units.
+
+Data are held in memory when they fit (``in_memory=None`` decides from the
+size of dask-backed data) and otherwise streamed from their dask chunks,
+block by block.
+
+Functions are framework-neutral: the network work is done by a backend
+(:mod:`xtl.backends`; Keras by default).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .backends import (
+    INPUTS,
+    OUTPUT,
+    Model,
+    NetworkSpec,
+    check_layers,
+    get_backend,
+    model_from_dataset,
+    model_id,
+    model_to_dataset,
+    save_model,
+)
+from .backends.base import history_to_dataset, stack_inputs
+from . import metrics as _metrics
+
+__all__ = [
+    "train",
+    "transfer",
+    "layer_sweep",
+    "predict",
+    "evaluate",
+    "compute_normalization",
+    "check_les_dataset",
+    "ArrayData",
+    "StreamData",
+]
+
+VARIABLES = INPUTS + (OUTPUT,)
+_DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of float32 training data held in memory
+
+
+# --------------------------------------------------------------------- checks
+def check_les_dataset(ds, name: str = "ds", *, need_target: bool = True) -> None:
+    """Check that ``ds`` is an LES Dataset usable for training.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Must hold ``psi``, ``omega`` (and ``pi`` when ``need_target``) with the
+        same dims, ending in ``("y", "x")``, and at least one sample.
+    name : str
+        Argument name used in error messages.
+    need_target : bool
+        Whether ``pi`` is required.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``name`` and what was expected.
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"{name} must be an LES xarray.Dataset with variables "
+                        f"{VARIABLES}, got {type(ds).__name__}")
+    needed = VARIABLES if need_target else INPUTS
+    missing = [v for v in needed if v not in ds.data_vars]
+    if missing:
+        raise ValueError(f"{name} must hold variables {needed}; missing {missing} "
+                         f"(it has {sorted(map(str, ds.data_vars))})")
+    dims = ds[needed[0]].dims
+    for v in needed:
+        d = ds[v].dims
+        if d[-2:] != ("y", "x"):
+            raise ValueError(f"{name}[{v!r}] must have dims (..., 'y', 'x'), got {d}")
+        if set(d) != set(dims) or any(ds[v].sizes[k] != ds[needed[0]].sizes[k] for k in d):
+            raise ValueError(f"{name}: variables {needed} must share dims and sizes; "
+                             f"{v!r} has {dict(ds[v].sizes)}, {needed[0]!r} "
+                             f"{dict(ds[needed[0]].sizes)}")
+    n = _n_samples(ds[needed[0]])
+    if n < 1:
+        raise ValueError(f"{name} holds no samples (leading dims {dict(ds[needed[0]].sizes)})")
+
+
+def _lead_dims(da: xr.DataArray) -> list:
+    return [d for d in da.dims if d not in ("y", "x")]
+
+
+def _n_samples(da: xr.DataArray) -> int:
+    return int(np.prod([da.sizes[d] for d in _lead_dims(da)], dtype=np.int64))
+
+
+def _fields(ds: xr.Dataset, names=VARIABLES) -> dict:
+    """``{name: (sample, y, x) array}`` (numpy or dask), leading dims stacked."""
+    first = ds[names[0]]
+    lead = _lead_dims(first)
+    out = {}
+    for v in names:
+        da = ds[v].transpose(*lead, "y", "x")
+        arr = da.data
+        out[v] = arr.reshape((-1,) + arr.shape[-2:])
+    return out
+
+
+def _is_lazy(arr) -> bool:
+    return hasattr(arr, "dask") or type(arr).__module__.startswith("dask")
+
+
+def _nan_error(name: str, var: str, count: int):
+    return ValueError(
+        f"{name}[{var!r}] contains {count} NaN value(s); the network cannot train on "
+        "them: drop or fill them first (e.g. ds.dropna('time'))"
+    )
+
+
+def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> dict:
+    """Training-set standard deviations of ``psi``, ``omega`` and ``pi``.
+
+    Also checks the data for NaN (in the same pass over dask-backed data).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An LES Dataset (numpy- or dask-backed).
+    name : str
+        Argument name for error messages.
+    indices : array of int, optional
+        Stacked sample indices to use (default: all).
+
+    Returns
+    -------
+    dict
+        ``{"psi": std, "omega": std, "pi": std}`` as floats.
+
+    Raises
+    ------
+    ValueError
+        NaN in the data, or a variable with zero standard deviation.
+    """
+    check_les_dataset(ds, name)
+    fields = _fields(ds)
+    stats = {}
+    if any(_is_lazy(a) for a in fields.values()):
+        import dask
+        import dask.array as dsa
+
+        todo = {}
+        for v, a in fields.items():
+            a = dsa.asarray(a)
+            if indices is not None:
+                a = a[np.asarray(indices)]
+            todo[v] = (dsa.isnan(a).sum(), a.std(dtype=np.float64))
+        (todo,) = dask.compute(todo)
+        stats = {v: (int(c), float(s)) for v, (c, s) in todo.items()}
+    else:
+        for v, a in fields.items():
+            a = np.asarray(a)
+            if indices is not None:
+                a = a[np.asarray(indices)]
+            stats[v] = (int(np.isnan(a).sum()), float(np.std(a, dtype=np.float64)))
+    out = {}
+    for v, (nans, std) in stats.items():
+        if nans:
+            raise _nan_error(name, v, nans)
+        if not (std > 0 and math.isfinite(std)):
+            raise ValueError(f"{name}[{v!r}] has standard deviation {std}; it cannot be "
+                             "normalized (constant or infinite data)")
+        out[v] = std
+    return out
+
+
+# ----------------------------------------------------------------------- data
+@dataclass
+class ArrayData:
+    """Normalized training data held in memory.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Inputs ``(sample, y, x, 2)`` float32.
+    y : numpy.ndarray
+        Targets ``(sample, y, x, 1)`` float32.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    in_memory: bool = field(default=True, init=False)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        return int(self.x.shape[0])
+
+    @property
+    def grid(self) -> tuple:
+        """``(ny, nx)``."""
+        return tuple(self.x.shape[1:3])
+
+    def arrays(self) -> tuple:
+        """``(x, y)``."""
+        return self.x, self.y
+
+    def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
+        """Yield ``(x, y)`` batches covering every sample once.
+
+        The order is a permutation drawn from ``(seed, epoch)`` when ``shuffle``.
+        """
+        n = self.n_samples
+        order = _permutation(n, seed, epoch) if shuffle else np.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+@dataclass
+class StreamData:
+    """Normalized training data streamed from (dask) arrays, block by block.
+
+    Each epoch visits the blocks of ``block`` consecutive samples in an order
+    drawn from ``(seed, epoch)``, shuffles the samples inside each block, and
+    yields full batches (the last one of the epoch may be smaller). Only one
+    block (plus a partial batch) is in memory at a time.
+
+    Parameters
+    ----------
+    fields : dict
+        ``{"psi", "omega", "pi"}`` arrays ``(sample, y, x)``, numpy or dask.
+    normalization : dict
+        Standard deviations per variable.
+    indices : numpy.ndarray
+        Sorted sample indices to use.
+    block : int
+        Samples loaded at once.
+    """
+
+    fields: dict
+    normalization: dict
+    indices: np.ndarray
+    block: int = 256
+    in_memory: bool = field(default=False, init=False)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        return int(len(self.indices))
+
+    @property
+    def grid(self) -> tuple:
+        """``(ny, nx)``."""
+        return tuple(self.fields[OUTPUT].shape[-2:])
+
+    def arrays(self) -> tuple:
+        """Not available: the data are streamed."""
+        raise RuntimeError("StreamData is streamed; use batches()")
+
+    def load(self, idx) -> tuple:
+        """Normalized ``(x, y)`` for the given sample indices (computes dask blocks)."""
+        import dask
+
+        parts = [self.fields[v][idx] for v in VARIABLES]
+        psi, omega, pi = (np.asarray(p, dtype=np.float32) for p in dask.compute(*parts))
+        x = stack_inputs(psi, omega, self.normalization)
+        y = (pi / np.float32(self.normalization[OUTPUT]))[..., None]
+        return x, y.astype(np.float32, copy=False)
+
+    def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
+        """Yield ``(x, y)`` batches covering every sample once (see the class docstring)."""
+        starts = np.arange(0, self.n_samples, self.block)
+        if shuffle:
+            rng = np.random.default_rng([int(seed), int(epoch), 1])
+            starts = starts[rng.permutation(len(starts))]
+        carry = None
+        for s in starts:
+            idx = self.indices[s:s + self.block]
+            x, y = self.load(idx)
+            if shuffle:
+                p = rng.permutation(len(idx))
+                x, y = x[p], y[p]
+            if carry is not None:
+                x, y = np.concatenate([carry[0], x]), np.concatenate([carry[1], y])
+            n_full = (len(x) // batch_size) * batch_size
+            for i in range(0, n_full, batch_size):
+                yield x[i:i + batch_size], y[i:i + batch_size]
+            carry = (x[n_full:], y[n_full:]) if n_full < len(x) else None
+        if carry is not None:
+            yield carry
+
+
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def _array_data(fields: dict, normalization: dict, indices) -> ArrayData:
+    """Load the given samples into memory, normalized."""
+    import dask
+
+    parts = [fields[v][indices] for v in VARIABLES]
+    psi, omega, pi = (np.asarray(p, dtype=np.float32) for p in dask.compute(*parts))
+    x = stack_inputs(psi, omega, normalization)
+    y = (pi / np.float32(normalization[OUTPUT]))[..., None].astype(np.float32, copy=False)
+    return ArrayData(x, y)
+
+
+def _decide_in_memory(fields: dict, n: int, in_memory, memory_limit) -> bool:
+    """Hold the data in memory? (always for numpy-backed data)."""
+    if in_memory is not None:
+        return bool(in_memory)
+    if not any(_is_lazy(a) for a in fields.values()):
+        return True
+    ny, nx = fields[OUTPUT].shape[-2:]
+    nbytes = n * ny * nx * len(VARIABLES) * 4
+    limit = _DEFAULT_MEMORY_LIMIT if memory_limit is None else float(memory_limit)
+    return nbytes <= limit
+
+
+def _make_data(fields, normalization, indices, in_memory: bool, block: int):
+    if in_memory:
+        return _array_data(fields, normalization, indices)
+    return StreamData(fields, normalization, np.asarray(indices), block=block)
+
+
+def _split(n: int, validation) -> tuple:
+    """``(train_indices, val_indices or None)`` with the last fraction held out."""
+    if validation is None or (not isinstance(validation, xr.Dataset) and validation == 0):
+        return np.arange(n), None
+    if isinstance(validation, xr.Dataset):
+        return np.arange(n), None
+    v = float(validation)
+    if not 0 <= v < 1:
+        raise ValueError(f"validation must be a fraction in [0, 1), an LES Dataset or None, "
+                         f"got {validation!r}")
+    n_val = int(round(v * n))
+    if n_val == 0:
+        return np.arange(n), None
+    if n - n_val < 1:
+        raise ValueError(f"validation={validation} leaves no training samples out of {n}")
+    return np.arange(n - n_val), np.arange(n - n_val, n)
+
+
+def _case_name(ds: xr.Dataset) -> str:
+    for key in ("case_name", "case", "name"):
+        if key in ds.attrs:
+            return str(ds.attrs[key])
+    return "unknown"
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _prepare(ds, normalization, validation, in_memory, memory_limit, block, indices, name):
+    """Training and validation data objects from an LES Dataset."""
+    fields = _fields(ds)
+    n_all = len(indices)
+    train_pos, val_pos = _split(n_all, validation)
+    train_idx = indices[train_pos]
+    if normalization is None:
+        normalization = compute_normalization(ds, name=name, indices=train_idx)
+    else:  # still refuse NaN anywhere we train
+        compute_normalization(ds, name=name, indices=indices)
+    mem = _decide_in_memory(fields, n_all, in_memory, memory_limit)
+    train_data = _make_data(fields, normalization, train_idx, mem, block)
+    val_data = None
+    if isinstance(validation, xr.Dataset):
+        check_les_dataset(validation, "validation")
+        compute_normalization(validation, name="validation")
+        vf = _fields(validation)
+        nv = len(next(iter(vf.values())))
+        vmem = _decide_in_memory(vf, nv, in_memory, memory_limit)
+        val_data = _make_data(vf, normalization, np.arange(nv), vmem, block)
+    elif val_pos is not None:
+        val_data = _make_data(fields, normalization, indices[val_pos], mem, block)
+    return train_data, val_data, normalization
+
+
+# ---------------------------------------------------------------------- train
+def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
+          batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
+          patience: int | None = None, checkpoint_dir=None, in_memory: bool | None = None,
+          memory_limit: float | None = None, block: int = 256, progress: bool | None = None,
+          deterministic: bool = True, callbacks=None) -> Model:
+    """Train a closure network (the base network, BNN) on an LES Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        LES data with ``psi``, ``omega``, ``pi`` on ``(..., y, x)``; leading
+        dims are stacked into samples. Numpy- or dask-backed.
+    spec : NetworkSpec, mapping or None
+        Architecture; None is the paper's network (11 layers, 64 channels, 5×5).
+    backend : str
+        Registered backend name.
+    validation : float, xarray.Dataset or None
+        Fraction of samples held out for validation (the last ones: the
+        latest times, or the last members), an LES Dataset, or None.
+    epochs, batch_size : int
+    learning_rate : float
+        Adam's learning rate.
+    seed : int
+        Seeds the initial weights and the per-epoch shuffling: same seed, same weights.
+    patience : int, optional
+        Early stopping after ``patience`` epochs without improvement (then the
+        best weights are restored).
+    checkpoint_dir : path-like, optional
+        Checkpoint after every epoch there; a re-run with the same arguments
+        resumes an interrupted training to the same result.
+    in_memory : bool, optional
+        Hold the data in memory (True) or stream them from dask chunks
+        (False); None decides from the data size and ``memory_limit``.
+    memory_limit : float, optional
+        Bytes of float32 data that may be held in memory (default 2 GiB).
+    block : int
+        Samples per streamed block.
+    progress : bool, optional
+        Progress bar; None shows it only on a terminal.
+    deterministic : bool
+        Deterministic TensorFlow ops (process-wide; disables XLA auto-jit).
+    callbacks : list, optional
+        Backend-native callbacks (Keras callbacks for ``"keras"``).
+
+    Returns
+    -------
+    Model
+        With ``normalization``, ``history`` (Dataset over ``epoch``) and
+        ``provenance`` (training case, grid ``[ny, nx]``, sample counts,
+        hyper-parameters, seed, device).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A Dataset without ``psi``/``omega``/``pi``, NaN in the data, bad
+        arguments, an unknown backend.
+    """
+    check_les_dataset(ds, "ds")
+    epochs = _check_positive_int(epochs, "epochs")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    block = _check_positive_int(block, "block")
+    spec = NetworkSpec.from_any(spec)
+    be = get_backend(backend)
+    n_all = _n_samples(ds[OUTPUT])
+    train_data, val_data, norm = _prepare(ds, None, validation, in_memory, memory_limit,
+                                          block, np.arange(n_all), "ds")
+    model = be.build(spec, norm, seed=seed)
+    history = be.fit(model, train_data, validation=val_data, epochs=epochs,
+                     batch_size=batch_size, layers=None, learning_rate=learning_rate,
+                     seed=seed, patience=patience, checkpoint_dir=checkpoint_dir,
+                     progress=progress, callbacks=callbacks, deterministic=deterministic)
+    model.history = history_to_dataset(history)
+    model.provenance = {
+        "kind": "base",
+        "training_case": _case_name(ds),
+        "grid": list(train_data.grid),
+        "n_samples": train_data.n_samples,
+        "n_validation": 0 if val_data is None else val_data.n_samples,
+        "epochs": len(history.get("loss", [])),
+        "batch_size": batch_size,
+        "learning_rate": float(learning_rate),
+        "seed": int(seed),
+        "streamed": not train_data.in_memory,
+        "device": getattr(be, "device", lambda: "unknown")(),
+    }
+    return model
+
+
+# ------------------------------------------------------------------- transfer
+def _select_samples(n_total: int, n_samples, fraction, seed: int) -> np.ndarray:
+    """Sorted random subset of ``range(n_total)`` (all when both are None)."""
+    if n_samples is not None and fraction is not None:
+        raise ValueError("give n_samples or fraction, not both")
+    if n_samples is None and fraction is None:
+        return np.arange(n_total)
+    if fraction is not None:
+        f = float(fraction)
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        n = max(1, int(round(f * n_total)))
+    else:
+        n = _check_positive_int(n_samples, "n_samples")
+        if n > n_total:
+            raise ValueError(f"n_samples={n} exceeds the {n_total} samples of target_ds")
+    rng = np.random.default_rng([int(seed), 7])
+    return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
+             fraction: float | None = None, validation=0.1, epochs: int = 20,
+             batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
+             patience: int | None = None, checkpoint_dir=None, renormalize: bool = False,
+             in_memory: bool | None = None, memory_limit: float | None = None,
+             block: int = 256, progress: bool | None = None, deterministic: bool = True,
+             callbacks=None) -> Model:
+    """Transfer learning: re-train chosen layers of ``base`` on target data (the TLNN).
+
+    Parameters
+    ----------
+    base : Model
+        The base network (left untouched).
+    target_ds : xarray.Dataset
+        LES data of the target flow.
+    layers : int or sequence of int
+        Conv layers to re-train, in 1..L. Every other weight stays bitwise equal.
+    n_samples : int, optional
+        Use a random subset of this many target samples (seeded by ``seed``).
+    fraction : float, optional
+        Or this fraction of the target samples (e.g. 0.1). Default: all.
+    validation : float, xarray.Dataset or None
+        As in :func:`train` (a fraction of the selected samples).
+    epochs, batch_size, learning_rate, seed, patience, checkpoint_dir :
+        As in :func:`train`.
+    renormalize : bool
+        Use the target data's standard deviations instead of the base model's
+        (default False: the base normalization is kept).
+    in_memory, memory_limit, block, progress, deterministic, callbacks :
+        As in :func:`train`.
+
+    Returns
+    -------
+    Model
+        A new model; ``provenance`` holds ``base_model`` (its ``model_id``),
+        ``base_case``, ``retrained_layers``, ``target_case``, ``n_samples``
+        (re-training samples) and ``fraction``.
+
+    Raises
+    ------
+    ValueError
+        A layer outside 1..L, bad ``n_samples``/``fraction``, bad data.
+    """
+    if not isinstance(base, Model):
+        raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
+    layers = check_layers(layers, base.n_layers)
+    check_les_dataset(target_ds, "target_ds")
+    epochs = _check_positive_int(epochs, "epochs")
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    be = get_backend(base.backend)
+    n_total = _n_samples(target_ds[OUTPUT])
+    subset = _select_samples(n_total, n_samples, fraction, seed)
+    norm = None if renormalize else dict(base.normalization)
+    train_data, val_data, norm = _prepare(target_ds, norm, validation, in_memory,
+                                          memory_limit, block, subset, "target_ds")
+    model = be.clone(base)
+    model.normalization = dict(norm)
+    model.history = None
+    history = be.fit(model, train_data, validation=val_data, epochs=epochs,
+                     batch_size=batch_size, layers=layers, learning_rate=learning_rate,
+                     seed=seed, patience=patience, checkpoint_dir=checkpoint_dir,
+                     progress=progress, callbacks=callbacks, deterministic=deterministic)
+    model.history = history_to_dataset(history)
+    model.provenance = {
+        "kind": "transfer",
+        "base_model": model_id(base),
+        "base_case": base.provenance.get("training_case", "unknown"),
+        "retrained_layers": list(layers),
+        "target_case": _case_name(target_ds),
+        "training_case": _case_name(target_ds),
+        "grid": list(train_data.grid),
+        "n_samples": int(len(subset)),
+        "n_train": train_data.n_samples,
+        "n_validation": 0 if val_data is None else val_data.n_samples,
+        "fraction": float(len(subset) / n_total),
+        "renormalized": bool(renormalize),
+        "epochs": len(history.get("loss", [])),
+        "batch_size": batch_size,
+        "learning_rate": float(learning_rate),
+        "seed": int(seed),
+    }
+    return model
+
+
+# ----------------------------------------------------------- predict/evaluate
+def predict(model: Model, ds, *, batch_size: int = 32) -> xr.DataArray:
+    """Π predicted by ``model`` from an LES Dataset, in physical units.
+
+    Parameters
+    ----------
+    model : Model
+    ds : xarray.Dataset
+        Holds ``psi`` and ``omega`` on ``(..., y, x)``.
+    batch_size : int
+
+    Returns
+    -------
+    xarray.DataArray
+        ``pi`` with the dims and coordinates of ``ds.psi``.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
+    check_les_dataset(ds, "ds", need_target=False)
+    psi = ds["psi"]
+    omega = ds["omega"].transpose(*psi.dims)
+    out = get_backend(model.backend).predict(model, psi.values, omega.values,
+                                             batch_size=batch_size)
+    return xr.DataArray(out, dims=psi.dims, coords=psi.coords, name=OUTPUT,
+                        attrs={"long_name": "SGS term Pi predicted by the CNN closure",
+                               "units": ds[OUTPUT].attrs.get("units", "1")
+                               if OUTPUT in ds else "1"})
+
+
+def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
+    """A priori metrics of ``model`` on an LES Dataset (see :func:`xtl.metrics.score`).
+
+    Parameters
+    ----------
+    model : Model
+    ds : xarray.Dataset
+        LES data with ``psi``, ``omega``, ``pi``.
+    batch_size : int
+
+    Returns
+    -------
+    xarray.Dataset
+        Scalars ``cc``, ``cc_forward``, ``cc_backscatter``,
+        ``backscatter_fraction``, ``rel_l2``, ``spectrum_error``.
+    """
+    check_les_dataset(ds, "ds")
+    pred = predict(model, ds, batch_size=batch_size)
+    return _metrics.score(pred, ds[OUTPUT].transpose(*pred.dims),
+                          ds["omega"].transpose(*pred.dims))
+
+
+# ---------------------------------------------------------------- layer sweep
+def _stack_subset(ds: xr.Dataset, indices) -> xr.Dataset:
+    """The given stacked samples of ``ds`` as an in-memory Dataset on ``(sample, y, x)``."""
+    fields = _fields(ds)
+    import dask
+
+    arrays = dask.compute(*[fields[v][np.asarray(indices)] for v in VARIABLES])
+    coords = {c: ds[c] for c in ("y", "x") if c in ds.coords}
+    out = xr.Dataset({v: (("sample", "y", "x"), np.asarray(a), ds[v].attrs)
+                      for v, a in zip(VARIABLES, arrays)},
+                     coords={"sample": np.arange(len(indices)), **coords}, attrs=ds.attrs)
+    return out
+
+
+def _sweep_one(base, train_ds, test_ds, layers, kwargs, save_path=None):
+    """Re-train ``layers`` of ``base`` (a Model or a model Dataset) and score it.
+
+    Runs on a dask worker when the sweep has a client; returns plain data.
+    """
+    if isinstance(base, xr.Dataset):
+        base = model_from_dataset(base)
+    tl = transfer(base, train_ds, list(layers), **kwargs)
+    scores = evaluate(tl, test_ds)
+    result = {k: float(v) for k, v in scores.data_vars.items()}
+    result["final_loss"] = float(tl.history["loss"].values[-1])
+    if "val_loss" in tl.history:
+        result["final_val_loss"] = float(tl.history["val_loss"].values[-1])
+    if save_path is not None:
+        save_model(tl, save_path)
+    return result, tl.provenance
+
+
+def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: bool = False,
+                n_samples: int | None = None, fraction: float | None = None, client=None,
+                save_dir=None, progress: bool | None = None, seed: int = 0,
+                **train_kwargs) -> xr.Dataset:
+    """Re-train each layer (or each pair of layers) of ``base`` and score it on target data.
+
+    Parameters
+    ----------
+    base : Model
+        The base network.
+    target_train : xarray.Dataset
+        Target-flow LES data to re-train on (subset by ``n_samples``/``fraction``,
+        the same subset for every layer).
+    target_test : xarray.Dataset
+        Target-flow LES data to score on.
+    layers : sequence of int, optional
+        Layers to sweep (default all 1..L).
+    pairs : bool
+        Re-train every pair ``(a, b)``, ``a < b``, of ``layers`` instead.
+    n_samples, fraction : optional
+        Size of the re-training subset (as in :func:`transfer`).
+    client : dask.distributed.Client, optional
+        Run the trainings as tasks on this cluster (the base model travels as
+        its Dataset, the data in memory); default: one after another here.
+    save_dir : path-like, optional
+        Save every re-trained model there (``tl_layer<k>.keras`` + ``.nc``).
+    progress : bool, optional
+        Progress bar over trainings; None: only on a terminal.
+    seed : int
+        Seed of the subset and of every re-training.
+    **train_kwargs
+        Passed to :func:`transfer` (``epochs``, ``batch_size``, ``learning_rate``,
+        ``validation``, ``patience``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``layer`` (or ``pair``, with coordinates ``layer_a``, ``layer_b``):
+        ``cc``, ``cc_forward``, ``cc_backscatter``, ``backscatter_fraction``,
+        ``rel_l2``, ``spectrum_error``, ``final_loss`` (and ``final_val_loss``);
+        the base model's scores as ``base_cc``, ``base_rel_l2``, ... (scalars);
+        attrs with the base model id, target case and sample count.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(base, Model):
+        raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
+    layers = check_layers(range(1, base.n_layers + 1) if layers is None else layers,
+                          base.n_layers)
+    check_les_dataset(target_train, "target_train")
+    check_les_dataset(target_test, "target_test")
+    for bad in ("layers", "n_samples", "fraction", "progress"):
+        if bad in train_kwargs:
+            raise TypeError(f"layer_sweep got {bad!r} twice")
+    combos = list(itertools.combinations(layers, 2)) if pairs else [(k,) for k in layers]
+    if not combos:
+        raise ValueError("pairs=True needs at least two layers")
+    subset = _select_samples(_n_samples(target_train[OUTPUT]), n_samples, fraction, seed)
+    train_ds = _stack_subset(target_train, subset)
+    test_ds = target_test.load() if client is not None else target_test
+    kwargs = dict(train_kwargs, seed=seed, progress=False)
+    paths = [None] * len(combos)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        paths = [Path(save_dir) / f"tl_layer{'_'.join(map(str, c))}.keras" for c in combos]
+    bar = tqdm(total=len(combos), desc="layer sweep", unit="training",
+               disable=None if progress is None else not progress)
+    results = [None] * len(combos)
+    try:
+        if client is None:
+            for i, c in enumerate(combos):
+                results[i] = _sweep_one(base, train_ds, test_ds, c, kwargs, paths[i])
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            base_ds, tr, te = client.scatter([model_to_dataset(base), train_ds, test_ds],
+                                             broadcast=True)
+            futures = {client.submit(_sweep_one, base_ds, tr, te, c, kwargs, paths[i],
+                                     pure=False): i for i, c in enumerate(combos)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    finally:
+        bar.close()
+    return _sweep_dataset(base, combos, results, pairs, target_train, target_test, subset)
+
+
+def _sweep_dataset(base, combos, results, pairs, target_train, target_test, subset):
+    """Assemble the sweep's per-training scores into a Dataset."""
+    keys = sorted({k for r, _ in results for k in r})
+    dim = "pair" if pairs else "layer"
+    data = {k: (dim, np.array([r.get(k, np.nan) for r, _ in results], dtype=np.float64))
+            for k in keys}
+    if pairs:
+        coords = {"pair": [f"{a}+{b}" for a, b in combos],
+                  "layer_a": ("pair", [a for a, _ in combos]),
+                  "layer_b": ("pair", [b for _, b in combos])}
+    else:
+        coords = {"layer": [c[0] for c in combos]}
+    out = xr.Dataset(data, coords=coords)
+    base_scores = evaluate(base, target_test)
+    for k, v in base_scores.data_vars.items():
+        out[f"base_{k}"] = v
+        if k in out:
+            out[k].attrs.update(v.attrs)
+    out.attrs.update({
+        "base_model": model_id(base),
+        "base_case": base.provenance.get("training_case", "unknown"),
+        "target_case": _case_name(target_train),
+        "test_case": _case_name(target_test),
+        "n_samples": int(len(subset)),
+        "pairs": int(bool(pairs)),
+    })
+    return out
