@@ -18,7 +18,7 @@ from .backends import (
     save_model,
 )
 from .cases import Case, get_case, list_cases
-from .explain import activation_spectra, activations
+from .explain import activation_spectra, activations, compare_recommendation, recommend_layers
 from .les import les, les_metrics
 from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, simulate
@@ -70,6 +70,8 @@ __all__ = [
     "score",
     "activations",
     "activation_spectra",
+    "recommend_layers",
+    "compare_recommendation",
     "les",
     "les_metrics",
 ]
