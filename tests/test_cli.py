@@ -1,8 +1,11 @@
 """The `xtl` command, run as a user would (subprocess)."""
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import xarray as xr
 
 
@@ -12,20 +15,113 @@ def _xtl(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_demo_writes_data_and_figures_then_reuses_them(tmp_path):
-    out = tmp_path / "demo"
-    run = _xtl("demo", "--case", "tiny", "--spin-up", "1", "--t-end", "2", "--out", str(out),
-               cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    with xr.open_dataset(out / "dns-tiny.nc") as ds:
-        assert ds.sizes["time"] == 2 and ds.attrs["complete"] == 1
-    for figure in ("vorticity.png", "enstrophy-spectrum.png"):
-        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    mtime = (out / "dns-tiny.nc").stat().st_mtime_ns
-    again = _xtl("demo", "--case", "tiny", "--spin-up", "1", "--t-end", "2", "--out", str(out),
-                 cwd=tmp_path)
-    assert again.returncode == 0 and "reusing" in again.stdout
-    assert (out / "dns-tiny.nc").stat().st_mtime_ns == mtime
+TINY_TOML = """
+[experiment]
+name = "tiny"
+seed = 0
+
+[base]
+case = "tiny"
+members = 1
+spin_up = 1.0
+t_end = 3.0
+save_interval = 0.1
+
+[[targets]]
+name = "tiny-re"
+case = "tiny"
+Re = 400.0
+spin_up = 1.0
+t_end = 2.0
+save_interval = 0.1
+
+[[targets]]
+name = "tiny-kf"
+case = "tiny"
+kf = 6.0
+spin_up = 1.0
+t_end = 2.0
+save_interval = 0.1
+
+[network]
+n_layers = 3
+channels = 4
+kernel_size = 3
+
+[training]
+epochs = 3
+batch_size = 8
+
+[transfer]
+n_samples = 4
+epochs = 2
+batch_size = 4
+
+[les]
+t_end = 0.4
+save_interval = 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("experiment")
+    (folder / "tiny.toml").write_text(TINY_TOML)
+    first = _xtl("run", "tiny.toml", "--out", "out", cwd=folder)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return folder, first
+
+
+def test_run_writes_every_stage_and_a_report_with_every_figure(tiny_experiment):
+    from xtl.report import REPORT_FIGURES
+
+    folder, first = tiny_experiment
+    out = folder / "out"
+    report = (out / "report.html").read_text()
+    for kind in REPORT_FIGURES:
+        assert f"figures/{kind}" in report, kind
+    for img in re.findall(r"src='(figures/[^']+)'", report):
+        assert (out / img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", img
+    assert report.count("<figcaption>") == len(re.findall(r"<img ", report))
+    for target in ("tiny-re", "tiny-kf"):
+        with xr.open_dataset(out / "results" / f"sweep-{target}.nc") as sweep:
+            assert list(sweep.layer.values) == [1, 2, 3]
+            assert np.all(np.abs(sweep.cc.values) <= 1)
+        assert f"{target}: CC BNN" in first.stdout
+    assert (out / "models" / "base.keras").exists() and (out / "models" / "base.nc").exists()
+
+
+def test_a_second_run_skips_completed_stages(tiny_experiment):
+    folder, _ = tiny_experiment
+    out = folder / "out"
+    model_mtime = (out / "models" / "base.keras").stat().st_mtime_ns
+    again = _xtl("run", "tiny.toml", "--out", "out", cwd=folder)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stages run: 0," in again.stdout
+    assert again.stdout.count("unchanged, skipped") >= 10
+    assert (out / "models" / "base.keras").stat().st_mtime_ns == model_mtime
+
+
+def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_experiment):
+    folder, _ = tiny_experiment
+    changed = TINY_TOML.replace("[les]\nt_end = 0.4", "[les]\nt_end = 0.2")
+    (folder / "changed.toml").write_text(changed)
+    run = _xtl("run", "changed.toml", "--out", "out", cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = set(re.findall(r"\] (\S+): running", run.stdout))
+    assert ran == {"aposteriori-tiny-re", "aposteriori-tiny-kf", "report"}
+
+
+def test_config_errors_are_reported_by_name(tmp_path):
+    (tmp_path / "bad.toml").write_text(TINY_TOML.replace("channels = 4", "channels = -4"))
+    run = _xtl("run", "bad.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "'network.channels'" in run.stderr
+    assert "Traceback" not in run.stderr
+    (tmp_path / "unknown.toml").write_text(TINY_TOML.replace("[network]", "[network]\ndepth = 3"))
+    run = _xtl("run", "unknown.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "'network.depth': unknown key" in run.stderr
+    run = _xtl("run", "missing.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "missing.toml" in run.stderr
 
 
 def test_user_errors_are_one_line_and_nonzero(tmp_path):

@@ -18,10 +18,11 @@ from .backends import (
     save_model,
 )
 from .cases import Case, get_case, list_cases
+from .coarse import coarse_grain, filter_transfer_function, sgs_term
 from .explain import activation_spectra, activations, compare_recommendation, recommend_layers
 from .les import les, les_metrics
 from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
-from .solver import DivergenceError, SpectralGrid, simulate
+from .solver import DivergenceError, SpectralGrid, ensemble, simulate
 from .training import evaluate, layer_sweep, predict, train, transfer
 from .spectral import (
     classify_filters,
@@ -40,6 +41,10 @@ __all__ = [
     "list_cases",
     "SpectralGrid",
     "simulate",
+    "ensemble",
+    "coarse_grain",
+    "filter_transfer_function",
+    "sgs_term",
     "DivergenceError",
     "spectrum",
     "transfer_spectrum",

@@ -101,6 +101,30 @@ class _TLAccessor:
 class TLDatasetAccessor(_TLAccessor):
     """``ds.tl``: xtl methods on a Dataset (flow fields, a model, a classification)."""
 
+    # --- xtl.coarse --------------------------------------------------------------------
+    def coarse_grain(self, n_les=None, filter="gaussian", *, width=None, dealias=None):
+        """Filter and coarse-grain this DNS Dataset to the LES grid, with Π.
+
+        Parameters
+        ----------
+        n_les : int, optional
+            LES grid size (even, smaller than the DNS grid); default the case's.
+        filter : {"gaussian", "box", "sharp"}
+            The filter.
+        width : float, optional
+            Filter width Δ; default ``2·(2π/n_les)``.
+        dealias : bool, optional
+            2/3 rule for N(ω, ψ) on the DNS grid; default the case's.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``psi``, ``omega``, ``pi`` on the LES grid; see :func:`xtl.coarse.coarse_grain`.
+        """
+        from .coarse import coarse_grain
+
+        return coarse_grain(self._obj, n_les, filter, width=width, dealias=dealias)
+
     # --- xtl.spectral: kernel filters ---------------------------------------------------
     def kernel_filters(self, n, *, shift=True, chunks=None):
         """``|Ŵ|`` of every kernel of this model, zero-padded to ``n × n`` (lazy).

@@ -1,22 +1,21 @@
 """The ``xtl`` command.
 
-``xtl demo`` runs the embedded small default and writes its data and figures;
-``xtl simulate CASE`` runs one DNS to netCDF; ``xtl cases`` lists the presets.
-User errors print one line on stderr and exit with status 2, not a traceback.
+``xtl demo`` runs the embedded default experiment (:data:`xtl.config.DEMO_CONFIG`)
+and ``xtl run CONFIG`` a TOML one (:mod:`xtl.pipeline`); ``simulate``,
+``coarse-grain``, ``train``, ``transfer``, ``sweep``, ``explain`` and ``report``
+run one step each; ``cases`` lists the presets. User errors print one line on
+stderr and exit with status 2, not a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-#: The embedded default of ``xtl demo``.
-DEMO = {"case": "small-base", "spin_up": 20.0, "t_end": 30.0, "save_interval": 1.0, "seed": 0}
-
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line."""
@@ -28,12 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the embedded small default and write data + figures")
+    def scheduler(p):
+        p.add_argument("--scheduler", default=None,
+                       help="address of an existing dask scheduler (default: a LocalCluster, "
+                            "or $DASK_SCHEDULER_ADDRESS)")
+
+    demo = sub.add_parser("demo", help="run the embedded default experiment (data, models, report)")
     demo.add_argument("--out", default="xtl-demo", help="output folder (default: xtl-demo)")
-    demo.add_argument("--overwrite", action="store_true", help="replace earlier demo output")
-    demo.add_argument("--t-end", type=float, default=DEMO["t_end"], help="end time")
-    demo.add_argument("--spin-up", type=float, default=DEMO["spin_up"], help="spin-up time")
-    demo.add_argument("--case", default=DEMO["case"], help="preset to run (default: small-base)")
+    scheduler(demo)
+
+    run = sub.add_parser("run", help="run (or resume) the experiment of a TOML config")
+    run.add_argument("config", help="TOML file (see examples/demo.toml)")
+    run.add_argument("--out", required=True, help="output folder")
+    scheduler(run)
 
     sim = sub.add_parser("simulate", help="run one DNS and write it to netCDF")
     sim.add_argument("case", help="a preset name (see `xtl cases`)")
@@ -45,6 +51,51 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--dt", type=float, help="override the case's time step")
     sim.add_argument("--n", type=int, help="override the case's grid size")
     sim.add_argument("--overwrite", action="store_true")
+
+    cg = sub.add_parser("coarse-grain", help="filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
+    cg.add_argument("dns", help="DNS netCDF (from `xtl simulate`)")
+    cg.add_argument("--n-les", type=int, required=True)
+    cg.add_argument("--filter", default="gaussian", help="gaussian, box or sharp")
+    cg.add_argument("--out", required=True)
+    cg.add_argument("--overwrite", action="store_true")
+
+    tr = sub.add_parser("train", help="train a base network on LES data")
+    tr.add_argument("data", help="LES netCDF (psi, omega, pi)")
+    tr.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
+    tr.add_argument("--layers", type=int, default=11, help="conv layers (default 11, the paper)")
+    tr.add_argument("--channels", type=int, default=64)
+    tr.add_argument("--kernel-size", type=int, default=5)
+    tr.add_argument("--padding", default="zeros", help="zeros (the paper) or periodic")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--seed", type=int, default=0)
+
+    tf = sub.add_parser("transfer", help="re-train chosen layers of a model on target LES data")
+    tf.add_argument("model", help="base model (.keras or .nc)")
+    tf.add_argument("data", help="target LES netCDF")
+    tf.add_argument("--layers", type=int, nargs="+", required=True)
+    tf.add_argument("--fraction", type=float, help="fraction of the target samples to use")
+    tf.add_argument("--epochs", type=int, default=20)
+    tf.add_argument("--out", required=True)
+    tf.add_argument("--seed", type=int, default=0)
+
+    sw = sub.add_parser("sweep", help="re-train each single layer and score it on target test data")
+    sw.add_argument("model")
+    sw.add_argument("train_data")
+    sw.add_argument("test_data")
+    sw.add_argument("--fraction", type=float)
+    sw.add_argument("--epochs", type=int, default=20)
+    sw.add_argument("--out", required=True, help="netCDF of the metrics over `layer`")
+    scheduler(sw)
+
+    ex = sub.add_parser("explain", help="kernel filter census of a model (and changes from a base)")
+    ex.add_argument("model")
+    ex.add_argument("--n", type=int, required=True, help="padded grid (the LES grid)")
+    ex.add_argument("--base", help="base model: also write the kernel changes")
+    ex.add_argument("--out", required=True)
+
+    rp = sub.add_parser("report", help="redraw report.html of an experiment folder")
+    rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
 
     sub.add_parser("cases", help="list the preset cases")
     return parser
@@ -58,6 +109,24 @@ def _case(name, **changes):
         return get_case(name, **changes)
     except KeyError as err:
         raise UserError(err.args[0]) from None
+
+
+def _existing(path, what):
+    if not Path(path).exists():
+        raise UserError(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+def _open(path, what="data"):
+    import xarray as xr
+
+    return xr.open_dataset(_existing(path, what))
+
+
+def _load_model(path):
+    from .backends import load_model
+
+    return load_model(_existing(path, "model"))
 
 
 def cmd_cases(args) -> None:
@@ -79,47 +148,127 @@ def cmd_simulate(args) -> None:
     print(f"wrote {args.out}: {ds.sizes['time']} snapshots of {case.n}² ({case.name})")
 
 
+def cmd_coarse_grain(args) -> None:
+    """Coarse-grain a DNS file."""
+    from .coarse import coarse_grain
+    from .io import write_dataset
+
+    les = coarse_grain(_open(args.dns, "DNS file"), args.n_les, filter=args.filter)
+    write_dataset(les.compute(), args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}: psi, omega, pi on {args.n_les}²")
+
+
+def cmd_train(args) -> None:
+    """Train a base network."""
+    from .training import train
+
+    spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
+                padding=args.padding)
+    model = train(_open(args.data), spec, epochs=args.epochs, batch_size=args.batch_size,
+                  seed=args.seed)
+    model.save(args.out)
+    print(f"wrote {args.out} (final loss {float(model.history.loss[-1]):.4g})")
+
+
+def cmd_transfer(args) -> None:
+    """Re-train chosen layers."""
+    from .training import transfer
+
+    model = transfer(_load_model(args.model), _open(args.data), args.layers,
+                     fraction=args.fraction, epochs=args.epochs, seed=args.seed)
+    model.save(args.out)
+    print(f"wrote {args.out} (re-trained layers {args.layers})")
+
+
+def cmd_sweep(args) -> None:
+    """Single-layer sweep."""
+    from .io import write_dataset
+    from .training import layer_sweep
+
+    client = _client(args.scheduler)
+    sweep = layer_sweep(_load_model(args.model), _open(args.train_data), _open(args.test_data),
+                        fraction=args.fraction, epochs=args.epochs, client=client)
+    write_dataset(sweep, args.out, overwrite=True)
+    best = int(sweep.layer[int(sweep.cc.argmax())])
+    print(f"wrote {args.out}; best layer {best} (CC {float(sweep.cc.max()):.3f}, "
+          f"base CC {float(sweep.base_cc):.3f})")
+
+
+def cmd_explain(args) -> None:
+    """Filter census (and kernel changes)."""
+    from .io import write_dataset
+    from .spectral import classify_kernels, kernel_change
+
+    model_ds = _load_model(args.model).to_dataset()
+    out = classify_kernels(model_ds, args.n)
+    if args.base:
+        change = kernel_change(_load_model(args.base).to_dataset(), model_ds, n=args.n)
+        out = out.merge(change.drop_vars(["layer", "channel_out", "channel_in"], errors="ignore"),
+                        compat="override")
+    write_dataset(out, args.out, overwrite=True)
+    print(f"wrote {args.out}")
+
+
+def cmd_report(args) -> None:
+    """Redraw the report of an experiment folder."""
+    from .config import load_config
+    from .pipeline import Experiment
+    from .report import write_report
+
+    folder = Path(_existing(args.out, "experiment folder"))
+    config = load_config(json.loads(_existing(folder / "config.json", "config").read_text()))
+    path = write_report(Experiment(config, folder))
+    print(f"wrote {path}")
+
+
+def _client(address):
+    if address is None:
+        return None
+    from distributed import Client
+
+    return Client(address)
+
+
+def _run(config, out, scheduler):
+    from .pipeline import run_experiment
+
+    client = _client(scheduler)
+    try:
+        summary = run_experiment(config, out, client=client)
+    finally:
+        if client is not None:
+            client.close()
+    print(f"\nexperiment done in {summary['wall_seconds']:.0f} s: {summary['out']}/report.html")
+    print(f"stages run: {len(summary['ran'])}, skipped (unchanged): {len(summary['skipped'])}")
+    for target, s in summary["targets"].items():
+        cc = ", ".join(f"L{k}: {v:.3f}" for k, v in s["cc_tlnn"].items())
+        print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; recommended "
+              f"{s['recommended']} (rank {s['rank_in_sweep']:.0f} in the sweep, Spearman "
+              f"{s['spearman']:.2f})")
+
+
 def cmd_demo(args) -> None:
-    """Run the small demo case; write its netCDF, a vorticity figure and a spectrum figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plotting import plot_spectra, plot_vorticity
-    from .solver import simulate
-    from .spectral import spectrum
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    case = _case(args.case)
-    start = time.perf_counter()
-    path = out / f"dns-{case.name}.nc"
-    print(f"xtl demo: {case.n}² DNS of {case.name!r} (Re={case.Re:g}, kf={case.kf:g}) "
-          f"to t={args.t_end:g} -> {path}", flush=True)
-    if path.exists() and not args.overwrite:
-        import xarray as xr
-
-        ds = xr.open_dataset(path)
-        print(f"reusing {path} (pass --overwrite to run it again)")
-    else:
-        ds = simulate(case, t_end=args.t_end, save_interval=DEMO["save_interval"],
-                      spin_up=args.spin_up, path=path, overwrite=args.overwrite, seed=DEMO["seed"])
-    last = ds.omega.isel(time=-1)
-    ax = plot_vorticity(last, title=f"{case.name}: ω at t = {float(last.time):g}")
-    ax.figure.savefig(out / "vorticity.png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
-    enstrophy = spectrum(ds, kind="enstrophy").mean("time")
-    ax = plot_spectra({"enstrophy Z(k)": enstrophy}, title=f"{case.name}: time-mean enstrophy spectrum")
-    ax.axvline(case.n // 3, color="k", ls=":", lw=1)
-    ax.figure.savefig(out / "enstrophy-spectrum.png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
-    ratio = float(enstrophy.sel(k=(case.n - 1) // 3) / enstrophy.max())
-    print(f"wrote {path}, {out / 'vorticity.png'}, {out / 'enstrophy-spectrum.png'} "
-          f"in {time.perf_counter() - start:.0f} s; Z(k_cutoff)/max Z = {ratio:.1e}")
+    """Run the embedded default experiment."""
+    _run(None, args.out, args.scheduler)
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "cases": cmd_cases}
+def cmd_run(args) -> None:
+    """Run the experiment of a TOML config."""
+    _run(_existing(args.config, "config file"), args.out, args.scheduler)
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "run": cmd_run,
+    "simulate": cmd_simulate,
+    "coarse-grain": cmd_coarse_grain,
+    "train": cmd_train,
+    "transfer": cmd_transfer,
+    "sweep": cmd_sweep,
+    "explain": cmd_explain,
+    "report": cmd_report,
+    "cases": cmd_cases,
+}
 
 
 def main(argv=None) -> int:

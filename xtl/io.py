@@ -37,6 +37,16 @@ CF_ATTRS = {
     "x": {"long_name": "x (eastward) coordinate on the 2pi-periodic domain", "units": "1", "axis": "X"},
     "y": {"long_name": "y (northward) coordinate on the 2pi-periodic domain", "units": "1", "axis": "Y"},
     "time": {"long_name": "model time", "units": "1", "axis": "T"},
+    # ensembles (xtl.solver.ensemble): coordinates along `member`
+    "member": {"long_name": "ensemble member"},
+    "status": {"long_name": "status of the ensemble member (complete or failed)"},
+    "error": {"long_name": "error of a failed ensemble member (empty when complete)"},
+    "file": {"long_name": "netCDF file of the ensemble member"},
+    "seed": {"long_name": "seed of the random initial condition"},
+    "Re": {"long_name": "Reynolds number", "units": "1"},
+    "kf": {"long_name": "forcing wavenumber", "units": "1"},
+    "beta": {"long_name": "beta-plane parameter", "units": "1"},
+    "mu": {"long_name": "linear drag coefficient", "units": "1"},
 }
 
 

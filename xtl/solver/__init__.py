@@ -10,6 +10,10 @@ from .equations import (
 from .grid import SpectralGrid, available_fft_backends
 from .run import DivergenceError, initial_state, make_stepper, simulate
 
+# the function shadows its submodule as an attribute of xtl.solver; import the module's
+# other names with ``from xtl.solver.ensemble import ...``
+from .ensemble import EnsembleError, MemberFailedWarning, ensemble  # noqa: E402
+
 __all__ = [
     "SpectralGrid",
     "available_fft_backends",
@@ -23,4 +27,7 @@ __all__ = [
     "DivergenceError",
     "initial_state",
     "make_stepper",
+    "ensemble",
+    "EnsembleError",
+    "MemberFailedWarning",
 ]

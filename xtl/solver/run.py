@@ -202,6 +202,9 @@ def simulate(
     progress=None,
     fft: str = "auto",
     threads: int = 1,
+    les=None,
+    dns_every=None,
+    dns_path=None,
 ) -> xr.Dataset:
     """Run a forced β-plane 2D turbulence simulation.
 
@@ -248,12 +251,26 @@ def simulate(
         FFT backend.
     threads : int, default 1
         FFTW threads (see :class:`~xtl.solver.grid.SpectralGrid`).
+    les : True, int or dict, optional
+        Coarse-grain on the fly ("write only what is needed"): instead of the
+        DNS fields, store ψ̄, ω̄ and Π on the LES grid (see
+        :func:`xtl.coarse.coarse_grain`; the numbers agree with coarse-graining
+        the stored DNS to round-off). ``True``: the case's ``n_les`` and the
+        Gaussian filter; an int: that ``n_les``; a dict with keys ``n_les``,
+        ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``.
+    dns_every : int, optional
+        With ``les`` and ``path``: also keep every ``dns_every``-th snapshot
+        of the DNS (``psi``, ``omega`` on the DNS grid) in ``dns_path``.
+    dns_path : str or Path, optional
+        Where those DNS snapshots go; default ``<path stem>.dns.nc`` next to
+        ``path``. Written atomically like ``path`` (``.part``, then renamed).
 
     Returns
     -------
     xarray.Dataset
-        ``omega`` and ``psi`` on ``(time, y, x)``, the case in ``attrs``.
-        With ``path``, the file opened lazily.
+        ``omega`` and ``psi`` on ``(time, y, x)``, the case in ``attrs``
+        (with ``les``: ``psi``, ``omega``, ``pi`` on the LES grid, and the
+        coarse-graining in ``attrs``). With ``path``, the file opened lazily.
 
     Raises
     ------
@@ -270,24 +287,52 @@ def simulate(
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
     if path is not None:
         path = check_output_path(path, overwrite)
+    coarsener, les_options = None, None
+    if les is not None and les is not False:
+        # lazy: xtl.coarse is downstream of the solver (DESIGN.md's data flow)
+        from ..coarse import Coarsener, resolve_les_options
+
+        les_options = resolve_les_options(les, case)
+    dns_every, dns_path = _check_dns_every(dns_every, dns_path, path, les_options, overwrite)
     grid = SpectralGrid(case.n, dealias=case.dealias, fft=fft, threads=threads)
     stepper = make_stepper(case, grid, closure)
     attrs = _run_attrs(case, seed, initial)
     signature = _signature(case, seed, schedule, initial)
+    out_x, names, dns_attrs = grid.x, ("omega", "psi"), None
+    if les_options is not None:
+        coarsener = Coarsener(case.n, dealias=case.dealias, fft=fft, **les_options)
+        out_x, names = coarsener.x, ("psi", "omega", "pi")
+        if dns_every is not None:
+            dns_attrs = {**attrs, "title": f"xtl DNS of case {case.name!r} (every "
+                         f"{dns_every}-th snapshot of {path.name})", "dns_every": dns_every}
+            attrs["dns_file"] = dns_path.name
+        attrs = {**attrs, "title": f"xtl LES training data of case {case.name!r} "
+                 "(coarse-grained on the fly)", **coarsener.attrs}
+        signature += repr((sorted(les_options.items()), dns_every))
 
-    state, written, stream, ckpt = None, 0, None, None
+    state, written, stream, ckpt, dns_stream = None, 0, None, None, None
     if path is not None:
         ckpt = _checkpoint_path(path)
         part = path.with_name(path.name + ".part")
-        if resume and part.exists() and ckpt.exists():
+        dns_part = None if dns_path is None else dns_path.with_name(dns_path.name + ".part")
+        if resume and part.exists() and ckpt.exists() and (dns_part is None or dns_part.exists()):
             state, written = _read_checkpoint(ckpt, signature)
-            stream = SnapshotStream(path, grid.x, grid.y, ("omega", "psi"), attrs, dtype, append=True)
+            stream = SnapshotStream(path, out_x, out_x, names, attrs, dtype, append=True)
+            if dns_path is not None:
+                dns_stream = SnapshotStream(
+                    dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs, dtype, append=True
+                )
     if state is None:
         state = initial_state(case, grid, seed, initial)
         if path is not None:
-            stream = SnapshotStream(path, grid.x, grid.y, ("omega", "psi"), attrs, dtype)
+            stream = SnapshotStream(path, out_x, out_x, names, attrs, dtype)
+            if dns_path is not None:
+                dns_stream = SnapshotStream(
+                    dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs, dtype
+                )
             if ckpt.exists():
                 ckpt.unlink()
+    streams = [s for s in (stream, dns_stream) if s is not None]
 
     memory = []
     from tqdm.auto import tqdm
@@ -300,65 +345,95 @@ def simulate(
         while True:
             step = state.step
             if schedule.is_save(step):
-                fields = _fields(grid, state.omega_hat)
-                _check_finite(fields["omega"], step, case, stepper, cfl_limit, stream)
+                index = schedule.snapshot_index(step)
+                keep_dns = dns_stream is not None and index % dns_every == 0
+                dns = _fields(grid, state.omega_hat) if coarsener is None or keep_dns else None
+                fields = dns if coarsener is None else coarsener.spectral(state.omega_hat)
+                _check_finite(fields["omega"], step, case, stepper, cfl_limit, streams)
                 t = step * case.dt
                 if stream is not None:
-                    stream.write(schedule.snapshot_index(step), t, fields)
-                    written = schedule.snapshot_index(step) + 1
+                    stream.write(index, t, fields)
+                    if keep_dns:
+                        dns_stream.write(index // dns_every, t, dns)
+                    written = index + 1
                 else:
                     memory.append((t, {k: v.astype(dtype) for k, v in fields.items()}))
             if step > 0 and stream is not None and step % schedule.checkpoint_steps == 0:
-                stream.sync()
+                for s in streams:
+                    s.sync()
                 _write_checkpoint(ckpt, state, written, signature)
             if step >= schedule.end_steps:
                 break
             measure = step % check_every == 0 or schedule.is_save(step + 1)
             stepper.step(state, measure_cfl=measure)
             if measure and not stepper.last_cfl <= cfl_limit:
-                _diverged(state.step - 1, case, stepper, cfl_limit, stream)
+                _diverged(state.step - 1, case, stepper, cfl_limit, streams)
             bar.update(1)
     except BaseException:
-        if stream is not None:
-            stream.close()
+        for s in streams:
+            s.close()
         raise
     finally:
         bar.close()
 
     if stream is not None:
-        stream.finish(complete=True)
+        for s in streams:
+            s.finish(complete=True)
         if ckpt.exists():
             ckpt.unlink()
         return xr.open_dataset(path)
-    return _to_dataset(grid, memory, attrs)
+    return _to_dataset(out_x, memory, attrs, names)
 
 
-def _check_finite(omega, step, case, stepper, limit, stream):
+def _check_dns_every(dns_every, dns_path, path, les_options, overwrite):
+    """Validate ``dns_every``/``dns_path``; return ``(dns_every, dns_path or None)``."""
+    if dns_every is None:
+        if dns_path is not None:
+            raise ValueError("dns_path is only used with dns_every=k (keep every k-th DNS snapshot)")
+        return None, None
+    if not isinstance(dns_every, (int, np.integer)) or isinstance(dns_every, bool) or dns_every < 1:
+        raise ValueError(f"dns_every must be an int >= 1 (keep every k-th snapshot), got {dns_every!r}")
+    if les_options is None:
+        raise ValueError(
+            "dns_every only applies with les=... (the DNS is stored in full without it)"
+        )
+    if path is None:
+        raise ValueError("dns_every needs path=... (the DNS snapshots go to a second file)")
+    if dns_path is None:
+        dns_path = path.with_name(path.stem + ".dns" + (path.suffix or ".nc"))
+    dns_path = check_output_path(dns_path, overwrite, "dns_path")
+    if dns_path.resolve() == path.resolve():
+        raise ValueError(f"dns_path must differ from path, both are {str(path)!r}")
+    return int(dns_every), dns_path
+
+
+def _check_finite(omega, step, case, stepper, limit, streams):
     if not np.all(np.isfinite(omega)):
         stepper.last_cfl = float("nan")
-        _diverged(step, case, stepper, limit, stream)
+        _diverged(step, case, stepper, limit, streams)
 
 
-def _diverged(step, case, stepper, limit, stream):
+def _diverged(step, case, stepper, limit, streams):
     written = None
-    if stream is not None:
+    for stream in streams:
         stream.finish(complete=False)
-        written = str(stream.path)
-        ckpt = _checkpoint_path(stream.path)
-        if ckpt.exists():
-            ckpt.unlink()
+        if written is None:
+            written = str(stream.path)
+            ckpt = _checkpoint_path(stream.path)
+            if ckpt.exists():
+                ckpt.unlink()
     raise DivergenceError(step * case.dt, step, stepper.last_cfl, case.dt, limit, written)
 
 
-def _to_dataset(grid, memory, attrs) -> xr.Dataset:
+def _to_dataset(x, memory, attrs, names) -> xr.Dataset:
     times = np.array([t for t, _ in memory])
     coords = {
         "time": ("time", times, CF_ATTRS["time"]),
-        "y": ("y", grid.y, CF_ATTRS["y"]),
-        "x": ("x", grid.x, CF_ATTRS["x"]),
+        "y": ("y", x, CF_ATTRS["y"]),
+        "x": ("x", x.copy(), CF_ATTRS["x"]),
     }
     data = {
         name: (("time", "y", "x"), np.stack([f[name] for _, f in memory]), CF_ATTRS[name])
-        for name in ("omega", "psi")
+        for name in names
     }
     return xr.Dataset(data, coords=coords, attrs={**provenance_attrs(), **attrs, "complete": 1})

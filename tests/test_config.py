@@ -1,0 +1,73 @@
+"""Experiment configs: the demo default, the example file, and errors named by key."""
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from xtl.config import DEMO_CONFIG, ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+
+
+def test_example_file_is_the_embedded_demo():
+    assert load_config(EXAMPLE) == load_config(None)
+    assert tomllib.loads(EXAMPLE.read_text()) == DEMO_CONFIG
+
+
+def test_demo_config_has_a_base_and_two_targets():
+    cfg = load_config()
+    assert cfg.base.make_case().name == "small-base"
+    assert [t.make_case().Re for t in cfg.targets] == [5000.0, 2000.0]
+    assert [t.make_case().kf for t in cfg.targets] == [4.0, 12.0]
+
+
+def _with(path, value):
+    raw = copy.deepcopy(DEMO_CONFIG)
+    where = raw
+    for key in path[:-1]:
+        where = where[key]
+    if value is None:
+        del where[path[-1]]
+    else:
+        where[path[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("network", "depth"), 3, "'network.depth': unknown key"),
+        (("base", "colour"), "red", "'base.colour': unknown key"),
+        (("surprise",), {}, "'surprise': unknown key"),
+        (("base", "members"), -2, "'base.members': must be > 0"),
+        (("training", "epochs"), 0, "'training.epochs': must be > 0"),
+        (("targets",), None, "'targets': is missing"),
+        (("targets",), [], "'targets': is missing"),
+        (("base",), None, "'base': is missing"),
+        (("transfer", "fraction"), 1.5, "'transfer.fraction': must be in"),
+        (("base", "n"), -256, "'base.n': must be > 0"),
+        (("base", "case"), "nope", "'base.case': unknown preset"),
+    ],
+)
+def test_config_errors_name_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(_with(path, value))
+
+
+def test_target_keys_are_reported_with_their_index():
+    raw = _with(("targets",), [{"case": "small-re"}, {"case": "small-kf", "members": -1}])
+    with pytest.raises(ConfigError, match=r"'targets\[1\]\.members'"):
+        load_config(raw)
+
+
+def test_case_errors_surface_with_the_flow(tmp_path):
+    raw = _with(("base", "n_les"), 15)
+    with pytest.raises(ConfigError, match="base.*n_les"):
+        load_config(raw)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[base\ncase=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")

@@ -1,0 +1,285 @@
+"""The experiment configuration: a TOML file, validated, with the demo's defaults.
+
+An experiment has a base flow and one or more targets, a network, training and
+transfer settings. Every key is checked: an unknown key, a negative size or a
+missing target is reported by its dotted name (``targets[1].members``).
+
+Example (``examples/demo.toml`` is the embedded default of ``xtl demo``)::
+
+    [experiment]
+    name = "demo"
+    seed = 0
+
+    [base]
+    case = "small-base"           # a preset (xtl cases), fields may be overridden:
+    members = 2                   # DNS ensemble members (seeds seed, seed+1, ...)
+    spin_up = 20.0
+    t_end = 30.0
+    save_interval = 0.1
+
+    [[targets]]
+    case = "small-re"
+    members = 1
+
+    [network]                     # xtl.backends.base.NetworkSpec fields
+    n_layers = 6
+    channels = 32
+
+    [training]                    # xtl.train keyword arguments
+    epochs = 20
+
+    [transfer]                    # xtl.transfer / layer_sweep keyword arguments
+    fraction = 0.1
+    epochs = 20
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "DEMO_CONFIG"]
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration (the message names the key)."""
+
+
+_FLOW_KEYS = {
+    "name", "case", "members", "spin_up", "t_end", "save_interval", "filter", "overrides",
+}
+_CASE_FIELDS = {"Re", "kf", "beta", "mu", "n", "n_les", "dt", "forcing", "dealias", "ic_peak",
+                "ic_energy"}
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """One flow of the experiment (the base or a target).
+
+    Attributes
+    ----------
+    name : str
+        Label used in file names and the report (default: the case name).
+    case : str
+        Preset name (see :func:`xtl.list_cases`).
+    overrides : dict
+        Case fields to change (``Re``, ``kf``, ``beta``, ``n``, ``n_les``, ``dt``, ...).
+    members : int
+        DNS ensemble members.
+    spin_up, t_end, save_interval : float
+        As in :func:`xtl.simulate`.
+    filter : str
+        Filter of the coarse-graining (``"gaussian"``, ``"box"``, ``"sharp"``).
+    """
+
+    name: str
+    case: str
+    overrides: dict = field(default_factory=dict)
+    members: int = 1
+    spin_up: float = 20.0
+    t_end: float = 30.0
+    save_interval: float = 0.1
+    filter: str = "gaussian"
+
+    def make_case(self):
+        """The :class:`xtl.Case` of this flow."""
+        from .cases import get_case
+
+        return get_case(self.case, **self.overrides)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment; see the module docstring for the TOML layout."""
+
+    name: str
+    seed: int
+    base: FlowConfig
+    targets: tuple
+    network: dict
+    training: dict
+    transfer: dict
+    sweep: dict
+    les: dict
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+    def digest(self, *parts) -> str:
+        """A short stable hash of the named parts of the config (``"base"``, ...)."""
+        d = self.to_dict()
+        payload = json.dumps([d[p] if isinstance(p, str) and p in d else p for p in parts],
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+#: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
+#: (a higher Re and another forcing wavenumber), sized for a 2-core CPU.
+DEMO_CONFIG = {
+    "experiment": {"name": "demo", "seed": 0},
+    "base": {"case": "small-base", "members": 2, "spin_up": 20.0, "t_end": 30.0,
+             "save_interval": 0.1},
+    "targets": [
+        {"case": "small-re", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
+        {"case": "small-kf", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
+    ],
+    "network": {"n_layers": 6, "channels": 24, "kernel_size": 5, "padding": "zeros"},
+    "training": {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "validation": 0.1},
+    "transfer": {"fraction": 0.1, "epochs": 30, "batch_size": 8, "learning_rate": 1e-3},
+    "sweep": {"enabled": True},
+    "les": {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "baseline": "dynamic-smagorinsky"},
+}
+
+_SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les"}
+_TRAINING_KEYS = {"epochs", "batch_size", "learning_rate", "validation", "patience", "seed"}
+_TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize", "layers"}
+_SWEEP_KEYS = {"enabled", "layers", "pairs"}
+_LES_KEYS = {"enabled", "t_end", "save_interval", "baseline"}
+_NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
+
+
+def _fail(key, message):
+    raise ConfigError(f"config key {key!r}: {message}")
+
+
+def _check_keys(section: dict, allowed: set, where: str):
+    if not isinstance(section, dict):
+        _fail(where, f"must be a table, got {type(section).__name__}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        _fail(f"{where}.{unknown[0]}" if where else unknown[0],
+              f"unknown key; expected one of {sorted(allowed)}")
+
+
+def _positive(value, key, integer=False, allow_zero=False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            not integer and not math.isfinite(value)):
+        _fail(key, f"must be a{'n integer' if integer else ' number'}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        _fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def _flow(raw: dict, where: str) -> FlowConfig:
+    _check_keys(raw, _FLOW_KEYS | _CASE_FIELDS, where)
+    if "case" not in raw:
+        _fail(f"{where}.case", "is missing (a preset name, see `xtl cases`)")
+    from .cases import list_cases
+
+    if raw["case"] not in list_cases():
+        _fail(f"{where}.case", f"unknown preset {raw['case']!r}; presets are {list_cases()}")
+    overrides = dict(raw.get("overrides", {}))
+    overrides.update({k: raw[k] for k in _CASE_FIELDS & set(raw)})
+    for key in ("n", "n_les"):
+        if key in overrides:
+            _positive(overrides[key], f"{where}.{key}", integer=True)
+    for key in ("Re", "dt"):
+        if key in overrides:
+            _positive(overrides[key], f"{where}.{key}")
+    flow = FlowConfig(
+        name=str(raw.get("name", raw["case"])),
+        case=raw["case"],
+        overrides=overrides,
+        members=_positive(raw.get("members", 1), f"{where}.members", integer=True),
+        spin_up=_positive(raw.get("spin_up", 20.0), f"{where}.spin_up", allow_zero=True),
+        t_end=_positive(raw.get("t_end", 30.0), f"{where}.t_end"),
+        save_interval=_positive(raw.get("save_interval", 0.1), f"{where}.save_interval"),
+        filter=str(raw.get("filter", "gaussian")),
+    )
+    if flow.t_end < flow.spin_up:
+        _fail(f"{where}.t_end", f"must not be smaller than spin_up={flow.spin_up}")
+    try:
+        flow.make_case()
+    except (TypeError, ValueError) as err:
+        _fail(where, str(err))
+    return flow
+
+
+def _section(raw, name, allowed):
+    section = dict(raw.get(name, {}))
+    _check_keys(section, allowed, name)
+    for key in ("epochs", "batch_size", "n_samples", "patience", "n_layers", "kernel_size"):
+        if key in section:
+            _positive(section[key], f"{name}.{key}", integer=True)
+    for key in ("learning_rate", "t_end", "save_interval"):
+        if key in section:
+            _positive(section[key], f"{name}.{key}")
+    if "fraction" in section:
+        value = _positive(section["fraction"], f"{name}.fraction")
+        if value > 1:
+            _fail(f"{name}.fraction", f"must be in (0, 1], got {value}")
+    if "channels" in section:
+        channels = section["channels"]
+        for c in channels if isinstance(channels, list) else [channels]:
+            _positive(c, f"{name}.channels", integer=True)
+    return section
+
+
+def parse_config(raw: dict) -> ExperimentConfig:
+    """Validate a configuration mapping (as read from TOML) into an :class:`ExperimentConfig`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad key.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a table, got {type(raw).__name__}")
+    _check_keys(raw, _SECTIONS, "")
+    experiment = dict(raw.get("experiment", {}))
+    _check_keys(experiment, {"name", "seed"}, "experiment")
+    if "base" not in raw:
+        _fail("base", "is missing (the base flow)")
+    targets = raw.get("targets")
+    if not targets:
+        _fail("targets", "is missing: give at least one [[targets]] table")
+    if not isinstance(targets, list):
+        _fail("targets", "must be an array of tables ([[targets]])")
+    flows = [_flow(t, f"targets[{i}]") for i, t in enumerate(targets)]
+    names = [f.name for f in flows]
+    if len(set(names)) != len(names):
+        _fail("targets", f"target names must be unique, got {names}")
+    seed = experiment.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        _fail("experiment.seed", f"must be an integer, got {seed!r}")
+    return ExperimentConfig(
+        name=str(experiment.get("name", "experiment")),
+        seed=seed,
+        base=_flow(raw["base"], "base"),
+        targets=tuple(flows),
+        network=_section(raw, "network", _NETWORK_KEYS),
+        training=_section(raw, "training", _TRAINING_KEYS),
+        transfer=_section(raw, "transfer", _TRANSFER_KEYS),
+        sweep=_section(raw, "sweep", _SWEEP_KEYS),
+        les=_section(raw, "les", _LES_KEYS),
+    )
+
+
+def load_config(source=None) -> ExperimentConfig:
+    """Read and validate an experiment config.
+
+    Parameters
+    ----------
+    source : path, dict or None
+        A TOML file, an already-parsed mapping, or None for :data:`DEMO_CONFIG`.
+    """
+    if source is None:
+        return parse_config(copy.deepcopy(DEMO_CONFIG))
+    if isinstance(source, dict):
+        return parse_config(copy.deepcopy(source))
+    import tomllib
+
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    return parse_config(raw)

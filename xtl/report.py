@@ -1,0 +1,292 @@
+"""The experiment report: ``report.html`` with PNG figures beside it, readable offline.
+
+Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (never from
+live models), and has one sentence under it saying what it shows.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["write_report", "REPORT_FIGURES"]
+
+#: Figure kinds every report contains (per target where it says so).
+REPORT_FIGURES = (
+    "flow-spectra",
+    "cc-per-layer",
+    "pi-spectra",
+    "kernel-changes",
+    "filter-census",
+    "activation-spectra",
+    "recommendation",
+    "aposteriori",
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    os.replace(tmp, path)
+    return path.name
+
+
+def _open(path):
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+def fig_flow_spectra(explains: dict, folder: Path) -> str:
+    """Energy spectra of the base flow and every target (LES level, time means)."""
+    from .plotting import plot_spectra
+
+    curves = {}
+    for target, ex in explains.items():
+        curves.setdefault("base", ex["energy_base"])
+        curves[target] = ex["energy_target"]
+    ax = plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)")
+    return _save(ax.figure, folder / "flow-spectra.png")
+
+
+def fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
+    """CC of the BNN and of each single-layer TLNN on every target's test data."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (target, sweep) in enumerate(sweeps.items()):
+        color = f"C{i}"
+        ax.plot(sweep.layer, sweep.cc, "o-", color=color, label=f"TLNN on {target}")
+        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1, label=f"BNN on {target}")
+        for layer in _recommended(recs[target]):
+            ax.plot([layer], [float(sweep.cc.sel(layer=layer))], "*", ms=16, color=color,
+                    markeredgecolor="k")
+    ax.set_xlabel("re-trained layer")
+    ax.set_ylabel("CC of Π on held-out target data")
+    ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
+    ax.legend(fontsize=8)
+    ax.set_title("single-layer transfer learning (★ recommended)")
+    return _save(fig, folder / "cc-per-layer.png")
+
+
+def fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path) -> str:
+    """Power spectra of Π: truth, BNN and the best TLNN on one target."""
+    from .plotting import plot_spectra
+
+    best = ex.attrs.get("best_layer", "?")
+    ax = plot_spectra({"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn},
+                      title=f"Π spectra on {target}", ylabel="power of Π")
+    return _save(ax.figure, folder / f"pi-spectra-{target}.png")
+
+
+def fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
+    """Spectra of the most-changed kernels before (base) and after (TL)."""
+    from .plotting import plot_kernel_spectra
+
+    both = xr.concat([ex.top_filter_base, ex.top_filter_tl], dim=xr.DataArray(
+        ["before", "after"], dims="model", name="model"))
+    both = both.transpose("top", "model", "ky", "kx")
+    fig = plot_kernel_spectra(both, ncols=4)
+    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after", y=1.02)
+    return _save(fig, folder / f"kernel-changes-{target}.png")
+
+
+def fig_census(census: xr.DataArray, folder: Path) -> str:
+    """Filter types of the base network's kernels, per layer."""
+    from .plotting import plot_census
+
+    ax = plot_census(census, title="filter census of the base network")
+    return _save(ax.figure, folder / "filter-census.png")
+
+
+def fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
+    """Per-layer activation spectra of the base network on base vs target inputs."""
+    plt = _plt()
+    base, tgt = _activation_pair(rec)
+    layers = base.layer.values
+    ncols = min(4, len(layers))
+    nrows = int(np.ceil(len(layers) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+    for ax, layer in zip(axes.ravel(), layers):
+        for da, label, style in ((base, "base inputs", "-"), (tgt, "target inputs", "--")):
+            curve = da.sel(layer=layer)
+            if "channel" in curve.dims:
+                curve = curve.mean("channel")
+            curve = curve.where(curve.k >= 1, drop=True)
+            ax.loglog(curve.k, curve, style, label=label)
+        ax.set_title(f"layer {int(layer)}", fontsize=9)
+    for ax in axes.ravel()[len(layers):]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle(f"activation spectra of the base network: base vs {target}", y=1.02)
+    fig.tight_layout()
+    return _save(fig, folder / f"activation-spectra-{target}.png")
+
+
+def fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
+    """The framework's score per layer against the CC measured by the sweep."""
+    plt = _plt()
+    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    layers = rec.layer.values
+    ax1.bar(layers, rec.score.values, color="tab:gray", alpha=0.6, label="score (before TL)")
+    ax1.set_xlabel("layer")
+    ax1.set_ylabel("recommendation score")
+    ax2 = ax1.twinx()
+    ax2.plot(sweep.layer, sweep.cc, "o-", color="tab:red", label="measured CC (after TL)")
+    ax2.set_ylabel("CC of TLNN", color="tab:red")
+    ax1.set_title(f"{target}: recommended layer(s) {_recommended(rec)}")
+    fig.legend(loc="lower right", fontsize=8)
+    return _save(fig, folder / f"recommendation-{target}.png")
+
+
+def fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
+    """Energy spectra of the LES with each closure against the filtered DNS."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if "energy_fdns" in post:
+        fdns = post.energy_fdns.isel(closure=0)
+        fdns = fdns.where(fdns.k >= 1, drop=True)
+        ax.loglog(fdns.k, fdns, "k-", lw=2, label="filtered DNS")
+    for closure in post.closure.values:
+        stable = bool(post.stable.sel(closure=closure))
+        if "energy_les" in post and stable:
+            e = post.energy_les.sel(closure=closure)
+            e = e.where(e.k >= 1, drop=True)
+            ax.loglog(e.k, e, "--", label=str(closure))
+        elif not stable:
+            ax.plot([], [], "x", label=f"{closure}: unstable")
+    ax.set_xlabel("k")
+    ax.set_ylabel("E(k)")
+    ax.set_title(f"a posteriori LES on {target}")
+    ax.legend(fontsize=8)
+    return _save(fig, folder / f"aposteriori-{target}.png")
+
+
+def _recommended(rec: xr.Dataset) -> list:
+    return [int(v) for v in np.atleast_1d(rec.attrs["recommended"])]
+
+
+def _activation_pair(rec: xr.Dataset):
+    """(base, target) activation spectra ``(layer, channel, k)`` of a recommendation."""
+    return rec["activation_spectrum_base"], rec["activation_spectrum_target"]
+
+
+_SENTENCES = {
+    "flow-spectra": "Energy spectra of the filtered base and target flows: the targets differ "
+                    "from the base where these curves separate.",
+    "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data by the base "
+                    "network (dashed) and by the network with one layer re-trained (dots); the star "
+                    "marks the layer recommended before any re-training.",
+    "pi-spectra": "Power spectrum of the SGS term Π on the target: the truth, the base network and "
+                  "the best single-layer transfer-learned network.",
+    "kernel-changes": "Fourier magnitude of the kernels that transfer learning changed most, "
+                      "before and after re-training, centred at k = 0.",
+    "filter-census": "How many kernels of each base-network layer act as low-, high-, band-pass, "
+                     "Gabor or all-pass filters.",
+    "activation-spectra": "Spectra of each layer's outputs on base and on target inputs: where they "
+                          "start to differ shows which layer first sees the new flow.",
+    "recommendation": "The framework's score per layer (bars, computed before any re-training) "
+                      "against the CC each single-layer re-training achieved (line).",
+    "aposteriori": "Energy spectra of LES run with each closure from the same filtered DNS state, "
+                   "against the filtered DNS.",
+}
+
+
+def write_report(experiment) -> Path:
+    """Draw every figure and write ``report.html`` into ``experiment.out``.
+
+    Returns
+    -------
+    Path
+        The report's path.
+    """
+    from .spectral import filter_census
+
+    out = Path(experiment.out)
+    folder = out / "figures"
+    folder.mkdir(exist_ok=True)
+    targets = [t.name for t in experiment.config.targets]
+    res = out / "results"
+    sweeps = {t: _open(res / f"sweep-{t}.nc") for t in targets}
+    recs = {t: _open(res / f"recommend-{t}.nc") for t in targets}
+    explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
+    posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
+             if (res / f"aposteriori-{t}.nc").exists()}
+    base = experiment.load_model("base").to_dataset()
+    n_les = int(next(iter(explains.values())).attrs.get("n", 0)) or int(
+        next(iter(sweeps.values())).attrs.get("grid", 64))
+
+    sections = [("Flows", [(fig_flow_spectra(explains, folder), _SENTENCES["flow-spectra"])]),
+                ("Transfer learning per layer",
+                 [(fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
+                ("The base network's filters",
+                 [(fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
+    for t in targets:
+        figures = [
+            (fig_pi_spectra(t, explains[t], folder), _SENTENCES["pi-spectra"]),
+            (fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
+            (fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
+            (fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),
+        ]
+        if t in posts:
+            figures.append((fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
+        sections.append((f"Target: {t}", figures))
+    summary = experiment.summary()
+    path = out / "report.html"
+    tmp = out / "report.html.tmp"
+    tmp.write_text(_html(experiment, sections, summary))
+    os.replace(tmp, path)
+    return path
+
+
+def _summary_table(summary) -> str:
+    rows = []
+    for t, s in summary["targets"].items():
+        best_layer = max(s["cc_tlnn"], key=s["cc_tlnn"].get)
+        rows.append(
+            f"<tr><td>{html.escape(t)}</td><td>{s['cc_bnn']:.3f}</td>"
+            f"<td>{best_layer} ({s['cc_tlnn'][best_layer]:.3f})</td>"
+            f"<td>{s['recommended']}</td><td>{s['rank_in_sweep']:.0f}</td>"
+            f"<td>{s['spearman']:.2f}</td></tr>")
+    return ("<table><tr><th>target</th><th>CC BNN</th><th>best layer (CC TLNN)</th>"
+            "<th>recommended</th><th>its rank in the sweep</th><th>Spearman(score, CC)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _html(experiment, sections, summary) -> str:
+    cfg = experiment.config
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>xtl report: {html.escape(cfg.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:960px;margin:auto;padding:1em}"
+        "img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#333}"
+        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px}</style>",
+        "</head><body>",
+        f"<h1>xtl report: {html.escape(cfg.name)}</h1>",
+        f"<p>Base flow <b>{html.escape(cfg.base.name)}</b>; targets "
+        f"{', '.join('<b>' + html.escape(t.name) + '</b>' for t in cfg.targets)}. "
+        "A CNN closure trained on the base flow (BNN) is re-trained one layer at a time on a "
+        "small target data set (TLNN); the framework recommends a layer before any re-training.</p>",
+        _summary_table(summary),
+    ]
+    for title, figures in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        for name, sentence in figures:
+            parts.append(f"<figure><img src='figures/{html.escape(name)}' alt='{html.escape(name)}'>"
+                         f"<figcaption>{html.escape(sentence)}</figcaption></figure>")
+    parts.append("<h2>Configuration</h2><pre>"
+                 + html.escape(json.dumps(cfg.to_dict(), indent=1)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,486 @@
+"""Ensembles of runs on a dask.distributed cluster → one Dataset with a ``member`` dim.
+
+:func:`ensemble` runs every (case, seed) pair as one task of a
+:mod:`dask.distributed` cluster: by default a :class:`~distributed.LocalCluster`
+sized to the machine (one thread per worker, as the solver's FFTW threads
+collapse on shared cores), or an existing cluster (a ``Client``, a scheduler
+address, or the standard ``DASK_SCHEDULER_ADDRESS`` environment variable, e.g. a
+``dask-jobqueue`` cluster on HPC). Each member is one call of
+:func:`~xtl.solver.simulate` writing its own netCDF file atomically; the files
+are then opened lazily and concatenated along ``member``.
+
+Files and resume
+----------------
+Member files are named ``<case>_seed<seed>_<digest>.nc`` in ``directory``,
+the digest hashing everything that defines the member's output (the case, the
+seed, the schedule, the ``les`` options, ...). A file whose global attribute
+``complete`` is 1 is never re-run, so calling :func:`ensemble` again with the
+same arguments (after an interruption, or to add members) runs only what is
+missing; an interrupted member continues from its checkpoint. A member that
+failed (``complete`` = 0, e.g. it diverged) is tried again. On a remote
+cluster ``directory`` must be on a file system that the workers and this
+process share.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import numbers
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..cases import Case, get_case
+from ..io import CF_ATTRS, provenance_attrs
+from .run import _schedule
+
+__all__ = ["ensemble", "EnsembleError", "MemberFailedWarning", "SIMULATE_OPTIONS"]
+
+#: simulate() keyword arguments that :func:`ensemble` passes through to every member.
+SIMULATE_OPTIONS = ("dtype", "checkpoint_interval", "cfl_limit", "check_every", "fft")
+
+# case attributes that are labels, not parameters: never made coordinates
+_LABELS = ("case_description",)
+# per-file attributes that describe one file, not the ensemble
+_FILE_ATTRS = ("title", "history", "complete", "dns_file")
+
+
+class EnsembleError(RuntimeError):
+    """Every member of an ensemble failed (the message lists their errors)."""
+
+
+class MemberFailedWarning(RuntimeWarning):
+    """Some members of an ensemble failed; the others were kept (see ``status``/``error``)."""
+
+
+# ----------------------------------------------------------------------------------------
+# members
+# ----------------------------------------------------------------------------------------
+def _as_case(value, argument="cases") -> Case:
+    if isinstance(value, Case):
+        return value
+    if isinstance(value, str):
+        return get_case(value)
+    raise TypeError(f"{argument} must be a Case, a preset name, or a list of them; got {value!r}")
+
+
+def _as_list(value):
+    if isinstance(value, (list, tuple, range, np.ndarray)):
+        return list(value)
+    return [value]
+
+
+def _members(cases, seeds) -> list:
+    """Every (case, seed) pair, cases outer, seeds inner."""
+    cases = [_as_case(c) for c in _as_list(cases)]
+    seeds = _as_list(seeds)
+    if not cases:
+        raise ValueError("cases must name at least one case")
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    for s in seeds:
+        if not isinstance(s, numbers.Integral) or isinstance(s, bool) or s < 0:
+            raise TypeError(f"seeds must be non-negative ints (or a list of them), got {s!r}")
+    return [(case, int(seed)) for case in cases for seed in seeds]
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", name).strip("-") or "case"
+
+
+def _member_specs(members, directory, run_kwargs, les_options_of) -> list:
+    """One dict per member: the simulate() call and its file(s)."""
+    specs, seen = [], {}
+    for index, (case, seed) in enumerate(members):
+        les_options = les_options_of(case)
+        key = _digest(
+            sorted(case.to_attrs().items()), seed, sorted(run_kwargs.items()),
+            None if les_options is None else sorted(les_options.items()),
+        )
+        name = f"{_safe(case.name)}_seed{seed}_{key}"
+        if name in seen:
+            raise ValueError(
+                f"members {seen[name]} and {index} are the same run (case {case.name!r}, "
+                f"seed {seed}); every (case, seed) pair must be distinct"
+            )
+        seen[name] = index
+        specs.append(
+            {
+                "case": case,
+                "seed": seed,
+                "path": str(directory / f"{name}.nc"),
+                "les": les_options,
+                "kwargs": dict(run_kwargs),
+            }
+        )
+    return specs
+
+
+def _is_complete(path) -> bool:
+    """True if ``path`` is a netCDF file whose global attribute ``complete`` is 1."""
+    if not os.path.exists(path):
+        return False
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as nc:
+            return int(getattr(nc, "complete", 0)) == 1
+    except OSError:
+        return False
+
+
+def _run_member(spec) -> dict:
+    """Run one member (on a worker). Never raises: returns ``{"status", "error"}``."""
+    from .run import simulate
+
+    try:
+        ds = simulate(
+            spec["case"], path=spec["path"], seed=spec["seed"], overwrite=True, progress=False,
+            les=spec["les"], **spec["kwargs"],
+        )
+        ds.close()
+        return {"status": "complete", "error": ""}
+    except Exception as exc:  # reported in the result, not raised
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+# ----------------------------------------------------------------------------------------
+# the cluster
+# ----------------------------------------------------------------------------------------
+def default_n_workers() -> int:
+    """Workers of the default LocalCluster: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _client(client, scheduler, n_workers):
+    """Yield a distributed Client; close whatever this function created."""
+    from distributed import Client, LocalCluster
+
+    if client is not None and scheduler is not None:
+        raise ValueError("give client= or scheduler=, not both")
+    if client is not None:
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
+        yield client
+        return
+    if scheduler is None:
+        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if scheduler is not None:
+        address = getattr(scheduler, "scheduler_address", scheduler)
+        if not isinstance(address, str):
+            raise TypeError(
+                "scheduler must be an address string like 'tcp://host:8786' or a cluster "
+                f"object with .scheduler_address, got {scheduler!r}"
+            )
+        own = Client(address, set_as_default=False)
+        try:
+            yield own
+        finally:
+            own.close()
+        return
+    n = default_n_workers() if n_workers is None else n_workers
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
+    cluster = LocalCluster(
+        n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
+    try:
+        own = Client(cluster, set_as_default=False)
+        try:
+            yield own
+        finally:
+            own.close()
+    finally:
+        cluster.close()
+
+
+def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:
+    """Run the members ``todo`` (indices into specs); return {index: result}."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    results = {}
+    bar = tqdm(
+        total=len(specs), initial=len(specs) - len(todo), unit="member", desc="ensemble",
+        disable=None if progress is None else not progress,
+    )
+    try:
+        with _client(client, scheduler, n_workers) as c:
+            futures = {
+                c.submit(_run_member, specs[i], key=f"xtl-member-{Path(specs[i]['path']).stem}",
+                         pure=False): i
+                for i in todo
+            }
+            try:
+                for future in as_completed(list(futures), loop=c.loop):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except Exception as exc:  # the worker died, the task was lost, ...
+                        results[i] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                    bar.update(1)
+                    if results[i]["status"] != "complete":
+                        bar.write(f"member {i} failed: {results[i]['error']}")
+            finally:
+                c.cancel(list(futures))
+    finally:
+        bar.close()
+    return results
+
+
+# ----------------------------------------------------------------------------------------
+# the combined Dataset
+# ----------------------------------------------------------------------------------------
+def _default_chunks(ds) -> dict:
+    """Chunks along time of about 64 MiB per variable."""
+    per_snapshot = max(
+        (ds[v].dtype.itemsize * ds.sizes["y"] * ds.sizes["x"] for v in ds.data_vars), default=1
+    )
+    return {"time": max(1, (64 * 2**20) // per_snapshot)}
+
+
+def _member_coords(members, statuses, errors, specs):
+    """Coordinates along ``member`` (what varies), attrs (what does not), the varying keys."""
+    table = [{**case.to_attrs(), "seed": seed} for case, seed in members]
+    keys = list(table[0])
+    coords, attrs, varying = {}, {}, set()
+    for key in keys:
+        values = [row[key] for row in table]
+        if all(v == values[0] for v in values):
+            attrs[key] = values[0]
+            continue
+        varying.add(key)
+        if key not in _LABELS:
+            coords[key] = ("member", np.array(values), CF_ATTRS.get(key, {}))
+    coords["status"] = ("member", np.array(statuses, dtype=str), CF_ATTRS["status"])
+    coords["error"] = ("member", np.array(errors, dtype=str), CF_ATTRS["error"])
+    coords["file"] = ("member", np.array([Path(s["path"]).name for s in specs]), CF_ATTRS["file"])
+    return coords, attrs, varying
+
+
+def _combine(specs, members, statuses, errors, chunks) -> xr.Dataset:
+    """Open the complete members lazily and stack them along ``member`` (NaN for failures)."""
+    complete = [i for i, s in enumerate(statuses) if s == "complete"]
+    template_index = complete[0]
+    if chunks is None:
+        with xr.open_dataset(specs[template_index]["path"]) as first:  # metadata only
+            chunks = _default_chunks(first)
+    opened = {i: xr.open_dataset(specs[i]["path"], chunks=chunks) for i in complete}
+    template = opened[template_index]
+    parts = []
+    for i in range(len(specs)):
+        if i in opened:
+            ds = opened[i]
+            if ds.sizes != template.sizes:
+                raise ValueError(
+                    f"member {i} ({specs[i]['path']}) has sizes {dict(ds.sizes)}, member "
+                    f"{template_index} has {dict(template.sizes)}; members must share the grid "
+                    "and the schedule"
+                )
+            if not np.allclose(ds.time.values, template.time.values, rtol=1e-9, atol=1e-12):
+                raise ValueError(f"member {i} has other snapshot times than member {template_index}")
+            ds = ds.assign_coords(time=template.time)
+        else:
+            ds = xr.full_like(template, np.nan)
+        parts.append(ds)
+    combined = xr.concat(parts, dim="member", data_vars="all", coords="minimal",
+                         compat="override", join="override", combine_attrs="drop")
+    coords, constants, varying = _member_coords(members, statuses, errors, specs)
+    combined = combined.assign_coords(member=("member", np.arange(len(specs)), CF_ATTRS["member"]))
+    combined = combined.assign_coords(coords)
+    # attributes of the files that differ between members (and are not coordinates) are dropped
+    differ = {k for ds in opened.values() for k, v in ds.attrs.items()
+              if not np.array_equal(v, template.attrs.get(k))}
+    drop = set(_FILE_ATTRS) | set(coords) | differ | varying
+    attrs = {k: v for k, v in template.attrs.items() if k not in drop}
+    attrs.update(constants)
+    combined.attrs = {
+        **provenance_attrs(),
+        "title": f"xtl ensemble of {len(specs)} members",
+        **{k: v for k, v in attrs.items() if k not in ("Conventions", "source")},
+        "members_complete": int(sum(s == "complete" for s in statuses)),
+    }
+    for name in combined.data_vars:
+        combined[name].attrs = dict(template[name].attrs)
+    return combined
+
+
+# ----------------------------------------------------------------------------------------
+# the public function
+# ----------------------------------------------------------------------------------------
+def ensemble(
+    cases,
+    seeds=0,
+    *,
+    t_end: float,
+    save_interval: float,
+    directory,
+    spin_up: float = 0.0,
+    les=None,
+    client=None,
+    scheduler=None,
+    n_workers=None,
+    chunks=None,
+    progress=None,
+    **simulate_options,
+) -> xr.Dataset:
+    """Run an ensemble of simulations on a dask cluster and open it as one Dataset.
+
+    Every pair of a case in ``cases`` and a seed in ``seeds`` is one member,
+    run by :func:`~xtl.solver.simulate` in a task of a ``dask.distributed``
+    cluster and written atomically to its own netCDF file in ``directory``.
+
+    Parameters
+    ----------
+    cases : Case, str or list of them
+        The flows (a :class:`~xtl.cases.Case` or a preset name). All must
+        share the stored grid (``n``, or ``n_les`` with ``les``).
+    seeds : int or list of int, default 0
+        Seeds of the random initial conditions.
+    t_end, save_interval, spin_up : float
+        As in :func:`~xtl.solver.simulate`; the same for every member.
+    directory : str or Path
+        Folder of the member files (created if missing). On a remote cluster,
+        a folder the workers and this process share.
+    les : True, int or dict, optional
+        Coarse-grain on the fly and store only ψ̄, ω̄, Π on the LES grid (see
+        ``simulate(les=...)``); e.g. ``les=dict(n_les=64, filter="gaussian")``.
+        A ``dns_every`` option (in ``simulate_options``) keeps every k-th DNS
+        snapshot per member next to its file.
+    client : distributed.Client, optional
+        Run on this client's cluster (it is left open).
+    scheduler : str or cluster object, optional
+        A scheduler address (``"tcp://host:8786"``) or a cluster with
+        ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
+        ``client`` and ``scheduler``, ``$DASK_SCHEDULER_ADDRESS`` is used
+        when set; otherwise a ``LocalCluster`` with ``n_workers`` workers of
+        one thread each is started and closed at the end.
+    n_workers : int, optional
+        Workers of that LocalCluster; default the cores this process may use.
+    chunks : dict, optional
+        Chunks of the result; default about 64 MiB per variable along ``time``.
+    progress : bool, optional
+        Show a progress bar as members finish; default: when stderr is a terminal.
+    **simulate_options
+        Passed to every ``simulate`` call: ``dtype``, ``checkpoint_interval``,
+        ``cfl_limit``, ``check_every``, ``fft``, ``dns_every``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask) ``psi``, ``omega`` (and ``pi`` with ``les``) with dims
+        ``(member, time, y, x)``. Along ``member``: the coordinates
+        ``status`` (``"complete"``/``"failed"``), ``error`` (the failure's
+        message, ``""`` otherwise), ``file``, and every case parameter or seed
+        that varies across members (``Re``, ``kf``, ``beta``, ``mu``,
+        ``seed``, ``case_dt``, ...); the constant ones are in ``attrs``. A
+        failed member's fields are NaN (its partial file stays on disk with
+        ``complete = 0``); keep the others with
+        ``ds.sel(member=ds.status == "complete")``.
+
+    Warns
+    -----
+    MemberFailedWarning
+        When some members failed (they are also reported in ``status``/``error``).
+
+    Raises
+    ------
+    EnsembleError
+        When every member failed.
+    TypeError, ValueError
+        For bad arguments, before anything runs.
+
+    Notes
+    -----
+    Members already complete in ``directory`` (same arguments) are not run
+    again: a second identical call only opens the files. Each member runs with
+    one FFTW thread and the deterministic ``FFTW_ESTIMATE`` planner, so a member
+    equals the same ``simulate`` call run serially, bit for bit.
+
+    Examples
+    --------
+    >>> ds = xtl.ensemble(["small-base", "small-re"], seeds=[0, 1], t_end=50.0,
+    ...                   save_interval=0.5, spin_up=20.0, directory="runs",
+    ...                   les=dict(n_les=64))                      # doctest: +SKIP
+    >>> ds.pi.sel(member=ds.Re == 5000.0)                         # doctest: +SKIP
+    """
+    unknown = set(simulate_options) - set(SIMULATE_OPTIONS) - {"dns_every"}
+    if unknown:
+        raise TypeError(
+            f"ensemble() got unexpected arguments {sorted(unknown)}; simulate options it "
+            f"passes on are {list(SIMULATE_OPTIONS) + ['dns_every']}"
+        )
+    if client is not None and scheduler is not None:
+        raise ValueError("give client= or scheduler=, not both")
+    members = _members(cases, seeds)
+    for case, _ in members:
+        _schedule(case, t_end, save_interval, spin_up, simulate_options.get("checkpoint_interval"))
+    run_kwargs = {"t_end": t_end, "save_interval": save_interval, "spin_up": spin_up,
+                  **simulate_options}
+    if les is None or les is False:
+        if simulate_options.get("dns_every") is not None:
+            raise ValueError("dns_every only applies with les=... (the DNS is stored in full without it)")
+
+        def les_options_of(case):
+            return None
+
+        sizes = {case.n for case, _ in members}
+    else:
+        from ..coarse import resolve_les_options  # lazy: coarse is downstream of the solver
+
+        def les_options_of(case):
+            return resolve_les_options(les, case)
+
+        sizes = {les_options_of(case)["n_les"] for case, _ in members}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"all members must store the same grid to share one Dataset; got grid sizes "
+            f"{sorted(sizes)} (run an ensemble per grid)"
+        )
+    if chunks is not None and not isinstance(chunks, dict):
+        raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {chunks!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"directory={str(directory)!r} is not writable")
+    specs = _member_specs(members, directory, run_kwargs, les_options_of)
+
+    statuses = ["complete" if _is_complete(s["path"]) else "pending" for s in specs]
+    errors = [""] * len(specs)
+    todo = [i for i, s in enumerate(statuses) if s != "complete"]
+    if todo:
+        results = _run_all(specs, todo, client, scheduler, n_workers, progress)
+        for i, result in results.items():
+            statuses[i], errors[i] = result["status"], result["error"]
+            if result["status"] == "complete" and not _is_complete(specs[i]["path"]):
+                statuses[i] = "failed"
+                errors[i] = f"the worker reported success but {specs[i]['path']} is not complete"
+    failed = [i for i, s in enumerate(statuses) if s != "complete"]
+    if len(failed) == len(specs):
+        raise EnsembleError(
+            "every ensemble member failed:\n"
+            + "\n".join(f"  member {i} ({specs[i]['path']}): {errors[i]}" for i in failed)
+        )
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {len(specs)} ensemble members failed and are NaN in the result "
+            "(see its 'status' and 'error' coordinates): "
+            + "; ".join(f"member {i}: {errors[i]}" for i in failed),
+            MemberFailedWarning,
+            stacklevel=2,
+        )
+    return _combine(specs, members, statuses, errors, chunks)
