@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import numpy as np
+from timing import median_ms
 
 
 def _median_time(func, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of one call of ``func``."""
+    return median_ms(func, calls=1, repeats=repeats, warmup=0) / 1e3
 
 
 def _field(n, seed):

@@ -11,11 +11,10 @@ Usage: python benchmarks/les.py
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
+from timing import median_ms
 
 import xtl
 from xtl.backends import get_backend
@@ -25,18 +24,6 @@ from xtl.solver import SpectralGrid, initial_state, make_stepper
 
 REPEATS = 7
 N = 64
-
-
-def _median_ms(func, calls):
-    for _ in range(2):
-        func()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            func()
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return float(np.median(times))
 
 
 def measure(spec: NetworkSpec, calls: int):
@@ -58,9 +45,9 @@ def measure(spec: NetworkSpec, calls: int):
 
     # steps from a copy of the state so that both steppers see the same flow
     s_plain, s_closed = state.copy(), state.copy()
-    t_inf = _median_ms(inference, calls)
-    t_plain = _median_ms(lambda: plain.step(s_plain), calls)
-    t_closed = _median_ms(lambda: closed.step(s_closed), calls)
+    t_inf = median_ms(inference, calls, REPEATS, warmup=2)
+    t_plain = median_ms(lambda: plain.step(s_plain), calls, REPEATS, warmup=2)
+    t_closed = median_ms(lambda: closed.step(s_closed), calls, REPEATS, warmup=2)
     return t_closed, t_inf, t_plain
 
 

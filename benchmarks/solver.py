@@ -14,24 +14,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
-import numpy as np
+from timing import median_ms
 
 import xtl
 from xtl.solver import SpectralGrid, available_fft_backends, initial_state, make_stepper
 
 REPEATS = 7
-
-
-def _median_ms(func, calls):
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            func()
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return float(np.median(times))
 
 
 def step_over_fft(n, fft):
@@ -48,8 +37,8 @@ def step_over_fft(n, fft):
         inverse4.inverse()
         forward1.forward()
 
-    step_ms = _median_ms(lambda: stepper.step(state), calls)
-    fft_ms = _median_ms(ffts, calls)
+    step_ms = median_ms(lambda: stepper.step(state), calls, REPEATS)
+    fft_ms = median_ms(ffts, calls, REPEATS)
     return step_ms, fft_ms
 
 

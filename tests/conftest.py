@@ -76,3 +76,20 @@ def trained_model(les_base):
 
     return train(les_base, TINY_SPEC, epochs=3, batch_size=8, learning_rate=3e-3, seed=0,
                  progress=False)
+
+
+class InterruptingClosure:
+    """A zero closure that raises KeyboardInterrupt at its ``at``-th call (a simulated Ctrl-C).
+
+    Subtracting its zero Π leaves every bit of the run unchanged, so an interrupted run can
+    be compared bit for bit with an uninterrupted one.
+    """
+
+    def __init__(self, at):
+        self.at, self.calls = at, 0
+
+    def __call__(self, psi, omega):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return _np.zeros_like(psi)

@@ -1,7 +1,6 @@
 """Presets, Case validation round trips, and the resolution of the small presets."""
 import math
 
-import numpy as np
 import pytest
 
 import xtl

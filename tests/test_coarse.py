@@ -7,6 +7,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import xtl
+from conftest import InterruptingClosure
 import xtl.accessors  # noqa: F401  (registers .tl)
 from xtl.coarse import (
     FILTERS,
@@ -312,28 +313,15 @@ def test_on_the_fly_les_equals_coarse_graining_the_stored_dns(tmp_path):
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.npz"))
 
 
-class _Interrupt:
-    """A zero closure that raises KeyboardInterrupt at its ``at``-th call."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def __call__(self, psi, omega):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return np.zeros_like(psi)
-
-
 def test_on_the_fly_run_resumes_bit_for_bit(tmp_path):
     case = xtl.get_case("tiny")
     kw = dict(t_end=0.5, save_interval=0.05, checkpoint_interval=0.1, seed=2, progress=False,
               les=dict(n_les=16), dns_every=3)
     full = xtl.simulate(case, path=tmp_path / "full.nc", **kw)
     with pytest.raises(KeyboardInterrupt):
-        xtl.simulate(case, path=tmp_path / "cut.nc", closure=_Interrupt(at=170), **kw)
+        xtl.simulate(case, path=tmp_path / "cut.nc", closure=InterruptingClosure(at=170), **kw)
     assert (tmp_path / "cut.dns.nc.part").exists() and (tmp_path / "cut.nc.ckpt.npz").exists()
-    resumed = xtl.simulate(case, path=tmp_path / "cut.nc", closure=_Interrupt(at=-1), **kw)
+    resumed = xtl.simulate(case, path=tmp_path / "cut.nc", closure=InterruptingClosure(at=-1), **kw)
     for name in ("psi", "omega", "pi"):
         assert np.array_equal(resumed[name].values, full[name].values)
     with xr.open_dataset(tmp_path / "cut.dns.nc") as a, xr.open_dataset(tmp_path / "full.dns.nc") as b:

@@ -85,12 +85,9 @@ def test_activation_spectra_streamed_equal_full_spectra(trained_model, inputs):
 # ------------------------------------------------------------------------------------
 # recommend_layers / compare_recommendation: which layer to re-train
 # ------------------------------------------------------------------------------------
-import warnings
-
 import xarray as xr
 
-from xtl.explain import (DIFFERS_THRESHOLD, compare_recommendation, recommend_layers,
-                         spectral_distance)
+from xtl.explain import compare_recommendation, recommend_layers, spectral_distance
 from xtl.spectral import filter_census
 
 KMIN_SMALL = 5  # first shell of the small-scale energy added to the target

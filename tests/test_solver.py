@@ -1,17 +1,16 @@
 """The solver against analytic solutions, its order, conservation, restart and errors."""
 import math
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 import xarray as xr
 
 import xtl
+from conftest import InterruptingClosure
 from xtl.solver import (
     DivergenceError,
     SpectralGrid,
@@ -73,8 +72,7 @@ def test_dealias_mask_is_the_two_thirds_rule():
 
 
 def test_nonlinear_term_of_two_modes_is_analytic():
-    # ψ = cos x + cos y (ω = ψ since k² = 1 for both): J = 0 for one shell;
-    # ψ = sin x · ... use ω = cos x + cos 2y, ψ = cos x + cos(2y)/4
+    # ω = cos x + cos 2y, so ∇²ψ = −ω gives ψ = cos x + cos(2y)/4
     grid = SpectralGrid(32)
     x, y = grid.x[None, :], grid.y[:, None]
     omega = np.cos(x) + np.cos(2 * y)
@@ -84,6 +82,7 @@ def test_nonlinear_term_of_two_modes_is_analytic():
     expected = u * (-np.sin(x)) + v * (-2 * np.sin(2 * y))
     got = grid.irfft2(nonlinear_term(grid, grid.rfft2(omega)))
     np.testing.assert_allclose(got, expected, atol=1e-12)
+    np.testing.assert_allclose(grid.irfft2(grid.streamfunction(grid.rfft2(omega))), psi, atol=1e-13)
     assert np.max(np.abs(expected)) > 0.5  # not a trivial zero
 
 
@@ -239,28 +238,15 @@ def test_streamed_file_equals_in_memory_run(tmp_path):
     assert not (tmp_path / "run.nc.ckpt.npz").exists()
 
 
-class _Interrupt:
-    """A zero closure that raises KeyboardInterrupt at its ``at``-th call."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def __call__(self, psi, omega):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return np.zeros_like(psi)
-
-
 def test_restart_after_interruption_is_bit_identical(tmp_path):
     case = xtl.get_case("tiny")
     kw = dict(t_end=0.5, save_interval=0.05, checkpoint_interval=0.1, seed=2)
     full = xtl.simulate(case, path=tmp_path / "full.nc", **kw)
     path = tmp_path / "cut.nc"
     with pytest.raises(KeyboardInterrupt):
-        xtl.simulate(case, path=path, closure=_Interrupt(at=170), **kw)
+        xtl.simulate(case, path=path, closure=InterruptingClosure(at=170), **kw)
     assert (tmp_path / "cut.nc.part").exists() and (tmp_path / "cut.nc.ckpt.npz").exists()
-    resumed = xtl.simulate(case, path=path, closure=_Interrupt(at=-1), **kw)
+    resumed = xtl.simulate(case, path=path, closure=InterruptingClosure(at=-1), **kw)
     assert resumed.sizes["time"] == full.sizes["time"] == 11
     assert np.array_equal(resumed.omega.values, full.omega.values)
     assert np.array_equal(resumed.psi.values, full.psi.values)

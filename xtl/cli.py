@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -273,8 +272,11 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     """Entry point of the ``xtl`` command; returns the exit status."""
+    import logging
+
     from .solver.run import DivergenceError
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)

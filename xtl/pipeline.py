@@ -316,7 +316,7 @@ class Experiment:
         change = kernel_change(base.to_dataset(), tl.to_dataset(), n=n_les, percentile=99.0)
         change = change.isel(top=slice(0, 8))
         out = xr.merge([out, change.rename({"layer": "kernel_layer"})], compat="override")
-        out.attrs.update(best_layer=best, target=target.name)
+        out.attrs.update(best_layer=best, target=target.name, n_les=n_les)
         write_dataset(out.compute(), self.out / "results" / f"explain-{target.name}.nc",
                       overwrite=True)
 

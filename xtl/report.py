@@ -224,9 +224,9 @@ def write_report(experiment) -> Path:
     explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
     posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
              if (res / f"aposteriori-{t}.nc").exists()}
-    base = experiment.load_model("base").to_dataset()
-    n_les = int(next(iter(explains.values())).attrs.get("n", 0)) or int(
-        next(iter(sweeps.values())).attrs.get("grid", 64))
+    base_model = experiment.load_model("base")
+    base = base_model.to_dataset()
+    n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
 
     sections = [("Flows", [(fig_flow_spectra(explains, folder), _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
