@@ -14,6 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np
 from timing import median_ms
 
 import xtl
@@ -43,24 +44,31 @@ def measure(spec: NetworkSpec, calls: int):
     def inference():
         backend.predict_normalized(model, x)
 
-    # steps from a copy of the state so that both steppers see the same flow
+    # steps from a copy of the state so that both steppers see the same flow; the three
+    # are timed in interleaved rounds so that drifts of the machine hit them alike
     s_plain, s_closed = state.copy(), state.copy()
-    t_inf = median_ms(inference, calls, REPEATS, warmup=2)
-    t_plain = median_ms(lambda: plain.step(s_plain), calls, REPEATS, warmup=2)
-    t_closed = median_ms(lambda: closed.step(s_closed), calls, REPEATS, warmup=2)
-    return t_closed, t_inf, t_plain
+    rounds = {"closed": [], "inference": [], "plain": []}
+    funcs = {"closed": lambda: closed.step(s_closed), "inference": inference,
+             "plain": lambda: plain.step(s_plain)}
+    for _ in range(REPEATS):
+        for name, func in funcs.items():
+            rounds[name].append(median_ms(func, calls, repeats=1, warmup=1))
+    ratio = np.median(np.array(rounds["closed"])
+                      / (np.array(rounds["inference"]) + np.array(rounds["plain"])))
+    return (*(float(np.median(rounds[k])) for k in ("closed", "inference", "plain")),
+            float(ratio))
 
 
 def main():
     print(f"LES grid {N}²; keras backend on {get_backend('keras').device()}; medians of "
-          f"{REPEATS} repeats (shared noisy machine: compare ratios)")
+          f"{REPEATS} interleaved rounds; ratio = median over rounds of "
+          "step+CNN / (inference + bare step)")
     print(f"{'network':>16} {'step+CNN ms':>12} {'inference ms':>13} {'bare step ms':>13} "
           f"{'ratio':>7}")
     for label, spec, calls in (("demo 6x24", NetworkSpec(n_layers=6, channels=24), 40),
                                ("paper 11x64", NetworkSpec(), 10)):
-        t_closed, t_inf, t_plain = measure(spec, calls)
-        print(f"{label:>16} {t_closed:12.2f} {t_inf:13.2f} {t_plain:13.3f} "
-              f"{t_closed / (t_inf + t_plain):7.3f}")
+        t_closed, t_inf, t_plain, ratio = measure(spec, calls)
+        print(f"{label:>16} {t_closed:12.2f} {t_inf:13.2f} {t_plain:13.3f} {ratio:7.3f}")
 
 
 if __name__ == "__main__":

@@ -183,10 +183,14 @@ def test_recommend_layers_small_scale_target_picks_shallow_layer(trained_model, 
     model_ds = model_to_dataset(trained_model)
     np.testing.assert_allclose(rec.filter_profile.values, _np_filter_profile(model_ds, 16),
                                rtol=1e-5)
-    band = rec.flows_differ.values & (rec.k.values >= 1)
+    # the overlap: the profile-weighted mean over k >= 1 of w(k) = max_var |log_ratio|
+    w = np.abs(rec.log_ratio.values).max(axis=0)[1:]
+    np.testing.assert_allclose(rec.shell_weight.values[1:], w, rtol=1e-12)
+    assert float(rec.shell_weight.sel(k=0)) == 0.0
     prof = rec.filter_profile.values[:, 1:]
-    overlap = prof[:, band[1:]].sum(1) / prof.sum(1)
+    overlap = (prof * w).sum(1) / prof.sum(1)
     np.testing.assert_allclose(rec.overlap.values, overlap, rtol=1e-12)
+    assert ((overlap > 0) & (overlap <= w.max())).all()
     counts = filter_census(model_ds, n=16)
     np.testing.assert_array_equal(rec.filter_count.values, counts.values)
     np.testing.assert_allclose(rec.filter_fraction.sum("filter_type").values, 1.0)
@@ -204,6 +208,7 @@ def test_recommend_layers_small_scale_target_picks_shallow_layer(trained_model, 
               "base_spectrum", "log_ratio"):
         assert "long_name" in rec[v].attrs, v
     assert "D(l) * O(l) * R(l)" in rec.attrs["formula"]
+    assert "sum_{k>=1} p_l(k) w(k) / sum_{k>=1} p_l(k)" in rec.attrs["formula"]
 
 
 def test_recommend_layers_subset_and_top(trained_model, flows, recommendation):
@@ -213,6 +218,41 @@ def test_recommend_layers_subset_and_top(trained_model, flows, recommendation):
     np.testing.assert_allclose(rec.score.values, recommendation.score.sel(layer=[2, 3]).values,
                                rtol=1e-10)
     assert sorted(rec.recommended.values.tolist()) == [2, 3] and rec["rank"].values.min() == 1
+
+
+def tilt_spectrum(ds, decades):
+    """``ds`` with each Fourier mode of ψ̄, ω̄, Π times ``10**(decades·|k|/kmax / 2)``.
+
+    The power spectra of the three variables then differ by about ``decades · k/kmax``
+    decades at shell k (a smooth tilt, largest at ``kmax = N/2``; shells round |k|).
+    """
+    n = ds.sizes["x"]
+    k = np.fft.fftfreq(n, 1.0 / n)
+    gain = 10.0 ** (0.5 * decades * np.hypot(*np.meshgrid(k, k)) / (n // 2))
+    out = ds.copy()
+    for v in ("psi", "omega", "pi"):
+        a = np.real(np.fft.ifft2(np.fft.fft2(ds[v].values.astype(np.float64)) * gain))
+        out[v] = (ds[v].dims, a.astype(np.float32), ds[v].attrs)
+    out.attrs["case_name"] = "synthetic-tilt"
+    return out
+
+
+def test_recommend_layers_small_difference_everywhere_no_cliff(trained_model, flows):
+    # the flows differ by less than the threshold (0.3 decades) at every shell: the
+    # warning is given, the band is empty, but the overlap and the score do not collapse
+    base = flows[0]
+    with pytest.warns(UserWarning, match="differ by less than threshold"):
+        rec = recommend_layers(trained_model, base, tilt_spectrum(base, 0.2), batch_size=6)
+    assert not rec.flows_differ.any()
+    assert 0.0 < float(rec.shell_weight.max()) < 0.3
+    assert (rec.overlap > 0).all() and (rec.overlap < 0.3).all()
+    assert (rec.score > 0).all()
+    assert np.ptp(rec.score.values) > 0  # informative: not one constant score
+    prof, w = rec.filter_profile.values[:, 1:], rec.shell_weight.values[1:]
+    np.testing.assert_allclose(rec.overlap.values, (prof * w).sum(1) / prof.sum(1),
+                               rtol=1e-12)
+    np.testing.assert_allclose(rec.score.values,
+                               rec.divergence * rec.overlap * rec.reach, rtol=1e-12)
 
 
 def test_recommend_layers_identical_flows_score_zero_and_warn(trained_model, flows):

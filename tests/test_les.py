@@ -110,6 +110,7 @@ def test_les_metrics_compare_with_filtered_dns():
     metrics = les_metrics(run, run)  # an LES compared with itself
     assert metrics.attrs["stable"] == 1 and math.isnan(metrics.attrs["blowup_time"])
     assert float(metrics.spectrum_error) == 0.0
+    assert metrics.attrs["kmax"] == 10  # the 2/3-rule cutoff of the 32² LES
     np.testing.assert_allclose(metrics.pdf_les, metrics.pdf_fdns)
     np.testing.assert_allclose(metrics.kinetic_energy, _energy(run))
     # the PDF is a density: it integrates to one

@@ -196,7 +196,9 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
 # Which layer to re-train: the physics-guided framework of Subel et al. (2023)
 # =====================================================================================
 #: Default threshold, in decades, on |log10(S_target / S_base)| above which a
-#: wavenumber shell counts as one where the flows differ (0.3 decades ≈ a factor 2).
+#: wavenumber shell is reported as one where the flows differ (0.3 decades ≈ a
+#: factor 2). It only labels the shells (``differs``, ``flows_differ``, the warning);
+#: the overlap and the score use the continuous weight ``|log10(S_target/S_base)|``.
 DIFFERS_THRESHOLD = 0.3
 #: Shells whose power is below this fraction of the variable's largest shell, in
 #: both flows, are treated as equal (round-off, not physics): see :func:`_log_ratio`.
@@ -308,11 +310,21 @@ def _filter_profile(model_ds, n_grid, kmax):
     return prof.mean(["channel_out", "channel_in"], skipna=True).compute()
 
 
-def _overlap(profile, band):
-    """Fraction of a layer's mean filter response (shells k ≥ 1) lying in ``band``."""
+def _shell_weight(log_ratio):
+    """``w(k) = max over variables of |log_ratio|`` (decades), 0 at ``k = 0`` and for NaN."""
+    w = abs(log_ratio).max("variable", skipna=True).fillna(0.0)
+    return w.where(w["k"] >= 1, 0.0)
+
+
+def _overlap(profile, weight):
+    """Mean of ``weight`` over shells k ≥ 1, weighted by a layer's mean filter response.
+
+    ``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)``, in the units of ``weight``
+    (decades); NaN for a layer whose response is zero at every shell k ≥ 1.
+    """
     pos = dict(k=slice(1, None))
     prof = profile.sel(**pos)
-    inside = prof.where(band.sel(**pos), 0.0).sum("k")
+    inside = (prof * weight.sel(**pos)).sum("k")
     total = prof.sum("k")
     return inside / total.where(total > 0)
 
@@ -372,8 +384,11 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     1. **Flows.** Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and
        ``pi`` of both flows (:func:`xtl.spectral.spectrum`); their log-ratio
        ``r = log10(S_target/S_base)`` (with a round-off floor, see
-       :data:`SPECTRAL_FLOOR`), ``differs = |r| > threshold`` per variable, and the
-       band ``flows_differ(k)``: shells ``k ≥ 1`` where any of the three differs.
+       :data:`SPECTRAL_FLOOR`) and the weight of each shell
+       ``w(k) = max over (ψ̄, ω̄, Π) of |r(k)|`` (decades, ``k ≥ 1``): how much the
+       flows differ there. For reporting only, ``differs = |r| > threshold`` per
+       variable and the band ``flows_differ(k)``: shells ``k ≥ 1`` where any of the
+       three differs by more than ``threshold``.
     2. **Activations.** Sample-mean power spectra of every channel of each
        candidate layer of the BNN, fed base and then target inputs
        (:func:`activation_spectra`); per channel the spectral distance
@@ -384,8 +399,11 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     3. **Kernels.** The filter census of each layer (:func:`xtl.spectral.filter_census`,
        kernels zero-padded to ``n``) and the layer's mean filter response
        ``filter_profile(k)``: the shell mean of ``|Ŵ|`` on the LES grid averaged over
-       the layer's kernels; its ``overlap`` ``O(l)`` is the fraction of that
-       response (shells ``k ≥ 1``) lying in the band ``flows_differ``.
+       the layer's kernels ``p_l(k)``; its ``overlap``
+       ``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)``, the mean of ``w`` weighted by
+       the layer's response (decades, ≥ 0): large when the layer's filters act where
+       the flows differ most. It is continuous in the spectra: it does not drop to 0
+       when no shell crosses ``threshold``.
     4. **Score.** ``score(l) = D(l) · O(l) · R(l)`` with the reach
        ``R(l) = (L − l + 1)/L``, the fraction of the network's layers whose input
        changes when layer ``l`` is re-trained (a re-trained layer re-shapes the
@@ -413,8 +431,9 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     kmax : int, optional
         Last wavenumber shell compared (default ``min(Ny, Nx)//2``, the whole shells).
     threshold : float
-        Decades of ``|log10(S_target/S_base)|`` above which a shell differs
-        (default 0.3, a factor ≈ 2).
+        Decades of ``|log10(S_target/S_base)|`` above which a shell is reported as
+        differing (``differs``, ``flows_differ``; default 0.3, a factor ≈ 2). It does
+        not enter the score.
     criteria : dict, optional
         Classification criteria for the census (``flat_ratio``, ``edge``,
         ``min_anisotropy``; see :func:`xtl.spectral.classify_filters`).
@@ -431,7 +450,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
         filter_type)``; over ``variable`` (psi, omega, pi) and ``k``:
         ``base_spectrum``, ``target_spectrum``, ``log_ratio``, ``differs``;
         ``spectral_difference(variable)`` (the spectral distance of the flows);
-        ``flows_differ(k)``; scalars ``input_divergence`` and
+        ``flows_differ(k)``; ``shell_weight(k)`` (``w``); scalars ``input_divergence`` and
         ``first_divergent_layer`` (the first candidate whose divergence reaches
         half the largest; -1 when no layer has a live channel); ``recommended(choice)``, the ``top`` best layers.
         ``attrs`` hold ``recommended`` (a list), the formula, ``threshold``,
@@ -447,8 +466,9 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     Warns
     -----
     UserWarning
-        When no shell differs by more than ``threshold`` (every overlap, so
-        every score, is then 0 and the ranking only says "shallowest first").
+        When no shell differs by more than ``threshold``: the flows are close, the
+        overlaps and scores are then small (``O(l) ≤ threshold``) but still rank the
+        layers by where the remaining differences lie.
 
     Examples
     --------
@@ -478,14 +498,16 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive
-    band = differs.any("variable")
+    band = differs.any("variable")  # reported, not used by the score
+    weight = _shell_weight(log_ratio)
     flow_distance = _channel_divergence(s_target, s_base)
     input_div = float(flow_distance.sel(variable=list(INPUTS)).mean())
     if not bool(band.any()):
         warnings.warn(
             f"the base and target spectra of {FLOW_VARIABLES} differ by less than "
-            f"threshold={threshold} decades at every shell 1..{kmax}: every overlap and "
-            "score is 0 and the ranking only prefers the shallowest layer",
+            f"threshold={threshold} decades at every shell 1..{kmax} (largest "
+            f"{float(weight.max()):.3g}): the flows are close, so every overlap and score "
+            "is small, but the ranking still follows where the remaining differences lie",
             UserWarning, stacklevel=2)
 
     # 2. the activations of the base network on base and target inputs
@@ -500,7 +522,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     counts = filter_census(model_ds, n=n_census, **criteria)
     fractions = counts / counts.sum("filter_type")
     profile = _filter_profile(model_ds, min(grid), kmax)
-    overlap = _overlap(profile, band)
+    overlap = _overlap(profile, weight)
 
     # 4. the score
     layer = xr.DataArray(np.asarray(layers), dims="layer", coords={"layer": list(layers)})
@@ -513,11 +535,13 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
     first = int(layers[int(np.flatnonzero(div >= 0.5 * np.nanmax(div))[0])]) \
         if np.isfinite(div).any() else -1
 
-    formula = ("score(l) = D(l) * O(l) * R(l); D = divergence, O = overlap, "
+    formula = ("score(l) = D(l) * O(l) * R(l); D = divergence, O = overlap = "
+               "sum_{k>=1} p_l(k) w(k) / sum_{k>=1} p_l(k) with p_l = filter_profile and "
+               "w(k) = max over (psi, omega, pi) of |log10(S_target/S_base)| (decades), "
                "R = reach = (L - l + 1)/L; rank 1 = highest score, ties to the shallower")
     out = xr.Dataset(
         {
-            "score": _attrs(score, long_name="layer-selection score D*O*R", units="1",
+            "score": _attrs(score, long_name="layer-selection score D*O*R", units="decades",
                             description=formula),
             "rank": ("layer", ranks, {"long_name": "rank of the layer by score (1 = best "
                                       "to re-train)", "units": "1"}),
@@ -544,10 +568,10 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
             "channel_divergence": _attrs(chan_div, long_name="activation divergence per "
                                          "channel (NaN for dead or absent channels)",
                                          units="1"),
-            "overlap": _attrs(overlap.fillna(0.0), long_name="overlap O(l) of the layer's "
-                              "mean filter response with the band where the flows differ",
-                              units="1", description=(
-                                  "sum_{k>=1, flows_differ} filter_profile / "
+            "overlap": _attrs(overlap.fillna(0.0), long_name="overlap O(l): mean over shells "
+                              "of how much the flows differ, weighted by the layer's mean "
+                              "filter response", units="decades", description=(
+                                  "sum_{k>=1} filter_profile * shell_weight / "
                                   "sum_{k>=1} filter_profile")),
             "reach": _attrs(reach.astype(float), long_name="reach R(l) = (L - l + 1)/L, "
                             "fraction of the layers whose input re-training l changes",
@@ -574,7 +598,11 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = N
                                     "added to both spectra")),
             "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
             "flows_differ": _attrs(band, long_name="shells where psi, omega or pi differ "
-                                   "(any variable)"),
+                                   f"by more than {threshold} decades (reported only; not "
+                                   "used by the score)"),
+            "shell_weight": _attrs(weight, long_name="w(k) = max over psi, omega, pi of "
+                                   "|log_ratio|: how much the flows differ at shell k "
+                                   "(0 at k = 0)", units="decades"),
             "spectral_difference": _attrs(flow_distance, long_name="spectral distance of "
                                           "the flows sum_{k>=1}|S_t - S_b| / "
                                           "sum_{k>=1}(S_t + S_b)", units="1"),

@@ -335,6 +335,12 @@ def _pdf(omega: xr.DataArray, edges: np.ndarray) -> xr.DataArray:
                         attrs={"long_name": "PDF of vorticity", "units": "1"})
 
 
+def _resolved_kmax(les_ds: xr.Dataset) -> int:
+    """Largest wavenumber the LES carries: the 2/3-rule cutoff when it dealiases."""
+    n = les_ds.sizes["x"]
+    return (n - 1) // 3 if int(les_ds.attrs.get("case_dealias", 1)) else n // 2 - 1
+
+
 def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> xr.Dataset:
     """Compare an LES with the filtered DNS.
 
@@ -352,7 +358,8 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     xarray.Dataset
         ``energy_les``/``energy_fdns`` spectra (time means over ``k``),
         ``enstrophy_les``/``enstrophy_fdns``, ``spectrum_error`` (RMSE of the log10
-        energy spectra over k ≥ 1), ``pdf_les``/``pdf_fdns`` over ``omega_bin``,
+        energy spectra over the shells the LES resolves, 1 ≤ k ≤ ``attrs["kmax"]``:
+        the 2/3-rule cutoff of a dealiased LES), ``pdf_les``/``pdf_fdns`` over ``omega_bin``,
         ``kinetic_energy`` over the LES ``time``, and attrs ``stable`` (1/0) and
         ``blowup_time`` (NaN if stable).
     """
@@ -380,16 +387,18 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     for kind in ("energy", "enstrophy"):
         out[f"{kind}_les"] = spectrum(good, kind=kind).mean("time")
         out[f"{kind}_fdns"] = spectrum(fdns_ds, kind=kind).mean(mean_dims)
-    k = out.k.values >= 1
+    kmax = _resolved_kmax(les_ds)
+    k = (out.k.values >= 1) & (out.k.values <= kmax)
     log_ratio = np.log10(out.energy_les.values[k]) - np.log10(out.energy_fdns.values[k])
     out["spectrum_error"] = xr.DataArray(float(np.sqrt(np.nanmean(log_ratio**2))), attrs={
-        "long_name": "RMSE of log10 energy spectra (LES vs filtered DNS), k >= 1", "units": "1"})
+        "long_name": f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
+        "units": "1"})
     span = float(max(np.nanmax(np.abs(good.omega.values)), np.nanmax(np.abs(fdns_ds.omega.values))))
     edges = np.linspace(-span, span, bins + 1)
     out["pdf_les"] = _pdf(good.omega, edges)
     out["pdf_fdns"] = _pdf(fdns_ds.omega, edges)
     out["kinetic_energy"] = (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
         long_name="kinetic energy of the LES", units="1")
-    out.attrs.update(stable=int(stable), blowup_time=blowup,
+    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax,
                      closure=les_ds.attrs.get("closure", "unknown"))
     return out

@@ -203,6 +203,7 @@ class Experiment:
         from concurrent.futures import ThreadPoolExecutor
 
         flows = [f for _, f in self.flows()]
+        self._ensemble_client()  # start the one cluster before the threads share it
         with ThreadPoolExecutor(len(flows)) as pool:
             list(pool.map(self.les_data, flows))
 

@@ -22,7 +22,8 @@ FILTER_COLORS = {
 }
 
 
-_ABBREV = {"layer": "L", "channel_out": "out", "channel_in": "in", "top": "#"}
+_ABBREV = {"layer": "L", "channel_out": "out", "channel_in": "in", "top": "#", "kernel": "",
+           "model": ""}
 
 
 def _plt():

@@ -97,7 +97,9 @@ def fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
 
     both = xr.concat([ex.top_filter_base, ex.top_filter_tl], dim=xr.DataArray(
         ["before", "after"], dims="model", name="model"))
-    both = both.transpose("top", "model", "ky", "kx")
+    labels = [f"L{int(l)} out{int(o)} in{int(i)}" for l, o, i in
+              zip(ex.top_layer.values, ex.top_channel_out.values, ex.top_channel_in.values)]
+    both = both.assign_coords(top=labels).rename(top="kernel").transpose("kernel", "model", "ky", "kx")
     fig = plot_kernel_spectra(both, ncols=4)
     fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after", y=1.02)
     return _save(fig, folder / f"kernel-changes-{target}.png")
@@ -167,7 +169,11 @@ def fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
             ax.loglog(e.k, e, "--", label=str(closure))
         elif not stable:
             ax.plot([], [], "x", label=f"{closure}: unstable")
-    ax.set_xlabel("k")
+    kmax = int(post.attrs.get("kmax", post.k.max()))
+    if "energy_fdns" in post:
+        ax.set_ylim(bottom=float(fdns.sel(k=slice(1, kmax)).min()) / 10)
+    ax.axvline(kmax, color="gray", ls=":", lw=1)
+    ax.set_xlabel("k (dotted: the LES cutoff)")
     ax.set_ylabel("E(k)")
     ax.set_title(f"a posteriori LES on {target}")
     ax.legend(fontsize=8)
