@@ -367,3 +367,14 @@ def test_grid_rejects_bad_sizes():
         SpectralGrid(6)
     with pytest.raises(ValueError, match="fft"):
         SpectralGrid(16, fft="mkl")
+
+
+def test_a_checkpoint_of_another_initial_field_is_not_resumed(tmp_path):
+    case = xtl.get_case("tiny")
+    grid = SpectralGrid(64)
+    kw = dict(t_end=0.5, save_interval=0.05, checkpoint_interval=0.1, path=tmp_path / "r.nc")
+    start = _mode(grid, 1, 2) + 0.5 * _mode(grid, 3, 1)
+    with pytest.raises(KeyboardInterrupt):
+        xtl.simulate(case, initial=start, closure=InterruptingClosure(at=120), **kw)
+    with pytest.raises(ValueError, match="checkpoint .* other settings"):
+        xtl.simulate(case, initial=2 * start, **kw)

@@ -50,14 +50,19 @@ def _open(path):
         return ds.load()
 
 
-def fig_flow_spectra(explains: dict, folder: Path) -> str:
+def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
+    """Shells k < n_les/2: those the square LES grid holds completely."""
+    return da.sel(k=slice(None, n_les // 2 - 1))
+
+
+def fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     """Energy spectra of the base flow and every target (LES level, time means)."""
     from .plotting import plot_spectra
 
     curves = {}
     for target, ex in explains.items():
-        curves.setdefault("base", ex["energy_base"])
-        curves[target] = ex["energy_target"]
+        curves.setdefault("base", _resolved(ex["energy_base"], n_les))
+        curves[target] = _resolved(ex["energy_target"], n_les)
     ax = plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)")
     return _save(ax.figure, folder / "flow-spectra.png")
 
@@ -81,12 +86,13 @@ def fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     return _save(fig, folder / "cc-per-layer.png")
 
 
-def fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path) -> str:
+def fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str:
     """Power spectra of Π: truth, BNN and the best TLNN on one target."""
     from .plotting import plot_spectra
 
     best = ex.attrs.get("best_layer", "?")
-    ax = plot_spectra({"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn},
+    curves = {"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn}
+    ax = plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
                       title=f"Π spectra on {target}", ylabel="power of Π")
     return _save(ax.figure, folder / f"pi-spectra-{target}.png")
 
@@ -234,14 +240,15 @@ def write_report(experiment) -> Path:
     base = base_model.to_dataset()
     n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
 
-    sections = [("Flows", [(fig_flow_spectra(explains, folder), _SENTENCES["flow-spectra"])]),
+    sections = [("Flows", [(fig_flow_spectra(explains, folder, n_les),
+                                    _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
                  [(fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
                 ("The base network's filters",
                  [(fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
     for t in targets:
         figures = [
-            (fig_pi_spectra(t, explains[t], folder), _SENTENCES["pi-spectra"]),
+            (fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
             (fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
             (fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
             (fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),

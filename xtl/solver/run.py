@@ -1,6 +1,7 @@
 """``simulate``: the stepping loop, snapshots, streaming netCDF, checkpoint/restart."""
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -153,7 +154,12 @@ def _checkpoint_path(path: Path) -> Path:
 
 
 def _signature(case, seed, schedule, initial) -> str:
-    return repr((sorted(case.to_attrs().items()), int(seed), schedule, initial is None))
+    """What a checkpoint must match to be resumed: the case, seed, schedule, initial field."""
+    start = None
+    if initial is not None:
+        values = initial.values if isinstance(initial, xr.DataArray) else np.asarray(initial)
+        start = hashlib.sha256(np.ascontiguousarray(values, dtype=float).tobytes()).hexdigest()
+    return repr((sorted(case.to_attrs().items()), int(seed), schedule, start))
 
 
 def _write_checkpoint(file: Path, state: SolverState, written: int, signature: str) -> None:
