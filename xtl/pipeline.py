@@ -182,9 +182,11 @@ class Experiment:
         return ds
 
     def model_path(self, name):
+        """Path of the saved model ``name`` (``.keras``; its ``.nc`` lies beside it)."""
         return self.out / "models" / f"{name}.keras"
 
     def load_model(self, name):
+        """Load the saved model ``name`` (e.g. ``"base"``)."""
         from .backends import load_model
 
         return load_model(self.model_path(name))
@@ -244,8 +246,8 @@ class Experiment:
         save_model(model, self.model_path("base"))
 
     def _target_sets(self, target):
-        train_pool, test = split_train_test(self.les_data(target))
-        return train_pool, test
+        """(re-training pool, test set) of a target flow."""
+        return split_train_test(self.les_data(target))
 
     def _recommend(self, target):
         from .explain import recommend_layers
@@ -290,6 +292,7 @@ class Experiment:
             return int(sweep.layer[int(np.nanargmax(sweep["cc"].values))])
 
     def tl_model(self, target, layer):
+        """The sweep's TLNN of ``target`` with ``layer`` re-trained."""
         from .backends import load_model
 
         return load_model(self.out / "models" / f"tl-{target.name}" / f"tl_layer{layer}.keras")
