@@ -63,7 +63,7 @@ def main(argv=None):
     spec = dict(n_layers=4, channels=8, kernel_size=5, padding="periodic")
     base = xtl.training.train(base_data, spec, epochs=args.epochs, batch_size=16,
                               learning_rate=3e-3, seed=0, progress=True)
-    save_model(base, out / "base.keras")
+    save_model(base, out / "base.keras", overwrite=True)
     print("base model:", base.provenance)
     print("base on base data:  ", _fmt(xtl.training.evaluate(base, synthetic_les(40, seed=3))))
     print("base on target data:", _fmt(xtl.training.evaluate(base, target_test)))
@@ -72,7 +72,7 @@ def main(argv=None):
     tl = xtl.training.transfer(base, target_data, layers=[1], fraction=0.1,
                                epochs=args.epochs, batch_size=4, learning_rate=3e-3, seed=0,
                                progress=True)
-    save_model(tl, out / "tl_layer1.keras")
+    save_model(tl, out / "tl_layer1.keras", overwrite=True)
     print("TL (layer 1) on target data:", _fmt(xtl.training.evaluate(tl, target_test)))
     diff = np.abs(model_to_dataset(tl).kernel - model_to_dataset(base).kernel)
     print("max |kernel change| per layer:", diff.max(["channel_out", "channel_in", "tap_y",

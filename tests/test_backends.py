@@ -254,6 +254,36 @@ def test_keras_and_netcdf_round_trip(keras_backend, tmp_path, trained_model):
         np.testing.assert_array_equal(back.history.loss.values, m.history.loss.values)
 
 
+def test_save_model_refuses_to_overwrite(trained_model, tmp_path):
+    path = tmp_path / "m.keras"
+    native, nc = save_model(trained_model, path)
+    before = (native.stat().st_mtime_ns, nc.stat().st_mtime_ns)
+    with pytest.raises(FileExistsError, match=r"m\.keras.*overwrite=True"):
+        save_model(trained_model, path)
+    with pytest.raises(FileExistsError, match=r"overwrite=True"):
+        trained_model.save(path)
+    assert (native.stat().st_mtime_ns, nc.stat().st_mtime_ns) == before  # nothing written
+    native.unlink()  # only the .nc is left: still refused, and the .keras not written
+    with pytest.raises(FileExistsError, match=r"m\.nc.*overwrite=True"):
+        save_model(trained_model, path)
+    assert not native.exists()
+    assert trained_model.save(path, overwrite=True) == (native, nc)
+    assert native.exists() and nc.stat().st_mtime_ns != before[1]
+    assert model_id(load_model(nc)) == model_id(trained_model)
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_model(trained_model, tmp_path / "no" / "m.keras")
+
+
+def test_array_digest():
+    a = [np.zeros((2, 3), np.float32), np.ones(3, np.float32)]
+    assert base_module.array_digest(a) == base_module.array_digest([x.copy() for x in a])
+    assert base_module.array_digest(a) != base_module.array_digest([a[0].reshape(3, 2), a[1]])
+    b = [a[0], a[1].copy()]
+    b[1][2] = 2.0
+    assert base_module.array_digest(a) != base_module.array_digest(b)
+
+
 def test_save_model_wrong_suffix(trained_model, tmp_path):
     with pytest.raises(ValueError, match=r"must end with '.keras'"):
         save_model(trained_model, tmp_path / "model.h5")

@@ -71,3 +71,11 @@ def test_case_errors_surface_with_the_flow(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_target_reusing_the_base_preset_needs_its_own_name():
+    raw = _with(("targets",), [{"case": "small-base", "beta": 20.0}])
+    with pytest.raises(ConfigError, match="names .* must be unique"):
+        load_config(raw)
+    raw = _with(("targets",), [{"case": "small-base", "beta": 20.0, "name": "beta20"}])
+    assert load_config(raw).targets[0].make_case().beta == 20.0

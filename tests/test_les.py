@@ -179,3 +179,12 @@ def test_model_closure_rejects_other_grids_and_variables():
     model.normalization = {"u": 1.0, "v": 1.0, "tau": 1.0}
     with pytest.raises(ValueError, match="trained on variables"):
         ModelClosure(model)
+
+
+def test_les_file_on_disk_names_its_closure(tmp_path):
+    case = xtl.get_case("tiny")
+    les(case, Smagorinsky(16), t_end=0.08, save_interval=0.04, path=tmp_path / "les.nc")
+    import xarray as xr
+
+    with xr.open_dataset(tmp_path / "les.nc") as ds:
+        assert ds.attrs["closure"] == "smagorinsky" and ds.attrs["complete"] == 1

@@ -88,3 +88,17 @@ def test_score_and_bad_input():
         correlation(a.rename(x="lon"), a.rename(x="lon"))
     with pytest.raises(TypeError, match="DataArray"):
         relative_l2(a.values, a)
+
+
+def test_log_spectrum_rmse_skips_empty_shells():
+    import numpy as np
+    import xarray as xr
+
+    from xtl.metrics import log_spectrum_rmse
+
+    k = np.arange(5)
+    a = xr.DataArray([9.0, 1.0, 10.0, 0.0, 100.0], dims="k", coords={"k": k})
+    b = xr.DataArray([1.0, 10.0, 10.0, 5.0, 1.0], dims="k", coords={"k": k})
+    # shells 1, 2, 4 (k = 0 left out, shell 3 empty in a): errors 1, 0, 2 decades
+    assert float(log_spectrum_rmse(a, b)) == pytest.approx(np.sqrt((1 + 0 + 4) / 3))
+    assert float(log_spectrum_rmse(a, b, kmax=2)) == pytest.approx(np.sqrt(0.5))

@@ -117,6 +117,54 @@ def test_interrupted_training_resumes_to_the_same_result(les_base, tmp_path):
         train(ds, TINY_SPEC, checkpoint_dir=ckpt, **dict(kwargs, seed=4))
 
 
+def test_checkpoint_of_another_base_model_or_other_data_is_refused(trained_model, les_target,
+                                                                   tmp_path):
+    """The fingerprint covers the starting weights and the data, not only their sizes."""
+    kwargs = dict(layers=[2], n_samples=8, validation=None, epochs=1, **FAST)
+    ckpt = tmp_path / "ckpt"
+    first = transfer(trained_model, les_target, checkpoint_dir=ckpt, **kwargs)
+    # the same call resumes the finished checkpoint (no training) to the same model
+    again = transfer(trained_model, les_target, checkpoint_dir=ckpt, **kwargs)
+    assert model_id(again) == model_id(first)
+    other_base = transfer(trained_model, les_target, **dict(kwargs, layers=[1]))
+    with pytest.raises(ValueError, match=r"different training \(it differs in: "
+                                         r"initial_weights\)"):
+        transfer(other_base, les_target, checkpoint_dir=ckpt, **kwargs)
+    other_data = les_target.copy(deep=True)
+    other_data["pi"] = -other_data["pi"]  # same sizes, same normalization, other targets
+    with pytest.raises(ValueError, match=r"different training \(it differs in: train_data\)"):
+        transfer(trained_model, other_data, checkpoint_dir=ckpt, **kwargs)
+    # train(): other data of the same sizes
+    ds = les_target.isel(time=slice(0, 8))
+    train(ds, TINY_SPEC, epochs=1, validation=None, checkpoint_dir=tmp_path / "b", **FAST)
+    with pytest.raises(ValueError, match=r"different training .*train_data"):
+        train(les_target.isel(time=slice(8, 16)), TINY_SPEC, epochs=1, validation=None,
+              checkpoint_dir=tmp_path / "b", **FAST)
+
+
+def test_data_digest_is_cheap_and_content_sensitive():
+    from xtl.backends.base import data_digest
+    from xtl.training import _array_data
+
+    n = 23
+    rng = np.random.default_rng(0)
+    fields = {v: rng.standard_normal((n, 4, 4)).astype(np.float32) for v in ("psi", "omega", "pi")}
+    norm = {"psi": 1.0, "omega": 2.0, "pi": 3.0}
+    idx = np.arange(n)
+    streamed = StreamData(fields, norm, idx, block=5)
+    in_memory = _array_data(fields, norm, idx)
+    assert data_digest(streamed, 4) == data_digest(in_memory, 4)  # same samples, same digest
+    loaded = []
+    streamed.load = lambda i, _load=streamed.load: loaded.append(len(i)) or _load(i)
+    data_digest(streamed, 4)
+    assert sum(loaded) == 8  # the first and last 4 samples only, never all
+    last = {v: a.copy() for v, a in fields.items()}
+    last["pi"][-1] += 1
+    assert data_digest(StreamData(last, norm, idx, block=5), 4) != data_digest(in_memory, 4)
+    assert data_digest(_array_data(fields, dict(norm, psi=2.0), idx), 4) != \
+        data_digest(in_memory, 4)
+
+
 def test_early_stopping_stops_when_nothing_improves(les_base):
     ds = les_base.isel(time=slice(0, 16))
     m = train(ds, TINY_SPEC, epochs=10, patience=2, batch_size=8, learning_rate=0.0,
@@ -285,6 +333,21 @@ def test_layer_sweep_pairs(trained_model, les_target, tmp_path):
     assert sweep.layer_b.values.tolist() == [2, 3, 3]
     assert sorted(p.name for p in tmp_path.glob("*.keras")) == [
         "tl_layer1_2.keras", "tl_layer1_3.keras", "tl_layer2_3.keras"]
+
+
+def test_layer_sweep_checkpoints_one_folder_per_training(trained_model, les_target, tmp_path):
+    train_ds, test_ds = les_target.isel(time=slice(0, 8)), les_target.isel(time=slice(40, 44))
+    kwargs = dict(layers=[1, 3], epochs=1, batch_size=8, checkpoint_dir=tmp_path / "ckpt",
+                  save_dir=tmp_path / "models")
+    sweep = layer_sweep(trained_model, train_ds, test_ds, **kwargs)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["tl_layer1", "tl_layer3"]
+    for k in (1, 3):
+        assert (tmp_path / "ckpt" / f"tl_layer{k}" / "train.ckpt.npz").exists()
+    # re-running into the same folders resumes the finished trainings and overwrites the models
+    again = layer_sweep(trained_model, train_ds, test_ds, **kwargs)
+    xr.testing.assert_identical(sweep, again)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "tl_layer1.keras", "tl_layer1.nc", "tl_layer3.keras", "tl_layer3.nc"]
 
 
 def test_layer_sweep_on_dask_client_matches_serial(trained_model, les_target):

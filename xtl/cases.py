@@ -89,7 +89,17 @@ class Case:
         return 0.0 if math.isinf(self.Re) else 1.0 / self.Re
 
     def replace(self, **changes) -> "Case":
-        """Return a copy with some fields changed (validated again)."""
+        """Return a copy with some fields changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            Fields and their new values.
+
+        Returns
+        -------
+        Case
+        """
         return dataclasses.replace(self, **changes)
 
     def to_attrs(self) -> dict:
@@ -110,7 +120,17 @@ class Case:
 
     @classmethod
     def from_attrs(cls, attrs) -> "Case":
-        """Rebuild a :class:`Case` from :meth:`to_attrs` output (extra keys ignored)."""
+        """Rebuild a :class:`Case` from :meth:`to_attrs` output.
+
+        Parameters
+        ----------
+        attrs : mapping
+            E.g. a run's ``ds.attrs``; keys that are not case fields are ignored.
+
+        Returns
+        -------
+        Case
+        """
         kwargs = {}
         for f in dataclasses.fields(cls):
             key = f.name if f.name in _PHYSICAL else f"case_{f.name}"

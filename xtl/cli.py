@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--overwrite", action="store_true")
 
     tf = sub.add_parser("transfer", help="re-train chosen layers of a model on target LES data")
     tf.add_argument("model", help="base model (.keras or .nc)")
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     tf.add_argument("--epochs", type=int, default=20)
     tf.add_argument("--out", required=True)
     tf.add_argument("--seed", type=int, default=0)
+    tf.add_argument("--overwrite", action="store_true")
 
     sw = sub.add_parser("sweep", help="re-train each single layer and score it on target test data")
     sw.add_argument("model")
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--fraction", type=float)
     sw.add_argument("--epochs", type=int, default=20)
     sw.add_argument("--out", required=True, help="netCDF of the metrics over `layer`")
+    sw.add_argument("--overwrite", action="store_true")
     scheduler(sw)
 
     ex = sub.add_parser("explain", help="kernel filter census of a model (and changes from a base)")
@@ -92,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--n", type=int, required=True, help="padded grid (the LES grid)")
     ex.add_argument("--base", help="base model: also write the kernel changes")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--overwrite", action="store_true")
 
     rp = sub.add_parser("report", help="redraw report.html of an experiment folder")
     rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
@@ -150,22 +154,34 @@ def cmd_simulate(args) -> None:
 def cmd_coarse_grain(args) -> None:
     """Coarse-grain a DNS file."""
     from .coarse import coarse_grain
-    from .io import write_dataset
+    from .io import check_output_path, write_dataset
 
-    les = coarse_grain(_open(args.dns, "DNS file"), args.n_les, filter=args.filter)
-    write_dataset(les.compute(), args.out, overwrite=args.overwrite)
+    check_output_path(args.out, args.overwrite, argument="--out")
+    with _open(args.dns, "DNS file") as dns:
+        les = coarse_grain(dns, args.n_les, filter=args.filter).compute()
+    write_dataset(les, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: psi, omega, pi on {args.n_les}²")
+
+
+def _check_model_out(path, overwrite):
+    """Refuse an existing model output before any training is done."""
+    from .io import check_output_path
+
+    path = Path(path)
+    for target in (path, path.with_suffix(".nc")):
+        check_output_path(target, overwrite, argument="--out")
 
 
 def cmd_train(args) -> None:
     """Train a base network."""
     from .training import train
 
+    _check_model_out(args.out, args.overwrite)
     spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
                 padding=args.padding)
-    model = train(_open(args.data), spec, epochs=args.epochs, batch_size=args.batch_size,
-                  seed=args.seed)
-    model.save(args.out)
+    with _open(args.data) as data:
+        model = train(data, spec, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    model.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} (final loss {float(model.history.loss[-1]):.4g})")
 
 
@@ -173,21 +189,29 @@ def cmd_transfer(args) -> None:
     """Re-train chosen layers."""
     from .training import transfer
 
-    model = transfer(_load_model(args.model), _open(args.data), args.layers,
-                     fraction=args.fraction, epochs=args.epochs, seed=args.seed)
-    model.save(args.out)
+    _check_model_out(args.out, args.overwrite)
+    with _open(args.data) as data:
+        model = transfer(_load_model(args.model), data, args.layers, fraction=args.fraction,
+                         epochs=args.epochs, seed=args.seed)
+    model.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} (re-trained layers {args.layers})")
 
 
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
-    from .io import write_dataset
+    from .io import check_output_path, write_dataset
     from .training import layer_sweep
 
+    check_output_path(args.out, args.overwrite, argument="--out")
     client = _client(args.scheduler)
-    sweep = layer_sweep(_load_model(args.model), _open(args.train_data), _open(args.test_data),
-                        fraction=args.fraction, epochs=args.epochs, client=client)
-    write_dataset(sweep, args.out, overwrite=True)
+    try:
+        with _open(args.train_data) as train_data, _open(args.test_data) as test_data:
+            sweep = layer_sweep(_load_model(args.model), train_data, test_data,
+                                fraction=args.fraction, epochs=args.epochs, client=client)
+    finally:
+        if client is not None:
+            client.close()
+    write_dataset(sweep, args.out, overwrite=args.overwrite)
     best = int(sweep.layer[int(sweep.cc.argmax())])
     print(f"wrote {args.out}; best layer {best} (CC {float(sweep.cc.max()):.3f}, "
           f"base CC {float(sweep.base_cc):.3f})")
@@ -195,16 +219,17 @@ def cmd_sweep(args) -> None:
 
 def cmd_explain(args) -> None:
     """Filter census (and kernel changes)."""
-    from .io import write_dataset
+    from .io import check_output_path, write_dataset
     from .spectral import classify_kernels, kernel_change
 
+    check_output_path(args.out, args.overwrite, argument="--out")
     model_ds = _load_model(args.model).to_dataset()
     out = classify_kernels(model_ds, args.n)
     if args.base:
         change = kernel_change(_load_model(args.base).to_dataset(), model_ds, n=args.n)
         out = out.merge(change.drop_vars(["layer", "channel_out", "channel_in"], errors="ignore"),
                         compat="override")
-    write_dataset(out, args.out, overwrite=True)
+    write_dataset(out, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}")
 
 
@@ -271,7 +296,18 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``xtl`` command; returns the exit status."""
+    """Entry point of the ``xtl`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a user error (one line on stderr), 130 when interrupted.
+    """
     import logging
 
     from .solver.run import DivergenceError

@@ -4,33 +4,43 @@ An experiment has a base flow and one or more targets, a network, training and
 transfer settings. Every key is checked: an unknown key, a negative size or a
 missing target is reported by its dotted name (``targets[1].members``).
 
-Example (``examples/demo.toml`` is the embedded default of ``xtl demo``)::
+A shortened example (``examples/demo.toml`` is the full embedded default of
+``xtl demo``, :data:`DEMO_CONFIG`)::
 
     [experiment]
-    name = "demo"
+    name = "my-study"
     seed = 0
 
     [base]
-    case = "small-base"           # a preset (xtl cases), fields may be overridden:
+    case = "small-base"           # a preset (xtl cases); Case fields may be overridden
     members = 2                   # DNS ensemble members (seeds seed, seed+1, ...)
     spin_up = 20.0
     t_end = 30.0
     save_interval = 0.1
 
     [[targets]]
-    case = "small-re"
-    members = 1
+    case = "small-re"             # name defaults to the case; names must be unique
+
+    [[targets]]
+    name = "beta10"
+    case = "small-base"
+    beta = 10.0
 
     [network]                     # xtl.backends.base.NetworkSpec fields
     n_layers = 6
-    channels = 32
+    channels = 24
 
     [training]                    # xtl.train keyword arguments
-    epochs = 20
+    epochs = 30
 
-    [transfer]                    # xtl.transfer / layer_sweep keyword arguments
-    fraction = 0.1
-    epochs = 20
+    [transfer]                    # xtl.transfer keyword arguments, plus the TL set size:
+    fraction = 0.1                # of the base training set's size (or n_samples = ...)
+
+    [sweep]                       # layers = [...] to sweep only some (the recommended
+    enabled = true                # layers are always included); false: only those
+
+    [les]                         # the a posteriori stage
+    enabled = true
 """
 from __future__ import annotations
 
@@ -137,8 +147,8 @@ DEMO_CONFIG = {
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les"}
 _TRAINING_KEYS = {"epochs", "batch_size", "learning_rate", "validation", "patience", "seed"}
-_TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize", "layers"}
-_SWEEP_KEYS = {"enabled", "layers", "pairs"}
+_TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"}
+_SWEEP_KEYS = {"enabled", "layers"}
 _LES_KEYS = {"enabled", "t_end", "save_interval", "baseline"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
@@ -224,6 +234,15 @@ def _section(raw, name, allowed):
 def parse_config(raw: dict) -> ExperimentConfig:
     """Validate a configuration mapping (as read from TOML) into an :class:`ExperimentConfig`.
 
+    Parameters
+    ----------
+    raw : dict
+        The TOML tables (see the module docstring).
+
+    Returns
+    -------
+    ExperimentConfig
+
     Raises
     ------
     ConfigError
@@ -242,16 +261,18 @@ def parse_config(raw: dict) -> ExperimentConfig:
     if not isinstance(targets, list):
         _fail("targets", "must be an array of tables ([[targets]])")
     flows = [_flow(t, f"targets[{i}]") for i, t in enumerate(targets)]
-    names = [f.name for f in flows]
+    base = _flow(raw["base"], "base")
+    names = [base.name] + [f.name for f in flows]
     if len(set(names)) != len(names):
-        _fail("targets", f"target names must be unique, got {names}")
+        _fail("targets", f"flow names (base and targets) must be unique, got {names}: give a "
+                         "target that reuses a preset its own `name`")
     seed = experiment.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         _fail("experiment.seed", f"must be an integer, got {seed!r}")
     return ExperimentConfig(
         name=str(experiment.get("name", "experiment")),
         seed=seed,
-        base=_flow(raw["base"], "base"),
+        base=base,
         targets=tuple(flows),
         network=_section(raw, "network", _NETWORK_KEYS),
         training=_section(raw, "training", _TRAINING_KEYS),

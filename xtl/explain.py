@@ -31,7 +31,7 @@ from .spectral import spectrum
 from .training import _fields, _n_samples, check_les_dataset
 
 __all__ = ["activations", "activation_spectra", "recommend_layers", "compare_recommendation",
-           "spectral_distance", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR"]
+           "recommended_layers", "spectral_distance", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR"]
 
 
 def _check(model, inputs, layers, batch_size):
@@ -648,6 +648,25 @@ def _spearman(a, b):
         return float("nan"), float("nan")
     res = spearmanr(a, b)
     return float(res.statistic), float(res.pvalue)
+
+
+def recommended_layers(recommendation: xr.Dataset) -> list:
+    """The recommended layer numbers of a :func:`recommend_layers` result.
+
+    Parameters
+    ----------
+    recommendation : xarray.Dataset
+        In memory or read back from netCDF (where a one-element list attribute
+        becomes a scalar).
+
+    Returns
+    -------
+    list of int
+    """
+    if "recommended" not in recommendation.attrs:
+        raise ValueError("recommendation has no 'recommended' attribute; is it a "
+                         "recommend_layers() result?")
+    return [int(v) for v in np.atleast_1d(recommendation.attrs["recommended"])]
 
 
 def compare_recommendation(recommendation, sweep, *, metric: str = "cc",

@@ -64,6 +64,18 @@ def provenance_attrs() -> dict:
 def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
     """Validate an output path before any work is done.
 
+    Parameters
+    ----------
+    path : str or Path
+    overwrite : bool
+        Whether an existing file may be replaced.
+    argument : str
+        Name of the argument, for the error message.
+
+    Returns
+    -------
+    Path
+
     Raises
     ------
     FileExistsError
@@ -74,7 +86,7 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"{argument}={str(path)!r} already exists; pass overwrite=True to replace it"
+            f"{argument}={str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it"
         )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():

@@ -250,8 +250,20 @@ def _trained_grid(model):
 def les_case(case: Case, n: int | None = None, dt: float | None = None) -> Case:
     """The LES version of a DNS case: grid ``n`` (default ``case.n_les``).
 
-    The time step defaults to ``case.dt · case.n / n``, which keeps the CFL number
-    of the DNS.
+    Parameters
+    ----------
+    case : Case
+        The DNS case.
+    n : int, optional
+        LES grid size (default ``case.n_les``).
+    dt : float, optional
+        LES time step (default ``case.dt · case.n / n``, which keeps the CFL
+        number of the DNS).
+
+    Returns
+    -------
+    Case
+        With ``n = n_les = n`` and the name suffixed ``-les``.
     """
     n = case.n_les if n is None else n
     if dt is None:
@@ -320,10 +332,9 @@ def les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: 
             )
     if initial is not None:
         initial = _initial_field(initial, lcase.n)
-    ds = simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
-                  closure=closure, **simulate_kwargs)
-    ds.attrs["closure"] = getattr(closure, "name", "none" if closure is None else type(closure).__name__)
-    return ds
+    name = getattr(closure, "name", "none" if closure is None else type(closure).__name__)
+    return simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
+                    closure=closure, attrs={"closure": name}, **simulate_kwargs)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -363,6 +374,7 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
         ``kinetic_energy`` over the LES ``time``, and attrs ``stable`` (1/0) and
         ``blowup_time`` (NaN if stable).
     """
+    from .metrics import log_spectrum_rmse
     from .spectral import spectrum
 
     for name, ds in (("les_ds", les_ds), ("fdns_ds", fdns_ds)):
@@ -388,11 +400,9 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
         out[f"{kind}_les"] = spectrum(good, kind=kind).mean("time")
         out[f"{kind}_fdns"] = spectrum(fdns_ds, kind=kind).mean(mean_dims)
     kmax = _resolved_kmax(les_ds)
-    k = (out.k.values >= 1) & (out.k.values <= kmax)
-    log_ratio = np.log10(out.energy_les.values[k]) - np.log10(out.energy_fdns.values[k])
-    out["spectrum_error"] = xr.DataArray(float(np.sqrt(np.nanmean(log_ratio**2))), attrs={
-        "long_name": f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
-        "units": "1"})
+    out["spectrum_error"] = log_spectrum_rmse(out.energy_les, out.energy_fdns, kmax=kmax).assign_attrs(
+        long_name=f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
+        units="1")
     span = float(max(np.nanmax(np.abs(good.omega.values)), np.nanmax(np.abs(fdns_ds.omega.values))))
     edges = np.linspace(-span, span, bins + 1)
     out["pdf_les"] = _pdf(good.omega, edges)

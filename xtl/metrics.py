@@ -29,6 +29,7 @@ __all__ = [
     "conditional_correlation",
     "relative_l2",
     "spectrum_error",
+    "log_spectrum_rmse",
     "score",
 ]
 
@@ -163,6 +164,32 @@ def relative_l2(pred, truth, *, average: bool = True) -> xr.Dataset:
         long_name="relative L2 error of predicted Pi", units="1")})
 
 
+def log_spectrum_rmse(a: xr.DataArray, b: xr.DataArray, *, kmin: int = 1,
+                      kmax: int | None = None) -> xr.DataArray:
+    """``sqrt(mean_k (log10 a(k) − log10 b(k))²)`` over ``kmin <= k <= kmax``.
+
+    Shells where either spectrum is not positive are left out (so an empty
+    shell never makes the error infinite).
+
+    Parameters
+    ----------
+    a, b : xarray.DataArray
+        Spectra over ``k``.
+    kmin, kmax : int
+        Shells compared (default from 1 to the last one).
+
+    Returns
+    -------
+    xarray.DataArray
+        The error in decades (over the remaining dims of ``a`` and ``b``).
+    """
+    sel = dict(k=slice(int(kmin), None if kmax is None else int(kmax)))
+    la, lb = a.sel(sel), b.sel(sel)
+    ok = (la > 0) & (lb > 0)
+    diff = (np.log10(la.where(ok)) - np.log10(lb.where(ok))) ** 2
+    return np.sqrt(diff.mean("k", skipna=True))
+
+
 def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr.Dataset:
     """RMSE over ``k`` of the log10 isotropic power spectra of Π.
 
@@ -194,11 +221,7 @@ def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr
     lead = [d for d in b.dims if d not in _GRID]
     sp = spectrum(a.rename(None), "power", kmax=kmax).mean(lead)
     st = spectrum(b.rename(None), "power", kmax=kmax).mean(lead)
-    sel = dict(k=slice(int(kmin), kmax))
-    lp, lt = sp.sel(sel), st.sel(sel)
-    ok = (lp > 0) & (lt > 0)
-    diff = (np.log10(lp.where(ok)) - np.log10(lt.where(ok))) ** 2
-    err = np.sqrt(diff.mean("k", skipna=True))
+    err = log_spectrum_rmse(sp, st, kmin=kmin, kmax=kmax)
     return xr.Dataset({
         "spectrum_error": err.assign_attrs(
             long_name="RMSE of log10 power spectra of Pi over k", units="1",

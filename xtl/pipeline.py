@@ -22,7 +22,6 @@ experiment resumes where it stopped):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -47,7 +46,20 @@ def _sample_dims(ds):
 
 
 def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
-    """Split LES data along ``time``: the last ``test_fraction`` of times is the test set."""
+    """Split LES data along ``time``: the last ``test_fraction`` of times is the test set.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        With a ``time`` dim of at least 2 snapshots.
+    test_fraction : float
+        Fraction of the times held out (at least one time).
+
+    Returns
+    -------
+    (xarray.Dataset, xarray.Dataset)
+        The earlier times (training / re-training pool) and the later ones (test).
+    """
     nt = ds.sizes["time"]
     n_test = max(1, int(round(nt * test_fraction)))
     if n_test >= nt:
@@ -56,7 +68,16 @@ def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
 
 
 def n_samples(ds: xr.Dataset) -> int:
-    """Number of (member, time) samples of an LES Dataset."""
+    """Number of (member, time) samples of an LES Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+
+    Returns
+    -------
+    int
+    """
     return int(np.prod([ds.sizes[d] for d in _sample_dims(ds)]))
 
 
@@ -139,14 +160,9 @@ class Experiment:
                 "DASK_SCHEDULER_ADDRESS"):
             return self.client
         if self._own_cluster is None:
-            from distributed import Client, LocalCluster
+            from .solver.ensemble import default_n_workers, local_cluster
 
-            from .solver.ensemble import default_n_workers
-
-            cluster = LocalCluster(n_workers=default_n_workers(), threads_per_worker=1,
-                                   processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR)
-            self._own_cluster = (cluster, Client(cluster))
+            self._own_cluster = local_cluster(default_n_workers())
         return self._own_cluster[1]
 
     def close(self):
@@ -243,7 +259,7 @@ class Experiment:
         data, _ = split_train_test(self.les_data(cfg.base))
         kwargs = {"seed": cfg.seed, **cfg.training}
         model = train(data, cfg.network, progress=self.progress, **kwargs)
-        save_model(model, self.model_path("base"))
+        save_model(model, self.model_path("base"), overwrite=True)
 
     def _target_sets(self, target):
         """(re-training pool, test set) of a target flow."""
@@ -269,6 +285,7 @@ class Experiment:
         return max(2, min(wanted, n_samples(pool)))
 
     def _sweep(self, target):
+        from .explain import recommended_layers
         from .io import write_dataset
         from .training import layer_sweep
 
@@ -277,10 +294,13 @@ class Experiment:
         pool, test = self._target_sets(target)
         kwargs = {k: v for k, v in cfg.transfer.items() if k not in ("fraction", "n_samples", "layers")}
         kwargs.setdefault("seed", cfg.seed)
+        with xr.open_dataset(self.out / "results" / f"recommend-{target.name}.nc") as rec:
+            recommended = recommended_layers(rec)
         layers = cfg.sweep.get("layers")
         if not cfg.sweep.get("enabled", True):
-            rec = xr.open_dataset(self.out / "results" / f"recommend-{target.name}.nc")
-            layers = [int(v) for v in np.atleast_1d(rec.attrs["recommended"])]
+            layers = recommended
+        elif layers is not None:  # the recommended layers are always re-trained
+            layers = sorted(set(int(v) for v in layers) | set(recommended))
         sweep = layer_sweep(base, pool, test, layers=layers, n_samples=self._n_transfer_samples(pool),
                             client=self.client, save_dir=self.out / "models" / f"tl-{target.name}",
                             progress=self.progress, **kwargs)
@@ -352,7 +372,7 @@ class Experiment:
                 m = les_metrics(run, fdns)
             except Exception as err:  # a diverging LES is a result, not a failure
                 _log(f"a posteriori {label} on {target.name}: {err}")
-                m = xr.Dataset(attrs={"stable": 0, "blowup_time": float("nan")})
+                m = xr.Dataset(attrs={"stable": 0, "blowup_time": getattr(err, "time", np.nan)})
             m = m.expand_dims(closure=[label])
             for key in ("stable", "blowup_time"):
                 m[key] = ("closure", [m.attrs.pop(key)])
@@ -368,21 +388,26 @@ class Experiment:
 
     def summary(self) -> dict:
         """Headline numbers: CC of BNN and TLNNs, recommended layers and their sweep rank."""
-        from .explain import compare_recommendation
+        from .explain import compare_recommendation, recommended_layers
 
         result = {"ran": self.ran, "skipped": self.skipped, "targets": {}}
         for target in self.config.targets:
             t = target.name
-            sweep = xr.open_dataset(self.out / "results" / f"sweep-{t}.nc")
-            rec = xr.open_dataset(self.out / "results" / f"recommend-{t}.nc")
-            cmp = compare_recommendation(rec, sweep)
-            result["targets"][t] = {
-                "cc_bnn": float(sweep["base_cc"]),
-                "cc_tlnn": {int(l): float(c) for l, c in zip(sweep.layer.values, sweep["cc"].values)},
-                "recommended": [int(v) for v in np.atleast_1d(rec.attrs["recommended"])],
-                "rank_in_sweep": int(cmp["recommended_measured_rank"].values[0]),
-                "spearman": float(cmp["spearman"]),
-            }
+            with xr.open_dataset(self.out / "results" / f"sweep-{t}.nc") as sweep, \
+                    xr.open_dataset(self.out / "results" / f"recommend-{t}.nc") as rec:
+                entry = {
+                    "cc_bnn": float(sweep["base_cc"]),
+                    "cc_tlnn": {int(l): float(c) for l, c in
+                                zip(sweep.layer.values, sweep["cc"].values)},
+                    "recommended": recommended_layers(rec),
+                    "rank_in_sweep": float("nan"),
+                    "spearman": float("nan"),
+                }
+                if sweep.sizes["layer"] >= 2:  # a comparison needs a sweep of several layers
+                    cmp = compare_recommendation(rec, sweep)
+                    entry["rank_in_sweep"] = int(cmp["recommended_measured_rank"].values[0])
+                    entry["spearman"] = float(cmp["spearman"])
+            result["targets"][t] = entry
         return result
 
 

@@ -1,7 +1,8 @@
 """The experiment report: ``report.html`` with PNG figures beside it, readable offline.
 
-Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (never from
-live models), and has one sentence under it saying what it shows.
+Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (the filter
+census from the saved base model), and has one sentence under it saying what it
+shows.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from .explain import recommended_layers
 
 __all__ = ["write_report", "REPORT_FIGURES"]
 
@@ -55,7 +58,7 @@ def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
     return da.sel(k=slice(None, n_les // 2 - 1))
 
 
-def fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
+def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     """Energy spectra of the base flow and every target (LES level, time means)."""
     from .plotting import plot_spectra
 
@@ -67,7 +70,7 @@ def fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     return _save(ax.figure, folder / "flow-spectra.png")
 
 
-def fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
+def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     """CC of the BNN and of each single-layer TLNN on every target's test data."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -75,7 +78,7 @@ def fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
         color = f"C{i}"
         ax.plot(sweep.layer, sweep.cc, "o-", color=color, label=f"TLNN on {target}")
         ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1, label=f"BNN on {target}")
-        for layer in _recommended(recs[target]):
+        for layer in recommended_layers(recs[target]):
             ax.plot([layer], [float(sweep.cc.sel(layer=layer))], "*", ms=16, color=color,
                     markeredgecolor="k")
     ax.set_xlabel("re-trained layer")
@@ -86,7 +89,7 @@ def fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     return _save(fig, folder / "cc-per-layer.png")
 
 
-def fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str:
+def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str:
     """Power spectra of Π: truth, BNN and the best TLNN on one target."""
     from .plotting import plot_spectra
 
@@ -97,7 +100,7 @@ def fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str
     return _save(ax.figure, folder / f"pi-spectra-{target}.png")
 
 
-def fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
+def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
     """Spectra of the most-changed kernels before (base) and after (TL)."""
     from .plotting import plot_kernel_spectra
 
@@ -111,7 +114,7 @@ def fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
     return _save(fig, folder / f"kernel-changes-{target}.png")
 
 
-def fig_census(census: xr.DataArray, folder: Path) -> str:
+def _fig_census(census: xr.DataArray, folder: Path) -> str:
     """Filter types of the base network's kernels, per layer."""
     from .plotting import plot_census
 
@@ -119,7 +122,7 @@ def fig_census(census: xr.DataArray, folder: Path) -> str:
     return _save(ax.figure, folder / "filter-census.png")
 
 
-def fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
+def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     """Per-layer activation spectra of the base network on base vs target inputs."""
     plt = _plt()
     base, tgt = _activation_pair(rec)
@@ -143,7 +146,7 @@ def fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     return _save(fig, folder / f"activation-spectra-{target}.png")
 
 
-def fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
+def _fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
     """The framework's score per layer against the CC measured by the sweep."""
     plt = _plt()
     fig, ax1 = plt.subplots(figsize=(6, 3.6))
@@ -154,12 +157,12 @@ def fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: 
     ax2 = ax1.twinx()
     ax2.plot(sweep.layer, sweep.cc, "o-", color="tab:red", label="measured CC (after TL)")
     ax2.set_ylabel("CC of TLNN", color="tab:red")
-    ax1.set_title(f"{target}: recommended layer(s) {_recommended(rec)}")
+    ax1.set_title(f"{target}: recommended layer(s) {recommended_layers(rec)}")
     fig.legend(loc="lower right", fontsize=8)
     return _save(fig, folder / f"recommendation-{target}.png")
 
 
-def fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
+def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     """Energy spectra of the LES with each closure against the filtered DNS."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -184,10 +187,6 @@ def fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     ax.set_title(f"a posteriori LES on {target}")
     ax.legend(fontsize=8)
     return _save(fig, folder / f"aposteriori-{target}.png")
-
-
-def _recommended(rec: xr.Dataset) -> list:
-    return [int(v) for v in np.atleast_1d(rec.attrs["recommended"])]
 
 
 def _activation_pair(rec: xr.Dataset):
@@ -240,21 +239,21 @@ def write_report(experiment) -> Path:
     base = base_model.to_dataset()
     n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
 
-    sections = [("Flows", [(fig_flow_spectra(explains, folder, n_les),
+    sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
                                     _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
-                 [(fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
+                 [(_fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
                 ("The base network's filters",
-                 [(fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
+                 [(_fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
     for t in targets:
         figures = [
-            (fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
-            (fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
-            (fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
-            (fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),
+            (_fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
+            (_fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
+            (_fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
+            (_fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),
         ]
         if t in posts:
-            figures.append((fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
+            figures.append((_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
         sections.append((f"Target: {t}", figures))
     summary = experiment.summary()
     path = out / "report.html"

@@ -278,6 +278,16 @@ class StreamData:
         y = (pi / np.float32(self.normalization[OUTPUT]))[..., None]
         return x, y.astype(np.float32, copy=False)
 
+    def ends(self, n: int) -> tuple:
+        """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
+
+        Cheap (at most ``2 n`` samples are computed); used to fingerprint the
+        data for checkpoints (:func:`xtl.backends.base.data_digest`).
+        """
+        x0, y0 = self.load(self.indices[:n])
+        x1, y1 = self.load(self.indices[-n:])
+        return x0, y0, x1, y1
+
     def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
         """Yield ``(x, y)`` batches covering every sample once (see the class docstring)."""
         starts = np.arange(0, self.n_samples, self.block)
@@ -420,7 +430,9 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
         best weights are restored).
     checkpoint_dir : path-like, optional
         Checkpoint after every epoch there; a re-run with the same arguments
-        resumes an interrupted training to the same result.
+        resumes an interrupted training to the same result. A checkpoint of a
+        different training (other settings, starting weights, normalization
+        or data) raises a ValueError instead of being resumed.
     in_memory : bool, optional
         Hold the data in memory (True) or stream them from dask chunks
         (False); None decides from the data size and ``memory_limit``.
@@ -662,7 +674,7 @@ def _sweep_one(base, train_ds, test_ds, layers, kwargs, save_path=None):
     if "val_loss" in tl.history:
         result["final_val_loss"] = float(tl.history["val_loss"].values[-1])
     if save_path is not None:
-        save_model(tl, save_path)
+        save_model(tl, save_path, overwrite=True)  # re-running a sweep into a folder is expected
     return result, tl.provenance
 
 
@@ -691,14 +703,16 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: b
         Run the trainings as tasks on this cluster (the base model travels as
         its Dataset, the data in memory); default: one after another here.
     save_dir : path-like, optional
-        Save every re-trained model there (``tl_layer<k>.keras`` + ``.nc``).
+        Save every re-trained model there (``tl_layer<k>.keras`` + ``.nc``;
+        ``tl_layer<a>_<b>`` for pairs), replacing existing files.
     progress : bool, optional
         Progress bar over trainings; None: only on a terminal.
     seed : int
         Seed of the subset and of every re-training.
     **train_kwargs
         Passed to :func:`transfer` (``epochs``, ``batch_size``, ``learning_rate``,
-        ``validation``, ``patience``, ...).
+        ``validation``, ``patience``, ...). A ``checkpoint_dir`` gets one
+        sub-folder per training: ``tl_layer<k>`` (``tl_layer<a>_<b>`` for pairs).
 
     Returns
     -------
@@ -726,25 +740,29 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: b
     subset = _select_samples(_n_samples(target_train[OUTPUT]), n_samples, fraction, seed)
     train_ds = _stack_subset(target_train, subset)
     test_ds = target_test.load() if client is not None else target_test
+    names = [f"tl_layer{'_'.join(map(str, c))}" for c in combos]
     kwargs = dict(train_kwargs, seed=seed, progress=False)
+    ckpt_dir = kwargs.pop("checkpoint_dir", None)
+    per_kwargs = [kwargs if ckpt_dir is None else  # one checkpoint folder per training
+                  dict(kwargs, checkpoint_dir=Path(ckpt_dir) / name) for name in names]
     paths = [None] * len(combos)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        paths = [Path(save_dir) / f"tl_layer{'_'.join(map(str, c))}.keras" for c in combos]
+        paths = [Path(save_dir) / f"{name}.keras" for name in names]
     bar = tqdm(total=len(combos), desc="layer sweep", unit="training",
                disable=None if progress is None else not progress)
     results = [None] * len(combos)
     try:
         if client is None:
             for i, c in enumerate(combos):
-                results[i] = _sweep_one(base, train_ds, test_ds, c, kwargs, paths[i])
+                results[i] = _sweep_one(base, train_ds, test_ds, c, per_kwargs[i], paths[i])
                 bar.update(1)
         else:
             from distributed import as_completed
 
             base_ds, tr, te = client.scatter([model_to_dataset(base), train_ds, test_ds],
                                              broadcast=True)
-            futures = {client.submit(_sweep_one, base_ds, tr, te, c, kwargs, paths[i],
+            futures = {client.submit(_sweep_one, base_ds, tr, te, c, per_kwargs[i], paths[i],
                                      pure=False): i for i, c in enumerate(combos)}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()

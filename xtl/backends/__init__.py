@@ -13,11 +13,11 @@ or at run time with :func:`register_backend`.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from importlib import metadata
 from pathlib import Path
 
+from ..io import check_output_path, write_dataset
 from .base import (
     INPUTS,
     OUTPUT,
@@ -163,7 +163,7 @@ def _netcdf_path(path: Path) -> Path:
     return path.with_suffix(".nc")
 
 
-def save_model(model: Model, path) -> tuple:
+def save_model(model: Model, path, *, overwrite: bool = False) -> tuple:
     """Save a model natively and, beside it, as a netCDF model Dataset.
 
     Parameters
@@ -172,11 +172,21 @@ def save_model(model: Model, path) -> tuple:
     path : str or path-like
         Native file name; its suffix must be the backend's (``.keras`` for
         Keras). The Dataset goes to the same name with suffix ``.nc``.
+    overwrite : bool
+        Replace existing files. Default False: raise if either file exists
+        (checked before anything is written).
 
     Returns
     -------
     tuple of Path
         ``(native_path, netcdf_path)``. Both are written atomically.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` or its ``.nc`` exists and ``overwrite`` is False.
+    ValueError
+        If ``path`` has the wrong suffix.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
@@ -186,22 +196,13 @@ def save_model(model: Model, path) -> tuple:
         raise ValueError(
             f"path must end with {backend.suffix!r} for the {backend.name!r} backend, got {path}"
         )
-    backend.save(model, path)
     nc = _netcdf_path(path)
-    write_dataset_atomic(model_to_dataset(model), nc)
+    check_output_path(path, overwrite, argument="path")
+    check_output_path(nc, overwrite, argument="path")
+    ds = model_to_dataset(model)
+    backend.save(model, path)
+    write_dataset(ds, nc, overwrite=overwrite)
     return path, nc
-
-
-def write_dataset_atomic(ds, path) -> None:
-    """Write ``ds`` to netCDF at ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ds.to_netcdf(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_model(path, *, backend: str | None = None) -> Model:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -54,6 +53,8 @@ __all__ = [
     "model_id",
     "check_layers",
     "normalization_attrs",
+    "array_digest",
+    "data_digest",
     "history_to_dataset",
     "stack_inputs",
 ]
@@ -248,11 +249,24 @@ class Model:
         """The model as a Dataset (see :func:`model_to_dataset`)."""
         return model_to_dataset(self)
 
-    def save(self, path) -> None:
-        """Save natively and as netCDF beside it (see :func:`xtl.backends.save_model`)."""
+    def save(self, path, *, overwrite: bool = False) -> tuple:
+        """Save natively and as netCDF beside it (see :func:`xtl.backends.save_model`).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Native file name (``.keras`` for Keras); the Dataset goes to ``.nc``.
+        overwrite : bool
+            Replace existing files (default: raise FileExistsError).
+
+        Returns
+        -------
+        tuple of Path
+            ``(native_path, netcdf_path)``.
+        """
         from . import save_model
 
-        save_model(self, path)
+        return save_model(self, path, overwrite=overwrite)
 
 
 def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
@@ -304,7 +318,9 @@ class TrainingData(Protocol):
     """What a backend's ``fit`` consumes (implemented in :mod:`xtl.training`).
 
     Inputs are normalized, channels-last ``(sample, y, x, 2)`` float32 arrays
-    of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π.
+    of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π. Streamed data may also
+    offer ``ends(n) -> (x_first, y_first, x_last, y_last)``, the first and
+    last ``n`` samples, which :func:`data_digest` uses to fingerprint them cheaply.
     """
 
     n_samples: int
@@ -452,9 +468,76 @@ def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> 
     return x
 
 
+# -------------------------------------------------------------------- digests
+def array_digest(arrays: Sequence) -> str:
+    """A content hash of a sequence of arrays (their shapes, dtypes and bytes).
+
+    Parameters
+    ----------
+    arrays : sequence of array_like
+        E.g. a network's weights.
+
+    Returns
+    -------
+    str
+        16 hex digits; equal for bitwise equal arrays of equal shapes and dtypes.
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_digest(data: TrainingData, n: int = 32) -> str:
+    """A cheap content hash of training data: its size and its first and last samples.
+
+    Reads at most ``2 n`` samples: never all of streamed data. Data differing
+    only in samples between the first and last ``n`` get the same digest.
+
+    Parameters
+    ----------
+    data : TrainingData
+        In memory (hashed from :meth:`~TrainingData.arrays`), or with an
+        ``ends(n)`` method returning ``(x_first, y_first, x_last, y_last)``
+        (as :class:`xtl.training.StreamData`); other streamed data are hashed
+        from their first unshuffled batch of ``n`` samples.
+    n : int
+        Samples taken from each end.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    n = max(1, int(n))
+    head = [np.asarray([int(data.n_samples), *map(int, data.grid)], dtype=np.int64)]
+    ends = getattr(data, "ends", None)
+    if callable(ends):
+        parts = list(ends(n))
+    elif data.in_memory:
+        x, y = data.arrays()
+        parts = [x[:n], y[:n], x[-n:], y[-n:]]
+    else:
+        parts = list(next(iter(data.batches(0, n, 0, False)), ()))
+    return array_digest(head + [np.asarray(p, dtype=np.float32) for p in parts])
+
+
 # ----------------------------------------------------------- model <-> Dataset
 def normalization_attrs(normalization: Mapping) -> dict:
-    """Human-readable ``norm_std_<var>`` attributes of a normalization dict."""
+    """Human-readable ``norm_std_<var>`` attributes of a normalization dict.
+
+    Parameters
+    ----------
+    normalization : mapping
+        Standard deviations per variable, e.g. ``{"psi": s, "omega": s, "pi": s}``.
+
+    Returns
+    -------
+    dict
+        ``{"norm_std_psi": float, ...}``, one entry per key of ``normalization``.
+    """
     return {f"norm_std_{k}": float(v) for k, v in normalization.items()}
 
 
@@ -685,10 +768,3 @@ def model_id(model: Model) -> str:
     """
     return model_to_dataset(model).attrs["model_id"]
 
-
-def finite_float(value, name: str) -> float:
-    """``float(value)`` if finite and > 0, else a ValueError naming ``name``."""
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v

@@ -35,7 +35,9 @@ from .base import (
     BackendBase,
     Model,
     NetworkSpec,
+    array_digest,
     check_layers,
+    data_digest,
     history_to_dataset,
 )
 
@@ -231,7 +233,9 @@ class KerasBackend(BackendBase):
             weights. None: no early stopping.
         checkpoint_dir : path-like, optional
             Directory of the resumable checkpoint (written atomically after
-            every epoch); an existing matching checkpoint is resumed.
+            every epoch); an existing checkpoint of the same training is
+            resumed, one of a different training (see :class:`_Checkpoint`)
+            raises a ValueError.
         progress : bool, optional
             tqdm progress bar; None: only on a terminal.
         callbacks : list of keras.callbacks.Callback, optional
@@ -259,12 +263,11 @@ class KerasBackend(BackendBase):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.native.compile(optimizer=optimizer, loss="mse")
 
-        fingerprint = {
-            "spec": model.spec.to_dict(), "n_samples": int(train.n_samples),
-            "batch_size": int(batch_size), "seed": int(seed),
-            "layers": sorted(trainable), "learning_rate": float(learning_rate),
-        }
-        ckpt = _Checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir else None
+        ckpt = None
+        if checkpoint_dir:
+            ckpt = _Checkpoint(checkpoint_dir, _fingerprint(
+                model, train, validation, batch_size=batch_size, seed=seed,
+                layers=sorted(trainable), learning_rate=learning_rate))
         state = {"epoch": 0, "history": {}, "best": math.inf, "wait": 0, "stopped": False}
         best_weights = None
         if ckpt is not None and ckpt.exists():
@@ -484,13 +487,40 @@ def _eval_dataset(tf, data, batch_size: int):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _fingerprint(model: Model, train, validation, *, batch_size, seed, layers,
+                 learning_rate) -> dict:
+    """What identifies a training for resuming its checkpoint (JSON-safe).
+
+    The architecture, hyper-parameters, trained layers, the normalization, a
+    hash of the starting weights (taken before fitting, so a transfer from
+    another base model differs) and cheap digests of the training and
+    validation data (sizes plus the first and last ``batch_size`` samples;
+    see :func:`~xtl.backends.base.data_digest`). ``epochs`` and ``patience``
+    are not part of it: a resumed run may extend the training.
+    """
+    return {
+        "spec": model.spec.to_dict(), "n_samples": int(train.n_samples),
+        "batch_size": int(batch_size), "seed": int(seed),
+        "layers": list(layers), "learning_rate": float(learning_rate),
+        "normalization": {k: float(v) for k, v in sorted(model.normalization.items())},
+        "initial_weights": array_digest(model.native.get_weights()),
+        "train_data": data_digest(train, batch_size),
+        "validation_data": None if validation is None else data_digest(validation, batch_size),
+    }
+
+
 class _Checkpoint:
     """Resumable training state in ``<dir>/train.ckpt.npz``, written atomically.
 
     Holds the weights, the optimizer variables (Adam moments and step), the
-    history, early-stopping state and the best weights so far, plus a
-    fingerprint of the run's settings: a checkpoint of a different run is
-    refused rather than silently resumed.
+    history, early-stopping state and the best weights so far, plus the
+    training's fingerprint (see :func:`_fingerprint`): architecture,
+    hyper-parameters, trained layers, normalization, a hash of the starting
+    weights and digests of the data. A checkpoint whose fingerprint differs
+    (another base model, other data, other settings) is refused with a
+    ValueError naming what differs, never silently resumed. The data digest
+    reads only the first and last batch, so data differing only in between
+    are not told apart.
     """
 
     def __init__(self, directory, fingerprint: dict):
@@ -522,10 +552,14 @@ class _Checkpoint:
     def load(self, native):
         with np.load(self.path) as z:
             meta = json.loads(z["meta"].tobytes().decode())
-            if meta["fingerprint"] != self.fingerprint:
+            old = meta["fingerprint"]
+            if old != self.fingerprint:
+                differ = sorted(k for k in set(old) | set(self.fingerprint)
+                                if old.get(k) != self.fingerprint.get(k))
                 raise ValueError(
                     f"checkpoint_dir {self.dir} holds a checkpoint of a different training "
-                    f"({meta['fingerprint']}); use another directory or delete {self.path}"
+                    f"(it differs in: {', '.join(differ)}); use another directory or "
+                    f"delete {self.path}"
                 )
             n_w = len(native.weights)
             native.set_weights([z[f"w{i}"] for i in range(n_w)])

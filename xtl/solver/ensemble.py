@@ -167,7 +167,7 @@ def default_n_workers() -> int:
 @contextlib.contextmanager
 def _client(client, scheduler, n_workers):
     """Yield a distributed Client; close whatever this function created."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if client is not None and scheduler is not None:
         raise ValueError("give client= or scheduler=, not both")
@@ -194,18 +194,38 @@ def _client(client, scheduler, n_workers):
     n = default_n_workers() if n_workers is None else n_workers
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
+    cluster, own = local_cluster(int(n))
+    try:
+        yield own
+    finally:
+        own.close()
+        cluster.close()
+
+
+def local_cluster(n_workers: int):
+    """Start a quiet ``LocalCluster`` of ``n_workers`` one-thread processes.
+
+    Parameters
+    ----------
+    n_workers : int
+
+    Returns
+    -------
+    (distributed.LocalCluster, distributed.Client)
+        The client is not made the default scheduler (``set_as_default=False``),
+        so other ``dask.compute`` calls in the process stay local. Close both.
+    """
+    from distributed import Client, LocalCluster
+
     cluster = LocalCluster(
-        n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=":0",
+        n_workers=int(n_workers), threads_per_worker=1, processes=True, dashboard_address=":0",
         silence_logs=logging.ERROR,
     )
     try:
-        own = Client(cluster, set_as_default=False)
-        try:
-            yield own
-        finally:
-            own.close()
-    finally:
+        return cluster, Client(cluster, set_as_default=False)
+    except BaseException:
         cluster.close()
+        raise
 
 
 def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:

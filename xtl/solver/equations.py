@@ -60,9 +60,14 @@ FORCINGS: dict[str, Callable] = {"cosine": _cosine_forcing, "none": _no_forcing}
 
 
 def register_forcing(name: str, func: Callable) -> None:
-    """Register a forcing ``func(grid, kf) -> ndarray (n, n)`` under ``name``.
+    """Register a forcing under ``name`` (cases refer to forcings by name).
 
-    Cases refer to forcings by name so that they stay serializable.
+    Parameters
+    ----------
+    name : str
+        The name a :class:`~xtl.Case` gives as ``forcing``.
+    func : callable
+        ``func(grid, kf) -> ndarray (n, n)``: the physical forcing field F.
     """
     if not callable(func):
         raise TypeError(f"func must be callable, got {func!r}")
@@ -70,7 +75,21 @@ def register_forcing(name: str, func: Callable) -> None:
 
 
 def forcing_field(grid: SpectralGrid, name: str, kf: float) -> np.ndarray:
-    """The physical forcing field ``F`` of the forcing called ``name``."""
+    """The physical forcing field ``F`` of the forcing called ``name``.
+
+    Parameters
+    ----------
+    grid : SpectralGrid
+    name : str
+        A registered forcing (:data:`FORCINGS`).
+    kf : float
+        Forcing wavenumber.
+
+    Returns
+    -------
+    ndarray
+        ``F`` on the grid, shape ``(n, n)``.
+    """
     if name not in FORCINGS:
         raise ValueError(f"forcing must be one of {sorted(FORCINGS)}, got {name!r}")
     field = np.asarray(FORCINGS[name](grid, kf), dtype=float)
@@ -153,6 +172,17 @@ def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
 
     A plain (unplanned) reference implementation, used by the coarse-graining
     and the tests; :class:`Stepper` computes the same with planned FFTs.
+
+    Parameters
+    ----------
+    grid : SpectralGrid
+    omega_hat : ndarray
+        Spectral vorticity ``(..., n, n//2 + 1)``.
+
+    Returns
+    -------
+    ndarray
+        The unnormalized spectrum of N(ω, ψ).
     """
     psi_hat = omega_hat * grid.inv_k2
     u = grid.irfft2(1j * grid.ky * psi_hat)
@@ -231,10 +261,21 @@ class Stepper:
 
     # -- the explicit tendency ------------------------------------------------
     def tendency(self, omega_hat: np.ndarray, out=None, measure_cfl=False) -> np.ndarray:
-        """The explicit tendency ``T = −N̂ − βv̂ + F̂ − Π̂`` (masked) of ω̂.
+        """The explicit tendency ``T = −N̂ − βv̂ + F̂ − Π̂`` of ω̂.
 
-        With ``measure_cfl`` it also sets :attr:`last_cfl`
-        ``= dt·(max|u| + max|v|)/dx``.
+        Parameters
+        ----------
+        omega_hat : ndarray
+            Spectral vorticity.
+        out : ndarray, optional
+            Where to write T (a new array by default).
+        measure_cfl : bool
+            Also set :attr:`last_cfl` ``= dt·(max|u| + max|v|)/dx``.
+
+        Returns
+        -------
+        ndarray
+            T (``out``).
         """
         out = np.empty(self.grid.spectral_shape, dtype=complex) if out is None else out
         p4 = self._plan4
@@ -274,7 +315,19 @@ class Stepper:
 
     # -- stepping ----------------------------------------------------------------
     def step(self, state: SolverState, measure_cfl=False) -> SolverState:
-        """Advance ``state`` by one step in place and return it."""
+        """Advance ``state`` by one AB2–CN step (Heun for the first) in place.
+
+        Parameters
+        ----------
+        state : SolverState
+        measure_cfl : bool
+            Measure the CFL number of the state before the step (:attr:`last_cfl`).
+
+        Returns
+        -------
+        SolverState
+            ``state``, advanced.
+        """
         T = self.tendency(state.omega_hat, out=self._tendency, measure_cfl=measure_cfl)
         if state.tendency_prev is None:
             self._heun_first_step(state, T)

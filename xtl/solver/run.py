@@ -60,12 +60,6 @@ class _Schedule:
     def snapshot_index(self, step: int) -> int:
         return (step - self.spin_steps) // self.save_steps
 
-    def snapshots_until(self, step: int) -> int:
-        """Number of snapshots taken at steps <= ``step``."""
-        if step < self.spin_steps:
-            return 0
-        return min(self.snapshot_index(step) + 1, self.n_snapshots)
-
 
 def _steps(value, dt, argument, allow_zero=True) -> int:
     """``value/dt`` as an int, or a ValueError naming ``argument``."""
@@ -97,7 +91,19 @@ def _schedule(case, t_end, save_interval, spin_up, checkpoint_interval) -> _Sche
 
 
 def make_stepper(case: Case, grid: SpectralGrid, closure=None) -> Stepper:
-    """The :class:`Stepper` of ``case`` on ``grid`` (its forcing, β, drag, Re)."""
+    """The :class:`Stepper` of ``case`` on ``grid`` (its forcing, β, drag, Re).
+
+    Parameters
+    ----------
+    case : Case
+    grid : SpectralGrid
+    closure : callable, optional
+        ``closure(psi, omega) -> Pi``.
+
+    Returns
+    -------
+    Stepper
+    """
     forcing = forcing_field(grid, case.forcing, case.kf)
     if not np.any(forcing):
         forcing = None
@@ -208,6 +214,7 @@ def simulate(
     progress=None,
     fft: str = "auto",
     threads: int = 1,
+    attrs=None,
     les=None,
     dns_every=None,
     dns_path=None,
@@ -257,6 +264,8 @@ def simulate(
         FFT backend.
     threads : int, default 1
         FFTW threads (see :class:`~xtl.solver.grid.SpectralGrid`).
+    attrs : dict, optional
+        Extra global attributes of the output (e.g. the closure's name).
     les : True, int or dict, optional
         Coarse-grain on the fly ("write only what is needed"): instead of the
         DNS fields, store ψ̄, ω̄ and Π on the LES grid (see
@@ -302,7 +311,7 @@ def simulate(
     dns_every, dns_path = _check_dns_every(dns_every, dns_path, path, les_options, overwrite)
     grid = SpectralGrid(case.n, dealias=case.dealias, fft=fft, threads=threads)
     stepper = make_stepper(case, grid, closure)
-    attrs = _run_attrs(case, seed, initial)
+    attrs = {**_run_attrs(case, seed, initial), **(attrs or {})}
     signature = _signature(case, seed, schedule, initial)
     out_x, names, dns_attrs = grid.x, ("omega", "psi"), None
     if les_options is not None:
