@@ -20,7 +20,7 @@ import argparse
 import os
 
 import numpy as np
-from timing import median_ms
+from _timing import median_ms
 
 
 def _median_time(func, repeats):

@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-from timing import median_ms
+from _timing import median_ms
 
 import xtl
 from xtl.backends import get_backend

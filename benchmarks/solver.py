@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from timing import median_ms
+from _timing import median_ms
 
 import xtl
 from xtl.solver import SpectralGrid, available_fft_backends, initial_state, make_stepper
