@@ -79,3 +79,11 @@ def test_a_target_reusing_the_base_preset_needs_its_own_name():
         load_config(raw)
     raw = _with(("targets",), [{"case": "small-base", "beta": 20.0, "name": "beta20"}])
     assert load_config(raw).targets[0].make_case().beta == 20.0
+
+
+def test_every_example_config_is_valid():
+    configs = sorted(EXAMPLE.parent.glob("*.toml"))
+    assert len(configs) >= 2
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.targets and cfg.network["n_layers"] >= 1, path
