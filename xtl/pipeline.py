@@ -256,10 +256,14 @@ class Experiment:
         from .training import train
 
         cfg = self.config
-        data, _ = split_train_test(self.les_data(cfg.base))
+        data = self._base_train()
         kwargs = {"seed": cfg.seed, **cfg.training}
         model = train(data, cfg.network, progress=self.progress, **kwargs)
         save_model(model, self.model_path("base"), overwrite=True)
+
+    def _base_train(self):
+        """The base flow's training part (the test part is not used)."""
+        return split_train_test(self.les_data(self.config.base))[0]
 
     def _target_sets(self, target):
         """(re-training pool, test set) of a target flow."""
@@ -270,7 +274,7 @@ class Experiment:
         from .io import write_dataset
 
         base = self.load_model("base")
-        base_train, _ = split_train_test(self.les_data(self.config.base))
+        base_train = self._base_train()
         pool, _ = self._target_sets(target)
         rec = recommend_layers(base, base_train, pool)
         write_dataset(rec, self.out / "results" / f"recommend-{target.name}.nc", overwrite=True)
@@ -280,7 +284,7 @@ class Experiment:
         cfg = self.config.transfer
         if "n_samples" in cfg:
             return min(int(cfg["n_samples"]), n_samples(pool))
-        base_train, _ = split_train_test(self.les_data(self.config.base))
+        base_train = self._base_train()
         wanted = int(round(cfg.get("fraction", 0.1) * n_samples(base_train)))
         return max(2, min(wanted, n_samples(pool)))
 
@@ -324,7 +328,7 @@ class Experiment:
 
         base = self.load_model("base")
         pool, test = self._target_sets(target)
-        base_train, _ = split_train_test(self.les_data(self.config.base))
+        base_train = self._base_train()
         best = self.best_layer(target)
         tl = self.tl_model(target, best)
         n_les = test.sizes["x"]

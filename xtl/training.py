@@ -270,13 +270,7 @@ class StreamData:
 
     def load(self, idx) -> tuple:
         """Normalized ``(x, y)`` for the given sample indices (computes dask blocks)."""
-        import dask
-
-        parts = [self.fields[v][idx] for v in VARIABLES]
-        psi, omega, pi = (np.asarray(p, dtype=np.float32) for p in dask.compute(*parts))
-        x = stack_inputs(psi, omega, self.normalization)
-        y = (pi / np.float32(self.normalization[OUTPUT]))[..., None]
-        return x, y.astype(np.float32, copy=False)
+        return _load_normalized(self.fields, self.normalization, idx)
 
     def ends(self, n: int) -> tuple:
         """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
@@ -315,15 +309,23 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
-def _array_data(fields: dict, normalization: dict, indices) -> ArrayData:
-    """Load the given samples into memory, normalized."""
+def _load_normalized(fields: dict, normalization: dict, indices) -> tuple:
+    """Normalized float32 ``(x (n, y, x, 2), y (n, y, x, 1))`` of the given samples.
+
+    Computes only those samples of dask-backed fields.
+    """
     import dask
 
     parts = [fields[v][indices] for v in VARIABLES]
     psi, omega, pi = (np.asarray(p, dtype=np.float32) for p in dask.compute(*parts))
     x = stack_inputs(psi, omega, normalization)
     y = (pi / np.float32(normalization[OUTPUT]))[..., None].astype(np.float32, copy=False)
-    return ArrayData(x, y)
+    return x, y
+
+
+def _array_data(fields: dict, normalization: dict, indices) -> ArrayData:
+    """Load the given samples into memory, normalized."""
+    return ArrayData(*_load_normalized(fields, normalization, indices))
 
 
 def _decide_in_memory(fields: dict, n: int, in_memory, memory_limit) -> bool:
