@@ -19,11 +19,13 @@ from .backends import (
 )
 from .cases import Case, get_case, list_cases
 from .coarse import coarse_grain, filter_transfer_function, sgs_term
-from .explain import activation_spectra, activations, compare_recommendation, recommend_layers
+from .explain import activation_spectra, activations, flow_difference, spectral_change_correlation
 from .les import les, les_metrics
+from .recommend import compare_recommendation, recommend_layers
 from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, ensemble, simulate
-from .training import evaluate, layer_sweep, predict, train, transfer
+from .sweep import budget_sweep, layer_sweep
+from .training import evaluate, predict, train, transfer
 from .spectral import (
     classify_filters,
     classify_kernels,
@@ -66,6 +68,7 @@ __all__ = [
     "train",
     "transfer",
     "layer_sweep",
+    "budget_sweep",
     "predict",
     "evaluate",
     "correlation",
@@ -75,6 +78,8 @@ __all__ = [
     "score",
     "activations",
     "activation_spectra",
+    "flow_difference",
+    "spectral_change_correlation",
     "recommend_layers",
     "compare_recommendation",
     "les",

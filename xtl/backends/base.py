@@ -377,11 +377,22 @@ class Backend(Protocol):
                     batch_size: int = 32) -> dict:
         """``{layer: (sample, channel, y, x)}`` outputs of conv layers for normalized ``x``."""
 
+    def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
+            batch_size: int = 32) -> np.ndarray:
+        """Output change ``(sample, y, x)`` along ``tangent = (kernel, bias)`` of one layer."""
+
+    def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
+            batch_size: int = 32) -> tuple:
+        """``(kernel, bias)`` gradient of ``Σ cotangent · output`` w.r.t. one layer's weights."""
+
     def save(self, model: Model, path) -> None:
         """Save in the native format (atomically)."""
 
     def load(self, path) -> Model:
         """Load a model saved by :meth:`save`."""
+
+    def set_threads(self, n: int) -> None:
+        """Use at most ``n`` CPU threads in this process (e.g. one per dask worker thread)."""
 
     def to_dataset(self, model: Model) -> xr.Dataset:
         """The model as DESIGN.md's Dataset."""
@@ -394,11 +405,16 @@ class BackendBase:
     """Framework-neutral parts of a backend, built on its primitives.
 
     Subclasses implement ``build``, ``clone``, ``get_weights``, ``set_weights``,
-    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``.
+    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``; the
+    Gauss–Newton and gradient recommenders (:mod:`xtl.recommend`) also need
+    ``jvp`` and ``vjp``.
     """
 
     name = "base"
     suffix = ""
+
+    def set_threads(self, n: int) -> None:
+        """Use at most ``n`` CPU threads; a backend without thread pools ignores it."""
 
     def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
         """Π in physical units from physical ψ̄ and ω̄.
