@@ -57,6 +57,12 @@ n_samples = 4
 epochs = 2
 batch_size = 4
 
+[sweep]
+seeds = 2
+
+[recommend.probe]
+epochs = 2
+
 [les]
 t_end = 0.4
 save_interval = 0.2
@@ -85,9 +91,15 @@ def test_run_writes_every_stage_and_a_report_with_every_figure(tiny_experiment):
     assert report.count("<figcaption>") == len(re.findall(r"<img ", report))
     for target in ("tiny-re", "tiny-kf"):
         with xr.open_dataset(out / "results" / f"sweep-{target}.nc") as sweep:
-            assert list(sweep.layer.values) == [1, 2, 3]
+            assert list(sweep.layer.values) == [1, 2, 3] and list(sweep.seed.values) == [0, 1]
             assert np.all(np.abs(sweep.cc.values) <= 1)
         assert f"{target}: CC BNN" in first.stdout
+        for method in ("probe", "spectral", "gauss-newton", "gradient-norm"):
+            assert (out / "results" / f"recommend-{target}-{method}.nc").exists()
+            assert f"    {method}: recommended" in first.stdout
+    with xr.open_dataset(out / "results" / "flows.nc") as flows:
+        assert flows.target.values.tolist() == ["tiny-re", "tiny-kf"]
+        assert (flows.max_decades >= 0.3).any("variable").all()
     assert (out / "models" / "base.keras").exists() and (out / "models" / "base.nc").exists()
 
 
@@ -110,6 +122,19 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_experiment):
     assert run.returncode == 0, run.stderr[-3000:]
     ran = set(re.findall(r"\] (\S+): running", run.stdout))
     assert ran == {"aposteriori-tiny-re", "aposteriori-tiny-kf", "report"}
+
+
+def test_a_target_too_close_to_the_base_stops_after_the_data(tmp_path):
+    close = TINY_TOML.replace('name = "tiny-re"\ncase = "tiny"\nRe = 400.0',
+                              'name = "tiny-same"\ncase = "tiny"\nRe = 101.0')
+    (tmp_path / "close.toml").write_text(close)
+    run = _xtl("run", "close.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "target 'tiny-same' differs from the base 'tiny' by at most 0.0" in run.stderr
+    assert "mark it `control = true`" in run.stderr
+    assert run.stderr.strip().count("\n") == 0
+    assert (tmp_path / "out" / "stages" / "flows.json").exists()
+    assert not (tmp_path / "out" / "stages" / "base-model.json").exists()
 
 
 def test_config_errors_are_reported_by_name(tmp_path):

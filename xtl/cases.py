@@ -238,7 +238,14 @@ PRESETS = {
         name="small-beta", beta=20.0, description="256² target: β-plane, β=20"
     ),
     "small-re": _SMALL_BASE.replace(
-        name="small-re", Re=5000.0, description="256² target: higher Re (5000)"
+        name="small-re", Re=5000.0,
+        description="256² higher Re (5000); its LES spectra differ from small-base's by "
+                    "under 0.2 decades: a control, not a transfer-learning target"
+    ),
+    "small-re500": _SMALL_BASE.replace(
+        name="small-re500", Re=500.0,
+        description="256² target: lower Re (500); its LES spectra differ from small-base's "
+                    "by about 0.5 decades near the LES cutoff"
     ),
     "tiny": Case(
         name="tiny",

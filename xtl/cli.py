@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) the experiment of a TOML config")
     run.add_argument("config", help="TOML file (see examples/demo.toml)")
-    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--out", help="output folder (required unless --dry-run)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each stage's estimated cost, from rates measured on this "
+                          "machine, and run nothing")
     scheduler(run)
 
     sim = sub.add_parser("simulate", help="run one DNS and write it to netCDF")
@@ -85,7 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("train_data")
     sw.add_argument("test_data")
     sw.add_argument("--fraction", type=float)
-    sw.add_argument("--epochs", type=int, default=20)
+    sw.add_argument("--epochs", type=int, default=20,
+                    help="epoch cap of each re-training (default 20)")
+    sw.add_argument("--patience", type=int, default=None,
+                    help="early stopping after this many epochs without a better validation "
+                         "loss, restoring the best weights (default: none)")
+    sw.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="seeds: each draws another target subset and shuffle (default 0)")
     sw.add_argument("--out", required=True, help="netCDF of the metrics over `layer`")
     sw.add_argument("--overwrite", action="store_true")
     scheduler(sw)
@@ -200,21 +209,23 @@ def cmd_transfer(args) -> None:
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
     from .io import check_output_path, write_dataset
-    from .training import layer_sweep
+    from .sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
     client = _client(args.scheduler)
     try:
         with _open(args.train_data) as train_data, _open(args.test_data) as test_data:
             sweep = layer_sweep(_load_model(args.model), train_data, test_data,
-                                fraction=args.fraction, epochs=args.epochs, client=client)
+                                seeds=args.seeds, fraction=args.fraction, epochs=args.epochs,
+                                patience=args.patience, client=client)
     finally:
         if client is not None:
             client.close()
     write_dataset(sweep, args.out, overwrite=args.overwrite)
-    best = int(sweep.layer[int(sweep.cc.argmax())])
-    print(f"wrote {args.out}; best layer {best} (CC {float(sweep.cc.max()):.3f}, "
-          f"base CC {float(sweep.base_cc):.3f})")
+    best = int(sweep.attrs["best"])
+    print(f"wrote {args.out}; best layer {best} (mean CC "
+          f"{float(sweep.cc_mean.sel(layer=best)):.3f} over {sweep.sizes['seed']} seed(s), "
+          f"base CC {float(sweep.base_cc):.3f}); best set {list(sweep.attrs['best_set'])}")
 
 
 def cmd_explain(args) -> None:
@@ -265,10 +276,13 @@ def _run(config, out, scheduler):
     print(f"\nexperiment done in {summary['wall_seconds']:.0f} s: {summary['out']}/report.html")
     print(f"stages run: {len(summary['ran'])}, skipped (unchanged): {len(summary['skipped'])}")
     for target, s in summary["targets"].items():
-        cc = ", ".join(f"L{k}: {v:.3f}" for k, v in s["cc_tlnn"].items())
-        print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; recommended "
-              f"{s['recommended']} (rank {s['rank_in_sweep']:.0f} in the sweep, Spearman "
-              f"{s['spearman']:.2f})")
+        cc = ", ".join(f"L{k}: {m:.3f}±{e:.3f}" for k, (m, e) in s["cc_tlnn"].items())
+        print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; best set "
+              f"{s['best_set']}")
+        for method, r in s["recommendations"].items():
+            print(f"    {method}: recommended {r['recommended']} (rank {r['rank']}, "
+                  f"{'in' if r['hit'] else 'not in'} the best set, Spearman "
+                  f"{r['spearman']:.2f}, cost {100 * r['cost_ratio']:.1f}% of the sweep)")
 
 
 def cmd_demo(args) -> None:
@@ -277,8 +291,20 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> None:
-    """Run the experiment of a TOML config."""
-    _run(_existing(args.config, "config file"), args.out, args.scheduler)
+    """Run the experiment of a TOML config (or estimate its cost)."""
+    config = _existing(args.config, "config file")
+    if args.dry_run:
+        from .config import load_config
+        from .estimate import estimate_experiment, format_estimate, measure_rates
+
+        cfg = load_config(config)
+        print(f"measuring rates on this machine for {cfg.name!r} ...", flush=True)
+        rates = measure_rates(cfg)
+        print(format_estimate(estimate_experiment(cfg, rates), rates))
+        return
+    if args.out is None:
+        raise UserError("xtl run needs --out FOLDER (or --dry-run)")
+    _run(config, args.out, args.scheduler)
 
 
 COMMANDS = {

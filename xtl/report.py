@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .explain import recommended_layers
+from .recommend import compare_recommendation, recommended_layers
 
-__all__ = ["write_report", "REPORT_FIGURES"]
+__all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
 
 #: Figure kinds every report contains (per target where it says so).
 REPORT_FIGURES = (
@@ -24,11 +24,14 @@ REPORT_FIGURES = (
     "cc-per-layer",
     "pi-spectra",
     "kernel-changes",
+    "spectral-change",
     "filter-census",
     "activation-spectra",
-    "recommendation",
+    "recommenders",
     "aposteriori",
 )
+#: Figure kinds of optional stages: ``budget`` with a ``[budget]`` section.
+OPTIONAL_FIGURES = ("budget",)
 
 
 def _plt():
@@ -71,22 +74,102 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
 
 
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
-    """CC of the BNN and of each single-layer TLNN on every target's test data."""
+    """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, (target, sweep) in enumerate(sweeps.items()):
         color = f"C{i}"
-        ax.plot(sweep.layer, sweep.cc, "o-", color=color, label=f"TLNN on {target}")
-        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1, label=f"BNN on {target}")
+        layers = sweep.layer.values
+        ax.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="o-", color=color,
+                    capsize=3, mfc="white", label=f"TLNN on {target}")
+        best = sweep.best_set.values.astype(bool)
+        ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color)
+        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1)
+        for b, style in (("scratch", ":"), ("full_target", "-.")):
+            if "baseline" in sweep.dims and b in sweep.baseline.values:
+                ax.axhline(float(sweep.baseline_cc_mean.sel(baseline=b)), color=color, ls=style,
+                           lw=1)
         for layer in recommended_layers(recs[target]):
-            ax.plot([layer], [float(sweep.cc.sel(layer=layer))], "*", ms=16, color=color,
+            ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
                     markeredgecolor="k")
+    handles = [plt.Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
+               (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
+    handles.append(plt.Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
+                              label="recommended"))
+    leg1 = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.add_artist(leg1)
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
     ax.set_xlabel("re-trained layer")
     ax.set_ylabel("CC of Π on held-out target data")
     ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
-    ax.legend(fontsize=8)
-    ax.set_title("single-layer transfer learning (★ recommended)")
+    ax.set_title("single-layer transfer learning: mean ± s.e. over seeds (filled: best set)")
+    fig.tight_layout()
     return _save(fig, folder / "cc-per-layer.png")
+
+
+def _fig_recommenders(target: str, recs: dict, sweep: xr.Dataset, folder: Path) -> str:
+    """Each recommender's score (scaled to [0, 1]) against the measured mean CC."""
+    plt = _plt()
+    fig, ax1 = plt.subplots(figsize=(7, 3.8))
+    layers = sweep.layer.values
+    width = 0.8 / max(1, len(recs))
+    for i, (method, rec) in enumerate(recs.items()):
+        score = rec.score.sel(layer=layers).values.astype(float)
+        span = np.ptp(score)
+        scaled = (score - score.min()) / span if span > 0 else np.zeros_like(score)
+        ax1.bar(layers - 0.4 + width * (i + 0.5), scaled, width, color=f"C{i}", alpha=0.7,
+                label=f"{method} → {recommended_layers(rec)}")
+    ax1.set_xlabel("layer")
+    ax1.set_ylabel("score, scaled to [0, 1]")
+    ax2 = ax1.twinx()
+    ax2.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="ko-", capsize=3,
+                 label="measured CC ± s.e.")
+    ax2.set_ylabel("mean CC of the TLNN")
+    ax1.set_xticks(layers)
+    ax1.set_title(f"{target}: recommenders (before TL) vs the sweep (after TL)")
+    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, folder / f"recommenders-{target}.png")
+
+
+def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
+    """Mean CC ± s.e. per layer at every re-training set size; the best layer marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, n in enumerate(budget.budget.values):
+        one = budget.sel(budget=n)
+        frac = float(one.fraction)
+        ax.errorbar(one.layer, one.cc_mean, yerr=one.cc_sem, fmt="o-", color=f"C{i}",
+                    capsize=3, label=f"{int(n)} samples ({100 * frac:.0f}% of the pool)")
+        best = int(one.best_layer)
+        ax.plot([best], [float(one.cc_mean.sel(layer=best))], "s", ms=10, mfc="none",
+                color=f"C{i}")
+        ax.axhline(float(one.base_cc), color="k", ls="--", lw=1)
+    ax.set_xlabel("re-trained layer")
+    ax.set_ylabel("CC of Π on held-out target data")
+    ax.set_xticks(budget.layer.values)
+    ax.set_title(f"{target}: the best layer (square) at each re-training budget; dashed: BNN")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, folder / f"budget-{target}.png")
+
+
+def _fig_spectral_change(target: str, ex: xr.Dataset, folder: Path) -> str:
+    """The best layer's spectral change against how much the flows differ, per shell."""
+    plt = _plt()
+    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    k = ex.shell.values
+    ax1.plot(k, ex.change_profile, "o-", color="tab:blue", label="Δ|Ŵ| of the re-trained layer")
+    ax1.set_xlabel("k")
+    ax1.set_ylabel("mean ||Ŵ_TL| − |Ŵ_base||", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(k, ex.change_weight, "s--", color="tab:red", label="w(k)")
+    ax2.set_ylabel("w(k): flows differ (decades)", color="tab:red")
+    ax1.set_title(f"{target}, layer {ex.attrs['best_layer']}: r = "
+                  f"{ex.attrs['change_correlation']:.2f}, permutation p = "
+                  f"{ex.attrs['change_pvalue']:.3f}")
+    fig.tight_layout()
+    return _save(fig, folder / f"spectral-change-{target}.png")
 
 
 def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str:
@@ -146,22 +229,6 @@ def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     return _save(fig, folder / f"activation-spectra-{target}.png")
 
 
-def _fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
-    """The framework's score per layer against the CC measured by the sweep."""
-    plt = _plt()
-    fig, ax1 = plt.subplots(figsize=(6, 3.6))
-    layers = rec.layer.values
-    ax1.bar(layers, rec.score.values, color="tab:gray", alpha=0.6, label="score (before TL)")
-    ax1.set_xlabel("layer")
-    ax1.set_ylabel("recommendation score")
-    ax2 = ax1.twinx()
-    ax2.plot(sweep.layer, sweep.cc, "o-", color="tab:red", label="measured CC (after TL)")
-    ax2.set_ylabel("CC of TLNN", color="tab:red")
-    ax1.set_title(f"{target}: recommended layer(s) {recommended_layers(rec)}")
-    fig.legend(loc="lower right", fontsize=8)
-    return _save(fig, folder / f"recommendation-{target}.png")
-
-
 def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     """Energy spectra of the LES with each closure against the filtered DNS."""
     plt = _plt()
@@ -197,22 +264,38 @@ def _activation_pair(rec: xr.Dataset):
 _SENTENCES = {
     "flow-spectra": "Energy spectra of the filtered base and target flows: the targets differ "
                     "from the base where these curves separate.",
-    "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data by the base "
-                    "network (dashed) and by the network with one layer re-trained (dots); the star "
-                    "marks the layer recommended before any re-training.",
+    "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data, mean ± "
+                    "standard error over seeds (each seed another re-training subset and "
+                    "shuffle): each layer re-trained alone (filled dots: the best set, not "
+                    "significantly worse than the best layer), the base network (dashed), a "
+                    "network trained from scratch on the same small set (dotted) and one "
+                    "trained on the whole target pool (dash-dotted); the star marks the layer "
+                    "recommended before any re-training.",
     "pi-spectra": "Power spectrum of the SGS term Π on the target: the truth, the base network and "
                   "the best single-layer transfer-learned network.",
     "kernel-changes": "Fourier magnitude of the kernels that transfer learning changed most, "
                       "before and after re-training, centred at k = 0.",
+    "spectral-change": "Per wavenumber shell: how much re-training changed the best layer's "
+                       "filters (averaged over seeds) and how much the flows differ; r is their "
+                       "correlation, p its permutation p-value (shells shuffled).",
     "filter-census": "How many kernels of each base-network layer act as low-, high-, band-pass, "
                      "Gabor or all-pass filters.",
     "activation-spectra": "Spectra of each layer's outputs on base and on target inputs: where they "
                           "start to differ shows which layer first sees the new flow.",
-    "recommendation": "The framework's score per layer (bars, computed before any re-training) "
-                      "against the CC each single-layer re-training achieved (line).",
+    "recommenders": "Every recommender's score per layer (bars, computed before any "
+                    "re-training, scaled to [0, 1]) against the mean CC each single-layer "
+                    "re-training achieved (line, ± standard error).",
+    "budget": "Mean CC ± standard error per re-trained layer at each re-training set size; the "
+              "square marks the best layer at that size.",
     "aposteriori": "Energy spectra of LES run with each closure from the same filtered DNS state, "
                    "against the filtered DNS.",
 }
+
+
+def _recommendations(experiment, target: str) -> dict:
+    """``{method: recommendation Dataset}`` of a target (main budget)."""
+    return {m: experiment.recommendation(target, m)
+            for m in experiment.config.recommend["methods"]}
 
 
 def write_report(experiment) -> Path:
@@ -228,10 +311,12 @@ def write_report(experiment) -> Path:
     out = Path(experiment.out)
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
-    targets = [t.name for t in experiment.config.targets]
+    cfg = experiment.config
+    targets = [t.name for t in cfg.targets]
     res = out / "results"
     sweeps = {t: _open(res / f"sweep-{t}.nc") for t in targets}
-    recs = {t: _open(res / f"recommend-{t}.nc") for t in targets}
+    recs = {t: _recommendations(experiment, t) for t in targets}
+    default = {t: recs[t][cfg.recommend["default"]] for t in targets}
     explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
     posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
              if (res / f"aposteriori-{t}.nc").exists()}
@@ -240,44 +325,110 @@ def write_report(experiment) -> Path:
     n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
 
     sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
-                                    _SENTENCES["flow-spectra"])]),
+                            _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
-                 [(_fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
+                 [(_fig_cc_per_layer(sweeps, default, folder), _SENTENCES["cc-per-layer"])]),
                 ("The base network's filters",
-                 [(_fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
+                 [(_fig_census(filter_census(base, n=n_les), folder),
+                   _SENTENCES["filter-census"])])]
     for t in targets:
         figures = [
             (_fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
             (_fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
-            (_fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
-            (_fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),
+            (_fig_spectral_change(t, explains[t], folder), _SENTENCES["spectral-change"]),
+            (_fig_recommenders(t, recs[t], sweeps[t], folder), _SENTENCES["recommenders"]),
         ]
+        if "spectral" in recs[t]:
+            figures.append((_fig_activation_spectra(t, recs[t]["spectral"], folder),
+                            _SENTENCES["activation-spectra"]))
         if t in posts:
             figures.append((_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
         sections.append((f"Target: {t}", figures))
-    summary = experiment.summary()
+    tables = [_summary_table(experiment.summary()),
+              _recommender_table(experiment, sweeps)]
+    if cfg.budget:
+        t = cfg.budget["target"]
+        budget = _open(res / f"budget-{t}.nc")
+        sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
+                                                        _SENTENCES["budget"])]))
+        tables.append(_budget_table(experiment, t, budget))
     path = out / "report.html"
     tmp = out / "report.html.tmp"
-    tmp.write_text(_html(experiment, sections, summary))
+    tmp.write_text(_html(experiment, sections, "".join(tables)))
     os.replace(tmp, path)
     return path
 
 
+def _pm(mean, sem) -> str:
+    return f"{mean:.3f}" if not np.isfinite(sem) else f"{mean:.3f} ± {sem:.3f}"
+
+
 def _summary_table(summary) -> str:
+    """Per target: flows in decades, CC of BNN, every layer, baselines; best set; epochs."""
     rows = []
     for t, s in summary["targets"].items():
-        best_layer = max(s["cc_tlnn"], key=s["cc_tlnn"].get)
-        rows.append(
-            f"<tr><td>{html.escape(t)}</td><td>{s['cc_bnn']:.3f}</td>"
-            f"<td>{best_layer} ({s['cc_tlnn'][best_layer]:.3f})</td>"
-            f"<td>{s['recommended']}</td><td>{s['rank_in_sweep']:.0f}</td>"
-            f"<td>{s['spearman']:.2f}</td></tr>")
-    return ("<table><tr><th>target</th><th>CC BNN</th><th>best layer (CC TLNN)</th>"
-            "<th>recommended</th><th>its rank in the sweep</th><th>Spearman(score, CC)</th></tr>"
-            + "".join(rows) + "</table>")
+        decades = ", ".join(f"{v} {d:.2f}" for v, d in s["decades"].items())
+        layers = "<br>".join(f"L{k}: {_pm(*v)} ({s['epochs'][k]:.0f} ep.)"
+                             for k, v in s["cc_tlnn"].items())
+        baselines = "<br>".join(f"{b}: {_pm(*v)}" for b, v in s["baselines"].items()) or "—"
+        rows.append(f"<tr><td>{html.escape(t)}</td><td>{decades}</td><td>{s['cc_bnn']:.3f}</td>"
+                    f"<td>{layers}</td><td>{baselines}</td><td>{s['best_set']}</td></tr>")
+    return ("<h2>Summary</h2><p>CC on held-out target data, mean ± standard error over seeds "
+            "(epochs: mean epochs each re-training ran before early stopping). The best set "
+            "holds the layers not significantly worse than the best by a one-sided paired "
+            "t-test across seeds (α = 0.05).</p><table><tr><th>target</th><th>flows differ "
+            "(largest |log10 S_t/S_b|, decades)</th><th>CC BNN</th><th>CC TLNN per layer</th>"
+            "<th>baselines</th><th>best set</th></tr>" + "".join(rows) + "</table>")
 
 
-def _html(experiment, sections, summary) -> str:
+def _recommender_rows(experiment, target, sweep, n=None) -> list:
+    rows = []
+    for method in experiment.config.recommend["methods"]:
+        rec = experiment.recommendation(target, method, n)
+        cmp = compare_recommendation(rec, sweep)
+        rows.append((method, int(cmp.attrs["recommended"]), bool(cmp.hit),
+                     int(cmp.recommended_rank), float(cmp.spearman), float(cmp.cost_ratio)))
+    return rows
+
+
+def _rows_html(label, rows) -> str:
+    return "".join(
+        f"<tr><td>{label}</td><td>{html.escape(m)}</td><td>{r}</td>"
+        f"<td>{'yes' if h else 'no'}</td><td>{k}</td><td>{rho:.2f}</td>"
+        f"<td>{100 * c:.1f}%</td></tr>" for m, r, h, k, rho, c in rows)
+
+
+_RECOMMENDER_HEAD = ("<table><tr><th>target / budget</th><th>method</th><th>recommended</th>"
+                     "<th>in best set</th><th>rank by mean CC</th><th>Spearman(score, CC)</th>"
+                     "<th>cost / sweep</th></tr>")
+
+
+def _recommender_table(experiment, sweeps) -> str:
+    """Every recommender against every target's sweep, and the default's hit rate."""
+    body, hits = [], []
+    default = experiment.config.recommend["default"]
+    for t, sweep in sweeps.items():
+        rows = _recommender_rows(experiment, t, sweep)
+        hits += [h for m, _, h, *_ in rows if m == default]
+        body.append(_rows_html(html.escape(t), rows))
+    return (f"<h2>Recommenders against the sweeps</h2><p>The default method "
+            f"(<b>{html.escape(default)}</b>) recommended a layer in the best set on "
+            f"<b>{sum(hits)} of {len(hits)}</b> targets.</p>" + _RECOMMENDER_HEAD
+            + "".join(body) + "</table>")
+
+
+def _budget_table(experiment, target, budget) -> str:
+    body = []
+    for n in budget.budget.values:
+        one = budget.sel(budget=n)
+        label = f"{html.escape(target)} / {int(n)} samples (best layer {int(one.best_layer)})"
+        body.append(_rows_html(label, _recommender_rows(experiment, target, one, int(n) if int(
+            n) != int(experiment.sweep_size(target)) else None)))
+    return "<h2>Recommenders at every budget</h2>" + _RECOMMENDER_HEAD + "".join(body) + \
+        "</table>"
+
+
+def _html(experiment, sections, tables) -> str:
     cfg = experiment.config
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -290,8 +441,9 @@ def _html(experiment, sections, summary) -> str:
         f"<p>Base flow <b>{html.escape(cfg.base.name)}</b>; targets "
         f"{', '.join('<b>' + html.escape(t.name) + '</b>' for t in cfg.targets)}. "
         "A CNN closure trained on the base flow (BNN) is re-trained one layer at a time on a "
-        "small target data set (TLNN); the framework recommends a layer before any re-training.</p>",
-        _summary_table(summary),
+        "small target data set (TLNN) under several seeds; recommenders choose a layer before "
+        "any re-training.</p>",
+        tables,
     ]
     for title, figures in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
