@@ -443,7 +443,7 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
     block : int
         Samples per streamed block.
     progress : bool, optional
-        Progress bar; None shows it only on a terminal.
+        Progress bar; None shows it in a Jupyter notebook or on a terminal.
     deterministic : bool
         Deterministic TensorFlow ops (process-wide; disables XLA auto-jit).
     callbacks : list, optional
@@ -708,7 +708,7 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: b
         Save every re-trained model there (``tl_layer<k>.keras`` + ``.nc``;
         ``tl_layer<a>_<b>`` for pairs), replacing existing files.
     progress : bool, optional
-        Progress bar over trainings; None: only on a terminal.
+        Progress bar over trainings; None: in a Jupyter notebook or on a terminal.
     seed : int
         Seed of the subset and of every re-training.
     **train_kwargs
@@ -725,7 +725,7 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: b
         the base model's scores as ``base_cc``, ``base_rel_l2``, ... (scalars);
         attrs with the base model id, target case and sample count.
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     if not isinstance(base, Model):
         raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
@@ -751,8 +751,7 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: b
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         paths = [Path(save_dir) / f"{name}.keras" for name in names]
-    bar = tqdm(total=len(combos), desc="layer sweep", unit="training",
-               disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=len(combos), desc="layer sweep", unit="training")
     results = [None] * len(combos)
     try:
         if client is None:
