@@ -16,7 +16,7 @@ experiment resumes where it stopped):
 5. ``explain-<target>``: spectra of flows and Π, the kernel census, the
    most-changed kernels, activation spectra — :mod:`xtl.spectral`;
 6. ``aposteriori-<target>``: LES with BNN, best TLNN and a physics baseline
-   against the filtered DNS — :func:`xtl.les`;
+   against the filtered DNS — :func:`xtl.run_les`;
 7. ``report``: ``report.html`` with PNG figures beside it.
 """
 from __future__ import annotations
@@ -350,7 +350,7 @@ class Experiment:
 
     def _aposteriori(self, target):
         from .io import write_dataset
-        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les, les_metrics
+        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_metrics, run_les
 
         cfg = self.config.les
         case = target.make_case()
@@ -371,8 +371,8 @@ class Experiment:
         results = []
         for label, closure in closures.items():
             try:
-                run = les(case, closure, initial=initial, t_end=t_end, save_interval=save,
-                          progress=self.progress)
+                run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save,
+                              progress=self.progress)
                 m = les_metrics(run, fdns)
             except Exception as err:  # a diverging LES is a result, not a failure
                 _log(f"a posteriori {label} on {target.name}: {err}")
