@@ -2,7 +2,8 @@
 
 Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (the filter
 census from the saved base model), and has one sentence under it saying what it
-shows.
+shows. Figures are ``matplotlib.figure.Figure`` objects saved directly: writing a
+report never touches pyplot or switches the matplotlib backend (of a notebook, say).
 """
 from __future__ import annotations
 
@@ -31,19 +32,16 @@ REPORT_FIGURES = (
 )
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize):
+    """A new Figure outside pyplot (no backend, no global state), with constrained layout."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def _save(fig, path: Path) -> str:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     os.replace(tmp, path)
     return path.name
 
@@ -66,14 +64,18 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     for target, ex in explains.items():
         curves.setdefault("base", _resolved(ex["energy_base"], n_les))
         curves[target] = _resolved(ex["energy_target"], n_les)
-    ax = plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)")
-    return _save(ax.figure, folder / "flow-spectra.png")
+    fig = _figure((6, 4))
+    plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)",
+                 ax=fig.add_subplot())
+    return _save(fig, folder / "flow-spectra.png")
 
 
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     """CC of the BNN and of each single-layer TLNN on every target's test data."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from .plotting import legend_outside
+
+    fig = _figure((7, 4))
+    ax = fig.add_subplot()
     for i, (target, sweep) in enumerate(sweeps.items()):
         color = f"C{i}"
         ax.plot(sweep.layer, sweep.cc, "o-", color=color, label=f"TLNN on {target}")
@@ -84,7 +86,7 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     ax.set_xlabel("re-trained layer")
     ax.set_ylabel("CC of Π on held-out target data")
     ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     ax.set_title("single-layer transfer learning (★ recommended)")
     return _save(fig, folder / "cc-per-layer.png")
 
@@ -95,9 +97,10 @@ def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> st
 
     best = ex.attrs.get("best_layer", "?")
     curves = {"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn}
-    ax = plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
-                      title=f"Π spectra on {target}", ylabel="power of Π")
-    return _save(ax.figure, folder / f"pi-spectra-{target}.png")
+    fig = _figure((6, 4))
+    plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
+                 title=f"Π spectra on {target}", ylabel="power of Π", ax=fig.add_subplot())
+    return _save(fig, folder / f"pi-spectra-{target}.png")
 
 
 def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
@@ -109,8 +112,10 @@ def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
     labels = [f"L{int(l)} out{int(o)} in{int(i)}" for l, o, i in
               zip(ex.top_layer.values, ex.top_channel_out.values, ex.top_channel_in.values)]
     both = both.assign_coords(top=labels).rename(top="kernel").transpose("kernel", "model", "ky", "kx")
-    fig = plot_kernel_spectra(both, ncols=4)
-    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after", y=1.02)
+    ncols = 4
+    nrows = -(-both.sizes["kernel"] * both.sizes["model"] // ncols)
+    fig = plot_kernel_spectra(both, ncols=ncols, fig=_figure((2.2 * ncols + 1.0, 2.2 * nrows)))
+    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after (one colour scale)")
     return _save(fig, folder / f"kernel-changes-{target}.png")
 
 
@@ -118,18 +123,19 @@ def _fig_census(census: xr.DataArray, folder: Path) -> str:
     """Filter types of the base network's kernels, per layer."""
     from .plotting import plot_census
 
-    ax = plot_census(census, title="filter census of the base network")
-    return _save(ax.figure, folder / "filter-census.png")
+    fig = _figure((7, 3.8))
+    plot_census(census, title="filter census of the base network", ax=fig.add_subplot())
+    return _save(fig, folder / "filter-census.png")
 
 
 def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     """Per-layer activation spectra of the base network on base vs target inputs."""
-    plt = _plt()
     base, tgt = _activation_pair(rec)
     layers = base.layer.values
     ncols = min(4, len(layers))
     nrows = int(np.ceil(len(layers) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+    fig = _figure((3.2 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, layer in zip(axes.ravel(), layers):
         for da, label, style in ((base, "base inputs", "-"), (tgt, "target inputs", "--")):
             curve = da.sel(layer=layer)
@@ -138,44 +144,52 @@ def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
             curve = curve.where(curve.k >= 1, drop=True)
             ax.loglog(curve.k, curve, style, label=label)
         ax.set_title(f"layer {int(layer)}", fontsize=9)
+        ax.set_xlabel("k", fontsize=8)
+        ax.set_ylabel("channel-mean power", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(layers):]:
         ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(f"activation spectra of the base network: base vs {target}", y=1.02)
-    fig.tight_layout()
+    fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside upper right",
+               fontsize=8)
+    fig.suptitle(f"activation spectra of the base network: base vs {target}")
     return _save(fig, folder / f"activation-spectra-{target}.png")
 
 
 def _fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
     """The framework's score per layer against the CC measured by the sweep."""
-    plt = _plt()
-    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    fig = _figure((7, 3.6))
+    ax1 = fig.add_subplot()
     layers = rec.layer.values
     ax1.bar(layers, rec.score.values, color="tab:gray", alpha=0.6, label="score (before TL)")
     ax1.set_xlabel("layer")
+    ax1.set_xticks(layers)
     ax1.set_ylabel("recommendation score")
     ax2 = ax1.twinx()
     ax2.plot(sweep.layer, sweep.cc, "o-", color="tab:red", label="measured CC (after TL)")
     ax2.set_ylabel("CC of TLNN", color="tab:red")
     ax1.set_title(f"{target}: recommended layer(s) {recommended_layers(rec)}")
-    fig.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="outside right upper", fontsize=8)
     return _save(fig, folder / f"recommendation-{target}.png")
 
 
 def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     """Energy spectra of the LES with each closure against the filtered DNS."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from .plotting import legend_outside
+
+    fig = _figure((7, 4))
+    ax = fig.add_subplot()
     if "energy_fdns" in post:
         fdns = post.energy_fdns.isel(closure=0)
         fdns = fdns.where(fdns.k >= 1, drop=True)
         ax.loglog(fdns.k, fdns, "k-", lw=2, label="filtered DNS")
-    for closure in post.closure.values:
+    for i, closure in enumerate(post.closure.values):
         stable = bool(post.stable.sel(closure=closure))
         if "energy_les" in post and stable:
             e = post.energy_les.sel(closure=closure)
             e = e.where(e.k >= 1, drop=True)
-            ax.loglog(e.k, e, "--", label=str(closure))
+            style, marker = _LINE_STYLES[i % len(_LINE_STYLES)]
+            ax.loglog(e.k, e, linestyle=style, marker=marker, markevery=0.15, ms=4,
+                      color=f"C{i}", label=str(closure))
         elif not stable:
             ax.plot([], [], "x", label=f"{closure}: unstable")
     kmax = int(post.attrs.get("kmax", post.k.max()))
@@ -185,8 +199,14 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     ax.set_xlabel("k (dotted: the LES cutoff)")
     ax.set_ylabel("E(k)")
     ax.set_title(f"a posteriori LES on {target}")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return _save(fig, folder / f"aposteriori-{target}.png")
+
+
+#: (line style, marker) of the closures in the a posteriori figure: no two alike, none solid
+#: (the filtered DNS is the solid black line).
+_LINE_STYLES = (("--", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D"),
+                ((0, (1, 3)), "v"), ((0, (8, 2)), "x"))
 
 
 def _activation_pair(rec: xr.Dataset):
@@ -203,9 +223,10 @@ _SENTENCES = {
     "pi-spectra": "Power spectrum of the SGS term Π on the target: the truth, the base network and "
                   "the best single-layer transfer-learned network.",
     "kernel-changes": "Fourier magnitude of the kernels that transfer learning changed most, "
-                      "before and after re-training, centred at k = 0.",
-    "filter-census": "How many kernels of each base-network layer act as low-, high-, band-pass, "
-                     "Gabor or all-pass filters.",
+                      "before and after re-training, over (kx, ky) centred at k = 0, on one "
+                      "colour scale.",
+    "filter-census": "Which fraction of each base-network layer's kernels (their number under "
+                     "the layer) act as low-, high-, band-pass, Gabor or all-pass filters.",
     "activation-spectra": "Spectra of each layer's outputs on base and on target inputs: where they "
                           "start to differ shows which layer first sees the new flow.",
     "recommendation": "The framework's score per layer (bars, computed before any re-training) "
