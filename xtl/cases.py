@@ -266,22 +266,24 @@ def list_cases() -> list[str]:
     return sorted(PRESETS)
 
 
-def get_case(name: str, **changes) -> Case:
-    """Return the preset called ``name``, optionally with some fields changed.
+def get_case(preset: str, /, **changes) -> Case:
+    """Return the preset called ``preset``, optionally with some fields changed.
 
     Parameters
     ----------
-    name : str
-        One of :func:`list_cases`.
+    preset : str
+        One of :func:`list_cases` (positional only, so that ``name`` can be
+        changed like any other field).
     **changes
-        Fields to override, e.g. ``get_case("small-base", dt=2e-4)``.
+        Fields to override, e.g. ``get_case("small-base", dt=2e-4)`` or
+        ``get_case("tiny", Re=200.0, name="tiny-re")``.
 
     Raises
     ------
     KeyError
         If ``name`` is not a preset.
     """
-    if name not in PRESETS:
-        raise KeyError(f"unknown case {name!r}; presets are {list_cases()}")
-    case = PRESETS[name]
+    if preset not in PRESETS:
+        raise KeyError(f"unknown case {preset!r}; presets are {list_cases()}")
+    case = PRESETS[preset]
     return case.replace(**changes) if changes else case

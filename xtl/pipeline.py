@@ -23,7 +23,7 @@ experiment resumes where it stopped):
    whether the best layer changed where the flows differ —
    :func:`xtl.explain.spectral_change_correlation`;
 7. ``aposteriori-<target>``: LES with BNN, best TLNN and a physics baseline
-   against the filtered DNS — :func:`xtl.les`;
+   against the filtered DNS — :func:`xtl.run_les`;
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
 9. ``report``: ``report.html`` with PNG figures beside it.
@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from .config import ExperimentConfig, load_config
+from .io import load_dataset
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ"]
 
@@ -71,8 +72,7 @@ def check_targets_differ(flows_file, config: ExperimentConfig) -> None:
     TargetsTooClose
         Naming every such target and its largest difference in decades per variable.
     """
-    with xr.open_dataset(flows_file) as flows:
-        decades = flows.max_decades.load()
+    decades = load_dataset(flows_file).max_decades
     close = []
     for target in config.targets:
         if target.control:
@@ -376,8 +376,7 @@ class Experiment:
     def recommendation(self, target_name, method=None, n=None) -> xr.Dataset:
         """A saved recommendation (default method, main budget unless ``n``)."""
         method = method or self.config.recommend["default"]
-        with xr.open_dataset(self.out / self._recommend_file(target_name, method, n)) as ds:
-            return ds.load()
+        return load_dataset(self.out / self._recommend_file(target_name, method, n))
 
     def _recommend_at(self, target, n):
         """Every configured recommender on the first seed's re-training subset of size ``n``."""
@@ -460,8 +459,7 @@ class Experiment:
         main_n = self._main_n(target)
         sizes = sorted({self._n_transfer_samples(pool, f) for f in cfg.budget["fractions"]}
                        - {main_n})
-        with xr.open_dataset(self.out / "results" / f"sweep-{target.name}.nc") as main:
-            main = main.load()
+        main = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
         baselines = [b for b in cfg.sweep.get("baselines", []) if b == "scratch"]
         parts = [main.sel(baseline=baselines) if "baseline" in main.dims else main]
         if sizes:
@@ -481,8 +479,8 @@ class Experiment:
 
     def best_layer(self, target) -> int:
         """The single layer with the best mean CC over seeds on the target test set."""
-        with xr.open_dataset(self.out / "results" / f"sweep-{target.name}.nc") as sweep:
-            return int(sweep.layer[int(np.nanargmax(sweep["cc_mean"].values))])
+        sweep = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
+        return int(sweep.layer[int(np.nanargmax(sweep["cc_mean"].values))])
 
     def tl_model(self, target, layer, seed=None):
         """The sweep's TLNN of ``target`` with ``layer`` re-trained (first seed by default)."""
@@ -518,8 +516,8 @@ class Experiment:
         base_ds = model_to_dataset(base)
         change = kernel_change(base_ds, tls[0].to_dataset(), n=n_les, percentile=99.0)
         change = change.isel(top=slice(0, 8))
-        with xr.open_dataset(self.out / "results" / "flows.nc") as flows:
-            weight = flows.shell_weight.sel(target=target.name).load()
+        weight = load_dataset(self.out / "results" / "flows.nc").shell_weight.sel(
+            target=target.name)
         kmax = n_les // 2 - 1  # the shells the square LES grid holds whole
         corr = spectral_change_correlation(base_ds, [m.to_dataset() for m in tls], best,
                                            weight.sel(k=slice(0, kmax)).drop_vars(
@@ -536,7 +534,7 @@ class Experiment:
 
     def _aposteriori(self, target):
         from .io import write_dataset
-        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les, les_metrics
+        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_metrics, run_les
 
         cfg = self.config.les
         case = target.make_case()
@@ -557,8 +555,8 @@ class Experiment:
         results = []
         for label, closure in closures.items():
             try:
-                run = les(case, closure, initial=initial, t_end=t_end, save_interval=save,
-                          progress=self.progress)
+                run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save,
+                              progress=self.progress)
                 m = les_metrics(run, fdns)
             except Exception as err:  # a diverging LES is a result, not a failure
                 _log(f"a posteriori {label} on {target.name}: {err}")
@@ -582,12 +580,10 @@ class Experiment:
 
         cfg = self.config
         result = {"ran": self.ran, "skipped": self.skipped, "targets": {}}
-        with xr.open_dataset(self.out / "results" / "flows.nc") as flows:
-            decades = flows.max_decades.load()
+        decades = load_dataset(self.out / "results" / "flows.nc").max_decades
         for target in cfg.targets:
             t = target.name
-            with xr.open_dataset(self.out / "results" / f"sweep-{t}.nc") as sweep:
-                sweep = sweep.load()
+            sweep = load_dataset(self.out / "results" / f"sweep-{t}.nc")
             entry = {
                 "decades": {str(v): float(decades.sel(target=t, variable=v))
                             for v in decades["variable"].values},

@@ -2,7 +2,8 @@
 
 Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (the filter
 census from the saved base model), and has one sentence under it saying what it
-shows.
+shows. Figures are ``matplotlib.figure.Figure`` objects saved directly: writing a
+report never touches pyplot or switches the matplotlib backend (of a notebook, say).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .io import load_dataset
 from .recommend import compare_recommendation, recommended_layers
 
 __all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
@@ -34,26 +36,22 @@ REPORT_FIGURES = (
 OPTIONAL_FIGURES = ("budget",)
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize):
+    """A new Figure outside pyplot (no backend, no global state), with constrained layout."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def _save(fig, path: Path) -> str:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     os.replace(tmp, path)
     return path.name
 
 
 def _open(path):
-    with xr.open_dataset(path) as ds:
-        return ds.load()
+    return load_dataset(path)
 
 
 def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
@@ -69,14 +67,18 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     for target, ex in explains.items():
         curves.setdefault("base", _resolved(ex["energy_base"], n_les))
         curves[target] = _resolved(ex["energy_target"], n_les)
-    ax = plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)")
-    return _save(ax.figure, folder / "flow-spectra.png")
+    fig = _figure((6, 4))
+    plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)",
+                 ax=fig.add_subplot())
+    return _save(fig, folder / "flow-spectra.png")
 
 
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    from matplotlib.lines import Line2D
+
+    fig = _figure((7.5, 4.2))
+    ax = fig.add_subplot()
     for i, (target, sweep) in enumerate(sweeps.items()):
         color = f"C{i}"
         layers = sweep.layer.values
@@ -92,10 +94,10 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
         for layer in recommended_layers(recs[target]):
             ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
                     markeredgecolor="k")
-    handles = [plt.Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
+    handles = [Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
                (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
-    handles.append(plt.Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
-                              label="recommended"))
+    handles.append(Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
+                          label="recommended"))
     leg1 = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.add_artist(leg1)
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
@@ -103,14 +105,13 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     ax.set_ylabel("CC of Π on held-out target data")
     ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
     ax.set_title("single-layer transfer learning: mean ± s.e. over seeds (filled: best set)")
-    fig.tight_layout()
     return _save(fig, folder / "cc-per-layer.png")
 
 
 def _fig_recommenders(target: str, recs: dict, sweep: xr.Dataset, folder: Path) -> str:
     """Each recommender's score (scaled to [0, 1]) against the measured mean CC."""
-    plt = _plt()
-    fig, ax1 = plt.subplots(figsize=(7, 3.8))
+    fig = _figure((8, 3.8))
+    ax1 = fig.add_subplot()
     layers = sweep.layer.values
     width = 0.8 / max(1, len(recs))
     for i, (method, rec) in enumerate(recs.items()):
@@ -127,15 +128,16 @@ def _fig_recommenders(target: str, recs: dict, sweep: xr.Dataset, folder: Path) 
     ax2.set_ylabel("mean CC of the TLNN")
     ax1.set_xticks(layers)
     ax1.set_title(f"{target}: recommenders (before TL) vs the sweep (after TL)")
-    fig.legend(loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside right upper", fontsize=8)
     return _save(fig, folder / f"recommenders-{target}.png")
 
 
 def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
     """Mean CC ± s.e. per layer at every re-training set size; the best layer marked."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from .plotting import legend_outside
+
+    fig = _figure((7.5, 4))
+    ax = fig.add_subplot()
     for i, n in enumerate(budget.budget.values):
         one = budget.sel(budget=n)
         frac = float(one.fraction)
@@ -149,15 +151,14 @@ def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
     ax.set_ylabel("CC of Π on held-out target data")
     ax.set_xticks(budget.layer.values)
     ax.set_title(f"{target}: the best layer (square) at each re-training budget; dashed: BNN")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
+    legend_outside(ax)
     return _save(fig, folder / f"budget-{target}.png")
 
 
 def _fig_spectral_change(target: str, ex: xr.Dataset, folder: Path) -> str:
     """The best layer's spectral change against how much the flows differ, per shell."""
-    plt = _plt()
-    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    fig = _figure((6, 3.6))
+    ax1 = fig.add_subplot()
     k = ex.shell.values
     ax1.plot(k, ex.change_profile, "o-", color="tab:blue", label="Δ|Ŵ| of the re-trained layer")
     ax1.set_xlabel("k")
@@ -168,7 +169,6 @@ def _fig_spectral_change(target: str, ex: xr.Dataset, folder: Path) -> str:
     ax1.set_title(f"{target}, layer {ex.attrs['best_layer']}: r = "
                   f"{ex.attrs['change_correlation']:.2f}, permutation p = "
                   f"{ex.attrs['change_pvalue']:.3f}")
-    fig.tight_layout()
     return _save(fig, folder / f"spectral-change-{target}.png")
 
 
@@ -178,9 +178,10 @@ def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> st
 
     best = ex.attrs.get("best_layer", "?")
     curves = {"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn}
-    ax = plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
-                      title=f"Π spectra on {target}", ylabel="power of Π")
-    return _save(ax.figure, folder / f"pi-spectra-{target}.png")
+    fig = _figure((6, 4))
+    plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
+                 title=f"Π spectra on {target}", ylabel="power of Π", ax=fig.add_subplot())
+    return _save(fig, folder / f"pi-spectra-{target}.png")
 
 
 def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
@@ -192,8 +193,10 @@ def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
     labels = [f"L{int(l)} out{int(o)} in{int(i)}" for l, o, i in
               zip(ex.top_layer.values, ex.top_channel_out.values, ex.top_channel_in.values)]
     both = both.assign_coords(top=labels).rename(top="kernel").transpose("kernel", "model", "ky", "kx")
-    fig = plot_kernel_spectra(both, ncols=4)
-    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after", y=1.02)
+    ncols = 4
+    nrows = -(-both.sizes["kernel"] * both.sizes["model"] // ncols)
+    fig = plot_kernel_spectra(both, ncols=ncols, fig=_figure((2.2 * ncols + 1.0, 2.2 * nrows)))
+    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after (one colour scale)")
     return _save(fig, folder / f"kernel-changes-{target}.png")
 
 
@@ -201,18 +204,19 @@ def _fig_census(census: xr.DataArray, folder: Path) -> str:
     """Filter types of the base network's kernels, per layer."""
     from .plotting import plot_census
 
-    ax = plot_census(census, title="filter census of the base network")
-    return _save(ax.figure, folder / "filter-census.png")
+    fig = _figure((7, 3.8))
+    plot_census(census, title="filter census of the base network", ax=fig.add_subplot())
+    return _save(fig, folder / "filter-census.png")
 
 
 def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     """Per-layer activation spectra of the base network on base vs target inputs."""
-    plt = _plt()
     base, tgt = _activation_pair(rec)
     layers = base.layer.values
     ncols = min(4, len(layers))
     nrows = int(np.ceil(len(layers) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+    fig = _figure((3.2 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, layer in zip(axes.ravel(), layers):
         for da, label, style in ((base, "base inputs", "-"), (tgt, "target inputs", "--")):
             curve = da.sel(layer=layer)
@@ -221,28 +225,35 @@ def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
             curve = curve.where(curve.k >= 1, drop=True)
             ax.loglog(curve.k, curve, style, label=label)
         ax.set_title(f"layer {int(layer)}", fontsize=9)
+        ax.set_xlabel("k", fontsize=8)
+        ax.set_ylabel("channel-mean power", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(layers):]:
         ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(f"activation spectra of the base network: base vs {target}", y=1.02)
-    fig.tight_layout()
+    fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside upper right",
+               fontsize=8)
+    fig.suptitle(f"activation spectra of the base network: base vs {target}")
     return _save(fig, folder / f"activation-spectra-{target}.png")
 
 
 def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     """Energy spectra of the LES with each closure against the filtered DNS."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from .plotting import legend_outside
+
+    fig = _figure((7, 4))
+    ax = fig.add_subplot()
     if "energy_fdns" in post:
         fdns = post.energy_fdns.isel(closure=0)
         fdns = fdns.where(fdns.k >= 1, drop=True)
         ax.loglog(fdns.k, fdns, "k-", lw=2, label="filtered DNS")
-    for closure in post.closure.values:
+    for i, closure in enumerate(post.closure.values):
         stable = bool(post.stable.sel(closure=closure))
         if "energy_les" in post and stable:
             e = post.energy_les.sel(closure=closure)
             e = e.where(e.k >= 1, drop=True)
-            ax.loglog(e.k, e, "--", label=str(closure))
+            style, marker = _LINE_STYLES[i % len(_LINE_STYLES)]
+            ax.loglog(e.k, e, linestyle=style, marker=marker, markevery=0.15, ms=4,
+                      color=f"C{i}", label=str(closure))
         elif not stable:
             ax.plot([], [], "x", label=f"{closure}: unstable")
     kmax = int(post.attrs.get("kmax", post.k.max()))
@@ -252,8 +263,14 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     ax.set_xlabel("k (dotted: the LES cutoff)")
     ax.set_ylabel("E(k)")
     ax.set_title(f"a posteriori LES on {target}")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return _save(fig, folder / f"aposteriori-{target}.png")
+
+
+#: (line style, marker) of the closures in the a posteriori figure: no two alike, none solid
+#: (the filtered DNS is the solid black line).
+_LINE_STYLES = (("--", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D"),
+                ((0, (1, 3)), "v"), ((0, (8, 2)), "x"))
 
 
 def _activation_pair(rec: xr.Dataset):
@@ -274,12 +291,13 @@ _SENTENCES = {
     "pi-spectra": "Power spectrum of the SGS term Π on the target: the truth, the base network and "
                   "the best single-layer transfer-learned network.",
     "kernel-changes": "Fourier magnitude of the kernels that transfer learning changed most, "
-                      "before and after re-training, centred at k = 0.",
+                      "before and after re-training, over (kx, ky) centred at k = 0, on one "
+                      "colour scale.",
     "spectral-change": "Per wavenumber shell: how much re-training changed the best layer's "
                        "filters (averaged over seeds) and how much the flows differ; r is their "
                        "correlation, p its permutation p-value (shells shuffled).",
-    "filter-census": "How many kernels of each base-network layer act as low-, high-, band-pass, "
-                     "Gabor or all-pass filters.",
+    "filter-census": "Which fraction of each base-network layer's kernels (their number under "
+                     "the layer) act as low-, high-, band-pass, Gabor or all-pass filters.",
     "activation-spectra": "Spectra of each layer's outputs on base and on target inputs: where they "
                           "start to differ shows which layer first sees the new flow.",
     "recommenders": "Every recommender's score per layer (bars, computed before any "

@@ -260,7 +260,7 @@ def _run_tasks(tasks, base, datasets, test, kwargs, *, client, save_dir, progres
     ``stem(task)`` names the task's model file under ``save_dir`` and its
     checkpoint folder under ``kwargs["checkpoint_dir"]``.
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     kwargs = dict(kwargs)
     ckpt = kwargs.pop("checkpoint_dir", None)
@@ -270,8 +270,7 @@ def _run_tasks(tasks, base, datasets, test, kwargs, *, client, save_dir, progres
                 for t in tasks}
     for path in {p.parent for p in paths.values() if p is not None}:
         path.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(tasks), desc="sweep", unit="training",
-               disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=len(tasks), desc="sweep", unit="training")
     results = {}
     try:
         if client is None:

@@ -490,7 +490,7 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
     block : int
         Samples per streamed block.
     progress : bool, optional
-        Progress bar; None shows it only on a terminal.
+        Progress bar; None shows it in a Jupyter notebook or on a terminal.
     deterministic : bool
         Deterministic TensorFlow ops (process-wide; disables XLA auto-jit).
     callbacks : list, optional

@@ -17,11 +17,14 @@ epoch) continues exactly as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import re
 import sys
+import tempfile
 import time
 import warnings
 import zipfile
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import show_progress
 from .base import (
     INPUTS,
     OUTPUT,
@@ -48,12 +52,48 @@ _CKPT_NAME = "train.ckpt.npz"
 
 
 # --------------------------------------------------------------- lazy imports
-def _tf():
-    """Import TensorFlow quietly."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+#: Lines TensorFlow's C++ runtime writes to stderr while it is being imported, before
+#: any logging setting applies (``TF_CPP_MIN_LOG_LEVEL`` filters only later messages).
+_IMPORT_CHATTER = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on"
+    r"|cudart_stub\.cc|Could not find cuda drivers|cpu_feature_guard\.cc"
+    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning"
+)
 
-    return tf
+
+@contextlib.contextmanager
+def _filtered_stderr(pattern):
+    """Capture what is written to file descriptor 2 and replay the lines ``pattern`` misses.
+
+    File-descriptor level, so it catches C++ output (and works in a Jupyter
+    kernel, which forwards descriptor 2 to the notebook).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not pattern.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+def _tf():
+    """Import TensorFlow without its import-time log lines (other output is kept)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        with _filtered_stderr(_IMPORT_CHATTER):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
 
 
 def _keras():
@@ -268,7 +308,7 @@ class KerasBackend(BackendBase):
             resumed, one of a different training (see :class:`_Checkpoint`)
             raises a ValueError.
         progress : bool, optional
-            tqdm progress bar; None: only on a terminal.
+            tqdm progress bar; None: in a Jupyter notebook or on a terminal.
         callbacks : list of keras.callbacks.Callback, optional
             Extra Keras callbacks.
         deterministic : bool
@@ -307,7 +347,7 @@ class KerasBackend(BackendBase):
             n_batches = math.ceil(train.n_samples / batch_size)
             train_ds = _train_dataset(tf, train, batch_size, seed, state["epoch"], epochs)
             val_ds = None if validation is None else _eval_dataset(tf, validation, batch_size)
-            monitor = _monitor_class(_show_progress(progress))(
+            monitor = _monitor_class(show_progress(progress))(
                 state, ckpt, patience, best_weights, n_batches, epochs)
             try:
                 model.native.fit(train_ds, epochs=epochs, initial_epoch=state["epoch"],
@@ -692,9 +732,9 @@ def _monitor_class(show_progress: bool):
             self.best_weights = best_weights
             self.bar = None
             if show_progress:
-                from tqdm.auto import tqdm
+                from .._progress import progress_bar
 
-                self.bar = tqdm(total=(epochs - state["epoch"]) * n_batches, desc="train",
+                self.bar = progress_bar(True, total=(epochs - state["epoch"]) * n_batches, desc="train",
                                 unit="batch", leave=False)
             self._t0 = None
 
@@ -740,16 +780,6 @@ def _monitor_class(show_progress: bool):
                 self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
 
     return _ProgressMonitor
-
-
-def _show_progress(progress) -> bool:
-    """``progress`` if given, else whether stderr is a terminal."""
-    if progress is not None:
-        return bool(progress)
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _meta(model: Model) -> dict:
