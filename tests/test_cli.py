@@ -125,8 +125,12 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_experiment):
 
 
 def test_a_target_too_close_to_the_base_stops_after_the_data(tmp_path):
-    close = TINY_TOML.replace('name = "tiny-re"\ncase = "tiny"\nRe = 400.0',
-                              'name = "tiny-same"\ncase = "tiny"\nRe = 101.0')
+    # the base's case and time window, Re 100.5 instead of 100: the same flow, in effect
+    close = TINY_TOML.replace('name = "tiny-re"\ncase = "tiny"\nRe = 400.0\nspin_up = 1.0\n'
+                              't_end = 2.0',
+                              'name = "tiny-same"\ncase = "tiny"\nRe = 100.5\nspin_up = 1.0\n'
+                              't_end = 3.0')
+    assert "tiny-same" in close
     (tmp_path / "close.toml").write_text(close)
     run = _xtl("run", "close.toml", "--out", "out", cwd=tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
