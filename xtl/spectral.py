@@ -1,10 +1,10 @@
 """Fourier explanations: isotropic spectra of flows, spectra of learned kernels, changes.
 
 Everything here is a small pure function on xarray objects; :mod:`xtl.accessors` wraps
-them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask
-and xrft (never on the solver or on a backend).
+them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask,
+xrft and the Fourier layer :mod:`xtl.fourier` (never on the solver or on a backend).
 
-Conventions (see DESIGN.md)
+Conventions (see docs/conventions.md)
 ---------------------------
 * Fields live on the doubly periodic domain [0, 2π)² with dims ``(..., "y", "x")`` and
   cell points ``x_i = i·2π/N``. Wavenumbers are integer radian wavenumbers.
@@ -34,6 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 import xrft
+
+from .fourier import axis_wavenumbers, wavenumbers
 
 __all__ = [
     "SPECTRUM_KINDS",
@@ -139,7 +141,7 @@ def _check_model(model, name="model"):
     if "kernel" not in model.data_vars:
         raise ValueError(
             f"{name} must be a model Dataset with a variable 'kernel' of dims {KERNEL_DIMS} "
-            f"(see DESIGN.md); its variables are {sorted(map(str, model.data_vars))}"
+            f"(see xtl.backends.model_to_dataset); its variables are {sorted(map(str, model.data_vars))}"
         )
     kernel = model["kernel"]
     if set(kernel.dims) != set(KERNEL_DIMS):
@@ -513,8 +515,7 @@ def _kernel_dask(kernel, n, chunks):
 def _half_plane(n):
     """ky (fftfreq order), kx = 0..n//2 of rfft2, and each point's multiplicity in the
     full n×n grid (2 where the mirror point (-ky, -kx) is not in the half plane)."""
-    ky = np.rint(np.fft.fftfreq(n, 1.0 / n))
-    kx = np.arange(n // 2 + 1, dtype=float)
+    ky, kx = (k.astype(float) for k in wavenumbers(n))
     mult = np.where((kx > 0) & (2 * kx < n), 2.0, 1.0)
     return ky, kx, np.broadcast_to(mult[None, :], (n, kx.size))
 
@@ -562,7 +563,7 @@ def kernel_filters(model, n, *, shift=True, chunks=None):
         dtype=dtype,
         token="kernel-filters",
     )
-    k = np.fft.fftfreq(n, 1.0 / n).round().astype(int)
+    k = axis_wavenumbers(n)
     if shift:
         k = np.fft.fftshift(k)
     coords = {d: kernel[d] for d in KERNEL_DIMS[:3] if d in kernel.coords}
@@ -1066,7 +1067,7 @@ def kernel_change(base, tl, *, n, percentile=99.9, by="spectral", chunks=None):
     sel_b = np.asarray(kb.values)[li, oi, ii]
     sel_t = np.asarray(kt.values)[li, oi, ii]
     dtype = _float_dtype(kb.dtype)
-    k = np.fft.fftshift(np.fft.fftfreq(n, 1.0 / n).round().astype(int))
+    k = np.fft.fftshift(axis_wavenumbers(n))
 
     def label(d, i):
         return ("top", kb[d].values[i] if d in kb.coords else i)
