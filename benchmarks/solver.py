@@ -7,10 +7,11 @@ rounds (every configuration once per round, the median over the rounds reported)
 * pyqg 0.7.2's BTModel step (``_step_forward``; FFTW, float64) at its best setting:
   1 thread with ``OMP_NUM_THREADS=1``; 2 threads both with ``OMP_WAIT_POLICY=PASSIVE``
   and with OpenMP's default (busy-waiting) threads, the faster one counted;
-* single-field real FFTs (forward and inverse) with FFTW_MEASURE and FFTW_PATIENT plans,
-  and, at 1 thread, per field in batched plans of 2 and 4 fields (the layout xtl chose);
-  the *floor* is 4 single-field FFTs at the fastest plan: 2 × fastest forward + 2 ×
-  fastest inverse.
+* single-field real FFTs (forward and inverse) with FFTW_ESTIMATE and FFTW_MEASURE plans
+  (and FFTW_PATIENT with ``--patient``: planning it takes minutes per size the first
+  time), and, at 1 thread, per field in batched plans of 2 and 4 fields (the layout xtl
+  chose); the *floor* is 4 single-field FFTs at the fastest plan: 2 × fastest forward +
+  2 × fastest inverse.
 
 It prints ``pyqg ÷ xtl`` (the goal: ≥ 2 at 512² and 1024²) and ``step ÷ floor`` (the goal:
 ≤ 1.3). xtl workers run with ``OMP_NUM_THREADS`` set to the thread count, as a dask
@@ -20,7 +21,7 @@ missing); if it cannot be built, the benchmark says so and times xtl alone.
 Then it runs a 512² simulation that streams 200 and 2000 snapshots to disk, each in a
 fresh process, and prints their peak RSS: it must not grow with the snapshot count.
 
-Usage: python benchmarks/solver.py [--quick] [--rounds R] [--no-pyqg] [--no-rss]
+Usage: python benchmarks/solver.py [--quick] [--rounds R] [--patient] [--no-pyqg] [--no-rss]
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import numpy as np
 import _pyqg
 
 HERE = Path(__file__).resolve().parent
-PLANNERS = ("FFTW_MEASURE", "FFTW_PATIENT")
+PLANNERS = ["FFTW_ESTIMATE", "FFTW_MEASURE"]
 
 
 class Worker:
@@ -113,7 +114,7 @@ def report(med, sizes, use_pyqg):
             inv = {p: med[f"xtl|inv:{p}:1|{n}|{threads}"] for p in PLANNERS}
             pf, pi = min(fwd, key=fwd.get), min(inv, key=inv.get)
             floor = 2 * fwd[pf] + 2 * inv[pi]
-            plan = f"{pf[5:].lower()}/{pi[5:].lower()}"
+            plan = f"{pf[5:].lower()[:4]}/{pi[5:].lower()[:4]}"
             if use_pyqg:
                 labels = ["pyqg"] if threads == 1 else ["pyqg-passive", "pyqg-active"]
                 best = min(labels, key=lambda lab: med[f"{lab}|step|{n}|{threads}"])
@@ -171,12 +172,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="256² and 512² only, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7)")
+    parser.add_argument("--patient", action="store_true", help="FFTW_PATIENT plans in the floor too")
     parser.add_argument("--no-pyqg", action="store_true", help="time xtl alone")
     parser.add_argument("--no-rss", action="store_true", help="skip the streaming-memory check")
     args = parser.parse_args(argv)
     import xtl
     from xtl.fourier import available_kernels, cache_dir
 
+    if args.patient:
+        PLANNERS.append("FFTW_PATIENT")
     sizes = (256, 512) if args.quick else (256, 512, 1024)
     rounds = args.rounds or (3 if args.quick else 7)
     use_pyqg = not args.no_pyqg and _pyqg.build(log=lambda m: print(m, flush=True))

@@ -451,3 +451,55 @@ def test_a_checkpoint_of_another_initial_field_is_not_resumed(tmp_path):
         xtl.simulate(case, initial=start, closure=InterruptingClosure(at=120), **kw)
     with pytest.raises(ValueError, match="checkpoint .* other settings"):
         xtl.simulate(case, initial=2 * start, **kw)
+
+
+# --------------------------------------------------------------------------- dt from a target CFL
+def test_dt_for_cfl_divides_the_save_interval():
+    dt = xtl.solver.run.dt_for_cfl(1e-3, 0.2, 0.5, 0.1)  # raw 2.5e-3 -> 0.1/40
+    assert dt == pytest.approx(0.0025) and abs(round(0.1 / dt) * dt - 0.1) < 1e-15
+    dt = xtl.solver.run.dt_for_cfl(1e-3, 0.2, 0.45, 0.1)  # raw 2.25e-3 -> 0.1/45
+    assert dt == pytest.approx(0.1 / 45) and dt <= 2.25e-3
+    assert xtl.solver.run.dt_for_cfl(1e-3, 0.0, 0.5, 0.1) == 1e-3  # no flow: keep dt
+
+
+def test_dt_from_a_target_cfl_is_chosen_after_spin_up_and_recorded():
+    case = xtl.get_case("tiny", dt=1e-3)
+    kw = dict(t_end=0.6, save_interval=0.1, spin_up=0.2, seed=3, progress=False)
+    ds = xtl.simulate(case, cfl_target=0.2, **kw)
+    dt1, cfl0 = ds.attrs["dt_after_spin_up"], ds.attrs["cfl_at_spin_up"]
+    assert ds.attrs["cfl_target"] == 0.2 and 0 < cfl0 < 0.2
+    assert dt1 > 2 * case.dt  # the tiny flow is slow: a larger step
+    assert dt1 <= case.dt * 0.2 / cfl0 < 0.1 / (round(0.1 / dt1) - 1)
+    np.testing.assert_allclose(ds.time.values, [0.2, 0.3, 0.4, 0.5, 0.6], rtol=0, atol=1e-12)
+    assert xtl.Case.from_attrs(ds.attrs) == case
+    # after the spin-up it is the run of dt1 from the spun-up field (AB2 restarted by Heun)
+    spun = xtl.simulate(case, t_end=0.2, save_interval=0.2, seed=3, progress=False)
+    after = xtl.simulate(case.replace(dt=dt1), t_end=0.4, save_interval=0.1,
+                         initial=spun.omega.isel(time=-1), progress=False)
+    np.testing.assert_allclose(ds.omega.values, after.omega.values, rtol=0,
+                               atol=1e-10 * np.abs(after.omega.values).max())
+    fixed = xtl.simulate(case, **kw)
+    assert np.max(np.abs(fixed.omega.values[-1] - ds.omega.values[-1])) > 1e-8  # dt changed
+
+
+@pytest.mark.parametrize("at", [150, 290])  # interrupted in the spin-up, and after the switch
+def test_a_run_with_cfl_target_resumes_bit_for_bit(tmp_path, at):
+    case = xtl.get_case("tiny", dt=1e-3)
+    kw = dict(t_end=0.8, save_interval=0.1, spin_up=0.2, checkpoint_interval=0.1, seed=3,
+              cfl_target=0.2, progress=False)
+    full = xtl.simulate(case, path=tmp_path / "full.nc", **kw)
+    path = tmp_path / "cut.nc"
+    with pytest.raises(KeyboardInterrupt):
+        xtl.simulate(case, path=path, closure=InterruptingClosure(at=at), **kw)
+    resumed = xtl.simulate(case, path=path, closure=InterruptingClosure(at=-1), **kw)
+    assert np.array_equal(resumed.omega.values, full.omega.values)
+    assert np.array_equal(resumed.time.values, full.time.values)
+    assert resumed.attrs["dt_after_spin_up"] == full.attrs["dt_after_spin_up"]
+
+
+def test_bad_cfl_targets_are_refused():
+    case = xtl.get_case("tiny")
+    with pytest.raises(ValueError, match="cfl_target needs spin_up > 0"):
+        xtl.simulate(case, t_end=0.1, save_interval=0.1, cfl_target=0.3)
+    with pytest.raises(ValueError, match="cfl_target must be a number > 0"):
+        xtl.simulate(case, t_end=0.2, save_interval=0.1, spin_up=0.1, cfl_target=-1.0)

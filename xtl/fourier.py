@@ -47,6 +47,9 @@ executes a plan of ``threads > 1``, :class:`FFTPlan` raises the calling
 thread's limit in the OpenMP runtime that FFTW uses to at least ``threads``
 (only that runtime: other OpenMP libraries keep ``OMP_NUM_THREADS``), and
 warns once if it cannot (:func:`fftw_openmp_threads` reports the limit).
+Importing this module also sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set:
+OpenMP's default spinning threads made 2-thread steps 10–50× slower on shared
+cores (it only takes effect if pyfftw was not imported before xtl).
 """
 from __future__ import annotations
 
@@ -62,6 +65,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+# FFTW's threads are OpenMP threads; by default OpenMP keeps idle threads spinning, which
+# on shared cores (dask workers, other jobs) made 2-thread steps 10-50x slower. Passive
+# threads sleep. libgomp reads this when it loads (with pyfftw, just below), so it takes
+# effect unless pyfftw was imported before xtl or the variable is set already.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:  # pragma: no cover - exercised where pyfftw is installed
     import pyfftw
@@ -648,8 +657,11 @@ class SpectralGrid:
 # ----------------------------------------------------------------------------------------
 # elementwise kernels of the Jacobian (numpy reference and fused numba versions)
 # ----------------------------------------------------------------------------------------
-def _velocity_spectra_np(spec, mult, ky, kx, out_u, out_v):
-    """``out_u = i ky (mult·spec)``, ``out_v = −i kx (mult·spec)`` (ky (n,1), kx (1,m))."""
+def _velocity_spectra_np(spec, mult, ky, kx, kmax, out_u, out_v):
+    """``out_u = i ky (mult·spec)``, ``out_v = −i kx (mult·spec)`` (ky (n,1), kx (1,m)).
+
+    ``mult`` must vanish beyond ``kmax`` in x and y (the fused version skips those modes).
+    """
     a = spec * mult
     np.multiply(a, 1j * ky, out=out_u)
     np.multiply(a, -1j * kx, out=out_v)
@@ -675,45 +687,75 @@ def _combine_np(P, Q, ky, kx, kmax, out):
 if _HAVE_NUMBA:  # pragma: no branch
     _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
+    # complex arrays are passed as float64 views (n, 2m): real and imaginary parts side by
+    # side, so the loops are plain float arithmetic (the same operations, in the same
+    # order, as numpy's complex ones: the two paths agree to round-off)
     @numba.njit(**_JIT)
-    def _velocity_spectra_nb(spec, mult, ky, kx, out_u, out_v):  # pragma: no cover - compiled
-        n, m = spec.shape
+    def _velocity_spectra_nbf(spec, mult, ky, kx, kmax, out_u, out_v):  # pragma: no cover
+        n, m = mult.shape
         for i in range(n):
             kyi = ky[i]
+            last = kmax if abs(kyi) <= kmax else -1  # mult is 0 beyond kmax: write zeros
             for j in range(m):
-                s = spec[i, j] * mult[i, j]
-                out_u[i, j] = complex(-kyi * s.imag, kyi * s.real)
-                out_v[i, j] = complex(kx[j] * s.imag, -kx[j] * s.real)
+                if j <= last:
+                    sr = spec[i, 2 * j] * mult[i, j]
+                    si = spec[i, 2 * j + 1] * mult[i, j]
+                    out_u[i, 2 * j] = -kyi * si
+                    out_u[i, 2 * j + 1] = kyi * sr
+                    out_v[i, 2 * j] = kx[j] * si
+                    out_v[i, 2 * j + 1] = -kx[j] * sr
+                else:
+                    out_u[i, 2 * j] = 0.0
+                    out_u[i, 2 * j + 1] = 0.0
+                    out_v[i, 2 * j] = 0.0
+                    out_v[i, 2 * j + 1] = 0.0
 
     @numba.njit(**_JIT)
     def _products_nb(a, b, measure):  # pragma: no cover - compiled
         n, m = a.shape
         umax = 0.0
         vmax = 0.0
+        if measure:
+            for i in range(n):
+                for j in range(m):
+                    umax = max(umax, abs(a[i, j]))
+                    vmax = max(vmax, abs(b[i, j]))
         for i in range(n):
             for j in range(m):
                 u = a[i, j]
                 v = b[i, j]
-                if measure:
-                    umax = max(umax, abs(u))
-                    vmax = max(vmax, abs(v))
                 a[i, j] = u * v
                 b[i, j] = (v - u) * (v + u)
         return umax, vmax
 
     @numba.njit(**_JIT)
-    def _combine_nb(P, Q, ky, kx, kmax, out):  # pragma: no cover - compiled
-        n, m = out.shape
+    def _combine_nbf(P, Q, ky, kx, kmax, out):  # pragma: no cover - compiled
+        n = out.shape[0]
+        m = out.shape[1] // 2
         for i in range(n):
             kyi = ky[i]
-            keep_row = abs(kyi) <= kmax
+            last = kmax if abs(kyi) <= kmax else -1
             for j in range(m):
-                if keep_row and j <= kmax:
-                    kxj = kx[j]
-                    out[i, j] = (kyi * kyi - kxj * kxj) * P[i, j] - (kxj * kyi) * Q[i, j]
+                if j <= last:
+                    a = kyi * kyi - kx[j] * kx[j]
+                    b = kx[j] * kyi
+                    out[i, 2 * j] = a * P[i, 2 * j] - b * Q[i, 2 * j]
+                    out[i, 2 * j + 1] = a * P[i, 2 * j + 1] - b * Q[i, 2 * j + 1]
                 else:
-                    out[i, j] = 0.0
+                    out[i, 2 * j] = 0.0
+                    out[i, 2 * j + 1] = 0.0
+
+    def _velocity_spectra_nb(spec, mult, ky, kx, kmax, out_u, out_v):
+        _velocity_spectra_nbf(_floats(spec), mult, ky, kx, kmax, _floats(out_u), _floats(out_v))
+
+    def _combine_nb(P, Q, ky, kx, kmax, out):
+        _combine_nbf(_floats(P), _floats(Q), ky, kx, kmax, _floats(out))
         return out
+
+
+def _floats(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous complex128 array as float64 ``(..., 2m)`` (real, imag side by side)."""
+    return np.ascontiguousarray(a, dtype=np.complex128).view(np.float64)
 
 
 class Jacobian:
@@ -775,8 +817,12 @@ class Jacobian:
             self._kx, self._ky = grid.kx, grid.ky
 
     def load(self, spec: np.ndarray, multiplier: np.ndarray) -> None:
-        """Put ``û, v̂`` of ``ψ̂ = multiplier·spec`` (times 1/n²) into the inverse FFTs' input."""
-        self._velocity(spec, multiplier, self._ky, self._kx, self._a.spec, self._b.spec)
+        """Put ``û, v̂`` of ``ψ̂ = multiplier·spec`` (times 1/n²) into the inverse FFTs' input.
+
+        ``multiplier`` (real, the spectral shape) must vanish outside the kept modes
+        (e.g. :attr:`psi_multiplier`, :attr:`omega_multiplier`).
+        """
+        self._velocity(spec, multiplier, self._ky, self._kx, self.kmax, self._a.spec, self._b.spec)
 
     def products(self, measure: bool = False):
         """Inverse FFTs of the loaded û, v̂, then ``uv``, ``v² − u²`` in place.

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..fourier import _HAVE_NUMBA, Jacobian, SpectralGrid, numba, resolve_kernels
+from ..fourier import _HAVE_NUMBA, Jacobian, SpectralGrid, _floats, numba, resolve_kernels
 
 __all__ = [
     "FORCINGS",
@@ -192,8 +192,9 @@ if _HAVE_NUMBA:  # pragma: no branch
     def _ab2_cn_nb(P, Q, w, tprev, F, has_f, pi, has_pi, ky, kx, kmax, beta, nu, mu, dt):  # pragma: no cover
         """One fused pass: N̂ from the products' spectra, T, and the AB2–CN update.
 
-        Only the kept modes (``|ky|, kx <= kmax``, k ≠ 0) are touched: elsewhere ω̂
-        and the stored tendency stay 0.
+        Complex arrays come as float64 views ``(n, 2m)`` (real and imaginary parts side by
+        side); the operations are numpy's, in numpy's order. Only the kept modes
+        (``|ky|, kx <= kmax``) are touched: elsewhere ω̂ and the stored tendency stay 0.
         """
         n = w.shape[0]
         for i in range(n):
@@ -203,22 +204,29 @@ if _HAVE_NUMBA:  # pragma: no branch
             for j in range(kmax + 1):
                 kxj = kx[j]
                 k2 = kxj * kxj + kyi * kyi
-                if k2 == 0.0:
-                    continue
-                wij = w[i, j]
-                t = -((kyi * kyi - kxj * kxj) * P[i, j] - (kxj * kyi) * Q[i, j])
+                a = kyi * kyi - kxj * kxj
+                b = kxj * kyi
+                re, im = 2 * j, 2 * j + 1
+                wr, wi = w[i, re], w[i, im]
+                tr = -(a * P[i, re] - b * Q[i, re])
+                ti = -(a * P[i, im] - b * Q[i, im])
                 if has_f:
-                    t += F[i, j]
-                c = beta * kxj * (1.0 / k2)
-                t += complex(-c * wij.imag, c * wij.real)
+                    tr += F[i, re]
+                    ti += F[i, im]
+                c = beta * kxj * (1.0 / max(k2, 1.0))  # kx = 0 at k = 0: no 1/0
+                tr += -c * wi
+                ti += c * wr
                 if has_pi:
-                    t -= pi[i, j]
+                    tr -= pi[i, re]
+                    ti -= pi[i, im]
                 lin = -nu * k2 - mu
                 denom = 1.0 - 0.5 * dt * lin
                 keep = (1.0 + 0.5 * dt * lin) / denom
                 gain = dt / denom
-                w[i, j] = keep * wij + gain * (1.5 * t - 0.5 * tprev[i, j])
-                tprev[i, j] = t
+                w[i, re] = keep * wr + gain * (1.5 * tr - 0.5 * tprev[i, re])
+                w[i, im] = keep * wi + gain * (1.5 * ti - 0.5 * tprev[i, im])
+                tprev[i, re] = tr
+                tprev[i, im] = ti
 
 
 class Stepper:
@@ -281,7 +289,8 @@ class Stepper:
         denom = 1.0 - 0.5 * self.dt * lin
         self._cn_keep = (1.0 + 0.5 * self.dt * lin) / denom * g.mask
         self._cn_gain = self.dt / denom * g.mask
-        self._dummy = np.zeros((1, 1), dtype=complex)
+        self._dummy = np.zeros((1, 2))
+        self._forcing_floats = None if forcing is None else _floats(self._forcing_hat)
         self._work = np.empty(g.spectral_shape, dtype=complex)
         self.last_cfl = float("nan")
 
@@ -374,11 +383,14 @@ class Stepper:
         pi_hat = self._closure_hat(w) if self.closure is not None else None
         jac = self.jacobian
         prev = state.tendency_prev
-        if self.kernels == "numba":
-            f = self._forcing_hat
-            P, Q = jac.transformed
-            _ab2_cn_nb(P, Q, w, prev, self._dummy if f is None else f, f is not None,
-                       self._dummy if pi_hat is None else pi_hat, pi_hat is not None,
+        if self.kernels == "numba":  # updated in place through float views: C order needed
+            if not (w.flags.c_contiguous and prev.flags.c_contiguous):
+                state.omega_hat = w = np.ascontiguousarray(w)
+                state.tendency_prev = prev = np.ascontiguousarray(prev)
+            f, P, Q = self._forcing_floats, *jac.transformed
+            _ab2_cn_nb(_floats(P), _floats(Q), _floats(w), _floats(prev),
+                       self._dummy if f is None else f, f is not None,
+                       self._dummy if pi_hat is None else _floats(pi_hat), pi_hat is not None,
                        jac.ky, jac.kx, self.grid.kmax, self.beta, self.nu, self.mu, self.dt)
         else:
             T = self._assemble(w, pi_hat, self._work)
