@@ -5,8 +5,10 @@ rounds (every configuration once per round, the median over the rounds reported)
 
 * xtl's AB2–CN step (the small-base flow at n², default kernels and planner);
 * pyqg 0.7.2's BTModel step (``_step_forward``; FFTW, float64) at its best setting:
-  1 thread with ``OMP_NUM_THREADS=1``; 2 threads both with ``OMP_WAIT_POLICY=PASSIVE``
-  and with OpenMP's default (busy-waiting) threads, the faster one counted;
+  1 thread with ``OMP_NUM_THREADS=1``; 2 threads with ``OMP_WAIT_POLICY=PASSIVE``
+  (OpenMP's default busy-waiting threads were 20–70× slower on this shared machine, and
+  a worker left spinning takes a core from every other measurement: ``--pyqg-active``
+  times that setting too, after the interleaved rounds);
 * single-field real FFTs (forward and inverse) with FFTW_ESTIMATE and FFTW_MEASURE plans
   (and FFTW_PATIENT with ``--patient``: planning it takes minutes per size the first
   time), and, at 1 thread, per field in batched plans of 2 and 4 fields (the layout xtl
@@ -77,7 +79,6 @@ def timing_table(sizes, rounds, use_pyqg):
     if use_pyqg:
         workers[("pyqg", 1)] = Worker(_pyqg.PYTHON, "pyqg", {"OMP_NUM_THREADS": "1"})
         workers[("pyqg-passive", 2)] = Worker(_pyqg.PYTHON, "pyqg", {"OMP_WAIT_POLICY": "PASSIVE"})
-        workers[("pyqg-active", 2)] = Worker(_pyqg.PYTHON, "pyqg", {})
     entries = []  # (worker, key, n, threads, calls)
     for n in sizes:
         for threads in (1, 2):
@@ -116,10 +117,9 @@ def report(med, sizes, use_pyqg):
             floor = 2 * fwd[pf] + 2 * inv[pi]
             plan = f"{pf[5:].lower()[:4]}/{pi[5:].lower()[:4]}"
             if use_pyqg:
-                labels = ["pyqg"] if threads == 1 else ["pyqg-passive", "pyqg-active"]
-                best = min(labels, key=lambda lab: med[f"{lab}|step|{n}|{threads}"])
-                pyqg = med[f"{best}|step|{n}|{threads}"]
-                setting = "OMP=1" if threads == 1 else best.split("-")[1]
+                label = "pyqg" if threads == 1 else "pyqg-passive"
+                pyqg = med[f"{label}|step|{n}|{threads}"]
+                setting = "OMP=1" if threads == 1 else "passive"
                 cols = f"{pyqg:8.2f} {setting:>13} {pyqg / step:9.2f}"
             else:
                 cols = f"{'—':>8} {'—':>13} {'—':>9}"
@@ -130,11 +130,18 @@ def report(med, sizes, use_pyqg):
     for n in sizes:
         row = [med[f"xtl|{d}:FFTW_MEASURE:{b}|{n}|1"] for d in ("fwd", "inv") for b in (1, 2, 4)]
         print(f"{n:>5} " + " ".join(f"{v:7.3f}" for v in row))
-    if use_pyqg:
-        print("\npyqg at 2 threads, ms/step: OMP_WAIT_POLICY=PASSIVE vs default (active)")
-        for n in sizes:
-            print(f"{n:>5} passive {med[f'pyqg-passive|step|{n}|2']:8.2f}   "
-                  f"active {med[f'pyqg-active|step|{n}|2']:8.2f}")
+
+
+def pyqg_active(sizes, rounds):
+    """pyqg at 2 threads with OpenMP's default (spinning) threads, timed alone."""
+    worker = Worker(_pyqg.PYTHON, "pyqg", {})
+    print("\npyqg at 2 threads with OpenMP's default wait policy (timed alone), ms/step")
+    for n in sizes:
+        key = f"active|{n}"
+        worker.ask(op="setup", key=key, what="step", n=n, threads=2)
+        ms = [worker.ask(op="time", key=key, calls=_calls(n))["ms"] for _ in range(rounds)]
+        print(f"{n:>5} {np.median(ms):8.2f}")
+    worker.close()
 
 
 _RSS_SCRIPT = """
@@ -175,6 +182,8 @@ def main(argv=None):
     parser.add_argument("--patient", action="store_true", help="FFTW_PATIENT plans in the floor too")
     parser.add_argument("--no-pyqg", action="store_true", help="time xtl alone")
     parser.add_argument("--no-rss", action="store_true", help="skip the streaming-memory check")
+    parser.add_argument("--pyqg-active", action="store_true",
+                        help="also time pyqg's 2 threads with OpenMP's default wait policy")
     args = parser.parse_args(argv)
     import xtl
     from xtl.fourier import available_kernels, cache_dir
@@ -195,6 +204,8 @@ def main(argv=None):
     report(med, sizes, use_pyqg)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if use_pyqg and args.pyqg_active:
+        pyqg_active(sizes, rounds)
     if not args.no_rss:
         rss_check(args.quick)
 

@@ -122,3 +122,22 @@ def test_bad_grid_arguments_are_named():
         fourier.resolve_kernels("cython")
     with pytest.raises(ValueError, match="filter must be one of"):
         fourier.transfer_function("lanczos", 1.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("fft", fourier.available_fft_backends())
+def test_operators_on_an_analytic_field(fft):
+    """ψ = sin x cos 2y: ω = 5ψ, u = ∂ψ/∂y, v = −∂ψ/∂x, and ∇·(u, v) = 0."""
+    grid = SpectralGrid(32, fft=fft)
+    x, y = grid.x[None, :], grid.y[:, None]
+    psi = np.sin(x) * np.cos(2 * y)
+    omega_hat = grid.rfft2(5 * psi)
+    psi_hat = grid.streamfunction(omega_hat)
+    np.testing.assert_allclose(grid.irfft2(psi_hat), psi, atol=1e-14)
+    u_hat, v_hat = grid.velocity(psi_hat)
+    np.testing.assert_allclose(grid.irfft2(u_hat), -2 * np.sin(x) * np.sin(2 * y), atol=1e-13)
+    np.testing.assert_allclose(grid.irfft2(v_hat), -np.cos(x) * np.cos(2 * y), atol=1e-13)
+    gx, gy = grid.gradient(psi_hat)
+    np.testing.assert_allclose(grid.irfft2(gx), -grid.irfft2(v_hat), atol=1e-13)
+    np.testing.assert_allclose(grid.irfft2(gy), grid.irfft2(u_hat), atol=1e-13)
+    assert np.max(np.abs(grid.divergence(u_hat, v_hat))) < 1e-10
+    assert grid.energy(omega_hat) == pytest.approx(0.5 * np.mean(psi * 5 * psi), rel=1e-12)

@@ -633,7 +633,7 @@ class SpectralGrid:
 
     def energy(self, omega_hat: np.ndarray) -> np.ndarray:
         """Kinetic energy ½⟨u² + v²⟩ = ½ Σ k²|ψ̂|² / n⁴."""
-        return 0.5 * self.mode_sums(self.k2 * np.abs(omega_hat * self.inv_k2) ** 2) / self.n**4
+        return 0.5 * self.mode_sums(self.k2 * np.abs(self.streamfunction(omega_hat)) ** 2) / self.n**4
 
     def enstrophy(self, omega_hat: np.ndarray) -> np.ndarray:
         """Enstrophy ½⟨ω²⟩ = ½ Σ |ω̂|² / n⁴."""
@@ -645,7 +645,7 @@ class SpectralGrid:
         jac = self._jacobian()
         out = np.empty(omega_hat.shape, dtype=complex)
         for index in np.ndindex(*omega_hat.shape[:-2]):
-            jac(omega_hat[index] * self.inv_k2, out=out[index])
+            jac(omega_hat[index], out=out[index], multiplier=jac.omega_multiplier)
         return out
 
     def _jacobian(self):

@@ -273,12 +273,6 @@ class Stepper:
         self.kernels = resolve_kernels(kernels)
         g = grid
         self.jacobian = Jacobian(g, self.kernels)
-        if closure is not None:
-            self._plan2 = g.new_plan((2,))
-            scale = 1.0 / (g.n * g.n)
-            self._closure_to_phys = np.stack(
-                [g.inv_k2 * scale + 0 * g.kx, np.full(g.spectral_shape, scale)]
-            )
         # −βv̂ = iβ kx ω̂ / k²
         self._beta_mult = (self.beta * g.kx * g.inv_k2 + 0 * g.ky) if self.beta else None
         if forcing is None:
@@ -348,10 +342,9 @@ class Stepper:
         jac.transform()
 
     def _closure_hat(self, omega_hat):
-        p2 = self._plan2
-        np.multiply(self._closure_to_phys, omega_hat, out=p2.spec)
-        psi, omega = p2.inverse()
-        pi = np.asarray(self.closure(psi.copy(), omega.copy()), dtype=float)
+        g = self.grid
+        psi, omega = g.irfft2(np.stack([g.streamfunction(omega_hat), omega_hat]))
+        pi = np.asarray(self.closure(psi, omega), dtype=float)
         if pi.shape != (self.grid.n, self.grid.n):
             raise ValueError(
                 f"closure returned shape {pi.shape}; expected the grid shape "
