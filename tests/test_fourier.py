@@ -113,6 +113,20 @@ def test_pruned_forward_transform_is_exact_on_the_kept_columns():
     assert not np.allclose(plan.spec[:, grid.kmax + 1:], reference[:, grid.kmax + 1:])
 
 
+def test_pruned_inverse_transform_keeps_its_zero_columns():
+    n = 96
+    grid = SpectralGrid(n, fft="pyfftw")
+    plan = grid.new_plan(prune=grid.kmax)
+    assert not np.any(plan.spec_in)  # zero after planning
+    rng = np.random.default_rng(4)
+    for _ in range(2):  # twice: the zero columns must survive the first transform
+        spec = np.fft.rfft2(rng.standard_normal((n, n))) * grid.mask
+        plan.spec_in[:, : grid.kmax + 1] = spec[:, : grid.kmax + 1]
+        field = plan.inverse(pruned=True) / n**2
+        np.testing.assert_allclose(field, np.fft.irfft2(spec, s=(n, n)), rtol=0, atol=1e-14)
+        assert not np.any(plan.spec_in[:, grid.kmax + 1:])
+
+
 def test_bad_grid_arguments_are_named():
     with pytest.raises(ValueError, match="planner must be one of"):
         SpectralGrid(16, planner="FFTW_EXHAUSTIVE")

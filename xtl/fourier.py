@@ -407,11 +407,18 @@ class FFTPlan:
         machine and rebuilt from the saved wisdom in every process (see the
         module docstring), so every process rounds the same way.
     prune : int, optional
-        Also plan a *pruned* forward transform (:meth:`forward` with
-        ``pruned=True``) that is exact only on the columns ``kx <= prune``: the
-        real-to-complex transforms along x for every row, then the transforms
-        along y only for those columns (the others hold intermediate values).
-        A dealiased product needs nothing beyond ``kx <= kmax``.
+        Also plan *pruned* transforms for fields whose spectrum vanishes beyond the
+        column ``kx = prune`` (a dealiased field and the kept modes of a product):
+
+        * :meth:`forward` with ``pruned=True``: the real-to-complex transforms along x
+          for every row, then the transforms along y only for the columns
+          ``kx <= prune``; only those columns of :attr:`spec` are the transform (the
+          others hold intermediate values);
+        * :meth:`inverse` with ``pruned=True`` transforms :attr:`spec_in` (a buffer of
+          its own, zero beyond column ``prune``, which nothing but the caller writes and
+          which must stay zero there): the transforms along y of the columns
+          ``kx <= prune`` in place, then the complex-to-real transforms along x, which
+          keep their input. The caller writes only the columns ``kx <= prune``.
     """
 
     def __init__(self, n: int, batch=(), fft: str = "numpy", threads: int = 1,
@@ -422,28 +429,33 @@ class FFTPlan:
         real_shape = tuple(batch) + (n, n)
         spec_shape = tuple(batch) + (n, n // 2 + 1)
         self.prune = None if prune is None or prune + 1 >= n // 2 + 1 else int(prune)
-        self._rows = self._cols = None
+        self._rows = self._cols = self._inv_cols = self._inv_rows = None
+        empty = pyfftw.empty_aligned if fft == "pyfftw" else np.empty
+        self.real = empty(real_shape, dtype="float64")
+        self.spec = empty(spec_shape, dtype="complex128")
+        self.spec_in = None if self.prune is None else empty(spec_shape, dtype="complex128")
         if fft == "pyfftw":
-            self.real = pyfftw.empty_aligned(real_shape, dtype="float64")
-            self.spec = pyfftw.empty_aligned(spec_shape, dtype="complex128")
-            kw = dict(threads=self.threads)
-            self._fwd = _planned(lambda f: pyfftw.FFTW(
-                self.real, self.spec, axes=(-2, -1), direction="FFTW_FORWARD", flags=f, **kw),
-                planner)
-            self._inv = _planned(lambda f: pyfftw.FFTW(
-                self.spec, self.real, axes=(-2, -1), direction="FFTW_BACKWARD",
-                flags=f + ("FFTW_DESTROY_INPUT",), **kw), planner)
-            if self.prune is not None:
-                cols = self.spec[..., : self.prune + 1]
-                self._rows = _planned(lambda f: pyfftw.FFTW(
-                    self.real, self.spec, axes=(-1,), direction="FFTW_FORWARD", flags=f, **kw),
-                    planner)
-                self._cols = _planned(lambda f: pyfftw.FFTW(
-                    cols, cols, axes=(-2,), direction="FFTW_FORWARD", flags=f, **kw), planner)
+            self._plan_fftw(planner)
         else:
-            self.real = np.empty(real_shape, dtype="float64")
-            self.spec = np.empty(spec_shape, dtype="complex128")
             self._fwd = self._inv = None
+        if self.spec_in is not None:
+            self.spec_in[...] = 0  # after planning (measuring overwrites the buffers)
+
+    def _plan_fftw(self, planner):
+        kw = dict(threads=self.threads)
+
+        def fftw(a, b, axes, direction, extra=()):
+            return _planned(lambda f: pyfftw.FFTW(a, b, axes=axes, direction=direction,
+                                                  flags=f + extra, **kw), planner)
+
+        self._fwd = fftw(self.real, self.spec, (-2, -1), "FFTW_FORWARD")
+        self._inv = fftw(self.spec, self.real, (-2, -1), "FFTW_BACKWARD", ("FFTW_DESTROY_INPUT",))
+        if self.prune is not None:
+            cols, cols_in = self.spec[..., : self.prune + 1], self.spec_in[..., : self.prune + 1]
+            self._rows = fftw(self.real, self.spec, (-1,), "FFTW_FORWARD")
+            self._cols = fftw(cols, cols, (-2,), "FFTW_FORWARD")
+            self._inv_cols = fftw(cols_in, cols_in, (-2,), "FFTW_BACKWARD")
+            self._inv_rows = fftw(self.spec_in, self.real, (-1,), "FFTW_BACKWARD")  # keeps input
 
     def forward(self, pruned: bool = False) -> np.ndarray:
         """``spec = rfft2(real)`` (unnormalized); returns :attr:`spec`.
@@ -463,15 +475,24 @@ class FFTPlan:
             self._fwd.execute()
         return self.spec
 
-    def inverse(self) -> np.ndarray:
-        """``real = n² · irfft2(spec)`` (unnormalized); returns :attr:`real`."""
+    def inverse(self, pruned: bool = False) -> np.ndarray:
+        """``real = n² · irfft2(spec)`` (unnormalized); returns :attr:`real`.
+
+        With ``pruned`` (and a plan made with ``prune``) the input is :attr:`spec_in`
+        instead, which keeps its zero columns; :attr:`spec` is overwritten otherwise.
+        """
+        source = self.spec_in if pruned and self.spec_in is not None else self.spec
         if self._inv is None:
-            self.real[...] = np.fft.irfft2(self.spec, s=(self.n, self.n))
+            self.real[...] = np.fft.irfft2(source, s=(self.n, self.n))
             self.real *= self.n * self.n
             return self.real
         if self.threads > 1:
             _ensure_openmp_threads(self.threads)
-        self._inv.execute()
+        if source is self.spec_in:
+            self._inv_cols.execute()
+            self._inv_rows.execute()
+        else:
+            self._inv.execute()
         return self.real
 
 
@@ -657,14 +678,16 @@ class SpectralGrid:
 # ----------------------------------------------------------------------------------------
 # elementwise kernels of the Jacobian (numpy reference and fused numba versions)
 # ----------------------------------------------------------------------------------------
-def _velocity_spectra_np(spec, mult, ky, kx, kmax, out_u, out_v):
-    """``out_u = i ky (mult·spec)``, ``out_v = −i kx (mult·spec)`` (ky (n,1), kx (1,m)).
+def _velocity_spectra_np(spec, mult, ky, kx, kmax, last, out_u, out_v):
+    """``out_u = i ky (mult·spec)``, ``out_v = −i kx (mult·spec)`` on the columns ``<= last``.
 
-    ``mult`` must vanish beyond ``kmax`` in x and y (the fused version skips those modes).
+    ``ky`` is (n, 1), ``kx`` (1, m). ``mult`` must vanish beyond ``kmax`` in x and y (the
+    fused version writes zeros there without reading).
     """
-    a = spec * mult
-    np.multiply(a, 1j * ky, out=out_u)
-    np.multiply(a, -1j * kx, out=out_v)
+    cols = slice(0, last + 1)
+    a = spec[:, cols] * mult[:, cols]
+    np.multiply(a, 1j * ky, out=out_u[:, cols])
+    np.multiply(a, -1j * kx[:, cols], out=out_v[:, cols])
 
 
 def _products_np(a, b, measure):
@@ -691,12 +714,12 @@ if _HAVE_NUMBA:  # pragma: no branch
     # side, so the loops are plain float arithmetic (the same operations, in the same
     # order, as numpy's complex ones: the two paths agree to round-off)
     @numba.njit(**_JIT)
-    def _velocity_spectra_nbf(spec, mult, ky, kx, kmax, out_u, out_v):  # pragma: no cover
-        n, m = mult.shape
+    def _velocity_spectra_nbf(spec, mult, ky, kx, kmax, last_col, out_u, out_v):  # pragma: no cover
+        n = mult.shape[0]
         for i in range(n):
             kyi = ky[i]
             last = kmax if abs(kyi) <= kmax else -1  # mult is 0 beyond kmax: write zeros
-            for j in range(m):
+            for j in range(last_col + 1):
                 if j <= last:
                     sr = spec[i, 2 * j] * mult[i, j]
                     si = spec[i, 2 * j + 1] * mult[i, j]
@@ -745,8 +768,9 @@ if _HAVE_NUMBA:  # pragma: no branch
                     out[i, 2 * j] = 0.0
                     out[i, 2 * j + 1] = 0.0
 
-    def _velocity_spectra_nb(spec, mult, ky, kx, kmax, out_u, out_v):
-        _velocity_spectra_nbf(_floats(spec), mult, ky, kx, kmax, _floats(out_u), _floats(out_v))
+    def _velocity_spectra_nb(spec, mult, ky, kx, kmax, last_col, out_u, out_v):
+        _velocity_spectra_nbf(_floats(spec), mult, ky, kx, kmax, last_col, _floats(out_u),
+                              _floats(out_v))
 
     def _combine_nb(P, Q, ky, kx, kmax, out):
         _combine_nbf(_floats(P), _floats(Q), ky, kx, kmax, _floats(out))
@@ -802,6 +826,7 @@ class Jacobian:
         self.ky = grid.ky[:, 0].copy()
         self.kx = grid.kx[0].copy()
         self.kmax = grid.kmax
+        self._kmax_cols = grid.n // 2  # the last column of the full layout
         scale = 1.0 / (grid.n * grid.n)
         #: multiplier taking ψ̂ to ψ̂·mask/n² (the inverse FFTs are unnormalized)
         self.psi_multiplier = grid.mask * scale
@@ -822,7 +847,13 @@ class Jacobian:
         ``multiplier`` (real, the spectral shape) must vanish outside the kept modes
         (e.g. :attr:`psi_multiplier`, :attr:`omega_multiplier`).
         """
-        self._velocity(spec, multiplier, self._ky, self._kx, self.kmax, self._a.spec, self._b.spec)
+        a, b = self._a, self._b
+        if a.spec_in is None:
+            self._velocity(spec, multiplier, self._ky, self._kx, self.kmax, self._kmax_cols,
+                           a.spec, b.spec)
+        else:  # only the columns kx <= kmax: the others stay 0 in spec_in
+            self._velocity(spec, multiplier, self._ky, self._kx, self.kmax, self.kmax,
+                           a.spec_in, b.spec_in)
 
     def products(self, measure: bool = False):
         """Inverse FFTs of the loaded û, v̂, then ``uv``, ``v² − u²`` in place.
@@ -832,7 +863,7 @@ class Jacobian:
         (float, float)
             max|u|, max|v| (0, 0 unless ``measure``).
         """
-        a, b = self._a.inverse(), self._b.inverse()
+        a, b = self._a.inverse(pruned=True), self._b.inverse(pruned=True)
         return self._products(a, b, measure)
 
     def transform(self):
