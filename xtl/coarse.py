@@ -81,6 +81,7 @@ from .fourier import (
     FILTERS,
     Jacobian,
     SpectralGrid,
+    axis_wavenumbers,
     resize_spectrum,
     transfer_function,
     wavenumbers,
@@ -203,7 +204,7 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
     width = _check_width(width, n_les)
-    k = np.arange(-(n // 2), n // 2, dtype=float)
+    k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
     values = transfer_function(name, k[None, :], k[:, None], width)
     k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
     return xr.DataArray(
