@@ -2,8 +2,9 @@
 
 pyqg's sdist needs Cython < 3, numpy < 2 and pyfftw installed before it builds, and one
 patch (``nx/2`` → ``nx//2`` in pyqg/kernel.pyx, a float size under Cython 0.29). The
-recipe below pip-installs it that way into ``benchmarks/.pyqg-venv`` (git-ignored); no
-pyqg code is kept in this repository.
+recipe below pip-installs it that way into ``pyqg-venv`` in xtl's cache folder
+(``$XTL_CACHE_DIR``, else ``~/.cache/xtl``: outside the repository, so nothing scans it);
+no pyqg code is kept in this repository.
 
 Usage: python benchmarks/_pyqg.py   (builds the virtualenv if it is missing)
 """
@@ -16,7 +17,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-VENV = Path(__file__).resolve().parent / ".pyqg-venv"
+from xtl.fourier import cache_dir
+
+VENV = cache_dir() / "pyqg-venv"
 PYTHON = VENV / "bin" / "python"
 VERSION = "0.7.2"
 

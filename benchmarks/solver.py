@@ -17,8 +17,9 @@ rounds (every configuration once per round, the median over the rounds reported)
 
 It prints ``pyqg ÷ xtl`` (the goal: ≥ 2 at 512² and 1024²) and ``step ÷ floor`` (the goal:
 ≤ 1.3). xtl workers run with ``OMP_NUM_THREADS`` set to the thread count, as a dask
-worker would. pyqg runs in ``benchmarks/.pyqg-venv`` (built by benchmarks/_pyqg.py when
-missing); if it cannot be built, the benchmark says so and times xtl alone.
+worker would. pyqg runs in its own virtualenv in xtl's cache folder (built by
+benchmarks/_pyqg.py when missing); if it cannot be built, the benchmark says so and times
+xtl alone.
 
 Then it runs a 512² simulation that streams 200 and 2000 snapshots to disk, each in a
 fresh process, and prints their peak RSS: it must not grow with the snapshot count.

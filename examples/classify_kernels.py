@@ -1,6 +1,6 @@
 """Classify synthetic 5×5 kernels by their Fourier spectra, the way xtl explains a CNN.
 
-Builds a two-layer "model" Dataset (DESIGN.md schema) whose kernels are textbook filters
+Builds a two-layer "model" Dataset (xtl's model schema) whose kernels are textbook filters
 (Gaussian blur, 5-point Laplacian, difference of Gaussians, delta, Gabor kernels at
 several angles) and random noise; classifies them; prints the census per layer; then
 "re-trains" a few kernels and lists the most-changed ones. Figures go to ``--out``.

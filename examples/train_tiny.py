@@ -79,7 +79,7 @@ def main(argv=None):
                                                      "tap_x"]).values.round(4).tolist())
 
     # 3. which layer is best to re-train? (pass client=dask.distributed.Client() to parallelize)
-    sweep = xtl.training.layer_sweep(base, target_data, target_test, fraction=0.1,
+    sweep = xtl.layer_sweep(base, target_data, target_test, fraction=0.1,
                                      epochs=args.epochs, batch_size=4, learning_rate=3e-3,
                                      progress=True)
     sweep.to_netcdf(out / "sweep.nc")

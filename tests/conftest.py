@@ -21,7 +21,7 @@ import xarray as _xr
 
 def make_les(n=16, nt=48, *, seed=0, members=None, case="synthetic-base", pi_map="laplacian",
              kpeak=3.0):
-    """A small synthetic LES Dataset with DESIGN.md's schema.
+    """A small synthetic LES Dataset with the LES schema (psi, omega, pi on (time, y, x)).
 
     ω̄ is a random smooth periodic field (spectrum peaked at ``kpeak``), ψ̄ solves
     ∇²ψ̄ = −ω̄ spectrally, and Π is a known local map of ω̄:

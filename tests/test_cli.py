@@ -57,6 +57,12 @@ n_samples = 4
 epochs = 2
 batch_size = 4
 
+[sweep]
+seeds = 2
+
+[recommend.probe]
+epochs = 2
+
 [les]
 t_end = 0.4
 save_interval = 0.2
@@ -85,9 +91,15 @@ def test_run_writes_every_stage_and_a_report_with_every_figure(tiny_experiment):
     assert report.count("<figcaption>") == len(re.findall(r"<img ", report))
     for target in ("tiny-re", "tiny-kf"):
         with xr.open_dataset(out / "results" / f"sweep-{target}.nc") as sweep:
-            assert list(sweep.layer.values) == [1, 2, 3]
+            assert list(sweep.layer.values) == [1, 2, 3] and list(sweep.seed.values) == [0, 1]
             assert np.all(np.abs(sweep.cc.values) <= 1)
         assert f"{target}: CC BNN" in first.stdout
+        for method in ("probe", "spectral", "gauss-newton", "gradient-norm"):
+            assert (out / "results" / f"recommend-{target}-{method}.nc").exists()
+            assert f"    {method}: recommended" in first.stdout
+    with xr.open_dataset(out / "results" / "flows.nc") as flows:
+        assert flows.target.values.tolist() == ["tiny-re", "tiny-kf"]
+        assert (flows.max_decades >= 0.3).any("variable").all()
     assert (out / "models" / "base.keras").exists() and (out / "models" / "base.nc").exists()
 
 
@@ -110,6 +122,23 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_experiment):
     assert run.returncode == 0, run.stderr[-3000:]
     ran = set(re.findall(r"\] (\S+): running", run.stdout))
     assert ran == {"aposteriori-tiny-re", "aposteriori-tiny-kf", "report"}
+
+
+def test_a_target_too_close_to_the_base_stops_after_the_data(tmp_path):
+    # the base's case and time window, Re 100.5 instead of 100: the same flow, in effect
+    close = TINY_TOML.replace('name = "tiny-re"\ncase = "tiny"\nRe = 400.0\nspin_up = 1.0\n'
+                              't_end = 2.0',
+                              'name = "tiny-same"\ncase = "tiny"\nRe = 100.5\nspin_up = 1.0\n'
+                              't_end = 3.0')
+    assert "tiny-same" in close
+    (tmp_path / "close.toml").write_text(close)
+    run = _xtl("run", "close.toml", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "target 'tiny-same' differs from the base 'tiny' by at most 0.0" in run.stderr
+    assert "mark it `control = true`" in run.stderr
+    assert run.stderr.strip().count("\n") == 0
+    assert (tmp_path / "out" / "stages" / "flows.json").exists()
+    assert not (tmp_path / "out" / "stages" / "base-model.json").exists()
 
 
 def test_config_errors_are_reported_by_name(tmp_path):
@@ -141,3 +170,112 @@ def test_simulate_command_writes_netcdf(tmp_path):
     assert run.returncode == 0, run.stderr
     with xr.open_dataset(tmp_path / "run.nc") as ds:
         assert ds.sizes["time"] == 3 and ds.attrs["seed"] == 3 and ds.attrs["case_name"] == "tiny"
+
+
+# --------------------------------------------------------------------------- flags, help, version
+def _subparsers():
+    import argparse
+
+    from xtl.cli import _parser
+
+    parser = _parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_version_flag(tmp_path):
+    import importlib.metadata
+
+    run = _xtl("--version", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.strip() == f"xtl {importlib.metadata.version('xtl')}"
+
+
+def test_every_flag_has_help_and_shows_its_default():
+    import argparse
+
+    parser, commands = _subparsers()
+    assert {"ensemble", "simulate", "coarse-grain", "train", "explain"} <= set(commands)
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            shown = action.default not in (None, False) and action.option_strings
+            if shown:
+                default = " ".join(map(str, action.default)) if isinstance(action.default, list) \
+                    else str(action.default)
+                assert f"(default: {default})" in text or f"(default: {action.default})" in text, \
+                    (name, action.dest)
+    train = " ".join(commands["train"].format_help().split())
+    assert "11 layers × 64 channels (default: 11)" in train and "(default: 64)" in train
+
+
+def test_simulate_writes_on_the_fly_les_data_in_float32(tmp_path):
+    run = _xtl("simulate", "tiny", "--out", "les.nc", "--t-end", "0.2", "--save-interval", "0.1",
+               "--les", "--dtype", "float32", "--dns-every", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "LES data" in run.stdout and "les.dns.nc" in run.stdout
+    with xr.open_dataset(tmp_path / "les.nc") as les, xr.open_dataset(tmp_path / "les.dns.nc") as dns:
+        assert les.pi.dtype == np.float32 and les.sizes == {"time": 3, "y": 16, "x": 16}
+        assert dns.sizes == {"time": 2, "y": 64, "x": 64} and dns.omega.dtype == np.float32
+    bad = _xtl("simulate", "tiny", "--out", "d.nc", "--t-end", "0.2", "--save-interval", "0.1",
+               "--dns-every", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and "--dns-every only applies with --les" in bad.stderr
+
+
+def test_coarse_grain_defaults_n_les_and_refuses_les_data(tmp_path):
+    assert _xtl("simulate", "tiny", "--out", "dns.nc", "--t-end", "0.2", "--save-interval", "0.1",
+                cwd=tmp_path).returncode == 0
+    run = _xtl("coarse-grain", "dns.nc", "--out", "les.nc", "--dtype", "float32", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with xr.open_dataset(tmp_path / "les.nc") as les:
+        assert les.sizes == {"time": 3, "y": 16, "x": 16} and les.pi.dtype == np.float32
+        assert les.attrs["n_les"] == 16  # the case's
+    again = _xtl("coarse-grain", "les.nc", "--out", "twice.nc", cwd=tmp_path)
+    assert again.returncode == 2 and "already coarse-grained LES data" in again.stderr
+    assert "Traceback" not in again.stderr and not (tmp_path / "twice.nc").exists()
+
+
+def test_ensemble_command(tmp_path):
+    run = _xtl("ensemble", "tiny", "--seeds", "0", "1", "--directory", "runs", "--t-end", "0.2",
+               "--save-interval", "0.1", "--n-les", "16", "--n-workers", "1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 of 2 members complete in runs" in run.stdout
+    import xtl
+
+    ds = xtl.open_ensemble(tmp_path / "runs")
+    assert ds.sizes == {"member": 2, "time": 3, "y": 16, "x": 16}
+    np.testing.assert_array_equal(ds.seed.values, [0, 1])
+
+
+def test_train_says_it_trains_the_papers_network(tmp_path, capsys, les_base):
+    from xtl.cli import main
+    from xtl.io import write_dataset
+
+    write_dataset(les_base.isel(time=slice(0, 8)), tmp_path / "les.nc")
+    assert main(["train", str(tmp_path / "les.nc"), "--out", str(tmp_path / "m.keras"),
+                 "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "training 11 layers × 64 channels, 5×5 kernels, 1 epochs (the paper's network" in out
+
+
+def test_sweep_and_explain_commands_without_warnings_or_n(tmp_path, trained_model, les_target):
+    import warnings
+
+    from xtl.cli import main
+    from xtl.io import write_dataset
+
+    trained_model.save(tmp_path / "base.keras")
+    write_dataset(les_target.isel(time=slice(0, 24)), tmp_path / "train.nc")
+    write_dataset(les_target.isel(time=slice(24, 32)), tmp_path / "test.nc")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["sweep", str(tmp_path / "base.keras"), str(tmp_path / "train.nc"),
+                     str(tmp_path / "test.nc"), "--epochs", "1", "--out",
+                     str(tmp_path / "sweep.nc")]) == 0
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], \
+        [str(w.message) for w in caught]
+    assert main(["explain", str(tmp_path / "base.keras"), "--out", str(tmp_path / "x.nc")]) == 0
+    with xr.open_dataset(tmp_path / "x.nc") as census:
+        assert census.attrs["kmax"] == 8  # n = 16, the model's training grid

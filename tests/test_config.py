@@ -1,5 +1,6 @@
 """Experiment configs: the demo default, the example file, and errors named by key."""
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -15,11 +16,13 @@ def test_example_file_is_the_embedded_demo():
     assert tomllib.loads(EXAMPLE.read_text()) == DEMO_CONFIG
 
 
-def test_demo_config_has_a_base_and_two_targets():
+def test_demo_config_has_a_base_and_two_differing_targets():
     cfg = load_config()
     assert cfg.base.make_case().name == "small-base"
-    assert [t.make_case().Re for t in cfg.targets] == [5000.0, 2000.0]
-    assert [t.make_case().kf for t in cfg.targets] == [4.0, 12.0]
+    assert [t.make_case().kf for t in cfg.targets] == [12.0, 4.0]
+    assert [t.make_case().beta for t in cfg.targets] == [0.0, 20.0]
+    assert cfg.seeds == [0, 1] and not any(t.control for t in cfg.targets)
+    assert cfg.recommend["default"] == "probe" and len(cfg.recommend["methods"]) == 4
 
 
 def _with(path, value):
@@ -48,11 +51,35 @@ def _with(path, value):
         (("transfer", "fraction"), 1.5, "'transfer.fraction': must be in"),
         (("base", "n"), -256, "'base.n': must be > 0"),
         (("base", "case"), "nope", "'base.case': unknown preset"),
+        (("sweep", "seeds"), 0, "'sweep.seeds': must be > 0"),
+        (("sweep", "seeds"), [1, 1], "'sweep.seeds': must be a count >= 1 or a list of distinct"),
+        (("sweep", "baselines"), ["bnn"], "'sweep.baselines': must be a list among"),
+        (("sweep", "alpha"), 2.0, "'sweep.alpha': must be a number in (0, 1)"),
+        (("budget",), {"fractions": [0.1], "target": "nope"}, "'budget.target': must name"),
+        (("budget",), {"fractions": [0.0]}, "'budget.fractions': must be a list of fractions"),
+        (("recommend",), {"methods": ["oracle"]}, "'recommend.methods': must be a list among"),
+        (("recommend",), {"probe": {"epoch": 3}}, "'recommend.probe.epoch': unknown key"),
+        (("recommend",), {"methods": ["probe"], "default": "spectral"},
+         "'recommend.default': must be one of"),
+        (("experiment", "min_decades"), -1.0, "'experiment.min_decades': must be >= 0"),
     ],
 )
 def test_config_errors_name_the_key(path, value, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(_with(path, value))
+
+
+def test_seeds_budget_and_controls():
+    raw = _with(("sweep", "seeds"), [3, 5])
+    raw["budget"] = {"fractions": [0.5, 0.02]}
+    raw["targets"][1]["control"] = True
+    cfg = load_config(raw)
+    assert cfg.seeds == [3, 5]
+    assert cfg.budget == {"enabled": True, "target": "small-kf", "fractions": [0.02, 0.5]}
+    assert [t.control for t in cfg.targets] == [False, True]
+    raw["targets"][1]["control"] = "yes"
+    with pytest.raises(ConfigError, match=r"'targets\[1\]\.control': must be true or false"):
+        load_config(raw)
 
 
 def test_target_keys_are_reported_with_their_index():

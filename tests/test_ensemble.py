@@ -135,8 +135,9 @@ def test_on_the_fly_members_store_only_the_les_fields(client, tmp_path):
                                    atol=1e-12 * float(np.abs(offline.pi).max()))
         dns_file = tmp_path / ds.file.values[i].replace(".nc", ".dns.nc")
         assert _complete_attr(dns_file) == 1
-        with xr.open_dataset(dns_file) as kept:
-            assert kept.sizes == {"time": 2, "y": 64, "x": 64}
+        with xr.open_dataset(dns_file) as kept:  # self-describing like its LES file
+            assert kept.sizes == {"member": 1, "time": 2, "y": 64, "x": 64}
+            assert kept.member.item() == ds.member.values[i] and kept.Re.item() == case.Re
 
 
 def test_default_is_a_local_cluster_that_is_closed_after(tmp_path):

@@ -10,9 +10,9 @@ from xtl.les import (
     NoClosure,
     Smagorinsky,
     SumClosure,
-    les,
     les_case,
     les_metrics,
+    run_les,
 )
 from xtl.solver import SpectralGrid
 
@@ -30,8 +30,8 @@ def test_les_case_keeps_the_cfl_number():
 
 def test_zero_closure_equals_no_closure_bitwise():
     case = xtl.get_case("tiny", n_les=32)
-    a = les(case, None, t_end=0.4, save_interval=0.2, seed=1)
-    b = les(case, NoClosure(), t_end=0.4, save_interval=0.2, seed=1)
+    a = run_les(case, None, t_end=0.4, save_interval=0.2, seed=1)
+    b = run_les(case, NoClosure(), t_end=0.4, save_interval=0.2, seed=1)
     assert np.array_equal(a.omega.values, b.omega.values)
     assert b.attrs["closure"] == "none"
 
@@ -42,8 +42,8 @@ def test_known_closure_enters_with_minus_sign():
     lc = les_case(case)
     grid = SpectralGrid(16)
     pi = 0.3 * np.cos(2 * grid.x[None, :] + grid.y[:, None])
-    ds = les(case, lambda psi, omega: pi, initial=np.zeros((16, 16)),
-             t_end=lc.dt, save_interval=lc.dt)
+    ds = run_les(case, lambda psi, omega: pi, initial=np.zeros((16, 16)),
+                 t_end=lc.dt, save_interval=lc.dt)
     lin = -(5 / case.Re) - case.mu
     expected = -lc.dt / (1 - lc.dt * lin / 2) * pi
     np.testing.assert_allclose(ds.omega.isel(time=-1).values, expected, atol=1e-15)
@@ -73,9 +73,9 @@ def _energy(ds):
 def test_eddy_viscosity_closures_dissipate_energy(closure_type):
     case = _decaying()
     kw = dict(t_end=1.0, save_interval=0.5, seed=3)
-    free = les(case, None, **kw)
+    free = run_les(case, None, **kw)
     closure = closure_type(32)
-    damped = les(case, closure, **kw)
+    damped = run_les(case, closure, **kw)
     e_free, e_damped = _energy(free), _energy(damped)
     assert abs(e_free[-1] / e_free[0] - 1) < 1e-3  # inviscid, dealiased: ~conserved
     assert e_damped[-1] < e_damped[0] * (1 - 1e-3)
@@ -99,14 +99,14 @@ def test_closures_compose_by_addition():
 
 def test_closure_on_another_grid_is_refused():
     with pytest.raises(ValueError, match="32² grid but the LES grid is 16²"):
-        les(xtl.get_case("tiny"), Smagorinsky(32), t_end=0.1, save_interval=0.1)
+        run_les(xtl.get_case("tiny"), Smagorinsky(32), t_end=0.1, save_interval=0.1)
     with pytest.raises(ValueError, match="initial"):
-        les(xtl.get_case("tiny"), None, initial=np.zeros((32, 32)), t_end=0.1, save_interval=0.1)
+        run_les(xtl.get_case("tiny"), None, initial=np.zeros((32, 32)), t_end=0.1, save_interval=0.1)
 
 
 def test_les_metrics_compare_with_filtered_dns():
     case = _decaying()
-    run = les(case, None, t_end=0.4, save_interval=0.2, seed=2)
+    run = run_les(case, None, t_end=0.4, save_interval=0.2, seed=2)
     metrics = les_metrics(run, run)  # an LES compared with itself
     assert metrics.attrs["stable"] == 1 and math.isnan(metrics.attrs["blowup_time"])
     assert float(metrics.spectrum_error) == 0.0
@@ -158,10 +158,10 @@ def test_model_closure_inside_les_matches_the_same_linear_closure():
 
     norm = {"psi": 1.0, "omega": 2.0, "pi": 0.25}  # Π = 0.25·(0.8·ω/2) = 0.1·ω
     case = xtl.get_case("tiny")
-    net = les(case, ModelClosure(_linear_model(0.0, 0.8, norm, grid=16)), t_end=0.4,
-              save_interval=0.2, seed=1)
-    ref = les(case, lambda psi, omega: 0.1 * omega, t_end=0.4, save_interval=0.2, seed=1)
-    none = les(case, None, t_end=0.4, save_interval=0.2, seed=1)
+    net = run_les(case, ModelClosure(_linear_model(0.0, 0.8, norm, grid=16)), t_end=0.4,
+                  save_interval=0.2, seed=1)
+    ref = run_les(case, lambda psi, omega: 0.1 * omega, t_end=0.4, save_interval=0.2, seed=1)
+    none = run_les(case, None, t_end=0.4, save_interval=0.2, seed=1)
     np.testing.assert_allclose(net.omega.values, ref.omega.values, atol=1e-5)
     assert np.max(np.abs(net.omega.values[-1] - none.omega.values[-1])) > 1e-2
 
@@ -173,8 +173,8 @@ def test_model_closure_rejects_other_grids_and_variables():
     with pytest.raises(ValueError, match="trained on a 32² grid"):
         ModelClosure(_linear_model(1.0, 1.0, norm, grid=32), n=16)
     with pytest.raises(ValueError, match="32² grid but the LES grid is 16²"):
-        les(xtl.get_case("tiny"), ModelClosure(_linear_model(1.0, 1.0, norm, grid=32)),
-            t_end=0.1, save_interval=0.1)
+        run_les(xtl.get_case("tiny"), ModelClosure(_linear_model(1.0, 1.0, norm, grid=32)),
+                t_end=0.1, save_interval=0.1)
     model = _linear_model(1.0, 1.0, norm, grid=16)
     model.normalization = {"u": 1.0, "v": 1.0, "tau": 1.0}
     with pytest.raises(ValueError, match="trained on variables"):
@@ -183,7 +183,7 @@ def test_model_closure_rejects_other_grids_and_variables():
 
 def test_les_file_on_disk_names_its_closure(tmp_path):
     case = xtl.get_case("tiny")
-    les(case, Smagorinsky(16), t_end=0.08, save_interval=0.04, path=tmp_path / "les.nc")
+    run_les(case, Smagorinsky(16), t_end=0.08, save_interval=0.04, path=tmp_path / "les.nc")
     import xarray as xr
 
     with xr.open_dataset(tmp_path / "les.nc") as ds:

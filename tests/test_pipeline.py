@@ -6,7 +6,13 @@ import pytest
 import xarray as xr
 
 from xtl.config import load_config
-from xtl.pipeline import Experiment, n_samples, split_train_test
+from xtl.pipeline import (
+    Experiment,
+    TargetsTooClose,
+    check_targets_differ,
+    n_samples,
+    split_train_test,
+)
 
 
 def _les(nt, members=None):
@@ -55,3 +61,32 @@ def test_a_stage_runs_once_per_inputs_and_again_when_they_change(tmp_path):
     assert calls.count("b") == 2
     assert json.loads((tmp_path / "stages" / "b.json").read_text())["key"] != key_b
     assert json.loads((tmp_path / "config.json").read_text())["base"]["case"] == "small-base"
+
+
+def _flows_file(tmp_path, decades):
+    names = list(decades)
+    ds = xr.Dataset({"max_decades": (("target", "variable"), np.array([decades[n] for n in names]))},
+                    coords={"target": names, "variable": ["psi", "omega", "pi"]})
+    path = tmp_path / "flows.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+def test_targets_that_do_not_differ_stop_the_experiment_unless_controls(tmp_path):
+    raw = load_config().to_dict()
+    cfg = load_config(None)
+    names = [t.name for t in cfg.targets]
+    close = _flows_file(tmp_path, {names[0]: [1.4, 1.3, 1.0], names[1]: [0.1, 0.12, 0.29]})
+    with pytest.raises(TargetsTooClose, match=rf"target '{names[1]}' differs from the base "
+                       r"'small-base' by at most 0.29 decades .*psi 0.10, omega 0.12, pi 0.29"):
+        check_targets_differ(close, cfg)
+    from xtl.config import DEMO_CONFIG
+    import copy
+    as_control = copy.deepcopy(DEMO_CONFIG)
+    as_control["targets"][1]["control"] = True
+    check_targets_differ(close, load_config(as_control))  # a control passes
+    stricter = copy.deepcopy(DEMO_CONFIG)
+    stricter["experiment"]["min_decades"] = 1.5
+    with pytest.raises(TargetsTooClose, match=f"'{names[0]}'.*; target '{names[1]}'"):
+        check_targets_differ(close, load_config(stricter))
+    assert raw["min_decades"] == 0.3

@@ -474,7 +474,7 @@ def test_kernel_filter_bad_input():
         S.radial_profile(xr.DataArray(np.ones((4, 4)), dims=("a", "b")))
     with pytest.raises(ValueError, match="edge"):
         S.classify_kernels(m, 16, edge=0.7)
-    with pytest.raises(ValueError, match="n .* is required"):
+    with pytest.raises(ValueError, match=r"n \(the grid .* must be given.*records no square"):
         S.filter_census(m)
 
 

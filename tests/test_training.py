@@ -1,4 +1,4 @@
-"""Tests of xtl/training.py: train, transfer, layer_sweep, the data pipeline."""
+"""Tests of xtl/training.py: train, transfer, the data pipeline."""
 import numpy as np
 import pytest
 import xarray as xr
@@ -10,7 +10,6 @@ from xtl.training import (
     check_les_dataset,
     compute_normalization,
     evaluate,
-    layer_sweep,
     predict,
     train,
     transfer,
@@ -170,6 +169,35 @@ def test_early_stopping_stops_when_nothing_improves(les_base):
     m = train(ds, TINY_SPEC, epochs=10, patience=2, batch_size=8, learning_rate=0.0,
               progress=False)
     assert m.history.sizes["epoch"] == 3  # best at epoch 1, then 2 without improvement
+    assert m.provenance["epochs_run"] == 3 and m.provenance["best_epoch"] == 1
+    assert m.provenance["stopped_early"] is True
+
+
+def test_early_stopping_restores_the_weights_of_the_lowest_validation_loss(trained_model,
+                                                                            les_target):
+    """Validated on data whose Π has the opposite sign, the validation loss rises while
+    the network learns the target; the model returned is the one of the epoch with the
+    lowest validation loss, not the last one."""
+    from xtl.backends import get_backend
+    from xtl.backends.base import stack_inputs
+    from xtl.training import sample_fields
+
+    val = les_target.isel(time=slice(40, 48))
+    val = val.assign(pi=-val.pi)
+    tl = transfer(trained_model, les_target.isel(time=slice(0, 24)), [2], validation=val,
+                  epochs=12, patience=3, batch_size=4, learning_rate=0.01, progress=False)
+    val_loss = tl.history["val_loss"].values
+    best = int(np.argmin(val_loss))
+    assert tl.provenance["best_epoch"] == best + 1
+    assert best + 1 < len(val_loss), "the test needs an epoch after the best one"
+    assert val_loss[-1] > val_loss[best]
+    fields = sample_fields(val)
+    x = stack_inputs(fields["psi"], fields["omega"], tl.normalization)
+    pred = get_backend("keras").predict_normalized(tl, x)
+    target = fields["pi"] / tl.normalization["pi"]
+    mse = float(np.mean((pred - target) ** 2))
+    assert mse == pytest.approx(val_loss[best], rel=1e-4)
+    assert mse < val_loss[-1]
 
 
 def test_progress_bar_when_asked(les_base, capsys):
@@ -304,76 +332,3 @@ def test_unknown_backend_and_bad_arguments(les_base):
         train(les_base, TINY_SPEC, validation=1.5)
     with pytest.raises(ValueError, match="spec.padding"):
         train(les_base, dict(TINY_SPEC, padding="reflect"))
-
-
-# ------------------------------------------------------------------ layer sweep
-def test_layer_sweep_serial(trained_model, les_target):
-    test = make_les(nt=8, seed=11, pi_map="laplacian+omega", case="synthetic-target")
-    sweep = layer_sweep(trained_model, les_target, test, layers=[1, 3], fraction=0.5,
-                        epochs=1, batch_size=8, learning_rate=3e-3)
-    assert sweep.layer.values.tolist() == [1, 3]
-    for v in ("cc", "cc_forward", "cc_backscatter", "rel_l2", "spectrum_error", "final_loss"):
-        assert sweep[v].dims == ("layer",) and np.isfinite(sweep[v]).all()
-    assert np.all(np.abs(sweep.cc) <= 1)
-    assert "base_cc" in sweep and sweep.base_cc.dims == ()
-    assert sweep.attrs["n_samples"] == round(0.5 * les_target.sizes["time"])
-    assert sweep.attrs["base_model"] == model_id(trained_model)
-    # a single transfer with the same settings scores the same
-    single = transfer(trained_model, les_target, [3], fraction=0.5, epochs=1, **FAST)
-    assert float(evaluate(single, test).cc) == pytest.approx(float(sweep.cc.sel(layer=3)),
-                                                             rel=1e-5)
-
-
-def test_layer_sweep_pairs(trained_model, les_target, tmp_path):
-    sweep = layer_sweep(trained_model, les_target.isel(time=slice(0, 8)),
-                        les_target.isel(time=slice(40, 44)), pairs=True, epochs=1,
-                        batch_size=8, save_dir=tmp_path)
-    assert sweep.pair.values.tolist() == ["1+2", "1+3", "2+3"]
-    assert sweep.layer_a.values.tolist() == [1, 1, 2]
-    assert sweep.layer_b.values.tolist() == [2, 3, 3]
-    assert sorted(p.name for p in tmp_path.glob("*.keras")) == [
-        "tl_layer1_2.keras", "tl_layer1_3.keras", "tl_layer2_3.keras"]
-
-
-def test_layer_sweep_checkpoints_one_folder_per_training(trained_model, les_target, tmp_path):
-    train_ds, test_ds = les_target.isel(time=slice(0, 8)), les_target.isel(time=slice(40, 44))
-    kwargs = dict(layers=[1, 3], epochs=1, batch_size=8, checkpoint_dir=tmp_path / "ckpt",
-                  save_dir=tmp_path / "models")
-    sweep = layer_sweep(trained_model, train_ds, test_ds, **kwargs)
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["tl_layer1", "tl_layer3"]
-    for k in (1, 3):
-        assert (tmp_path / "ckpt" / f"tl_layer{k}" / "train.ckpt.npz").exists()
-    # re-running into the same folders resumes the finished trainings and overwrites the models
-    again = layer_sweep(trained_model, train_ds, test_ds, **kwargs)
-    xr.testing.assert_identical(sweep, again)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
-        "tl_layer1.keras", "tl_layer1.nc", "tl_layer3.keras", "tl_layer3.nc"]
-
-
-def test_layer_sweep_on_dask_client_matches_serial(trained_model, les_target):
-    """Trainings submitted to a (threaded, in-process) dask cluster give the same scores."""
-    from distributed import Client, LocalCluster
-
-    train_ds, test_ds = les_target.isel(time=slice(0, 8)), les_target.isel(time=slice(40, 44))
-    serial = layer_sweep(trained_model, train_ds, test_ds, layers=[2, 3], epochs=1,
-                         batch_size=8)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        on_cluster = layer_sweep(trained_model, train_ds, test_ds, layers=[2, 3], epochs=1,
-                                 batch_size=8, client=client)
-    xr.testing.assert_allclose(serial, on_cluster, rtol=1e-6)
-
-
-@pytest.mark.slow
-def test_layer_sweep_on_process_cluster(trained_model, les_target):
-    """Worker processes rebuild the base model from its Dataset and train there."""
-    from distributed import Client, LocalCluster
-
-    train_ds, test_ds = les_target.isel(time=slice(0, 8)), les_target.isel(time=slice(40, 44))
-    serial = layer_sweep(trained_model, train_ds, test_ds, layers=[1, 2], epochs=1,
-                         batch_size=8)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        on_cluster = layer_sweep(trained_model, train_ds, test_ds, layers=[1, 2], epochs=1,
-                                 batch_size=8, client=client)
-    xr.testing.assert_allclose(serial, on_cluster, rtol=1e-5)

@@ -2,9 +2,10 @@
 
 Importing :mod:`xtl` registers the ``.tl`` accessors on xarray objects. It
 does not import TensorFlow; the Keras backend loads it when first used.
+``xtl.les`` is the a posteriori LES module (its run function is
+:func:`xtl.run_les`).
 """
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: F401  (read from the installed metadata)
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
 from .backends import (
     Model,
@@ -19,11 +20,14 @@ from .backends import (
 )
 from .cases import Case, get_case, list_cases
 from .coarse import coarse_grain, filter_transfer_function, sgs_term
-from .explain import activation_spectra, activations, compare_recommendation, recommend_layers
-from .les import les, les_metrics
+from .explain import activation_spectra, activations, flow_difference, spectral_change_correlation
+from . import les  # noqa: F401  (the module; its run function is run_les)
+from .les import les_metrics, run_les
+from .recommend import compare_recommendation, recommend_layers
 from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
-from .solver import DivergenceError, SpectralGrid, ensemble, simulate
-from .training import evaluate, layer_sweep, predict, train, transfer
+from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
+from .sweep import budget_sweep, layer_sweep
+from .training import evaluate, predict, train, transfer
 from .spectral import (
     classify_filters,
     classify_kernels,
@@ -42,6 +46,7 @@ __all__ = [
     "SpectralGrid",
     "simulate",
     "ensemble",
+    "open_ensemble",
     "coarse_grain",
     "filter_transfer_function",
     "sgs_term",
@@ -66,6 +71,7 @@ __all__ = [
     "train",
     "transfer",
     "layer_sweep",
+    "budget_sweep",
     "predict",
     "evaluate",
     "correlation",
@@ -75,8 +81,10 @@ __all__ = [
     "score",
     "activations",
     "activation_spectra",
+    "flow_difference",
+    "spectral_change_correlation",
     "recommend_layers",
     "compare_recommendation",
-    "les",
+    "run_les",
     "les_metrics",
 ]

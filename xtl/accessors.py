@@ -126,13 +126,13 @@ class TLDatasetAccessor(_TLAccessor):
         return coarse_grain(self._obj, n_les, filter, width=width, dealias=dealias)
 
     # --- xtl.spectral: kernel filters ---------------------------------------------------
-    def kernel_filters(self, n, *, shift=True, chunks=None):
+    def kernel_filters(self, n=None, *, shift=True, chunks=None):
         """``|Ŵ|`` of every kernel of this model, zero-padded to ``n × n`` (lazy).
 
         Parameters
         ----------
-        n : int
-            Padded grid size (e.g. the LES grid).
+        n : int, optional
+            Padded grid size (e.g. the LES grid); default the model's training grid.
         shift : bool, default True
             k = 0 at the centre (fftshifted).
         chunks : dict, optional
@@ -148,13 +148,13 @@ class TLDatasetAccessor(_TLAccessor):
 
         return kernel_filters(self._obj, n, shift=shift, chunks=chunks)
 
-    def classify_kernels(self, n, *, chunks=None, **criteria):
+    def classify_kernels(self, n=None, *, chunks=None, **criteria):
         """Filter type (and Gabor orientation) of every kernel of this model.
 
         Parameters
         ----------
-        n : int
-            Padded grid size.
+        n : int, optional
+            Padded grid size; default the model's training grid.
         chunks : dict, optional
             Chunks over layer/channel_out/channel_in.
         **criteria
@@ -169,15 +169,15 @@ class TLDatasetAccessor(_TLAccessor):
 
         return classify_kernels(self._obj, n, chunks=chunks, **criteria)
 
-    def kernel_change(self, other, *, n, percentile=99.9, by="spectral", chunks=None):
+    def kernel_change(self, other, *, n=None, percentile=99.9, by="spectral", chunks=None):
         """Change of every kernel from this (base) model to ``other`` (re-trained).
 
         Parameters
         ----------
         other : xarray.Dataset
             The re-trained (TL) model Dataset.
-        n : int
-            Padded grid size.
+        n : int, optional
+            Padded grid size; default this model's training grid.
         percentile : float, default 99.9
             Kernels at or above this percentile of change are listed.
         by : {"spectral", "physical"}

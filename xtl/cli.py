@@ -1,10 +1,11 @@
 """The ``xtl`` command.
 
 ``xtl demo`` runs the embedded default experiment (:data:`xtl.config.DEMO_CONFIG`)
-and ``xtl run CONFIG`` a TOML one (:mod:`xtl.pipeline`); ``simulate``,
+and ``xtl run CONFIG`` a TOML one (:mod:`xtl.pipeline`); ``simulate``, ``ensemble``,
 ``coarse-grain``, ``train``, ``transfer``, ``sweep``, ``explain`` and ``report``
-run one step each; ``cases`` lists the presets. User errors print one line on
-stderr and exit with status 2, not a traceback.
+run one step each; ``cases`` lists the presets; ``xtl --version`` prints the
+version. Every flag's help shows its default (``xtl COMMAND --help``). User
+errors print one line on stderr and exit with status 2, not a traceback.
 """
 from __future__ import annotations
 
@@ -20,87 +21,169 @@ class UserError(Exception):
     """An error in what the user asked for; printed as one line."""
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every flag's default (``None`` and ``False`` are not shown)."""
+
+    def _get_help_string(self, action):
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+#: The defaults of ``xtl train``: the paper's network (Guan et al. 2022; Subel et al. 2023).
+PAPER_LAYERS, PAPER_CHANNELS = 11, 64
+
+
 def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(
-        prog="xtl", description="Explainable transfer learning of SGS closures for 2D turbulence."
+        prog="xtl", formatter_class=_Formatter,
+        description="Explainable transfer learning of SGS closures for 2D turbulence.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"xtl {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help):
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
     def scheduler(p):
         p.add_argument("--scheduler", default=None,
-                       help="address of an existing dask scheduler (default: a LocalCluster, "
-                            "or $DASK_SCHEDULER_ADDRESS)")
+                       help="address of an existing dask scheduler (default: the one in "
+                            "$DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
 
-    demo = sub.add_parser("demo", help="run the embedded default experiment (data, models, report)")
-    demo.add_argument("--out", default="xtl-demo", help="output folder (default: xtl-demo)")
+    def overwrite(p):
+        p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    def dtype(p):
+        p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                       help="storage type of the fields in the netCDF output")
+
+    def run_schedule(p):
+        p.add_argument("--t-end", type=float, required=True,
+                       help="end time; the last snapshot is the last save time not after it")
+        p.add_argument("--save-interval", type=float, required=True,
+                       help="time between snapshots (a multiple of the case's dt)")
+        p.add_argument("--spin-up", type=float, default=0.0,
+                       help="time run before the first snapshot")
+        p.add_argument("--dt", type=float, help="override the case's time step")
+        p.add_argument("--n", type=int, help="override the case's grid size")
+
+    def les_options(p, what):
+        p.add_argument("--les", action="store_true",
+                       help=f"coarse-grain {what} on the fly: store only psi, omega and pi on "
+                            "the LES grid (the case's n_les unless --n-les)")
+        p.add_argument("--n-les", type=int, help="LES grid size (implies --les; default: the "
+                                                   "case's n_les)")
+        p.add_argument("--filter", default="gaussian", choices=["gaussian", "box", "sharp"],
+                       help="filter of the on-the-fly coarse-graining")
+        p.add_argument("--dns-every", type=int,
+                       help="with --les: also keep every k-th DNS snapshot in <out>.dns.nc")
+
+    demo = command("demo", "run the embedded default experiment (data, models, report)")
+    demo.add_argument("--out", default="xtl-demo", help="output folder")
     scheduler(demo)
 
-    run = sub.add_parser("run", help="run (or resume) the experiment of a TOML config")
+    run = command("run", "run (or resume) the experiment of a TOML config")
     run.add_argument("config", help="TOML file (see examples/demo.toml)")
-    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--out", help="output folder (required unless --dry-run)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print each stage's estimated cost, from rates measured on this "
+                          "machine, and run nothing")
     scheduler(run)
 
-    sim = sub.add_parser("simulate", help="run one DNS and write it to netCDF")
+    sim = command("simulate", "run one DNS (or LES training data, --les) and write it to netCDF")
     sim.add_argument("case", help="a preset name (see `xtl cases`)")
     sim.add_argument("--out", required=True, help="netCDF file to write")
-    sim.add_argument("--t-end", type=float, required=True)
-    sim.add_argument("--save-interval", type=float, required=True)
-    sim.add_argument("--spin-up", type=float, default=0.0)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--dt", type=float, help="override the case's time step")
-    sim.add_argument("--n", type=int, help="override the case's grid size")
-    sim.add_argument("--overwrite", action="store_true")
+    run_schedule(sim)
+    sim.add_argument("--seed", type=int, default=0, help="seed of the random initial condition")
+    les_options(sim, "each snapshot")
+    dtype(sim)
+    overwrite(sim)
 
-    cg = sub.add_parser("coarse-grain", help="filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
-    cg.add_argument("dns", help="DNS netCDF (from `xtl simulate`)")
-    cg.add_argument("--n-les", type=int, required=True)
-    cg.add_argument("--filter", default="gaussian", help="gaussian, box or sharp")
-    cg.add_argument("--out", required=True)
-    cg.add_argument("--overwrite", action="store_true")
+    ens = command("ensemble", "run an ensemble of (case, seed) members on a dask cluster, one "
+                              "netCDF file per member")
+    ens.add_argument("cases", nargs="+", help="preset names (see `xtl cases`)")
+    ens.add_argument("--seeds", type=int, nargs="+", default=[0],
+                     help="seeds of the random initial conditions (one member per case and seed)")
+    ens.add_argument("--directory", required=True,
+                     help="folder of the member files (complete members are not run again)")
+    run_schedule(ens)
+    les_options(ens, "every member")
+    dtype(ens)
+    ens.add_argument("--n-workers", type=int,
+                     help="workers of the LocalCluster (default: one per core)")
+    scheduler(ens)
 
-    tr = sub.add_parser("train", help="train a base network on LES data")
+    cg = command("coarse-grain", "filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
+    cg.add_argument("dns", help="DNS netCDF (from `xtl simulate` without --les)")
+    cg.add_argument("--n-les", type=int,
+                    help="LES grid size (default: the case's n_les, from the file's attributes)")
+    cg.add_argument("--filter", default="gaussian", choices=["gaussian", "box", "sharp"],
+                    help="the filter")
+    cg.add_argument("--out", required=True, help="netCDF file to write")
+    dtype(cg)
+    overwrite(cg)
+
+    tr = command("train", "train a base network on LES data")
     tr.add_argument("data", help="LES netCDF (psi, omega, pi)")
     tr.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
-    tr.add_argument("--layers", type=int, default=11, help="conv layers (default 11, the paper)")
-    tr.add_argument("--channels", type=int, default=64)
-    tr.add_argument("--kernel-size", type=int, default=5)
-    tr.add_argument("--padding", default="zeros", help="zeros (the paper) or periodic")
-    tr.add_argument("--epochs", type=int, default=20)
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--layers", type=int, default=PAPER_LAYERS,
+                    help="conv layers; the default is the paper's network, 11 layers × 64 channels")
+    tr.add_argument("--channels", type=int, default=PAPER_CHANNELS,
+                    help="channels of the hidden layers (64 in the paper's network)")
+    tr.add_argument("--kernel-size", type=int, default=5, help="kernel size (taps per side)")
+    tr.add_argument("--padding", default="zeros", choices=["zeros", "periodic"],
+                    help="zeros (the paper) or periodic")
+    tr.add_argument("--epochs", type=int, default=20, help="training epochs")
+    tr.add_argument("--batch-size", type=int, default=32, help="samples per batch")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    overwrite(tr)
 
-    tf = sub.add_parser("transfer", help="re-train chosen layers of a model on target LES data")
+    tf = command("transfer", "re-train chosen layers of a model on target LES data")
     tf.add_argument("model", help="base model (.keras or .nc)")
     tf.add_argument("data", help="target LES netCDF")
-    tf.add_argument("--layers", type=int, nargs="+", required=True)
-    tf.add_argument("--fraction", type=float, help="fraction of the target samples to use")
-    tf.add_argument("--epochs", type=int, default=20)
-    tf.add_argument("--out", required=True)
-    tf.add_argument("--seed", type=int, default=0)
-    tf.add_argument("--overwrite", action="store_true")
+    tf.add_argument("--layers", type=int, nargs="+", required=True,
+                    help="layers to re-train (1 = input side)")
+    tf.add_argument("--fraction", type=float,
+                    help="fraction of the target samples to use (default: all)")
+    tf.add_argument("--epochs", type=int, default=20, help="training epochs")
+    tf.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
+    tf.add_argument("--seed", type=int, default=0, help="seed of the subset and the batches")
+    overwrite(tf)
 
-    sw = sub.add_parser("sweep", help="re-train each single layer and score it on target test data")
-    sw.add_argument("model")
-    sw.add_argument("train_data")
-    sw.add_argument("test_data")
-    sw.add_argument("--fraction", type=float)
-    sw.add_argument("--epochs", type=int, default=20)
+    sw = command("sweep", "re-train each single layer and score it on target test data")
+    sw.add_argument("model", help="base model (.keras or .nc)")
+    sw.add_argument("train_data", help="target LES netCDF to re-train on")
+    sw.add_argument("test_data", help="target LES netCDF to score on")
+    sw.add_argument("--fraction", type=float,
+                    help="fraction of the target samples to use (default: all)")
+    sw.add_argument("--epochs", type=int, default=20,
+                    help="epoch cap of each re-training")
+    sw.add_argument("--patience", type=int, default=None,
+                    help="early stopping after this many epochs without a better validation "
+                         "loss, restoring the best weights (default: none)")
+    sw.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="seeds: each draws another target subset and shuffle")
     sw.add_argument("--out", required=True, help="netCDF of the metrics over `layer`")
-    sw.add_argument("--overwrite", action="store_true")
+    overwrite(sw)
     scheduler(sw)
 
-    ex = sub.add_parser("explain", help="kernel filter census of a model (and changes from a base)")
-    ex.add_argument("model")
-    ex.add_argument("--n", type=int, required=True, help="padded grid (the LES grid)")
+    ex = command("explain", "kernel filter census of a model (and changes from a base)")
+    ex.add_argument("model", help="model (.keras or .nc)")
+    ex.add_argument("--n", type=int,
+                    help="grid to zero-pad the kernels to (default: the grid the model was "
+                         "trained on)")
     ex.add_argument("--base", help="base model: also write the kernel changes")
-    ex.add_argument("--out", required=True)
-    ex.add_argument("--overwrite", action="store_true")
+    ex.add_argument("--out", required=True, help="netCDF file to write")
+    overwrite(ex)
 
-    rp = sub.add_parser("report", help="redraw report.html of an experiment folder")
+    rp = command("report", "redraw report.html of an experiment folder")
     rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
 
-    sub.add_parser("cases", help="list the preset cases")
+    command("cases", "list the preset cases")
     return parser
 
 
@@ -141,26 +224,66 @@ def cmd_cases(args) -> None:
               f"mu={case.mu:<4g} dt={case.dt:g}  {case.description}")
 
 
+def _les_argument(args):
+    """The ``les=`` argument of simulate/ensemble from ``--les``, ``--n-les``, ``--filter``."""
+    if not args.les and args.n_les is None:
+        if args.dns_every is not None:
+            raise UserError("--dns-every only applies with --les or --n-les (the DNS is "
+                            "stored in full without them)")
+        if args.filter != "gaussian":
+            raise UserError("--filter only applies with --les or --n-les")
+        return None
+    les = {"filter": args.filter}
+    if args.n_les is not None:
+        les["n_les"] = args.n_les
+    return les
+
+
 def cmd_simulate(args) -> None:
-    """Run one DNS to ``--out``."""
+    """Run one DNS (or on-the-fly LES data) to ``--out``."""
     from .solver import simulate
 
     case = _case(args.case, dt=args.dt, n=args.n)
+    les = _les_argument(args)
     ds = simulate(case, t_end=args.t_end, save_interval=args.save_interval, spin_up=args.spin_up,
-                  path=args.out, overwrite=args.overwrite, seed=args.seed)
-    print(f"wrote {args.out}: {ds.sizes['time']} snapshots of {case.n}² ({case.name})")
+                  path=args.out, overwrite=args.overwrite, seed=args.seed, les=les,
+                  dns_every=args.dns_every, dtype=args.dtype)
+    what = "DNS" if les is None else "LES data (psi, omega, pi)"
+    print(f"wrote {args.out}: {ds.sizes['time']} snapshots of {ds.sizes['x']}² {what} "
+          f"({case.name}, {args.dtype})")
+    if "dns_file" in ds.attrs:
+        print(f"wrote {Path(args.out).with_name(ds.attrs['dns_file'])}: every "
+              f"{args.dns_every}-th DNS snapshot")
+    ds.close()
+
+
+def cmd_ensemble(args) -> None:
+    """Run an ensemble into ``--directory``."""
+    from .solver.ensemble import ensemble
+
+    cases = [_case(name, dt=args.dt, n=args.n) for name in args.cases]
+    ds = ensemble(cases, seeds=args.seeds, t_end=args.t_end, save_interval=args.save_interval,
+                  spin_up=args.spin_up, directory=args.directory, les=_les_argument(args),
+                  dns_every=args.dns_every, dtype=args.dtype, scheduler=args.scheduler,
+                  n_workers=args.n_workers)
+    complete = int((ds.status == "complete").sum())
+    print(f"{complete} of {ds.sizes['member']} members complete in {args.directory} "
+          f"({ds.sizes['time']} snapshots of {ds.sizes['x']}² each); open them with "
+          f"xtl.open_ensemble({args.directory!r})")
+    for number, file, status in zip(ds.member.values, ds.file.values, ds.status.values):
+        print(f"  member {int(number)}: {file} ({status})")
 
 
 def cmd_coarse_grain(args) -> None:
-    """Coarse-grain a DNS file."""
+    """Coarse-grain a DNS file (refusing LES data)."""
     from .coarse import coarse_grain
     from .io import check_output_path, write_dataset
 
     check_output_path(args.out, args.overwrite, argument="--out")
     with _open(args.dns, "DNS file") as dns:
         les = coarse_grain(dns, args.n_les, filter=args.filter).compute()
-    write_dataset(les, args.out, overwrite=args.overwrite)
-    print(f"wrote {args.out}: psi, omega, pi on {args.n_les}²")
+    write_dataset(les, args.out, overwrite=args.overwrite, dtype=args.dtype)
+    print(f"wrote {args.out}: psi, omega, pi on {les.sizes['x']}² ({les.attrs['filter']} filter)")
 
 
 def _check_model_out(path, overwrite):
@@ -179,6 +302,10 @@ def cmd_train(args) -> None:
     _check_model_out(args.out, args.overwrite)
     spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
                 padding=args.padding)
+    paper = (args.layers, args.channels) == (PAPER_LAYERS, PAPER_CHANNELS)
+    print(f"training {args.layers} layers × {args.channels} channels, {args.kernel_size}×"
+          f"{args.kernel_size} kernels, {args.epochs} epochs"
+          + (" (the paper's network; --layers/--channels for another)" if paper else ""))
     with _open(args.data) as data:
         model = train(data, spec, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     model.save(args.out, overwrite=args.overwrite)
@@ -200,21 +327,23 @@ def cmd_transfer(args) -> None:
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
     from .io import check_output_path, write_dataset
-    from .training import layer_sweep
+    from .sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
     client = _client(args.scheduler)
     try:
         with _open(args.train_data) as train_data, _open(args.test_data) as test_data:
             sweep = layer_sweep(_load_model(args.model), train_data, test_data,
-                                fraction=args.fraction, epochs=args.epochs, client=client)
+                                seeds=args.seeds, fraction=args.fraction, epochs=args.epochs,
+                                patience=args.patience, client=client)
     finally:
         if client is not None:
             client.close()
     write_dataset(sweep, args.out, overwrite=args.overwrite)
-    best = int(sweep.layer[int(sweep.cc.argmax())])
-    print(f"wrote {args.out}; best layer {best} (CC {float(sweep.cc.max()):.3f}, "
-          f"base CC {float(sweep.base_cc):.3f})")
+    best = int(sweep.attrs["best"])
+    print(f"wrote {args.out}; best layer {best} (mean CC "
+          f"{float(sweep.cc_mean.sel(layer=best)):.3f} over {sweep.sizes['seed']} seed(s), "
+          f"base CC {float(sweep.base_cc):.3f}); best set {list(sweep.attrs['best_set'])}")
 
 
 def cmd_explain(args) -> None:
@@ -265,10 +394,13 @@ def _run(config, out, scheduler):
     print(f"\nexperiment done in {summary['wall_seconds']:.0f} s: {summary['out']}/report.html")
     print(f"stages run: {len(summary['ran'])}, skipped (unchanged): {len(summary['skipped'])}")
     for target, s in summary["targets"].items():
-        cc = ", ".join(f"L{k}: {v:.3f}" for k, v in s["cc_tlnn"].items())
-        print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; recommended "
-              f"{s['recommended']} (rank {s['rank_in_sweep']:.0f} in the sweep, Spearman "
-              f"{s['spearman']:.2f})")
+        cc = ", ".join(f"L{k}: {m:.3f}±{e:.3f}" for k, (m, e) in s["cc_tlnn"].items())
+        print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; best set "
+              f"{s['best_set']}")
+        for method, r in s["recommendations"].items():
+            print(f"    {method}: recommended {r['recommended']} (rank {r['rank']}, "
+                  f"{'in' if r['hit'] else 'not in'} the best set, Spearman "
+                  f"{r['spearman']:.2f}, cost {100 * r['cost_ratio']:.1f}% of the sweep)")
 
 
 def cmd_demo(args) -> None:
@@ -277,14 +409,27 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> None:
-    """Run the experiment of a TOML config."""
-    _run(_existing(args.config, "config file"), args.out, args.scheduler)
+    """Run the experiment of a TOML config (or estimate its cost)."""
+    config = _existing(args.config, "config file")
+    if args.dry_run:
+        from .config import load_config
+        from .estimate import estimate_experiment, format_estimate, measure_rates
+
+        cfg = load_config(config)
+        print(f"measuring rates on this machine for {cfg.name!r} ...", flush=True)
+        rates = measure_rates(cfg)
+        print(format_estimate(estimate_experiment(cfg, rates), rates))
+        return
+    if args.out is None:
+        raise UserError("xtl run needs --out FOLDER (or --dry-run)")
+    _run(config, args.out, args.scheduler)
 
 
 COMMANDS = {
     "demo": cmd_demo,
     "run": cmd_run,
     "simulate": cmd_simulate,
+    "ensemble": cmd_ensemble,
     "coarse-grain": cmd_coarse_grain,
     "train": cmd_train,
     "transfer": cmd_transfer,
@@ -310,13 +455,14 @@ def main(argv=None) -> int:
     """
     import logging
 
+    from .solver.ensemble import EnsembleError
     from .solver.run import DivergenceError
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (UserError, DivergenceError, ValueError, TypeError, FileExistsError,
+    except (UserError, DivergenceError, EnsembleError, ValueError, TypeError, FileExistsError,
             FileNotFoundError, PermissionError) as err:
         print(f"xtl {args.command}: error: {err}", file=sys.stderr)
         return 2

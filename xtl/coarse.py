@@ -9,7 +9,7 @@ Dataset on an ``n_les × n_les`` grid with the filtered fields ψ̄, ω̄ and
     \Pi = \overline{N(\omega,\psi)} - N(\bar\omega,\bar\psi),
     \qquad N(\omega,\psi) = u\,\partial_x\omega + v\,\partial_y\omega,
 
-(u = ∂ψ/∂y, v = −∂ψ/∂x), so that the LES equation carries −Π.
+(u = ∂ψ/∂y, v = −∂ψ/∂x), so that the LES equation carries −Π (docs/conventions.md).
 
 Filters
 -------
@@ -86,7 +86,7 @@ from .fourier import (
     transfer_function,
     wavenumbers,
 )
-from .io import CF_ATTRS
+from .io import CF_ATTRS, append_history
 from .solver.run import register_les_output
 
 __all__ = [
@@ -343,10 +343,14 @@ class Coarsener:
         return _les_attrs(self.n, self.n_les, self.filter, self.width, self.dealias)
 
     @property
+    def options(self) -> dict:
+        """``{"n_les", "filter", "width"}``: what :func:`resolve_les_options` returns."""
+        return {"n_les": self.n_les, "filter": self.filter, "width": self.width}
+
+    @property
     def signature(self) -> str:
         """The options a checkpoint of ``simulate(les=self)`` must match."""
-        return repr(sorted({"n_les": self.n_les, "filter": self.filter,
-                            "width": self.width}.items()))
+        return repr(sorted(self.options.items()))
 
     # -- one snapshot -----------------------------------------------------------------------
     def physical(self, psi, omega) -> dict:
@@ -452,6 +456,7 @@ def _check_dataset(ds):
             "ds must be an xarray.Dataset with variables 'psi' and 'omega' on dims "
             f"(..., 'y', 'x'); got {type(ds).__name__}"
         )
+    _refuse_les_data(ds)
     missing = [v for v in ("psi", "omega") if v not in ds.data_vars]
     if missing:
         raise ValueError(
@@ -492,6 +497,18 @@ def _check_dataset(ds):
     return psi.drop_vars(drop, errors="ignore"), omega.drop_vars(drop, errors="ignore"), n
 
 
+def _refuse_les_data(ds):
+    """Raise if ``ds`` is already LES data (coarse-graining it again is a mistake)."""
+    coarse = "filter" in ds.attrs and "n_les" in ds.attrs
+    if "pi" in ds.data_vars or coarse:
+        marks = ["variable 'pi'"] if "pi" in ds.data_vars else []
+        marks += [f"attrs {k}={ds.attrs[k]!r}" for k in ("filter", "n_les") if k in ds.attrs]
+        raise ValueError(
+            "ds is already coarse-grained LES data (" + ", ".join(marks) + "); coarse-grain "
+            "the DNS it came from (psi and omega on the DNS grid) instead"
+        )
+
+
 def _case_value(ds, key, default):
     """A case parameter from attrs, or from a constant coordinate along ``member``."""
     if key in ds.attrs:
@@ -523,7 +540,7 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
         The filter (``"top-hat"`` is an alias of ``"box"``); see the module
         docstring and :func:`filter_transfer_function`.
     width : float, optional
-        Filter width Δ; default ``2·(2π/n_les)``.
+        Filter width Δ; default ``2·(2π/n_les)``, twice the LES grid spacing.
     dealias : bool, optional
         Whether ``N(ω, ψ)`` on the DNS grid uses the 2/3 rule; default the
         case's (``ds.attrs["case_dealias"]``), else True.
@@ -595,10 +612,16 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
     )
     lead = [d for d in result.psi.dims if d not in ("y", "x")]
     result = result.transpose(*lead, "y", "x")
+    for c in result.coords:  # apply_ufunc drops the attributes of the leading coordinates
+        if c not in ("y", "x") and c in ds.coords:
+            result[c].attrs = dict(ds[c].attrs)
     attrs = {k: v for k, v in ds.attrs.items() if k not in ("complete", "title")}
     name_attr = ds.attrs.get("case_name")
     title = f"xtl LES training data of case {name_attr!r}" if name_attr else "xtl LES training data"
-    result.attrs = {"title": title, **attrs, **_les_attrs(*key)}
+    attrs = {"Conventions": "CF-1.8", "title": title, **attrs, **_les_attrs(*key)}
+    result.attrs = append_history(
+        attrs, f"xtl.coarse_grain(n_les={n_les}, filter={name!r}, width={width!r}, "
+               f"dealias={bool(dealias)})")
     return result
 
 

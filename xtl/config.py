@@ -61,6 +61,7 @@ class ConfigError(ValueError):
 
 _FLOW_KEYS = {
     "name", "case", "members", "spin_up", "t_end", "save_interval", "filter", "overrides",
+    "control",
 }
 _CASE_FIELDS = {"Re", "kf", "beta", "mu", "n", "n_les", "dt", "forcing", "dealias", "ic_peak",
                 "ic_energy"}
@@ -84,6 +85,9 @@ class FlowConfig:
         As in :func:`xtl.simulate`.
     filter : str
         Filter of the coarse-graining (``"gaussian"``, ``"box"``, ``"sharp"``).
+    control : bool
+        A target that is meant to be close to the base (a control): the experiment
+        does not stop when it differs from the base by less than ``min_decades``.
     """
 
     name: str
@@ -94,6 +98,7 @@ class FlowConfig:
     t_end: float = 30.0
     save_interval: float = 0.1
     filter: str = "gaussian"
+    control: bool = False
 
     def make_case(self):
         """The :class:`xtl.Case` of this flow."""
@@ -115,6 +120,22 @@ class ExperimentConfig:
     transfer: dict
     sweep: dict
     les: dict
+    min_decades: float = 0.3
+    budget: dict = field(default_factory=dict)
+    recommend: dict = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list:
+        """The sweep's seeds: ``[seed, seed + 1, ...]`` for a count, or the list given."""
+        seeds = self.sweep.get("seeds", 1)
+        return [self.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
+
+    def target(self, name: str) -> FlowConfig:
+        """The target flow called ``name``."""
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(f"no target named {name!r}; targets are {[t.name for t in self.targets]}")
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
@@ -129,26 +150,32 @@ class ExperimentConfig:
 
 
 #: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
-#: (a higher Re and another forcing wavenumber), sized for a 2-core CPU.
+#: (another forcing wavenumber and a β-plane), two seeds per layer, sized for a 2-core CPU.
 DEMO_CONFIG = {
     "experiment": {"name": "demo", "seed": 0},
     "base": {"case": "small-base", "members": 2, "spin_up": 20.0, "t_end": 30.0,
              "save_interval": 0.1},
     "targets": [
-        {"case": "small-re", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
         {"case": "small-kf", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
+        {"case": "small-beta", "members": 1, "spin_up": 20.0, "t_end": 30.0,
+         "save_interval": 0.1},
     ],
     "network": {"n_layers": 6, "channels": 24, "kernel_size": 5, "padding": "zeros"},
     "training": {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "validation": 0.1},
-    "transfer": {"fraction": 0.1, "epochs": 30, "batch_size": 8, "learning_rate": 1e-3},
-    "sweep": {"enabled": True},
+    "transfer": {"fraction": 0.1, "epochs": 60, "patience": 8, "batch_size": 8,
+                 "learning_rate": 1e-3, "validation": 0.2},
+    "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch", "full_target"]},
+    "recommend": {"probe": {"epochs": 4}},
     "les": {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "baseline": "dynamic-smagorinsky"},
 }
 
-_SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les"}
+_SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
+             "budget", "recommend"}
 _TRAINING_KEYS = {"epochs", "batch_size", "learning_rate", "validation", "patience", "seed"}
 _TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"}
-_SWEEP_KEYS = {"enabled", "layers"}
+_SWEEP_KEYS = {"enabled", "layers", "seeds", "baselines", "alpha"}
+_BUDGET_KEYS = {"enabled", "target", "fractions"}
+_RECOMMEND_KEYS = {"methods", "default"}
 _LES_KEYS = {"enabled", "t_end", "save_interval", "baseline"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
@@ -201,6 +228,7 @@ def _flow(raw: dict, where: str) -> FlowConfig:
         t_end=_positive(raw.get("t_end", 30.0), f"{where}.t_end"),
         save_interval=_positive(raw.get("save_interval", 0.1), f"{where}.save_interval"),
         filter=str(raw.get("filter", "gaussian")),
+        control=_boolean(raw.get("control", False), f"{where}.control"),
     )
     if flow.t_end < flow.spin_up:
         _fail(f"{where}.t_end", f"must not be smaller than spin_up={flow.spin_up}")
@@ -209,6 +237,83 @@ def _flow(raw: dict, where: str) -> FlowConfig:
     except (TypeError, ValueError) as err:
         _fail(where, str(err))
     return flow
+
+
+def _boolean(value, key):
+    if not isinstance(value, bool):
+        _fail(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _sweep_section(raw) -> dict:
+    from .sweep import BASELINES
+
+    section = _section(raw, "sweep", _SWEEP_KEYS)
+    seeds = section.get("seeds", 1)
+    if isinstance(seeds, list):
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                            for s in seeds) or len(set(seeds)) != len(seeds):
+            _fail("sweep.seeds", f"must be a count >= 1 or a list of distinct ints >= 0, got "
+                                 f"{seeds!r}")
+    else:
+        _positive(seeds, "sweep.seeds", integer=True)
+    baselines = section.get("baselines", [])
+    if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines):
+        _fail("sweep.baselines", f"must be a list among {list(BASELINES)}, got {baselines!r}")
+    if "alpha" in section and not (isinstance(section["alpha"], float)
+                                   and 0 < section["alpha"] < 1):
+        _fail("sweep.alpha", f"must be a number in (0, 1), got {section['alpha']!r}")
+    return section
+
+
+def _budget_section(raw, target_names) -> dict:
+    section = _section(raw, "budget", _BUDGET_KEYS)
+    if not section.get("enabled", bool(section)):
+        return {}
+    fractions = section.get("fractions")
+    if not isinstance(fractions, list) or not fractions or any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+            for f in fractions):
+        _fail("budget.fractions", "must be a list of fractions in (0, 1] of the base training "
+                                  f"set's size, got {fractions!r}")
+    target = section.get("target", target_names[0])
+    if target not in target_names:
+        _fail("budget.target", f"must name a target, one of {target_names}; got {target!r}")
+    return {"enabled": True, "target": target, "fractions": sorted(float(f) for f in fractions)}
+
+
+def _recommend_section(raw) -> dict:
+    from .recommend import DEFAULT_METHOD, available_recommenders
+
+    section = dict(raw.get("recommend", {}))
+    methods = set(available_recommenders())
+    _check_keys(section, _RECOMMEND_KEYS | methods, "recommend")
+    chosen = section.get("methods", sorted(methods))
+    if not isinstance(chosen, list) or not chosen or any(m not in methods for m in chosen):
+        _fail("recommend.methods", f"must be a list among {sorted(methods)}, got {chosen!r}")
+    default = section.get("default", DEFAULT_METHOD if DEFAULT_METHOD in chosen else chosen[0])
+    if default not in chosen:
+        _fail("recommend.default", f"must be one of recommend.methods {chosen}, got "
+                                   f"{default!r}")
+    options = {}
+    for m in methods & set(section):
+        options[m] = _method_options(m, section[m])
+    return {"methods": list(chosen), "default": default, "options": options}
+
+
+def _method_options(method, table) -> dict:
+    """Options of a recommender, checked against its signature."""
+    import inspect
+
+    from .recommend import recommender
+
+    where = f"recommend.{method}"
+    if not isinstance(table, dict):
+        _fail(where, f"must be a table of the method's options, got {table!r}")
+    params = inspect.signature(recommender(method)).parameters
+    allowed = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    _check_keys(table, allowed, where)
+    return dict(table)
 
 
 def _section(raw, name, allowed):
@@ -252,7 +357,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"a config must be a table, got {type(raw).__name__}")
     _check_keys(raw, _SECTIONS, "")
     experiment = dict(raw.get("experiment", {}))
-    _check_keys(experiment, {"name", "seed"}, "experiment")
+    _check_keys(experiment, {"name", "seed", "min_decades"}, "experiment")
     if "base" not in raw:
         _fail("base", "is missing (the base flow)")
     targets = raw.get("targets")
@@ -269,6 +374,8 @@ def parse_config(raw: dict) -> ExperimentConfig:
     seed = experiment.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         _fail("experiment.seed", f"must be an integer, got {seed!r}")
+    min_decades = _positive(experiment.get("min_decades", 0.3), "experiment.min_decades",
+                            allow_zero=True)
     return ExperimentConfig(
         name=str(experiment.get("name", "experiment")),
         seed=seed,
@@ -277,8 +384,11 @@ def parse_config(raw: dict) -> ExperimentConfig:
         network=_section(raw, "network", _NETWORK_KEYS),
         training=_section(raw, "training", _TRAINING_KEYS),
         transfer=_section(raw, "transfer", _TRANSFER_KEYS),
-        sweep=_section(raw, "sweep", _SWEEP_KEYS),
+        sweep=_sweep_section(raw),
         les=_section(raw, "les", _LES_KEYS),
+        min_decades=float(min_decades),
+        budget=_budget_section(raw, [f.name for f in flows]),
+        recommend=_recommend_section(raw),
     )
 
 

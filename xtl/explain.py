@@ -5,13 +5,14 @@
 * :func:`activation_spectra` -- their isotropic power spectra averaged over
   samples, ``spectrum(layer, channel, k)``, computed batch by batch so that
   all activations are never held at once (inputs may be dask-backed);
-* :func:`recommend_layers` -- which layer(s) of a base network to re-train for
-  a target flow, before any re-training (the physics-guided framework of
-  Subel et al., PNAS Nexus 2023), with every quantity behind the ranking;
-* :func:`compare_recommendation` -- how that ranking compares with a measured
-  single-layer sweep (:func:`xtl.training.layer_sweep`);
-* :func:`spectral_distance` -- the normalized distance between two spectra
-  that the ranking uses.
+* :func:`flow_difference` -- where and by how much two flows differ: their
+  spectra, log-ratio and shell weight, and the largest difference in decades;
+* :func:`spectral_change_correlation` -- whether transfer learning changed a
+  layer's filters at the wavenumbers where the flows differ, with a
+  permutation p-value;
+* :func:`spectral_distance` -- the normalized distance between two spectra.
+
+Which layer to re-train is decided in :mod:`xtl.recommend`, on this evidence.
 
 Spectra come from :func:`xtl.spectral.spectrum` (``kind="power"``): shell
 sums on integer radian wavenumbers, so the sum over ``k`` is the spatial
@@ -19,8 +20,8 @@ mean square of the activation.
 """
 from __future__ import annotations
 
+import math
 import numbers
-import warnings
 
 import numpy as np
 import xarray as xr
@@ -28,10 +29,11 @@ import xarray as xr
 from .backends import INPUTS, Model, check_layers, get_backend
 from .backends.base import stack_inputs
 from .spectral import spectrum
-from .training import _fields, _n_samples, check_les_dataset
+from .training import check_les_dataset, count_samples, sample_fields
 
-__all__ = ["activations", "activation_spectra", "recommend_layers", "compare_recommendation",
-           "recommended_layers", "spectral_distance", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR"]
+__all__ = ["activations", "activation_spectra", "flow_difference", "spectral_change_correlation",
+           "spectral_distance", "filter_profile", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR",
+           "FLOW_VARIABLES"]
 
 
 def _check(model, inputs, layers, batch_size):
@@ -50,8 +52,8 @@ def _batches(model, inputs, batch_size):
     """Yield ``(start, normalized x (b, y, x, 2))`` batch by batch (computing dask slices)."""
     import dask
 
-    fields = _fields(inputs, INPUTS)
-    n = _n_samples(inputs[INPUTS[0]])
+    fields = sample_fields(inputs, INPUTS)
+    n = count_samples(inputs[INPUTS[0]])
     for i in range(0, n, batch_size):
         psi, omega = dask.compute(fields["psi"][i:i + batch_size],
                                   fields["omega"][i:i + batch_size])
@@ -111,7 +113,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
     layers = _check(model, inputs, layers, batch_size)
     backend = get_backend(model.backend)
     widths = [model.spec.widths[k - 1] for k in layers]
-    n = _n_samples(inputs[INPUTS[0]])
+    n = count_samples(inputs[INPUTS[0]])
     ny, nx = inputs[INPUTS[0]].shape[-2:]
     out = np.full((len(layers), n, max(widths), ny, nx), np.nan, dtype=np.float32)
     for i, x in _batches(model, inputs, batch_size):
@@ -205,9 +207,6 @@ DIFFERS_THRESHOLD = 0.3
 SPECTRAL_FLOOR = 1e-10
 #: The variables whose spectra are compared, in order: the two inputs, then Π.
 FLOW_VARIABLES = INPUTS + ("pi",)
-
-# metrics of xtl.training.layer_sweep for which a lower value is better
-_LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
 
 
 def _attrs(da, **attrs):
@@ -329,16 +328,121 @@ def _overlap(profile, weight):
     return inside / total.where(total > 0)
 
 
-def _rank_desc(values, layers):
-    """Ranks 1..n by decreasing value, ties (and NaN, last) broken by the shallower layer."""
-    v = np.where(np.isfinite(values), values, -np.inf)
-    order = np.lexsort((np.asarray(layers), -v))
-    ranks = np.empty(len(v), dtype=np.int64)
-    ranks[order] = np.arange(1, len(v) + 1)
-    return ranks
+def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArray:
+    """Mean over each layer's kernels of the shell-mean ``|Ŵ|`` on an ``n_grid`` grid.
+
+    Parameters
+    ----------
+    model_ds : xarray.Dataset
+        A model Dataset (:func:`xtl.model_to_dataset`).
+    n_grid : int
+        Grid the kernels are zero-padded to (the LES grid).
+    kmax : int, optional
+        Last shell (default ``n_grid // 2``).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(layer, k)``; NaN-padded channels are skipped.
+    """
+    from .spectral import kernel_filters, radial_profile
+
+    filters = kernel_filters(model_ds.assign(kernel=model_ds["kernel"].astype(np.float64)),
+                             n_grid)
+    prof = radial_profile(filters, kmax=kmax)
+    return prof.mean(["channel_out", "channel_in"], skipna=True).compute()
 
 
-def _check_pair_datasets(base_ds, target_ds):
+def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
+                    threshold: float = DIFFERS_THRESHOLD) -> xr.Dataset:
+    """Where, and by how many decades, the spectra of two flows differ.
+
+    Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and ``pi`` of both
+    flows (:func:`xtl.spectral.spectrum`), their log-ratio
+    ``r = log10(S_target/S_base)`` (with a round-off floor, :data:`SPECTRAL_FLOOR`),
+    the shell weight ``w(k) = max over variables of |r(k)|`` (0 at ``k = 0``), and
+    the largest ``|r|`` of each variable over the shells ``1 ≤ k ≤ kmax``.
+
+    Parameters
+    ----------
+    base_ds, target_ds : xarray.Dataset
+        LES Datasets on the same grid (numpy- or dask-backed).
+    kmax : int, optional
+        Last shell compared (default ``min(Ny, Nx)//2``, the whole shells).
+    threshold : float
+        Decades above which a shell is labelled as differing (default 0.3, a
+        factor ≈ 2).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``(variable, k)``: ``base_spectrum``, ``target_spectrum``,
+        ``log_ratio``, ``differs``; over ``k``: ``shell_weight``, ``flows_differ``;
+        over ``variable``: ``max_decades`` and ``spectral_difference`` (the spectral
+        distance of the flows); scalar ``largest_decades``; attrs ``threshold``,
+        ``kmax`` and the two case names.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not LES Datasets, different grids, a bad ``kmax`` or ``threshold``.
+    """
+    grid = check_pair_datasets(base_ds, target_ds)
+    kmax = check_kmax(kmax, grid)
+    threshold = _check_number(threshold, "threshold")
+    s_base, s_target = _mean_spectra(base_ds, kmax), _mean_spectra(target_ds, kmax)
+    log_ratio = _log_ratio(s_target, s_base)
+    positive = log_ratio["k"] >= 1
+    differs = (abs(log_ratio) > threshold) & positive
+    resolved = abs(log_ratio).where(positive)
+    max_decades = resolved.max("k")
+    return xr.Dataset(
+        {
+            "base_spectrum": _attrs(s_base, long_name="time/member-mean power spectrum, "
+                                    "base flow", units="1"),
+            "target_spectrum": _attrs(s_target, long_name="time/member-mean power spectrum, "
+                                      "target flow", units="1"),
+            "log_ratio": _attrs(log_ratio, long_name="log10(S_target/S_base)", units="1",
+                                description=f"with a floor {SPECTRAL_FLOOR} * max_k max(S_t, "
+                                            "S_b) added to both spectra"),
+            "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
+            "flows_differ": _attrs(differs.any("variable"), long_name="shells where psi, "
+                                   f"omega or pi differ by more than {threshold} decades"),
+            "shell_weight": _attrs(_shell_weight(log_ratio), long_name="w(k) = max over "
+                                   "psi, omega, pi of |log_ratio| (0 at k = 0)",
+                                   units="decades"),
+            "max_decades": _attrs(max_decades, long_name="largest |log10(S_target/S_base)| "
+                                  "over the shells 1..kmax", units="decades"),
+            "largest_decades": _attrs(max_decades.max("variable"), long_name="largest "
+                                      "difference of the flows over variables and shells",
+                                      units="decades"),
+            "spectral_difference": _attrs(_channel_divergence(s_target, s_base),
+                                          long_name="spectral distance of the flows "
+                                          "sum_{k>=1}|S_t - S_b| / sum_{k>=1}(S_t + S_b)",
+                                          units="1"),
+        },
+        attrs={"threshold": threshold, "kmax": int(kmax), "spectral_floor": SPECTRAL_FLOOR,
+               "base_case": str(base_ds.attrs.get("case_name", "unknown")),
+               "target_case": str(target_ds.attrs.get("case_name", "unknown"))},
+    )
+
+
+def check_pair_datasets(base_ds, target_ds) -> tuple:
+    """Check two LES Datasets on one grid; return the grid ``(Ny, Nx)``.
+
+    Parameters
+    ----------
+    base_ds, target_ds : xarray.Dataset
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not LES Datasets, or different grids.
+    """
     check_les_dataset(base_ds, "base_ds")
     check_les_dataset(target_ds, "target_ds")
     gb, gt = _grid(base_ds), _grid(target_ds)
@@ -351,7 +455,18 @@ def _check_pair_datasets(base_ds, target_ds):
     return gb
 
 
-def _check_kmax_for_grid(kmax, grid):
+def check_kmax(kmax, grid) -> int:
+    """``kmax`` checked against a grid: an int in ``1..min(grid)//2`` (None: the maximum).
+
+    Parameters
+    ----------
+    kmax : int or None
+    grid : tuple of int
+
+    Returns
+    -------
+    int
+    """
     half = min(grid) // 2
     if kmax is None:
         return half
@@ -362,419 +477,87 @@ def _check_kmax_for_grid(kmax, grid):
     return int(kmax)
 
 
-def _check_top(top, n_candidates):
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) \
-            or not 1 <= top <= n_candidates:
-        raise ValueError(f"top must be an int in 1..{n_candidates} (the number of candidate "
-                         f"layers); got {top!r}")
-    return int(top)
+def _kernel_change_profile(base_ds, tl_ds, layer, n_grid, kmax):
+    """Shell mean of ``||Ŵ_tl| − |Ŵ_base||`` over a layer's kernels → (k,)."""
+    from .spectral import kernel_filters, radial_profile
+
+    def mag(ds):
+        one = ds.sel(layer=[layer])
+        return kernel_filters(one.assign(kernel=one["kernel"].astype(np.float64)), n_grid)
+
+    change = abs(mag(tl_ds) - mag(base_ds))
+    prof = radial_profile(change, kmax=kmax)
+    return prof.mean(["channel_out", "channel_in"], skipna=True).squeeze("layer").compute()
 
 
-def recommend_layers(base_model: Model, base_ds, target_ds, *, n: int | None = None,
-                     layers=None, batch_size: int = 32, top: int = 1,
-                     kmax: int | None = None, threshold: float = DIFFERS_THRESHOLD,
-                     criteria: dict | None = None) -> xr.Dataset:
-    """Rank the layers of a base network by how good they are to re-train, before any TL.
+def spectral_change_correlation(base_model_ds, tl_model_ds, layer: int, shell_weight, *,
+                                n_permutations: int = 9999, seed: int = 0) -> xr.Dataset:
+    """Did transfer learning change a layer's filters where the flows differ? As a number.
 
-    The physics-guided framework of Subel et al. (PNAS Nexus 2023): the base and
-    target flows differ at some wavenumbers; the layers of the base network (BNN)
-    whose activations first and most strongly carry that difference, and whose
-    filters act at those wavenumbers, are the ones to re-train. Four steps:
-
-    1. **Flows.** Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and
-       ``pi`` of both flows (:func:`xtl.spectral.spectrum`); their log-ratio
-       ``r = log10(S_target/S_base)`` (with a round-off floor, see
-       :data:`SPECTRAL_FLOOR`) and the weight of each shell
-       ``w(k) = max over (ψ̄, ω̄, Π) of |r(k)|`` (decades, ``k ≥ 1``): how much the
-       flows differ there. For reporting only, ``differs = |r| > threshold`` per
-       variable and the band ``flows_differ(k)``: shells ``k ≥ 1`` where any of the
-       three differs by more than ``threshold``.
-    2. **Activations.** Sample-mean power spectra of every channel of each
-       candidate layer of the BNN, fed base and then target inputs
-       (:func:`activation_spectra`); per channel the spectral distance
-       ``d = Σ_{k≥1}|S_t − S_b| / Σ_{k≥1}(S_t + S_b)`` (:func:`spectral_distance`,
-       0 = same spectrum, 1 = disjoint), and the layer's ``divergence`` ``D(l)``,
-       the mean of ``d`` over its live channels. ``input_divergence`` ``D(0)`` is
-       the same mean over the inputs (ψ̄, ω̄).
-    3. **Kernels.** The filter census of each layer (:func:`xtl.spectral.filter_census`,
-       kernels zero-padded to ``n``) and the layer's mean filter response
-       ``filter_profile(k)``: the shell mean of ``|Ŵ|`` on the LES grid averaged over
-       the layer's kernels ``p_l(k)``; its ``overlap``
-       ``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)``, the mean of ``w`` weighted by
-       the layer's response (decades, ≥ 0): large when the layer's filters act where
-       the flows differ most. It is continuous in the spectra: it does not drop to 0
-       when no shell crosses ``threshold``.
-    4. **Score.** ``score(l) = D(l) · O(l) · R(l)`` with the reach
-       ``R(l) = (L − l + 1)/L``, the fraction of the network's layers whose input
-       changes when layer ``l`` is re-trained (a re-trained layer re-shapes the
-       features of every frozen layer after it, none before it). Rank 1 is the
-       highest score; ties go to the shallower layer.
+    The change profile ``c(k)`` is the shell mean, over the layer's kernels padded to
+    the LES grid, of ``||Ŵ_TL(k)| − |Ŵ_base(k)||`` (averaged over the TL networks
+    given, e.g. one per seed). Its Pearson correlation ``r`` with the flows' shell
+    weight ``w(k)`` (:func:`flow_difference`) over the shells ``1..kmax`` is tested
+    against a permutation null: ``w`` shuffled over the shells; the one-sided p-value
+    is ``(1 + #{r_perm ≥ r}) / (1 + n_permutations)``. Neighbouring shells are
+    correlated in both profiles, which a plain permutation ignores, so the p-value is
+    optimistic; read it as a screen, not a proof.
 
     Parameters
     ----------
-    base_model : Model
-        The trained base network.
-    base_ds, target_ds : xarray.Dataset
-        LES Datasets of the base and target flows (``psi``, ``omega``, ``pi`` on
-        ``(..., y, x)``, the same grid), numpy- or dask-backed. Every sample is
-        used; pass a subset (e.g. ``ds.isel(time=slice(None, None, 10))``) to go
-        faster. Only ``psi`` and ``omega`` feed the network; ``pi`` enters the band.
-    n : int, optional
-        Padded grid size of the filter census (default: the LES grid size,
-        as in the paper). The overlap always uses the LES grid.
-    layers : int or sequence of int, optional
-        Candidate layers in 1..L (default all).
-    batch_size : int
-        Samples per forward pass of the activation spectra.
-    top : int
-        How many layers to recommend.
-    kmax : int, optional
-        Last wavenumber shell compared (default ``min(Ny, Nx)//2``, the whole shells).
-    threshold : float
-        Decades of ``|log10(S_target/S_base)|`` above which a shell is reported as
-        differing (``differs``, ``flows_differ``; default 0.3, a factor ≈ 2). It does
-        not enter the score.
-    criteria : dict, optional
-        Classification criteria for the census (``flat_ratio``, ``edge``,
-        ``min_anisotropy``; see :func:`xtl.spectral.classify_filters`).
+    base_model_ds : xarray.Dataset
+        The base network as a model Dataset.
+    tl_model_ds : xarray.Dataset or sequence of them
+        The re-trained network(s) (same architecture).
+    layer : int
+        The re-trained layer.
+    shell_weight : xarray.DataArray
+        ``w(k)`` over integer shells ``k`` (from :func:`flow_difference`); its largest
+        shell sets ``kmax`` and the LES grid is ``2 * kmax``.
+    n_permutations : int
+        Size of the permutation null.
+    seed : int
+        Seed of the permutations.
 
     Returns
     -------
     xarray.Dataset
-        Over ``layer`` (the candidates): ``score``, ``rank`` (1 = best; read it
-        as ``rec["rank"]``, ``rec.rank`` is xarray's method),
-        ``divergence``, ``relative_divergence`` (``D(l)/D(0)``), ``overlap``,
-        ``reach``; ``channel_divergence(layer, channel)``;
-        ``activation_spectrum_base`` / ``_target(layer, channel, k)``;
-        ``filter_profile(layer, k)``; ``filter_count`` / ``filter_fraction(layer,
-        filter_type)``; over ``variable`` (psi, omega, pi) and ``k``:
-        ``base_spectrum``, ``target_spectrum``, ``log_ratio``, ``differs``;
-        ``spectral_difference(variable)`` (the spectral distance of the flows);
-        ``flows_differ(k)``; ``shell_weight(k)`` (``w``); scalars ``input_divergence`` and
-        ``first_divergent_layer`` (the first candidate whose divergence reaches
-        half the largest; -1 when no layer has a live channel); ``recommended(choice)``, the ``top`` best layers.
-        ``attrs`` hold ``recommended`` (a list), the formula, ``threshold``,
-        ``n`` and the base model's id. Every variable has CF-like attrs.
-
-    Raises
-    ------
-    TypeError, ValueError
-        ``base_model`` is not a Model; a Dataset lacks ``psi``/``omega``/``pi``;
-        the two grids differ; a layer outside 1..L; bad ``top``, ``kmax``,
-        ``threshold``, ``n`` or ``batch_size``.
-
-    Warns
-    -----
-    UserWarning
-        When no shell differs by more than ``threshold``: the flows are close, the
-        overlaps and scores are then small (``O(l) ≤ threshold``) but still rank the
-        layers by where the remaining differences lie.
-
-    Examples
-    --------
-    >>> rec = xtl.recommend_layers(base, les_base, les_target, top=2)
-    >>> rec.score.to_series(), rec.attrs["recommended"]
+        ``change_profile(k)``, ``shell_weight(k)`` (shells 1..kmax), scalars
+        ``correlation`` and ``pvalue``; attrs ``layer``, ``n_permutations``,
+        ``n_models``.
     """
-    from .backends import model_id, model_to_dataset
-    from .spectral import filter_census
-
-    if not isinstance(base_model, Model):
-        raise TypeError(f"base_model must be an xtl Model, got {type(base_model).__name__}")
-    grid = _check_pair_datasets(base_ds, target_ds)
-    L = base_model.n_layers
-    layers = check_layers(range(1, L + 1) if layers is None else layers, L)
-    top = _check_top(top, len(layers))
-    kmax = _check_kmax_for_grid(kmax, grid)
-    threshold = _check_number(threshold, "threshold")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
-                          or n < base_model.spec.kernel_size):
-        raise ValueError(f"n must be None (the LES grid size) or an int >= the kernel size "
-                         f"{base_model.spec.kernel_size}; got {n!r}")
-    n_census = min(grid) if n is None else int(n)
-    criteria = {} if criteria is None else dict(criteria)
-
-    # 1. the flows: spectra, where they differ, how much
-    s_base, s_target = _mean_spectra(base_ds, kmax), _mean_spectra(target_ds, kmax)
-    log_ratio = _log_ratio(s_target, s_base)
-    positive = log_ratio["k"] >= 1
-    differs = (abs(log_ratio) > threshold) & positive
-    band = differs.any("variable")  # reported, not used by the score
-    weight = _shell_weight(log_ratio)
-    flow_distance = _channel_divergence(s_target, s_base)
-    input_div = float(flow_distance.sel(variable=list(INPUTS)).mean())
-    if not bool(band.any()):
-        warnings.warn(
-            f"the base and target spectra of {FLOW_VARIABLES} differ by less than "
-            f"threshold={threshold} decades at every shell 1..{kmax} (largest "
-            f"{float(weight.max()):.3g}): the flows are close, so every overlap and score "
-            "is small, but the ranking still follows where the remaining differences lie",
-            UserWarning, stacklevel=2)
-
-    # 2. the activations of the base network on base and target inputs
-    act_b = activation_spectra(base_model, base_ds, layers, batch_size=batch_size, kmax=kmax)
-    act_t = activation_spectra(base_model, target_ds, layers, batch_size=batch_size,
-                               kmax=kmax)
-    chan_div = _channel_divergence(act_t.spectrum, act_b.spectrum)
-    divergence = chan_div.mean("channel", skipna=True)
-
-    # 3. the kernels: census and mean filter response on the LES grid
-    model_ds = model_to_dataset(base_model).sel(layer=list(layers))
-    counts = filter_census(model_ds, n=n_census, **criteria)
-    fractions = counts / counts.sum("filter_type")
-    profile = _filter_profile(model_ds, min(grid), kmax)
-    overlap = _overlap(profile, weight)
-
-    # 4. the score
-    layer = xr.DataArray(np.asarray(layers), dims="layer", coords={"layer": list(layers)})
-    reach = (L - layer + 1) / L
-    # a layer with no live channel (NaN divergence) carries no difference: score 0
-    score = divergence.fillna(0.0) * overlap.fillna(0.0) * reach
-    ranks = _rank_desc(score.values, layers)
-    recommended = [int(layers[i]) for i in np.argsort(ranks)[:top]]
-    div = divergence.values
-    first = int(layers[int(np.flatnonzero(div >= 0.5 * np.nanmax(div))[0])]) \
-        if np.isfinite(div).any() else -1
-
-    formula = ("score(l) = D(l) * O(l) * R(l); D = divergence, O = overlap = "
-               "sum_{k>=1} p_l(k) w(k) / sum_{k>=1} p_l(k) with p_l = filter_profile and "
-               "w(k) = max over (psi, omega, pi) of |log10(S_target/S_base)| (decades), "
-               "R = reach = (L - l + 1)/L; rank 1 = highest score, ties to the shallower")
-    out = xr.Dataset(
-        {
-            "score": _attrs(score, long_name="layer-selection score D*O*R", units="decades",
-                            description=formula),
-            "rank": ("layer", ranks, {"long_name": "rank of the layer by score (1 = best "
-                                      "to re-train)", "units": "1"}),
-            "recommended": ("choice", np.asarray(recommended, np.int64),
-                            {"long_name": f"the {top} best layer(s) to re-train, best "
-                                          "first", "units": "1"}),
-            "divergence": _attrs(divergence, long_name="activation divergence D(l)",
-                                 units="1", description=(
-                                     "mean over the layer's live channels of sum_{k>=1}"
-                                     "|S_t - S_b| / sum_{k>=1}(S_t + S_b), S the sample-"
-                                     "mean power spectra of the channel's output for "
-                                     "target (t) and base (b) inputs; 0 = same, 1 = "
-                                     "disjoint")),
-            "relative_divergence": _attrs(
-                divergence / input_div if input_div > 0 else divergence * np.nan,
-                long_name="activation divergence relative to the inputs' D(l)/D(0)",
-                units="1", description=">1: the layer amplifies the base/target difference"),
-            "input_divergence": ((), input_div, {
-                "long_name": "divergence D(0) of the inputs", "units": "1",
-                "description": "mean of spectral_difference over psi and omega"}),
-            "first_divergent_layer": ((), first, {
-                "long_name": "first candidate layer whose divergence reaches half the "
-                             "largest", "units": "1"}),
-            "channel_divergence": _attrs(chan_div, long_name="activation divergence per "
-                                         "channel (NaN for dead or absent channels)",
-                                         units="1"),
-            "overlap": _attrs(overlap.fillna(0.0), long_name="overlap O(l): mean over shells "
-                              "of how much the flows differ, weighted by the layer's mean "
-                              "filter response", units="decades", description=(
-                                  "sum_{k>=1} filter_profile * shell_weight / "
-                                  "sum_{k>=1} filter_profile")),
-            "reach": _attrs(reach.astype(float), long_name="reach R(l) = (L - l + 1)/L, "
-                            "fraction of the layers whose input re-training l changes",
-                            units="1"),
-            "filter_profile": _attrs(profile, long_name="mean over the layer's kernels of "
-                                     "the shell-mean |W^| on the LES grid", units="1"),
-            "filter_count": _attrs(counts, long_name="number of kernels of each filter type",
-                                   units="1"),
-            "filter_fraction": _attrs(fractions, long_name="fraction of the layer's kernels "
-                                      "of each filter type", units="1"),
-            "activation_spectrum_base": _attrs(
-                act_b.spectrum, long_name="power spectrum of the layer output, base inputs, "
-                "sample mean", units="1"),
-            "activation_spectrum_target": _attrs(
-                act_t.spectrum, long_name="power spectrum of the layer output, target "
-                "inputs, sample mean", units="1"),
-            "base_spectrum": _attrs(s_base, long_name="time/member-mean power spectrum, "
-                                    "base flow", units="1"),
-            "target_spectrum": _attrs(s_target, long_name="time/member-mean power spectrum, "
-                                      "target flow", units="1"),
-            "log_ratio": _attrs(log_ratio, long_name="log10(S_target/S_base)",
-                                units="1", description=(
-                                    f"with a floor {SPECTRAL_FLOOR} * max_k max(S_t, S_b) "
-                                    "added to both spectra")),
-            "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
-            "flows_differ": _attrs(band, long_name="shells where psi, omega or pi differ "
-                                   f"by more than {threshold} decades (reported only; not "
-                                   "used by the score)"),
-            "shell_weight": _attrs(weight, long_name="w(k) = max over psi, omega, pi of "
-                                   "|log_ratio|: how much the flows differ at shell k "
-                                   "(0 at k = 0)", units="decades"),
-            "spectral_difference": _attrs(flow_distance, long_name="spectral distance of "
-                                          "the flows sum_{k>=1}|S_t - S_b| / "
-                                          "sum_{k>=1}(S_t + S_b)", units="1"),
-        },
-        coords={"choice": np.arange(1, top + 1)},
-    )
-    out.attrs = {
-        "title": "which layer to re-train (Subel et al. 2023 framework)",
-        "recommended": recommended,
-        "formula": formula,
-        "threshold": threshold,
-        "spectral_floor": SPECTRAL_FLOOR,
-        "n": int(n_census),
-        "kmax": int(kmax),
-        "n_layers": int(L),
-        "base_model": model_id(base_model),
-        "base_case": str(base_model.provenance.get("training_case", "unknown")),
-        "base_data_case": str(base_ds.attrs.get("case_name", "unknown")),
-        "target_case": str(target_ds.attrs.get("case_name", "unknown")),
-    }
-    return out
+    models = [tl_model_ds] if isinstance(tl_model_ds, xr.Dataset) else list(tl_model_ds)
+    if not models or not all(isinstance(m, xr.Dataset) for m in models):
+        raise TypeError("tl_model_ds must be a model Dataset or a sequence of them")
+    if not isinstance(shell_weight, xr.DataArray) or shell_weight.dims != ("k",):
+        raise TypeError("shell_weight must be a DataArray over 'k' (flow_difference's)")
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) \
+            or n_permutations < 1:
+        raise ValueError(f"n_permutations must be an int >= 1, got {n_permutations!r}")
+    kmax = int(shell_weight["k"].max())
+    profiles = [_kernel_change_profile(base_model_ds, m, int(layer), 2 * kmax, kmax)
+                for m in models]
+    change = xr.concat(profiles, "model").mean("model").sel(k=slice(1, kmax))
+    weight = shell_weight.sel(k=slice(1, kmax))
+    c, w = change.values, weight.values
+    r = _pearson(c, w)
+    rng = np.random.default_rng(seed)
+    null = np.array([_pearson(c, rng.permutation(w)) for _ in range(int(n_permutations))])
+    pvalue = (1 + np.sum(null >= r)) / (1 + len(null)) if np.isfinite(r) else np.nan
+    return xr.Dataset(
+        {"change_profile": _attrs(change, long_name="shell mean of ||W_TL| - |W_base|| over "
+                                  "the layer's kernels", units="1"),
+         "shell_weight": _attrs(weight, long_name="w(k): how much the flows differ",
+                                units="decades"),
+         "correlation": ((), r, {"long_name": "Pearson correlation of change_profile and "
+                                 "shell_weight over shells 1..kmax", "units": "1"}),
+         "pvalue": ((), float(pvalue), {"long_name": "one-sided permutation p-value of "
+                                        "correlation", "units": "1"})},
+        attrs={"layer": int(layer), "n_permutations": int(n_permutations),
+               "n_models": len(models)})
 
 
-def _higher_is_better(metric, higher_is_better):
-    if higher_is_better is not None:
-        if not isinstance(higher_is_better, (bool, np.bool_)):
-            raise TypeError(f"higher_is_better must be None or a bool; got {higher_is_better!r}")
-        return bool(higher_is_better)
-    if metric.startswith("cc") or metric.startswith("base_cc"):
-        return True
-    if metric in _LOWER_IS_BETTER:
-        return False
-    raise ValueError(f"cannot tell whether a higher {metric!r} is better: pass "
-                     "higher_is_better=True or False")
-
-
-def _spearman(a, b):
-    """Spearman rank correlation and its p-value (NaN when either input is constant)."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan")
-    res = spearmanr(a, b)
-    return float(res.statistic), float(res.pvalue)
-
-
-def recommended_layers(recommendation: xr.Dataset) -> list:
-    """The recommended layer numbers of a :func:`recommend_layers` result.
-
-    Parameters
-    ----------
-    recommendation : xarray.Dataset
-        In memory or read back from netCDF (where a one-element list attribute
-        becomes a scalar).
-
-    Returns
-    -------
-    list of int
-    """
-    if "recommended" not in recommendation.attrs:
-        raise ValueError("recommendation has no 'recommended' attribute; is it a "
-                         "recommend_layers() result?")
-    return [int(v) for v in np.atleast_1d(recommendation.attrs["recommended"])]
-
-
-def compare_recommendation(recommendation, sweep, *, metric: str = "cc",
-                           higher_is_better: bool | None = None) -> xr.Dataset:
-    """How well a recommendation predicted a measured single-layer sweep.
-
-    Parameters
-    ----------
-    recommendation : xarray.Dataset
-        From :func:`recommend_layers` (``score(layer)`` and ``recommended``).
-    sweep : xarray.Dataset
-        From :func:`xtl.training.layer_sweep` with ``pairs=False``: a Dataset over
-        ``layer`` holding ``metric``.
-    metric : str
-        The sweep's skill variable (default ``"cc"``, the correlation coefficient).
-    higher_is_better : bool, optional
-        Default: True for ``cc*`` metrics, False for ``rel_l2``,
-        ``spectrum_error``, ``final_loss`` and ``final_val_loss``.
-
-    Returns
-    -------
-    xarray.Dataset
-        Over the ``layer`` s both hold: ``score``, the metric (under its own name),
-        ``predicted_rank`` (by score, ties to the shallower layer) and
-        ``measured_rank`` (by the metric, best = 1, ties share the best rank);
-        over ``choice``: ``recommended_layer`` and ``recommended_measured_rank``;
-        scalars ``spearman`` (Spearman's rank correlation between the score and the
-        measured skill — the metric, or minus the metric when lower is better — so
-        +1 is a perfect prediction and -1 a perfectly reversed one; NaN when either
-        is constant), ``spearman_pvalue`` and ``best_measured_layer``. ``attrs``
-        repeat the scalars and the top recommendation's measured rank.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Not Datasets; a pair sweep; ``metric`` missing; fewer than 2 common layers;
-        a recommended layer that the sweep did not re-train.
-    """
-    from scipy.stats import rankdata
-
-    if not isinstance(recommendation, xr.Dataset) or "score" not in recommendation \
-            or "layer" not in recommendation.dims:
-        raise TypeError("recommendation must be the Dataset of recommend_layers, with "
-                        "'score' over 'layer'")
-    if not isinstance(sweep, xr.Dataset):
-        raise TypeError(f"sweep must be the Dataset of layer_sweep, got {type(sweep).__name__}")
-    if "layer" not in sweep.dims:
-        raise ValueError("sweep must be a single-layer sweep over 'layer' (layer_sweep with "
-                         f"pairs=False); its dims are {dict(sweep.sizes)}")
-    if not isinstance(metric, str) or metric not in sweep.data_vars \
-            or sweep[metric].dims != ("layer",):
-        have = sorted(v for v in sweep.data_vars if sweep[v].dims == ("layer",))
-        raise ValueError(f"metric must name a variable of sweep over 'layer'; got {metric!r}, "
-                         f"sweep has {have}")
-    higher = _higher_is_better(metric, higher_is_better)
-    common = np.intersect1d(recommendation["layer"].values, sweep["layer"].values)
-    if len(common) < 2:
-        raise ValueError(
-            "recommendation and sweep must share at least 2 layers to compare rankings; "
-            f"recommendation has {recommendation['layer'].values.tolist()}, sweep has "
-            f"{sweep['layer'].values.tolist()}")
-    recommended = [int(x) for x in np.atleast_1d(
-        recommendation["recommended"].values if "recommended" in recommendation
-        else recommendation.attrs.get("recommended", []))]
-    if not recommended:
-        raise ValueError("recommendation holds no 'recommended' layer")
-    missing = [x for x in recommended if x not in common]
-    if missing:
-        raise ValueError(f"sweep did not re-train the recommended layer(s) {missing}; it has "
-                         f"{sweep['layer'].values.tolist()}")
-    score = recommendation["score"].sel(layer=common).values.astype(float)
-    value = sweep[metric].sel(layer=common).values.astype(float)
-    if not np.isfinite(value).all():
-        raise ValueError(f"sweep[{metric!r}] holds NaN or inf at layers "
-                         f"{common[~np.isfinite(value)].tolist()}")
-    skill = value if higher else -value
-    measured = rankdata(-skill, method="min").astype(np.int64)
-    predicted = _rank_desc(score, common)
-    rho, pvalue = _spearman(score, skill)
-    pos = {int(x): i for i, x in enumerate(common)}
-    rec_rank = np.asarray([measured[pos[x]] for x in recommended], np.int64)
-    best = int(common[np.lexsort((common, -skill))[0]])
-    sense = "higher" if higher else "lower"
-    out = xr.Dataset(
-        {
-            "score": ("layer", score, {"long_name": "layer-selection score", "units": "1"}),
-            metric: ("layer", value, dict(sweep[metric].attrs)),
-            "predicted_rank": ("layer", predicted, {
-                "long_name": "rank by score (1 = recommended first)", "units": "1"}),
-            "measured_rank": ("layer", measured, {
-                "long_name": f"rank by measured {metric} ({sense} is better; 1 = best, ties "
-                             "share the best rank)", "units": "1"}),
-            "recommended_layer": ("choice", np.asarray(recommended, np.int64),
-                                  {"long_name": "recommended layer(s), best first"}),
-            "recommended_measured_rank": ("choice", rec_rank, {
-                "long_name": f"measured rank of the recommended layer(s) by {metric}",
-                "units": "1"}),
-            "spearman": ((), rho, {
-                "long_name": f"Spearman rank correlation of score and measured skill "
-                             f"({'' if higher else 'minus '}{metric})", "units": "1"}),
-            "spearman_pvalue": ((), pvalue, {"long_name": "two-sided p-value of spearman",
-                                             "units": "1"}),
-            "best_measured_layer": ((), best, {
-                "long_name": f"layer with the best measured {metric}"}),
-        },
-        coords={"layer": common, "choice": np.arange(1, len(recommended) + 1)},
-    )
-    out.attrs = {"metric": metric, "higher_is_better": int(higher),
-                 "recommended_measured_rank": int(rec_rank[0]), "spearman": rho,
-                 "best_measured_layer": best, "n_layers_compared": int(len(common))}
-    return out
+def _pearson(a, b) -> float:
+    a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
+    den = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / den) if den > 0 else float("nan")

@@ -1,7 +1,7 @@
 r"""A posteriori LES: the solver on the LES grid with a closure for Π.
 
 The LES equation is the DNS equation for the filtered vorticity with the SGS
-term on the right-hand side with a minus sign:
+term on the right-hand side with a minus sign (docs/conventions.md):
 
 .. math::
 
@@ -18,10 +18,17 @@ grid. xtl provides
 * :class:`ModelClosure` – a trained network of any backend (its normalization
   applied, batched inference);
 * :class:`SumClosure` (``closure_a + closure_b``) – closures compose by addition.
+
+:func:`run_les` runs the LES. (It was called ``les``, which hid this module
+behind a function of the same name in the :mod:`xtl` namespace; ``les`` and
+calling ``xtl.les(...)`` still work and warn.)
 """
 from __future__ import annotations
 
 import math
+import sys
+import types
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -31,7 +38,7 @@ from .fourier import SpectralGrid, transfer_function
 from .solver.run import simulate
 
 __all__ = [
-    "les",
+    "run_les",
     "les_case",
     "les_metrics",
     "Closure",
@@ -47,10 +54,13 @@ __all__ = [
 class Closure:
     """Base class of xtl's closures: a callable on one grid, composable with ``+``.
 
-    Parameters
+    Attributes
     ----------
-    n : int, optional
-        The grid the closure works on; :func:`les` checks it against the LES grid.
+    name : str
+        A label (stored as the LES output's ``closure`` attribute).
+    n : int or None
+        The grid the closure works on (None: any); :func:`run_les` checks it
+        against the LES grid.
     """
 
     name = "closure"
@@ -155,7 +165,8 @@ class Smagorinsky(Closure):
 class DynamicSmagorinsky(Closure):
     """Smagorinsky with C_s² from the Germano identity (Lilly's least squares).
 
-    With the test filter G̃ (the Gaussian of :func:`xtl.fourier.transfer_function`, width 2Δ),
+    With the test filter G̃ (Gaussian of width 2Δ, Ĝ = exp(−k²(2Δ)²/24), from
+    :func:`xtl.fourier.transfer_function`),
     ``L = (N(ω̄, ψ̄))~ − N(ω̄~, ψ̄~)`` and
     ``M = (∇·(Δ²|S̄|∇ω̄))~ − ∇·((2Δ)²|S̄~|∇ω̄~)``, the coefficient is
     ``C_s² = max(0, ⟨L M⟩ / ⟨M M⟩)`` (domain averages), and
@@ -202,7 +213,7 @@ class ModelClosure(Closure):
         ψ̄ and ω̄, output multiplied by that of Π).
     n : int, optional
         The LES grid; default the grid the model was trained on (its
-        provenance), which :func:`les` then checks.
+        provenance), which :func:`run_les` then checks.
     """
 
     name = "model"
@@ -287,8 +298,8 @@ def _initial_field(initial, n):
     return initial
 
 
-def les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: float,
-        n: int | None = None, dt: float | None = None, **simulate_kwargs) -> xr.Dataset:
+def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: float,
+            n: int | None = None, dt: float | None = None, **simulate_kwargs) -> xr.Dataset:
     """Run an LES of ``case`` on its LES grid with ``closure``.
 
     Parameters
@@ -325,13 +336,33 @@ def les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: 
         grid_n = getattr(closure, "n", None)
         if grid_n is not None and grid_n != lcase.n:
             raise ValueError(
-                f"closure works on a {grid_n}² grid but the LES grid is {lcase.n}²"
+                f"closure works on a {grid_n}² grid but the LES grid is {lcase.n}² (case "
+                f"{case.name!r} coarse-grains to n_les={case.n_les}); pass n={grid_n} to run the "
+                f"LES on the closure's grid"
             )
     if initial is not None:
         initial = _initial_field(initial, lcase.n)
     name = getattr(closure, "name", "none" if closure is None else type(closure).__name__)
     return simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
                     closure=closure, attrs={"closure": name}, **simulate_kwargs)
+
+
+def les(*args, **kwargs) -> xr.Dataset:
+    """Deprecated name of :func:`run_les` (it hid the :mod:`xtl.les` module)."""
+    warnings.warn("xtl.les.les is deprecated; call xtl.run_les", DeprecationWarning, stacklevel=2)
+    return run_les(*args, **kwargs)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as the function it used to be shadowed by (deprecated)."""
+
+    def __call__(self, *args, **kwargs):
+        warnings.warn("calling xtl.les(...) is deprecated (xtl.les is the module); call "
+                      "xtl.run_les(...)", DeprecationWarning, stacklevel=2)
+        return run_les(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 # --------------------------------------------------------------------------- metrics
@@ -355,7 +386,7 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     Parameters
     ----------
     les_ds : Dataset
-        Output of :func:`les` (``omega``, ``psi`` on ``(time, y, x)``).
+        Output of :func:`run_les` (``omega``, ``psi`` on ``(time, y, x)``).
     fdns_ds : Dataset
         The filtered DNS on the same grid (e.g. from :func:`xtl.coarse_grain`).
     bins : int

@@ -7,17 +7,29 @@ experiment resumes where it stopped):
 
 1. ``data-<flow>``: a DNS ensemble of each flow, coarse-grained on the fly to
    LES data (ψ̄, ω̄, Π) — :func:`xtl.ensemble`;
-2. ``base-model``: the base network (BNN) — :func:`xtl.train`;
-3. ``recommend-<target>``: the layer recommendation before any re-training —
-   :func:`xtl.explain.recommend_layers`;
-4. ``sweep-<target>``: every single layer re-trained on ~``fraction`` of the
-   base data's size of target data, scored on held-out target data —
-   :func:`xtl.layer_sweep` (the recommended layer's TLNN is one of these);
-5. ``explain-<target>``: spectra of flows and Π, the kernel census, the
-   most-changed kernels, activation spectra — :mod:`xtl.spectral`;
-6. ``aposteriori-<target>``: LES with BNN, best TLNN and a physics baseline
-   against the filtered DNS — :func:`xtl.les`;
-7. ``report``: ``report.html`` with PNG figures beside it.
+2. ``flows``: how many decades each target's spectra are from the base's
+   (:func:`xtl.explain.flow_difference`); the experiment stops here, naming the
+   target, when one that is not marked ``control`` differs by less than
+   ``experiment.min_decades`` at every LES shell;
+3. ``base-model``: the base network (BNN) — :func:`xtl.train` — and its scores
+   on held-out base data;
+4. ``recommend-<target>``: every configured recommender, before any
+   re-training, on the re-training subset of the first seed —
+   :func:`xtl.recommend_layers`;
+5. ``sweep-<target>``: every single layer re-trained under every seed on
+   ~``fraction`` of the base data's size of target data, with the baselines,
+   scored on held-out target data — :func:`xtl.layer_sweep`;
+6. ``explain-<target>``: spectra of flows and Π, the most-changed kernels, and
+   whether the best layer changed where the flows differ —
+   :func:`xtl.explain.spectral_change_correlation`;
+7. ``aposteriori-<target>``: LES with BNN, best TLNN and a physics baseline
+   against the filtered DNS — :func:`xtl.run_les`;
+8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
+   other re-training set sizes — :func:`xtl.budget_sweep`;
+9. ``report``: ``report.html`` with PNG figures beside it.
+
+Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
+task per layer and seed.
 """
 from __future__ import annotations
 
@@ -30,8 +42,9 @@ import numpy as np
 import xarray as xr
 
 from .config import ExperimentConfig, load_config
+from .io import load_dataset
 
-__all__ = ["run_experiment", "Experiment"]
+__all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ"]
 
 #: Fraction of each flow's snapshots (the latest times) held out for testing.
 TEST_FRACTION = 0.25
@@ -39,6 +52,43 @@ TEST_FRACTION = 0.25
 
 def _log(message: str) -> None:
     print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class TargetsTooClose(ValueError):
+    """A target differs from the base by less than ``experiment.min_decades`` at every shell."""
+
+
+def check_targets_differ(flows_file, config: ExperimentConfig) -> None:
+    """Stop the experiment when a target (not marked ``control``) is too close to the base.
+
+    Parameters
+    ----------
+    flows_file : path-like
+        ``results/flows.nc`` (:func:`xtl.explain.flow_difference` per target).
+    config : ExperimentConfig
+
+    Raises
+    ------
+    TargetsTooClose
+        Naming every such target and its largest difference in decades per variable.
+    """
+    decades = load_dataset(flows_file).max_decades
+    close = []
+    for target in config.targets:
+        if target.control:
+            continue
+        per_var = decades.sel(target=target.name)
+        if float(per_var.max()) < config.min_decades:
+            detail = ", ".join(f"{v} {float(per_var.sel(variable=v)):.2f}"
+                               for v in per_var["variable"].values)
+            close.append(f"target {target.name!r} differs from the base "
+                         f"{config.base.name!r} by at most {float(per_var.max()):.2f} decades "
+                         f"at the LES shells ({detail})")
+    if close:
+        raise TargetsTooClose(
+            "; ".join(close) + f": less than experiment.min_decades = {config.min_decades}, "
+            "so it is not a transfer-learning problem. Choose a target that differs more, or "
+            "mark it `control = true` in its [[targets]] table")
 
 
 def _sample_dims(ds):
@@ -234,32 +284,64 @@ class Experiment:
         for _, flow in self.flows():
             self.stage(f"data-{flow.name}", [flow.__dict__.copy(), cfg.seed],
                        [f"data/{flow.name}"], lambda flow=flow: self.les_data(flow))
+        self.stage("flows", [f"@data-{f.name}" for _, f in self.flows()],
+                   ["results/flows.nc"], self._flows)
+        check_targets_differ(self.out / "results" / "flows.nc", cfg)
         self.stage("base-model", ["@data-" + cfg.base.name, cfg.network, cfg.training],
-                   ["models/base.keras", "models/base.nc"], self._train_base)
+                   ["models/base.keras", "models/base.nc", "results/base-scores.nc"],
+                   self._train_base)
         for target in cfg.targets:
             t = target.name
-            self.stage(f"recommend-{t}", ["@base-model", f"@data-{t}"],
-                       [f"results/recommend-{t}.nc"], lambda t=target: self._recommend(t))
+            self.stage(f"recommend-{t}", ["@base-model", f"@data-{t}", cfg.transfer,
+                                         cfg.seeds, cfg.recommend],
+                       [self._recommend_file(t, m) for m in cfg.recommend["methods"]],
+                       lambda t=target: self._recommend(t))
             self.stage(f"sweep-{t}", ["@base-model", f"@data-{t}", cfg.transfer, cfg.sweep,
-                                     f"@recommend-{t}"],
+                                     *self._sweep_needs_recommendation(t)],
                        [f"results/sweep-{t}.nc"], lambda t=target: self._sweep(t))
-            self.stage(f"explain-{t}", [f"@sweep-{t}"], [f"results/explain-{t}.nc"],
+            self.stage(f"explain-{t}", [f"@sweep-{t}", "@flows"], [f"results/explain-{t}.nc"],
                        lambda t=target: self._explain(t))
             if cfg.les.get("enabled", True):
                 self.stage(f"aposteriori-{t}", [f"@sweep-{t}", cfg.les],
                            [f"results/aposteriori-{t}.nc"], lambda t=target: self._aposteriori(t))
+        if cfg.budget:
+            t = cfg.budget["target"]
+            self.stage(f"budget-{t}", [f"@sweep-{t}", cfg.budget, cfg.recommend],
+                       [f"results/budget-{t}.nc"], lambda: self._budget(cfg.target(t)))
         self.stage("report", [self.keys.copy()], ["report.html"], self._report)
         return self.summary()
 
+    # -- data -----------------------------------------------------------------
+    def _flows(self):
+        """How far each target's spectra are from the base's (``results/flows.nc``)."""
+        from .explain import flow_difference
+        from .io import write_dataset
+
+        base = self.les_data(self.config.base)
+        diffs = [flow_difference(base, self.les_data(t)) for t in self.config.targets]
+        ds = xr.concat(diffs, dim="target", combine_attrs="drop_conflicts")
+        ds = ds.assign_coords(target=[t.name for t in self.config.targets],
+                              control=("target", [t.control for t in self.config.targets]))
+        ds.attrs.update(base_case=self.config.base.name, min_decades=self.config.min_decades)
+        write_dataset(ds, self.out / "results" / "flows.nc", overwrite=True)
+
+    # -- the base network -------------------------------------------------------
     def _train_base(self):
         from .backends import save_model
-        from .training import train
+        from .io import write_dataset
+        from .training import evaluate, train
 
         cfg = self.config
-        data = self._base_train()
+        base_train, base_test = split_train_test(self.les_data(cfg.base))
         kwargs = {"seed": cfg.seed, **cfg.training}
-        model = train(data, cfg.network, progress=self.progress, **kwargs)
+        model = train(base_train, cfg.network, progress=self.progress, **kwargs)
         save_model(model, self.model_path("base"), overwrite=True)
+        scores = evaluate(model, base_test)
+        scores.attrs.update(n_train=model.provenance["n_samples"],
+                            n_validation=model.provenance["n_validation"],
+                            n_test=n_samples(base_test), **{
+                                k: model.provenance[k] for k in ("epochs_run", "best_epoch")})
+        write_dataset(scores, self.out / "results" / "base-scores.nc", overwrite=True)
 
     def _base_train(self):
         """The base flow's training part (the test part is not used)."""
@@ -269,59 +351,149 @@ class Experiment:
         """(re-training pool, test set) of a target flow."""
         return split_train_test(self.les_data(target))
 
-    def _recommend(self, target):
-        from .explain import recommend_layers
-        from .io import write_dataset
+    def _n_transfer_samples(self, pool, fraction=None):
+        """Target samples for re-training: a fraction of the base training set's size.
 
-        base = self.load_model("base")
-        base_train = self._base_train()
-        pool, _ = self._target_sets(target)
-        rec = recommend_layers(base, base_train, pool)
-        write_dataset(rec, self.out / "results" / f"recommend-{target.name}.nc", overwrite=True)
-
-    def _n_transfer_samples(self, pool):
-        """Target samples for re-training: ``fraction`` of the base training set's size."""
+        ``transfer.n_samples`` when given, else ``fraction`` (default
+        ``transfer.fraction``, 0.1) of the base training set, capped by the pool.
+        """
         cfg = self.config.transfer
-        if "n_samples" in cfg:
+        if fraction is None and "n_samples" in cfg:
             return min(int(cfg["n_samples"]), n_samples(pool))
-        base_train = self._base_train()
-        wanted = int(round(cfg.get("fraction", 0.1) * n_samples(base_train)))
+        fraction = cfg.get("fraction", 0.1) if fraction is None else fraction
+        wanted = int(round(fraction * n_samples(self._base_train())))
         return max(2, min(wanted, n_samples(pool)))
 
-    def _sweep(self, target):
-        from .explain import recommended_layers
+    def _transfer_kwargs(self):
+        return {k: v for k, v in self.config.transfer.items()
+                if k not in ("fraction", "n_samples", "layers", "seed")}
+
+    # -- recommendations ----------------------------------------------------------
+    def _recommend_file(self, target_name, method, n=None):
+        suffix = "" if n is None else f"-n{n}"
+        return f"results/recommend-{target_name}{suffix}-{method}.nc"
+
+    def recommendation(self, target_name, method=None, n=None) -> xr.Dataset:
+        """A saved recommendation (default method, main budget unless ``n``)."""
+        method = method or self.config.recommend["default"]
+        return load_dataset(self.out / self._recommend_file(target_name, method, n))
+
+    def _recommend_at(self, target, n):
+        """Every configured recommender on the first seed's re-training subset of size ``n``."""
         from .io import write_dataset
-        from .training import layer_sweep
+        from .recommend import recommend_layers
+        from .training import select_samples, stack_samples
+
+        cfg = self.config
+        base = self.load_model("base")
+        pool, _ = self._target_sets(target)
+        subset = stack_samples(pool, select_samples(n_samples(pool), n, None, cfg.seeds[0]))
+        subset.attrs["case_name"] = target.name
+        for method in cfg.recommend["methods"]:
+            options = dict(cfg.recommend["options"].get(method, {}))
+            if method == "probe":  # the probe extrapolates to the sweep's epoch cap
+                options.setdefault("horizon", int(cfg.transfer.get("epochs", 20)))
+                options.setdefault("batch_size", int(cfg.transfer.get("batch_size", 8)))
+                options.setdefault("learning_rate", float(cfg.transfer.get("learning_rate",
+                                                                           1e-3)))
+            rec = recommend_layers(base, self._base_train(), subset, method=method, **options)
+            rec.attrs["n_samples"] = int(n)
+            _log(f"recommend {target.name} (n={n}) by {method}: {rec.attrs['recommended']} "
+                 f"in {float(rec.seconds):.0f} s")
+            write_dataset(rec, self.out / self._recommend_file(
+                target.name, method, None if n == self._main_n(target) else n), overwrite=True)
+
+    def _main_n(self, target):
+        return self._n_transfer_samples(self._target_sets(target)[0])
+
+    def sweep_size(self, target_name: str) -> int:
+        """Size of the re-training subsets of the main sweep of a target."""
+        return self._main_n(self.config.target(target_name))
+
+    def _recommend(self, target):
+        self._recommend_at(target, self._main_n(target))
+
+    def _sweep_needs_recommendation(self, target_name):
+        """The sweep depends on the recommendation only when it does not sweep every layer."""
+        sweep = self.config.sweep
+        if sweep.get("enabled", True) and sweep.get("layers") is None:
+            return []
+        return [f"@recommend-{target_name}"]
+
+    # -- sweeps ---------------------------------------------------------------------
+    def _sweep_layers(self, target):
+        """Every layer; or the configured ones plus the recommended; or only the recommended."""
+        from .recommend import recommended_layers
+
+        sweep = self.config.sweep
+        if sweep.get("enabled", True) and sweep.get("layers") is None:
+            return None
+        recommended = recommended_layers(self.recommendation(target.name))
+        if not sweep.get("enabled", True):
+            return recommended
+        return sorted(set(int(v) for v in sweep["layers"]) | set(recommended))
+
+    def _sweep(self, target):
+        from .io import write_dataset
+        from .sweep import layer_sweep
 
         cfg = self.config
         base = self.load_model("base")
         pool, test = self._target_sets(target)
-        kwargs = {k: v for k, v in cfg.transfer.items() if k not in ("fraction", "n_samples", "layers")}
-        kwargs.setdefault("seed", cfg.seed)
-        with xr.open_dataset(self.out / "results" / f"recommend-{target.name}.nc") as rec:
-            recommended = recommended_layers(rec)
-        layers = cfg.sweep.get("layers")
-        if not cfg.sweep.get("enabled", True):
-            layers = recommended
-        elif layers is not None:  # the recommended layers are always re-trained
-            layers = sorted(set(int(v) for v in layers) | set(recommended))
-        sweep = layer_sweep(base, pool, test, layers=layers, n_samples=self._n_transfer_samples(pool),
-                            client=self.client, save_dir=self.out / "models" / f"tl-{target.name}",
-                            progress=self.progress, **kwargs)
+        sweep = layer_sweep(base, pool, test, layers=self._sweep_layers(target),
+                            seeds=cfg.seeds, n_samples=self._main_n(target),
+                            baselines=cfg.sweep.get("baselines", []),
+                            alpha=cfg.sweep.get("alpha", 0.05), client=self._ensemble_client(),
+                            save_dir=self.out / "models" / f"tl-{target.name}",
+                            progress=self.progress, **self._transfer_kwargs())
         write_dataset(sweep, self.out / "results" / f"sweep-{target.name}.nc", overwrite=True)
 
-    def best_layer(self, target) -> int:
-        """The single layer whose TLNN scored the highest CC on the target test set."""
-        with xr.open_dataset(self.out / "results" / f"sweep-{target.name}.nc") as sweep:
-            return int(sweep.layer[int(np.nanargmax(sweep["cc"].values))])
+    def _budget(self, target):
+        """Sweeps at the other budgets of ``[budget]``, joined with the main sweep."""
+        from .io import write_dataset
+        from .sweep import budget_sweep, concat_budgets, split_budgets
 
-    def tl_model(self, target, layer):
-        """The sweep's TLNN of ``target`` with ``layer`` re-trained."""
+        cfg = self.config
+        base = self.load_model("base")
+        pool, test = self._target_sets(target)
+        main_n = self._main_n(target)
+        sizes = sorted({self._n_transfer_samples(pool, f) for f in cfg.budget["fractions"]}
+                       - {main_n})
+        main = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
+        baselines = [b for b in cfg.sweep.get("baselines", []) if b == "scratch"]
+        parts = [main.sel(baseline=baselines) if "baseline" in main.dims else main]
+        if sizes:
+            extra = budget_sweep(base, pool, test, sizes, layers=self._sweep_layers(target),
+                                 seeds=cfg.seeds, baselines=baselines,
+                                 alpha=cfg.sweep.get("alpha", 0.05),
+                                 client=self._ensemble_client(),
+                                 save_dir=self.out / "models" / f"budget-{target.name}",
+                                 progress=self.progress, **self._transfer_kwargs())
+            parts += split_budgets(extra)
+            for n in sizes:
+                self._recommend_at(target, n)
+        combined = concat_budgets(parts, n_pool=n_samples(pool))
+        combined.attrs["n_base_train"] = n_samples(self._base_train())
+        write_dataset(combined, self.out / "results" / f"budget-{target.name}.nc",
+                      overwrite=True)
+
+    def best_layer(self, target) -> int:
+        """The single layer with the best mean CC over seeds on the target test set."""
+        sweep = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
+        return int(sweep.layer[int(np.nanargmax(sweep["cc_mean"].values))])
+
+    def tl_model(self, target, layer, seed=None):
+        """The sweep's TLNN of ``target`` with ``layer`` re-trained (first seed by default)."""
         from .backends import load_model
 
-        return load_model(self.out / "models" / f"tl-{target.name}" / f"tl_layer{layer}.keras")
+        seed = self.config.seeds[0] if seed is None else seed
+        return load_model(self.out / "models" / f"tl-{target.name}"
+                          / f"tl_layer{layer}_seed{seed}.keras")
 
+    # -- explanations -----------------------------------------------------------------
     def _explain(self, target):
+        from .backends import model_to_dataset
+        from .explain import spectral_change_correlation
         from .io import write_dataset
         from .spectral import kernel_change, spectrum
         from .training import predict
@@ -330,7 +502,7 @@ class Experiment:
         pool, test = self._target_sets(target)
         base_train = self._base_train()
         best = self.best_layer(target)
-        tl = self.tl_model(target, best)
+        tls = [self.tl_model(target, best, s) for s in self.config.seeds]
         n_les = test.sizes["x"]
         out = xr.Dataset()
         for label, ds in (("base", base_train), ("target", pool)):
@@ -340,17 +512,29 @@ class Experiment:
         dims = _sample_dims(test)
         out["pi_truth"] = spectrum(test.pi).mean(dims)
         out["pi_bnn"] = spectrum(predict(base, test)).mean(dims)
-        out["pi_tlnn"] = spectrum(predict(tl, test)).mean(dims)
-        change = kernel_change(base.to_dataset(), tl.to_dataset(), n=n_les, percentile=99.0)
+        out["pi_tlnn"] = spectrum(predict(tls[0], test)).mean(dims)
+        base_ds = model_to_dataset(base)
+        change = kernel_change(base_ds, tls[0].to_dataset(), n=n_les, percentile=99.0)
         change = change.isel(top=slice(0, 8))
-        out = xr.merge([out, change.rename({"layer": "kernel_layer"})], compat="override")
-        out.attrs.update(best_layer=best, target=target.name, n_les=n_les)
+        weight = load_dataset(self.out / "results" / "flows.nc").shell_weight.sel(
+            target=target.name)
+        kmax = n_les // 2 - 1  # the shells the square LES grid holds whole
+        corr = spectral_change_correlation(base_ds, [m.to_dataset() for m in tls], best,
+                                           weight.sel(k=slice(0, kmax)).drop_vars(
+                                               ["target", "control"], errors="ignore"))
+        out = xr.merge([out, change.rename({"layer": "kernel_layer"}),
+                        corr.rename(k="shell").rename(
+                            change_profile="change_profile", shell_weight="change_weight")],
+                       compat="override")
+        out.attrs.update(best_layer=best, target=target.name, n_les=n_les,
+                         change_correlation=float(corr.correlation),
+                         change_pvalue=float(corr.pvalue))
         write_dataset(out.compute(), self.out / "results" / f"explain-{target.name}.nc",
                       overwrite=True)
 
     def _aposteriori(self, target):
         from .io import write_dataset
-        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les, les_metrics
+        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_metrics, run_les
 
         cfg = self.config.les
         case = target.make_case()
@@ -371,8 +555,8 @@ class Experiment:
         results = []
         for label, closure in closures.items():
             try:
-                run = les(case, closure, initial=initial, t_end=t_end, save_interval=save,
-                          progress=self.progress)
+                run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save,
+                              progress=self.progress)
                 m = les_metrics(run, fdns)
             except Exception as err:  # a diverging LES is a result, not a failure
                 _log(f"a posteriori {label} on {target.name}: {err}")
@@ -391,26 +575,36 @@ class Experiment:
         write_report(self)
 
     def summary(self) -> dict:
-        """Headline numbers: CC of BNN and TLNNs, recommended layers and their sweep rank."""
-        from .explain import compare_recommendation, recommended_layers
+        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations."""
+        from .recommend import compare_recommendation
 
+        cfg = self.config
         result = {"ran": self.ran, "skipped": self.skipped, "targets": {}}
-        for target in self.config.targets:
+        decades = load_dataset(self.out / "results" / "flows.nc").max_decades
+        for target in cfg.targets:
             t = target.name
-            with xr.open_dataset(self.out / "results" / f"sweep-{t}.nc") as sweep, \
-                    xr.open_dataset(self.out / "results" / f"recommend-{t}.nc") as rec:
-                entry = {
-                    "cc_bnn": float(sweep["base_cc"]),
-                    "cc_tlnn": {int(l): float(c) for l, c in
-                                zip(sweep.layer.values, sweep["cc"].values)},
-                    "recommended": recommended_layers(rec),
-                    "rank_in_sweep": float("nan"),
-                    "spearman": float("nan"),
-                }
-                if sweep.sizes["layer"] >= 2:  # a comparison needs a sweep of several layers
-                    cmp = compare_recommendation(rec, sweep)
-                    entry["rank_in_sweep"] = int(cmp["recommended_measured_rank"].values[0])
-                    entry["spearman"] = float(cmp["spearman"])
+            sweep = load_dataset(self.out / "results" / f"sweep-{t}.nc")
+            entry = {
+                "decades": {str(v): float(decades.sel(target=t, variable=v))
+                            for v in decades["variable"].values},
+                "cc_bnn": float(sweep["base_cc"]),
+                "cc_tlnn": {int(l): (float(m), float(e)) for l, m, e in zip(
+                    sweep.layer.values, sweep.cc_mean.values, sweep.cc_sem.values)},
+                "best_set": [int(v) for v in np.atleast_1d(sweep.attrs["best_set"])],
+                "epochs": {int(l): float(e) for l, e in
+                           zip(sweep.layer.values, sweep.epochs_run_mean.values)},
+                "baselines": {str(b): (float(m), float(e)) for b, m, e in zip(
+                    sweep.baseline.values, sweep.baseline_cc_mean.values,
+                    sweep.baseline_cc_sem.values)} if "baseline" in sweep.dims else {},
+                "recommendations": {},
+            }
+            if sweep.sizes["layer"] >= 2:
+                for method in cfg.recommend["methods"]:
+                    cmp = compare_recommendation(self.recommendation(t, method), sweep)
+                    entry["recommendations"][method] = {
+                        "recommended": int(cmp.attrs["recommended"]),
+                        "hit": bool(cmp.hit), "rank": int(cmp.recommended_rank),
+                        "spearman": float(cmp.spearman), "cost_ratio": float(cmp.cost_ratio)}
             result["targets"][t] = entry
         return result
 
@@ -420,12 +614,18 @@ def _config_as_toml_dict(config: ExperimentConfig) -> dict:
     def flow(f):
         return {"name": f.name, "case": f.case, "members": f.members, "spin_up": f.spin_up,
                 "t_end": f.t_end, "save_interval": f.save_interval, "filter": f.filter,
-                **f.overrides}
+                "control": f.control, **f.overrides}
 
-    return {"experiment": {"name": config.name, "seed": config.seed}, "base": flow(config.base),
-            "targets": [flow(t) for t in config.targets], "network": config.network,
-            "training": config.training, "transfer": config.transfer, "sweep": config.sweep,
-            "les": config.les}
+    recommend = {"methods": config.recommend["methods"], "default": config.recommend["default"],
+                 **config.recommend["options"]}
+    out = {"experiment": {"name": config.name, "seed": config.seed,
+                          "min_decades": config.min_decades},
+           "base": flow(config.base), "targets": [flow(t) for t in config.targets],
+           "network": config.network, "training": config.training, "transfer": config.transfer,
+           "sweep": config.sweep, "les": config.les, "recommend": recommend}
+    if config.budget:
+        out["budget"] = config.budget
+    return out
 
 
 def run_experiment(config=None, out="xtl-demo", client=None, scheduler=None, progress=None):

@@ -1,7 +1,9 @@
 """Matplotlib figures of the Fourier explanations: spectra, kernel spectra, census.
 
 Every function takes xarray objects as returned by :mod:`xtl.spectral`, draws on a given
-Axes (or Figure) or a new one, and returns it; nothing is shown or saved here.
+Axes (or Figure) or a new one, and returns it; nothing is shown or saved here. Given an
+Axes or Figure (e.g. of a ``matplotlib.figure.Figure()``), nothing touches pyplot or the
+backend; only a new figure is made with pyplot. Legends sit outside the axes, off the data.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["plot_spectra", "plot_kernel_spectra", "plot_census", "plot_vorticity"]
+__all__ = ["plot_spectra", "plot_kernel_spectra", "plot_census", "plot_vorticity",
+           "legend_outside"]
 
 #: Colours of the filter types in census bars.
 FILTER_COLORS = {
@@ -30,6 +33,26 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def legend_outside(ax, **kwargs):
+    """A legend to the right of ``ax``, outside it (off the data); None without labels.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    **kwargs
+        Passed to ``Axes.legend`` (e.g. ``fontsize``, ``handles``).
+
+    Returns
+    -------
+    matplotlib.legend.Legend or None
+    """
+    handles, _ = ax.get_legend_handles_labels()
+    if not handles and "handles" not in kwargs:
+        return None
+    kwargs.setdefault("fontsize", 8)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def _as_curves(spectra, labels, dim):
@@ -98,7 +121,7 @@ def plot_spectra(spectra, *, labels=None, dim=None, ax=None, kmin=1, title=None,
     Returns
     -------
     matplotlib.axes.Axes
-        The axes, with one line per spectrum and a legend.
+        The axes, with one line per spectrum and a legend outside, on the right.
 
     Raises
     ------
@@ -119,15 +142,19 @@ def plot_spectra(spectra, *, labels=None, dim=None, ax=None, kmin=1, title=None,
     if title:
         ax.set_title(title)
     if any(lab is not None for lab, _ in curves):
-        ax.legend()
+        legend_outside(ax)
     if own:
         ax.figure.tight_layout()
     return ax
 
 
 def plot_kernel_spectra(filters, kernels=None, *, classes=None, ncols=None, kmax=None,
-                        fig=None, cmap="viridis"):
+                        fig=None, cmap="viridis", vmax=None):
     """Grid of kernel spectra ``|Ŵ|`` centred at k = 0, as in the paper's figures.
+
+    All panels share one colour scale, from 0 to ``vmax``, shown by one colourbar, so
+    that kernels (e.g. before and after re-training) compare by colour; the axes are the
+    wavenumbers ``kx`` (bottom row) and ``ky`` (left column).
 
     Parameters
     ----------
@@ -149,11 +176,13 @@ def plot_kernel_spectra(filters, kernels=None, *, classes=None, ncols=None, kmax
         Figure to draw in; a new one by default.
     cmap : str, default "viridis"
         Colour map.
+    vmax : float, optional
+        Top of the shared colour scale; default the largest ``|Ŵ|`` drawn.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One image per kernel, axes in wavenumbers.
+        One image per kernel, axes in wavenumbers, and a colourbar of ``|Ŵ|``.
 
     Raises
     ------
@@ -185,17 +214,23 @@ def plot_kernel_spectra(filters, kernels=None, *, classes=None, ncols=None, kmax
         raise ValueError("kernels is empty")
     ncols = ncols or min(6, len(selections))
     nrows = -(-len(selections) // ncols)
-    plt = _plt()
-    if fig is None:
-        fig = plt.figure(figsize=(2.2 * ncols, 2.2 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    ky, kx = filters["ky"].values, filters["kx"].values
-    extent = [kx[0] - 0.5, kx[-1] + 0.5, ky[0] - 0.5, ky[-1] + 0.5]
-    for ax, sel in zip(axes.ravel(), selections):
+    images = []
+    for sel in selections:
         img = filters.sel(sel)
         if img.dims != ("ky", "kx"):
             raise ValueError(f"selection {sel} does not pick one filter (dims {img.dims})")
-        ax.imshow(np.asarray(img.values), origin="lower", extent=extent, cmap=cmap, vmin=0)
+        images.append(np.asarray(img.values, dtype=float))
+    if vmax is None:
+        vmax = max((float(np.nanmax(i)) for i in images if np.isfinite(i).any()), default=1.0)
+    if fig is None:
+        fig = _plt().figure(figsize=(2.2 * ncols + 1.0, 2.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    ky, kx = filters["ky"].values, filters["kx"].values
+    extent = [kx[0] - 0.5, kx[-1] + 0.5, ky[0] - 0.5, ky[-1] + 0.5]
+    mappable = None
+    for i, (ax, sel, values) in enumerate(zip(axes.ravel(), selections, images)):
+        mappable = ax.imshow(values, origin="lower", extent=extent, cmap=cmap, vmin=0,
+                             vmax=vmax or 1.0)
         title = " ".join(f"{_ABBREV.get(d, d)}{v}" for d, v in sel.items())
         if classes is not None:
             c = classes.sel(sel)
@@ -203,14 +238,19 @@ def plot_kernel_spectra(filters, kernels=None, *, classes=None, ncols=None, kmax
             if c["filter_type"].item() == "gabor":
                 title += f" {float(c['orientation']):.0f}°"
         ax.set_title(title, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        row, col = divmod(i, ncols)
+        if row == nrows - 1 or i + ncols >= len(selections):
+            ax.set_xlabel("kx", fontsize=8)
+        if col == 0:
+            ax.set_ylabel("ky", fontsize=8)
     for ax in axes.ravel()[len(selections):]:
         ax.set_visible(False)
+    fig.colorbar(mappable, ax=axes.ravel().tolist(), label="|Ŵ|", shrink=0.8)
     return fig
 
 
-def plot_census(census, *, ax=None, title=None):
+def plot_census(census, *, ax=None, title=None, fractions=True):
     """Census of filter types per layer as stacked bars.
 
     Parameters
@@ -221,11 +261,15 @@ def plot_census(census, *, ax=None, title=None):
         Axes to draw on; a new figure by default.
     title : str, optional
         Axis title.
+    fractions : bool, default True
+        Draw each layer's counts as fractions of its kernels (the layers of a CNN hold
+        very different numbers of kernels, e.g. 24 in the first and 576 in the middle),
+        the counts going to the tick labels; False draws the counts.
 
     Returns
     -------
     matplotlib.axes.Axes
-        One stacked bar per layer, one colour per filter type, with a legend.
+        One stacked bar per layer, one colour per filter type, with a legend outside.
 
     Raises
     ------
@@ -241,16 +285,24 @@ def plot_census(census, *, ax=None, title=None):
     layers = census["layer"].values if "layer" in census.coords else np.arange(1, census.sizes["layer"] + 1)
     x = np.arange(layers.size)
     bottom = np.zeros(layers.size)
+    totals = np.asarray(census.sum("filter_type").values, float)
+    scale = np.where(totals > 0, totals, 1.0) if fractions else np.ones(layers.size)
     for t in census["filter_type"].values:
-        h = np.asarray(census.sel(filter_type=t).values, float)
+        h = np.asarray(census.sel(filter_type=t).values, float) / scale
         ax.bar(x, h, bottom=bottom, label=str(t), color=FILTER_COLORS.get(str(t)))
         bottom += h
-    ax.set_xticks(x, [str(v) for v in layers])
-    ax.set_xlabel("layer")
-    ax.set_ylabel("number of kernels")
+    if fractions:
+        ax.set_xticks(x, [f"{v}\n{int(n)}" for v, n in zip(layers, totals)])
+        ax.set_xlabel("layer (and its number of kernels)")
+        ax.set_ylabel("fraction of the layer's kernels")
+        ax.set_ylim(0, 1)
+    else:
+        ax.set_xticks(x, [str(v) for v in layers])
+        ax.set_xlabel("layer")
+        ax.set_ylabel("number of kernels")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     if own:
         ax.figure.tight_layout()
     return ax

@@ -2,7 +2,8 @@
 
 Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (the filter
 census from the saved base model), and has one sentence under it saying what it
-shows.
+shows. Figures are ``matplotlib.figure.Figure`` objects saved directly: writing a
+report never touches pyplot or switches the matplotlib backend (of a notebook, say).
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .explain import recommended_layers
+from .io import load_dataset
+from .recommend import compare_recommendation, recommended_layers
 
-__all__ = ["write_report", "REPORT_FIGURES"]
+__all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
 
 #: Figure kinds every report contains (per target where it says so).
 REPORT_FIGURES = (
@@ -24,33 +26,32 @@ REPORT_FIGURES = (
     "cc-per-layer",
     "pi-spectra",
     "kernel-changes",
+    "spectral-change",
     "filter-census",
     "activation-spectra",
-    "recommendation",
+    "recommenders",
     "aposteriori",
 )
+#: Figure kinds of optional stages: ``budget`` with a ``[budget]`` section.
+OPTIONAL_FIGURES = ("budget",)
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize):
+    """A new Figure outside pyplot (no backend, no global state), with constrained layout."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def _save(fig, path: Path) -> str:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    _plt().close(fig)
     os.replace(tmp, path)
     return path.name
 
 
 def _open(path):
-    with xr.open_dataset(path) as ds:
-        return ds.load()
+    return load_dataset(path)
 
 
 def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
@@ -66,27 +67,109 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     for target, ex in explains.items():
         curves.setdefault("base", _resolved(ex["energy_base"], n_les))
         curves[target] = _resolved(ex["energy_target"], n_les)
-    ax = plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)")
-    return _save(ax.figure, folder / "flow-spectra.png")
+    fig = _figure((6, 4))
+    plot_spectra(curves, title="energy spectra of the filtered flows", ylabel="E(k)",
+                 ax=fig.add_subplot())
+    return _save(fig, folder / "flow-spectra.png")
 
 
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
-    """CC of the BNN and of each single-layer TLNN on every target's test data."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines."""
+    from matplotlib.lines import Line2D
+
+    fig = _figure((7.5, 4.2))
+    ax = fig.add_subplot()
     for i, (target, sweep) in enumerate(sweeps.items()):
         color = f"C{i}"
-        ax.plot(sweep.layer, sweep.cc, "o-", color=color, label=f"TLNN on {target}")
-        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1, label=f"BNN on {target}")
+        layers = sweep.layer.values
+        ax.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="o-", color=color,
+                    capsize=3, mfc="white", label=f"TLNN on {target}")
+        best = sweep.best_set.values.astype(bool)
+        ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color)
+        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1)
+        for b, style in (("scratch", ":"), ("full_target", "-.")):
+            if "baseline" in sweep.dims and b in sweep.baseline.values:
+                ax.axhline(float(sweep.baseline_cc_mean.sel(baseline=b)), color=color, ls=style,
+                           lw=1)
         for layer in recommended_layers(recs[target]):
-            ax.plot([layer], [float(sweep.cc.sel(layer=layer))], "*", ms=16, color=color,
+            ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
                     markeredgecolor="k")
+    handles = [Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
+               (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
+    handles.append(Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
+                          label="recommended"))
+    leg1 = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.add_artist(leg1)
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
     ax.set_xlabel("re-trained layer")
     ax.set_ylabel("CC of Π on held-out target data")
     ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
-    ax.legend(fontsize=8)
-    ax.set_title("single-layer transfer learning (★ recommended)")
+    ax.set_title("single-layer transfer learning: mean ± s.e. over seeds (filled: best set)")
     return _save(fig, folder / "cc-per-layer.png")
+
+
+def _fig_recommenders(target: str, recs: dict, sweep: xr.Dataset, folder: Path) -> str:
+    """Each recommender's score (scaled to [0, 1]) against the measured mean CC."""
+    fig = _figure((8, 3.8))
+    ax1 = fig.add_subplot()
+    layers = sweep.layer.values
+    width = 0.8 / max(1, len(recs))
+    for i, (method, rec) in enumerate(recs.items()):
+        score = rec.score.sel(layer=layers).values.astype(float)
+        span = np.ptp(score)
+        scaled = (score - score.min()) / span if span > 0 else np.zeros_like(score)
+        ax1.bar(layers - 0.4 + width * (i + 0.5), scaled, width, color=f"C{i}", alpha=0.7,
+                label=f"{method} → {recommended_layers(rec)}")
+    ax1.set_xlabel("layer")
+    ax1.set_ylabel("score, scaled to [0, 1]")
+    ax2 = ax1.twinx()
+    ax2.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="ko-", capsize=3,
+                 label="measured CC ± s.e.")
+    ax2.set_ylabel("mean CC of the TLNN")
+    ax1.set_xticks(layers)
+    ax1.set_title(f"{target}: recommenders (before TL) vs the sweep (after TL)")
+    fig.legend(loc="outside right upper", fontsize=8)
+    return _save(fig, folder / f"recommenders-{target}.png")
+
+
+def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
+    """Mean CC ± s.e. per layer at every re-training set size; the best layer marked."""
+    from .plotting import legend_outside
+
+    fig = _figure((7.5, 4))
+    ax = fig.add_subplot()
+    for i, n in enumerate(budget.budget.values):
+        one = budget.sel(budget=n)
+        frac = float(one.fraction)
+        ax.errorbar(one.layer, one.cc_mean, yerr=one.cc_sem, fmt="o-", color=f"C{i}",
+                    capsize=3, label=f"{int(n)} samples ({100 * frac:.0f}% of the pool)")
+        best = int(one.best_layer)
+        ax.plot([best], [float(one.cc_mean.sel(layer=best))], "s", ms=10, mfc="none",
+                color=f"C{i}")
+        ax.axhline(float(one.base_cc), color="k", ls="--", lw=1)
+    ax.set_xlabel("re-trained layer")
+    ax.set_ylabel("CC of Π on held-out target data")
+    ax.set_xticks(budget.layer.values)
+    ax.set_title(f"{target}: the best layer (square) at each re-training budget; dashed: BNN")
+    legend_outside(ax)
+    return _save(fig, folder / f"budget-{target}.png")
+
+
+def _fig_spectral_change(target: str, ex: xr.Dataset, folder: Path) -> str:
+    """The best layer's spectral change against how much the flows differ, per shell."""
+    fig = _figure((6, 3.6))
+    ax1 = fig.add_subplot()
+    k = ex.shell.values
+    ax1.plot(k, ex.change_profile, "o-", color="tab:blue", label="Δ|Ŵ| of the re-trained layer")
+    ax1.set_xlabel("k")
+    ax1.set_ylabel("mean ||Ŵ_TL| − |Ŵ_base||", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(k, ex.change_weight, "s--", color="tab:red", label="w(k)")
+    ax2.set_ylabel("w(k): flows differ (decades)", color="tab:red")
+    ax1.set_title(f"{target}, layer {ex.attrs['best_layer']}: r = "
+                  f"{ex.attrs['change_correlation']:.2f}, permutation p = "
+                  f"{ex.attrs['change_pvalue']:.3f}")
+    return _save(fig, folder / f"spectral-change-{target}.png")
 
 
 def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> str:
@@ -95,9 +178,10 @@ def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> st
 
     best = ex.attrs.get("best_layer", "?")
     curves = {"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn}
-    ax = plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
-                      title=f"Π spectra on {target}", ylabel="power of Π")
-    return _save(ax.figure, folder / f"pi-spectra-{target}.png")
+    fig = _figure((6, 4))
+    plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
+                 title=f"Π spectra on {target}", ylabel="power of Π", ax=fig.add_subplot())
+    return _save(fig, folder / f"pi-spectra-{target}.png")
 
 
 def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
@@ -109,8 +193,10 @@ def _fig_kernel_changes(target: str, ex: xr.Dataset, folder: Path) -> str:
     labels = [f"L{int(l)} out{int(o)} in{int(i)}" for l, o, i in
               zip(ex.top_layer.values, ex.top_channel_out.values, ex.top_channel_in.values)]
     both = both.assign_coords(top=labels).rename(top="kernel").transpose("kernel", "model", "ky", "kx")
-    fig = plot_kernel_spectra(both, ncols=4)
-    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after", y=1.02)
+    ncols = 4
+    nrows = -(-both.sizes["kernel"] * both.sizes["model"] // ncols)
+    fig = plot_kernel_spectra(both, ncols=ncols, fig=_figure((2.2 * ncols + 1.0, 2.2 * nrows)))
+    fig.suptitle(f"most-changed kernels on {target}: |Ŵ| before / after (one colour scale)")
     return _save(fig, folder / f"kernel-changes-{target}.png")
 
 
@@ -118,18 +204,19 @@ def _fig_census(census: xr.DataArray, folder: Path) -> str:
     """Filter types of the base network's kernels, per layer."""
     from .plotting import plot_census
 
-    ax = plot_census(census, title="filter census of the base network")
-    return _save(ax.figure, folder / "filter-census.png")
+    fig = _figure((7, 3.8))
+    plot_census(census, title="filter census of the base network", ax=fig.add_subplot())
+    return _save(fig, folder / "filter-census.png")
 
 
 def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     """Per-layer activation spectra of the base network on base vs target inputs."""
-    plt = _plt()
     base, tgt = _activation_pair(rec)
     layers = base.layer.values
     ncols = min(4, len(layers))
     nrows = int(np.ceil(len(layers) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False)
+    fig = _figure((3.2 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, layer in zip(axes.ravel(), layers):
         for da, label, style in ((base, "base inputs", "-"), (tgt, "target inputs", "--")):
             curve = da.sel(layer=layer)
@@ -138,44 +225,35 @@ def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
             curve = curve.where(curve.k >= 1, drop=True)
             ax.loglog(curve.k, curve, style, label=label)
         ax.set_title(f"layer {int(layer)}", fontsize=9)
+        ax.set_xlabel("k", fontsize=8)
+        ax.set_ylabel("channel-mean power", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(layers):]:
         ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(f"activation spectra of the base network: base vs {target}", y=1.02)
-    fig.tight_layout()
+    fig.legend(*axes.ravel()[0].get_legend_handles_labels(), loc="outside upper right",
+               fontsize=8)
+    fig.suptitle(f"activation spectra of the base network: base vs {target}")
     return _save(fig, folder / f"activation-spectra-{target}.png")
-
-
-def _fig_recommendation(target: str, rec: xr.Dataset, sweep: xr.Dataset, folder: Path) -> str:
-    """The framework's score per layer against the CC measured by the sweep."""
-    plt = _plt()
-    fig, ax1 = plt.subplots(figsize=(6, 3.6))
-    layers = rec.layer.values
-    ax1.bar(layers, rec.score.values, color="tab:gray", alpha=0.6, label="score (before TL)")
-    ax1.set_xlabel("layer")
-    ax1.set_ylabel("recommendation score")
-    ax2 = ax1.twinx()
-    ax2.plot(sweep.layer, sweep.cc, "o-", color="tab:red", label="measured CC (after TL)")
-    ax2.set_ylabel("CC of TLNN", color="tab:red")
-    ax1.set_title(f"{target}: recommended layer(s) {recommended_layers(rec)}")
-    fig.legend(loc="lower right", fontsize=8)
-    return _save(fig, folder / f"recommendation-{target}.png")
 
 
 def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     """Energy spectra of the LES with each closure against the filtered DNS."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from .plotting import legend_outside
+
+    fig = _figure((7, 4))
+    ax = fig.add_subplot()
     if "energy_fdns" in post:
         fdns = post.energy_fdns.isel(closure=0)
         fdns = fdns.where(fdns.k >= 1, drop=True)
         ax.loglog(fdns.k, fdns, "k-", lw=2, label="filtered DNS")
-    for closure in post.closure.values:
+    for i, closure in enumerate(post.closure.values):
         stable = bool(post.stable.sel(closure=closure))
         if "energy_les" in post and stable:
             e = post.energy_les.sel(closure=closure)
             e = e.where(e.k >= 1, drop=True)
-            ax.loglog(e.k, e, "--", label=str(closure))
+            style, marker = _LINE_STYLES[i % len(_LINE_STYLES)]
+            ax.loglog(e.k, e, linestyle=style, marker=marker, markevery=0.15, ms=4,
+                      color=f"C{i}", label=str(closure))
         elif not stable:
             ax.plot([], [], "x", label=f"{closure}: unstable")
     kmax = int(post.attrs.get("kmax", post.k.max()))
@@ -185,8 +263,14 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     ax.set_xlabel("k (dotted: the LES cutoff)")
     ax.set_ylabel("E(k)")
     ax.set_title(f"a posteriori LES on {target}")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return _save(fig, folder / f"aposteriori-{target}.png")
+
+
+#: (line style, marker) of the closures in the a posteriori figure: no two alike, none solid
+#: (the filtered DNS is the solid black line).
+_LINE_STYLES = (("--", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D"),
+                ((0, (1, 3)), "v"), ((0, (8, 2)), "x"))
 
 
 def _activation_pair(rec: xr.Dataset):
@@ -197,22 +281,39 @@ def _activation_pair(rec: xr.Dataset):
 _SENTENCES = {
     "flow-spectra": "Energy spectra of the filtered base and target flows: the targets differ "
                     "from the base where these curves separate.",
-    "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data by the base "
-                    "network (dashed) and by the network with one layer re-trained (dots); the star "
-                    "marks the layer recommended before any re-training.",
+    "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data, mean ± "
+                    "standard error over seeds (each seed another re-training subset and "
+                    "shuffle): each layer re-trained alone (filled dots: the best set, not "
+                    "significantly worse than the best layer), the base network (dashed), a "
+                    "network trained from scratch on the same small set (dotted) and one "
+                    "trained on the whole target pool (dash-dotted); the star marks the layer "
+                    "recommended before any re-training.",
     "pi-spectra": "Power spectrum of the SGS term Π on the target: the truth, the base network and "
                   "the best single-layer transfer-learned network.",
     "kernel-changes": "Fourier magnitude of the kernels that transfer learning changed most, "
-                      "before and after re-training, centred at k = 0.",
-    "filter-census": "How many kernels of each base-network layer act as low-, high-, band-pass, "
-                     "Gabor or all-pass filters.",
+                      "before and after re-training, over (kx, ky) centred at k = 0, on one "
+                      "colour scale.",
+    "spectral-change": "Per wavenumber shell: how much re-training changed the best layer's "
+                       "filters (averaged over seeds) and how much the flows differ; r is their "
+                       "correlation, p its permutation p-value (shells shuffled).",
+    "filter-census": "Which fraction of each base-network layer's kernels (their number under "
+                     "the layer) act as low-, high-, band-pass, Gabor or all-pass filters.",
     "activation-spectra": "Spectra of each layer's outputs on base and on target inputs: where they "
                           "start to differ shows which layer first sees the new flow.",
-    "recommendation": "The framework's score per layer (bars, computed before any re-training) "
-                      "against the CC each single-layer re-training achieved (line).",
+    "recommenders": "Every recommender's score per layer (bars, computed before any "
+                    "re-training, scaled to [0, 1]) against the mean CC each single-layer "
+                    "re-training achieved (line, ± standard error).",
+    "budget": "Mean CC ± standard error per re-trained layer at each re-training set size; the "
+              "square marks the best layer at that size.",
     "aposteriori": "Energy spectra of LES run with each closure from the same filtered DNS state, "
                    "against the filtered DNS.",
 }
+
+
+def _recommendations(experiment, target: str) -> dict:
+    """``{method: recommendation Dataset}`` of a target (main budget)."""
+    return {m: experiment.recommendation(target, m)
+            for m in experiment.config.recommend["methods"]}
 
 
 def write_report(experiment) -> Path:
@@ -228,10 +329,12 @@ def write_report(experiment) -> Path:
     out = Path(experiment.out)
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
-    targets = [t.name for t in experiment.config.targets]
+    cfg = experiment.config
+    targets = [t.name for t in cfg.targets]
     res = out / "results"
     sweeps = {t: _open(res / f"sweep-{t}.nc") for t in targets}
-    recs = {t: _open(res / f"recommend-{t}.nc") for t in targets}
+    recs = {t: _recommendations(experiment, t) for t in targets}
+    default = {t: recs[t][cfg.recommend["default"]] for t in targets}
     explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
     posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
              if (res / f"aposteriori-{t}.nc").exists()}
@@ -240,44 +343,110 @@ def write_report(experiment) -> Path:
     n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
 
     sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
-                                    _SENTENCES["flow-spectra"])]),
+                            _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
-                 [(_fig_cc_per_layer(sweeps, recs, folder), _SENTENCES["cc-per-layer"])]),
+                 [(_fig_cc_per_layer(sweeps, default, folder), _SENTENCES["cc-per-layer"])]),
                 ("The base network's filters",
-                 [(_fig_census(filter_census(base, n=n_les), folder), _SENTENCES["filter-census"])])]
+                 [(_fig_census(filter_census(base, n=n_les), folder),
+                   _SENTENCES["filter-census"])])]
     for t in targets:
         figures = [
             (_fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
             (_fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
-            (_fig_activation_spectra(t, recs[t], folder), _SENTENCES["activation-spectra"]),
-            (_fig_recommendation(t, recs[t], sweeps[t], folder), _SENTENCES["recommendation"]),
+            (_fig_spectral_change(t, explains[t], folder), _SENTENCES["spectral-change"]),
+            (_fig_recommenders(t, recs[t], sweeps[t], folder), _SENTENCES["recommenders"]),
         ]
+        if "spectral" in recs[t]:
+            figures.append((_fig_activation_spectra(t, recs[t]["spectral"], folder),
+                            _SENTENCES["activation-spectra"]))
         if t in posts:
             figures.append((_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
         sections.append((f"Target: {t}", figures))
-    summary = experiment.summary()
+    tables = [_summary_table(experiment.summary()),
+              _recommender_table(experiment, sweeps)]
+    if cfg.budget:
+        t = cfg.budget["target"]
+        budget = _open(res / f"budget-{t}.nc")
+        sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
+                                                        _SENTENCES["budget"])]))
+        tables.append(_budget_table(experiment, t, budget))
     path = out / "report.html"
     tmp = out / "report.html.tmp"
-    tmp.write_text(_html(experiment, sections, summary))
+    tmp.write_text(_html(experiment, sections, "".join(tables)))
     os.replace(tmp, path)
     return path
 
 
+def _pm(mean, sem) -> str:
+    return f"{mean:.3f}" if not np.isfinite(sem) else f"{mean:.3f} ± {sem:.3f}"
+
+
 def _summary_table(summary) -> str:
+    """Per target: flows in decades, CC of BNN, every layer, baselines; best set; epochs."""
     rows = []
     for t, s in summary["targets"].items():
-        best_layer = max(s["cc_tlnn"], key=s["cc_tlnn"].get)
-        rows.append(
-            f"<tr><td>{html.escape(t)}</td><td>{s['cc_bnn']:.3f}</td>"
-            f"<td>{best_layer} ({s['cc_tlnn'][best_layer]:.3f})</td>"
-            f"<td>{s['recommended']}</td><td>{s['rank_in_sweep']:.0f}</td>"
-            f"<td>{s['spearman']:.2f}</td></tr>")
-    return ("<table><tr><th>target</th><th>CC BNN</th><th>best layer (CC TLNN)</th>"
-            "<th>recommended</th><th>its rank in the sweep</th><th>Spearman(score, CC)</th></tr>"
-            + "".join(rows) + "</table>")
+        decades = ", ".join(f"{v} {d:.2f}" for v, d in s["decades"].items())
+        layers = "<br>".join(f"L{k}: {_pm(*v)} ({s['epochs'][k]:.0f} ep.)"
+                             for k, v in s["cc_tlnn"].items())
+        baselines = "<br>".join(f"{b}: {_pm(*v)}" for b, v in s["baselines"].items()) or "—"
+        rows.append(f"<tr><td>{html.escape(t)}</td><td>{decades}</td><td>{s['cc_bnn']:.3f}</td>"
+                    f"<td>{layers}</td><td>{baselines}</td><td>{s['best_set']}</td></tr>")
+    return ("<h2>Summary</h2><p>CC on held-out target data, mean ± standard error over seeds "
+            "(epochs: mean epochs each re-training ran before early stopping). The best set "
+            "holds the layers not significantly worse than the best by a one-sided paired "
+            "t-test across seeds (α = 0.05).</p><table><tr><th>target</th><th>flows differ "
+            "(largest |log10 S_t/S_b|, decades)</th><th>CC BNN</th><th>CC TLNN per layer</th>"
+            "<th>baselines</th><th>best set</th></tr>" + "".join(rows) + "</table>")
 
 
-def _html(experiment, sections, summary) -> str:
+def _recommender_rows(experiment, target, sweep, n=None) -> list:
+    rows = []
+    for method in experiment.config.recommend["methods"]:
+        rec = experiment.recommendation(target, method, n)
+        cmp = compare_recommendation(rec, sweep)
+        rows.append((method, int(cmp.attrs["recommended"]), bool(cmp.hit),
+                     int(cmp.recommended_rank), float(cmp.spearman), float(cmp.cost_ratio)))
+    return rows
+
+
+def _rows_html(label, rows) -> str:
+    return "".join(
+        f"<tr><td>{label}</td><td>{html.escape(m)}</td><td>{r}</td>"
+        f"<td>{'yes' if h else 'no'}</td><td>{k}</td><td>{rho:.2f}</td>"
+        f"<td>{100 * c:.1f}%</td></tr>" for m, r, h, k, rho, c in rows)
+
+
+_RECOMMENDER_HEAD = ("<table><tr><th>target / budget</th><th>method</th><th>recommended</th>"
+                     "<th>in best set</th><th>rank by mean CC</th><th>Spearman(score, CC)</th>"
+                     "<th>cost / sweep</th></tr>")
+
+
+def _recommender_table(experiment, sweeps) -> str:
+    """Every recommender against every target's sweep, and the default's hit rate."""
+    body, hits = [], []
+    default = experiment.config.recommend["default"]
+    for t, sweep in sweeps.items():
+        rows = _recommender_rows(experiment, t, sweep)
+        hits += [h for m, _, h, *_ in rows if m == default]
+        body.append(_rows_html(html.escape(t), rows))
+    return (f"<h2>Recommenders against the sweeps</h2><p>The default method "
+            f"(<b>{html.escape(default)}</b>) recommended a layer in the best set on "
+            f"<b>{sum(hits)} of {len(hits)}</b> targets.</p>" + _RECOMMENDER_HEAD
+            + "".join(body) + "</table>")
+
+
+def _budget_table(experiment, target, budget) -> str:
+    body = []
+    for n in budget.budget.values:
+        one = budget.sel(budget=n)
+        label = f"{html.escape(target)} / {int(n)} samples (best layer {int(one.best_layer)})"
+        body.append(_rows_html(label, _recommender_rows(experiment, target, one, int(n) if int(
+            n) != int(experiment.sweep_size(target)) else None)))
+    return "<h2>Recommenders at every budget</h2>" + _RECOMMENDER_HEAD + "".join(body) + \
+        "</table>"
+
+
+def _html(experiment, sections, tables) -> str:
     cfg = experiment.config
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -290,8 +459,9 @@ def _html(experiment, sections, summary) -> str:
         f"<p>Base flow <b>{html.escape(cfg.base.name)}</b>; targets "
         f"{', '.join('<b>' + html.escape(t.name) + '</b>' for t in cfg.targets)}. "
         "A CNN closure trained on the base flow (BNN) is re-trained one layer at a time on a "
-        "small target data set (TLNN); the framework recommends a layer before any re-training.</p>",
-        _summary_table(summary),
+        "small target data set (TLNN) under several seeds; recommenders choose a layer before "
+        "any re-training.</p>",
+        tables,
     ]
     for title, figures in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")

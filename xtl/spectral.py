@@ -5,7 +5,7 @@ them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarr
 xrft and the Fourier layer :mod:`xtl.fourier` (never on the solver or on a backend).
 
 Conventions (see docs/conventions.md)
----------------------------
+-------------------------------------
 * Fields live on the doubly periodic domain [0, 2π)² with dims ``(..., "y", "x")`` and
   cell points ``x_i = i·2π/N``. Wavenumbers are integer radian wavenumbers.
 * The Fourier coefficients of a field f on an ``Ny × Nx`` grid are
@@ -26,6 +26,7 @@ Conventions (see docs/conventions.md)
 """
 from __future__ import annotations
 
+import json
 import numbers
 import warnings
 
@@ -45,6 +46,7 @@ __all__ = [
     "spectrum",
     "transfer_spectrum",
     "kernel_filters",
+    "recorded_grid",
     "radial_profile",
     "classify_filters",
     "classify_kernels",
@@ -141,7 +143,7 @@ def _check_model(model, name="model"):
     if "kernel" not in model.data_vars:
         raise ValueError(
             f"{name} must be a model Dataset with a variable 'kernel' of dims {KERNEL_DIMS} "
-            f"(see xtl.backends.model_to_dataset); its variables are {sorted(map(str, model.data_vars))}"
+            f"(from xtl.model_to_dataset); its variables are {sorted(map(str, model.data_vars))}"
         )
     kernel = model["kernel"]
     if set(kernel.dims) != set(KERNEL_DIMS):
@@ -149,6 +151,54 @@ def _check_model(model, name="model"):
     if not np.issubdtype(kernel.dtype, np.number) or np.issubdtype(kernel.dtype, np.complexfloating):
         raise TypeError(f"{name}['kernel'] must hold real numbers; got dtype {kernel.dtype}")
     return kernel.transpose(*KERNEL_DIMS)
+
+
+def recorded_grid(model):
+    """The grid size a model Dataset records as trained on, or None.
+
+    Parameters
+    ----------
+    model : xarray.Dataset
+        A model Dataset; the ``grid`` (``[ny, nx]`` of the training data) of its
+        ``xtl_provenance`` JSON attribute, else its ``grid`` attribute (a list, or
+        the list as JSON text).
+
+    Returns
+    -------
+    int or None
+        ``n`` of a square ``n × n`` grid; None when none (or no square one) is recorded.
+    """
+
+    def parsed(value):
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return None
+        return value
+
+    provenance = parsed(model.attrs.get("xtl_provenance"))
+    value = provenance.get("grid") if isinstance(provenance, dict) else None
+    if value is None:
+        value = parsed(model.attrs.get("grid"))
+    if value is None:
+        return None
+    sizes = np.unique(np.atleast_1d(np.asarray(value)))
+    if sizes.size != 1 or not np.issubdtype(sizes.dtype, np.integer) or sizes[0] < 1:
+        return None
+    return int(sizes[0])
+
+
+def _resolve_n(n, model, kernel):
+    """``n`` if given, else the grid the model records; checked against the kernel size."""
+    if n is None:
+        n = recorded_grid(model)
+        if n is None:
+            raise ValueError(
+                "n (the grid to zero-pad the kernels to, e.g. the LES grid, 128) must be given: "
+                "the model Dataset records no square training grid (attrs 'grid')"
+            )
+    return _check_n(n, kernel)
 
 
 def _check_n(n, kernel):
@@ -520,16 +570,16 @@ def _half_plane(n):
     return ky, kx, np.broadcast_to(mult[None, :], (n, kx.size))
 
 
-def kernel_filters(model, n, *, shift=True, chunks=None):
+def kernel_filters(model, n=None, *, shift=True, chunks=None):
     """Magnitude of the Fourier transform of every kernel, zero-padded to ``n × n``.
 
     Parameters
     ----------
     model : xarray.Dataset
         Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    n : int
+    n : int, optional
         Grid size to zero-pad to (the paper uses the LES grid, e.g. 128); at least the
-        kernel size.
+        kernel size. Default: the grid the model was trained on (its ``grid`` attribute).
     shift : bool, default True
         If True, ``ky`` and ``kx`` run ``-n//2 … (n-1)//2`` (fftshifted: k = 0 at the
         centre, the way the paper plots |Ŵ|); if False, numpy's ``fftfreq`` order.
@@ -549,10 +599,11 @@ def kernel_filters(model, n, *, shift=True, chunks=None):
     Raises
     ------
     TypeError, ValueError
-        ``model`` is not a model Dataset, or ``n`` is not an integer ≥ the kernel size.
+        ``model`` is not a model Dataset, or ``n`` is not an integer ≥ the kernel size
+        (or not given when the model records no grid).
     """
     kernel = _check_model(model)
-    n = _check_n(n, kernel)
+    n = _resolve_n(n, model, kernel)
     data = _kernel_dask(kernel, n, chunks)
     dtype = data.dtype
     out = data.map_blocks(
@@ -855,7 +906,7 @@ def _classification(feats, kmax, flat_ratio, edge, min_anisotropy):
     return out
 
 
-def classify_kernels(model, n, *, chunks=None, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5,
+def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5,
                      kmax=None):
     """Classify every kernel of a model Dataset from its spectrum padded to ``n × n``.
 
@@ -871,8 +922,9 @@ def classify_kernels(model, n, *, chunks=None, flat_ratio=2.0, edge=0.1, min_ani
     ----------
     model : xarray.Dataset
         Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    n : int
-        Padded grid size (≥ the kernel size), e.g. the LES grid.
+    n : int, optional
+        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
+        model was trained on (its ``grid`` attribute).
     chunks : dict, optional
         Chunks over ``layer``, ``channel_out``, ``channel_in`` (see :func:`kernel_filters`).
     flat_ratio, edge, min_anisotropy, kmax
@@ -889,7 +941,7 @@ def classify_kernels(model, n, *, chunks=None, flat_ratio=2.0, edge=0.1, min_ani
         Not a model Dataset, bad ``n``, ``chunks`` or criteria.
     """
     kernel = _check_model(model)
-    n = _check_n(n, kernel)
+    n = _resolve_n(n, model, kernel)
     kmax = _check_kmax(kmax)
     _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
@@ -923,9 +975,10 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
     obj : xarray.Dataset or xarray.DataArray
         A classification (a Dataset with ``filter_type``, or the ``filter_type``
         DataArray, with a ``layer`` dim), or a model Dataset with ``kernel``, which is
-        classified first with :func:`classify_kernels` (then ``n`` is required).
+        classified first with :func:`classify_kernels`.
     n : int, optional
-        Padded grid size, for a model Dataset.
+        Padded grid size, for a model Dataset; default the grid the model was trained
+        on (its ``grid`` attribute).
     chunks : dict, optional
         For a model Dataset, passed to :func:`kernel_filters`.
     **criteria
@@ -941,7 +994,7 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
     Raises
     ------
     TypeError, ValueError
-        Neither a classification nor a model; a model without ``n``.
+        Neither a classification nor a model; a model without ``n`` that records no grid.
     """
     if isinstance(obj, xr.Dataset) and "filter_type" not in obj.data_vars:
         if "kernel" not in obj.data_vars:
@@ -949,8 +1002,6 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
                 "obj must be a classification (with 'filter_type') or a model Dataset with "
                 f"'kernel'; its variables are {sorted(map(str, obj.data_vars))}"
             )
-        if n is None:
-            raise ValueError("n (the padded grid size, e.g. 128) is required to classify a model")
         obj = classify_kernels(obj, n, chunks=chunks, **criteria)
     if isinstance(obj, xr.Dataset):
         obj = obj["filter_type"]
@@ -983,7 +1034,7 @@ def _spectral_change_np(wb, wt, n, mult):
     return np.sqrt(np.einsum("...ij,ij->...", d.astype(np.float64), mult))
 
 
-def kernel_change(base, tl, *, n, percentile=99.9, by="spectral", chunks=None):
+def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=None):
     """How re-training changed each kernel, in physical and in spectral space.
 
     Per kernel: ``physical_change = ‖W_TL − W_base‖_F`` over the taps and
@@ -1001,8 +1052,9 @@ def kernel_change(base, tl, *, n, percentile=99.9, by="spectral", chunks=None):
     base, tl : xarray.Dataset
         Model Datasets with the same ``kernel`` shape and coordinates (the base model
         and the re-trained one).
-    n : int
-        Padded grid size (≥ the kernel size), e.g. the LES grid.
+    n : int, optional
+        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
+        base model was trained on (its ``grid`` attribute).
     percentile : float, default 99.9
         In [0, 100].
     by : {"spectral", "physical"}
@@ -1033,7 +1085,7 @@ def kernel_change(base, tl, *, n, percentile=99.9, by="spectral", chunks=None):
     for d in KERNEL_DIMS[:3]:
         if d in kb.coords and d in kt.coords and not np.array_equal(kb[d].values, kt[d].values):
             raise ValueError(f"base and tl must have the same {d!r} coordinates")
-    n = _check_n(n, kb)
+    n = _resolve_n(n, base, kb)
     if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
     if by not in ("spectral", "physical"):

@@ -17,10 +17,8 @@ Functions are framework-neutral: the network work is done by a backend
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -32,10 +30,7 @@ from .backends import (
     NetworkSpec,
     check_layers,
     get_backend,
-    model_from_dataset,
     model_id,
-    model_to_dataset,
-    save_model,
 )
 from .backends.base import history_to_dataset, stack_inputs
 from . import metrics as _metrics
@@ -43,11 +38,15 @@ from . import metrics as _metrics
 __all__ = [
     "train",
     "transfer",
-    "layer_sweep",
     "predict",
     "evaluate",
     "compute_normalization",
     "check_les_dataset",
+    "count_samples",
+    "sample_fields",
+    "select_samples",
+    "stack_samples",
+    "epoch_records",
     "ArrayData",
     "StreamData",
 ]
@@ -92,7 +91,7 @@ def check_les_dataset(ds, name: str = "ds", *, need_target: bool = True) -> None
             raise ValueError(f"{name}: variables {needed} must share dims and sizes; "
                              f"{v!r} has {dict(ds[v].sizes)}, {needed[0]!r} "
                              f"{dict(ds[needed[0]].sizes)}")
-    n = _n_samples(ds[needed[0]])
+    n = count_samples(ds[needed[0]])
     if n < 1:
         raise ValueError(f"{name} holds no samples (leading dims {dict(ds[needed[0]].sizes)})")
 
@@ -101,12 +100,37 @@ def _lead_dims(da: xr.DataArray) -> list:
     return [d for d in da.dims if d not in ("y", "x")]
 
 
-def _n_samples(da: xr.DataArray) -> int:
+def count_samples(da: xr.DataArray) -> int:
+    """Number of samples of a field: the product of its leading (non-grid) dims.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        A field on ``(..., y, x)``.
+
+    Returns
+    -------
+    int
+    """
     return int(np.prod([da.sizes[d] for d in _lead_dims(da)], dtype=np.int64))
 
 
-def _fields(ds: xr.Dataset, names=VARIABLES) -> dict:
-    """``{name: (sample, y, x) array}`` (numpy or dask), leading dims stacked."""
+def sample_fields(ds: xr.Dataset, names=VARIABLES) -> dict:
+    """The variables of an LES Dataset as ``(sample, y, x)`` arrays, leading dims stacked.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An LES Dataset (numpy- or dask-backed).
+    names : sequence of str
+        Variables to return (default ``psi``, ``omega``, ``pi``).
+
+    Returns
+    -------
+    dict
+        ``{name: array}``, numpy or dask as the data are, stacked member-major
+        then time (the order of the leading dims of ``names[0]``).
+    """
     first = ds[names[0]]
     lead = _lead_dims(first)
     out = {}
@@ -153,7 +177,7 @@ def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> 
         NaN in the data, or a variable with zero standard deviation.
     """
     check_les_dataset(ds, name)
-    fields = _fields(ds)
+    fields = sample_fields(ds)
     stats = {}
     if any(_is_lazy(a) for a in fields.values()):
         import dask
@@ -364,6 +388,29 @@ def _split(n: int, validation) -> tuple:
     return np.arange(n - n_val), np.arange(n - n_val, n)
 
 
+def epoch_records(history: dict, epochs: int) -> dict:
+    """How many epochs a training ran, which one it kept, and whether it stopped early.
+
+    Parameters
+    ----------
+    history : dict
+        ``{"loss": [...], "val_loss": [...]}`` as returned by a backend's ``fit``.
+    epochs : int
+        The epoch cap the training was given.
+
+    Returns
+    -------
+    dict
+        ``epochs_run`` (epochs trained), ``best_epoch`` (1-based epoch of the lowest
+        ``val_loss``, or ``loss`` without validation: the weights early stopping
+        restores) and ``stopped_early`` (fewer epochs than the cap).
+    """
+    monitored = history.get("val_loss") or history.get("loss") or []
+    run = len(history.get("loss", []))
+    best = int(np.argmin(monitored)) + 1 if len(monitored) else 0
+    return {"epochs_run": run, "best_epoch": best, "stopped_early": bool(run < epochs)}
+
+
 def _case_name(ds: xr.Dataset) -> str:
     for key in ("case_name", "case", "name"):
         if key in ds.attrs:
@@ -379,7 +426,7 @@ def _check_positive_int(value, name: str) -> int:
 
 def _prepare(ds, normalization, validation, in_memory, memory_limit, block, indices, name):
     """Training and validation data objects from an LES Dataset."""
-    fields = _fields(ds)
+    fields = sample_fields(ds)
     n_all = len(indices)
     train_pos, val_pos = _split(n_all, validation)
     train_idx = indices[train_pos]
@@ -393,7 +440,7 @@ def _prepare(ds, normalization, validation, in_memory, memory_limit, block, indi
     if isinstance(validation, xr.Dataset):
         check_les_dataset(validation, "validation")
         compute_normalization(validation, name="validation")
-        vf = _fields(validation)
+        vf = sample_fields(validation)
         nv = len(next(iter(vf.values())))
         vmem = _decide_in_memory(vf, nv, in_memory, memory_limit)
         val_data = _make_data(vf, normalization, np.arange(nv), vmem, block)
@@ -443,7 +490,7 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
     block : int
         Samples per streamed block.
     progress : bool, optional
-        Progress bar; None shows it only on a terminal.
+        Progress bar; None shows it in a Jupyter notebook or on a terminal.
     deterministic : bool
         Deterministic TensorFlow ops (process-wide; disables XLA auto-jit).
     callbacks : list, optional
@@ -468,7 +515,7 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
     block = _check_positive_int(block, "block")
     spec = NetworkSpec.from_any(spec)
     be = get_backend(backend)
-    n_all = _n_samples(ds[OUTPUT])
+    n_all = count_samples(ds[OUTPUT])
     train_data, val_data, norm = _prepare(ds, None, validation, in_memory, memory_limit,
                                           block, np.arange(n_all), "ds")
     model = be.build(spec, norm, seed=seed)
@@ -483,7 +530,7 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
         "grid": list(train_data.grid),
         "n_samples": train_data.n_samples,
         "n_validation": 0 if val_data is None else val_data.n_samples,
-        "epochs": len(history.get("loss", [])),
+        "epochs": epochs, **epoch_records(history, epochs),
         "batch_size": batch_size,
         "learning_rate": float(learning_rate),
         "seed": int(seed),
@@ -494,8 +541,30 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
 
 
 # ------------------------------------------------------------------- transfer
-def _select_samples(n_total: int, n_samples, fraction, seed: int) -> np.ndarray:
-    """Sorted random subset of ``range(n_total)`` (all when both are None)."""
+def select_samples(n_total: int, n_samples=None, fraction=None, seed: int = 0) -> np.ndarray:
+    """A sorted random subset of ``range(n_total)``, drawn from ``seed``.
+
+    Parameters
+    ----------
+    n_total : int
+        Number of samples to draw from.
+    n_samples : int, optional
+        Subset size.
+    fraction : float, optional
+        Or the fraction of ``n_total`` in (0, 1] (at least one sample).
+    seed : int
+        The same seed draws the same subset; another seed another one.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted indices; every index when both sizes are None.
+
+    Raises
+    ------
+    ValueError
+        Both sizes given, or a size outside its range.
+    """
     if n_samples is not None and fraction is not None:
         raise ValueError("give n_samples or fraction, not both")
     if n_samples is None and fraction is None:
@@ -563,8 +632,8 @@ def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
     epochs = _check_positive_int(epochs, "epochs")
     batch_size = _check_positive_int(batch_size, "batch_size")
     be = get_backend(base.backend)
-    n_total = _n_samples(target_ds[OUTPUT])
-    subset = _select_samples(n_total, n_samples, fraction, seed)
+    n_total = count_samples(target_ds[OUTPUT])
+    subset = select_samples(n_total, n_samples, fraction, seed)
     norm = None if renormalize else dict(base.normalization)
     train_data, val_data, norm = _prepare(target_ds, norm, validation, in_memory,
                                           memory_limit, block, subset, "target_ds")
@@ -589,7 +658,7 @@ def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
         "n_validation": 0 if val_data is None else val_data.n_samples,
         "fraction": float(len(subset) / n_total),
         "renormalized": bool(renormalize),
-        "epochs": len(history.get("loss", [])),
+        "epochs": epochs, **epoch_records(history, epochs),
         "batch_size": batch_size,
         "learning_rate": float(learning_rate),
         "seed": int(seed),
@@ -648,156 +717,28 @@ def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
                           ds["omega"].transpose(*pred.dims))
 
 
-# ---------------------------------------------------------------- layer sweep
-def _stack_subset(ds: xr.Dataset, indices) -> xr.Dataset:
-    """The given stacked samples of ``ds`` as an in-memory Dataset on ``(sample, y, x)``."""
-    fields = _fields(ds)
-    import dask
-
-    arrays = dask.compute(*[fields[v][np.asarray(indices)] for v in VARIABLES])
-    coords = {c: ds[c] for c in ("y", "x") if c in ds.coords}
-    out = xr.Dataset({v: (("sample", "y", "x"), np.asarray(a), ds[v].attrs)
-                      for v, a in zip(VARIABLES, arrays)},
-                     coords={"sample": np.arange(len(indices)), **coords}, attrs=ds.attrs)
-    return out
-
-
-def _sweep_one(base, train_ds, test_ds, layers, kwargs, save_path=None):
-    """Re-train ``layers`` of ``base`` (a Model or a model Dataset) and score it.
-
-    Runs on a dask worker when the sweep has a client; returns plain data.
-    """
-    if isinstance(base, xr.Dataset):
-        base = model_from_dataset(base)
-    tl = transfer(base, train_ds, list(layers), **kwargs)
-    scores = evaluate(tl, test_ds)
-    result = {k: float(v) for k, v in scores.data_vars.items()}
-    result["final_loss"] = float(tl.history["loss"].values[-1])
-    if "val_loss" in tl.history:
-        result["final_val_loss"] = float(tl.history["val_loss"].values[-1])
-    if save_path is not None:
-        save_model(tl, save_path, overwrite=True)  # re-running a sweep into a folder is expected
-    return result, tl.provenance
-
-
-def layer_sweep(base: Model, target_train, target_test, layers=None, *, pairs: bool = False,
-                n_samples: int | None = None, fraction: float | None = None, client=None,
-                save_dir=None, progress: bool | None = None, seed: int = 0,
-                **train_kwargs) -> xr.Dataset:
-    """Re-train each layer (or each pair of layers) of ``base`` and score it on target data.
+# ------------------------------------------------------------------ subsets
+def stack_samples(ds: xr.Dataset, indices) -> xr.Dataset:
+    """The given stacked samples of ``ds`` as an in-memory Dataset on ``(sample, y, x)``.
 
     Parameters
     ----------
-    base : Model
-        The base network.
-    target_train : xarray.Dataset
-        Target-flow LES data to re-train on (subset by ``n_samples``/``fraction``,
-        the same subset for every layer).
-    target_test : xarray.Dataset
-        Target-flow LES data to score on.
-    layers : sequence of int, optional
-        Layers to sweep (default all 1..L).
-    pairs : bool
-        Re-train every pair ``(a, b)``, ``a < b``, of ``layers`` instead.
-    n_samples, fraction : optional
-        Size of the re-training subset (as in :func:`transfer`).
-    client : dask.distributed.Client, optional
-        Run the trainings as tasks on this cluster (the base model travels as
-        its Dataset, the data in memory); default: one after another here.
-    save_dir : path-like, optional
-        Save every re-trained model there (``tl_layer<k>.keras`` + ``.nc``;
-        ``tl_layer<a>_<b>`` for pairs), replacing existing files.
-    progress : bool, optional
-        Progress bar over trainings; None: only on a terminal.
-    seed : int
-        Seed of the subset and of every re-training.
-    **train_kwargs
-        Passed to :func:`transfer` (``epochs``, ``batch_size``, ``learning_rate``,
-        ``validation``, ``patience``, ...). A ``checkpoint_dir`` gets one
-        sub-folder per training: ``tl_layer<k>`` (``tl_layer<a>_<b>`` for pairs).
+    ds : xarray.Dataset
+        An LES Dataset (numpy- or dask-backed; only the chosen samples are computed).
+    indices : sequence of int
+        Stacked sample indices (see :func:`sample_fields` for the order).
 
     Returns
     -------
     xarray.Dataset
-        Over ``layer`` (or ``pair``, with coordinates ``layer_a``, ``layer_b``):
-        ``cc``, ``cc_forward``, ``cc_backscatter``, ``backscatter_fraction``,
-        ``rel_l2``, ``spectrum_error``, ``final_loss`` (and ``final_val_loss``);
-        the base model's scores as ``base_cc``, ``base_rel_l2``, ... (scalars);
-        attrs with the base model id, target case and sample count.
+        ``psi``, ``omega``, ``pi`` on ``(sample, y, x)`` with the variables'
+        attrs, the grid coordinates and the Dataset's attrs.
     """
-    from tqdm.auto import tqdm
+    import dask
 
-    if not isinstance(base, Model):
-        raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
-    layers = check_layers(range(1, base.n_layers + 1) if layers is None else layers,
-                          base.n_layers)
-    check_les_dataset(target_train, "target_train")
-    check_les_dataset(target_test, "target_test")
-    for bad in ("layers", "n_samples", "fraction", "progress"):
-        if bad in train_kwargs:
-            raise TypeError(f"layer_sweep got {bad!r} twice")
-    combos = list(itertools.combinations(layers, 2)) if pairs else [(k,) for k in layers]
-    if not combos:
-        raise ValueError("pairs=True needs at least two layers")
-    subset = _select_samples(_n_samples(target_train[OUTPUT]), n_samples, fraction, seed)
-    train_ds = _stack_subset(target_train, subset)
-    test_ds = target_test.load() if client is not None else target_test
-    names = [f"tl_layer{'_'.join(map(str, c))}" for c in combos]
-    kwargs = dict(train_kwargs, seed=seed, progress=False)
-    ckpt_dir = kwargs.pop("checkpoint_dir", None)
-    per_kwargs = [kwargs if ckpt_dir is None else  # one checkpoint folder per training
-                  dict(kwargs, checkpoint_dir=Path(ckpt_dir) / name) for name in names]
-    paths = [None] * len(combos)
-    if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        paths = [Path(save_dir) / f"{name}.keras" for name in names]
-    bar = tqdm(total=len(combos), desc="layer sweep", unit="training",
-               disable=None if progress is None else not progress)
-    results = [None] * len(combos)
-    try:
-        if client is None:
-            for i, c in enumerate(combos):
-                results[i] = _sweep_one(base, train_ds, test_ds, c, per_kwargs[i], paths[i])
-                bar.update(1)
-        else:
-            from distributed import as_completed
-
-            base_ds, tr, te = client.scatter([model_to_dataset(base), train_ds, test_ds],
-                                             broadcast=True)
-            futures = {client.submit(_sweep_one, base_ds, tr, te, c, per_kwargs[i], paths[i],
-                                     pure=False): i for i, c in enumerate(combos)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
-    finally:
-        bar.close()
-    return _sweep_dataset(base, combos, results, pairs, target_train, target_test, subset)
-
-
-def _sweep_dataset(base, combos, results, pairs, target_train, target_test, subset):
-    """Assemble the sweep's per-training scores into a Dataset."""
-    keys = sorted({k for r, _ in results for k in r})
-    dim = "pair" if pairs else "layer"
-    data = {k: (dim, np.array([r.get(k, np.nan) for r, _ in results], dtype=np.float64))
-            for k in keys}
-    if pairs:
-        coords = {"pair": [f"{a}+{b}" for a, b in combos],
-                  "layer_a": ("pair", [a for a, _ in combos]),
-                  "layer_b": ("pair", [b for _, b in combos])}
-    else:
-        coords = {"layer": [c[0] for c in combos]}
-    out = xr.Dataset(data, coords=coords)
-    base_scores = evaluate(base, target_test)
-    for k, v in base_scores.data_vars.items():
-        out[f"base_{k}"] = v
-        if k in out:
-            out[k].attrs.update(v.attrs)
-    out.attrs.update({
-        "base_model": model_id(base),
-        "base_case": base.provenance.get("training_case", "unknown"),
-        "target_case": _case_name(target_train),
-        "test_case": _case_name(target_test),
-        "n_samples": int(len(subset)),
-        "pairs": int(bool(pairs)),
-    })
-    return out
+    fields = sample_fields(ds)
+    arrays = dask.compute(*[fields[v][np.asarray(indices)] for v in VARIABLES])
+    coords = {c: ds[c] for c in ("y", "x") if c in ds.coords}
+    return xr.Dataset({v: (("sample", "y", "x"), np.asarray(a), ds[v].attrs)
+                       for v, a in zip(VARIABLES, arrays)},
+                      coords={"sample": np.arange(len(indices)), **coords}, attrs=ds.attrs)

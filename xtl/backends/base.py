@@ -10,9 +10,9 @@ This module defines
 * :class:`Backend` -- the protocol a backend implements, and
   :class:`BackendBase`, which implements the framework-neutral parts of it
   (physical-units prediction, model <-> Dataset) on top of a few primitives;
-* :func:`model_to_dataset` / :func:`model_from_dataset` -- DESIGN.md's
+* :func:`model_to_dataset` / :func:`model_from_dataset` -- the
   model-as-Dataset schema ``kernel(layer, channel_out, channel_in, tap_y,
-  tap_x)`` and ``bias(layer, channel_out)``.
+  tap_x)`` and ``bias(layer, channel_out)`` (docs/training.md, "The model as data").
 
 Nothing here imports a deep-learning framework.
 
@@ -377,14 +377,25 @@ class Backend(Protocol):
                     batch_size: int = 32) -> dict:
         """``{layer: (sample, channel, y, x)}`` outputs of conv layers for normalized ``x``."""
 
+    def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
+            batch_size: int = 32) -> np.ndarray:
+        """Output change ``(sample, y, x)`` along ``tangent = (kernel, bias)`` of one layer."""
+
+    def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
+            batch_size: int = 32) -> tuple:
+        """``(kernel, bias)`` gradient of ``Σ cotangent · output`` w.r.t. one layer's weights."""
+
     def save(self, model: Model, path) -> None:
         """Save in the native format (atomically)."""
 
     def load(self, path) -> Model:
         """Load a model saved by :meth:`save`."""
 
+    def set_threads(self, n: int) -> None:
+        """Use at most ``n`` CPU threads in this process (e.g. one per dask worker thread)."""
+
     def to_dataset(self, model: Model) -> xr.Dataset:
-        """The model as DESIGN.md's Dataset."""
+        """The model as a Dataset (see :func:`model_to_dataset`)."""
 
     def from_dataset(self, ds: xr.Dataset) -> Model:
         """Rebuild a model from :meth:`to_dataset`'s output."""
@@ -394,11 +405,16 @@ class BackendBase:
     """Framework-neutral parts of a backend, built on its primitives.
 
     Subclasses implement ``build``, ``clone``, ``get_weights``, ``set_weights``,
-    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``.
+    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``; the
+    Gauss–Newton and gradient recommenders (:mod:`xtl.recommend`) also need
+    ``jvp`` and ``vjp``.
     """
 
     name = "base"
     suffix = ""
+
+    def set_threads(self, n: int) -> None:
+        """Use at most ``n`` CPU threads; a backend without thread pools ignores it."""
 
     def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
         """Π in physical units from physical ψ̄ and ω̄.
@@ -590,7 +606,7 @@ def _netcdf_attr(value):
 
 
 def _weights_to_dataset(weights: Sequence, model: Model) -> xr.Dataset:
-    """Pack per-layer ``(kernel, bias)`` into DESIGN.md's NaN-padded Dataset."""
+    """Pack per-layer ``(kernel, bias)`` into the NaN-padded model Dataset."""
     spec = model.spec
     L, K = spec.n_layers, spec.kernel_size
     cout_max, cin_max = max(spec.widths), max(spec.in_channels)
@@ -703,7 +719,7 @@ def _dataset_id(ds: xr.Dataset) -> str:
 
 
 def model_to_dataset(model: Model) -> xr.Dataset:
-    """The model as a labeled Dataset (DESIGN.md's schema).
+    """The model as a labeled Dataset (xtl's model schema).
 
     Parameters
     ----------

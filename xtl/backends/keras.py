@@ -17,11 +17,14 @@ epoch) continues exactly as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import re
 import sys
+import tempfile
 import time
 import warnings
 import zipfile
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import show_progress
 from .base import (
     INPUTS,
     OUTPUT,
@@ -48,12 +52,48 @@ _CKPT_NAME = "train.ckpt.npz"
 
 
 # --------------------------------------------------------------- lazy imports
-def _tf():
-    """Import TensorFlow quietly."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+#: Lines TensorFlow's C++ runtime writes to stderr while it is being imported, before
+#: any logging setting applies (``TF_CPP_MIN_LOG_LEVEL`` filters only later messages).
+_IMPORT_CHATTER = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on"
+    r"|cudart_stub\.cc|Could not find cuda drivers|cpu_feature_guard\.cc"
+    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning"
+)
 
-    return tf
+
+@contextlib.contextmanager
+def _filtered_stderr(pattern):
+    """Capture what is written to file descriptor 2 and replay the lines ``pattern`` misses.
+
+    File-descriptor level, so it catches C++ output (and works in a Jupyter
+    kernel, which forwards descriptor 2 to the notebook).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not pattern.search(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+def _tf():
+    """Import TensorFlow without its import-time log lines (other output is kept)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        with _filtered_stderr(_IMPORT_CHATTER):
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
 
 
 def _keras():
@@ -125,6 +165,23 @@ def _quiet_retracing() -> None:
     logging.getLogger("tensorflow").addFilter(_RetracingFilter())
 
 
+@functools.lru_cache(maxsize=None)
+def _pin_tf_threads(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"threads must be an int >= 1, got {n}")
+    tf = _tf()
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() == n:
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(n)
+        threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime already started: its pools are fixed
+        warnings.warn(f"TensorFlow already started with "
+                      f"{threading.get_intra_op_parallelism_threads() or 'all'} intra-op "
+                      f"threads; could not pin it to {n}", RuntimeWarning, stacklevel=3)
+
+
 def _enable_determinism() -> None:
     """Deterministic TF ops (process-wide; it also turns XLA auto-jit off)."""
     tf = _tf()
@@ -173,6 +230,20 @@ class KerasBackend(BackendBase):
         return Model(self.name, native, model.spec, dict(model.normalization),
                      provenance=json.loads(json.dumps(model.provenance)),
                      history=None if model.history is None else model.history.copy(deep=True))
+
+    def set_threads(self, n: int) -> None:
+        """Pin TensorFlow's thread pools: ``n`` intra-op threads, one inter-op thread.
+
+        TensorFlow fixes its pools when its runtime starts, so this takes effect
+        only before the process's first TensorFlow operation; later calls with
+        another ``n`` warn and change nothing.
+
+        Parameters
+        ----------
+        n : int
+            Threads, >= 1 (a dask worker passes the threads it was given).
+        """
+        _pin_tf_threads(int(n))
 
     # -- weights --------------------------------------------------------------
     def device(self) -> str:
@@ -237,7 +308,7 @@ class KerasBackend(BackendBase):
             resumed, one of a different training (see :class:`_Checkpoint`)
             raises a ValueError.
         progress : bool, optional
-            tqdm progress bar; None: only on a terminal.
+            tqdm progress bar; None: in a Jupyter notebook or on a terminal.
         callbacks : list of keras.callbacks.Callback, optional
             Extra Keras callbacks.
         deterministic : bool
@@ -276,7 +347,7 @@ class KerasBackend(BackendBase):
             n_batches = math.ceil(train.n_samples / batch_size)
             train_ds = _train_dataset(tf, train, batch_size, seed, state["epoch"], epochs)
             val_ds = None if validation is None else _eval_dataset(tf, validation, batch_size)
-            monitor = _monitor_class(_show_progress(progress))(
+            monitor = _monitor_class(show_progress(progress))(
                 state, ckpt, patience, best_weights, n_batches, epochs)
             try:
                 model.native.fit(train_ds, epochs=epochs, initial_epoch=state["epoch"],
@@ -300,6 +371,78 @@ class KerasBackend(BackendBase):
         fn = _forward_fn(model, "predict", None)
         out = [fn(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(out, axis=0)[..., 0] if out else np.zeros(x.shape[:3], np.float32)
+
+    def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
+            batch_size: int = 32) -> np.ndarray:
+        """Change of the network output along a direction of one layer's weights.
+
+        Parameters
+        ----------
+        model : Model
+        x : numpy.ndarray
+            Normalized inputs ``(sample, y, x, 2)``.
+        layer : int
+            Layer number in 1..L.
+        tangent : (kernel, bias)
+            The direction, in :meth:`get_weights`' layout ``(out, in, K, K)``, ``(out,)``.
+        batch_size : int
+
+        Returns
+        -------
+        numpy.ndarray
+            ``J t``: the output's directional derivative ``(sample, y, x)``.
+        """
+        tf = _tf()
+        conv = self.conv_layers(model)[check_layers(layer, model.n_layers)[0] - 1]
+        tk = tf.constant(np.transpose(np.asarray(tangent[0], np.float32), (2, 3, 1, 0)))
+        tb = tf.constant(np.asarray(tangent[1], np.float32))
+        x = _check_input(x)
+        out = []
+        for i in range(0, len(x), batch_size):
+            with tf.autodiff.ForwardAccumulator(
+                    primals=[conv.kernel.value, conv.bias.value], tangents=[tk, tb]) as acc:
+                y = model.native(tf.constant(x[i:i + batch_size]), training=False)
+            out.append(np.asarray(acc.jvp(y))[..., 0])
+        return np.concatenate(out, axis=0)
+
+    def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
+            batch_size: int = 32) -> tuple:
+        """Pull an output cotangent back onto one layer's weights.
+
+        Parameters
+        ----------
+        model : Model
+        x : numpy.ndarray
+            Normalized inputs ``(sample, y, x, 2)``.
+        layer : int
+            Layer number in 1..L.
+        cotangent : numpy.ndarray
+            ``(sample, y, x)``, like the output.
+        batch_size : int
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            ``Jᵀ u`` as ``(kernel (out, in, K, K), bias (out,))`` float64: the gradient
+            of ``Σ u · output`` with respect to the layer's weights.
+        """
+        tf = _tf()
+        conv = self.conv_layers(model)[check_layers(layer, model.n_layers)[0] - 1]
+        x = _check_input(x)
+        u = np.asarray(cotangent, np.float32)
+        if u.shape != x.shape[:3]:
+            raise ValueError(f"cotangent must have the output's shape {x.shape[:3]}, got "
+                             f"{u.shape}")
+        gk, gb = 0.0, 0.0
+        for i in range(0, len(x), batch_size):
+            with tf.GradientTape() as tape:
+                y = model.native(tf.constant(x[i:i + batch_size]), training=False)
+                total = tf.reduce_sum(tf.cast(y[..., 0], tf.float32)
+                                      * tf.constant(u[i:i + batch_size]))
+            k, b = tape.gradient(total, [conv.kernel, conv.bias])
+            gk = gk + np.asarray(k, np.float64)
+            gb = gb + np.asarray(b, np.float64)
+        return np.transpose(gk, (3, 2, 0, 1)), np.asarray(gb)
 
     def activations(self, model: Model, x: np.ndarray, layers, *,
                     batch_size: int = 32) -> dict:
@@ -589,9 +732,9 @@ def _monitor_class(show_progress: bool):
             self.best_weights = best_weights
             self.bar = None
             if show_progress:
-                from tqdm.auto import tqdm
+                from .._progress import progress_bar
 
-                self.bar = tqdm(total=(epochs - state["epoch"]) * n_batches, desc="train",
+                self.bar = progress_bar(True, total=(epochs - state["epoch"]) * n_batches, desc="train",
                                 unit="batch", leave=False)
             self._t0 = None
 
@@ -637,16 +780,6 @@ def _monitor_class(show_progress: bool):
                 self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
 
     return _ProgressMonitor
-
-
-def _show_progress(progress) -> bool:
-    """``progress`` if given, else whether stderr is a terminal."""
-    if progress is not None:
-        return bool(progress)
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _meta(model: Model) -> dict:

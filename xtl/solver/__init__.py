@@ -12,7 +12,7 @@ from .run import DivergenceError, initial_state, make_stepper, simulate
 
 # the function shadows its submodule as an attribute of xtl.solver; import the module's
 # other names with ``from xtl.solver.ensemble import ...``
-from .ensemble import EnsembleError, MemberFailedWarning, ensemble  # noqa: E402
+from .ensemble import EnsembleError, MemberFailedWarning, ensemble, open_ensemble  # noqa: E402
 
 __all__ = [
     "SpectralGrid",
@@ -28,6 +28,7 @@ __all__ = [
     "initial_state",
     "make_stepper",
     "ensemble",
+    "open_ensemble",
     "EnsembleError",
     "MemberFailedWarning",
 ]

@@ -13,13 +13,28 @@ Files and resume
 ----------------
 Member files are named ``<case>_seed<seed>_<digest>.nc`` in ``directory``,
 the digest hashing everything that defines the member's output (the case, the
-seed, the schedule, the ``les`` options, ...). A file whose global attribute
+seed, the schedule, the ``les`` options, ...). Each file describes its place in
+the ensemble: a leading ``member`` dim of length 1 whose coordinate is the
+member's number in ``directory`` (its position in the call that first ran it,
+unless another file there has that number; a member keeps its number), with
+the coordinates ``seed``,
+``case_name``, ``Re``, ``kf``, ``beta`` and ``mu`` along it, so that
+``xarray.open_mfdataset(files, combine="by_coords")`` stacks them and
+:func:`open_ensemble` reopens a directory without the call that made it. A file whose global attribute
 ``complete`` is 1 is never re-run, so calling :func:`ensemble` again with the
 same arguments (after an interruption, or to add members) runs only what is
 missing; an interrupted member continues from its checkpoint. A member that
 failed (``complete`` = 0, e.g. it diverged) is tried again. On a remote
 cluster ``directory`` must be on a file system that the workers and this
 process share.
+
+The cluster
+-----------
+A ``client=`` or ``scheduler=`` argument wins; otherwise the default
+``distributed.Client`` of the process (the one a notebook's first cell made
+with ``Client(...)``) is used when there is one, then
+``$DASK_SCHEDULER_ADDRESS``, and only then a LocalCluster is started (and
+closed at the end).
 """
 from __future__ import annotations
 
@@ -36,10 +51,11 @@ import numpy as np
 import xarray as xr
 
 from ..cases import Case, get_case
-from ..io import CF_ATTRS, provenance_attrs
+from ..io import CF_ATTRS, append_history, netcdf_lock, open_dataset
 from .run import _schedule
 
-__all__ = ["ensemble", "EnsembleError", "MemberFailedWarning", "SIMULATE_OPTIONS"]
+__all__ = ["ensemble", "open_ensemble", "EnsembleError", "MemberFailedWarning",
+           "SIMULATE_OPTIONS"]
 
 #: simulate() keyword arguments that :func:`ensemble` passes through to every member.
 SIMULATE_OPTIONS = ("dtype", "checkpoint_interval", "cfl_limit", "check_every", "fft", "threads",
@@ -49,6 +65,8 @@ SIMULATE_OPTIONS = ("dtype", "checkpoint_interval", "cfl_limit", "check_every", 
 _LABELS = ("case_description",)
 # per-file attributes that describe one file, not the ensemble
 _FILE_ATTRS = ("title", "history", "complete", "dns_file")
+# what every member file carries as coordinates along `member` (besides `member`)
+_FILE_COORDS = ("seed", "case_name", "Re", "kf", "beta", "mu")
 
 
 class EnsembleError(RuntimeError):
@@ -126,6 +144,49 @@ def _member_specs(members, directory, run_kwargs, les_options_of) -> list:
     return specs
 
 
+def _member_coords_of(case, seed, number) -> dict:
+    """The coordinates a member file carries along its ``member`` dim."""
+    attrs = {**case.to_attrs(), "seed": int(seed)}
+    return {"member": int(number), **{k: attrs[k] for k in _FILE_COORDS}}
+
+
+def _file_number(path):
+    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+    import netCDF4
+
+    try:
+        with netcdf_lock(), netCDF4.Dataset(path) as nc:
+            if "member" in nc.variables and nc.variables["member"].size == 1:
+                return int(nc.variables["member"][0])
+    except OSError:
+        pass
+    return None
+
+
+def _assign_numbers(specs, directory) -> None:
+    """Give every spec its member number in ``directory``.
+
+    A member whose file exists keeps the number the file records; a new one gets
+    its position in this call when no file there has that number, else the
+    smallest number no file has.
+    """
+    recorded = {}
+    for path in sorted(directory.glob("*.nc")):
+        if not path.name.endswith(".dns.nc"):
+            number = _file_number(path)
+            if number is not None:
+                recorded[path.name] = number
+    used = set(recorded.values())
+    for spec in specs:
+        spec["number"] = recorded.get(Path(spec["path"]).name)
+    for index, spec in enumerate(specs):
+        if spec["number"] is None:
+            number = index if index not in used else min(set(range(len(used) + 1)) - used)
+            spec["number"] = number
+            used.add(number)
+        spec["member"] = _member_coords_of(spec["case"], spec["seed"], spec["number"])
+
+
 def _is_complete(path) -> bool:
     """True if ``path`` is a netCDF file whose global attribute ``complete`` is 1."""
     if not os.path.exists(path):
@@ -133,7 +194,7 @@ def _is_complete(path) -> bool:
     import netCDF4
 
     try:
-        with netCDF4.Dataset(path) as nc:
+        with netcdf_lock(), netCDF4.Dataset(path) as nc:
             return int(getattr(nc, "complete", 0)) == 1
     except OSError:
         return False
@@ -146,7 +207,7 @@ def _run_member(spec) -> dict:
     try:
         ds = simulate(
             spec["case"], path=spec["path"], seed=spec["seed"], overwrite=True, progress=False,
-            les=spec["les"], **spec["kwargs"],
+            les=spec["les"], member=spec["member"], **spec["kwargs"],
         )
         ds.close()
         return {"status": "complete", "error": ""}
@@ -165,13 +226,30 @@ def default_n_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _default_client():
+    """The process's default ``distributed.Client`` (e.g. a notebook's), or None."""
+    from distributed import default_client
+
+    try:
+        client = default_client()
+    except ValueError:  # no client
+        return None
+    return client if client.status == "running" else None
+
+
 @contextlib.contextmanager
 def _client(client, scheduler, n_workers):
-    """Yield a distributed Client; close whatever this function created."""
+    """Yield a distributed Client; close whatever this function created.
+
+    ``client``, else ``scheduler``, else the default Client of the process,
+    else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster.
+    """
     from distributed import Client
 
     if client is not None and scheduler is not None:
         raise ValueError("give client= or scheduler=, not both")
+    if client is None and scheduler is None:
+        client = _default_client()
     if client is not None:
         if not isinstance(client, Client):
             raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
@@ -232,12 +310,12 @@ def local_cluster(n_workers: int):
 def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:
     """Run the members ``todo`` (indices into specs); return {index: result}."""
     from distributed import as_completed
-    from tqdm.auto import tqdm
+
+    from .._progress import progress_bar
 
     results = {}
-    bar = tqdm(
-        total=len(specs), initial=len(specs) - len(todo), unit="member", desc="ensemble",
-        disable=None if progress is None else not progress,
+    bar = progress_bar(
+        progress, total=len(specs), initial=len(specs) - len(todo), unit="member", desc="ensemble",
     )
     try:
         with _client(client, scheduler, n_workers) as c:
@@ -267,11 +345,13 @@ def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:
 # the combined Dataset
 # ----------------------------------------------------------------------------------------
 def _default_chunks(ds) -> dict:
-    """Chunks along time of about 64 MiB per variable."""
+    """Chunks along time of about 64 MiB per variable, whole chunks of the file's."""
     per_snapshot = max(
         (ds[v].dtype.itemsize * ds.sizes["y"] * ds.sizes["x"] for v in ds.data_vars), default=1
     )
-    return {"time": max(1, (64 * 2**20) // per_snapshot)}
+    stored = [ds[v].encoding.get("chunksizes") for v in ds.data_vars]
+    on_disk = max([c[ds[v].dims.index("time")] for v, c in zip(ds.data_vars, stored) if c] or [1])
+    return {"time": max(1, (64 * 2**20) // per_snapshot // on_disk) * on_disk}
 
 
 def _member_coords(members, statuses, errors, specs):
@@ -293,14 +373,30 @@ def _member_coords(members, statuses, errors, specs):
     return coords, attrs, varying
 
 
-def _combine(specs, members, statuses, errors, chunks) -> xr.Dataset:
-    """Open the complete members lazily and stack them along ``member`` (NaN for failures)."""
+def _open_member(path, number, chunks) -> xr.Dataset:
+    """A member file, lazily, with a ``member`` dim of length 1 and none of its own member coords."""
+    ds = open_dataset(path, chunks=chunks)
+    if "member" not in ds.dims:  # a file written before member files carried the dim
+        ds = ds.expand_dims(member=[number])
+    own = [c for c in ds.coords if c != "member" and ds[c].dims == ("member",)]
+    return ds.drop_vars(own)
+
+
+def _combine(specs, members, statuses, errors, chunks, entry) -> xr.Dataset:
+    """Open the complete members lazily and stack them along ``member`` (NaN for failures).
+
+    ``specs`` are dicts with the member's ``path`` and ``number``; ``entry`` is
+    the ``history`` line of the combination.
+    """
     complete = [i for i, s in enumerate(statuses) if s == "complete"]
     template_index = complete[0]
+    numbers = [int(s["number"]) for s in specs]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"member numbers must be distinct, got {numbers} for {[s['path'] for s in specs]}")
     if chunks is None:
-        with xr.open_dataset(specs[template_index]["path"]) as first:  # metadata only
+        with open_dataset(specs[template_index]["path"]) as first:  # metadata only
             chunks = _default_chunks(first)
-    opened = {i: xr.open_dataset(specs[i]["path"], chunks=chunks) for i in complete}
+    opened = {i: _open_member(specs[i]["path"], numbers[i], chunks) for i in complete}
     template = opened[template_index]
     parts = []
     for i in range(len(specs)):
@@ -308,36 +404,124 @@ def _combine(specs, members, statuses, errors, chunks) -> xr.Dataset:
             ds = opened[i]
             if ds.sizes != template.sizes:
                 raise ValueError(
-                    f"member {i} ({specs[i]['path']}) has sizes {dict(ds.sizes)}, member "
-                    f"{template_index} has {dict(template.sizes)}; members must share the grid "
-                    "and the schedule"
+                    f"member {numbers[i]} ({specs[i]['path']}) has sizes {dict(ds.sizes)}, member "
+                    f"{numbers[template_index]} has {dict(template.sizes)}; members must share "
+                    "the grid and the schedule"
                 )
             if not np.allclose(ds.time.values, template.time.values, rtol=1e-9, atol=1e-12):
-                raise ValueError(f"member {i} has other snapshot times than member {template_index}")
+                raise ValueError(f"member {numbers[i]} ({specs[i]['path']}) has other snapshot "
+                                 f"times than member {numbers[template_index]}")
             ds = ds.assign_coords(time=template.time)
         else:
-            ds = xr.full_like(template, np.nan)
+            ds = xr.full_like(template, np.nan).assign_coords(member=[numbers[i]])
         parts.append(ds)
     combined = xr.concat(parts, dim="member", data_vars="all", coords="minimal",
                          compat="override", join="override", combine_attrs="drop")
     coords, constants, varying = _member_coords(members, statuses, errors, specs)
-    combined = combined.assign_coords(member=("member", np.arange(len(specs)), CF_ATTRS["member"]))
+    combined = combined.assign_coords(member=("member", numbers, CF_ATTRS["member"]))
     combined = combined.assign_coords(coords)
     # attributes of the files that differ between members (and are not coordinates) are dropped
     differ = {k for ds in opened.values() for k, v in ds.attrs.items()
               if not np.array_equal(v, template.attrs.get(k))}
-    drop = set(_FILE_ATTRS) | set(coords) | differ | varying
+    drop = (set(_FILE_ATTRS) - {"history"}) | set(coords) | differ | varying
     attrs = {k: v for k, v in template.attrs.items() if k not in drop}
     attrs.update(constants)
-    combined.attrs = {
-        **provenance_attrs(),
+    attrs = {
         "title": f"xtl ensemble of {len(specs)} members",
-        **{k: v for k, v in attrs.items() if k not in ("Conventions", "source")},
+        **attrs,
         "members_complete": int(sum(s == "complete" for s in statuses)),
     }
+    combined.attrs = append_history(attrs, entry)
     for name in combined.data_vars:
         combined[name].attrs = dict(template[name].attrs)
     return combined
+
+
+def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Dataset:
+    """Open the member files of an ensemble directory as one Dataset along ``member``.
+
+    The files say where they belong (their ``member`` coordinate and their
+    attributes), so this needs only the directory that :func:`ensemble` wrote:
+    the result is what ``ensemble`` returned, with every member found there,
+    ordered by member number.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The ``directory`` of one or more :func:`ensemble` calls with the same
+        grid and schedule.
+    chunks : dict, optional
+        Dask chunks; default about 64 MiB per variable along ``time``.
+    dns : bool, default False
+        Open the DNS snapshots kept beside on-the-fly LES members
+        (``dns_every``, the ``*.dns.nc`` files) instead of the members.
+    pattern : str, default "*.nc"
+        Glob of the files to consider in ``directory``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy fields on ``(member, time, y, x)`` with the coordinates
+        ``status``, ``error``, ``file`` and every case parameter or seed that
+        varies across members (constant ones in ``attrs``), as from
+        :func:`ensemble`. Incomplete members (``complete = 0``: diverged or
+        interrupted) are NaN with ``status = "failed"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``directory`` holds no member file.
+    ValueError
+        If a file is not an xtl run, or the members differ in grid or times.
+    EnsembleError
+        If no member is complete.
+
+    Examples
+    --------
+    >>> les = xtl.open_ensemble("runs", chunks={"time": 50})     # doctest: +SKIP
+    >>> xr.open_mfdataset("runs/*[!s].nc", combine="by_coords")    # doctest: +SKIP
+    """
+    import netCDF4
+
+    from ..cases import Case
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"directory={str(directory)!r} is not a folder")
+    if chunks is not None and not isinstance(chunks, dict):
+        raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {chunks!r}")
+    paths = [p for p in sorted(folder.glob(pattern)) if p.name.endswith(".dns.nc") == bool(dns)]
+    rows = []
+    for path in paths:
+        try:
+            with netcdf_lock(), netCDF4.Dataset(path) as nc:
+                attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        except OSError as err:
+            raise ValueError(f"{str(path)!r} is not a readable netCDF file: {err}") from None
+        if "case_name" not in attrs or "seed" not in attrs:
+            raise ValueError(
+                f"{str(path)!r} is not an xtl run (no 'case_name'/'seed' attributes); "
+                "narrow the files with pattern=..."
+            )
+        rows.append((path, attrs, _file_number(path)))
+    if not rows:
+        kind = "DNS (*.dns.nc)" if dns else "member"
+        raise FileNotFoundError(f"directory={str(directory)!r} holds no {kind} files matching {pattern!r}")
+    free = max((n for _, _, n in rows if n is not None), default=-1) + 1
+    specs = []
+    for path, attrs, number in rows:
+        if number is None:
+            number, free = free, free + 1
+        specs.append({"path": str(path), "number": number, "attrs": attrs})
+    specs.sort(key=lambda s: s["number"])
+    members = [(Case.from_attrs(s["attrs"]), int(s["attrs"]["seed"])) for s in specs]
+    statuses = ["complete" if int(s["attrs"].get("complete", 0)) == 1 else "failed" for s in specs]
+    errors = ["" if st == "complete" else "the run did not complete (complete = 0 in its file)"
+              for st in statuses]
+    if "complete" not in statuses:
+        raise EnsembleError(f"no member in {str(directory)!r} is complete ({len(specs)} files)")
+    return _combine(specs, members, statuses, errors, chunks,
+                    f"xtl.open_ensemble({str(directory)!r}): {len(specs)} member files")
 
 
 # ----------------------------------------------------------------------------------------
@@ -387,16 +571,18 @@ def ensemble(
     scheduler : str or cluster object, optional
         A scheduler address (``"tcp://host:8786"``) or a cluster with
         ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
-        ``client`` and ``scheduler``, ``$DASK_SCHEDULER_ADDRESS`` is used
-        when set; otherwise a ``LocalCluster`` with ``n_workers`` workers of
-        one thread each is started and closed at the end.
+        ``client`` and ``scheduler``, the process's default ``Client`` is used
+        when there is one (e.g. ``client = Client(...)`` in a notebook), else
+        ``$DASK_SCHEDULER_ADDRESS`` when set; otherwise a ``LocalCluster`` with
+        ``n_workers`` workers of one thread each is started and closed at the end.
     n_workers : int, optional
         Workers of that LocalCluster; default the cores this process may use
         divided by ``threads``.
     chunks : dict, optional
         Chunks of the result; default about 64 MiB per variable along ``time``.
     progress : bool, optional
-        Show a progress bar as members finish; default: when stderr is a terminal.
+        Show a progress bar as members finish; default: in a Jupyter notebook
+        or when stderr is a terminal.
     **simulate_options
         Passed to every ``simulate`` call: ``dtype``, ``checkpoint_interval``,
         ``cfl_limit``, ``check_every``, ``fft``, ``threads``, ``kernels``,
@@ -410,7 +596,8 @@ def ensemble(
     -------
     xarray.Dataset
         Lazy (dask) ``psi``, ``omega`` (and ``pi`` with ``les``) with dims
-        ``(member, time, y, x)``. Along ``member``: the coordinates
+        ``(member, time, y, x)``; ``member`` holds the members' numbers in
+        ``directory`` (see the module docstring). Along ``member``: the coordinates
         ``status`` (``"complete"``/``"failed"``), ``error`` (the failure's
         message, ``""`` otherwise), ``file``, and every case parameter or seed
         that varies across members (``Re``, ``kf``, ``beta``, ``mu``,
@@ -493,6 +680,7 @@ def ensemble(
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"directory={str(directory)!r} is not writable")
     specs = _member_specs(members, directory, run_kwargs, les_options_of)
+    _assign_numbers(specs, directory)
 
     statuses = ["complete" if _is_complete(s["path"]) else "pending" for s in specs]
     errors = [""] * len(specs)
@@ -518,4 +706,5 @@ def ensemble(
             MemberFailedWarning,
             stacklevel=2,
         )
-    return _combine(specs, members, statuses, errors, chunks)
+    return _combine(specs, members, statuses, errors, chunks,
+                    f"xtl.ensemble: {len(specs)} member files in {str(directory)!r}")

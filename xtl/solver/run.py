@@ -11,8 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..cases import Case
-from ..io import CF_ATTRS, SnapshotStream, check_output_path, provenance_attrs
 from ..fourier import SpectralGrid
+from ..io import CF_ATTRS, SnapshotStream, check_output_path, open_dataset, provenance_attrs
 from .equations import (
     SolverState,
     Stepper,
@@ -305,6 +305,7 @@ def simulate(
     dns_path=None,
     kernels: str = "auto",
     cfl_target=None,
+    member=None,
 ) -> xr.Dataset:
     """Run a forced β-plane 2D turbulence simulation.
 
@@ -340,14 +341,17 @@ def simulate(
         bit-identical to an uninterrupted one (same machine, FFT backend,
         threads and kernels: see :mod:`xtl.fourier` for how FFTW plans are shared).
     dtype : {"float64", "float32"}
-        Storage type of the snapshots.
+        Storage type of the snapshots (the run itself is float64). With
+        ``path`` the file is netCDF4, chunked by whole snapshots and
+        zlib-compressed (see :mod:`xtl.io`).
     cfl_limit : float, default 2
         Stop with :class:`DivergenceError` when ``dt·(max|u|+max|v|)/dx``
         exceeds it (or is NaN). AB2 is unstable well below it.
     check_every : int, default 20
         Steps between CFL checks (also checked at each snapshot).
     progress : bool, optional
-        Show a progress bar; default: only when stderr is a terminal.
+        Show a progress bar; default: in a Jupyter notebook or when stderr is
+        a terminal.
     fft : {"auto", "pyfftw", "numpy"}
         FFT backend.
     threads : int, default 1
@@ -384,6 +388,13 @@ def simulate(
         reuses it, so it stays bit-identical). AB2 restarts with one Heun step at
         the switch. The output's attributes record ``cfl_target``,
         ``cfl_at_spin_up`` and ``dt_after_spin_up``. Needs ``spin_up > 0``.
+    member : dict, optional
+        Coordinates of this run as one member of an ensemble, e.g.
+        ``{"member": 3, "seed": 0, "case_name": "tiny", "Re": 100.0}`` (numbers
+        or strings; ``"member"``, an int, is required): the output gets a
+        leading ``member`` dim of length 1 carrying them, so that member files
+        combine with ``xarray.open_mfdataset(..., combine="by_coords")``.
+        :func:`~xtl.solver.ensemble.ensemble` sets it.
 
     Returns
     -------
@@ -410,6 +421,7 @@ def simulate(
         path = check_output_path(path, overwrite)
     output = _output_transform(les, case, fft)
     dns_every, dns_path = _check_dns_every(dns_every, dns_path, path, output, overwrite)
+    member = _check_member(member)
     grid = SpectralGrid(case.n, dealias=case.dealias, fft=fft, threads=threads)
     stepper = make_stepper(case, grid, closure, kernels)
     attrs = {**_run_attrs(case, seed, initial), **(attrs or {})}
@@ -427,26 +439,30 @@ def simulate(
         attrs = {**attrs, "title": f"xtl {output.title} of case {case.name!r}", **output.attrs}
         signature += repr((output.signature, dns_every))
 
+    les_options = None if output is None else getattr(output, "options", output.signature)
+    entry = _history_entry(case, seed, initial, t_end, save_interval, spin_up, les_options,
+                           cfl_target)
     state, written, stream, ckpt, dns_stream, chosen = None, 0, None, None, None, None
     if path is not None:
         ckpt = _checkpoint_path(path)
         part = path.with_name(path.name + ".part")
         dns_part = None if dns_path is None else dns_path.with_name(dns_path.name + ".part")
+
+        def open_streams(append):
+            main = SnapshotStream(path, out_x, out_x, names, attrs, dtype, append=append,
+                                  history=entry, member=member)
+            if dns_path is None:
+                return main, None
+            return main, SnapshotStream(dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs,
+                                        dtype, append=append, history=entry, member=member)
+
         if resume and part.exists() and ckpt.exists() and (dns_part is None or dns_part.exists()):
             state, written, chosen = _read_checkpoint(ckpt, signature)
-            stream = SnapshotStream(path, out_x, out_x, names, attrs, dtype, append=True)
-            if dns_path is not None:
-                dns_stream = SnapshotStream(
-                    dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs, dtype, append=True
-                )
+            stream, dns_stream = open_streams(append=True)
     if state is None:
         state = initial_state(case, grid, seed, initial)
         if path is not None:
-            stream = SnapshotStream(path, out_x, out_x, names, attrs, dtype)
-            if dns_path is not None:
-                dns_stream = SnapshotStream(
-                    dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs, dtype
-                )
+            stream, dns_stream = open_streams(append=False)
             if ckpt.exists():
                 ckpt.unlink()
     streams = [s for s in (stream, dns_stream) if s is not None]
@@ -456,11 +472,11 @@ def simulate(
         attrs.update(_chosen_attrs(chosen))
 
     memory = []
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    bar = tqdm(
-        total=schedule.end_steps, initial=state.step, unit="step", mininterval=1.0,
-        disable=(None if progress is None else not progress), desc=f"simulate {case.name}",
+    bar = progress_bar(
+        progress, total=schedule.end_steps, initial=state.step, unit="step", mininterval=1.0,
+        desc=f"simulate {case.name}",
     )
     try:
         while True:
@@ -512,8 +528,8 @@ def simulate(
             s.finish(complete=True)
         if ckpt.exists():
             ckpt.unlink()
-        return xr.open_dataset(path)
-    return _to_dataset(out_x, memory, attrs, names)
+        return open_dataset(path)
+    return _to_dataset(out_x, memory, attrs, names, entry, member)
 
 
 def _check_cfl_target(cfl_target, schedule):
@@ -584,7 +600,33 @@ def _diverged(step, schedule, stepper, limit, streams):
     raise DivergenceError(schedule.time(step), step, stepper.last_cfl, stepper.dt, limit, written)
 
 
-def _to_dataset(x, memory, attrs, names) -> xr.Dataset:
+def _check_member(member):
+    """Validate simulate's ``member`` coordinates (None, or a dict with an int ``"member"``)."""
+    if member is None:
+        return None
+    if not isinstance(member, dict) or not isinstance(member.get("member"), (int, np.integer)) \
+            or isinstance(member.get("member"), bool):
+        raise TypeError(
+            f"member must be a dict of coordinates with an int 'member', e.g. "
+            f"{{'member': 0, 'seed': 1}}; got {member!r}"
+        )
+    for key, value in member.items():
+        if not isinstance(value, (str, int, float, np.integer, np.floating)) or isinstance(value, bool):
+            raise TypeError(f"member[{key!r}] must be a number or a str, got {value!r}")
+    return dict(member)
+
+
+def _history_entry(case, seed, initial, t_end, save_interval, spin_up, les_options,
+                   cfl_target=None) -> str:
+    """The ``history`` line of a run: the call that made it."""
+    start = "initial=<given field>" if initial is not None else f"seed={int(seed)}"
+    les = "" if les_options is None else f", les={les_options!r}"
+    cfl = "" if cfl_target is None else f", cfl_target={cfl_target!r}"
+    return (f"xtl.simulate(case={case.name!r}, {start}, t_end={t_end!r}, "
+            f"save_interval={save_interval!r}, spin_up={spin_up!r}{les}{cfl})")
+
+
+def _to_dataset(x, memory, attrs, names, entry, member=None) -> xr.Dataset:
     times = np.array([t for t, _ in memory])
     coords = {
         "time": ("time", times, CF_ATTRS["time"]),
@@ -595,4 +637,9 @@ def _to_dataset(x, memory, attrs, names) -> xr.Dataset:
         name: (("time", "y", "x"), np.stack([f[name] for _, f in memory]), CF_ATTRS[name])
         for name in names
     }
-    return xr.Dataset(data, coords=coords, attrs={**provenance_attrs(), **attrs, "complete": 1})
+    ds = xr.Dataset(data, coords=coords, attrs={**provenance_attrs(entry), **attrs, "complete": 1})
+    if member is not None:
+        ds = ds.expand_dims(member=[member["member"]]).assign_coords(
+            {k: ("member", [v], CF_ATTRS.get(k, {})) for k, v in member.items() if k != "member"})
+        ds["member"].attrs.update(CF_ATTRS["member"])
+    return ds

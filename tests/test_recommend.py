@@ -1,0 +1,250 @@
+"""Tests of xtl/recommend.py: every recommender, one schema, and the comparison with a sweep."""
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import make_les
+from xtl.backends import NetworkSpec, get_backend
+from xtl.recommend import (
+    available_recommenders,
+    compare_recommendation,
+    extrapolate_loss,
+    recommend_layers,
+    recommended_layers,
+    register_recommender,
+)
+
+METHODS = ("spectral", "gauss-newton", "probe", "gradient-norm")
+N = 16
+OPTIONS = {"spectral": dict(n_directions=16), "gauss-newton": dict(iterations=30),
+           "probe": dict(epochs=4, learning_rate=1e-2, batch_size=4),
+           "gradient-norm": {}}
+
+
+# ------------------------------------------------------------------ a linear network
+def _flow(seed, low_gain, nt=24, target=False):
+    """Broadband vorticity (shells 1..N/2), ψ̄ = ∇⁻²ω̄; ``low_gain`` scales shell 1.
+
+    Π is ω̄ (the base map) or, for the target, ω̄ + (σ_ω/σ_ψ) ψ̄: a term in ψ̄ that only a
+    layer reading ψ̄ can add.
+    """
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(N, 1.0 / N)
+    kk = np.hypot(*np.meshgrid(k, k))
+    shell = np.rint(kk)
+    amp = ((shell >= 1) & (shell <= N // 2)) * np.where(shell == 1, low_gain, 1.0)
+    noise = rng.standard_normal((nt, N, N)) + 1j * rng.standard_normal((nt, N, N))
+    omega = np.real(np.fft.ifft2(noise * amp))
+    psi = np.real(np.fft.ifft2(np.fft.fft2(omega) / np.where(kk == 0, 1.0, kk ** 2)))
+    pi = omega + (omega.std() / psi.std()) * psi if target else omega
+    x = np.arange(N) * 2 * np.pi / N
+    dims = ("time", "y", "x")
+    return xr.Dataset({"psi": (dims, psi), "omega": (dims, omega), "pi": (dims, pi)},
+                      coords={"time": np.arange(nt) * 0.1, "y": x, "x": x},
+                      attrs={"case_name": "target" if target else "base"})
+
+
+@pytest.fixture(scope="module")
+def linear_flows():
+    return _flow(1, 1.0), _flow(2, 3.0, target=True)
+
+
+def _identity_network(n_layers, base_ds):
+    """A linear, periodic, one-channel network whose output is ω̄: layer 1 reads ω̄ (not ψ̄),
+    every layer is the identity (a centred delta kernel). Normalized like training does."""
+    be = get_backend("keras")
+    spec = NetworkSpec(n_layers=n_layers, channels=1, kernel_size=3, padding="periodic",
+                       activation="linear")
+    norm = {v: float(base_ds[v].std()) for v in ("psi", "omega", "pi")}
+    model = be.build(spec, norm, seed=0)
+    delta = np.zeros((3, 3), np.float32)
+    delta[1, 1] = 1.0
+    first = np.stack([np.zeros((3, 3), np.float32), delta])[None]  # (out=1, in=2: psi, omega)
+    weights = [(first, np.zeros(1, np.float32))] + \
+        [(delta[None, None], np.zeros(1, np.float32)) for _ in range(n_layers - 1)]
+    be.set_weights(model, weights)
+    return model
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_the_layer_that_can_express_the_change_is_ranked_first(linear_flows, method):
+    """The target adds a ψ̄ term to Π; only layer 1 reads ψ̄, so only it can absorb the change."""
+    base_ds, target_ds = linear_flows
+    model = _identity_network(3, base_ds)
+    np.testing.assert_allclose(model.predict(base_ds.psi.values, base_ds.omega.values),
+                               base_ds.pi.values, rtol=1e-4, atol=1e-5)  # exact on the base
+    rec = recommend_layers(model, base_ds, target_ds, method=method, **OPTIONS[method])
+    assert rec.attrs["recommended"] == [1], rec.score.values
+    assert int(rec["rank"].sel(layer=1)) == 1
+    assert rec.attrs["method"] == method and float(rec.seconds) > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_identical_layers_get_tied_scores(linear_flows, method):
+    """Layers 2 and 3 of an identity network carry identical statistics: no method may
+    prefer one of them (no hidden prior on depth)."""
+    base_ds, target_ds = linear_flows
+    model = _identity_network(4, base_ds)
+    rec = recommend_layers(model, base_ds, target_ds, method=method, layers=[2, 3],
+                           **OPTIONS[method])
+    a, b = rec.score.sel(layer=2).item(), rec.score.sel(layer=3).item()
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-9), (a, b)
+    assert rec["rank"].values.tolist() == [1, 2] or a != b  # ties go to the shallower
+
+
+# ------------------------------------------------------------ scores by hand
+@pytest.fixture(scope="module")
+def flows():
+    return make_les(nt=12, seed=5), make_les(nt=12, seed=6, pi_map="laplacian+omega",
+                                            case="synthetic-target")
+
+
+def test_spectral_score_from_its_evidence(trained_model, flows):
+    rec = recommend_layers(trained_model, *flows, method="spectral", batch_size=6)
+    sb = rec.activation_spectrum_base.sel(k=slice(1, None)).values
+    st = rec.activation_spectrum_target.sel(k=slice(1, None)).values
+    with np.errstate(invalid="ignore"):
+        per_channel = np.abs(st - sb).sum(-1) / (st + sb).sum(-1)
+    np.testing.assert_allclose(rec.channel_divergence.values, per_channel, rtol=1e-12)
+    np.testing.assert_allclose(rec.divergence.values, np.nanmean(per_channel, axis=1))
+    prof, w = rec.filter_profile.values[:, 1:], rec.shell_weight.values[1:]
+    np.testing.assert_allclose(rec.overlap.values, (prof * w).sum(1) / prof.sum(1))
+    np.testing.assert_allclose(rec.score.values,
+                               rec.divergence * rec.overlap * rec.sensitivity, rtol=1e-12)
+    assert (rec.sensitivity > 0).all() and "reach" not in rec
+    assert rec.attrs["prior"] == "none" and "D * O * S" in rec.attrs["formula"]
+    with_prior = recommend_layers(trained_model, *flows, method="spectral", prior="reach")
+    np.testing.assert_allclose(with_prior.reach.values, [1, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(with_prior.score.values, rec.score.values * [1, 2 / 3, 1 / 3],
+                               rtol=1e-10)
+    assert with_prior.attrs["prior"] == "reach"
+
+
+def test_gauss_newton_score_from_its_evidence(trained_model, flows):
+    rec = recommend_layers(trained_model, *flows, method="gauss-newton", iterations=4)
+    np.testing.assert_allclose(
+        rec.score, (rec.held_loss_before - rec.held_loss_after) / rec.held_loss_before)
+    assert (rec.fit_loss_after <= rec.fit_loss_before).all()
+    assert set(np.unique(rec.step.values)) <= {0.0, 0.25, 0.5, 1.0}
+    assert (rec.score <= 1).all()
+
+
+def test_gauss_newton_step_solves_a_linear_least_squares_problem(linear_flows):
+    """For a linear network the Gauss-Newton step on layer 1 is the least-squares solution:
+    it removes the whole ψ̄ term, so the held-out loss falls to round-off."""
+    base_ds, target_ds = linear_flows
+    rec = recommend_layers(_identity_network(3, base_ds), base_ds, target_ds,
+                           method="gauss-newton", iterations=40, layers=[1])
+    one = rec.sel(layer=1)
+    assert float(one.held_loss_after) < 1e-4 * float(one.held_loss_before)  # float32 round-off
+    assert float(one.score) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_probe_score_from_its_evidence(trained_model, flows):
+    rec = recommend_layers(trained_model, *flows, method="probe", epochs=3, horizon=30,
+                           batch_size=4)
+    assert rec.val_loss.dims == ("layer", "epoch") and rec.sizes["epoch"] == 3
+    for k in (1, 2, 3):
+        fit = extrapolate_loss(rec.val_loss.sel(layer=k).values, 30)
+        assert float(rec.predicted_loss.sel(layer=k)) == pytest.approx(fit["loss"])
+    np.testing.assert_allclose(rec.score, 1 - rec.predicted_loss / rec.base_val_loss)
+
+
+def test_gradient_norm_score_from_its_evidence(trained_model, flows):
+    rec = recommend_layers(trained_model, *flows, method="gradient-norm")
+    np.testing.assert_allclose(rec.score, rec.gradient_norm / rec.weight_norm)
+    w = get_backend("keras").get_weights(trained_model)
+    norms = [np.sqrt(np.sum(k.astype(float) ** 2) + np.sum(b.astype(float) ** 2)) for k, b in w]
+    np.testing.assert_allclose(rec.weight_norm, norms, rtol=1e-6)
+
+
+def test_extrapolate_loss():
+    e = np.arange(1, 7)
+    exact = extrapolate_loss(0.2 + 0.5 * 0.7 ** e, 60)
+    assert exact["rate"] == pytest.approx(0.7) and exact["asymptote"] == pytest.approx(0.2)
+    assert exact["loss"] == pytest.approx(0.2 + 0.5 * 0.7 ** 60)
+    rising = extrapolate_loss([1.0, 1.1, 1.2, 1.3], 50)  # no decay: the observed minimum
+    assert rising["loss"] == 1.0 and np.isnan(rising["rate"])
+    assert extrapolate_loss([0.5, 0.4], 50)["loss"] == 0.4  # too short to fit
+    with pytest.raises(ValueError, match="curve must be"):
+        extrapolate_loss([np.nan, 1.0], 5)
+
+
+def test_registry_and_bad_input(trained_model, flows):
+    assert set(METHODS) <= set(available_recommenders())
+
+    def deepest(model, base_ds, target_ds, layers, **options):
+        return xr.Dataset({"score": ("layer", np.asarray(layers, float))},
+                          coords={"layer": layers}, attrs={"formula": "score = l"})
+
+    register_recommender("deepest-test", deepest, overwrite=True)
+    rec = recommend_layers(trained_model, *flows, method="deepest-test", top=2)
+    assert recommended_layers(rec) == [3, 2] and rec["rank"].values.tolist() == [3, 2, 1]
+    with pytest.raises(ValueError, match="registered already"):
+        register_recommender("deepest-test", deepest)
+    base, target = flows
+    with pytest.raises(ValueError, match=r"unknown method 'nope'; registered .*'probe'"):
+        recommend_layers(trained_model, base, target, method="nope")
+    with pytest.raises(ValueError, match=r"target_ds must be on the same LES grid"):
+        recommend_layers(trained_model, base, make_les(n=32, nt=2))
+    with pytest.raises(ValueError, match=r"layers must be layer numbers in 1\.\.3"):
+        recommend_layers(trained_model, base, target, layers=[0, 2])
+    with pytest.raises(ValueError, match=r"top must be an int in 1\.\.2"):
+        recommend_layers(trained_model, base, target, layers=[1, 2], top=3)
+    with pytest.raises(TypeError, match="base_model must be an xtl Model"):
+        recommend_layers(None, base, target)
+    with pytest.raises(ValueError, match="prior must be None or 'reach'"):
+        recommend_layers(trained_model, base, target, method="spectral", prior="shallow")
+
+
+# ------------------------------------------------------------ compare with a sweep
+def _rec(scores, recommended=1, seconds=2.0):
+    layers = np.arange(1, len(scores) + 1)
+    return xr.Dataset({"score": ("layer", np.asarray(scores, float)),
+                       "recommended": ("choice", [recommended]), "seconds": ((), seconds)},
+                      coords={"layer": layers}, attrs={"method": "constructed"})
+
+
+def _sweep(cc, seconds=10.0):
+    cc = np.asarray(cc, float)
+    return xr.Dataset({"cc": (("layer", "seed"), cc),
+                       "train_seconds": (("layer", "seed"), np.full(cc.shape, seconds))},
+                      coords={"layer": np.arange(1, len(cc) + 1),
+                              "seed": np.arange(cc.shape[1])})
+
+
+def test_compare_recommendation_hand_computed():
+    # mean cc 0.81, 0.90, 0.895, 0.60; layer 3 is not significantly below layer 2
+    sweep = _sweep([[0.80, 0.82, 0.81], [0.90, 0.91, 0.89], [0.89, 0.90, 0.895],
+                    [0.6, 0.61, 0.59]])
+    hit = compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], recommended=3), sweep)
+    assert hit.measured_rank.values.tolist() == [3, 1, 2, 4]
+    assert hit.in_best_set.values.tolist() == [False, True, True, False]
+    assert bool(hit.hit) and int(hit.recommended_rank) == 2
+    # score ranks 4, 2, 1, 3 against measured 3, 1, 2, 4: d = (1, 1, -1, -1), rho = 1 - 24/60
+    assert float(hit.spearman) == pytest.approx(1 - 6 * 4 / (4 * 15))
+    assert int(hit.best_measured_layer) == 2
+    assert float(hit.cost_ratio) == pytest.approx(2.0 / (12 * 10.0))
+    miss = compare_recommendation(_rec([0.9, 0.3, 0.4, 0.2], recommended=1), sweep)
+    assert not bool(miss.hit) and int(miss.recommended_rank) == 3
+    # a lower-is-better metric
+    err = sweep.assign(rel_l2=1 - sweep.cc)
+    assert bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), err, metric="rel_l2").hit)
+    # a single run per layer: only the best layer counts as a hit
+    one = _sweep([[0.8], [0.9], [0.89], [0.6]]).squeeze("seed", drop=True)
+    assert not bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), one).hit)
+    assert bool(compare_recommendation(_rec([0.1, 0.4, 0.3, 0.2], 2), one).hit)
+
+
+def test_compare_recommendation_bad_input():
+    rec, sweep = _rec([0.3, 0.2, 0.1]), _sweep([[1, 2], [2, 3], [3, 4]])
+    with pytest.raises(ValueError, match="metric must name a variable of sweep"):
+        compare_recommendation(rec, sweep, metric="accuracy")
+    with pytest.raises(ValueError, match="single-layer sweep"):
+        compare_recommendation(rec, sweep.rename(layer="pair"))
+    with pytest.raises(ValueError, match=r"did not re-train the recommended layer\(s\) \[1\]"):
+        compare_recommendation(rec, sweep.assign_coords(layer=[2, 3, 4]))
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        compare_recommendation(rec, sweep.isel(layer=[0]))
+    with pytest.raises(TypeError, match="recommendation must be"):
+        compare_recommendation(xr.Dataset(), sweep)

@@ -1,0 +1,200 @@
+"""The report's figures: drawn without pyplot, comparable panels, labelled axes, legends off
+the data. Inputs are small synthetic results with the schema of xtl.pipeline's files."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xtl import report
+from xtl.spectral import FILTER_TYPES
+
+K = np.arange(12)
+N_LES = 16  # shells k <= 7 are drawn
+
+
+def _spectrum(scale, slope):
+    return xr.DataArray(scale * np.maximum(K, 1.0) ** slope, dims="k", coords={"k": K})
+
+
+def results():
+    """Synthetic inputs of every figure function (one target)."""
+    rng = np.random.default_rng(0)
+    kk = np.arange(-4, 4)
+    explain = xr.Dataset(
+        {
+            "energy_base": _spectrum(1.0, -3.0), "energy_target": _spectrum(2.0, -3.0),
+            "pi_truth": _spectrum(1.0, -1.0), "pi_bnn": _spectrum(0.5, -1.0),
+            "pi_tlnn": _spectrum(0.9, -1.0),
+            "top_filter_base": (("top", "ky", "kx"), rng.random((3, 8, 8))),
+            "top_filter_tl": (("top", "ky", "kx"), 4 * rng.random((3, 8, 8))),
+            "top_layer": ("top", [1, 2, 2]), "top_channel_out": ("top", [0, 1, 3]),
+            "top_channel_in": ("top", [0, 0, 2]),
+        },
+        coords={"ky": kk, "kx": kk}, attrs={"best_layer": 2},
+    )
+    explain["change_profile"] = ("shell", np.linspace(0.1, 0.5, 7))
+    explain["change_weight"] = ("shell", np.linspace(0.0, 1.0, 7))
+    explain = explain.assign_coords(shell=np.arange(1, 8))
+    explain.attrs.update(change_correlation=0.9, change_pvalue=0.01)
+    layers = [1, 2, 3]
+    sweep = xr.Dataset(
+        {"cc_mean": ("layer", [0.5, 0.7, 0.6]), "cc_sem": ("layer", [0.01, 0.02, 0.01]),
+         "best_set": ("layer", [False, True, True]), "base_cc": 0.4,
+         "baseline_cc_mean": ("baseline", [0.3, 0.8])},
+        coords={"layer": layers, "baseline": ["scratch", "full_target"]})
+    act = np.abs(rng.standard_normal((3, 4, K.size))) + 0.1
+    rec = xr.Dataset(
+        {"score": ("layer", [0.2, 0.9, 0.4]),
+         "activation_spectrum_base": (("layer", "channel", "k"), act),
+         "activation_spectrum_target": (("layer", "channel", "k"), 2 * act)},
+        coords={"layer": layers, "k": K}, attrs={"recommended": [2]},
+    )
+    census = xr.DataArray([[20, 4, 0, 0, 0], [300, 100, 100, 50, 26], [10, 14, 0, 0, 0]],
+                          dims=("layer", "filter_type"),
+                          coords={"layer": layers, "filter_type": list(FILTER_TYPES[:-1])})
+    closures = ["BNN", "TLNN", "dynamic-smagorinsky", "no closure", "unstable one"]
+    energy = np.stack([_spectrum(1.0 + 0.01 * i, -3.0).values for i in range(len(closures))])
+    post = xr.Dataset(
+        {"energy_fdns": (("closure", "k"), energy), "energy_les": (("closure", "k"), energy),
+         "stable": ("closure", [1, 1, 1, 1, 0])},
+        coords={"closure": closures, "k": K}, attrs={"kmax": 5},
+    )
+    budget = xr.concat([sweep.assign(fraction=f, best_layer=b) for f, b in ((0.02, 1), (0.1, 2))],
+                       dim="budget").assign_coords(budget=[2, 10])
+    return explain, sweep, rec, census, post, budget
+
+
+def draw_all(folder: Path) -> dict:
+    """Draw every report figure into ``folder``; {kind: file name}."""
+    explain, sweep, rec, census, post, budget = results()
+    t = "target"
+    recs = {"probe": rec, "spectral": rec.assign(score=-rec.score)}
+    return {
+        "flow-spectra": report._fig_flow_spectra({t: explain}, folder, N_LES),
+        "cc-per-layer": report._fig_cc_per_layer({t: sweep}, {t: rec}, folder),
+        "pi-spectra": report._fig_pi_spectra(t, explain, folder, N_LES),
+        "kernel-changes": report._fig_kernel_changes(t, explain, folder),
+        "spectral-change": report._fig_spectral_change(t, explain, folder),
+        "filter-census": report._fig_census(census, folder),
+        "activation-spectra": report._fig_activation_spectra(t, rec, folder),
+        "recommenders": report._fig_recommenders(t, recs, sweep, folder),
+        "aposteriori": report._fig_aposteriori(t, post, folder),
+        "budget": report._fig_budget(t, budget, folder),
+    }
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    """{kind: Figure} of every report figure, captured as they are saved."""
+    captured = {}
+    save = report._save
+
+    def keep(fig, path):
+        captured[path.stem.replace("-target", "")] = fig
+        return save(fig, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "_save", keep)
+        names = draw_all(tmp_path_factory.mktemp("figures"))
+    assert set(captured) == set(names) == set(report.REPORT_FIGURES + report.OPTIONAL_FIGURES)
+    for fig in captured.values():
+        fig.draw_without_rendering()  # lay it out (no pyplot canvas needed)
+    return captured
+
+
+def _panels(fig):
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def _overlaps(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_report_figures_are_drawn_without_pyplot_or_a_backend_switch(tmp_path):
+    """In a process whose pyplot cannot be imported and whose backend is 'pdf', every figure
+    is written as a PNG and the backend is still 'pdf' (a notebook's would be kept too)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["matplotlib.pyplot"] = None  # any pyplot import fails
+        import matplotlib
+        matplotlib.use("pdf")
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        import test_report_figures as t
+        names = t.draw_all(Path(sys.argv[1]))
+        assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+        print(len(names))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    kinds = len(report.REPORT_FIGURES + report.OPTIONAL_FIGURES)
+    assert run.stdout.strip() == str(kinds)
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == kinds
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_kernel_changes_compare_before_and_after_on_one_colour_scale(figures):
+    fig = figures["kernel-changes"]
+    panels = _panels(fig)
+    assert len(panels) == 6  # 3 kernels, before and after
+    limits = {ax.get_images()[0].get_clim() for ax in panels}
+    assert len(limits) == 1
+    _, top = limits.pop()
+    explain = results()[0]
+    assert top == pytest.approx(float(max(explain.top_filter_base.max(), explain.top_filter_tl.max())))
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1
+    assert {ax.get_xlabel() for ax in panels[-4:]} == {"kx"}
+    assert {ax.get_ylabel() for ax in panels[::4]} == {"ky"}
+
+
+def test_activation_panels_have_axis_labels(figures):
+    for ax in _panels(figures["activation-spectra"]):
+        assert ax.get_xlabel() == "k" and ax.get_ylabel()
+
+
+def test_aposteriori_closures_have_distinct_line_styles(figures):
+    ax = figures["aposteriori"].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if ln.get_label() in
+             ("BNN", "TLNN", "dynamic-smagorinsky", "no closure")}
+    assert len(lines) == 4
+    looks = {(str(ln.get_linestyle()), ln.get_marker()) for ln in lines.values()}
+    assert len(looks) == 4  # BNN and TLNN no longer share a style
+    assert all(ln.get_linestyle() != "-" for ln in lines.values())  # solid: the filtered DNS
+
+
+def test_cc_per_layer_shows_error_bars_and_baselines(figures):
+    ax = figures["cc-per-layer"].axes[0]
+    assert ax.containers, "no error bars"
+    _, caps, bars = ax.containers[0].lines
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in bars[0].get_segments()],
+                               [0.02, 0.04, 0.02])  # 2 x s.e.
+    levels = {round(ln.get_ydata()[0], 6) for ln in ax.get_lines() if len(ln.get_ydata()) == 2
+              and ln.get_ydata()[0] == ln.get_ydata()[1]}
+    assert {0.4, 0.3, 0.8} <= levels  # BNN, scratch, full target
+
+
+def test_census_is_drawn_as_fractions_per_layer(figures):
+    ax = figures["filter-census"].axes[0]
+    heights = np.array([p.get_height() for p in ax.patches]).reshape(5, 3)
+    np.testing.assert_allclose(heights.sum(axis=0), 1.0)
+    assert "fraction" in ax.get_ylabel()
+
+
+@pytest.mark.parametrize("kind", ["flow-spectra", "cc-per-layer", "pi-spectra", "filter-census",
+                                  "aposteriori", "recommenders", "activation-spectra", "budget"])
+def test_legends_sit_off_the_data(figures, kind):
+    fig = figures[kind]
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)
+    assert legends, kind
+    for legend in legends:
+        box = legend.get_window_extent()
+        for ax in _panels(fig):
+            assert not _overlaps(box, ax.get_window_extent()), (kind, ax.get_title())

@@ -1,0 +1,246 @@
+"""What an experiment will cost, before it runs: ``xtl run --dry-run CONFIG``.
+
+Rates are measured here, on this machine, with the experiment's own grids and
+network (a few solver steps at each DNS and LES grid, two short trainings on
+random fields of the LES grid's size); the counts come from the config. Every
+training is counted at its epoch cap, so the estimate is an upper bound where
+early stopping ends trainings sooner. Stages that run on the dask cluster (DNS
+ensembles, sweeps) are divided by its workers, assuming they are kept busy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from .config import ExperimentConfig
+
+__all__ = ["measure_rates", "estimate_experiment", "format_estimate", "StageEstimate"]
+
+#: Fraction of each flow's snapshots held out for testing (as in the pipeline).
+_TEST_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    """The estimated cost of one stage (kind) of an experiment.
+
+    Attributes
+    ----------
+    stage : str
+    work : str
+        What is counted, in words.
+    seconds : float
+        Estimated wall time on this machine.
+    """
+
+    stage: str
+    work: str
+    seconds: float
+
+
+def _dns_step_seconds(case, n_les) -> float:
+    """Seconds per solver step at ``case`` (with on-the-fly coarse-graining to ``n_les``)."""
+    from .solver import simulate
+
+    def run(steps):
+        start = time.perf_counter()
+        simulate(case, t_end=steps * case.dt, save_interval=steps * case.dt,
+                 les=None if n_les is None else dict(n_les=n_les), progress=False)
+        return time.perf_counter() - start
+
+    few, more = 4, 24
+    base = run(few)  # plans and caches on the first call
+    base = run(few)
+    while True:  # more steps until they take a measurable time past the set-up
+        extra = run(more) - base
+        if extra > 0.25 or more >= 4096:
+            return max(extra / (more - few), 1e-9)
+        more *= 4
+
+
+def _random_les(n: int, samples: int) -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    dims = ("sample", "y", "x")
+    return xr.Dataset({v: (dims, rng.standard_normal((samples, n, n)).astype(np.float32))
+                       for v in ("psi", "omega", "pi")})
+
+
+def _epoch_seconds_per_sample(network: dict, n_les: int) -> dict:
+    """Seconds per sample and epoch: full training, and re-training the first / last layer."""
+    from .training import train, transfer
+
+    samples = 16
+    data = _random_les(n_les, samples)
+    kwargs = dict(epochs=3, batch_size=8, validation=None, progress=False)
+    model = train(data, network, **kwargs)
+    full = float(np.median(model.history.epoch_time.values[1:])) / samples
+    per_layer = []
+    for layer in (1, model.n_layers):
+        tl = transfer(model, data, [layer], **kwargs)
+        per_layer.append(float(np.median(tl.history.epoch_time.values[1:])) / samples)
+    return {"full": full, "transfer": float(np.mean(per_layer))}
+
+
+def measure_rates(config: ExperimentConfig) -> dict:
+    """Measure the rates the estimate needs, here.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+
+    Returns
+    -------
+    dict
+        ``dns_step[flow]`` (seconds per step), ``les_step`` (seconds per LES step at
+        the base's LES grid, network closure included), ``train_sample_epoch``
+        and ``transfer_sample_epoch`` (seconds per sample and epoch), ``workers``.
+    """
+    from .les import les_case
+    from .solver.ensemble import default_n_workers
+    from .training import predict
+
+    flows = [config.base, *config.targets]
+    dns = {}
+    for flow in flows:
+        case = flow.make_case()
+        key = (case.n, case.dt, case.n_les)
+        if key not in dns:
+            dns[key] = _dns_step_seconds(case, case.n_les)
+    base_case = config.base.make_case()
+    rates = _epoch_seconds_per_sample(config.network, base_case.n_les)
+    lcase = les_case(base_case)
+    from .training import train
+
+    model = train(_random_les(lcase.n, 4), config.network, epochs=1, validation=None,
+                  progress=False)
+    one = _random_les(lcase.n, 1)
+    predict(model, one)
+    start = time.perf_counter()
+    for _ in range(5):
+        predict(model, one)
+    inference = (time.perf_counter() - start) / 5
+    return {
+        "dns_step": {f.name: dns[(f.make_case().n, f.make_case().dt, f.make_case().n_les)]
+                     for f in flows},
+        "les_step": _dns_step_seconds(lcase, None) + inference,
+        "les_dt": lcase.dt,
+        "train_sample_epoch": rates["full"],
+        "transfer_sample_epoch": rates["transfer"],
+        "workers": default_n_workers(),
+    }
+
+
+def _snapshots(flow) -> int:
+    return flow.members * (int(round((flow.t_end - flow.spin_up) / flow.save_interval)) + 1)
+
+
+def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> list:
+    """Estimated wall time of every stage of an experiment.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    rates : dict, optional
+        From :func:`measure_rates` (measured now when None).
+
+    Returns
+    -------
+    list of StageEstimate
+    """
+    rates = measure_rates(config) if rates is None else rates
+    workers = rates["workers"]
+    rows = []
+    for flow in (config.base, *config.targets):
+        case = flow.make_case()
+        steps = flow.members * int(round(flow.t_end / case.dt))
+        rows.append(StageEstimate(f"data-{flow.name}", f"{steps:,} DNS steps at {case.n}² on "
+                                  f"{workers} workers", steps * rates["dns_step"][flow.name]
+                                  / min(workers, flow.members)))
+    n_base = int(_snapshots(config.base) * (1 - _TEST_FRACTION))
+    validation = float(config.training.get("validation", 0.1))
+    epochs = int(config.training.get("epochs", 20))
+    n_fit = int(n_base * (1 - validation))
+    rows.append(StageEstimate("base-model", f"{n_fit} samples x {epochs} epochs",
+                              n_fit * epochs * rates["train_sample_epoch"]))
+    tl = config.transfer
+    n_tl = int(tl["n_samples"]) if "n_samples" in tl else \
+        max(2, int(round(float(tl.get("fraction", 0.1)) * n_base)))
+    tl_fit = max(1, int(n_tl * (1 - float(tl.get("validation", 0.1)))))
+    cap = int(tl.get("epochs", 20))
+    n_layers = int(config.network.get("n_layers", 11))
+    seeds = len(config.seeds)
+    probe = int(config.recommend["options"].get("probe", {}).get("epochs", 5))
+    baselines = config.sweep.get("baselines", [])
+    for target in config.targets:
+        pool = int(_snapshots(target) * (1 - _TEST_FRACTION))
+        if "probe" in config.recommend["methods"]:
+            rows.append(StageEstimate(f"recommend-{target.name}",
+                                      f"probe: {n_layers} layers x {probe} epochs",
+                                      n_layers * probe * tl_fit * rates["transfer_sample_epoch"]))
+        work = n_layers * seeds * tl_fit * cap * rates["transfer_sample_epoch"]
+        text = f"{n_layers} layers x {seeds} seeds x {tl_fit} samples x {cap} epochs"
+        if "scratch" in baselines:
+            work += seeds * tl_fit * cap * rates["train_sample_epoch"]
+            text += " + scratch"
+        if "full_target" in baselines:
+            work += seeds * int(pool * 0.9) * cap * rates["train_sample_epoch"]
+            text += f" + full target ({int(pool * 0.9)} samples)"
+        rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
+                                  work / workers))
+        if config.les.get("enabled", True):
+            steps = 4 * int(round(float(config.les.get("t_end", 5.0)) / rates["les_dt"]))
+            rows.append(StageEstimate(f"aposteriori-{target.name}",
+                                      f"{steps:,} LES steps (4 closures)",
+                                      steps * rates["les_step"]))
+    if config.budget:
+        for fraction in config.budget["fractions"]:
+            n = max(1, int(round(fraction * n_base * (1 - float(tl.get("validation", 0.1))))))
+            rows.append(StageEstimate(
+                f"budget-{config.budget['target']}", f"{n_layers} layers x {seeds} seeds x "
+                f"{n} samples x {cap} epochs", n_layers * seeds * n * cap
+                * rates["transfer_sample_epoch"] / workers))
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def format_estimate(rows: list, rates: dict) -> str:
+    """The estimate as a table, with the total and what the rates were.
+
+    Parameters
+    ----------
+    rows : list of StageEstimate
+    rates : dict
+        From :func:`measure_rates`.
+
+    Returns
+    -------
+    str
+    """
+    width = max(len(r.stage) for r in rows)
+    lines = [f"{'stage':<{width}}  {'estimate':>9}  work", "-" * (width + 60)]
+    lines += [f"{r.stage:<{width}}  {_duration(r.seconds):>9}  {r.work}" for r in rows]
+    total = sum(r.seconds for r in rows)
+    lines += ["-" * (width + 60), f"{'total':<{width}}  {_duration(total):>9}",
+              "",
+              "Measured here: " + ", ".join(f"DNS step {name} {1e3 * s:.2f} ms"
+                                           for name, s in rates["dns_step"].items())
+              + f"; training {1e3 * rates['train_sample_epoch']:.1f} ms and re-training "
+              f"{1e3 * rates['transfer_sample_epoch']:.1f} ms per sample-epoch; LES step "
+              f"{1e3 * rates['les_step']:.1f} ms; {rates['workers']} workers.",
+              "Trainings are counted at their epoch cap (early stopping ends them sooner)."]
+    if total > 12 * 3600:
+        lines.append("This experiment belongs on a GPU node or a dask cluster (xtl run "
+                     "--scheduler ADDRESS): it would take over half a day here.")
+    return "\n".join(lines)

@@ -1,0 +1,729 @@
+"""Seed-resolved transfer-learning sweeps, their baselines and their statistics.
+
+A *sweep* re-trains every candidate layer (or pair of layers) of a base network
+(BNN) on a small target set, under several seeds, and scores each re-trained
+network (TLNN) on held-out target data. Each seed draws another target subset
+and another shuffle; within a seed every layer is re-trained on the same
+subset, so layers are compared *paired* across seeds. Beside the TLNNs a sweep
+can train the baselines of Guan et al. (JCP 2022) and Subel et al. (PNAS Nexus
+2023):
+
+* ``"scratch"``: the base architecture trained from a fresh initialisation on
+  the same small target subset (same stopping rule);
+* ``"full_target"``: trained from a fresh initialisation on every target
+  sample given (the upper bound).
+
+The BNN itself is scored as ``base_<metric>``.
+
+Which layers are best is a statistical statement: :func:`best_set` keeps every
+layer whose skill is not significantly below the best layer's by a one-sided
+paired t-test across seeds (see its docstring).
+
+Trainings run one after another here, or as tasks on a dask cluster (one task
+per layer and seed); each worker pins its backend's threads to the threads it
+was given, so that two single-threaded workers on two cores do not
+oversubscribe them.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .backends import (
+    Model,
+    check_layers,
+    get_backend,
+    model_from_dataset,
+    model_id,
+    model_to_dataset,
+    save_model,
+)
+from .training import (
+    OUTPUT,
+    check_les_dataset,
+    count_samples,
+    epoch_records,
+    evaluate,
+    select_samples,
+    stack_samples,
+    train,
+    transfer,
+)
+
+__all__ = [
+    "layer_sweep",
+    "budget_sweep",
+    "best_set",
+    "summarize_sweep",
+    "concat_budgets",
+    "split_budgets",
+    "seeds_of",
+    "SweepTask",
+    "METRICS",
+    "BASELINES",
+    "LOWER_IS_BETTER",
+]
+
+#: Skill metrics of every trained network on the target test set (see :func:`xtl.metrics.score`).
+METRICS = ("cc", "cc_forward", "cc_backscatter", "backscatter_fraction", "rel_l2",
+           "spectrum_error")
+#: What each training records beside its skill.
+RECORDS = ("final_loss", "final_val_loss", "epochs_run", "best_epoch", "stopped_early",
+           "train_seconds")
+#: The baselines a sweep can train (see the module docstring).
+BASELINES = ("scratch", "full_target")
+#: Variables of a sweep for which a lower value is better.
+LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
+
+_TRANSFER_ONLY = ("renormalize",)
+
+
+# ------------------------------------------------------------------------- seeds
+def seeds_of(seeds) -> list:
+    """The seeds of a sweep as a list of distinct ints.
+
+    Parameters
+    ----------
+    seeds : int or sequence of int
+        One seed, or several.
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not ints, a negative seed, repeated seeds, or none.
+    """
+    values = [seeds] if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool) \
+        else seeds
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"seeds must be an int or a sequence of ints, got {seeds!r}") from None
+    if not values:
+        raise ValueError("seeds must hold at least one seed")
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"seeds must be ints >= 0, got {seeds!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return [int(s) for s in values]
+
+
+def _check_baselines(baselines) -> tuple:
+    baselines = (baselines,) if isinstance(baselines, str) else tuple(baselines or ())
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"baselines must be among {BASELINES}, got {list(baselines)}")
+    if len(set(baselines)) != len(baselines):
+        raise ValueError(f"baselines must be distinct, got {list(baselines)}")
+    return baselines
+
+
+# ------------------------------------------------------------------------- tasks
+@dataclass(frozen=True)
+class SweepTask:
+    """One training of a sweep.
+
+    Attributes
+    ----------
+    kind : str
+        ``"transfer"`` (re-train ``layers`` of the base network), ``"scratch"`` or
+        ``"full_target"`` (a fresh network; see :data:`BASELINES`).
+    seed : int
+        Seed of the subset, the shuffle and (for baselines) the initial weights.
+    layers : tuple of int
+        The re-trained layers (``"transfer"`` only).
+    n_samples : int
+        Size of the re-training subset (unused by ``"full_target"``).
+    n_pool : int
+        Number of target samples the subset was drawn from.
+    """
+
+    kind: str
+    seed: int
+    layers: tuple = ()
+    n_samples: int = 0
+    n_pool: int = 0
+
+    @property
+    def data(self) -> str:
+        """Key of the task's training set: ``"subset-<n>-<seed>"`` or ``"full"``."""
+        return "full" if self.kind == "full_target" else _subset_key(self.n_samples, self.seed)
+
+    @property
+    def name(self) -> str:
+        """File stem of the task's model and checkpoint folder."""
+        if self.kind == "transfer":
+            return f"tl_layer{'_'.join(map(str, self.layers))}_seed{self.seed}"
+        return f"{self.kind}_seed{self.seed}"
+
+
+def _subset_key(n: int, seed: int) -> str:
+    return f"subset-{n}-{seed}"
+
+
+def _worker_threads():
+    """Threads of the dask worker process running this code; None elsewhere.
+
+    None too for a worker thread inside the client's own process (a
+    ``LocalCluster(processes=False)``): that process's thread pools are the user's.
+    """
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return None
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: dict,
+             save_path=None) -> dict:
+    """Train one task of a sweep and score it on the test set.
+
+    Runs on a dask worker when the sweep has a client (it then pins the backend's
+    threads to the worker's), else here.
+
+    Parameters
+    ----------
+    task : SweepTask
+    base : Model or xarray.Dataset
+        The base network (a model Dataset when shipped to a worker).
+    data : xarray.Dataset
+        The task's training set (a subset, or every target sample).
+    test : xarray.Dataset
+        The target test set.
+    kwargs : dict
+        Keyword arguments of :func:`xtl.transfer` / :func:`xtl.train` (``epochs``,
+        ``patience``, ``validation``, ...; ``seed`` is the task's).
+    save_path : path-like, optional
+        Save the trained model there.
+
+    Returns
+    -------
+    dict
+        The metrics of :data:`METRICS` and the records of :data:`RECORDS`.
+    """
+    threads = _worker_threads()
+    if threads is not None:  # before the backend starts its runtime (building the model does)
+        name = base.attrs["backend"] if isinstance(base, xr.Dataset) else base.backend
+        get_backend(name).set_threads(threads)
+    if isinstance(base, xr.Dataset):
+        base = model_from_dataset(base)
+    kwargs = dict(kwargs, seed=task.seed, progress=False)
+    start = time.perf_counter()
+    if task.kind == "transfer":
+        model = transfer(base, data, list(task.layers), **kwargs)
+    else:
+        kwargs = {k: v for k, v in kwargs.items() if k not in _TRANSFER_ONLY}
+        model = train(data, base.spec, backend=base.backend, **kwargs)
+        model.provenance.update(kind=task.kind, baseline_of=model_id(base))
+    if task.kind != "full_target":  # the subset's share of the pool it was drawn from
+        model.provenance.update(fraction=task.n_samples / task.n_pool, subset_seed=task.seed)
+    seconds = time.perf_counter() - start
+    result = {k: float(v) for k, v in evaluate(model, test).data_vars.items()}
+    history = model.history
+    result["final_loss"] = float(history["loss"].values[-1])
+    result["final_val_loss"] = float(history["val_loss"].values[-1]) \
+        if "val_loss" in history else math.nan
+    records = epoch_records({k: history[k].values.tolist() for k in history.data_vars},
+                            int(kwargs.get("epochs", 20)))
+    result.update({k: float(v) for k, v in records.items()})
+    result["train_seconds"] = seconds
+    if save_path is not None:
+        save_model(model, save_path, overwrite=True)  # re-running a sweep into a folder is expected
+    return result
+
+
+def _ordered(tasks: list) -> list:
+    """Longest trainings first (full-target, scratch, then shallow layers), for load balance."""
+    rank = {"full_target": 0, "scratch": 1, "transfer": 2}
+    return sorted(tasks, key=lambda t: (rank[t.kind], t.layers[:1] or (0,), t.seed))
+
+
+def _run_tasks(tasks, base, datasets, test, kwargs, *, client, save_dir, progress,
+               stem=lambda t: t.name) -> dict:
+    """Run every task (here or on ``client``) → ``{task: result dict}``.
+
+    ``stem(task)`` names the task's model file under ``save_dir`` and its
+    checkpoint folder under ``kwargs["checkpoint_dir"]``.
+    """
+    from ._progress import progress_bar
+
+    kwargs = dict(kwargs)
+    ckpt = kwargs.pop("checkpoint_dir", None)
+    paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}.keras"
+             for t in tasks}
+    per_task = {t: kwargs if ckpt is None else dict(kwargs, checkpoint_dir=Path(ckpt) / stem(t))
+                for t in tasks}
+    for path in {p.parent for p in paths.values() if p is not None}:
+        path.mkdir(parents=True, exist_ok=True)
+    bar = progress_bar(progress, total=len(tasks), desc="sweep", unit="training")
+    results = {}
+    try:
+        if client is None:
+            for t in _ordered(tasks):
+                results[t] = run_task(t, base, datasets[t.data], test, per_task[t], paths[t])
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            keys = sorted(datasets)
+            shipped = client.scatter([model_to_dataset(base), test]
+                                     + [datasets[k] for k in keys], broadcast=True)
+            base_f, test_f, data_f = shipped[0], shipped[1], dict(zip(keys, shipped[2:]))
+            futures = {client.submit(run_task, t, base_f, data_f[t.data], test_f, per_task[t],
+                                     paths[t], pure=False, priority=-i): t
+                       for i, t in enumerate(_ordered(tasks))}
+            for fut in as_completed(futures, loop=client.loop):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+# ------------------------------------------------------------------- statistics
+def _higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER and not metric.endswith(tuple(LOWER_IS_BETTER))
+
+
+def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
+             higher_is_better: bool | None = None) -> xr.Dataset:
+    """The variants not significantly worse than the best one, by a paired test across seeds.
+
+    The best variant has the best mean over ``dim``. For every other variant the
+    paired differences ``d_s = best_s − value_s`` (``value_s − best_s`` when lower
+    is better) over the seeds ``s`` are tested with a one-sided paired t-test,
+    H0: mean ``d`` = 0 against mean ``d`` > 0. A variant whose p-value is below
+    ``alpha`` is significantly worse; the others form the best set. No correction
+    for multiple comparisons is made, so the set errs on the small side. Special
+    cases: with one seed no test is possible (p-values NaN; the set holds the best
+    variant alone); differences that are all 0 give p = 1, all equal and non-zero
+    give p = 0.
+
+    Parameters
+    ----------
+    values : xarray.DataArray
+        Skill over ``(variant, dim)``: the variant dim is the other dim (``layer``
+        or ``pair``). NaN seeds are not allowed.
+    dim : str
+        The paired dim (the seeds).
+    alpha : float
+        Significance level in (0, 1).
+    higher_is_better : bool, optional
+        Default: True unless the values' name is in :data:`LOWER_IS_BETTER`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over the variant dim: ``mean``, ``sem`` (standard error of the mean,
+        ``std(ddof=1)/sqrt(n)``; NaN for one seed), ``pvalue`` (NaN for the best
+        itself) and ``in_best_set`` (bool); scalar ``best`` (the best variant's
+        label). ``attrs["test"]`` states the test.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a 2-D DataArray with ``dim``; NaN; ``alpha`` outside (0, 1).
+    """
+    from scipy.stats import t as student_t
+
+    if not isinstance(values, xr.DataArray) or values.ndim != 2 or dim not in values.dims:
+        raise TypeError(f"values must be a 2-D xarray.DataArray over (variant, {dim!r}), got "
+                        f"{getattr(values, 'dims', type(values).__name__)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    if not np.isfinite(values.values).all():
+        raise ValueError("values hold NaN or inf; every variant needs every seed")
+    variant = [d for d in values.dims if d != dim][0]
+    higher = _higher_is_better(str(values.name)) if higher_is_better is None \
+        else bool(higher_is_better)
+    v = values.transpose(variant, dim).values.astype(np.float64)
+    n = v.shape[1]
+    mean = v.mean(axis=1)
+    sem = v.std(axis=1, ddof=1) / math.sqrt(n) if n > 1 else np.full(len(mean), np.nan)
+    signed = v if higher else -v
+    best = int(np.argmax(signed.mean(axis=1)))
+    diff = signed[best][None, :] - signed
+    pvalue = np.full(len(mean), np.nan)
+    for i in range(len(mean)):
+        if i == best or n < 2:
+            continue
+        d_mean, d_std = diff[i].mean(), diff[i].std(ddof=1)
+        if d_std == 0:
+            pvalue[i] = 1.0 if d_mean == 0 else 0.0
+        else:
+            pvalue[i] = float(student_t.sf(d_mean / (d_std / math.sqrt(n)), n - 1))
+    keep = pvalue >= alpha
+    keep[best] = True
+    labels = values[variant].values
+    test = (f"one-sided paired t-test across {n} {dim}(s) of each {variant} against the best "
+            f"(H1: worse), alpha={alpha}, no multiple-comparison correction"
+            + ("; a single seed: no test, the best alone" if n < 2 else ""))
+    return xr.Dataset(
+        {"mean": (variant, mean), "sem": (variant, sem), "pvalue": (variant, pvalue),
+         "in_best_set": (variant, keep), "best": ((), labels[best])},
+        coords={variant: labels}, attrs={"test": test, "alpha": float(alpha),
+                                         "higher_is_better": int(higher)})
+
+
+def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.05) -> xr.Dataset:
+    """Add seed means, standard errors and the best set to a sweep Dataset.
+
+    Parameters
+    ----------
+    sweep : xarray.Dataset
+        A sweep over ``(layer | pair, seed)`` (and ``(baseline, seed)``).
+    metric : str
+        The skill that decides the best set (default ``"cc"``).
+    alpha : float
+        Significance level of :func:`best_set`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``sweep`` plus ``<var>_mean`` and ``<var>_sem`` for every metric and record
+        over the variants (``baseline_<var>_mean`` ... over ``baseline``),
+        ``best_set`` and ``pvalue_vs_best`` over the variants, and attrs
+        ``best`` (the best variant), ``best_set`` (a list) and ``best_set_test``.
+    """
+    variant = "pair" if "pair" in sweep.dims else "layer"
+    out = sweep.copy()
+    for name in list(sweep.data_vars):
+        da = sweep[name]
+        if "seed" not in da.dims or name.endswith(("_mean", "_sem")) or name == "subset":
+            continue
+        n = da.sizes["seed"]
+        out[f"{name}_mean"] = da.mean("seed").assign_attrs(da.attrs)
+        out[f"{name}_sem"] = (da.std("seed", ddof=1) / math.sqrt(n) if n > 1
+                              else da.isel(seed=0) * np.nan).assign_attrs(
+            long_name=f"standard error of the mean of {name} over seeds")
+    if metric not in sweep or sweep[metric].dims != (variant, "seed"):
+        raise ValueError(f"metric must name a variable of sweep over ({variant!r}, 'seed'), "
+                         f"got {metric!r}")
+    stats = best_set(sweep[metric], alpha=alpha)
+    out["best_set"] = stats["in_best_set"].assign_attrs(
+        long_name=f"not significantly worse than the best {variant} by {metric}",
+        description=stats.attrs["test"])
+    out["pvalue_vs_best"] = stats["pvalue"].assign_attrs(
+        long_name=f"p-value that the {variant} is worse than the best by {metric}",
+        units="1")
+    members = stats[variant].values[stats["in_best_set"].values]
+    out.attrs.update(best=stats["best"].item(), best_set=[m.item() if hasattr(m, "item") else m
+                                                         for m in members],
+                     best_set_test=stats.attrs["test"], best_set_metric=metric,
+                     alpha=float(alpha))
+    return out
+
+
+# ---------------------------------------------------------------------- sweeps
+def _check_train_kwargs(train_kwargs: dict) -> dict:
+    for bad in ("layers", "n_samples", "fraction", "progress", "seed"):
+        if bad in train_kwargs:
+            hint = " (use seeds=...)" if bad == "seed" else ""
+            raise TypeError(f"layer_sweep got {bad!r} twice{hint}")
+    return dict(train_kwargs)
+
+
+def _subset_size(n_total: int, n_samples, fraction) -> int:
+    return len(select_samples(n_total, n_samples, fraction, 0))
+
+
+def _plan(base, target_train, combos, seeds, baselines, sizes) -> tuple:
+    """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
+    n_total = count_samples(target_train[OUTPUT])
+    tasks, datasets, subsets = [], {}, {}
+    for n in sizes:
+        for s in seeds:
+            key = _subset_key(n, s)
+            subsets[key] = select_samples(n_total, n, None, s)
+            datasets[key] = stack_samples(target_train, subsets[key])
+            tasks += [SweepTask("transfer", s, tuple(c), n, n_total) for c in combos]
+            if "scratch" in baselines:
+                tasks.append(SweepTask("scratch", s, (), n, n_total))
+    if "full_target" in baselines:
+        datasets["full"] = stack_samples(target_train, np.arange(n_total))
+        tasks += [SweepTask("full_target", s, (), n_total, n_total) for s in seeds]
+    return tasks, datasets, subsets
+
+
+def _grid(values: dict, rows: list, seeds: list) -> np.ndarray:
+    return np.array([[values[(r, s)] for s in seeds] for r in rows], dtype=np.float64)
+
+
+def _assemble(results: dict, combos, seeds, baselines, pairs, n, subsets) -> xr.Dataset:
+    """One sweep's results as a Dataset over (layer | pair, seed) and (baseline, seed)."""
+    key = {t: r for t, r in results.items() if t.kind == "full_target" or t.n_samples == n}
+    tl = {(t.layers, t.seed): r for t, r in key.items() if t.kind == "transfer"}
+    names = METRICS + RECORDS
+    variant = "pair" if pairs else "layer"
+    rows = [tuple(c) for c in combos]
+    data = {m: ((variant, "seed"), _grid({k: r[m] for k, r in tl.items()}, rows, seeds))
+            for m in names}
+    if pairs:
+        coords = {"pair": [f"{a}+{b}" for a, b in combos],
+                  "layer_a": ("pair", [a for a, _ in combos]),
+                  "layer_b": ("pair", [b for _, b in combos])}
+    else:
+        coords = {"layer": [c[0] for c in combos]}
+    coords["seed"] = seeds
+    if baselines:
+        bl = {(t.kind, t.seed): r for t, r in key.items() if t.kind != "transfer"}
+        coords["baseline"] = list(baselines)
+        data.update({f"baseline_{m}": (("baseline", "seed"),
+                                       _grid({k: r[m] for k, r in bl.items()},
+                                             list(baselines), seeds)) for m in names})
+    draws = np.array([subsets[_subset_key(n, s)] for s in seeds])
+    data["subset"] = (("seed", "draw"), draws)
+    return xr.Dataset(data, coords=coords)
+
+
+_LONG_NAMES = {
+    "cc": "correlation coefficient of predicted and true Pi on the target test set",
+    "epochs_run": "epochs trained (the cap, or fewer when early stopping stopped it)",
+    "best_epoch": "epoch whose weights were kept (lowest validation loss)",
+    "stopped_early": "1 if early stopping ended the training before the epoch cap",
+    "train_seconds": "wall time of the training",
+    "subset": "indices of the target samples the seed drew (stacked member-major, then time)",
+}
+
+
+def _finish(out: xr.Dataset, base, target_train, target_test, seeds, kwargs, n) -> xr.Dataset:
+    base_scores = evaluate(base, target_test)
+    for k, v in base_scores.data_vars.items():
+        out[f"base_{k}"] = v
+        if k in out:
+            out[k].attrs.update(v.attrs)
+    for k, text in _LONG_NAMES.items():
+        if k in out:
+            out[k].attrs["long_name"] = text
+    out.attrs.update({
+        "base_model": model_id(base),
+        "base_case": base.provenance.get("training_case", "unknown"),
+        "target_case": str(target_train.attrs.get("case_name", "unknown")),
+        "test_case": str(target_test.attrs.get("case_name", "unknown")),
+        "n_samples": int(n),
+        "n_target": int(count_samples(target_train[OUTPUT])),
+        "seeds": list(seeds),
+        "epochs": int(kwargs.get("epochs", 20)),
+        "patience": -1 if kwargs.get("patience") is None else int(kwargs["patience"]),
+    })
+    return out
+
+
+def _prepare_sweep(base, target_train, target_test, layers, pairs, seeds, baselines,
+                   train_kwargs):
+    if not isinstance(base, Model):
+        raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
+    layers = check_layers(range(1, base.n_layers + 1) if layers is None else layers,
+                          base.n_layers)
+    check_les_dataset(target_train, "target_train")
+    check_les_dataset(target_test, "target_test")
+    kwargs = _check_train_kwargs(train_kwargs)
+    combos = list(itertools.combinations(layers, 2)) if pairs else [(k,) for k in layers]
+    if not combos:
+        raise ValueError("pairs=True needs at least two layers")
+    return combos, seeds_of(seeds), _check_baselines(baselines), kwargs
+
+
+def layer_sweep(base: Model, target_train, target_test, layers=None, *, seeds=0,
+                pairs: bool = False, n_samples: int | None = None,
+                fraction: float | None = None, baselines=(), client=None, save_dir=None,
+                progress: bool | None = None, metric: str = "cc", alpha: float = 0.05,
+                **train_kwargs) -> xr.Dataset:
+    """Re-train each layer (or pair of layers) of ``base`` under several seeds and score it.
+
+    Parameters
+    ----------
+    base : Model
+        The base network (BNN).
+    target_train : xarray.Dataset
+        Target-flow LES data to draw the re-training subsets from.
+    target_test : xarray.Dataset
+        Target-flow LES data to score on (held out).
+    layers : sequence of int, optional
+        Layers to sweep (default all 1..L).
+    seeds : int or sequence of int
+        Each seed draws another subset of ``target_train`` (the same for every
+        layer of that seed) and another shuffle; baselines also get other initial
+        weights.
+    pairs : bool
+        Re-train every pair ``(a, b)``, ``a < b``, of ``layers`` instead.
+    n_samples, fraction : optional
+        Size of the re-training subset (as in :func:`xtl.transfer`; default all).
+    baselines : sequence of str
+        Baselines to train for every seed, among :data:`BASELINES`.
+    client : distributed.Client, optional
+        Run one task per (layer, seed) and per (baseline, seed) on this cluster;
+        default: one after another here.
+    save_dir : path-like, optional
+        Save every trained model there (``tl_layer<k>_seed<s>.keras`` and its
+        ``.nc``; ``scratch_seed<s>``, ``full_target_seed<s>``), replacing files.
+        On a cluster it must be reachable from the workers.
+    progress : bool, optional
+        Progress bar over trainings; None: only on a terminal.
+    metric, alpha :
+        Skill and significance level of the best set (:func:`summarize_sweep`).
+    **train_kwargs
+        Passed to :func:`xtl.transfer` and, for baselines, :func:`xtl.train`
+        (``epochs`` — the cap —, ``patience`` for early stopping that restores the
+        best weights, ``batch_size``, ``learning_rate``, ``validation``, ...). A
+        ``checkpoint_dir`` gets one sub-folder per training, named like its model.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``(layer, seed)`` (or ``(pair, seed)`` with coordinates ``layer_a``,
+        ``layer_b``): the metrics of :data:`METRICS` and the records of
+        :data:`RECORDS`; over ``(baseline, seed)`` the same as ``baseline_<name>``;
+        ``subset(seed, draw)``, the drawn sample indices; the BNN's scores as
+        ``base_<metric>`` scalars; the summary of :func:`summarize_sweep`.
+
+    Examples
+    --------
+    >>> sweep = xtl.layer_sweep(bnn, pool, test, seeds=[0, 1, 2], fraction=0.1,
+    ...                         baselines=["scratch"], epochs=200, patience=10)
+    >>> sweep.cc_mean.to_series(), sweep.attrs["best_set"]
+    """
+    combos, seeds, baselines, kwargs = _prepare_sweep(base, target_train, target_test, layers,
+                                                      pairs, seeds, baselines, train_kwargs)
+    n = _subset_size(count_samples(target_train[OUTPUT]), n_samples, fraction)
+    tasks, datasets, subsets = _plan(base, target_train, combos, seeds, baselines, [n])
+    test = target_test.load() if client is not None else target_test
+    results = _run_tasks(tasks, base, datasets, test, kwargs, client=client,
+                         save_dir=save_dir, progress=progress)
+    out = _assemble(results, combos, seeds, baselines, pairs, n, subsets)
+    out = _finish(out, base, target_train, target_test, seeds, kwargs, n)
+    out.attrs["pairs"] = int(bool(pairs))
+    return summarize_sweep(out, metric=metric, alpha=alpha)
+
+
+def _check_budgets(budgets, n_total: int) -> list:
+    try:
+        values = list(budgets)
+    except TypeError:
+        raise TypeError(f"budgets must be a sequence of sample counts, got {budgets!r}") from None
+    if not values or any(isinstance(b, bool) or not isinstance(b, (int, np.integer))
+                         or not 1 <= b <= n_total for b in values):
+        raise ValueError(f"budgets must be sample counts in 1..{n_total} (the samples of "
+                         f"target_train), got {budgets!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"budgets must be distinct, got {budgets!r}")
+    return sorted(int(b) for b in values)
+
+
+def budget_sweep(base: Model, target_train, target_test, budgets, layers=None, *, seeds=0,
+                 baselines=(), client=None, save_dir=None, progress: bool | None = None,
+                 metric: str = "cc", alpha: float = 0.05, **train_kwargs) -> xr.Dataset:
+    """Single-layer sweeps at several re-training set sizes, run as one pool of tasks.
+
+    Parameters
+    ----------
+    base, target_train, target_test, layers, seeds, client, progress, metric, alpha :
+        As in :func:`layer_sweep`.
+    budgets : sequence of int
+        Re-training set sizes (samples of ``target_train``), distinct, each ≥ 1.
+    baselines : sequence of str
+        Baselines among :data:`BASELINES`; ``"scratch"`` is trained at every budget,
+        ``"full_target"`` once per seed (repeated along ``budget``).
+    save_dir : path-like, optional
+        Models go to ``<save_dir>/n<budget>/`` (full-target ones to ``<save_dir>``).
+    **train_kwargs
+        As in :func:`layer_sweep`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The sweeps of :func:`layer_sweep` concatenated along ``budget`` (the set
+        sizes, ascending; coordinate ``fraction`` of ``target_train``), each
+        summarized on its own (``best_set(budget, layer)``), plus
+        ``best_layer(budget)``. ``subset`` is padded with -1.
+    """
+    combos, seeds, baselines, kwargs = _prepare_sweep(base, target_train, target_test, layers,
+                                                      False, seeds, baselines, train_kwargs)
+    n_total = count_samples(target_train[OUTPUT])
+    sizes = _check_budgets(budgets, n_total)
+    tasks, datasets, subsets = _plan(base, target_train, combos, seeds, baselines, sizes)
+    test = target_test.load() if client is not None else target_test
+    results = _run_tasks(tasks, base, datasets, test, kwargs, client=client,
+                         save_dir=save_dir, progress=progress,
+                         stem=lambda t: t.name if t.kind == "full_target"
+                         else f"n{t.n_samples}/{t.name}")
+    sweeps = []
+    for n in sizes:
+        out = _assemble(results, combos, seeds, baselines, False, n, subsets)
+        out = _finish(out, base, target_train, target_test, seeds, kwargs, n)
+        sweeps.append(summarize_sweep(out, metric=metric, alpha=alpha))
+    return concat_budgets(sweeps, n_pool=n_total)
+
+
+def split_budgets(budget: xr.Dataset) -> list:
+    """The single-budget sweeps of :func:`budget_sweep` or :func:`concat_budgets` (its inverse).
+
+    Parameters
+    ----------
+    budget : xarray.Dataset
+        Over ``budget``.
+
+    Returns
+    -------
+    list of xarray.Dataset
+        One sweep per budget, ascending, with ``attrs["n_samples"]`` and ``attrs["best"]``
+        and ``subset`` trimmed to the budget.
+    """
+    out = []
+    for n in budget.budget.values:
+        one = budget.sel(budget=n).drop_vars(["budget", "fraction", "best_layer"])
+        one = one.isel(draw=slice(0, int(n)))
+        one.attrs.update(n_samples=int(n), best=int(budget.best_layer.sel(budget=n)))
+        out.append(one)
+    return out
+
+
+def concat_budgets(sweeps, *, n_pool: int) -> xr.Dataset:
+    """Join single-budget sweeps along a ``budget`` dim (ascending).
+
+    Parameters
+    ----------
+    sweeps : sequence of xarray.Dataset
+        Summarized single-layer sweeps (:func:`layer_sweep`) over the same layers,
+        seeds and baselines, each with ``attrs["n_samples"]`` (its budget) and
+        ``attrs["best"]``.
+    n_pool : int
+        Size of the pool the subsets were drawn from (for the ``fraction`` coordinate).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``budget``: every variable; ``subset`` padded with -1; ``best_layer(budget)``.
+    """
+    sweeps = sorted(sweeps, key=lambda s: int(s.attrs["n_samples"]))
+    sizes = [int(s.attrs["n_samples"]) for s in sweeps]
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"sweeps must have distinct budgets, got {sizes}")
+    longest = max(s.sizes["draw"] for s in sweeps)
+    padded = [s.drop_vars("subset").assign(
+        subset=s.subset.pad(draw=(0, longest - s.sizes["draw"]), constant_values=-1))
+        for s in sweeps]
+    out = xr.concat(padded, dim="budget", data_vars="all", coords="different",
+                    compat="equals", combine_attrs="drop_conflicts")
+    out = out.assign_coords(budget=sizes, fraction=("budget", [n / n_pool for n in sizes]))
+    metric = sweeps[0].attrs.get("best_set_metric", "cc")
+    out["best_layer"] = ("budget", np.array([s.attrs["best"] for s in sweeps], np.int64),
+                         {"long_name": f"layer with the best mean {metric} at each budget"})
+    for key in ("best", "best_set", "n_samples"):
+        out.attrs.pop(key, None)
+    return out
