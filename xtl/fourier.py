@@ -443,6 +443,8 @@ class FFTPlan:
 
     def _plan_fftw(self, planner):
         kw = dict(threads=self.threads)
+        if self.threads > 1:  # measure the plans on the threads they will run on
+            _ensure_openmp_threads(self.threads)
 
         def fftw(a, b, axes, direction, extra=()):
             return _planned(lambda f: pyfftw.FFTW(a, b, axes=axes, direction=direction,
