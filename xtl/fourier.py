@@ -175,14 +175,19 @@ def available_fft_backends() -> list[str]:
     return (["pyfftw"] if _HAVE_PYFFTW else []) + ["numpy"]
 
 
+def _resolve(value: str, argument: str, fast: str, have_fast: bool) -> str:
+    """``"auto"`` → ``fast`` when its package imports, else ``"numpy"``; checks the name."""
+    if value == "auto":
+        return fast if have_fast else "numpy"
+    if value not in (fast, "numpy"):
+        raise ValueError(f"{argument} must be 'auto', '{fast}' or 'numpy', got {value!r}")
+    if value == fast and not have_fast:
+        raise ImportError(f"{argument}='{fast}' was asked for but {fast} is not installed")
+    return value
+
+
 def _resolve_backend(fft: str) -> str:
-    if fft == "auto":
-        return "pyfftw" if _HAVE_PYFFTW else "numpy"
-    if fft not in ("pyfftw", "numpy"):
-        raise ValueError(f"fft must be 'auto', 'pyfftw' or 'numpy', got {fft!r}")
-    if fft == "pyfftw" and not _HAVE_PYFFTW:
-        raise ImportError("fft='pyfftw' was asked for but pyfftw is not installed")
-    return fft
+    return _resolve(fft, "fft", "pyfftw", _HAVE_PYFFTW)
 
 
 def available_kernels() -> list[str]:
@@ -202,13 +207,7 @@ def resolve_kernels(kernels: str) -> str:
     str
         ``"numba"`` or ``"numpy"``.
     """
-    if kernels == "auto":
-        return "numba" if _HAVE_NUMBA else "numpy"
-    if kernels not in ("numba", "numpy"):
-        raise ValueError(f"kernels must be 'auto', 'numba' or 'numpy', got {kernels!r}")
-    if kernels == "numba" and not _HAVE_NUMBA:
-        raise ImportError("kernels='numba' was asked for but numba is not installed")
-    return kernels
+    return _resolve(kernels, "kernels", "numba", _HAVE_NUMBA)
 
 
 # ----------------------------------------------------------------------------------------
