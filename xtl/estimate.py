@@ -190,13 +190,17 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             rows.append(StageEstimate(f"aposteriori-{target.name}",
                                       f"{steps:,} LES steps (4 closures)",
                                       steps * rates["les_step"]))
-    if config.budget:
+    if config.budget:  # the main sweep's fraction is already counted
+        target = config.budget["target"]
         for fraction in config.budget["fractions"]:
-            n = max(1, int(round(fraction * n_base * (1 - float(tl.get("validation", 0.1))))))
+            n = max(2, int(round(fraction * n_base)))
+            if n == n_tl:
+                continue
+            fit = max(1, int(n * (1 - float(tl.get("validation", 0.1)))))
             rows.append(StageEstimate(
-                f"budget-{config.budget['target']}", f"{n_layers} layers x {seeds} seeds x "
-                f"{n} samples x {cap} epochs", n_layers * seeds * n * cap
-                * rates["transfer_sample_epoch"] / workers))
+                f"budget-{target}", f"{n_layers} layers x {seeds} seeds x {fit} samples x "
+                f"{cap} epochs", n_layers * seeds * fit * cap * rates["transfer_sample_epoch"]
+                / workers))
     return rows
 
 
