@@ -24,12 +24,11 @@ def test_stage_costs_are_the_counts_times_the_measured_rates():
     # base training: 2 x 101 snapshots, 75 % for training, 90 % of it fitted, 30 epochs
     n_fit = int(int(2 * 101 * 0.75) * 0.9)
     assert rows["base-model"].seconds == pytest.approx(n_fit * 30 * 0.01)
-    # the sweep: 6 layers x 2 seeds x 12 fitted samples (80 % of 15) x 60 epochs, plus the
-    # baselines, on 2 workers
+    # the sweep: 6 layers x 2 seeds x 12 fitted samples (80 % of 15) x 40 epochs, plus the
+    # scratch baseline, on 2 workers
     n_tl = round(0.1 * int(2 * 101 * 0.75))
     fit = int(n_tl * 0.8)
-    pool = int(101 * 0.75)
-    expected = (6 * 2 * fit * 60 * 0.005 + 2 * fit * 60 * 0.01 + 2 * int(pool * 0.9) * 60 * 0.01) / 2
+    expected = (6 * 2 * fit * 40 * 0.005 + 2 * fit * 40 * 0.01) / 2
     assert rows["sweep-small-kf"].seconds == pytest.approx(expected)
 
 

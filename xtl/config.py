@@ -162,9 +162,9 @@ DEMO_CONFIG = {
     ],
     "network": {"n_layers": 6, "channels": 24, "kernel_size": 5, "padding": "zeros"},
     "training": {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "validation": 0.1},
-    "transfer": {"fraction": 0.1, "epochs": 60, "patience": 8, "batch_size": 8,
-                 "learning_rate": 1e-3, "validation": 0.2},
-    "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch", "full_target"]},
+    "transfer": {"fraction": 0.1, "epochs": 40, "patience": 6, "batch_size": 4,
+                 "learning_rate": 2e-3, "validation": 0.2},
+    "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch"]},
     "recommend": {"probe": {"epochs": 4}},
     "les": {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "baseline": "dynamic-smagorinsky"},
 }
