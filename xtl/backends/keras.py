@@ -373,22 +373,12 @@ class KerasBackend(BackendBase):
         return np.concatenate(out, axis=0)[..., 0] if out else np.zeros(x.shape[:3], np.float32)
 
     def compiled_forward(self, model: Model):
-        """Network output for normalized inputs, graph-compiled for many small calls.
+        """:meth:`predict_normalized` as a ``tf.function``, for many small calls.
 
-        An a posteriori LES calls the network once per time step on one field:
-        the eager call of :meth:`predict_normalized` costs several times the
-        convolutions there. This ``tf.function`` is traced once per model (any
-        batch and grid size, float32) and cached with it.
-
-        Parameters
-        ----------
-        model : Model
-
-        Returns
-        -------
-        callable
-            ``f(x)``: normalized inputs ``(sample, y, x, 2)`` to the output
-            ``(sample, y, x)`` (float32 numpy).
+        An a posteriori LES calls the network once per time step on one field,
+        where the eager call costs several times the convolutions. The function
+        is traced once per model (any batch and grid size, float32), cached with
+        it, and returns float32 numpy outputs ``(sample, y, x)``.
         """
         return _compiled_forward(model)
 
