@@ -588,7 +588,8 @@ class Experiment:
         write_report(self)
 
     def summary(self) -> dict:
-        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations."""
+        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations,
+        and the a posteriori runs that stayed stable per closure (stable, runs)."""
         from .recommend import compare_recommendation
 
         cfg = self.config
@@ -611,6 +612,12 @@ class Experiment:
                     sweep.baseline_cc_sem.values)} if "baseline" in sweep.dims else {},
                 "recommendations": {},
             }
+            post = self.out / "results" / f"aposteriori-{t}.nc"
+            if post.exists():
+                stable = load_dataset(post).stable
+                entry["aposteriori_stable"] = {
+                    str(c): (int(stable.sel(closure=c).sum()), int(stable.sizes["initial_state"]))
+                    for c in stable.closure.values}
             if sweep.sizes["layer"] >= 2:
                 for method in cfg.recommend["methods"]:
                     cmp = compare_recommendation(self.recommendation(t, method), sweep)
