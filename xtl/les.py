@@ -244,24 +244,21 @@ class ModelClosure(Closure):
         for attr in ("predict", "normalization"):
             if not hasattr(model, attr):
                 raise TypeError(f"model must be an xtl Model (with .{attr}), got {type(model).__name__}")
-        self._setup(model.normalization, getattr(model, "provenance", {}) or {}, n)
-        self._model, self._dataset = model, None
-
-    def _setup(self, normalization, provenance, n):
-        needed = {"psi", "omega", "pi"}
-        have = set(normalization or {})
-        if not needed <= have:
+        have = set(model.normalization or {})
+        if not {"psi", "omega", "pi"} <= have:
             raise ValueError(
                 f"model was trained on variables {sorted(have)}; a closure needs a model of "
                 f"(psi, omega) -> pi"
             )
-        self.normalization = {k: float(v) for k, v in normalization.items()}
-        trained = _trained_grid(provenance)
+        self.normalization = {k: float(v) for k, v in model.normalization.items()}
+        prov = getattr(model, "provenance", {}) or {}
+        trained = _trained_grid(prov)
         if n is not None and trained is not None and int(n) != trained:
             raise ValueError(f"model was trained on a {trained}² grid, not n={n}")
         self.n = int(n) if n is not None else trained
-        self.name = (f"{provenance.get('kind', 'network')} network "
-                     f"({provenance.get('training_case', 'unknown case')})")
+        self.name = (f"{prov.get('kind', 'network')} network "
+                     f"({prov.get('training_case', 'unknown case')})")
+        self._model, self._dataset, self._forward = model, None, None
 
     @property
     def model(self):
@@ -282,7 +279,7 @@ class ModelClosure(Closure):
 
         state = dict(self.__dict__)
         state["_dataset"] = self._dataset if self._model is None else model_to_dataset(self._model)
-        state["_model"] = None
+        state["_model"] = state["_forward"] = None
         return state
 
     def __call__(self, psi, omega):
@@ -291,12 +288,12 @@ class ModelClosure(Closure):
 
         psi, omega = np.asarray(psi), np.asarray(omega)
         self._check(psi, omega)
-        model = self.model
-        backend = get_backend(model.backend)
-        forward = getattr(backend, "compiled_forward", None)
-        if forward is None:  # a backend that is not built on BackendBase
-            return np.asarray(model.predict(psi[None], omega[None])[0], dtype=float)
-        out = forward(model)(stack_inputs(psi[None], omega[None], self.normalization))[0]
+        if self._forward is None:
+            model = self.model
+            compiled = getattr(get_backend(model.backend), "compiled_forward", None)
+            self._forward = compiled(model) if compiled is not None else (  # not a BackendBase
+                lambda x: get_backend(model.backend).predict_normalized(model, x))
+        out = self._forward(stack_inputs(psi[None], omega[None], self.normalization))[0]
         return (out * np.float32(self.normalization[OUTPUT])).astype(float)
 
     def fields(self, psi, omega) -> np.ndarray:
