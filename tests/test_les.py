@@ -329,6 +329,10 @@ def test_an_unstable_closure_is_recorded_with_its_blowup_time_and_the_others_are
     # the closure's energy transfer: Smagorinsky only drains energy, no closure has none
     assert (ds.transfer_les.sel(closure="smagorinsky") > 0).all()
     assert (ds.transfer_les.sel(closure="no closure") == 0).all()
+    # (2π/kf)/√(2E) of the filtered DNS, and the run's length in those
+    energy = float((0.5 * fdns.omega * fdns.psi).mean())
+    assert ds.attrs["turnover_time"] == pytest.approx(2 * math.pi / 4 / math.sqrt(2 * energy))
+    assert ds.attrs["turnovers"] == pytest.approx(1.6 / ds.attrs["turnover_time"])
     summary = aposteriori_summary(ds)
     np.testing.assert_array_equal(summary.n_stable, [2, 2, 0])
     assert float(summary.first_blowup.sel(closure="anti-diffusion")) == pytest.approx(

@@ -102,7 +102,7 @@ def aposteriori():
          "backscatter_fdns": 0.3, **scalars},
         coords={"closure": CLOSURES, "initial_state": [0, 1], "k": K, "omega_bin": bins,
                 "time": time},
-        attrs={"kmax": 5, "sigma_fdns": SIGMA})
+        attrs={"kmax": 5, "sigma_fdns": SIGMA, "t_end": 80.0, "turnovers": 91.4})
 
 
 def draw_all(folder: Path) -> dict:
@@ -268,6 +268,7 @@ def test_aposteriori_table_gives_stability_and_spreads_over_the_stable_runs():
     assert "<td>TLNN</td><td>1/2 (first blow-up t = 1.2)</td><td>0.1</td>" in table  # one run
     assert "<td>unstable one</td><td>0/2 (first blow-up t = 1.2)</td>" in table
     assert "<td>filtered DNS</td><td>—</td><td>—</td>" in table  # no spectrum error of itself
+    assert "target 80 time units = 91 large-eddy turnover times" in table
 
 
 @pytest.mark.parametrize("kind", ["flow-spectra", "cc-per-layer", "pi-spectra", "filter-census",

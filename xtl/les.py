@@ -48,6 +48,7 @@ __all__ = [
     "aposteriori_run",
     "run_aposteriori",
     "aposteriori_summary",
+    "large_eddy_turnover_time",
     "TAIL_SIGMAS",
     "Closure",
     "NoClosure",
@@ -823,7 +824,10 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
     xarray.Dataset
         :func:`les_metrics` over ``(closure, initial_state)`` (the filtered DNS's
         variables without these dims; runs that blew up padded with NaN in
-        ``time``), ``stable``, ``blowup_time`` and ``wall_seconds`` per run.
+        ``time``), ``stable``, ``blowup_time`` and ``wall_seconds`` per run;
+        attrs ``turnover_time`` of the filtered DNS
+        (:func:`large_eddy_turnover_time`) and ``turnovers``, how many of them a
+        run lasts.
     """
     from ._progress import progress_bar
 
@@ -859,7 +863,29 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
                 bar.update(1)
     finally:
         bar.close()
-    return _combine_runs(results, labels, initials, kwargs)
+    out = _combine_runs(results, labels, initials, kwargs)
+    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
+    out.attrs.update(turnover_time=turnover, turnovers=t_end / turnover)
+    return out
+
+
+def large_eddy_turnover_time(case: Case, energy: float) -> float:
+    """``(2π/kf) / u_rms``, with ``u_rms = √⟨u² + v²⟩ = √(2E)``: the forcing scale's turnover.
+
+    Parameters
+    ----------
+    case : Case
+        Its forcing wavenumber ``kf`` sets the large-eddy scale.
+    energy : float
+        Mean kinetic energy E = ½⟨u² + v²⟩ of the flow (> 0).
+
+    Returns
+    -------
+    float
+    """
+    if not (np.isfinite(energy) and energy > 0):
+        raise ValueError(f"energy must be a finite number > 0, got {energy!r}")
+    return 2 * math.pi / case.kf / math.sqrt(2 * energy)
 
 
 def _combine_runs(results: dict, labels: list, initials: xr.DataArray, kwargs: dict):

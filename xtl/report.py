@@ -511,8 +511,11 @@ def _aposteriori_table(posts: dict) -> str:
     from .les import aposteriori_summary
 
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in _APOSTERIORI_COLUMNS)
-    rows = []
+    rows, lengths = [], []
     for target, post in posts.items():
+        if "turnovers" in post.attrs:
+            lengths.append(f"{html.escape(target)} {float(post.attrs['t_end']):g} time units = "
+                           f"{float(post.attrs['turnovers']):.0f} large-eddy turnover times")
         summary = aposteriori_summary(post)
         fdns = {m: float(post[m.replace("_les", "_fdns")]) if m.endswith("_les") and
                 m.replace("_les", "_fdns") in post else None for m, _ in _APOSTERIORI_COLUMNS}
@@ -529,8 +532,10 @@ def _aposteriori_table(posts: dict) -> str:
                 f"<td>{_mean_sd(one, m)}</td>" for m, _ in _APOSTERIORI_COLUMNS)
             rows.append(f"<tr><td>{html.escape(target)}</td><td>{html.escape(str(closure))}"
                         f"</td><td>{stable}</td>{cells}</tr>")
+    length = f" Each run lasts: {'; '.join(lengths)}." if lengths else ""
     return ("<h2>A posteriori LES</h2><p>Each closure run from several held-out filtered "
-            "DNS states: how many runs stayed stable, and every metric as mean ± standard "
+            f"DNS states.{length} The table gives how many runs stayed stable, and every "
+            "metric as mean ± standard "
             "deviation over the stable runs (over all runs, up to their blow-ups, for a "
             "closure none of whose runs was stable). The filtered DNS row gives the reference "
             "values. Energy transfer: the mean of ψ̄Π, the energy the closure takes from the "
