@@ -41,9 +41,9 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
 
     [les]                         # the a posteriori stage: no closure, the physics
     enabled = true                # baselines and the networks, each from several
-    t_end = 80.0                  # held-out target states (50 turnover times at kf = 4)
-    save_interval = 0.5
-    initial_states = 3
+    t_end = 50.0                  # held-out target states (> 50 large-eddy turnover
+    save_interval = 0.5           # times of the 256² flows forced at kf = 4)
+    initial_states = 2
     baseline = ["smagorinsky", "dynamic-smagorinsky"]
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ DEMO_CONFIG = {
                  "learning_rate": 1e-3, "validation": 0.2},
     "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch", "full_target"]},
     "recommend": {"probe": {"epochs": 4}},
-    "les": {"enabled": True, "t_end": 5.0, "save_interval": 0.25, "initial_states": 2,
+    "les": {"enabled": True, "t_end": 3.0, "save_interval": 0.25, "initial_states": 2,
             "baseline": ["smagorinsky", "dynamic-smagorinsky"]},
 }
 
