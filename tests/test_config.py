@@ -69,7 +69,7 @@ def _with(path, value):
         (("les", "initial_states"), 0, "'les.initial_states': must be > 0"),
         (("les", "initial_states"), 2.5, "'les.initial_states': must be an integer"),
         (("les", "dt"), -4e-3, "'les.dt': must be > 0"),
-        (("les", "save_interval"), 10.0, "'les.save_interval': must not exceed les.t_end = 5.0"),
+        (("les", "save_interval"), 10.0, "'les.save_interval': must not exceed les.t_end = 3.0"),
         (("les", "enabled"), "yes", "'les.enabled': must be true or false"),
         (("les", "closures"), ["BNN"], "'les.closures': unknown key"),
     ],
