@@ -285,3 +285,16 @@ def test_sweep_and_explain_commands_without_warnings_or_n(tmp_path, trained_mode
     assert main(["explain", str(tmp_path / "base.keras"), "--out", str(tmp_path / "x.nc")]) == 0
     with xr.open_dataset(tmp_path / "x.nc") as census:
         assert census.attrs["kmax"] == 8  # n = 16, the model's training grid
+
+
+def test_dry_run_prints_every_stage_and_runs_nothing(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    run = _xtl("run", "tiny.toml", "--dry-run", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for stage in ("data-tiny", "base-model", "sweep-tiny-re", "sweep-tiny-kf",
+                  "recommend-tiny-kf", "aposteriori-tiny-re", "total"):
+        assert stage in run.stdout, stage
+    assert "Measured here: DNS step tiny" in run.stdout
+    assert list(tmp_path.iterdir()) == [tmp_path / "tiny.toml"]
+    no_out = _xtl("run", "tiny.toml", cwd=tmp_path)
+    assert no_out.returncode == 2 and "--out" in no_out.stderr

@@ -7,7 +7,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import xtl
-from conftest import InterruptingClosure
+from conftest import InterruptingClosure, advective_term
 import xtl.accessors  # noqa: F401  (registers .tl)
 from xtl.coarse import (
     FILTERS,
@@ -16,7 +16,7 @@ from xtl.coarse import (
     filter_transfer_function,
     sgs_term,
 )
-from xtl.solver import DivergenceError, SpectralGrid, nonlinear_term
+from xtl.solver import DivergenceError, SpectralGrid
 
 TWO_PI = 2 * np.pi
 N, N_LES = 64, 16
@@ -172,7 +172,7 @@ def test_pi_vanishes_for_a_band_limited_field_and_the_sharp_filter():
 
 @pytest.mark.parametrize("name", FILTERS)
 def test_pi_of_a_turbulent_run_equals_an_independent_reference(name):
-    """Π against a plain re-implementation on the full DNS grid (numpy FFTs, nonlinear_term)."""
+    """Π against a plain re-implementation on the full DNS grid (numpy FFTs, advective form)."""
     case = xtl.get_case("tiny")
     dns = xtl.simulate(case, t_end=0.2, save_interval=0.2, seed=5, progress=False)
     les = coarse_grain(dns, N_LES, name)
@@ -182,9 +182,9 @@ def test_pi_of_a_turbulent_run_equals_an_independent_reference(name):
     G = np.vectorize(lambda a, b: _g(name, a, b, default_width(N_LES)))(kx + 0 * ky, ky + 0 * kx)
     for t in range(dns.sizes["time"]):
         w_hat = grid.rfft2(dns.omega.values[t])
-        nbar = G * keep * grid.mask * nonlinear_term(grid, w_hat)
+        nbar = G * keep * advective_term(grid, w_hat)
         wbar = G * keep * w_hat
-        n_les = keep * nonlinear_term(grid, wbar)  # exact: products of modes < 8 stay below 16
+        n_les = keep * advective_term(grid, wbar)  # exact: products of modes < 8 stay below 16
         n_les[0, 0] = 0
         pi = grid.irfft2(nbar - n_les)[:: N // N_LES, :: N // N_LES]
         np.testing.assert_allclose(les.pi.values[t], pi, rtol=0, atol=1e-11 * np.abs(pi).max())
@@ -205,7 +205,7 @@ def test_dns_nonlinear_term_is_dealiased_like_the_solver(dealias):
     w_hat = grid.rfft2(omega) * grid.mask
     keep = (np.abs(grid.ky) < n_les // 2) & (grid.kx < n_les // 2)
     nbar = -stepper.tendency(w_hat) * grid.mask * keep
-    n_les_term = keep * nonlinear_term(grid, keep * grid.rfft2(omega))  # modes < 8: exact
+    n_les_term = keep * advective_term(grid, keep * grid.rfft2(omega))  # modes < 8: exact
     n_les_term[0, 0] = 0
     expected = grid.irfft2(nbar - n_les_term)[::2, ::2]
     np.testing.assert_allclose(les.pi.values, expected, rtol=0, atol=1e-12)

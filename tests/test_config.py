@@ -124,3 +124,41 @@ def test_every_example_config_is_valid():
     for path in configs:
         cfg = load_config(path)
         assert cfg.targets and cfg.network["n_layers"] >= 1, path
+
+
+def test_the_paper_config_is_the_papers_setup():
+    cfg = load_config(EXAMPLE.parent / "paper.toml")
+    base = cfg.base.make_case()
+    assert (base.Re, base.kf, base.beta, base.mu, base.n, base.n_les) == \
+        (20000.0, 4.0, 0.0, 0.1, 1024, 128)
+    snapshots = cfg.base.members * (round((cfg.base.t_end - cfg.base.spin_up)
+                                          / cfg.base.save_interval) + 1)
+    assert 2000 <= round(snapshots * 0.75) < 2100  # training samples after the test split
+    assert cfg.network == {"n_layers": 11, "channels": 64, "kernel_size": 5, "padding": "zeros"}
+    assert cfg.training["epochs"] == 100 and cfg.transfer["fraction"] == 0.1
+    targets = {t.name: t.make_case() for t in cfg.targets}
+    assert targets["target-kf25"].kf == 25.0 and targets["target-beta20"].beta == 20.0
+    assert (targets["target-re100k"].Re, targets["target-re100k"].n) == (100000.0, 2048)
+    assert all(c.n_les == 128 for c in targets.values())
+    assert len(cfg.seeds) >= 3 and set(cfg.sweep["baselines"]) == {"scratch", "full_target"}
+
+
+def test_the_study_config_meets_its_design():
+    cfg = load_config(EXAMPLE.parent / "study.toml")
+    snapshots = cfg.base.members * (round((cfg.base.t_end - cfg.base.spin_up)
+                                          / cfg.base.save_interval) + 1)
+    n_base = round(snapshots * 0.75)
+    assert n_base >= 1000
+    assert len(cfg.targets) >= 3 and not any(t.control for t in cfg.targets)
+    cases = [t.make_case() for t in cfg.targets]
+    base = cfg.base.make_case()
+    assert {"kf", "beta", "Re"} == {next(f for f in ("kf", "beta", "Re")
+                                         if getattr(c, f) != getattr(base, f)) for c in cases}
+    assert cfg.transfer["fraction"] == 0.1 and cfg.transfer["patience"] >= 5
+    assert len(cfg.seeds) >= 3
+    assert set(cfg.sweep["baselines"]) == {"scratch", "full_target"}
+    assert cfg.budget["fractions"] == [0.02, 0.1, 0.5]
+    budget_target = cfg.target(cfg.budget["target"])
+    pool = round(budget_target.members * (round((budget_target.t_end - budget_target.spin_up)
+                                                / budget_target.save_interval) + 1) * 0.75)
+    assert pool >= 0.5 * n_base  # the 50 % budget fits in the target's pool

@@ -172,3 +172,26 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path, kwargs, error,
     with pytest.raises(error, match=message):
         ensemble(**args)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def _fftw_threads_in_a_worker(threads):
+    """In a dask worker: its OMP_NUM_THREADS, and FFTW's OpenMP limit after a 2-thread FFT."""
+    import xtl.fourier as fourier
+
+    grid = fourier.SpectralGrid(32, fft="pyfftw", threads=threads)
+    grid.rfft2(np.ones((32, 32)))
+    return os.environ.get("OMP_NUM_THREADS"), fourier.fftw_openmp_threads()
+
+
+@pytest.mark.skipif("pyfftw" not in xtl.fourier.available_fft_backends(), reason="no pyfftw")
+def test_members_get_the_fftw_threads_they_are_given(client, tmp_path):
+    """Dask workers set OMP_NUM_THREADS=1; a 2-thread plan still runs on 2 threads, and a
+    member with threads=2 equals the serial threads=2 run bit for bit."""
+    env, limit = client.submit(_fftw_threads_in_a_worker, 2, pure=False).result()
+    assert env == "1" and limit == 2
+    case = xtl.get_case("tiny")
+    ds = ensemble(case, seeds=[3], directory=tmp_path, client=client, threads=2, **RUN)
+    serial = _serial(case, 3, threads=2)
+    assert np.array_equal(ds.omega.isel(member=0).values, serial.omega.values)
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        ensemble(case, seeds=[3], directory=tmp_path, client=client, threads=0, **RUN)

@@ -10,7 +10,8 @@ import pytest
 import xarray as xr
 
 import xtl
-from conftest import InterruptingClosure
+import xtl.fourier as fourier
+from conftest import InterruptingClosure, advective_term
 from xtl.solver import (
     DivergenceError,
     SpectralGrid,
@@ -23,6 +24,7 @@ from xtl.solver import (
 )
 
 FFTS = available_fft_backends()
+KERNELS = fourier.available_kernels()
 
 
 def _mode(grid, kx, ky, amplitude=1.0, phase=0.0):
@@ -69,6 +71,77 @@ def test_dealias_mask_is_the_two_thirds_rule():
     # products of kept modes never alias back onto kept modes
     assert 2 * grid.kmax - grid.n < -grid.kmax
     assert SpectralGrid(24, dealias=False).kmax == 11
+
+
+# even sizes that are not powers of two, among them sizes where fftfreq(n, 1/n) is inexact
+ODD_SIZES = [10, 24, 98, 100, 130, 250, 514, 1000, 2050, 3000, 4094]
+
+
+@pytest.mark.parametrize("n", ODD_SIZES)
+def test_wavenumbers_are_exact_integers_and_the_mask_is_symmetric(n):
+    grid = SpectralGrid(n, fft="numpy")
+    half = n // 2
+    expected_ky = np.r_[0:half, -half:0]
+    assert np.array_equal(grid.ky[:, 0], expected_ky.astype(float))
+    assert np.array_equal(grid.kx[0], np.arange(half + 1, dtype=float))
+    assert np.array_equal(fourier.wavenumbers(n)[0], expected_ky)
+    # the mask is symmetric in x and y: |kx| = k kept exactly when |ky| = k is (both signs)
+    kmax = (n - 1) // 3
+    for k in range(half):
+        along_x = grid.mask[0, k] if k else grid.mask[0, 1]
+        along_y_pos = grid.mask[k, 0] if k else grid.mask[1, 0]
+        along_y_neg = grid.mask[-k, 0] if k else grid.mask[-1, 0]
+        assert along_x == along_y_pos == along_y_neg == float(k <= kmax), k
+    assert grid.mask.sum() == (2 * kmax + 1) * (kmax + 1) - 1  # every kept mode but the mean
+
+
+def test_wavenumbers_of_n_98_where_fftfreq_is_off():
+    assert np.fft.fftfreq(98, 1.0 / 98)[32] != 32  # the float construction is inexact here
+    grid = SpectralGrid(98, fft="numpy")
+    assert grid.ky[32, 0] == 32.0 and grid.mask[32, 0] == grid.mask[0, 32] == 1.0
+
+
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("fft", FFTS)
+@pytest.mark.parametrize("n", [16, 48, 98, 128])
+def test_four_fft_jacobian_equals_the_advective_form(n, fft, kernels):
+    """Basdevant's 4-FFT form equals u∂ω/∂x + v∂ω/∂y (5 FFTs) on a dealiased field."""
+    grid = SpectralGrid(n, fft=fft)
+    rng = np.random.default_rng(n)
+    omega_hat = np.fft.rfft2(rng.standard_normal((n, n))) * grid.mask
+    reference = advective_term(grid, omega_hat)
+    jac = fourier.Jacobian(grid, kernels)
+    got = jac(omega_hat, multiplier=jac.omega_multiplier)
+    scale = np.max(np.abs(reference))
+    assert scale > 1.0
+    assert np.max(np.abs(got - reference)) < 1e-13 * scale
+    # from ψ̂ directly (the default multiplier) as well
+    np.testing.assert_allclose(jac(grid.streamfunction(omega_hat)), got, rtol=0, atol=1e-13 * scale)
+
+
+@pytest.mark.skipif(len(KERNELS) < 2, reason="numba is not installed")
+@pytest.mark.parametrize("closure", [False, True])
+def test_numba_and_numpy_steps_agree_to_round_off(closure):
+    case = _case(Re=500.0, beta=6.0, mu=0.05, n=48, n_les=16, forcing="cosine", kf=3.0,
+                 dt=2e-3)
+    grid = SpectralGrid(48)
+    pi = 0.05 * _mode(grid, 2, 3)
+    clos = (lambda psi, omega: pi + 1e-3 * omega) if closure else None
+    states = {}
+    for kernels in ("numba", "numpy"):
+        stepper = make_stepper(case, grid, closure=clos, kernels=kernels)
+        state = initial_state(case, grid, seed=4)
+        for _ in range(60):
+            stepper.step(state, measure_cfl=True)
+        states[kernels] = (state, stepper.last_cfl)
+    (a, cfl_a), (b, cfl_b) = states["numba"], states["numpy"]
+    scale = np.max(np.abs(b.omega_hat))
+    assert np.max(np.abs(a.omega_hat - b.omega_hat)) < 1e-12 * scale
+    assert np.max(np.abs(a.tendency_prev - b.tendency_prev)) < 1e-12 * np.max(np.abs(b.tendency_prev))
+    assert cfl_a == pytest.approx(cfl_b, rel=1e-12) and cfl_a > 0
+    # the flow moved: agreement is not trivial
+    start = initial_state(case, grid, seed=4).omega_hat
+    assert np.max(np.abs(a.omega_hat - start)) > 1e-3 * scale
 
 
 def test_nonlinear_term_of_two_modes_is_analytic():
@@ -378,3 +451,55 @@ def test_a_checkpoint_of_another_initial_field_is_not_resumed(tmp_path):
         xtl.simulate(case, initial=start, closure=InterruptingClosure(at=120), **kw)
     with pytest.raises(ValueError, match="checkpoint .* other settings"):
         xtl.simulate(case, initial=2 * start, **kw)
+
+
+# --------------------------------------------------------------------------- dt from a target CFL
+def test_dt_for_cfl_divides_the_save_interval():
+    dt = xtl.solver.run.dt_for_cfl(1e-3, 0.2, 0.5, 0.1)  # raw 2.5e-3 -> 0.1/40
+    assert dt == pytest.approx(0.0025) and abs(round(0.1 / dt) * dt - 0.1) < 1e-15
+    dt = xtl.solver.run.dt_for_cfl(1e-3, 0.2, 0.45, 0.1)  # raw 2.25e-3 -> 0.1/45
+    assert dt == pytest.approx(0.1 / 45) and dt <= 2.25e-3
+    assert xtl.solver.run.dt_for_cfl(1e-3, 0.0, 0.5, 0.1) == 1e-3  # no flow: keep dt
+
+
+def test_dt_from_a_target_cfl_is_chosen_after_spin_up_and_recorded():
+    case = xtl.get_case("tiny", dt=1e-3)
+    kw = dict(t_end=0.6, save_interval=0.1, spin_up=0.2, seed=3, progress=False)
+    ds = xtl.simulate(case, cfl_target=0.2, **kw)
+    dt1, cfl0 = ds.attrs["dt_after_spin_up"], ds.attrs["cfl_at_spin_up"]
+    assert ds.attrs["cfl_target"] == 0.2 and 0 < cfl0 < 0.2
+    assert dt1 > 2 * case.dt  # the tiny flow is slow: a larger step
+    assert dt1 <= case.dt * 0.2 / cfl0 < 0.1 / (round(0.1 / dt1) - 1)
+    np.testing.assert_allclose(ds.time.values, [0.2, 0.3, 0.4, 0.5, 0.6], rtol=0, atol=1e-12)
+    assert xtl.Case.from_attrs(ds.attrs) == case
+    # after the spin-up it is the run of dt1 from the spun-up field (AB2 restarted by Heun)
+    spun = xtl.simulate(case, t_end=0.2, save_interval=0.2, seed=3, progress=False)
+    after = xtl.simulate(case.replace(dt=dt1), t_end=0.4, save_interval=0.1,
+                         initial=spun.omega.isel(time=-1), progress=False)
+    np.testing.assert_allclose(ds.omega.values, after.omega.values, rtol=0,
+                               atol=1e-10 * np.abs(after.omega.values).max())
+    fixed = xtl.simulate(case, **kw)
+    assert np.max(np.abs(fixed.omega.values[-1] - ds.omega.values[-1])) > 1e-8  # dt changed
+
+
+@pytest.mark.parametrize("at", [150, 290])  # interrupted in the spin-up, and after the switch
+def test_a_run_with_cfl_target_resumes_bit_for_bit(tmp_path, at):
+    case = xtl.get_case("tiny", dt=1e-3)
+    kw = dict(t_end=0.8, save_interval=0.1, spin_up=0.2, checkpoint_interval=0.1, seed=3,
+              cfl_target=0.2, progress=False)
+    full = xtl.simulate(case, path=tmp_path / "full.nc", **kw)
+    path = tmp_path / "cut.nc"
+    with pytest.raises(KeyboardInterrupt):
+        xtl.simulate(case, path=path, closure=InterruptingClosure(at=at), **kw)
+    resumed = xtl.simulate(case, path=path, closure=InterruptingClosure(at=-1), **kw)
+    assert np.array_equal(resumed.omega.values, full.omega.values)
+    assert np.array_equal(resumed.time.values, full.time.values)
+    assert resumed.attrs["dt_after_spin_up"] == full.attrs["dt_after_spin_up"]
+
+
+def test_bad_cfl_targets_are_refused():
+    case = xtl.get_case("tiny")
+    with pytest.raises(ValueError, match="cfl_target needs spin_up > 0"):
+        xtl.simulate(case, t_end=0.1, save_interval=0.1, cfl_target=0.3)
+    with pytest.raises(ValueError, match="cfl_target must be a number > 0"):
+        xtl.simulate(case, t_end=0.2, save_interval=0.1, spin_up=0.1, cfl_target=-1.0)

@@ -393,6 +393,9 @@ def _run(config, out, scheduler):
             client.close()
     print(f"\nexperiment done in {summary['wall_seconds']:.0f} s: {summary['out']}/report.html")
     print(f"stages run: {len(summary['ran'])}, skipped (unchanged): {len(summary['skipped'])}")
+    curve = ", ".join(f"{n}: {c:.3f}" for n, c in summary["base"]["learning_curve"].items())
+    print(f"  base network: CC {summary['base']['cc']:.3f} on held-out base data "
+          f"(CC by training samples: {curve})")
     for target, s in summary["targets"].items():
         cc = ", ".join(f"L{k}: {m:.3f}±{e:.3f}" for k, (m, e) in s["cc_tlnn"].items())
         print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; best set "

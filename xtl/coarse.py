@@ -41,11 +41,12 @@ projection that maps real fields to real fields.
 
 The two nonlinear terms of Π
 ----------------------------
-* ``N(ω, ψ)`` is computed on the DNS grid *like the solver*: ψ̂ and ω̂ are
-  multiplied by the DNS grid's mask before the products (the 2/3 rule when the
-  case dealiases — ``case_dealias`` in ``ds.attrs`` — otherwise only the mean and
-  the Nyquist modes are removed) and ``N̂`` by the mask after. For the
-  solver's output (already band-limited) this is the exact, alias-free N.
+* ``N(ω, ψ)`` is computed on the DNS grid *like the solver*, by the 4-FFT
+  Jacobian of :mod:`xtl.fourier` from ψ̂ (ω = −∇²ψ): ψ̂ is multiplied by the DNS
+  grid's mask before the products (the 2/3 rule when the case dealiases —
+  ``case_dealias`` in ``ds.attrs`` — otherwise only the mean and the Nyquist
+  modes are removed) and ``N̂`` by the mask after. For the solver's output
+  (already band-limited) this is the exact, alias-free N.
 * ``N(ω̄, ψ̄)`` is computed *alias-free* on the LES grid: the spectra of ψ̄, ω̄
   are zero-padded to ``3·n_les/2`` points (the 3/2 rule), the products are
   formed there, and the result is truncated back to ``|k| < n_les/2``. It is
@@ -75,8 +76,18 @@ import threading
 import numpy as np
 import xarray as xr
 
+from .fourier import (
+    FILTER_FORMULAS,
+    FILTERS,
+    Jacobian,
+    SpectralGrid,
+    axis_wavenumbers,
+    resize_spectrum,
+    transfer_function,
+    wavenumbers,
+)
 from .io import CF_ATTRS, append_history
-from .solver.grid import SpectralGrid
+from .solver.run import register_les_output
 
 __all__ = [
     "FILTERS",
@@ -88,8 +99,6 @@ __all__ = [
     "resolve_les_options",
 ]
 
-#: The filter names accepted by :func:`coarse_grain` (``"top-hat"`` is an alias of ``"box"``).
-FILTERS = ("gaussian", "box", "sharp")
 _ALIASES = {"top-hat": "box", "tophat": "box"}
 
 _PI_DEFINITION = (
@@ -107,42 +116,12 @@ _NONLINEAR = (
 
 
 # ----------------------------------------------------------------------------------------
-# transfer functions (pure)
-# ----------------------------------------------------------------------------------------
-def _gaussian(kx, ky, width):
-    """Ĝ = exp(−(kx² + ky²)Δ²/24)."""
-    return np.exp(-(kx**2 + ky**2) * width**2 / 24.0)
-
-
-def _box(kx, ky, width):
-    """Ĝ = sinc(kxΔ/2)·sinc(kyΔ/2) with sinc z = sin z / z (numpy's sinc is sin(πt)/(πt))."""
-    return np.sinc(kx * width / (2 * np.pi)) * np.sinc(ky * width / (2 * np.pi))
-
-
-def _sharp(kx, ky, width):
-    """Ĝ = 1 where |kx| < π/Δ and |ky| < π/Δ, else 0."""
-    kc = np.pi / width
-    # a relative tolerance so that kc = n_les/2 computed as π/(2π/n_les) keeps |k| = kc out
-    tol = 1e-9 * kc
-    return ((np.abs(kx) < kc - tol) & (np.abs(ky) < kc - tol)).astype(float)
-
-
-_TRANSFER = {"gaussian": _gaussian, "box": _box, "sharp": _sharp}
-
-_FORMULAS = {
-    "gaussian": "exp(-(kx^2 + ky^2) width^2 / 24)",
-    "box": "sinc(kx width / 2) sinc(ky width / 2), sinc(z) = sin(z)/z",
-    "sharp": "1 where |kx| < pi/width and |ky| < pi/width, else 0",
-}
-
-
-# ----------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------
 def _check_filter(filter) -> str:
     if isinstance(filter, str):
         name = _ALIASES.get(filter.lower(), filter.lower())
-        if name in _TRANSFER:
+        if name in FILTERS:
             return name
     raise ValueError(
         f"filter must be one of {list(FILTERS)} (or 'top-hat' for 'box'), got {filter!r}"
@@ -225,8 +204,8 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
     width = _check_width(width, n_les)
-    k = np.arange(-(n // 2), n // 2, dtype=float)
-    values = _TRANSFER[name](k[None, :], k[:, None], width)
+    k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
+    values = transfer_function(name, k[None, :], k[:, None], width)
     k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
     return xr.DataArray(
         values,
@@ -239,7 +218,7 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
             "filter": name,
             "filter_width": width,
             "n_les": n_les,
-            "formula": _FORMULAS[name],
+            "formula": FILTER_FORMULAS[name],
         },
     )
 
@@ -291,21 +270,6 @@ def resolve_les_options(les, case=None) -> dict:
 # ----------------------------------------------------------------------------------------
 # the numerical kernel
 # ----------------------------------------------------------------------------------------
-def _resize(spec, n_to):
-    """Coefficients of an rfft spectrum moved to an ``n_to`` grid (same values, zero elsewhere).
-
-    ``spec`` has shape ``(n, n//2+1)``; the modes ``|kx|, |ky| < min(n, n_to)/2`` are
-    copied, all others (including the Nyquist modes of the smaller grid) are zero. No
-    normalization is applied (the caller works with normalized coefficients).
-    """
-    n = spec.shape[-2]
-    h = min(n, n_to) // 2
-    out = np.zeros(spec.shape[:-2] + (n_to, n_to // 2 + 1), dtype=complex)
-    out[..., :h, :h] = spec[..., :h, :h]
-    out[..., n_to - h + 1:, :h] = spec[..., n - h + 1:, :h]
-    return out
-
-
 def _les_attrs(n, n_les, filter, width, dealias) -> dict:
     """Global attributes describing a coarse-graining."""
     return {
@@ -318,11 +282,6 @@ def _les_attrs(n, n_les, filter, width, dealias) -> dict:
         "coarse_graining": _COARSE_GRAINING,
         "nonlinear_terms": _NONLINEAR,
     }
-
-
-def _les_wavenumbers(n):
-    """``ky`` (n, 1) and ``kx`` (1, n//2+1) of an rfft layout."""
-    return np.fft.fftfreq(n, 1.0 / n)[:, None], np.arange(n // 2 + 1, dtype=float)[None, :]
 
 
 class Coarsener:
@@ -354,6 +313,11 @@ class Coarsener:
         LES grid points ``i·2π/n_les``.
     """
 
+    #: output variables (the protocol of ``simulate(les=...)``)
+    names = ("psi", "omega", "pi")
+    #: what the output of ``simulate(les=...)`` is
+    title = "LES training data (coarse-grained on the fly)"
+
     def __init__(self, n, n_les, filter="gaussian", width=None, dealias=True, fft="auto"):
         self.grid = g = SpectralGrid(n, dealias=dealias, fft=fft, threads=1)
         self.n = g.n
@@ -362,25 +326,31 @@ class Coarsener:
         self.width = _check_width(width, self.n_les)
         self.dealias = bool(dealias)
         self.x = np.arange(self.n_les) * (2 * np.pi / self.n_les)
-        # DNS side: ψ̂ -> û, v̂ ; ω̂ -> ∂xω̂, ∂yω̂ (masked, 1/n² of the inverse folded in)
-        scale = 1.0 / (self.n * self.n)
-        m = g.mask * scale
-        self._to_phys = np.stack(
-            [1j * g.ky * m, -1j * g.kx * m, 1j * g.kx * m, 1j * g.ky * m]
-        )
-        self._plan2, self._plan4, self._plan1 = g.plan((2,)), g.plan((4,)), g.plan(())
-        # LES side (normalized coefficients on the n_les rfft layout)
-        ky, kx = _les_wavenumbers(self.n_les)
-        self._G = _TRANSFER[self.filter](kx, ky, self.width) * np.ones_like(ky)
-        self._mask_dns = _resize(g.mask, self.n_les).real  # the DNS mask at the LES modes
-        self._m = 3 * self.n_les // 2 + (3 * self.n_les // 2) % 2  # 3/2 rule, even
-        ky_m, kx_m = _les_wavenumbers(self._m)
-        self._ky_m, self._kx_m = ky_m, kx_m
+        # DNS side: N(ω, ψ) from ψ̂ by the 4-FFT Jacobian, masked like the solver
+        self._jacobian = Jacobian(g)
+        self._plan2 = g.new_plan((2,))
+        # LES side (normalized coefficients on the n_les rfft layout): the filter, and the
+        # alias-free N(ω̄, ψ̄) on a grid of 3·n_les/2 points (the 3/2 rule)
+        ky, kx = wavenumbers(self.n_les)
+        self._G = transfer_function(self.filter, kx[None, :], ky[:, None], self.width)
+        m = 3 * self.n_les // 2 + (3 * self.n_les // 2) % 2
+        self._padded = SpectralGrid(max(m, 8), dealias=False, fft=fft)
+        self._padded_jacobian = Jacobian(self._padded)
 
     @property
     def attrs(self) -> dict:
         """netCDF attributes of the LES output (filter, width, both grid sizes, definitions)."""
         return _les_attrs(self.n, self.n_les, self.filter, self.width, self.dealias)
+
+    @property
+    def options(self) -> dict:
+        """``{"n_les", "filter", "width"}``: what :func:`resolve_les_options` returns."""
+        return {"n_les": self.n_les, "filter": self.filter, "width": self.width}
+
+    @property
+    def signature(self) -> str:
+        """The options a checkpoint of ``simulate(les=self)`` must match."""
+        return repr(sorted(self.options.items()))
 
     # -- one snapshot -----------------------------------------------------------------------
     def physical(self, psi, omega) -> dict:
@@ -405,47 +375,31 @@ class Coarsener:
     def spectral(self, omega_hat, psi_hat=None) -> dict:
         """As :meth:`physical`, from the DNS rfft2 spectra (``psi_hat`` default ``ω̂/k²``)."""
         if psi_hat is None:
-            psi_hat = omega_hat * self.grid.inv_k2
+            psi_hat = self.grid.streamfunction(omega_hat)
         return self._from_spectra(psi_hat, omega_hat)
 
     def _from_spectra(self, psi_hat, omega_hat):
         n, n_les = self.n, self.n_les
         inv_n2 = 1.0 / (n * n)
-        # N(ω, ψ) on the DNS grid, dealiased like the solver
-        p4 = self._plan4
-        np.multiply(self._to_phys[:2], psi_hat, out=p4.spec[:2])
-        np.multiply(self._to_phys[2:], omega_hat, out=p4.spec[2:])
-        c_psi = _resize(psi_hat, n_les) * inv_n2
-        c_omega = _resize(omega_hat, n_les) * inv_n2
-        phys = p4.inverse()
-        np.multiply(phys[0], phys[2], out=phys[0])
-        np.multiply(phys[1], phys[3], out=phys[1])
-        p1 = self._plan1
-        np.add(phys[0], phys[1], out=p1.real)
-        c_n = _resize(p1.forward(), n_les) * (inv_n2 * self._mask_dns)
+        # N(ω, ψ) on the DNS grid, dealiased like the solver (kept modes only)
+        c_n = resize_spectrum(self._jacobian(psi_hat), n_les) * inv_n2
+        c_psi = resize_spectrum(psi_hat, n_les) * inv_n2
+        c_omega = resize_spectrum(omega_hat, n_les) * inv_n2
         # filter (the filter is diagonal, so filtering after truncation is the same)
         G = self._G
         c_psi *= G
         c_omega *= G
         c_n *= G
-        c_pi = c_n - self._nonlinear_les(c_psi, c_omega)
+        c_pi = c_n - self._nonlinear_les(c_psi)
         fields = np.fft.irfft2(np.stack([c_psi, c_omega, c_pi]) * (n_les * n_les), s=(n_les, n_les))
         return {"psi": fields[0], "omega": fields[1], "pi": fields[2]}
 
-    def _nonlinear_les(self, c_psi, c_omega):
-        """Normalized coefficients of N(ω̄, ψ̄), alias-free (3/2 rule), on the LES modes."""
-        m = self._m
-        big_psi = _resize(c_psi, m)
-        big_omega = _resize(c_omega, m)
-        ky, kx = self._ky_m, self._kx_m
-        spec = np.stack(
-            [1j * ky * big_psi, -1j * kx * big_psi, 1j * kx * big_omega, 1j * ky * big_omega]
-        )
-        u, v, wx, wy = np.fft.irfft2(spec * (m * m), s=(m, m))
-        c_n = np.fft.rfft2(u * wx + v * wy) / (m * m)
-        c_n = _resize(c_n, self.n_les)
-        c_n[0, 0] = 0.0
-        return c_n
+    def _nonlinear_les(self, c_psi):
+        """Normalized coefficients of N(ω̄, ψ̄) (ω̄ = −∇²ψ̄), alias-free (3/2 rule), on the LES modes."""
+        big = self._padded
+        # normalized coefficients: the unnormalized inverse FFT then gives the field itself
+        c_n = self._padded_jacobian(resize_spectrum(c_psi, big.n), multiplier=big.mask)
+        return resize_spectrum(c_n, self.n_les) / (big.n * big.n)
 
     def block(self, psi, omega, dtype=np.float64):
         """Apply :meth:`physical` over the leading axes of ``(..., n, n)`` arrays.
@@ -687,3 +641,11 @@ def sgs_term(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> 
     """
     les = coarse_grain(ds, n_les, filter, width=width, dealias=dealias)
     return les["pi"].assign_attrs({**les.attrs, **les["pi"].attrs})
+
+
+def _les_output(les, case, fft="auto") -> Coarsener:
+    """The transform of ``simulate(les=...)``: a :class:`Coarsener` of the case's DNS grid."""
+    return Coarsener(case.n, dealias=case.dealias, fft=fft, **resolve_les_options(les, case))
+
+
+register_les_output(_les_output)

@@ -184,6 +184,7 @@ _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer",
              "budget", "recommend"}
 _TRAINING_KEYS = {"epochs", "batch_size", "learning_rate", "validation", "patience", "seed"}
 _TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"}
+_BASE_TRAINING_KEYS = _TRAINING_KEYS | {"learning_curve"}
 _SWEEP_KEYS = {"enabled", "layers", "seeds", "baselines", "alpha"}
 _BUDGET_KEYS = {"enabled", "target", "fractions"}
 _RECOMMEND_KEYS = {"methods", "default"}
@@ -248,6 +249,16 @@ def _flow(raw: dict, where: str) -> FlowConfig:
     except (TypeError, ValueError) as err:
         _fail(where, str(err))
     return flow
+
+
+def _training_section(raw) -> dict:
+    section = _section(raw, "training", _BASE_TRAINING_KEYS)
+    curve = section.get("learning_curve", [])
+    if not isinstance(curve, list) or any(isinstance(f, bool) or not isinstance(f, (int, float))
+                                          or not 0 < f < 1 for f in curve):
+        _fail("training.learning_curve", "must be a list of fractions in (0, 1) of the base "
+                                         f"training set, got {curve!r}")
+    return section
 
 
 def _boolean(value, key):
@@ -413,7 +424,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
         base=base,
         targets=tuple(flows),
         network=_section(raw, "network", _NETWORK_KEYS),
-        training=_section(raw, "training", _TRAINING_KEYS),
+        training=_training_section(raw),
         transfer=_section(raw, "transfer", _TRANSFER_KEYS),
         sweep=_sweep_section(raw),
         les=_les_section(raw),

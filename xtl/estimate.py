@@ -68,20 +68,19 @@ def _random_les(n: int, samples: int) -> xr.Dataset:
                        for v in ("psi", "omega", "pi")})
 
 
-def _epoch_seconds_per_sample(network: dict, n_les: int) -> dict:
-    """Seconds per sample and epoch: full training, and re-training the first / last layer."""
+def _epoch_seconds_per_sample(network: dict, n_les: int) -> tuple:
+    """Seconds per sample and epoch of a full training and of re-training the first / last
+    layer (the second epoch's: the first traces), and the trained model."""
     from .training import train, transfer
 
     samples = 16
     data = _random_les(n_les, samples)
-    kwargs = dict(epochs=3, batch_size=8, validation=None, progress=False)
+    kwargs = dict(epochs=2, batch_size=8, validation=None, progress=False)
     model = train(data, network, **kwargs)
-    full = float(np.median(model.history.epoch_time.values[1:])) / samples
-    per_layer = []
-    for layer in (1, model.n_layers):
-        tl = transfer(model, data, [layer], **kwargs)
-        per_layer.append(float(np.median(tl.history.epoch_time.values[1:])) / samples)
-    return {"full": full, "transfer": float(np.mean(per_layer))}
+    full = float(model.history.epoch_time.values[-1]) / samples
+    per_layer = [float(transfer(model, data, [layer], **kwargs).history.epoch_time.values[-1])
+                 / samples for layer in (1, model.n_layers)]
+    return {"full": full, "transfer": float(np.mean(per_layer))}, model
 
 
 def measure_rates(config: ExperimentConfig) -> dict:
@@ -110,12 +109,8 @@ def measure_rates(config: ExperimentConfig) -> dict:
         if key not in dns:
             dns[key] = _dns_step_seconds(case, case.n_les)
     base_case = config.base.make_case()
-    rates = _epoch_seconds_per_sample(config.network, base_case.n_les)
+    rates, model = _epoch_seconds_per_sample(config.network, base_case.n_les)
     lcase = les_case(base_case)
-    from .training import train
-
-    model = train(_random_les(lcase.n, 4), config.network, epochs=1, validation=None,
-                  progress=False)
     one = _random_les(lcase.n, 1)
     predict(model, one)
     start = time.perf_counter()
@@ -195,13 +190,17 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             rows.append(StageEstimate(f"aposteriori-{target.name}",
                                       f"{steps:,} LES steps (4 closures)",
                                       steps * rates["les_step"]))
-    if config.budget:
+    if config.budget:  # the main sweep's fraction is already counted
+        target = config.budget["target"]
         for fraction in config.budget["fractions"]:
-            n = max(1, int(round(fraction * n_base * (1 - float(tl.get("validation", 0.1))))))
+            n = max(2, int(round(fraction * n_base)))
+            if n == n_tl:
+                continue
+            fit = max(1, int(n * (1 - float(tl.get("validation", 0.1)))))
             rows.append(StageEstimate(
-                f"budget-{config.budget['target']}", f"{n_layers} layers x {seeds} seeds x "
-                f"{n} samples x {cap} epochs", n_layers * seeds * n * cap
-                * rates["transfer_sample_epoch"] / workers))
+                f"budget-{target}", f"{n_layers} layers x {seeds} seeds x {fit} samples x "
+                f"{cap} epochs", n_layers * seeds * fit * cap * rates["transfer_sample_epoch"]
+                / workers))
     return rows
 
 

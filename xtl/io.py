@@ -459,6 +459,11 @@ class SnapshotStream:
             for name in self.variables:
                 nc.variables[name][index, :, :] = fields[name]
 
+    def set_attrs(self, attrs: dict) -> None:
+        """Add or replace global attributes (e.g. what the run chose after it started)."""
+        with netcdf_lock():
+            self._nc.setncatts({k: _netcdf_safe(v) for k, v in attrs.items()})
+
     def sync(self) -> None:
         """Flush to disk (the file is then readable up to the last write)."""
         with netcdf_lock():

@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from .cases import Case
-from .solver.grid import SpectralGrid
+from .fourier import SpectralGrid, transfer_function
 from .solver.run import DivergenceError, simulate
 
 __all__ = [
@@ -126,14 +126,13 @@ def _gradients(grid: SpectralGrid, psi_hat, omega_hat):
     psi_xy = grid.irfft2(-kx * ky * psi_hat)
     psi_diff = grid.irfft2((kx**2 - ky**2) * psi_hat)  # ψ_yy − ψ_xx
     strain = np.sqrt(4 * psi_xy**2 + psi_diff**2)
-    wx = grid.irfft2(1j * kx * omega_hat)
-    wy = grid.irfft2(1j * ky * omega_hat)
+    wx, wy = grid.irfft2(np.stack(grid.gradient(omega_hat)))
     return strain, wx, wy
 
 
 def _divergence(grid: SpectralGrid, fx, fy):
     """Spectral ∂fx/∂x + ∂fy/∂y of physical fluxes."""
-    return 1j * grid.kx * grid.rfft2(fx) + 1j * grid.ky * grid.rfft2(fy)
+    return grid.divergence(grid.rfft2(fx), grid.rfft2(fy))
 
 
 def _eddy_divergence_hat(grid, psi_hat, omega_hat, width):
@@ -178,7 +177,8 @@ class Smagorinsky(Closure):
 class DynamicSmagorinsky(Closure):
     """Smagorinsky with C_s² from the Germano identity (Lilly's least squares).
 
-    With the test filter G̃ (Gaussian of width 2Δ, Ĝ = exp(−k²(2Δ)²/24)),
+    With the test filter G̃ (Gaussian of width 2Δ, Ĝ = exp(−k²(2Δ)²/24), from
+    :func:`xtl.fourier.transfer_function`),
     ``L = (N(ω̄, ψ̄))~ − N(ω̄~, ψ̄~)`` and
     ``M = (∇·(Δ²|S̄|∇ω̄))~ − ∇·((2Δ)²|S̄~|∇ω̄~)``, the coefficient is
     ``C_s² = max(0, ⟨L M⟩ / ⟨M M⟩)`` (domain averages), and
@@ -196,22 +196,20 @@ class DynamicSmagorinsky(Closure):
         self.grid = SpectralGrid(n, dealias=False)
         self.n = self.grid.n
         self.delta = 2 * math.pi / self.n
-        self.test_filter = np.exp(-self.grid.k2 * (2 * self.delta) ** 2 / 24)
+        self.test_filter = transfer_function("gaussian", self.grid.kx, self.grid.ky, 2 * self.delta)
         self.cs2 = float("nan")
 
     def __reduce__(self):  # rebuilt from its arguments (its FFT plans do not pickle)
         return type(self), (self.n,)
 
     def __call__(self, psi, omega):
-        from .solver.equations import nonlinear_term
-
         psi, omega = np.asarray(psi, float), np.asarray(omega, float)
         self._check(psi, omega)
         g, G = self.grid, self.test_filter
         w_hat = g.rfft2(omega)
         p_hat = g.rfft2(psi)
         model_hat = _eddy_divergence_hat(g, p_hat, w_hat, self.delta)
-        leonard = G * nonlinear_term(g, w_hat) - nonlinear_term(g, G * w_hat)
+        leonard = G * g.advection(w_hat) - g.advection(G * w_hat)
         m_hat = G * model_hat - _eddy_divergence_hat(g, G * p_hat, G * w_hat, 2 * self.delta)
         L, M = g.irfft2(leonard), g.irfft2(m_hat)
         mm = float(np.mean(M * M))

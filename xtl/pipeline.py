@@ -56,6 +56,22 @@ def _log(message: str) -> None:
     print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _train_and_score(train_ds, test_ds, network, kwargs, progress, fraction=None):
+    """Train on ``train_ds`` (or a seeded ``fraction`` of it) and score on ``test_ds``."""
+    from .training import evaluate, select_samples, stack_samples, train
+
+    if fraction is not None:
+        n = n_samples(train_ds)
+        train_ds = stack_samples(train_ds, select_samples(n, None, fraction,
+                                                          kwargs.get("seed", 0)))
+    model = train(train_ds, network, progress=progress, **kwargs)
+    scores = evaluate(model, test_ds)
+    scores.attrs.update(n_train=int(n_samples(train_ds)), **{
+        k: model.provenance[k] for k in ("n_samples", "n_validation", "epochs_run",
+                                         "best_epoch")})
+    return model, scores
+
+
 class TargetsTooClose(ValueError):
     """A target differs from the base by less than ``experiment.min_decades`` at every shell."""
 
@@ -120,7 +136,7 @@ def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
 
 
 def n_samples(ds: xr.Dataset) -> int:
-    """Number of (member, time) samples of an LES Dataset.
+    """Number of samples of an LES Dataset: the product of its leading (non-grid) dims.
 
     Parameters
     ----------
@@ -130,7 +146,9 @@ def n_samples(ds: xr.Dataset) -> int:
     -------
     int
     """
-    return int(np.prod([ds.sizes[d] for d in _sample_dims(ds)]))
+    from .training import count_samples
+
+    return count_samples(ds["pi"])
 
 
 class Experiment:
@@ -329,21 +347,29 @@ class Experiment:
 
     # -- the base network -------------------------------------------------------
     def _train_base(self):
+        """The BNN, its scores on held-out base data, and (with ``learning_curve``) the
+        scores of networks trained on seeded subsets of the base training set."""
         from .backends import save_model
         from .io import write_dataset
-        from .training import evaluate, train
 
         cfg = self.config
         base_train, base_test = split_train_test(self.les_data(cfg.base))
         kwargs = {"seed": cfg.seed, **cfg.training}
-        model = train(base_train, cfg.network, progress=self.progress, **kwargs)
+        fractions = [float(f) for f in kwargs.pop("learning_curve", [])]
+        model, scores = _train_and_score(base_train, base_test, cfg.network, kwargs,
+                                         self.progress)
         save_model(model, self.model_path("base"), overwrite=True)
-        scores = evaluate(model, base_test)
-        scores.attrs.update(n_train=model.provenance["n_samples"],
-                            n_validation=model.provenance["n_validation"],
-                            n_test=n_samples(base_test), **{
-                                k: model.provenance[k] for k in ("epochs_run", "best_epoch")})
-        write_dataset(scores, self.out / "results" / "base-scores.nc", overwrite=True)
+        curve = [scores]
+        for fraction in fractions:
+            _log(f"base-model: learning curve at {fraction:.0%} of the training set")
+            curve.append(_train_and_score(base_train, base_test, cfg.network, kwargs,
+                                          self.progress, fraction=fraction)[1])
+        out = xr.concat(sorted(curve, key=lambda d: d.attrs["n_train"]), dim="n_train",
+                        combine_attrs="drop_conflicts")
+        out = out.assign_coords(n_train=[d.attrs["n_train"] for d in sorted(
+            curve, key=lambda d: d.attrs["n_train"])])
+        out.attrs.update(n_test=n_samples(base_test), n_train_full=scores.attrs["n_train"])
+        write_dataset(out, self.out / "results" / "base-scores.nc", overwrite=True)
 
     def _base_train(self):
         """The base flow's training part (the test part is not used)."""
@@ -594,6 +620,11 @@ class Experiment:
 
         cfg = self.config
         result = {"ran": self.ran, "skipped": self.skipped, "targets": {}}
+        scores = load_dataset(self.out / "results" / "base-scores.nc")
+        result["base"] = {"cc": float(scores.cc.sel(n_train=scores.attrs["n_train_full"])),
+                          "n_test": int(scores.attrs["n_test"]),
+                          "learning_curve": {int(n): float(c) for n, c in
+                                             zip(scores.n_train.values, scores.cc.values)}}
         decades = load_dataset(self.out / "results" / "flows.nc").max_decades
         for target in cfg.targets:
             t = target.name

@@ -296,7 +296,7 @@ def _layer_sensitivity(backend, model, x, layer, weight, *, n_directions, epsilo
 
 
 def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int | None = None,
-                         threshold: float = 0.3, batch_size: int = 32, max_samples: int = 256,
+                         threshold: float = 0.3, batch_size: int = 32, max_samples: int = 128,
                          n_directions: int = 4, epsilon: float = 1e-2, seed: int = 0,
                          prior: str | None = None) -> xr.Dataset:
     """The spectral framework of Subel et al. (2023), every factor measured.
@@ -484,9 +484,9 @@ def _split_held_out(x, y, held_out):
 
 
 def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, *,
-                             iterations: int = 8, held_out: float = 0.25,
+                             iterations: int = 6, held_out: float = 0.25,
                              damping: float = 0.0, steps=(1.0, 0.5, 0.25),
-                             max_samples: int = 64, batch_size: int = 16) -> xr.Dataset:
+                             max_samples: int = 48, batch_size: int = 16) -> xr.Dataset:
     """Held-out loss decrease of one Gauss–Newton step restricted to each layer.
 
     On the target set (its last ``held_out`` part held out), with the MSE loss

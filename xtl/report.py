@@ -478,6 +478,11 @@ def _pm(mean, sem) -> str:
 
 def _summary_table(summary) -> str:
     """Per target: flows in decades, CC of BNN, every layer, baselines; best set; epochs."""
+    base = summary["base"]
+    curve = ", ".join(f"{n} samples: {c:.3f}" for n, c in base["learning_curve"].items())
+    head = (f"<p>The base network's CC on held-out base data ({base['n_test']} samples, the "
+            f"latest times): <b>{base['cc']:.3f}</b>. Trained on subsets of the base training "
+            f"set: {curve}.</p>")
     rows = []
     for t, s in summary["targets"].items():
         decades = ", ".join(f"{v} {d:.2f}" for v, d in s["decades"].items())
@@ -486,7 +491,7 @@ def _summary_table(summary) -> str:
         baselines = "<br>".join(f"{b}: {_pm(*v)}" for b, v in s["baselines"].items()) or "—"
         rows.append(f"<tr><td>{html.escape(t)}</td><td>{decades}</td><td>{s['cc_bnn']:.3f}</td>"
                     f"<td>{layers}</td><td>{baselines}</td><td>{s['best_set']}</td></tr>")
-    return ("<h2>Summary</h2><p>CC on held-out target data, mean ± standard error over seeds "
+    return ("<h2>Summary</h2>" + head + "<p>CC on held-out target data, mean ± standard error over seeds "
             "(epochs: mean epochs each re-training ran before early stopping). The best set "
             "holds the layers not significantly worse than the best by a one-sided paired "
             "t-test across seeds (α = 0.05).</p><table><tr><th>target</th><th>flows differ "

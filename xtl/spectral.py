@@ -1,8 +1,8 @@
 """Fourier explanations: isotropic spectra of flows, spectra of learned kernels, changes.
 
 Everything here is a small pure function on xarray objects; :mod:`xtl.accessors` wraps
-them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask
-and xrft (never on the solver or on a backend).
+them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask,
+xrft and the Fourier layer :mod:`xtl.fourier` (never on the solver or on a backend).
 
 Conventions (see docs/conventions.md)
 -------------------------------------
@@ -35,6 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 import xrft
+
+from .fourier import axis_wavenumbers, wavenumbers
 
 __all__ = [
     "SPECTRUM_KINDS",
@@ -563,8 +565,7 @@ def _kernel_dask(kernel, n, chunks):
 def _half_plane(n):
     """ky (fftfreq order), kx = 0..n//2 of rfft2, and each point's multiplicity in the
     full n×n grid (2 where the mirror point (-ky, -kx) is not in the half plane)."""
-    ky = np.rint(np.fft.fftfreq(n, 1.0 / n))
-    kx = np.arange(n // 2 + 1, dtype=float)
+    ky, kx = (k.astype(float) for k in wavenumbers(n))
     mult = np.where((kx > 0) & (2 * kx < n), 2.0, 1.0)
     return ky, kx, np.broadcast_to(mult[None, :], (n, kx.size))
 
@@ -613,7 +614,7 @@ def kernel_filters(model, n=None, *, shift=True, chunks=None):
         dtype=dtype,
         token="kernel-filters",
     )
-    k = np.fft.fftfreq(n, 1.0 / n).round().astype(int)
+    k = axis_wavenumbers(n)
     if shift:
         k = np.fft.fftshift(k)
     coords = {d: kernel[d] for d in KERNEL_DIMS[:3] if d in kernel.coords}
@@ -1118,7 +1119,7 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
     sel_b = np.asarray(kb.values)[li, oi, ii]
     sel_t = np.asarray(kt.values)[li, oi, ii]
     dtype = _float_dtype(kb.dtype)
-    k = np.fft.fftshift(np.fft.fftfreq(n, 1.0 / n).round().astype(int))
+    k = np.fft.fftshift(axis_wavenumbers(n))
 
     def label(d, i):
         return ("top", kb[d].values[i] if d in kb.coords else i)

@@ -58,7 +58,8 @@ __all__ = ["ensemble", "open_ensemble", "EnsembleError", "MemberFailedWarning",
            "SIMULATE_OPTIONS"]
 
 #: simulate() keyword arguments that :func:`ensemble` passes through to every member.
-SIMULATE_OPTIONS = ("dtype", "checkpoint_interval", "cfl_limit", "check_every", "fft")
+SIMULATE_OPTIONS = ("dtype", "checkpoint_interval", "cfl_limit", "check_every", "fft", "threads",
+                    "kernels", "cfl_target")
 
 # case attributes that are labels, not parameters: never made coordinates
 _LABELS = ("case_description",)
@@ -575,7 +576,8 @@ def ensemble(
         ``$DASK_SCHEDULER_ADDRESS`` when set; otherwise a ``LocalCluster`` with
         ``n_workers`` workers of one thread each is started and closed at the end.
     n_workers : int, optional
-        Workers of that LocalCluster; default the cores this process may use.
+        Workers of that LocalCluster; default the cores this process may use
+        divided by ``threads``.
     chunks : dict, optional
         Chunks of the result; default about 64 MiB per variable along ``time``.
     progress : bool, optional
@@ -583,7 +585,12 @@ def ensemble(
         or when stderr is a terminal.
     **simulate_options
         Passed to every ``simulate`` call: ``dtype``, ``checkpoint_interval``,
-        ``cfl_limit``, ``check_every``, ``fft``, ``dns_every``.
+        ``cfl_limit``, ``check_every``, ``fft``, ``threads``, ``kernels``,
+        ``cfl_target``, ``dns_every``. ``threads`` (default 1) is the FFTW threads
+        of each member: a worker runs one member at a time and its FFTs use that
+        many cores although dask workers set ``OMP_NUM_THREADS=1`` (see
+        :mod:`xtl.fourier`); the default LocalCluster then has
+        ``cores // threads`` workers.
 
     Returns
     -------
@@ -614,9 +621,10 @@ def ensemble(
     Notes
     -----
     Members already complete in ``directory`` (same arguments) are not run
-    again: a second identical call only opens the files. Each member runs with
-    one FFTW thread and the deterministic ``FFTW_ESTIMATE`` planner, so a member
-    equals the same ``simulate`` call run serially, bit for bit.
+    again: a second identical call only opens the files. Members plan their
+    FFTs from the FFTW wisdom shared on the machine (:mod:`xtl.fourier`), so a
+    member equals the same ``simulate`` call run serially, bit for bit (with
+    the same ``threads``).
 
     Examples
     --------
@@ -633,6 +641,11 @@ def ensemble(
         )
     if client is not None and scheduler is not None:
         raise ValueError("give client= or scheduler=, not both")
+    threads = simulate_options.get("threads", 1)
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1 (FFTW threads per member), got {threads!r}")
+    if n_workers is None and threads > 1:
+        n_workers = max(1, default_n_workers() // threads)
     members = _members(cases, seeds)
     for case, _ in members:
         _schedule(case, t_end, save_interval, spin_up, simulate_options.get("checkpoint_interval"))
@@ -647,7 +660,9 @@ def ensemble(
 
         sizes = {case.n for case, _ in members}
     else:
-        from ..coarse import resolve_les_options  # lazy: coarse is downstream of the solver
+        # coarse sits between the solver and the ensemble; imported here, not at the top,
+        # because xtl.solver's __init__ imports this module before coarse is loaded
+        from ..coarse import resolve_les_options
 
         def les_options_of(case):
             return resolve_les_options(les, case)

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .grid import SpectralGrid
+from ..fourier import _HAVE_NUMBA, Jacobian, SpectralGrid, _floats, numba, resolve_kernels
 
 __all__ = [
     "FORCINGS",
@@ -168,10 +168,9 @@ class SolverState:
 
 # --------------------------------------------------------------------------- stepper
 def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
-    """N̂ = FFT[u ∂ω/∂x + v ∂ω/∂y] for ω̂ (no dealiasing applied to the result).
+    """N̂ = FFT[u ∂ω/∂x + v ∂ω/∂y] of ω̂ on the grid's kept modes.
 
-    A plain (unplanned) reference implementation, used by the coarse-graining
-    and the tests; :class:`Stepper` computes the same with planned FFTs.
+    The 4-FFT form of :class:`xtl.fourier.Jacobian` (the solver's), with ψ̂ = ω̂/k².
 
     Parameters
     ----------
@@ -182,14 +181,52 @@ def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray
-        The unnormalized spectrum of N(ω, ψ).
+        The unnormalized spectrum of N(ω, ψ), zero outside the grid's mask.
     """
-    psi_hat = omega_hat * grid.inv_k2
-    u = grid.irfft2(1j * grid.ky * psi_hat)
-    v = grid.irfft2(-1j * grid.kx * psi_hat)
-    wx = grid.irfft2(1j * grid.kx * omega_hat)
-    wy = grid.irfft2(1j * grid.ky * omega_hat)
-    return grid.rfft2(u * wx + v * wy)
+    return grid.advection(omega_hat)
+
+
+if _HAVE_NUMBA:  # pragma: no branch
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def _ab2_cn_nb(P, Q, w, tprev, F, has_f, pi, has_pi, ky, kx, kmax, beta, nu, mu, dt):  # pragma: no cover
+        """One fused pass: N̂ from the products' spectra, T, and the AB2–CN update.
+
+        Complex arrays come as float64 views ``(n, 2m)`` (real and imaginary parts side by
+        side); the operations are numpy's, in numpy's order. Only the kept modes
+        (``|ky|, kx <= kmax``) are touched: elsewhere ω̂ and the stored tendency stay 0.
+        """
+        n = w.shape[0]
+        for i in range(n):
+            kyi = ky[i]
+            if abs(kyi) > kmax:
+                continue
+            for j in range(kmax + 1):
+                kxj = kx[j]
+                k2 = kxj * kxj + kyi * kyi
+                a = kyi * kyi - kxj * kxj
+                b = kxj * kyi
+                re, im = 2 * j, 2 * j + 1
+                wr, wi = w[i, re], w[i, im]
+                tr = -(a * P[i, re] - b * Q[i, re])
+                ti = -(a * P[i, im] - b * Q[i, im])
+                if has_f:
+                    tr += F[i, re]
+                    ti += F[i, im]
+                c = beta * kxj * (1.0 / max(k2, 1.0))  # kx = 0 at k = 0: no 1/0
+                tr += -c * wi
+                ti += c * wr
+                if has_pi:
+                    tr -= pi[i, re]
+                    ti -= pi[i, im]
+                lin = -nu * k2 - mu
+                denom = 1.0 - 0.5 * dt * lin
+                keep = (1.0 + 0.5 * dt * lin) / denom
+                gain = dt / denom
+                w[i, re] = keep * wr + gain * (1.5 * tr - 0.5 * tprev[i, re])
+                w[i, im] = keep * wi + gain * (1.5 * ti - 0.5 * tprev[i, im])
+                tprev[i, re] = tr
+                tprev[i, im] = ti
 
 
 class Stepper:
@@ -211,14 +248,20 @@ class Stepper:
     closure : callable, optional
         ``closure(psi, omega) -> Pi`` on the physical grid (arrays (n, n));
         the equation carries ``−Π``. None for a DNS.
+    kernels : {"auto", "numba", "numpy"}
+        The elementwise work of a step fused and compiled with numba (one pass for
+        N̂, the tendency and the AB2–CN update), or numpy's passes; the two give the
+        same numbers to round-off. ``"auto"``: numba when it imports.
 
     Notes
     -----
-    The explicit tendency costs 4 inverse FFTs (u, v, ∂ω/∂x, ∂ω/∂y in one
-    batched plan) and 1 forward FFT; a closure adds 2 inverse and 1 forward.
+    A step costs 4 FFTs (:class:`xtl.fourier.Jacobian`: u and v inverse, uv and
+    v² − u² forward); a closure adds 2 inverse and 1 forward. The state only ever
+    holds the kept modes of the 2/3 rule (the tendency kept for AB2 too).
     """
 
-    def __init__(self, grid, dt, nu=0.0, mu=0.0, beta=0.0, forcing=None, closure=None):
+    def __init__(self, grid, dt, nu=0.0, mu=0.0, beta=0.0, forcing=None, closure=None,
+                 kernels="auto"):
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a finite number > 0, got {dt}")
         if closure is not None and not callable(closure):
@@ -227,26 +270,11 @@ class Stepper:
         self.dt = float(dt)
         self.nu, self.mu, self.beta = float(nu), float(mu), float(beta)
         self.closure = closure
+        self.kernels = resolve_kernels(kernels)
         g = grid
-        scale = 1.0 / (g.n * g.n)  # the inverse FFTs are unnormalized
-        # multipliers taking ω̂ to û, v̂, ∂xω̂, ∂yω̂ (with 1/n² folded in)
-        self._to_phys = np.stack(
-            [
-                1j * g.ky * g.inv_k2 * scale + 0 * g.kx,
-                -1j * g.kx * g.inv_k2 * scale + 0 * g.ky,
-                1j * g.kx * scale + 0 * g.ky,
-                1j * g.ky * scale + 0 * g.kx,
-            ]
-        )
-        self._plan4 = g.plan((4,))
-        self._plan1 = g.plan(())
-        if closure is not None:
-            self._plan2 = g.plan((2,))
-            self._closure_to_phys = np.stack(
-                [g.inv_k2 * scale + 0 * g.kx, np.full(g.spectral_shape, scale)]
-            )
+        self.jacobian = Jacobian(g, self.kernels)
         # −βv̂ = iβ kx ω̂ / k²
-        self._beta_mult = (1j * self.beta * g.kx * g.inv_k2 + 0 * g.ky) if self.beta else None
+        self._beta_mult = (self.beta * g.kx * g.inv_k2 + 0 * g.ky) if self.beta else None
         if forcing is None:
             self._forcing_hat = None
         else:
@@ -255,13 +283,14 @@ class Stepper:
         denom = 1.0 - 0.5 * self.dt * lin
         self._cn_keep = (1.0 + 0.5 * self.dt * lin) / denom * g.mask
         self._cn_gain = self.dt / denom * g.mask
-        self._tendency = np.empty(g.spectral_shape, dtype=complex)
+        self._dummy = np.zeros((1, 2))
+        self._forcing_floats = None if forcing is None else _floats(self._forcing_hat)
         self._work = np.empty(g.spectral_shape, dtype=complex)
         self.last_cfl = float("nan")
 
     # -- the explicit tendency ------------------------------------------------
     def tendency(self, omega_hat: np.ndarray, out=None, measure_cfl=False) -> np.ndarray:
-        """The explicit tendency ``T = −N̂ − βv̂ + F̂ − Π̂`` of ω̂.
+        """The explicit tendency ``T = −N̂ − βv̂ + F̂ − Π̂`` of ω̂ on the kept modes.
 
         Parameters
         ----------
@@ -275,43 +304,53 @@ class Stepper:
         Returns
         -------
         ndarray
-            T (``out``).
+            T (``out``), zero outside the grid's mask.
         """
         out = np.empty(self.grid.spectral_shape, dtype=complex) if out is None else out
-        p4 = self._plan4
-        np.multiply(self._to_phys, omega_hat, out=p4.spec)
-        phys = p4.inverse()
-        if measure_cfl:
-            umax = np.max(np.abs(phys[0]))
-            vmax = np.max(np.abs(phys[1]))
-            self.last_cfl = float(self.dt * (umax + vmax) / self.grid.dx)
-        p1 = self._plan1
-        np.multiply(phys[0], phys[2], out=phys[0])
-        np.multiply(phys[1], phys[3], out=phys[1])
-        np.add(phys[0], phys[1], out=p1.real)
-        nonlinear = p1.forward()
+        self._nonlinear_products(omega_hat, measure_cfl)
+        pi_hat = self._closure_hat(omega_hat) if self.closure is not None else None
+        return self._assemble(omega_hat, pi_hat, out)
+
+    def _assemble(self, omega_hat, pi_hat, out):
+        """T from the Jacobian's transformed products (numpy; the reference of the fused pass)."""
+        nonlinear = self.jacobian.combine(out)
+        np.negative(nonlinear, out=out)
         if self._forcing_hat is not None:
-            np.subtract(self._forcing_hat, nonlinear, out=out)
-        else:
-            np.negative(nonlinear, out=out)
+            out += self._forcing_hat
         if self._beta_mult is not None:
-            np.multiply(self._beta_mult, omega_hat, out=self._work)
-            out += self._work
-        if self.closure is not None:
-            out -= self._closure_hat(omega_hat)
+            out += 1j * self._beta_mult * omega_hat
+        if pi_hat is not None:
+            out -= pi_hat
+        out *= self.grid.mask
         return out
 
+    def cfl(self, omega_hat: np.ndarray) -> float:
+        """The CFL number ``dt·(max|u| + max|v|)/dx`` of ω̂ (also kept in :attr:`last_cfl`)."""
+        jac = self.jacobian
+        jac.load(omega_hat, jac.omega_multiplier)
+        umax, vmax = jac.products(True)
+        self.last_cfl = float(self.dt * (umax + vmax) / self.grid.dx)
+        return self.last_cfl
+
+    def _nonlinear_products(self, omega_hat, measure_cfl):
+        """The Jacobian's FFTs and products for ω̂ (leaves FFT(uv), FFT(v²−u²) in its plans)."""
+        jac = self.jacobian
+        jac.load(omega_hat, jac.omega_multiplier)
+        umax, vmax = jac.products(measure_cfl)
+        if measure_cfl:
+            self.last_cfl = float(self.dt * (umax + vmax) / self.grid.dx)
+        jac.transform()
+
     def _closure_hat(self, omega_hat):
-        p2 = self._plan2
-        np.multiply(self._closure_to_phys, omega_hat, out=p2.spec)
-        psi, omega = p2.inverse()
-        pi = np.asarray(self.closure(psi.copy(), omega.copy()), dtype=float)
+        g = self.grid
+        psi, omega = g.irfft2(np.stack([g.streamfunction(omega_hat), omega_hat]))
+        pi = np.asarray(self.closure(psi, omega), dtype=float)
         if pi.shape != (self.grid.n, self.grid.n):
             raise ValueError(
                 f"closure returned shape {pi.shape}; expected the grid shape "
                 f"({self.grid.n}, {self.grid.n})"
             )
-        return self.grid.rfft2(pi)
+        return self.grid.rfft2(pi) * self.grid.mask
 
     # -- stepping ----------------------------------------------------------------
     def step(self, state: SolverState, measure_cfl=False) -> SolverState:
@@ -328,29 +367,35 @@ class Stepper:
         SolverState
             ``state``, advanced.
         """
-        T = self.tendency(state.omega_hat, out=self._tendency, measure_cfl=measure_cfl)
         if state.tendency_prev is None:
-            self._heun_first_step(state, T)
+            self._heun_first_step(state, self.tendency(state.omega_hat, measure_cfl=measure_cfl))
+            state.step += 1
+            return state
+        w = state.omega_hat
+        self._nonlinear_products(w, measure_cfl)
+        pi_hat = self._closure_hat(w) if self.closure is not None else None
+        jac = self.jacobian
+        prev = state.tendency_prev
+        if self.kernels == "numba":  # updated in place through float views: C order needed
+            if not (w.flags.c_contiguous and prev.flags.c_contiguous):
+                state.omega_hat = w = np.ascontiguousarray(w)
+                state.tendency_prev = prev = np.ascontiguousarray(prev)
+            f, P, Q = self._forcing_floats, *jac.transformed
+            _ab2_cn_nb(_floats(P), _floats(Q), _floats(w), _floats(prev),
+                       self._dummy if f is None else f, f is not None,
+                       self._dummy if pi_hat is None else _floats(pi_hat), pi_hat is not None,
+                       jac.ky, jac.kx, self.grid.kmax, self.beta, self.nu, self.mu, self.dt)
         else:
-            prev = state.tendency_prev
-            # prev <- 1.5 T − 0.5 prev ; ω̂ <- keep·ω̂ + gain·prev
-            prev *= -0.5
-            np.multiply(T, 1.5, out=self._work)
-            prev += self._work
-            np.multiply(prev, self._cn_gain, out=prev)
-            state.omega_hat *= self._cn_keep
-            state.omega_hat += prev
-            # the new "previous" tendency is T; reuse prev's buffer for the next T
-            self._tendency = prev
-            state.tendency_prev = T
+            T = self._assemble(w, pi_hat, self._work)
+            w *= self._cn_keep
+            w += self._cn_gain * (1.5 * T - 0.5 * prev)
+            self._work, state.tendency_prev = prev, T
         state.step += 1
         return state
 
     def _heun_first_step(self, state, T0):
-        T0 = T0.copy()
         w0 = state.omega_hat
         predictor = self._cn_keep * w0 + self._cn_gain * T0
         T1 = self.tendency(predictor)
         state.omega_hat = self._cn_keep * w0 + self._cn_gain * (0.5 * (T0 + T1))
         state.tendency_prev = T0
-        self._tendency = np.empty_like(T0)

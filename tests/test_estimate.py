@@ -1,0 +1,52 @@
+"""xtl run --dry-run: the cost of each stage from measured rates and the config's counts."""
+import copy
+
+import pytest
+
+from xtl.config import DEMO_CONFIG, load_config
+from xtl.estimate import estimate_experiment, format_estimate
+
+RATES = {"dns_step": {"small-base": 1e-3, "small-kf": 1e-3, "small-beta": 2e-3},
+         "les_step": 5e-3, "les_dt": 4e-3, "train_sample_epoch": 0.01,
+         "transfer_sample_epoch": 0.005, "workers": 2}
+
+
+def _rows(config):
+    return {r.stage: r for r in estimate_experiment(config, RATES)}
+
+
+def test_stage_costs_are_the_counts_times_the_measured_rates():
+    cfg = load_config()
+    rows = _rows(cfg)
+    # base: 2 members x 30 / 5e-4 steps at 1 ms on 2 workers
+    assert rows["data-small-base"].seconds == pytest.approx(2 * 60000 * 1e-3 / 2)
+    assert rows["data-small-beta"].seconds == pytest.approx(60000 * 2e-3)  # one member
+    # base training: 2 x 101 snapshots, 75 % for training, 90 % of it fitted, 30 epochs
+    n_fit = int(int(2 * 101 * 0.75) * 0.9)
+    assert rows["base-model"].seconds == pytest.approx(n_fit * 30 * 0.01)
+    # the sweep: 6 layers x 2 seeds x 12 fitted samples (80 % of 15) x 60 epochs, plus the
+    # baselines, on 2 workers
+    n_tl = round(0.1 * int(2 * 101 * 0.75))
+    fit = int(n_tl * 0.8)
+    pool = int(101 * 0.75)
+    expected = (6 * 2 * fit * 60 * 0.005 + 2 * fit * 60 * 0.01 + 2 * int(pool * 0.9) * 60 * 0.01) / 2
+    assert rows["sweep-small-kf"].seconds == pytest.approx(expected)
+
+
+def test_more_seeds_cost_proportionally_more():
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["sweep"] = {"seeds": 4}
+    four = _rows(load_config(raw))["sweep-small-kf"].seconds
+    raw["sweep"] = {"seeds": 2}
+    two = _rows(load_config(raw))["sweep-small-kf"].seconds
+    assert four == pytest.approx(2 * two)
+
+
+def test_format_says_when_an_experiment_belongs_on_a_cluster():
+    cfg = load_config()
+    rows = estimate_experiment(cfg, RATES)
+    text = format_estimate(rows, RATES)
+    assert "base-model" in text and "total" in text and "cluster" not in text
+    slow = dict(RATES, train_sample_epoch=100.0)
+    assert "belongs on a GPU node or a dask cluster" in format_estimate(
+        estimate_experiment(cfg, slow), slow)
