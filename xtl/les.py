@@ -16,12 +16,16 @@ grid. xtl provides
 * :class:`DynamicSmagorinsky` – the same with C_s² from the Germano identity
   (test filter of width 2Δ, Lilly's least squares over the domain, clipped at 0);
 * :class:`ModelClosure` – a trained network of any backend (its normalization
-  applied, batched inference);
+  applied, the backend's compiled forward once per step);
 * :class:`SumClosure` (``closure_a + closure_b``) – closures compose by addition.
 
 :func:`run_les` runs the LES. (It was called ``les``, which hid this module
 behind a function of the same name in the :mod:`xtl` namespace; ``les`` and
-calling ``xtl.les(...)`` still work and warn.)
+calling ``xtl.les(...)`` still work and warn.) :func:`les_metrics` compares a
+run with the filtered DNS (spectra, the vorticity PDF and its tails, energy and
+enstrophy, the closure's energy transfer, stability); :func:`run_aposteriori`
+runs many closures from many initial states as dask tasks and
+:func:`aposteriori_summary` gives their means and spreads.
 """
 from __future__ import annotations
 
