@@ -94,6 +94,12 @@ def test_run_writes_every_stage_and_a_report_with_every_figure(tiny_experiment):
             assert list(sweep.layer.values) == [1, 2, 3] and list(sweep.seed.values) == [0, 1]
             assert np.all(np.abs(sweep.cc.values) <= 1)
         assert f"{target}: CC BNN" in first.stdout
+        with xr.open_dataset(out / "results" / f"aposteriori-{target}.nc") as post:
+            assert post.closure.values.tolist() == ["no closure", "smagorinsky",
+                                                    "dynamic-smagorinsky", "BNN", "TLNN"]
+            stable = ", ".join(f"{c} {int(post.stable.sel(closure=c).sum())}/1"
+                               for c in post.closure.values)
+        assert f"    a posteriori, stable runs: {stable}" in first.stdout
         for method in ("probe", "spectral", "gauss-newton", "gradient-norm"):
             assert (out / "results" / f"recommend-{target}-{method}.nc").exists()
             assert f"    {method}: recommended" in first.stdout

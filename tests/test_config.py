@@ -62,6 +62,16 @@ def _with(path, value):
         (("recommend",), {"methods": ["probe"], "default": "spectral"},
          "'recommend.default': must be one of"),
         (("experiment", "min_decades"), -1.0, "'experiment.min_decades': must be >= 0"),
+        (("les", "baseline"), "dynamic-smagorinksy",
+         "'les.baseline': must be one of ['smagorinsky', 'dynamic-smagorinsky'] or a list of "
+         "them (no closure always runs), got 'dynamic-smagorinksy'"),
+        (("les", "baseline"), ["smagorinsky", "smag"], "'les.baseline': must be one of"),
+        (("les", "initial_states"), 0, "'les.initial_states': must be > 0"),
+        (("les", "initial_states"), 2.5, "'les.initial_states': must be an integer"),
+        (("les", "dt"), -4e-3, "'les.dt': must be > 0"),
+        (("les", "save_interval"), 10.0, "'les.save_interval': must not exceed les.t_end = 3.0"),
+        (("les", "enabled"), "yes", "'les.enabled': must be true or false"),
+        (("les", "closures"), ["BNN"], "'les.closures': unknown key"),
     ],
 )
 def test_config_errors_name_the_key(path, value, message):

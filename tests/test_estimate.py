@@ -7,7 +7,7 @@ from xtl.config import DEMO_CONFIG, load_config
 from xtl.estimate import estimate_experiment, format_estimate
 
 RATES = {"dns_step": {"small-base": 1e-3, "small-kf": 1e-3, "small-beta": 2e-3},
-         "les_step": 5e-3, "les_dt": 4e-3, "train_sample_epoch": 0.01,
+         "les_step": 5e-3, "les_physics_step": 5e-4, "les_dt": 4e-3, "train_sample_epoch": 0.01,
          "transfer_sample_epoch": 0.005, "workers": 2}
 
 
@@ -30,6 +30,20 @@ def test_stage_costs_are_the_counts_times_the_measured_rates():
     fit = int(n_tl * 0.8)
     expected = (6 * 2 * fit * 40 * 0.005 + 2 * fit * 40 * 0.01) / 2
     assert rows["sweep-small-kf"].seconds == pytest.approx(expected)
+
+
+def test_aposteriori_counts_every_closure_and_initial_state():
+    rows = _rows(load_config())
+    # the demo: 2 states x (BNN, TLNN, scratch, full target + none and 2 physics closures)
+    # x 3 / 4e-3 steps, on 2 workers
+    expected = 2 * 750 * (4 * 5e-3 + 3 * 5e-4) / 2
+    assert rows["aposteriori-small-kf"].seconds == pytest.approx(expected)
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["les"].update(initial_states=4, dt=8e-3, baseline="smagorinsky")
+    raw["sweep"]["baselines"] = []
+    rows = _rows(load_config(raw))
+    assert rows["aposteriori-small-kf"].seconds == pytest.approx(4 * 375 * (2 * 5e-3 + 2 * 5e-4)
+                                                                 / 2)
 
 
 def test_more_seeds_cost_proportionally_more():

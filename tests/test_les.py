@@ -188,3 +188,154 @@ def test_les_file_on_disk_names_its_closure(tmp_path):
 
     with xr.open_dataset(tmp_path / "les.nc") as ds:
         assert ds.attrs["closure"] == "smagorinsky" and ds.attrs["complete"] == 1
+
+
+# --------------------------------------------------------------------------- a posteriori study
+def _fdns(t_end=1.4, **kw):
+    """Filtered DNS of the tiny case (64² DNS coarse-grained to its 16² LES grid)."""
+    return xtl.simulate(xtl.get_case("tiny", **kw), t_end=t_end, save_interval=0.1, spin_up=1.0,
+                        les=True, seed=0, progress=False)
+
+
+def test_the_fdns_pi_of_a_frozen_field_as_closure_gives_zero_spectrum_error_at_t0():
+    """Started from a filtered DNS field with a closure returning that field's own Π, the
+    LES at t = 0 has the filtered DNS's spectra on every resolved shell, and the Π it
+    records is the filtered DNS's."""
+    from xtl.les import closure_fields
+    from xtl.spectral import spectrum
+
+    case = xtl.get_case("tiny")
+    fdns = _fdns().isel(time=[-1])
+    frozen = fdns.pi.values[0]
+    run = run_les(case, lambda psi, omega: frozen, initial=fdns.omega, t_end=0.0,
+                  save_interval=les_case(case).dt)
+    assert run.sizes["time"] == 1
+    run["pi"] = closure_fields(lambda psi, omega: frozen, run)
+    m = les_metrics(run, fdns)
+    assert m.attrs["stable"] == 1 and m.attrs["kmax"] == 5
+    assert float(m.spectrum_error) < 1e-12
+    resolved = dict(k=slice(1, m.attrs["kmax"]))
+    np.testing.assert_allclose(m.enstrophy_les.sel(resolved), m.enstrophy_fdns.sel(resolved),
+                               rtol=1e-12)
+    np.testing.assert_array_equal(spectrum(run.pi).values, spectrum(fdns.pi).values)
+    # the dealiased LES drops the filtered field's modes beyond the 2/3 cutoff (all of shell 8)
+    assert float(m.energy_les.sel(k=8)) < 1e-20 < 1e-6 < float(m.energy_fdns.sel(k=8))
+
+
+def test_pdf_distance_is_zero_for_one_histogram_and_follows_the_gaussian_closed_form():
+    from xtl.les import pdf_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(200_000)
+    edges = np.linspace(-6, 6, 121)
+    assert pdf_distance(a, a.copy(), edges) == 0.0
+    assert pdf_distance(a, a[::-1], edges) == 0.0  # the same histogram
+    got = [pdf_distance(a, a + d, edges) for d in (0.25, 0.5, 1.0, 2.0)]
+    expected = [math.sqrt(1 - math.exp(-d * d / 8)) for d in (0.25, 0.5, 1.0, 2.0)]
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+    assert np.all(np.diff(got) > 0)
+    # mass beyond the bins counts: samples in the two outer cells are disjoint
+    assert pdf_distance(np.full(10, -9.0), np.full(10, 9.0), edges) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="edges must be increasing"):
+        pdf_distance(a, a, [1.0, 0.0])
+
+
+def test_tail_density_reads_the_pdf_at_sigma_multiples():
+    from xtl.les import tail_density
+
+    values = np.array([-3.0, 3.0, 3.1, 0.0]) * 2.0  # σ = 2: two values near +3σ, one at −3σ
+    got = tail_density(values, 2.0, (-3.0, 3.0, 4.0), half_width=0.25)
+    np.testing.assert_allclose(got, np.array([1, 2, 0]) / 4 / (2 * 0.25 * 2.0))
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        tail_density(values, 0.0)
+
+
+def test_initial_states_spread_over_the_samples():
+    from xtl.les import select_initial_states
+
+    fdns = _fdns()  # 5 snapshots, t = 1.0 .. 1.4
+    states = select_initial_states(fdns, 3)
+    assert states.dims == ("initial_state", "y", "x")
+    np.testing.assert_allclose(states.time, [1.0, 1.2, 1.4])
+    np.testing.assert_array_equal(states.values[1], fdns.omega.sel(time=1.2, method="nearest"))
+    with pytest.raises(ValueError, match="count=6 initial states asked for, but the data hold 5"):
+        select_initial_states(fdns, 6)
+
+
+def test_model_closure_pickles_as_its_weights_and_rebuilds_on_first_call():
+    import pickle
+
+    from xtl.les import ModelClosure
+
+    norm = {"psi": 0.5, "omega": 4.0, "pi": 3.0}
+    closure = ModelClosure(_linear_model(2.0, -1.0, norm, grid=16))
+    copy = pickle.loads(pickle.dumps(closure))
+    assert copy._model is None and copy.n == 16 and copy.backend == "keras"
+    rng = np.random.default_rng(1)
+    psi, omega = rng.standard_normal((2, 16, 16))
+    np.testing.assert_array_equal(copy(psi, omega), closure(psi, omega))
+    # the per-step path (compiled forward) agrees with the batched one
+    np.testing.assert_allclose(closure.fields(psi[None], omega[None])[0], closure(psi, omega),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real two-worker LocalCluster (one thread each) for the module; closed after."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster,
+                                                                 set_as_default=False) as c:
+        yield c
+
+
+def _anti_diffusion(c):
+    """Π = c∇²ω̄: a negative viscosity c (the LES equation's −Π adds c k² ω̂)."""
+    class AntiDiffusion:
+        name, n = "anti-diffusion", 16
+
+        def __call__(self, psi, omega):
+            grid = SpectralGrid(16, dealias=False, fft="numpy")
+            return grid.irfft2(-c * grid.k2 * grid.rfft2(omega))
+
+    return AntiDiffusion()
+
+
+def test_an_unstable_closure_is_recorded_with_its_blowup_time_and_the_others_are_kept(client):
+    from xtl.les import aposteriori_summary, run_aposteriori, select_initial_states
+    from xtl.solver.run import DivergenceError
+
+    case = xtl.get_case("tiny")
+    fdns = _fdns()
+    states = select_initial_states(fdns, 2)
+    anti = _anti_diffusion(0.5)
+    closures = {"no closure": None, "smagorinsky": Smagorinsky(16), "anti-diffusion": anti}
+    ds = run_aposteriori(case, closures, states, fdns, t_end=1.6, save_interval=0.16,
+                         client=client, progress=False)
+    assert ds.stable.dims == ("closure", "initial_state")
+    np.testing.assert_array_equal(ds.stable.values, [[1, 1], [1, 1], [0, 0]])
+    # the blow-up time is where the same run, not kept, raises
+    with pytest.raises(DivergenceError) as err, np.errstate(over="ignore", invalid="ignore"):
+        run_les(case, anti, initial=states.isel(initial_state=0), t_end=1.6, save_interval=0.16)
+    blowup = float(ds.blowup_time.sel(closure="anti-diffusion", initial_state=0))
+    assert blowup == pytest.approx(err.value.time) and 0 < blowup < 1.6
+    assert np.isnan(ds.blowup_time.sel(closure=["no closure", "smagorinsky"])).all()
+    # the stable runs are whole; the unstable one keeps its snapshots before the blow-up
+    ke = ds.kinetic_energy
+    assert int(ke.sel(closure="no closure").notnull().sum("time").min()) == 11
+    kept = int(ke.sel(closure="anti-diffusion", initial_state=0).notnull().sum())
+    assert 1 <= kept <= int(blowup / 0.16) + 1
+    # the closure's energy transfer: Smagorinsky only drains energy, no closure has none
+    assert (ds.transfer_les.sel(closure="smagorinsky") > 0).all()
+    assert (ds.transfer_les.sel(closure="no closure") == 0).all()
+    # (2π/kf)/√(2E) of the filtered DNS, and the run's length in those
+    energy = float((0.5 * fdns.omega * fdns.psi).mean())
+    assert ds.attrs["turnover_time"] == pytest.approx(2 * math.pi / 4 / math.sqrt(2 * energy))
+    assert ds.attrs["turnovers"] == pytest.approx(1.6 / ds.attrs["turnover_time"])
+    summary = aposteriori_summary(ds)
+    np.testing.assert_array_equal(summary.n_stable, [2, 2, 0])
+    assert float(summary.first_blowup.sel(closure="anti-diffusion")) == pytest.approx(
+        float(ds.blowup_time.sel(closure="anti-diffusion").min()))
+    assert float(summary.spectrum_error_std.sel(closure="no closure")) == pytest.approx(
+        float(ds.spectrum_error.sel(closure="no closure").std(ddof=1)))

@@ -57,16 +57,52 @@ def results():
     census = xr.DataArray([[20, 4, 0, 0, 0], [300, 100, 100, 50, 26], [10, 14, 0, 0, 0]],
                           dims=("layer", "filter_type"),
                           coords={"layer": layers, "filter_type": list(FILTER_TYPES[:-1])})
-    closures = ["BNN", "TLNN", "dynamic-smagorinsky", "no closure", "unstable one"]
-    energy = np.stack([_spectrum(1.0 + 0.01 * i, -3.0).values for i in range(len(closures))])
-    post = xr.Dataset(
-        {"energy_fdns": (("closure", "k"), energy), "energy_les": (("closure", "k"), energy),
-         "stable": ("closure", [1, 1, 1, 1, 0])},
-        coords={"closure": closures, "k": K}, attrs={"kmax": 5},
-    )
+    post = aposteriori()
     budget = xr.concat([sweep.assign(fraction=f, best_layer=b) for f, b in ((0.02, 1), (0.1, 2))],
                        dim="budget").assign_coords(budget=[2, 10])
     return explain, sweep, rec, census, post, budget
+
+
+CLOSURES = ["BNN", "TLNN", "dynamic-smagorinsky", "no closure", "unstable one"]
+#: stable runs per closure and initial state: TLNN blew up from its second state
+STABLE = [[1, 1], [1, 0], [1, 1], [1, 1], [0, 0]]
+SIGMA = 2.0
+
+
+def aposteriori():
+    """Synthetic output of xtl.les.run_aposteriori: 5 closures x 2 initial states."""
+    rng = np.random.default_rng(1)
+    shape = (len(CLOSURES), 2)
+    scale = 1.0 + 0.1 * rng.random(shape + (1,))
+    energy = _spectrum(1.0, -3.0).values * scale
+    bins = np.linspace(-6, 6, 25) * SIGMA
+    gauss = np.exp(-0.5 * (bins / SIGMA) ** 2) / (SIGMA * np.sqrt(2 * np.pi))
+    time = np.arange(6) * 0.5
+    stable = np.array(STABLE)
+    blowup = np.where(stable == 1, np.nan, 1.2)
+    series = 1.0 + 0.1 * rng.random(shape + (time.size,))
+    series[stable == 0, 3:] = np.nan  # runs end at their blow-up
+    scalars = {name: (("closure", "initial_state"), rng.random(shape)) for name in (
+        "pdf_distance", "tail_error", "mean_energy_les", "mean_enstrophy_les", "transfer_les",
+        "backscatter_les")}
+    scalars["spectrum_error"] = (("closure", "initial_state"),
+                                 np.array([[0.1, 0.3]] * len(CLOSURES)))
+    return xr.Dataset(
+        {"energy_les": (("closure", "initial_state", "k"), energy),
+         "enstrophy_les": (("closure", "initial_state", "k"), energy * K ** 2),
+         "energy_fdns": ("k", _spectrum(1.0, -3.0).values),
+         "enstrophy_fdns": ("k", _spectrum(1.0, -1.0).values),
+         "pdf_les": (("closure", "initial_state", "omega_bin"), gauss * scale),
+         "pdf_fdns": ("omega_bin", gauss),
+         "kinetic_energy": (("closure", "initial_state", "time"), series),
+         "enstrophy": (("closure", "initial_state", "time"), 10 * series),
+         "stable": (("closure", "initial_state"), stable),
+         "blowup_time": (("closure", "initial_state"), blowup),
+         "mean_energy_fdns": 1.0, "mean_enstrophy_fdns": 10.0, "transfer_fdns": 0.05,
+         "backscatter_fdns": 0.3, **scalars},
+        coords={"closure": CLOSURES, "initial_state": [0, 1], "k": K, "omega_bin": bins,
+                "time": time},
+        attrs={"kmax": 5, "sigma_fdns": SIGMA, "t_end": 80.0, "turnovers": 91.4})
 
 
 def draw_all(folder: Path) -> dict:
@@ -84,6 +120,8 @@ def draw_all(folder: Path) -> dict:
         "activation-spectra": report._fig_activation_spectra(t, rec, folder),
         "recommenders": report._fig_recommenders(t, recs, sweep, folder),
         "aposteriori": report._fig_aposteriori(t, post, folder),
+        "aposteriori-pdf": report._fig_aposteriori_pdf(t, post, folder),
+        "aposteriori-series": report._fig_aposteriori_series(t, post, folder),
         "budget": report._fig_budget(t, budget, folder),
     }
 
@@ -163,7 +201,7 @@ def test_activation_panels_have_axis_labels(figures):
 def test_aposteriori_closures_have_distinct_line_styles(figures):
     ax = figures["aposteriori"].axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines() if ln.get_label() in
-             ("BNN", "TLNN", "dynamic-smagorinsky", "no closure")}
+             ("BNN", "TLNN (1/2 stable)", "dynamic-smagorinsky", "no closure")}
     assert len(lines) == 4
     looks = {(str(ln.get_linestyle()), ln.get_marker()) for ln in lines.values()}
     assert len(looks) == 4  # BNN and TLNN no longer share a style
@@ -188,8 +226,54 @@ def test_census_is_drawn_as_fractions_per_layer(figures):
     assert "fraction" in ax.get_ylabel()
 
 
+def test_aposteriori_spectra_are_means_over_the_stable_runs_with_the_cutoff_marked(figures):
+    post = aposteriori()
+    for ax, kind in zip(figures["aposteriori"].axes[:2], ("energy", "enstrophy")):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        # TLNN: only its first initial state stayed stable; its line is that run's spectrum
+        tl = lines["TLNN (1/2 stable)"]
+        np.testing.assert_allclose(tl.get_ydata(), post[f"{kind}_les"].sel(
+            closure="TLNN", initial_state=0).values[1:])
+        bnn = lines["BNN"]
+        np.testing.assert_allclose(bnn.get_ydata(), post[f"{kind}_les"].sel(
+            closure="BNN").mean("initial_state").values[1:])
+        assert any(label.startswith("unstable one: unstable (first blow-up at t = 1.2")
+                   for label in lines)
+        assert len(lines["unstable one: unstable (first blow-up at t = 1.2)"].get_xdata()) == 0
+        cutoff = [ln for ln in lines.values() if ln.get_xdata() is not None
+                  and len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == ln.get_xdata()[1]]
+        assert [float(ln.get_xdata()[0]) for ln in cutoff] == [5.0]
+
+
+def test_aposteriori_pdfs_are_drawn_on_a_log_scale_in_sigma_units(figures):
+    ax = figures["aposteriori-pdf"].axes[0]
+    assert ax.get_yscale() == "log"
+    post = aposteriori()
+    fdns = next(ln for ln in ax.get_lines() if ln.get_label() == "filtered DNS")
+    np.testing.assert_allclose(fdns.get_xdata(), post.omega_bin / SIGMA)
+    np.testing.assert_allclose(fdns.get_ydata(), post.pdf_fdns * SIGMA)  # the PDF of ω/σ
+
+
+def test_aposteriori_series_mark_every_blowup(figures):
+    for ax in figures["aposteriori-series"].axes[:2]:
+        marks = [ln for ln in ax.get_lines() if ln.get_marker() == "x"]
+        assert len(marks) == 3  # TLNN once, the unstable closure twice
+        assert ax.get_yscale() == "log"
+
+
+def test_aposteriori_table_gives_stability_and_spreads_over_the_stable_runs():
+    table = report._aposteriori_table({"target": aposteriori()})
+    assert table.count("<tr>") == 1 + 1 + len(CLOSURES)  # head, filtered DNS, closures
+    assert "<td>BNN</td><td>2/2</td><td>0.2 ± 0.14</td>" in table  # sample s.d. of 0.1, 0.3
+    assert "<td>TLNN</td><td>1/2 (first blow-up t = 1.2)</td><td>0.1</td>" in table  # one run
+    assert "<td>unstable one</td><td>0/2 (first blow-up t = 1.2)</td>" in table
+    assert "<td>filtered DNS</td><td>—</td><td>—</td>" in table  # no spectrum error of itself
+    assert "target 80 time units = 91 large-eddy turnover times" in table
+
+
 @pytest.mark.parametrize("kind", ["flow-spectra", "cc-per-layer", "pi-spectra", "filter-census",
-                                  "aposteriori", "recommenders", "activation-spectra", "budget"])
+                                  "aposteriori", "aposteriori-pdf", "aposteriori-series",
+                                  "recommenders", "activation-spectra", "budget"])
 def test_legends_sit_off_the_data(figures, kind):
     fig = figures[kind]
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)

@@ -400,6 +400,9 @@ def _run(config, out, scheduler):
         cc = ", ".join(f"L{k}: {m:.3f}±{e:.3f}" for k, (m, e) in s["cc_tlnn"].items())
         print(f"  {target}: CC BNN {s['cc_bnn']:.3f}; CC TLNN per layer {cc}; best set "
               f"{s['best_set']}")
+        if s.get("aposteriori_stable"):
+            runs = ", ".join(f"{c} {k}/{n}" for c, (k, n) in s["aposteriori_stable"].items())
+            print(f"    a posteriori, stable runs: {runs}")
         for method, r in s["recommendations"].items():
             print(f"    {method}: recommended {r['recommended']} (rank {r['rank']}, "
                   f"{'in' if r['hit'] else 'not in'} the best set, Spearman "

@@ -39,8 +39,12 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     [sweep]                       # layers = [...] to sweep only some (the recommended
     enabled = true                # layers are always included); false: only those
 
-    [les]                         # the a posteriori stage
-    enabled = true
+    [les]                         # the a posteriori stage: no closure, the physics
+    enabled = true                # baselines and the networks, each from several
+    t_end = 50.0                  # held-out target states (> 50 large-eddy turnover
+    save_interval = 0.5           # times of the 256² flows forced at kf = 4)
+    initial_states = 2
+    baseline = ["smagorinsky", "dynamic-smagorinsky"]
 """
 from __future__ import annotations
 
@@ -166,8 +170,15 @@ DEMO_CONFIG = {
                  "learning_rate": 2e-3, "validation": 0.2},
     "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch"]},
     "recommend": {"probe": {"epochs": 4}},
-    "les": {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "baseline": "dynamic-smagorinsky"},
+    "les": {"enabled": True, "t_end": 3.0, "save_interval": 0.25, "initial_states": 2,
+            "baseline": ["smagorinsky", "dynamic-smagorinsky"]},
 }
+
+#: Physics closures the a posteriori stage may run (``les.baseline``) besides no closure.
+LES_BASELINES = ("smagorinsky", "dynamic-smagorinsky")
+#: Defaults of the ``[les]`` keys that are not given.
+LES_DEFAULTS = {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "initial_states": 1,
+                "dt": None, "baseline": list(LES_BASELINES)}
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
              "budget", "recommend"}
@@ -177,7 +188,7 @@ _BASE_TRAINING_KEYS = _TRAINING_KEYS | {"learning_curve"}
 _SWEEP_KEYS = {"enabled", "layers", "seeds", "baselines", "alpha"}
 _BUDGET_KEYS = {"enabled", "target", "fractions"}
 _RECOMMEND_KEYS = {"methods", "default"}
-_LES_KEYS = {"enabled", "t_end", "save_interval", "baseline"}
+_LES_KEYS = {"enabled", "t_end", "save_interval", "baseline", "initial_states", "dt"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
 
@@ -327,6 +338,26 @@ def _method_options(method, table) -> dict:
     return dict(table)
 
 
+def _les_section(raw) -> dict:
+    section = _section(raw, "les", _LES_KEYS)
+    if "enabled" in section:
+        _boolean(section["enabled"], "les.enabled")
+    if "initial_states" in section:
+        _positive(section["initial_states"], "les.initial_states", integer=True)
+    if "dt" in section:
+        _positive(section["dt"], "les.dt")
+    baseline = section.get("baseline", list(LES_BASELINES))
+    names = [baseline] if isinstance(baseline, str) else baseline
+    if not isinstance(names, list) or any(b not in LES_BASELINES for b in names):
+        _fail("les.baseline", f"must be one of {list(LES_BASELINES)} or a list of them "
+                              f"(no closure always runs), got {baseline!r}")
+    t_end, save = section.get("t_end", LES_DEFAULTS["t_end"]), section.get(
+        "save_interval", LES_DEFAULTS["save_interval"])
+    if save > t_end:
+        _fail("les.save_interval", f"must not exceed les.t_end = {t_end}, got {save}")
+    return section
+
+
 def _section(raw, name, allowed):
     section = dict(raw.get(name, {}))
     _check_keys(section, allowed, name)
@@ -396,7 +427,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
         training=_training_section(raw),
         transfer=_section(raw, "transfer", _TRANSFER_KEYS),
         sweep=_sweep_section(raw),
-        les=_section(raw, "les", _LES_KEYS),
+        les=_les_section(raw),
         min_decades=float(min_decades),
         budget=_budget_section(raw, [f.name for f in flows]),
         recommend=_recommend_section(raw),

@@ -41,14 +41,16 @@ class StageEstimate:
     seconds: float
 
 
-def _dns_step_seconds(case, n_les) -> float:
-    """Seconds per solver step at ``case`` (with on-the-fly coarse-graining to ``n_les``)."""
+def _dns_step_seconds(case, n_les, closure=None) -> float:
+    """Seconds per solver step at ``case`` (with on-the-fly coarse-graining to ``n_les``,
+    or with a ``closure``)."""
     from .solver import simulate
 
     def run(steps):
         start = time.perf_counter()
         simulate(case, t_end=steps * case.dt, save_interval=steps * case.dt,
-                 les=None if n_les is None else dict(n_les=n_les), progress=False)
+                 les=None if n_les is None else dict(n_les=n_les), closure=closure,
+                 progress=False)
         return time.perf_counter() - start
 
     few, more = 4, 24
@@ -93,13 +95,13 @@ def measure_rates(config: ExperimentConfig) -> dict:
     Returns
     -------
     dict
-        ``dns_step[flow]`` (seconds per step), ``les_step`` (seconds per LES step at
-        the base's LES grid, network closure included), ``train_sample_epoch``
+        ``dns_step[flow]`` (seconds per step), ``les_step`` and ``les_physics_step``
+        (seconds per LES step at the base's LES grid with a network closure and with
+        dynamic Smagorinsky, the dearer physics closure), ``train_sample_epoch``
         and ``transfer_sample_epoch`` (seconds per sample and epoch), ``workers``.
     """
-    from .les import les_case
+    from .les import DynamicSmagorinsky, ModelClosure, les_case
     from .solver.ensemble import default_n_workers
-    from .training import predict
 
     flows = [config.base, *config.targets]
     dns = {}
@@ -111,16 +113,11 @@ def measure_rates(config: ExperimentConfig) -> dict:
     base_case = config.base.make_case()
     rates, model = _epoch_seconds_per_sample(config.network, base_case.n_les)
     lcase = les_case(base_case)
-    one = _random_les(lcase.n, 1)
-    predict(model, one)
-    start = time.perf_counter()
-    for _ in range(5):
-        predict(model, one)
-    inference = (time.perf_counter() - start) / 5
     return {
         "dns_step": {f.name: dns[(f.make_case().n, f.make_case().dt, f.make_case().n_les)]
                      for f in flows},
-        "les_step": _dns_step_seconds(lcase, None) + inference,
+        "les_step": _dns_step_seconds(lcase, None, ModelClosure(model, n=lcase.n)),
+        "les_physics_step": _dns_step_seconds(lcase, None, DynamicSmagorinsky(lcase.n)),
         "les_dt": lcase.dt,
         "train_sample_epoch": rates["full"],
         "transfer_sample_epoch": rates["transfer"],
@@ -186,10 +183,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
         rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
                                   work / workers))
         if config.les.get("enabled", True):
-            steps = 4 * int(round(float(config.les.get("t_end", 5.0)) / rates["les_dt"]))
-            rows.append(StageEstimate(f"aposteriori-{target.name}",
-                                      f"{steps:,} LES steps (4 closures)",
-                                      steps * rates["les_step"]))
+            rows.append(_aposteriori_estimate(config, target, rates))
     if config.budget:  # the main sweep's fraction is already counted
         target = config.budget["target"]
         for fraction in config.budget["fractions"]:
@@ -202,6 +196,23 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
                 f"{cap} epochs", n_layers * seeds * fit * cap * rates["transfer_sample_epoch"]
                 / workers))
     return rows
+
+
+def _aposteriori_estimate(config, target, rates) -> StageEstimate:
+    """Every closure from every initial state: the network runs dominate."""
+    from .config import LES_DEFAULTS
+
+    les = {**LES_DEFAULTS, **config.les}
+    states = int(les["initial_states"])
+    steps = int(round(float(les["t_end"]) / float(les["dt"] or rates["les_dt"])))
+    networks = 2 + len(config.sweep.get("baselines", []))  # BNN, TLNN and the baselines
+    baseline = les["baseline"]
+    physics = 1 + len([baseline] if isinstance(baseline, str) else baseline)
+    work = states * steps * (networks * rates["les_step"] + physics * rates["les_physics_step"])
+    workers = min(rates["workers"], states * (networks + physics))
+    return StageEstimate(f"aposteriori-{target.name}",
+                         f"{states} states x ({networks} networks + {physics} physics closures) "
+                         f"x {steps:,} LES steps, {workers} workers", work / workers)
 
 
 def _duration(seconds: float) -> str:

@@ -16,12 +16,16 @@ grid. xtl provides
 * :class:`DynamicSmagorinsky` – the same with C_s² from the Germano identity
   (test filter of width 2Δ, Lilly's least squares over the domain, clipped at 0);
 * :class:`ModelClosure` – a trained network of any backend (its normalization
-  applied, batched inference);
+  applied, the backend's compiled forward once per step);
 * :class:`SumClosure` (``closure_a + closure_b``) – closures compose by addition.
 
 :func:`run_les` runs the LES. (It was called ``les``, which hid this module
 behind a function of the same name in the :mod:`xtl` namespace; ``les`` and
-calling ``xtl.les(...)`` still work and warn.)
+calling ``xtl.les(...)`` still work and warn.) :func:`les_metrics` compares a
+run with the filtered DNS (spectra, the vorticity PDF and its tails, energy and
+enstrophy, the closure's energy transfer, stability); :func:`run_aposteriori`
+runs many closures from many initial states as dask tasks and
+:func:`aposteriori_summary` gives their means and spreads.
 """
 from __future__ import annotations
 
@@ -35,12 +39,21 @@ import xarray as xr
 
 from .cases import Case
 from .fourier import SpectralGrid, transfer_function
-from .solver.run import simulate
+from .solver.run import DivergenceError, simulate
 
 __all__ = [
     "run_les",
     "les_case",
     "les_metrics",
+    "pdf_distance",
+    "tail_density",
+    "closure_fields",
+    "select_initial_states",
+    "aposteriori_run",
+    "run_aposteriori",
+    "aposteriori_summary",
+    "large_eddy_turnover_time",
+    "TAIL_SIGMAS",
     "Closure",
     "NoClosure",
     "Smagorinsky",
@@ -154,6 +167,9 @@ class Smagorinsky(Closure):
         self.cs = float(cs)
         self.delta = 2 * math.pi / self.n
 
+    def __reduce__(self):  # rebuilt from its arguments (its FFT plans do not pickle)
+        return type(self), (self.n, self.cs)
+
     def __call__(self, psi, omega):
         psi, omega = np.asarray(psi, float), np.asarray(omega, float)
         self._check(psi, omega)
@@ -187,6 +203,9 @@ class DynamicSmagorinsky(Closure):
         self.test_filter = transfer_function("gaussian", self.grid.kx, self.grid.ky, 2 * self.delta)
         self.cs2 = float("nan")
 
+    def __reduce__(self):  # rebuilt from its arguments (its FFT plans do not pickle)
+        return type(self), (self.n,)
+
     def __call__(self, psi, omega):
         psi, omega = np.asarray(psi, float), np.asarray(omega, float)
         self._check(psi, omega)
@@ -205,12 +224,18 @@ class DynamicSmagorinsky(Closure):
 class ModelClosure(Closure):
     """A trained network as a closure: Π = model(ψ̄, ω̄) in physical units.
 
+    Each call runs the backend's :meth:`compiled_forward` on the one field (for
+    Keras a ``tf.function`` traced once per model: an eager call per LES step
+    costs several times the convolutions on a small grid). A ModelClosure
+    pickles as its model's Dataset and rebuilds the network on its first call,
+    so a dask worker can pin the backend's threads before that.
+
     Parameters
     ----------
     model : xtl.backends.base.Model
-        A network of any backend; its ``predict(psi, omega)`` applies the stored
-        normalization (inputs divided by the training standard deviations of
-        ψ̄ and ω̄, output multiplied by that of Π).
+        A network of any backend; the stored normalization is applied (inputs
+        divided by the training standard deviations of ψ̄ and ω̄, output
+        multiplied by that of Π).
     n : int, optional
         The LES grid; default the grid the model was trained on (its
         provenance), which :func:`run_les` then checks.
@@ -222,29 +247,64 @@ class ModelClosure(Closure):
         for attr in ("predict", "normalization"):
             if not hasattr(model, attr):
                 raise TypeError(f"model must be an xtl Model (with .{attr}), got {type(model).__name__}")
-        needed = {"psi", "omega", "pi"}
-        have = set(getattr(model, "normalization", {}) or {})
-        if not needed <= have:
+        have = set(model.normalization or {})
+        if not {"psi", "omega", "pi"} <= have:
             raise ValueError(
                 f"model was trained on variables {sorted(have)}; a closure needs a model of "
                 f"(psi, omega) -> pi"
             )
-        self.model = model
-        trained = _trained_grid(model)
+        self.normalization = {k: float(v) for k, v in model.normalization.items()}
+        prov = getattr(model, "provenance", {}) or {}
+        trained = _trained_grid(prov)
         if n is not None and trained is not None and int(n) != trained:
             raise ValueError(f"model was trained on a {trained}² grid, not n={n}")
         self.n = int(n) if n is not None else trained
-        prov = getattr(model, "provenance", {}) or {}
-        self.name = f"{prov.get('kind', 'network')} network ({prov.get('training_case', 'unknown case')})"
+        self.name = (f"{prov.get('kind', 'network')} network "
+                     f"({prov.get('training_case', 'unknown case')})")
+        self._model, self._dataset, self._forward = model, None, None
+
+    @property
+    def model(self):
+        """The network (rebuilt from its Dataset on first use after unpickling)."""
+        if self._model is None:
+            from .backends import model_from_dataset
+
+            self._model = model_from_dataset(self._dataset)
+        return self._model
+
+    @property
+    def backend(self) -> str:
+        """Name of the model's backend (to pin its threads on a worker)."""
+        return self._model.backend if self._model is not None else self._dataset.attrs["backend"]
+
+    def __getstate__(self):
+        from .backends import model_to_dataset
+
+        state = dict(self.__dict__)
+        state["_dataset"] = self._dataset if self._model is None else model_to_dataset(self._model)
+        state["_model"] = state["_forward"] = None
+        return state
 
     def __call__(self, psi, omega):
+        from .backends import get_backend
+        from .backends.base import OUTPUT, stack_inputs
+
         psi, omega = np.asarray(psi), np.asarray(omega)
         self._check(psi, omega)
-        return np.asarray(self.model.predict(psi[None], omega[None])[0], dtype=float)
+        if self._forward is None:
+            model = self.model
+            compiled = getattr(get_backend(model.backend), "compiled_forward", None)
+            self._forward = compiled(model) if compiled is not None else (  # not a BackendBase
+                lambda x: get_backend(model.backend).predict_normalized(model, x))
+        out = self._forward(stack_inputs(psi[None], omega[None], self.normalization))[0]
+        return (out * np.float32(self.normalization[OUTPUT])).astype(float)
+
+    def fields(self, psi, omega) -> np.ndarray:
+        """Π of many snapshots ``(..., y, x)`` at once (batched inference)."""
+        return np.asarray(self.model.predict(psi, omega), dtype=float)
 
 
-def _trained_grid(model):
-    prov = getattr(model, "provenance", {}) or {}
+def _trained_grid(prov):
     for key in ("grid", "n", "n_les", "grid_size"):
         value = prov.get(key)
         if isinstance(value, (int, np.integer)):
@@ -299,7 +359,8 @@ def _initial_field(initial, n):
 
 
 def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: float,
-            n: int | None = None, dt: float | None = None, **simulate_kwargs) -> xr.Dataset:
+            n: int | None = None, dt: float | None = None, keep_blowup: bool = False,
+            **simulate_kwargs) -> xr.Dataset:
     """Run an LES of ``case`` on its LES grid with ``closure``.
 
     Parameters
@@ -315,6 +376,15 @@ def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interv
         seeded random field.
     t_end, save_interval : float
         As in :func:`xtl.simulate`.
+    n : int, optional
+        LES grid size (default ``case.n_les``).
+    dt : float, optional
+        LES time step (default: the DNS's CFL number, see :func:`les_case`).
+    keep_blowup : bool, default False
+        When the run blows up, return its snapshots before the blow-up (with
+        ``attrs["complete"] = 0`` and ``attrs["blowup_time"]``) instead of
+        raising :class:`~xtl.solver.run.DivergenceError`. Only for runs kept
+        in memory (no ``path``; a file keeps them anyway).
     **simulate_kwargs
         Passed to :func:`xtl.simulate` (``path``, ``spin_up``, ``seed``,
         ``progress``, ``cfl_limit``, ...).
@@ -343,8 +413,13 @@ def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interv
     if initial is not None:
         initial = _initial_field(initial, lcase.n)
     name = getattr(closure, "name", "none" if closure is None else type(closure).__name__)
-    return simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
-                    closure=closure, attrs={"closure": name}, **simulate_kwargs)
+    try:
+        return simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
+                        closure=closure, attrs={"closure": name}, **simulate_kwargs)
+    except DivergenceError as err:
+        if not keep_blowup or err.snapshots is None:
+            raise
+        return err.snapshots
 
 
 def les(*args, **kwargs) -> xr.Dataset:
@@ -366,12 +441,96 @@ sys.modules[__name__].__class__ = _CallableModule
 
 
 # --------------------------------------------------------------------------- metrics
+#: Multiples of the filtered DNS's vorticity standard deviation σ at which
+#: :func:`les_metrics` compares the PDFs' tails.
+TAIL_SIGMAS = (-5.0, -4.0, -3.0, 3.0, 4.0, 5.0)
+
+
+def _cell_fractions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Fractions of the finite ``values`` below, in each bin of, and above ``edges``."""
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    inside, _ = np.histogram(values, bins=edges)
+    counts = np.concatenate([[np.count_nonzero(values < edges[0])], inside,
+                             [np.count_nonzero(values > edges[-1])]])
+    return counts / max(values.size, 1)
+
+
+def _check_edges(edges) -> np.ndarray:
+    edges = np.asarray(edges, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be increasing bin edges (at least 2), got {edges!r}")
+    return edges
+
+
+def pdf_distance(a, b, edges) -> float:
+    r"""Hellinger distance between the distributions of two samples on common bins.
+
+    .. math:: H^2 = \tfrac12 \sum_i \left(\sqrt{p_i} - \sqrt{q_i}\right)^2,
+
+    with :math:`p_i, q_i` the fractions of ``a`` and ``b`` in cell ``i``: the bins
+    of ``edges`` and the two cells outside them (so mass beyond the bins counts).
+    ``0 <= H <= 1``; ``H = 0`` exactly for samples with one histogram, 1 for
+    samples in disjoint cells. For two Gaussians of one σ whose means differ by
+    δ, ``H² → 1 − exp(−δ²/(8σ²))`` as the bins get fine and the samples large.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Samples (any shape; NaNs are left out).
+    edges : array_like
+        Increasing bin edges.
+
+    Returns
+    -------
+    float
+    """
+    edges = _check_edges(edges)
+    p, q = _cell_fractions(a, edges), _cell_fractions(b, edges)
+    return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+
+
+def tail_density(values, sigma: float, multiples=TAIL_SIGMAS, *,
+                 half_width: float = 0.25) -> np.ndarray:
+    """The PDF of ``values`` at ``m·sigma`` for each ``m`` of ``multiples``.
+
+    Estimated as the fraction of values within ``(m ± half_width)·sigma``
+    divided by the window's width ``2·half_width·sigma``.
+
+    Parameters
+    ----------
+    values : array_like
+        Samples (NaNs are left out).
+    sigma : float
+        The scale (> 0), e.g. the filtered DNS's standard deviation of ω̄.
+    multiples : sequence of float
+        Where to evaluate, in units of ``sigma``.
+    half_width : float
+        Half the window, in units of ``sigma`` (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        One density per multiple.
+    """
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if not half_width > 0:
+        raise ValueError(f"half_width must be > 0, got {half_width!r}")
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)] / sigma
+    out = [np.count_nonzero(np.abs(values - m) < half_width) for m in multiples]
+    return np.asarray(out, dtype=float) / max(values.size, 1) / (2 * half_width * sigma)
+
+
 def _pdf(omega: xr.DataArray, edges: np.ndarray) -> xr.DataArray:
     values = omega.values.ravel()
-    density, _ = np.histogram(values[np.isfinite(values)], bins=edges, density=True)
+    density, _ = np.histogram(values[np.isfinite(values)], bins=edges)
+    density = density / max(np.count_nonzero(np.isfinite(values)), 1) / np.diff(edges)
     centers = 0.5 * (edges[1:] + edges[:-1])
     return xr.DataArray(density, dims="omega_bin", coords={"omega_bin": centers},
-                        attrs={"long_name": "PDF of vorticity", "units": "1"})
+                        attrs={"long_name": "PDF of vorticity (values beyond the bins count "
+                                            "in the normalization)", "units": "1"})
 
 
 def _resolved_kmax(les_ds: xr.Dataset) -> int:
@@ -380,27 +539,63 @@ def _resolved_kmax(les_ds: xr.Dataset) -> int:
     return (n - 1) // 3 if int(les_ds.attrs.get("case_dealias", 1)) else n // 2 - 1
 
 
+def _transfer(ds: xr.Dataset) -> tuple:
+    """Mean energy transfer ⟨ψ̄Π⟩ and the backscatter share Σ(ψ̄Π)⁻ / Σ|ψ̄Π|."""
+    transfer = (ds.psi * ds.pi).values
+    transfer = transfer[np.isfinite(transfer)]
+    total = float(np.sum(np.abs(transfer)))
+    back = float(-np.sum(transfer[transfer < 0]))
+    return float(np.mean(transfer)), back / total if total > 0 else float("nan")
+
+
+def _scalar(value, long_name, units="1"):
+    return xr.DataArray(float(value), attrs={"long_name": long_name, "units": units})
+
+
 def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> xr.Dataset:
-    """Compare an LES with the filtered DNS.
+    """Compare an LES with the filtered DNS: spectra, PDF and its tails, energy, transfer.
 
     Parameters
     ----------
     les_ds : Dataset
-        Output of :func:`run_les` (``omega``, ``psi`` on ``(time, y, x)``).
+        Output of :func:`run_les` (``omega``, ``psi`` on ``(time, y, x)``); with
+        ``pi`` (the closure's Π on each snapshot, :func:`closure_fields`) the
+        energy transfer is compared too.
     fdns_ds : Dataset
-        The filtered DNS on the same grid (e.g. from :func:`xtl.coarse_grain`).
+        The filtered DNS on the same grid (e.g. from :func:`xtl.coarse_grain`),
+        any leading dims (``member``, ``time``).
     bins : int
-        Bins of the vorticity PDFs (common edges spanning both data sets).
+        Bins of the vorticity PDFs. The edges depend on the filtered DNS only
+        (``±max(max|ω̄|, 5.5σ)``, σ its standard deviation), so that runs compared
+        with one filtered DNS share them.
 
     Returns
     -------
     xarray.Dataset
-        ``energy_les``/``energy_fdns`` spectra (time means over ``k``),
-        ``enstrophy_les``/``enstrophy_fdns``, ``spectrum_error`` (RMSE of the log10
-        energy spectra over the shells the LES resolves, 1 ≤ k ≤ ``attrs["kmax"]``:
-        the 2/3-rule cutoff of a dealiased LES), ``pdf_les``/``pdf_fdns`` over ``omega_bin``,
-        ``kinetic_energy`` over the LES ``time``, and attrs ``stable`` (1/0) and
-        ``blowup_time`` (NaN if stable).
+        * ``energy_les``/``energy_fdns``, ``enstrophy_les``/``enstrophy_fdns``:
+          time-mean spectra over ``k``;
+        * ``spectrum_error``: RMSE of the log10 energy spectra over the shells the
+          LES resolves, 1 ≤ k ≤ ``attrs["kmax"]`` (the 2/3-rule cutoff of a
+          dealiased LES);
+        * ``pdf_les``/``pdf_fdns`` over ``omega_bin``; ``pdf_distance``, their
+          Hellinger distance (:func:`pdf_distance`); ``tail_les``/``tail_fdns``,
+          the PDFs at ``tail`` = :data:`TAIL_SIGMAS` multiples of σ
+          (:func:`tail_density`), and ``tail_error``, the mean
+          |log10(tail_les/tail_fdns)| where both are positive;
+        * ``kinetic_energy`` and ``enstrophy`` over the LES ``time``, and their
+          time means ``mean_energy_les``/``mean_enstrophy_les`` with the filtered
+          DNS's ``mean_energy_fdns``/``mean_enstrophy_fdns``;
+        * with ``pi`` in both: ``transfer_les``/``transfer_fdns``, the mean energy
+          transfer ⟨ψ̄Π⟩ to the subgrid scales (the LES equation's −Π removes it
+          from the resolved energy), and ``backscatter_les``/``backscatter_fdns``,
+          the share Σ(ψ̄Π < 0)|ψ̄Π| / Σ|ψ̄Π| that goes the other way;
+        * attrs ``stable`` (1/0), ``blowup_time`` (NaN if stable), ``kmax``,
+          ``sigma_fdns`` and ``closure``.
+
+    Raises
+    ------
+    ValueError
+        If a variable is missing or the grids differ.
     """
     from .metrics import log_spectrum_rmse
     from .spectral import spectrum
@@ -420,7 +615,7 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     if not finite.all():
         blowup = float(les_ds.time.values[np.argmin(finite)])
     elif not stable:
-        blowup = float(les_ds.time.values[-1])
+        blowup = float(les_ds.attrs.get("blowup_time", les_ds.time.values[-1]))
     good = les_ds.isel(time=np.flatnonzero(finite)) if not finite.all() else les_ds
     mean_dims = [d for d in fdns_ds.omega.dims if d not in ("y", "x")]
     out = xr.Dataset()
@@ -431,12 +626,321 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     out["spectrum_error"] = log_spectrum_rmse(out.energy_les, out.energy_fdns, kmax=kmax).assign_attrs(
         long_name=f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
         units="1")
-    span = float(max(np.nanmax(np.abs(good.omega.values)), np.nanmax(np.abs(fdns_ds.omega.values))))
+    fdns_omega = np.asarray(fdns_ds.omega.values, dtype=float)
+    sigma = float(np.nanstd(fdns_omega))
+    span = max(float(np.nanmax(np.abs(fdns_omega))), 5.5 * sigma)
     edges = np.linspace(-span, span, bins + 1)
     out["pdf_les"] = _pdf(good.omega, edges)
     out["pdf_fdns"] = _pdf(fdns_ds.omega, edges)
+    out["pdf_distance"] = _scalar(pdf_distance(good.omega.values, fdns_omega, edges),
+                                  "Hellinger distance of the vorticity PDFs")
+    tails = {label: tail_density(values, sigma) for label, values in
+             (("les", good.omega.values), ("fdns", fdns_omega))}
+    for label, density in tails.items():
+        out[f"tail_{label}"] = xr.DataArray(
+            density, dims="tail", coords={"tail": list(TAIL_SIGMAS)},
+            attrs={"long_name": "PDF of vorticity at tail sigmas of the filtered DNS",
+                   "units": "1"})
+    both = (tails["les"] > 0) & (tails["fdns"] > 0)
+    out["tail_error"] = _scalar(np.mean(np.abs(np.log10(tails["les"][both] / tails["fdns"][both])))
+                                if both.any() else np.nan,
+                                "mean |log10| ratio of the PDFs at 3-5 sigma")
+    out["tail"].attrs.update(long_name="multiple of the filtered DNS's sigma of vorticity",
+                             units="1")
     out["kinetic_energy"] = (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
         long_name="kinetic energy of the LES", units="1")
-    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax,
+    out["enstrophy"] = (0.5 * (good.omega ** 2).mean(("y", "x"))).assign_attrs(
+        long_name="enstrophy of the LES", units="1")
+    for label, ds in (("les", good), ("fdns", fdns_ds)):
+        out[f"mean_energy_{label}"] = _scalar((0.5 * ds.omega * ds.psi).mean(),
+                                              f"mean kinetic energy ({label})")
+        out[f"mean_enstrophy_{label}"] = _scalar((0.5 * ds.omega ** 2).mean(),
+                                                 f"mean enstrophy ({label})")
+    if "pi" in les_ds and "pi" in fdns_ds:
+        for label, ds in (("les", good), ("fdns", fdns_ds)):
+            transfer, back = _transfer(ds)
+            out[f"transfer_{label}"] = _scalar(
+                transfer, f"mean energy transfer <psi Pi> to the subgrid scales ({label})")
+            out[f"backscatter_{label}"] = _scalar(
+                back, f"share of |psi Pi| that is backscatter (psi Pi < 0) ({label})")
+    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax, sigma_fdns=sigma,
                      closure=les_ds.attrs.get("closure", "unknown"))
+    return out
+
+
+def closure_fields(closure, les_ds: xr.Dataset) -> xr.DataArray:
+    """The closure's Π on every snapshot of an LES run.
+
+    Parameters
+    ----------
+    closure : callable or None
+        ``closure(psi, omega) -> Pi`` (a :class:`ModelClosure` runs batched);
+        None for no closure (Π = 0).
+    les_ds : Dataset
+        ``psi`` and ``omega`` on ``(time, y, x)``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``pi`` like ``les_ds.omega``.
+    """
+    psi = les_ds.psi.transpose(..., "y", "x").values.astype(float)
+    omega = les_ds.omega.transpose(..., "y", "x").values.astype(float)
+    if closure is None:
+        pi = np.zeros_like(omega)
+    elif isinstance(closure, ModelClosure):
+        pi = closure.fields(psi, omega)
+    else:
+        flat = [np.asarray(closure(p, w), dtype=float) for p, w in
+                zip(psi.reshape((-1,) + psi.shape[-2:]), omega.reshape((-1,) + omega.shape[-2:]))]
+        pi = np.stack(flat).reshape(omega.shape) if flat else np.zeros_like(omega)
+    return xr.DataArray(pi, dims=les_ds.omega.transpose(..., "y", "x").dims,
+                        coords=les_ds.omega.coords, name="pi",
+                        attrs={"long_name": "SGS term of the closure", "units": "1"})
+
+
+# --------------------------------------------------------------------------- a posteriori study
+def select_initial_states(ds: xr.Dataset, count: int) -> xr.DataArray:
+    """``count`` filtered vorticity fields spread evenly over the samples of LES data.
+
+    Parameters
+    ----------
+    ds : Dataset
+        LES data with ``omega`` on ``(member, time, y, x)`` or ``(time, y, x)``
+        (e.g. a flow's held-out test times).
+    count : int
+        How many (>= 1, at most the number of samples).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``omega`` on ``(initial_state, y, x)`` with the samples' ``time`` (and
+        ``member``) along ``initial_state``.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be an int >= 1, got {count!r}")
+    lead = [d for d in ("member", "time") if d in ds.omega.dims]
+    sizes = [ds.sizes[d] for d in lead]
+    total = int(np.prod(sizes))
+    if count > total:
+        raise ValueError(f"count={count} initial states asked for, but the data hold {total} "
+                         f"samples ({dict(zip(lead, sizes))})")
+    flat = np.round(np.linspace(0, total - 1, count)).astype(int)
+    picks = np.unravel_index(flat, sizes)
+    omega = ds.omega.transpose(*lead, "y", "x")
+    values = np.stack([omega[tuple(int(i[j]) for i in picks)].values for j in range(count)])
+    coords = {"initial_state": np.arange(count), "y": ds.y, "x": ds.x}
+    coords.update({d: ("initial_state", ds[d].values[i]) for d, i in zip(lead, picks)})
+    return xr.DataArray(values, dims=("initial_state", "y", "x"), coords=coords, name="omega",
+                        attrs=ds.omega.attrs)
+
+
+def _backends_of(closure) -> set:
+    parts = getattr(closure, "closures", (closure,))
+    return {c.backend for c in parts if isinstance(c, ModelClosure)}
+
+
+def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: float,
+                    save_interval: float, dt: float | None = None) -> xr.Dataset:
+    """One a posteriori run and its :func:`les_metrics` (a blow-up is a result).
+
+    Runs on a dask worker in :func:`run_aposteriori` (it then pins a network
+    closure's backend to the worker's threads first).
+
+    Parameters
+    ----------
+    case : Case
+        The DNS case of the flow.
+    closure : callable or None
+    initial : array or DataArray
+        Filtered vorticity on the LES grid.
+    fdns : Dataset
+        The filtered DNS to compare with (with ``pi`` for the energy transfer).
+    t_end, save_interval : float
+        Of the run.
+    dt : float, optional
+        LES time step (default: the DNS's CFL number, :func:`les_case`).
+
+    Returns
+    -------
+    xarray.Dataset
+        :func:`les_metrics` with ``stable``, ``blowup_time`` and ``wall_seconds``
+        as variables.
+    """
+    import time
+
+    from .sweep import _worker_threads
+
+    threads = _worker_threads()
+    if threads is not None:
+        from .backends import get_backend
+
+        for name in _backends_of(closure):
+            get_backend(name).set_threads(threads)
+    start = time.perf_counter()
+    with np.errstate(over="ignore", invalid="ignore"):  # a blow-up overflows on its way
+        run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save_interval,
+                      dt=dt, keep_blowup=True, progress=False)
+    seconds = time.perf_counter() - start
+    run["pi"] = closure_fields(closure, run)
+    metrics = les_metrics(run, fdns)
+    for key in ("stable", "blowup_time"):
+        metrics[key] = xr.DataArray(metrics.attrs.pop(key))
+    metrics["stable"].attrs.update(long_name="1: the run did not blow up", units="1")
+    metrics["blowup_time"].attrs.update(long_name="time of the blow-up (NaN: stable)",
+                                        units="1")
+    metrics["wall_seconds"] = _scalar(seconds, "wall time of the LES run", "s")
+    return metrics
+
+
+def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr.Dataset, *,
+                    t_end: float, save_interval: float, dt: float | None = None,
+                    client=None, progress=None) -> xr.Dataset:
+    """LES with every closure from every initial state, against the filtered DNS.
+
+    One task per (closure, initial state), on ``client`` when given (network
+    closures first: they take longest), else one after the other here. A run
+    that blows up is recorded as unstable with its blow-up time; the other runs
+    are kept.
+
+    Parameters
+    ----------
+    case : Case
+        The DNS case of the flow (the LES runs on its ``n_les`` grid).
+    closures : dict
+        ``{label: closure}``; a closure is a callable, a :class:`Closure` or
+        None (no closure). Closures are pickled to the workers.
+    initials : xarray.DataArray
+        ``omega`` on ``(initial_state, y, x)`` (:func:`select_initial_states`).
+    fdns : Dataset
+        The filtered DNS (``psi``, ``omega``, ``pi``; any leading dims).
+    t_end, save_interval : float
+        Of each run.
+    dt : float, optional
+        LES time step (default: the DNS's CFL number, :func:`les_case`).
+    client : distributed.Client, optional
+    progress : bool, optional
+
+    Returns
+    -------
+    xarray.Dataset
+        :func:`les_metrics` over ``(closure, initial_state)`` (the filtered DNS's
+        variables without these dims; runs that blew up padded with NaN in
+        ``time``), ``stable``, ``blowup_time`` and ``wall_seconds`` per run;
+        attrs ``turnover_time`` of the filtered DNS
+        (:func:`large_eddy_turnover_time`) and ``turnovers``, how many of them a
+        run lasts.
+    """
+    from ._progress import progress_bar
+
+    if not closures:
+        raise ValueError("closures must name at least one closure, {label: closure}")
+    if "initial_state" not in initials.dims:
+        raise ValueError(f"initials must have an 'initial_state' dim (select_initial_states), "
+                         f"got dims {initials.dims}")
+    labels = list(closures)
+    order = sorted(range(len(labels)), key=lambda i: not _backends_of(closures[labels[i]]))
+    tasks = [(labels[i], j) for i in order for j in range(initials.sizes["initial_state"])]
+    kwargs = dict(t_end=t_end, save_interval=save_interval, dt=dt)
+    fdns = fdns[[v for v in ("psi", "omega", "pi") if v in fdns]].load()
+    fields = {j: initials.isel(initial_state=j).transpose("y", "x").values
+              for j in range(initials.sizes["initial_state"])}
+    results = {}
+    bar = progress_bar(progress, total=len(tasks), desc="a posteriori", unit="run")
+    try:
+        if client is None:
+            for label, j in tasks:
+                results[label, j] = aposteriori_run(case, closures[label], fields[j], fdns,
+                                                    **kwargs)
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            fdns_f = client.scatter(fdns, broadcast=True)
+            futures = {client.submit(aposteriori_run, case, closures[label], fields[j], fdns_f,
+                                     pure=False, priority=-i, **kwargs): (label, j)
+                       for i, (label, j) in enumerate(tasks)}
+            for fut in as_completed(futures, loop=client.loop):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    finally:
+        bar.close()
+    out = _combine_runs(results, labels, initials, kwargs)
+    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
+    out.attrs.update(turnover_time=turnover, turnovers=t_end / turnover)
+    return out
+
+
+def large_eddy_turnover_time(case: Case, energy: float) -> float:
+    """``(2π/kf) / u_rms``, with ``u_rms = √⟨u² + v²⟩ = √(2E)``: the forcing scale's turnover.
+
+    Parameters
+    ----------
+    case : Case
+        Its forcing wavenumber ``kf`` sets the large-eddy scale.
+    energy : float
+        Mean kinetic energy E = ½⟨u² + v²⟩ of the flow (> 0).
+
+    Returns
+    -------
+    float
+    """
+    if not (np.isfinite(energy) and energy > 0):
+        raise ValueError(f"energy must be a finite number > 0, got {energy!r}")
+    return 2 * math.pi / case.kf / math.sqrt(2 * energy)
+
+
+def _combine_runs(results: dict, labels: list, initials: xr.DataArray, kwargs: dict):
+    first = results[labels[0], 0]
+    fdns_vars = [v for v in first.data_vars if v.endswith("_fdns")]
+    rows = [[results[label, j].drop_vars(fdns_vars) for j in range(initials.sizes["initial_state"])]
+            for label in labels]
+    out = xr.combine_nested(rows, concat_dim=["closure", "initial_state"], join="outer",
+                            combine_attrs="drop_conflicts")
+    out = out.assign_coords(closure=labels, initial_state=initials.initial_state.values)
+    out = out.transpose("closure", "initial_state", ...)
+    extra = {c: initials[c] for c in initials.coords if c not in ("initial_state", "y", "x")
+             and initials[c].dims == ("initial_state",)}
+    out = out.assign_coords({f"initial_{c}": ("initial_state", v.values) for c, v in extra.items()})
+    for v in fdns_vars:
+        out[v] = first[v]
+    out.attrs.pop("closure", None)
+    out.attrs.update({k: (np.nan if v is None else v) for k, v in kwargs.items()})
+    return out
+
+
+def aposteriori_summary(ds: xr.Dataset) -> xr.Dataset:
+    """Means and spreads over initial states of :func:`run_aposteriori`'s metrics.
+
+    Statistics of a closure are taken over its stable runs, or over all its
+    runs (up to their blow-ups) when none was stable.
+
+    Parameters
+    ----------
+    ds : Dataset
+        :func:`run_aposteriori`'s output.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``closure``: ``n_runs``, ``n_stable``, ``first_blowup`` (earliest
+        blow-up time, NaN if none), and for every metric ``<name>_mean`` and
+        ``<name>_std`` (the sample standard deviation over the initial states
+        used; NaN for one) — scalars, spectra, PDFs and tails alike.
+    """
+    if "initial_state" not in ds.dims or "stable" not in ds:
+        raise ValueError("ds must be run_aposteriori's output (dims closure, initial_state)")
+    stable = ds.stable.astype(bool)
+    use = stable | ~stable.any("initial_state")
+    out = xr.Dataset(coords={"closure": ds.closure})
+    out["n_runs"] = ds.stable.count("initial_state")
+    out["n_stable"] = stable.sum("initial_state")
+    out["first_blowup"] = ds.blowup_time.min("initial_state")
+    skip = {"stable", "blowup_time", "kinetic_energy", "enstrophy"}
+    for name, da in ds.data_vars.items():
+        if name in skip or "initial_state" not in da.dims:
+            continue
+        picked = da.where(use)
+        out[f"{name}_mean"] = picked.mean("initial_state")
+        out[f"{name}_std"] = picked.std("initial_state", ddof=1)
     return out

@@ -22,8 +22,10 @@ experiment resumes where it stopped):
 6. ``explain-<target>``: spectra of flows and Π, the most-changed kernels, and
    whether the best layer changed where the flows differ —
    :func:`xtl.explain.spectral_change_correlation`;
-7. ``aposteriori-<target>``: LES with BNN, best TLNN and a physics baseline
-   against the filtered DNS — :func:`xtl.run_les`;
+7. ``aposteriori-<target>``: LES with no closure, the physics baselines, the BNN,
+   the best TLNN and the sweep's baselines from several held-out target states,
+   against the filtered DNS — :func:`xtl.les.run_aposteriori`, one dask task per
+   closure and initial state;
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
 9. ``report``: ``report.html`` with PNG figures beside it.
@@ -558,41 +560,52 @@ class Experiment:
         write_dataset(out.compute(), self.out / "results" / f"explain-{target.name}.nc",
                       overwrite=True)
 
-    def _aposteriori(self, target):
-        from .io import write_dataset
-        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_metrics, run_les
+    def aposteriori_closures(self, target) -> dict:
+        """``{label: closure}`` of the a posteriori stage of ``target``.
 
-        cfg = self.config.les
-        case = target.make_case()
+        No closure; the physics baselines of ``les.baseline``; the BNN; the best
+        layer's TLNN; and the sweep's baselines it trained (``scratch``,
+        ``full_target``) — the networks of the first seed.
+        """
+        from .backends import load_model
+        from .config import LES_DEFAULTS
+        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky
+
+        cfg = self.config
+        n_les = target.make_case().n_les
+        baseline = cfg.les.get("baseline", LES_DEFAULTS["baseline"])
+        physics = {"smagorinsky": lambda: Smagorinsky(n_les),
+                   "dynamic-smagorinsky": lambda: DynamicSmagorinsky(n_les)}
+        closures = {"no closure": None}
+        for name in [baseline] if isinstance(baseline, str) else baseline:
+            closures[name] = physics[name]()
+        closures["BNN"] = ModelClosure(self.load_model("base"))
+        closures["TLNN"] = ModelClosure(self.tl_model(target, self.best_layer(target)))
+        folder = self.out / "models" / f"tl-{target.name}"
+        for kind in cfg.sweep.get("baselines", []):
+            closures[kind] = ModelClosure(load_model(folder / f"{kind}_seed{cfg.seeds[0]}.keras"))
+        return closures
+
+    def _aposteriori(self, target):
+        """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
+        from .config import LES_DEFAULTS
+        from .io import write_dataset
+        from .les import run_aposteriori, select_initial_states
+
+        cfg = {**LES_DEFAULTS, **self.config.les}
         _, test = self._target_sets(target)
-        first = test.isel(member=0) if "member" in test.dims else test
-        initial = first.omega.isel(time=0).load()
-        fdns = first.load()
-        t_end = float(cfg.get("t_end", 5.0))
-        save = float(cfg.get("save_interval", 0.5))
-        baseline = cfg.get("baseline", "dynamic-smagorinsky")
-        closures = {
-            "BNN": ModelClosure(self.load_model("base")),
-            "TLNN": ModelClosure(self.tl_model(target, self.best_layer(target))),
-            baseline: (DynamicSmagorinsky(case.n_les) if baseline == "dynamic-smagorinsky"
-                       else Smagorinsky(case.n_les)),
-            "no closure": None,
-        }
-        results = []
-        for label, closure in closures.items():
-            try:
-                run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save,
-                              progress=self.progress)
-                m = les_metrics(run, fdns)
-            except Exception as err:  # a diverging LES is a result, not a failure
-                _log(f"a posteriori {label} on {target.name}: {err}")
-                m = xr.Dataset(attrs={"stable": 0, "blowup_time": getattr(err, "time", np.nan)})
-            m = m.expand_dims(closure=[label])
-            for key in ("stable", "blowup_time"):
-                m[key] = ("closure", [m.attrs.pop(key)])
-            m.attrs.pop("closure", None)
-            results.append(m)
-        ds = xr.concat(results, "closure", join="outer", combine_attrs="drop_conflicts")
+        initials = select_initial_states(test, int(cfg["initial_states"])).load()
+        fdns = self.les_data(target)  # the whole flow: its climatology, tails included
+        ds = run_aposteriori(target.make_case(), self.aposteriori_closures(target), initials,
+                             fdns, t_end=float(cfg["t_end"]),
+                             save_interval=float(cfg["save_interval"]), dt=cfg["dt"],
+                             client=self._ensemble_client(), progress=self.progress)
+        ds.attrs.update(target=target.name, best_layer=self.best_layer(target),
+                        seed=self.config.seeds[0])
+        for label in ds.closure.values:
+            stable = int(ds.stable.sel(closure=label).sum())
+            _log(f"a posteriori {label} on {target.name}: {stable}/{ds.sizes['initial_state']} "
+                 f"runs stable")
         write_dataset(ds, self.out / "results" / f"aposteriori-{target.name}.nc", overwrite=True)
 
     def _report(self):
@@ -601,7 +614,8 @@ class Experiment:
         write_report(self)
 
     def summary(self) -> dict:
-        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations."""
+        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations,
+        and the a posteriori runs that stayed stable per closure (stable, runs)."""
         from .recommend import compare_recommendation
 
         cfg = self.config
@@ -629,6 +643,12 @@ class Experiment:
                     sweep.baseline_cc_sem.values)} if "baseline" in sweep.dims else {},
                 "recommendations": {},
             }
+            post = self.out / "results" / f"aposteriori-{t}.nc"
+            if post.exists():
+                stable = load_dataset(post).stable
+                entry["aposteriori_stable"] = {
+                    str(c): (int(stable.sel(closure=c).sum()), int(stable.sizes["initial_state"]))
+                    for c in stable.closure.values}
             if sweep.sizes["layer"] >= 2:
                 for method in cfg.recommend["methods"]:
                     cmp = compare_recommendation(self.recommendation(t, method), sweep)

@@ -31,6 +31,8 @@ REPORT_FIGURES = (
     "activation-spectra",
     "recommenders",
     "aposteriori",
+    "aposteriori-pdf",
+    "aposteriori-series",
 )
 #: Figure kinds of optional stages: ``budget`` with a ``[budget]`` section.
 OPTIONAL_FIGURES = ("budget",)
@@ -236,41 +238,122 @@ def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     return _save(fig, folder / f"activation-spectra-{target}.png")
 
 
+def _closure_label(summary: xr.Dataset, closure) -> str:
+    """The closure's legend label, with how many of its runs stayed stable when not all."""
+    n_stable = int(summary.n_stable.sel(closure=closure))
+    n_runs = int(summary.n_runs.sel(closure=closure))
+    return str(closure) if n_stable == n_runs else f"{closure} ({n_stable}/{n_runs} stable)"
+
+
+def _unstable_entry(ax, summary, closure, color) -> bool:
+    """A legend entry for a closure none of whose runs stayed stable; whether it was one."""
+    if int(summary.n_stable.sel(closure=closure)) > 0:
+        return False
+    ax.plot([], [], "x", color=color, label=f"{closure}: unstable (first blow-up at t = "
+                                            f"{float(summary.first_blowup.sel(closure=closure)):.3g})")
+    return True
+
+
 def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
-    """Energy spectra of the LES with each closure against the filtered DNS."""
+    """Energy and enstrophy spectra of the LES with each closure against the filtered DNS.
+
+    Lines are means over the initial states whose runs stayed stable, bands ± one
+    standard deviation; the LES cutoff is dotted.
+    """
+    from .les import aposteriori_summary
     from .plotting import legend_outside
 
-    fig = _figure((7, 4))
-    ax = fig.add_subplot()
-    if "energy_fdns" in post:
-        fdns = post.energy_fdns.isel(closure=0)
+    summary = aposteriori_summary(post)
+    kmax = int(post.attrs.get("kmax", post.k.max()))
+    fig = _figure((10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, kind, ylabel in zip(axes, ("energy", "enstrophy"), ("E(k)", "Z(k)")):
+        fdns = post[f"{kind}_fdns"]
         fdns = fdns.where(fdns.k >= 1, drop=True)
         ax.loglog(fdns.k, fdns, "k-", lw=2, label="filtered DNS")
-    for i, closure in enumerate(post.closure.values):
-        stable = bool(post.stable.sel(closure=closure))
-        if "energy_les" in post and stable:
-            e = post.energy_les.sel(closure=closure)
-            e = e.where(e.k >= 1, drop=True)
+        for i, closure in enumerate(post.closure.values):
+            if _unstable_entry(ax, summary, closure, f"C{i}"):
+                continue
+            mean = summary[f"{kind}_les_mean"].sel(closure=closure)
+            std = summary[f"{kind}_les_std"].sel(closure=closure)
+            k = mean.k.values >= 1
             style, marker = _LINE_STYLES[i % len(_LINE_STYLES)]
-            ax.loglog(e.k, e, linestyle=style, marker=marker, markevery=0.15, ms=4,
-                      color=f"C{i}", label=str(closure))
-        elif not stable:
-            ax.plot([], [], "x", label=f"{closure}: unstable")
-    kmax = int(post.attrs.get("kmax", post.k.max()))
-    if "energy_fdns" in post:
+            ax.loglog(mean.k[k], mean[k], linestyle=style, marker=marker, markevery=0.15, ms=4,
+                      color=f"C{i}", label=_closure_label(summary, closure))
+            ax.fill_between(mean.k[k], (mean - std)[k], (mean + std)[k], color=f"C{i}",
+                            alpha=0.15, lw=0)
         ax.set_ylim(bottom=float(fdns.sel(k=slice(1, kmax)).min()) / 10)
-    ax.axvline(kmax, color="gray", ls=":", lw=1)
-    ax.set_xlabel("k (dotted: the LES cutoff)")
-    ax.set_ylabel("E(k)")
-    ax.set_title(f"a posteriori LES on {target}")
-    legend_outside(ax)
+        ax.axvline(kmax, color="gray", ls=":", lw=1)
+        ax.set_xlabel("k (dotted: the LES cutoff)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{kind} spectra")
+    fig.suptitle(f"a posteriori LES on {target}: mean ± s.d. over initial states")
+    legend_outside(axes[1])
     return _save(fig, folder / f"aposteriori-{target}.png")
 
 
-#: (line style, marker) of the closures in the a posteriori figure: no two alike, none solid
+def _fig_aposteriori_pdf(target: str, post: xr.Dataset, folder: Path) -> str:
+    """PDFs of ω̄/σ (σ: the filtered DNS's) on a log scale; the 3–5σ tails shaded."""
+    from .les import aposteriori_summary
+    from .plotting import legend_outside
+
+    summary = aposteriori_summary(post)
+    sigma = float(post.attrs["sigma_fdns"])
+    x = post.omega_bin.values / sigma
+    fig = _figure((7, 4))
+    ax = fig.add_subplot()
+    fdns = post.pdf_fdns.values * sigma
+    ax.semilogy(x, np.where(fdns > 0, fdns, np.nan), "k-", lw=2, label="filtered DNS")
+    for i, closure in enumerate(post.closure.values):
+        if _unstable_entry(ax, summary, closure, f"C{i}"):
+            continue
+        pdf = summary.pdf_les_mean.sel(closure=closure).values * sigma
+        style, marker = _LINE_STYLES[i % len(_LINE_STYLES)]
+        ax.semilogy(x, np.where(pdf > 0, pdf, np.nan), linestyle=style, marker=marker,
+                    markevery=0.1, ms=3, color=f"C{i}", label=_closure_label(summary, closure))
+    for side in (-1, 1):
+        ax.axvspan(3 * side, 5 * side, color="0.9", zorder=0)
+    positive = fdns[fdns > 0]
+    if positive.size:
+        ax.set_ylim(bottom=float(positive.min()) / 10)
+    ax.set_xlabel("ω̄ / σ of the filtered DNS (shaded: 3–5 σ)")
+    ax.set_ylabel("PDF")
+    ax.set_title(f"vorticity PDFs on {target} (mean over initial states)")
+    legend_outside(ax)
+    return _save(fig, folder / f"aposteriori-pdf-{target}.png")
+
+
+def _fig_aposteriori_series(target: str, post: xr.Dataset, folder: Path) -> str:
+    """Kinetic energy and enstrophy over time, every run; blow-ups marked, FDNS means dashed."""
+    from .plotting import legend_outside
+
+    fig = _figure((10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, var, ref, ylabel in zip(axes, ("kinetic_energy", "enstrophy"),
+                                    ("mean_energy_fdns", "mean_enstrophy_fdns"),
+                                    ("kinetic energy", "enstrophy")):
+        for i, closure in enumerate(post.closure.values):
+            style, _ = _LINE_STYLES[i % len(_LINE_STYLES)]
+            for j, state in enumerate(post.initial_state.values):
+                run = post[var].sel(closure=closure, initial_state=state).dropna("time")
+                ax.semilogy(run.time, run, linestyle=style, color=f"C{i}", lw=1,
+                            label=str(closure) if j == 0 else None)
+                blowup = float(post.blowup_time.sel(closure=closure, initial_state=state))
+                if np.isfinite(blowup) and run.size:
+                    ax.plot([float(run.time[-1])], [float(run[-1])], "x", color=f"C{i}", ms=8)
+        ax.axhline(float(post[ref]), color="k", ls="--", lw=1.5, label="filtered DNS (mean)")
+        ax.set_xlabel("time (x: blow-up)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel)
+    fig.suptitle(f"a posteriori LES on {target}: every closure from every initial state")
+    legend_outside(axes[1])
+    return _save(fig, folder / f"aposteriori-series-{target}.png")
+
+
+#: (line style, marker) of the closures in the a posteriori figures: no two alike, none solid
 #: (the filtered DNS is the solid black line).
 _LINE_STYLES = (("--", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D"),
-                ((0, (1, 3)), "v"), ((0, (8, 2)), "x"))
+                ((0, (1, 3)), "v"), ((0, (8, 2)), "x"), ((0, (3, 1, 1, 1, 1, 1)), "P"))
 
 
 def _activation_pair(rec: xr.Dataset):
@@ -305,8 +388,14 @@ _SENTENCES = {
                     "re-training achieved (line, ± standard error).",
     "budget": "Mean CC ± standard error per re-trained layer at each re-training set size; the "
               "square marks the best layer at that size.",
-    "aposteriori": "Energy spectra of LES run with each closure from the same filtered DNS state, "
-                   "against the filtered DNS.",
+    "aposteriori": "Energy and enstrophy spectra of LES run with each closure from several "
+                   "held-out filtered DNS states (mean ± standard deviation over the runs that "
+                   "stayed stable), against the filtered DNS's; dotted: the LES cutoff.",
+    "aposteriori-pdf": "PDF of the LES vorticity in units of the filtered DNS's standard "
+                       "deviation, on a log scale, against the filtered DNS's; the tails "
+                       "between 3 and 5 σ are shaded.",
+    "aposteriori-series": "Kinetic energy and enstrophy of every LES run over time (x: where "
+                          "a run blew up), with the filtered DNS's means (dashed).",
 }
 
 
@@ -360,10 +449,16 @@ def write_report(experiment) -> Path:
             figures.append((_fig_activation_spectra(t, recs[t]["spectral"], folder),
                             _SENTENCES["activation-spectra"]))
         if t in posts:
-            figures.append((_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]))
+            figures += [(_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]),
+                        (_fig_aposteriori_pdf(t, posts[t], folder),
+                         _SENTENCES["aposteriori-pdf"]),
+                        (_fig_aposteriori_series(t, posts[t], folder),
+                         _SENTENCES["aposteriori-series"])]
         sections.append((f"Target: {t}", figures))
     tables = [_summary_table(experiment.summary()),
               _recommender_table(experiment, sweeps)]
+    if posts:
+        tables.append(_aposteriori_table(posts))
     if cfg.budget:
         t = cfg.budget["target"]
         budget = _open(res / f"budget-{t}.nc")
@@ -402,6 +497,65 @@ def _summary_table(summary) -> str:
             "t-test across seeds (α = 0.05).</p><table><tr><th>target</th><th>flows differ "
             "(largest |log10 S_t/S_b|, decades)</th><th>CC BNN</th><th>CC TLNN per layer</th>"
             "<th>baselines</th><th>best set</th></tr>" + "".join(rows) + "</table>")
+
+
+#: Columns of the a posteriori table: (metric of :func:`xtl.les.les_metrics`, heading).
+_APOSTERIORI_COLUMNS = (
+    ("spectrum_error", "energy spectrum error (decades)"),
+    ("pdf_distance", "PDF Hellinger distance"),
+    ("tail_error", "PDF error at 3–5σ (decades)"),
+    ("mean_energy_les", "mean kinetic energy"),
+    ("mean_enstrophy_les", "mean enstrophy"),
+    ("transfer_les", "energy transfer ⟨ψ̄Π⟩"),
+    ("backscatter_les", "backscatter share"),
+)
+
+
+def _aposteriori_table(posts: dict) -> str:
+    """Every a posteriori metric per target and closure: mean ± s.d. over the stable runs."""
+    from .les import aposteriori_summary
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in _APOSTERIORI_COLUMNS)
+    rows, lengths = [], []
+    for target, post in posts.items():
+        if "turnovers" in post.attrs:
+            lengths.append(f"{html.escape(target)} {float(post.attrs['t_end']):g} time units = "
+                           f"{float(post.attrs['turnovers']):.0f} large-eddy turnover times")
+        summary = aposteriori_summary(post)
+        fdns = {m: float(post[m.replace("_les", "_fdns")]) if m.endswith("_les") and
+                m.replace("_les", "_fdns") in post else None for m, _ in _APOSTERIORI_COLUMNS}
+        cells = "".join(f"<td>{'—' if v is None else f'{v:.3g}'}</td>" for v in fdns.values())
+        rows.append(f"<tr><td>{html.escape(target)}</td><td>filtered DNS</td><td>—</td>"
+                    f"{cells}</tr>")
+        for closure in post.closure.values:
+            one = summary.sel(closure=closure)
+            n_stable, n_runs = int(one.n_stable), int(one.n_runs)
+            stable = f"{n_stable}/{n_runs}"
+            if n_stable < n_runs:
+                stable += f" (first blow-up t = {float(one.first_blowup):.3g})"
+            cells = "".join(
+                f"<td>{_mean_sd(one, m)}</td>" for m, _ in _APOSTERIORI_COLUMNS)
+            rows.append(f"<tr><td>{html.escape(target)}</td><td>{html.escape(str(closure))}"
+                        f"</td><td>{stable}</td>{cells}</tr>")
+    length = f" Each run lasts: {'; '.join(lengths)}." if lengths else ""
+    return ("<h2>A posteriori LES</h2><p>Each closure run from several held-out filtered "
+            f"DNS states.{length} The table gives how many runs stayed stable, and every "
+            "metric as mean ± standard "
+            "deviation over the stable runs (over all runs, up to their blow-ups, for a "
+            "closure none of whose runs was stable). The filtered DNS row gives the reference "
+            "values. Energy transfer: the mean of ψ̄Π, the energy the closure takes from the "
+            "resolved scales; backscatter share: the part of |ψ̄Π| where it gives energy "
+            "back.</p><table><tr><th>target</th><th>closure</th><th>stable runs</th>"
+            + head + "</tr>" + "".join(rows) + "</table>")
+
+
+def _mean_sd(summary: xr.Dataset, metric: str) -> str:
+    if f"{metric}_mean" not in summary:
+        return "—"
+    mean, sd = float(summary[f"{metric}_mean"]), float(summary[f"{metric}_std"])
+    if not np.isfinite(mean):
+        return "—"
+    return f"{mean:.3g}" if not np.isfinite(sd) else f"{mean:.3g} ± {sd:.2g}"
 
 
 def _recommender_rows(experiment, target, sweep, n=None) -> list:

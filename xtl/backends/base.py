@@ -416,6 +416,23 @@ class BackendBase:
     def set_threads(self, n: int) -> None:
         """Use at most ``n`` CPU threads; a backend without thread pools ignores it."""
 
+    def compiled_forward(self, model: Model):
+        """A callable ``f(x)`` = :meth:`predict_normalized` for many small calls.
+
+        Backends override it with a faster path (a compiled graph, say); this
+        default calls :meth:`predict_normalized`.
+
+        Parameters
+        ----------
+        model : Model
+
+        Returns
+        -------
+        callable
+            Normalized inputs ``(sample, y, x, 2)`` to the output ``(sample, y, x)``.
+        """
+        return lambda x: self.predict_normalized(model, x)
+
     def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
         """Π in physical units from physical ψ̄ and ω̄.
 

@@ -372,6 +372,16 @@ class KerasBackend(BackendBase):
         out = [fn(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(out, axis=0)[..., 0] if out else np.zeros(x.shape[:3], np.float32)
 
+    def compiled_forward(self, model: Model):
+        """:meth:`predict_normalized` as a ``tf.function``, for many small calls.
+
+        An a posteriori LES calls the network once per time step on one field,
+        where the eager call costs several times the convolutions. The function
+        is traced once per model (any batch and grid size, float32), cached with
+        it, and returns float32 numpy outputs ``(sample, y, x)``.
+        """
+        return _compiled_forward(model)
+
     def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
             batch_size: int = 32) -> np.ndarray:
         """Change of the network output along a direction of one layer's weights.
@@ -561,13 +571,37 @@ def _check_input(x) -> np.ndarray:
     return x
 
 
-def _forward_fn(model: Model, kind: str, layers):
-    """A cached function returning numpy outputs of the given conv layers (eager)."""
-    if model.cache.get("native") is not model.native:  # built for another native model
+def _model_cache(model: Model) -> dict:
+    """``model.cache``, emptied first when it was filled for another native model."""
+    if model.cache.get("native") is not model.native:
         model.cache.clear()
         model.cache["native"] = model.native
+    return model.cache
+
+
+def _compiled_forward(model: Model):
+    """The cached graph-compiled forward pass: one trace for any batch and grid size."""
+    cache = _model_cache(model)
+    fn = cache.get("compiled")
+    if fn is None:
+        tf = _tf()
+        native = model.native
+        graph = tf.function(lambda x: tf.cast(native(x, training=False), tf.float32),
+                            input_signature=[tf.TensorSpec([None, None, None, len(INPUTS)],
+                                                           tf.float32)])
+
+        def fn(x):
+            return graph(tf.constant(_check_input(x))).numpy()[..., 0]
+
+        cache["compiled"] = fn
+    return fn
+
+
+def _forward_fn(model: Model, kind: str, layers):
+    """A cached function returning numpy outputs of the given conv layers (eager)."""
+    cache = _model_cache(model)
     key = (kind, layers)
-    fn = model.cache.get(key)
+    fn = cache.get(key)
     if fn is None:
         keras, tf = _keras(), _tf()
         convs = KerasBackend().conv_layers(model)
@@ -582,7 +616,7 @@ def _forward_fn(model: Model, kind: str, layers):
             out = out if isinstance(out, (list, tuple)) else [out]
             return [np.asarray(tf.cast(o, tf.float32)) for o in out]
 
-        model.cache[key] = fn
+        cache[key] = fn
     return fn
 
 

@@ -37,10 +37,14 @@ class DivergenceError(RuntimeError):
     ----------
     time, step, cfl : float, int, float
         Where it happened and the CFL number measured there.
+    snapshots : xarray.Dataset or None
+        A run kept in memory (no ``path``): its snapshots before the blow-up,
+        with ``attrs["complete"] = 0`` and ``attrs["blowup_time"]``.
     """
 
     def __init__(self, time, step, cfl, dt, limit, written=None):
         self.time, self.step, self.cfl = time, step, cfl
+        self.snapshots = None
         where = f"; snapshots before it were kept in {written}" if written else ""
         super().__init__(
             f"the run diverged at t={time:.6g} (step {step}): CFL number = {cfl:.3g} "
@@ -407,7 +411,8 @@ def simulate(
     ------
     DivergenceError
         If the run blows up; the snapshots written before stay in ``path``
-        (with the global attribute ``complete = 0``).
+        (with the global attribute ``complete = 0``), or, without ``path``,
+        in the error's ``snapshots``.
     """
     if not isinstance(case, Case):
         raise TypeError(f"case must be an xtl.Case, got {type(case).__name__}")
@@ -516,9 +521,12 @@ def simulate(
             if measure and not stepper.last_cfl <= cfl_limit:
                 _diverged(state.step - 1, schedule, stepper, cfl_limit, streams)
             bar.update(1)
-    except BaseException:
+    except BaseException as err:
         for s in streams:
             s.close()
+        if isinstance(err, DivergenceError) and stream is None and memory:
+            err.snapshots = _to_dataset(out_x, memory, attrs, names, entry, member)
+            err.snapshots.attrs.update(complete=0, blowup_time=err.time)
         raise
     finally:
         bar.close()
