@@ -46,7 +46,7 @@ def test_tiny_preset_is_resolved():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["small-base", "small-re", "small-re500", "small-kf",
+@pytest.mark.parametrize("name", ["small-base", "small-re", "small-re250", "small-kf",
                                   "small-beta"])
 def test_small_presets_are_resolved(name):
     ratio, _ = _resolution(name, spin_up=20.0, t_end=30.0)
