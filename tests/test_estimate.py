@@ -34,9 +34,9 @@ def test_stage_costs_are_the_counts_times_the_measured_rates():
 
 def test_aposteriori_counts_every_closure_and_initial_state():
     rows = _rows(load_config())
-    # the demo: 2 states x (BNN, TLNN, scratch, full target + none and 2 physics closures)
+    # the demo: 2 states x (BNN, TLNN, scratch + none and 2 physics closures)
     # x 3 / 4e-3 steps, on 2 workers
-    expected = 2 * 750 * (4 * 5e-3 + 3 * 5e-4) / 2
+    expected = 2 * 750 * (3 * 5e-3 + 3 * 5e-4) / 2
     assert rows["aposteriori-small-kf"].seconds == pytest.approx(expected)
     raw = copy.deepcopy(DEMO_CONFIG)
     raw["les"].update(initial_states=4, dt=8e-3, baseline="smagorinsky")

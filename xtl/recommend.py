@@ -397,7 +397,7 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int 
         formula += " * R"
     out["score"] = score.assign_attrs(long_name="spectral score " + formula.split("= ")[1],
                                       units="1")
-    out = xr.merge([out, flows.drop_vars([], errors="ignore")], combine_attrs="override")
+    out = xr.merge([out, flows], combine_attrs="override")
     out.attrs = {"formula": formula + " (see xtl.recommend.spectral_recommender)",
                  "prior": prior or "none", "threshold": float(threshold), "kmax": int(kmax)}
     return out
