@@ -87,7 +87,7 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
         ax.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="o-", color=color,
                     capsize=3, mfc="white", label=f"TLNN on {target}")
         best = sweep.best_set.values.astype(bool)
-        ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color)
+        ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color, zorder=3)
         ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1)
         for b, style in (("scratch", ":"), ("full_target", "-.")):
             if "baseline" in sweep.dims and b in sweep.baseline.values:
@@ -95,7 +95,7 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
                            lw=1)
         for layer in recommended_layers(recs[target]):
             ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
-                    markeredgecolor="k")
+                    markeredgecolor="k", zorder=4)
     handles = [Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
                (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
     handles.append(Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
