@@ -11,7 +11,8 @@ can train the baselines of Guan et al. (JCP 2022) and Subel et al. (PNAS Nexus
 * ``"scratch"``: the base architecture trained from a fresh initialisation on
   the same small target subset (same stopping rule);
 * ``"full_target"``: trained from a fresh initialisation on every target
-  sample given (the upper bound).
+  sample given (an upper bound when the target pool is not much smaller than the
+  base set).
 
 The BNN itself is scored as ``base_<metric>``.
 
