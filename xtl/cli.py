@@ -204,9 +204,9 @@ def _existing(path, what):
 
 
 def _open(path, what="data"):
-    import xarray as xr
+    from .io import open_dataset
 
-    return xr.open_dataset(_existing(path, what))
+    return open_dataset(_existing(path, what))
 
 
 def _load_model(path):

@@ -45,6 +45,8 @@ __all__ = [
     "open_dataset",
     "load_dataset",
     "netcdf_lock",
+    "NetCDFLock",
+    "NETCDF_IO_LOCK",
     "check_output_path",
     "chunk_shape",
     "write_dataset",
@@ -77,29 +79,68 @@ CF_ATTRS = {
 # The netCDF-C and HDF5 libraries are not thread-safe, and netCDF4-python releases the GIL
 # during I/O: two threads of one process in netCDF4 at once (ensembles opened from several
 # threads while dask threads read other files, say) can crash the process. xarray holds
-# this lock around its own netCDF4 calls; xtl holds it around its direct ones (not
-# re-entrant: never call xarray I/O while holding it).
+# NETCDF_LOCK around its reads, but reads a file's metadata (attributes, filters, chunking)
+# while opening it without holding any lock, so an open can race another thread's read.
 try:
     from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK as NETCDF_LOCK
 except ImportError:  # pragma: no cover - a future xarray without it
     NETCDF_LOCK = threading.Lock()
 
-# xarray reads a netCDF4 file's metadata (attributes, filters, chunking) when it opens it
-# without holding NETCDF_LOCK, so two threads opening files at once can crash (a known
-# xarray/netCDF4 race). xtl opens files under this lock (open_dataset) and holds it around
-# its direct netCDF4 calls too (netcdf_lock), so xtl's threads never race each other.
-OPEN_LOCK = threading.RLock()
+
+class NetCDFLock:
+    """The lock around every netCDF4 call xtl makes: re-entrant, one per process, picklable.
+
+    xtl opens files while holding it, hands it to xarray (``lock=``) so that the
+    files' data are read under it, and holds it around its direct netCDF4 calls; no
+    two of those run at once in a process. The outermost hold also takes xarray's
+    own :data:`NETCDF_LOCK`, so they don't run beside xarray's reads of files opened
+    elsewhere either. Re-entrant, so an open inside a hold takes it again; pickled
+    to a dask worker it is that process's lock.
+    """
+
+    _rlock = threading.RLock()
+    _held = threading.local()
+
+    def acquire(self, blocking=True, timeout=-1) -> bool:
+        if not self._rlock.acquire(blocking, timeout):
+            return False
+        depth = getattr(self._held, "depth", 0)
+        if depth == 0 and not NETCDF_LOCK.acquire(blocking=blocking):
+            self._rlock.release()
+            return False
+        self._held.depth = depth + 1
+        return True
+
+    def release(self) -> None:
+        self._held.depth -= 1
+        if self._held.depth == 0:
+            NETCDF_LOCK.release()
+        self._rlock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+#: The process's :class:`NetCDFLock`.
+NETCDF_IO_LOCK = NetCDFLock()
 
 
 @contextlib.contextmanager
 def netcdf_lock():
-    """Hold the locks for a direct netCDF4 call (never call xarray I/O inside)."""
-    with OPEN_LOCK, NETCDF_LOCK:
+    """Hold :data:`NETCDF_IO_LOCK` for direct netCDF4 calls."""
+    with NETCDF_IO_LOCK:
         yield
 
 
 def open_dataset(path, **kwargs) -> xr.Dataset:
-    """``xarray.open_dataset(path, **kwargs)``, opened under :data:`OPEN_LOCK`.
+    """``xarray.open_dataset(path, **kwargs)`` opened and read under :data:`NETCDF_IO_LOCK`.
 
     Parameters
     ----------
@@ -111,8 +152,10 @@ def open_dataset(path, **kwargs) -> xr.Dataset:
     -------
     xarray.Dataset
     """
-    with OPEN_LOCK:
+    kwargs.setdefault("lock", NETCDF_IO_LOCK)
+    with NETCDF_IO_LOCK:
         return xr.open_dataset(path, **kwargs)
+
 
 def load_dataset(path, **kwargs) -> xr.Dataset:
     """A netCDF file read into memory and closed (through :func:`open_dataset`).

@@ -17,7 +17,7 @@ import threading
 from importlib import metadata
 from pathlib import Path
 
-from ..io import check_output_path, write_dataset
+from ..io import check_output_path, load_dataset, write_dataset
 from .base import (
     INPUTS,
     OUTPUT,
@@ -221,14 +221,11 @@ def load_model(path, *, backend: str | None = None) -> Model:
     -------
     Model
     """
-    import xarray as xr
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path {path} does not exist")
     if path.suffix == ".nc":
-        with xr.open_dataset(path) as ds:
-            return model_from_dataset(ds.load(), backend=backend)
+        return model_from_dataset(load_dataset(path), backend=backend)
     if backend is None:
         names = available_backends()
         for name in sorted(names, key=lambda n: n != DEFAULT_BACKEND):  # default first
