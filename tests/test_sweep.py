@@ -158,7 +158,7 @@ def test_sweep_on_dask_client_matches_serial(trained_model, sets):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         on_cluster = layer_sweep(trained_model, pool, test, client=client, **kwargs)
-    drop = ["train_seconds", "train_seconds_mean", "train_seconds_sem"]
+    drop = [v for v in serial.data_vars if "train_seconds" in v]  # wall time differs
     xr.testing.assert_allclose(serial.drop_vars(drop), on_cluster.drop_vars(drop), rtol=1e-6)
 
 
@@ -174,7 +174,7 @@ def test_sweep_on_process_cluster(trained_model, sets):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         on_cluster = layer_sweep(trained_model, pool, test, client=client, **kwargs)
-    drop = ["train_seconds", "train_seconds_mean", "train_seconds_sem"]
+    drop = [v for v in serial.data_vars if "train_seconds" in v]  # wall time differs
     xr.testing.assert_allclose(serial.drop_vars(drop), on_cluster.drop_vars(drop), rtol=1e-5)
 
 
