@@ -769,14 +769,9 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
     """
     import time
 
-    from .sweep import _worker_threads
+    from .backends import pin_worker_threads
 
-    threads = _worker_threads()
-    if threads is not None:
-        from .backends import get_backend
-
-        for name in _backends_of(closure):
-            get_backend(name).set_threads(threads)
+    pin_worker_threads(_backends_of(closure))
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up overflows on its way
         run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save_interval,

@@ -43,6 +43,7 @@ from .backends import (
     model_from_dataset,
     model_id,
     model_to_dataset,
+    pin_worker_threads,
     save_model,
 )
 from .training import (
@@ -172,24 +173,6 @@ def _subset_key(n: int, seed: int) -> str:
     return f"subset-{n}-{seed}"
 
 
-def _worker_threads():
-    """Threads of the dask worker process running this code; None elsewhere.
-
-    None too for a worker thread inside the client's own process (a
-    ``LocalCluster(processes=False)``): that process's thread pools are the user's.
-    """
-    import multiprocessing
-
-    if multiprocessing.parent_process() is None:
-        return None
-    try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError, AttributeError):
-        return None
-
-
 def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: dict,
              save_path=None) -> dict:
     """Train one task of a sweep and score it on the test set.
@@ -217,10 +200,8 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: 
     dict
         The metrics of :data:`METRICS` and the records of :data:`RECORDS`.
     """
-    threads = _worker_threads()
-    if threads is not None:  # before the backend starts its runtime (building the model does)
-        name = base.attrs["backend"] if isinstance(base, xr.Dataset) else base.backend
-        get_backend(name).set_threads(threads)
+    # before the backend starts its runtime (building the model does)
+    pin_worker_threads([base.attrs["backend"] if isinstance(base, xr.Dataset) else base.backend])
     if isinstance(base, xr.Dataset):
         base = model_from_dataset(base)
     kwargs = dict(kwargs, seed=task.seed, progress=False)

@@ -39,6 +39,7 @@ __all__ = [
     "INPUTS",
     "OUTPUT",
     "get_backend",
+    "pin_worker_threads",
     "register_backend",
     "available_backends",
     "model_to_dataset",
@@ -116,6 +117,39 @@ def _resolve(obj):
     if not isinstance(obj, Backend):
         raise TypeError(f"{obj!r} does not implement the xtl.backends.Backend protocol")
     return obj
+
+
+def _worker_threads():
+    """Threads of the dask worker process running this code; None elsewhere.
+
+    None too for a worker thread inside the client's own process (a
+    ``LocalCluster(processes=False)``): that process's thread pools are the user's.
+    """
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return None
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def pin_worker_threads(names) -> None:
+    """Pin the named backends' thread pools to the threads of the dask worker process
+    running this code (nothing elsewhere), before their runtimes start.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Backend names.
+    """
+    threads = _worker_threads()
+    if threads is not None:
+        for name in names:
+            get_backend(name).set_threads(threads)
 
 
 def get_backend(name=None) -> Backend:
