@@ -364,10 +364,9 @@ class Experiment:
             _log(f"base-model: learning curve at {fraction:.0%} of the training set")
             curve.append(_train_and_score(base_train, base_test, cfg.network, kwargs,
                                           self.progress, fraction=fraction)[1])
-        out = xr.concat(sorted(curve, key=lambda d: d.attrs["n_train"]), dim="n_train",
-                        combine_attrs="drop_conflicts")
-        out = out.assign_coords(n_train=[d.attrs["n_train"] for d in sorted(
-            curve, key=lambda d: d.attrs["n_train"])])
+        curve.sort(key=lambda d: d.attrs["n_train"])
+        out = xr.concat(curve, dim="n_train", combine_attrs="drop_conflicts")
+        out = out.assign_coords(n_train=[d.attrs["n_train"] for d in curve])
         out.attrs.update(n_test=n_samples(base_test), n_train_full=scores.attrs["n_train"])
         write_dataset(out, self.out / "results" / "base-scores.nc", overwrite=True)
 
