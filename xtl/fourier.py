@@ -541,11 +541,7 @@ class SpectralGrid:
 
     def __init__(self, n: int, dealias: bool = True, fft: str = "auto", threads: int = 1,
                  planner=None):
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-            raise TypeError(f"n must be an int, got {n!r}")
-        if n < 8 or n % 2:
-            raise ValueError(f"n must be an even integer >= 8, got {n}")
-        self.n = int(n)
+        self.n = _check_size(n, "n", 8, True)
         self.dealias = bool(dealias)
         self.fft = _resolve_backend(fft)
         if planner is None:

@@ -25,7 +25,6 @@ NCO's operators record themselves (:func:`append_history`).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import tempfile
@@ -132,11 +131,9 @@ class NetCDFLock:
 NETCDF_IO_LOCK = NetCDFLock()
 
 
-@contextlib.contextmanager
-def netcdf_lock():
-    """Hold :data:`NETCDF_IO_LOCK` for direct netCDF4 calls."""
-    with NETCDF_IO_LOCK:
-        yield
+def netcdf_lock() -> NetCDFLock:
+    """:data:`NETCDF_IO_LOCK`, to hold (``with netcdf_lock():``) around direct netCDF4 calls."""
+    return NETCDF_IO_LOCK
 
 
 def open_dataset(path, **kwargs) -> xr.Dataset:
