@@ -1,0 +1,272 @@
+"""Typed options, validated once where they are made.
+
+A function that needs many knobs takes one of these objects (plus, for
+convenience, the same knobs as keyword arguments, which :meth:`Options.merge`
+folds into the object); the experiment config parses straight into them, so a
+value is checked in one place whichever way it arrives. Every check names the
+option, the value and the expected form.
+
+This module sits at the bottom of the data flow: it imports nothing of xtl.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Options",
+    "FitOptions",
+    "check_int",
+    "check_float",
+    "check_bool",
+]
+
+
+# ------------------------------------------------------------------ validators
+def check_int(value, name: str, *, minimum: int | None = None, optional: bool = False):
+    """``value`` as an int, refusing bools, floats and values below ``minimum``.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The option's name, used in the message.
+    minimum : int, optional
+        The smallest allowed value.
+    optional : bool
+        Let None through (returned as None).
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not an integer (``1.5``, ``True``, ``"3"``).
+    ValueError
+        ``value`` is below ``minimum``.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        form = "an int" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {form}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(value, name: str, *, positive: bool = False, minimum: float | None = None,
+                maximum: float | None = None, optional: bool = False):
+    """``value`` as a finite float in the given range.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The option's name, used in the message.
+    positive : bool
+        Require ``value > 0``.
+    minimum, maximum : float, optional
+        Inclusive bounds.
+    optional : bool
+        Let None through (returned as None).
+
+    Returns
+    -------
+    float or None
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number.
+    ValueError
+        ``value`` is NaN, infinite or out of range.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        form = "a number" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {form}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
+    return value
+
+
+def check_bool(value, name: str, *, optional: bool = False):
+    """``value`` as a bool (numpy bools too), refusing ints and strings.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The option's name, used in the message.
+    optional : bool
+        Let None through (returned as None).
+
+    Returns
+    -------
+    bool or None
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a bool.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        form = "True or False" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {form}, got {value!r}")
+    return bool(value)
+
+
+# --------------------------------------------------------------------- options
+class Options:
+    """Shared behaviour of the options dataclasses: merge keyword arguments."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def merge(cls, options=None, /, **kwargs):
+        """``options`` (or the defaults) with ``kwargs`` replacing single options.
+
+        Parameters
+        ----------
+        options : Options, mapping or None
+            The starting options: an instance, a mapping of option names, or
+            None for the defaults.
+        **kwargs
+            Single options to replace.
+
+        Returns
+        -------
+        Options
+            A new, validated instance.
+
+        Raises
+        ------
+        TypeError
+            ``options`` is of another type, or a keyword is not an option
+            (the message lists the valid names).
+        """
+        if options is None:
+            base = {}
+        elif isinstance(options, cls):
+            if not kwargs:
+                return options
+            base = options.to_dict()
+        elif isinstance(options, Mapping):
+            base = dict(options)
+        else:
+            raise TypeError(f"options must be a {cls.__name__}, a dict or None, "
+                            f"got {type(options).__name__}")
+        unknown = sorted(set(base) - set(cls.names())) + sorted(set(kwargs) - set(cls.names()))
+        if unknown:
+            raise TypeError(f"unknown {cls.__name__} option(s) {unknown}; "
+                            f"valid: {', '.join(cls.names())}")
+        return cls(**{**base, **kwargs})
+
+    def replace(self, **kwargs):
+        """A copy with some options replaced (validated again)."""
+        return type(self).merge(self, **kwargs)
+
+    def to_dict(self) -> dict:
+        """The options as a plain dict (for provenance and configs)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class FitOptions(Options):
+    """How a network is fitted: by :func:`xtl.train`, :func:`xtl.transfer`,
+    :func:`xtl.layer_sweep` and a backend's ``fit``.
+
+    Parameters
+    ----------
+    epochs : int
+        Epochs to run at most (a resumed fit continues up to it).
+    batch_size : int
+        Samples per gradient step.
+    learning_rate : float
+        Adam's learning rate (finite, > 0).
+    seed : int
+        Seeds the initial weights (``train``), the target subset
+        (``transfer``) and the per-epoch shuffling; >= 0.
+    patience : int, optional
+        Early stopping after ``patience`` epochs without improvement of the
+        validation loss (the training loss without validation data), then the
+        best weights are restored. None: no early stopping.
+    deterministic : bool
+        Deterministic ops where the backend offers them (TensorFlow's are
+        process-wide and disable XLA auto-jit).
+    in_memory : bool, optional
+        Hold the data in memory (True) or stream them from dask chunks
+        (False); None decides from the data size and ``memory_limit``.
+    memory_limit : float, optional
+        Bytes of float32 data that may be held in memory (default 2 GiB).
+    block : int
+        Samples per streamed block.
+    progress : bool, optional
+        Progress bar; None shows it in a Jupyter notebook or on a terminal.
+    checkpoint_dir : path-like, optional
+        Checkpoint after every epoch there; a re-run with the same options
+        resumes an interrupted fit to the same result. A checkpoint of a
+        different fit raises a ValueError instead of being resumed.
+    callbacks : sequence, optional
+        Backend-native callbacks (Keras callbacks for ``"keras"``).
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    patience: int | None = None
+    deterministic: bool = True
+    in_memory: bool | None = None
+    memory_limit: float | None = None
+    block: int = 256
+    progress: bool | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    callbacks: tuple = field(default=())
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
+                                                positive=True))
+        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+        set_(self, "patience", check_int(self.patience, "patience", minimum=1, optional=True))
+        set_(self, "deterministic", check_bool(self.deterministic, "deterministic"))
+        set_(self, "in_memory", check_bool(self.in_memory, "in_memory", optional=True))
+        set_(self, "memory_limit", check_float(self.memory_limit, "memory_limit",
+                                               positive=True, optional=True))
+        set_(self, "block", check_int(self.block, "block", minimum=1))
+        set_(self, "progress", check_bool(self.progress, "progress", optional=True))
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir,
+                                                              (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
+        callbacks = self.callbacks
+        if callbacks is None:
+            callbacks = ()
+        if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+            raise TypeError(f"callbacks must be a sequence of callbacks, got {callbacks!r}")
+        set_(self, "callbacks", tuple(callbacks))
