@@ -206,7 +206,7 @@ class FitOptions(Options):
     batch_size : int
         Samples per gradient step.
     learning_rate : float
-        Adam's learning rate (finite, > 0).
+        Adam's learning rate (finite, >= 0; 0 leaves the weights as they are).
     seed : int
         Seeds the initial weights (``train``), the target subset
         (``transfer``) and the per-epoch shuffling; >= 0.
@@ -252,7 +252,7 @@ class FitOptions(Options):
         set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
         set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
         set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
-                                                positive=True))
+                                                minimum=0.0))
         set_(self, "seed", check_int(self.seed, "seed", minimum=0))
         set_(self, "patience", check_int(self.patience, "patience", minimum=1, optional=True))
         set_(self, "deterministic", check_bool(self.deterministic, "deterministic"))

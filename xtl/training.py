@@ -34,6 +34,7 @@ from .backends import (
 )
 from .backends.base import history_to_dataset, stack_inputs
 from . import metrics as _metrics
+from .options import FitOptions, check_int
 
 __all__ = [
     "train",
@@ -418,14 +419,9 @@ def _case_name(ds: xr.Dataset) -> str:
     return "unknown"
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _prepare(ds, normalization, validation, in_memory, memory_limit, block, indices, name):
+def _prepare(ds, normalization, validation, options: FitOptions, indices, name):
     """Training and validation data objects from an LES Dataset."""
+    in_memory, memory_limit, block = options.in_memory, options.memory_limit, options.block
     fields = sample_fields(ds)
     n_all = len(indices)
     train_pos, val_pos = _split(n_all, validation)
@@ -450,11 +446,8 @@ def _prepare(ds, normalization, validation, in_memory, memory_limit, block, indi
 
 
 # ---------------------------------------------------------------------- train
-def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
-          batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
-          patience: int | None = None, checkpoint_dir=None, in_memory: bool | None = None,
-          memory_limit: float | None = None, block: int = 256, progress: bool | None = None,
-          deterministic: bool = True, callbacks=None) -> Model:
+def train(ds, spec=None, options: FitOptions | None = None, *, backend="keras",
+          validation=0.1, **fit) -> Model:
     """Train a closure network (the base network, BNN) on an LES Dataset.
 
     Parameters
@@ -464,37 +457,19 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
         dims are stacked into samples. Numpy- or dask-backed.
     spec : NetworkSpec, mapping or None
         Architecture; None is the paper's network (11 layers, 64 channels, 5×5).
+    options : FitOptions, mapping, optional
+        How to fit: epochs, batch size, learning rate, seed (of the initial
+        weights and the per-epoch shuffling: same seed, same weights), early
+        stopping, checkpoints, data streaming, progress (see
+        :class:`xtl.options.FitOptions` for each option and its default).
     backend : str
         Registered backend name.
     validation : float, xarray.Dataset or None
         Fraction of samples held out for validation (the last ones: the
         latest times, or the last members), an LES Dataset, or None.
-    epochs, batch_size : int
-    learning_rate : float
-        Adam's learning rate.
-    seed : int
-        Seeds the initial weights and the per-epoch shuffling: same seed, same weights.
-    patience : int, optional
-        Early stopping after ``patience`` epochs without improvement (then the
-        best weights are restored).
-    checkpoint_dir : path-like, optional
-        Checkpoint after every epoch there; a re-run with the same arguments
-        resumes an interrupted training to the same result. A checkpoint of a
-        different training (other settings, starting weights, normalization
-        or data) raises a ValueError instead of being resumed.
-    in_memory : bool, optional
-        Hold the data in memory (True) or stream them from dask chunks
-        (False); None decides from the data size and ``memory_limit``.
-    memory_limit : float, optional
-        Bytes of float32 data that may be held in memory (default 2 GiB).
-    block : int
-        Samples per streamed block.
-    progress : bool, optional
-        Progress bar; None shows it in a Jupyter notebook or on a terminal.
-    deterministic : bool
-        Deterministic TensorFlow ops (process-wide; disables XLA auto-jit).
-    callbacks : list, optional
-        Backend-native callbacks (Keras callbacks for ``"keras"``).
+    **fit
+        Single :class:`~xtl.options.FitOptions` by name (``epochs=5``), replacing
+        those of ``options``.
 
     Returns
     -------
@@ -509,20 +484,14 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
         A Dataset without ``psi``/``omega``/``pi``, NaN in the data, bad
         arguments, an unknown backend.
     """
+    options = FitOptions.merge(options, **fit)
     check_les_dataset(ds, "ds")
-    epochs = _check_positive_int(epochs, "epochs")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    block = _check_positive_int(block, "block")
     spec = NetworkSpec.from_any(spec)
     be = get_backend(backend)
     n_all = count_samples(ds[OUTPUT])
-    train_data, val_data, norm = _prepare(ds, None, validation, in_memory, memory_limit,
-                                          block, np.arange(n_all), "ds")
-    model = be.build(spec, norm, seed=seed)
-    history = be.fit(model, train_data, validation=val_data, epochs=epochs,
-                     batch_size=batch_size, layers=None, learning_rate=learning_rate,
-                     seed=seed, patience=patience, checkpoint_dir=checkpoint_dir,
-                     progress=progress, callbacks=callbacks, deterministic=deterministic)
+    train_data, val_data, norm = _prepare(ds, None, validation, options, np.arange(n_all), "ds")
+    model = be.build(spec, norm, seed=options.seed)
+    history = be.fit(model, train_data, val_data, options)
     model.history = history_to_dataset(history)
     model.provenance = {
         "kind": "base",
@@ -530,14 +499,18 @@ def train(ds, spec=None, *, backend="keras", validation=0.1, epochs: int = 20,
         "grid": list(train_data.grid),
         "n_samples": train_data.n_samples,
         "n_validation": 0 if val_data is None else val_data.n_samples,
-        "epochs": epochs, **epoch_records(history, epochs),
-        "batch_size": batch_size,
-        "learning_rate": float(learning_rate),
-        "seed": int(seed),
+        **_fit_provenance(options, history),
         "streamed": not train_data.in_memory,
-        "device": getattr(be, "device", lambda: "unknown")(),
+        "device": be.device(),
     }
     return model
+
+
+def _fit_provenance(options: FitOptions, history: dict) -> dict:
+    """The fit's settings and epochs for a model's provenance."""
+    return {"epochs": options.epochs, **epoch_records(history, options.epochs),
+            "batch_size": options.batch_size, "learning_rate": options.learning_rate,
+            "seed": options.seed}
 
 
 # ------------------------------------------------------------------- transfer
@@ -575,20 +548,16 @@ def select_samples(n_total: int, n_samples=None, fraction=None, seed: int = 0) -
             raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
         n = max(1, int(round(f * n_total)))
     else:
-        n = _check_positive_int(n_samples, "n_samples")
+        n = check_int(n_samples, "n_samples", minimum=1)
         if n > n_total:
             raise ValueError(f"n_samples={n} exceeds the {n_total} samples of target_ds")
     rng = np.random.default_rng([int(seed), 7])
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
-def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
-             fraction: float | None = None, validation=0.1, epochs: int = 20,
-             batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
-             patience: int | None = None, checkpoint_dir=None, renormalize: bool = False,
-             in_memory: bool | None = None, memory_limit: float | None = None,
-             block: int = 256, progress: bool | None = None, deterministic: bool = True,
-             callbacks=None) -> Model:
+def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, *,
+             n_samples: int | None = None, fraction: float | None = None, validation=0.1,
+             renormalize: bool = False, **fit) -> Model:
     """Transfer learning: re-train chosen layers of ``base`` on target data (the TLNN).
 
     Parameters
@@ -599,19 +568,19 @@ def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
         LES data of the target flow.
     layers : int or sequence of int
         Conv layers to re-train, in 1..L. Every other weight stays bitwise equal.
+    options : FitOptions, mapping, optional
+        How to fit, as in :func:`train`; its ``seed`` also draws the subset.
     n_samples : int, optional
         Use a random subset of this many target samples (seeded by ``seed``).
     fraction : float, optional
         Or this fraction of the target samples (e.g. 0.1). Default: all.
     validation : float, xarray.Dataset or None
         As in :func:`train` (a fraction of the selected samples).
-    epochs, batch_size, learning_rate, seed, patience, checkpoint_dir :
-        As in :func:`train`.
     renormalize : bool
         Use the target data's standard deviations instead of the base model's
         (default False: the base normalization is kept).
-    in_memory, memory_limit, block, progress, deterministic, callbacks :
-        As in :func:`train`.
+    **fit
+        Single :class:`~xtl.options.FitOptions` by name, as in :func:`train`.
 
     Returns
     -------
@@ -627,23 +596,19 @@ def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
     """
     if not isinstance(base, Model):
         raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
+    options = FitOptions.merge(options, **fit)
     layers = check_layers(layers, base.n_layers)
     check_les_dataset(target_ds, "target_ds")
-    epochs = _check_positive_int(epochs, "epochs")
-    batch_size = _check_positive_int(batch_size, "batch_size")
     be = get_backend(base.backend)
     n_total = count_samples(target_ds[OUTPUT])
-    subset = select_samples(n_total, n_samples, fraction, seed)
+    subset = select_samples(n_total, n_samples, fraction, options.seed)
     norm = None if renormalize else dict(base.normalization)
-    train_data, val_data, norm = _prepare(target_ds, norm, validation, in_memory,
-                                          memory_limit, block, subset, "target_ds")
+    train_data, val_data, norm = _prepare(target_ds, norm, validation, options, subset,
+                                          "target_ds")
     model = be.clone(base)
     model.normalization = dict(norm)
     model.history = None
-    history = be.fit(model, train_data, validation=val_data, epochs=epochs,
-                     batch_size=batch_size, layers=layers, learning_rate=learning_rate,
-                     seed=seed, patience=patience, checkpoint_dir=checkpoint_dir,
-                     progress=progress, callbacks=callbacks, deterministic=deterministic)
+    history = be.fit(model, train_data, val_data, options, layers=layers)
     model.history = history_to_dataset(history)
     model.provenance = {
         "kind": "transfer",
@@ -658,10 +623,7 @@ def transfer(base: Model, target_ds, layers, *, n_samples: int | None = None,
         "n_validation": 0 if val_data is None else val_data.n_samples,
         "fraction": float(len(subset) / n_total),
         "renormalized": bool(renormalize),
-        "epochs": epochs, **epoch_records(history, epochs),
-        "batch_size": batch_size,
-        "learning_rate": float(learning_rate),
-        "seed": int(seed),
+        **_fit_provenance(options, history),
     }
     return model
 

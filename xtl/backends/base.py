@@ -360,10 +360,8 @@ class Backend(Protocol):
     def set_weights(self, model: Model, weights: Sequence) -> None:
         """Set the weights from :meth:`get_weights`' layout."""
 
-    def fit(self, model: Model, train: TrainingData, *, validation=None, epochs: int = 10,
-            batch_size: int = 32, layers=None, learning_rate: float = 1e-3, seed: int = 0,
-            patience=None, checkpoint_dir=None, progress=None, callbacks=None,
-            deterministic: bool = True) -> dict:
+    def fit(self, model: Model, train: TrainingData, validation, options, *,
+            layers=None) -> dict:
         """Train in place (only ``layers`` when given); return the history as lists per key."""
 
     def predict_normalized(self, model: Model, x: np.ndarray, *,

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import show_progress
+from ..options import FitOptions
 from .base import (
     INPUTS,
     OUTPUT,
@@ -278,41 +279,24 @@ class KerasBackend(BackendBase):
             layer.set_weights([w, np.asarray(b, np.float32)])
 
     # -- training -------------------------------------------------------------
-    def fit(self, model: Model, train, *, validation=None, epochs: int = 10,
-            batch_size: int = 32, layers=None, learning_rate: float = 1e-3, seed: int = 0,
-            patience=None, checkpoint_dir=None, progress=None, callbacks=None,
-            deterministic: bool = True) -> dict:
+    def fit(self, model: Model, train, validation, options: FitOptions, *,
+            layers=None) -> dict:
         """Train ``model`` in place with Adam on the MSE.
 
         Parameters
         ----------
         model : Model
         train, validation : TrainingData
-            Normalized training and (optional) validation data.
-        epochs : int
-            Total number of epochs (a resumed run continues up to it).
-        batch_size : int
+            Normalized training and (optional, None) validation data.
+        options : FitOptions
+            Epochs (a resumed run continues up to them), batch size, learning
+            rate, seed of the per-epoch shuffling, early stopping (restoring
+            the best weights), checkpoint directory (an existing checkpoint of
+            the same training is resumed, one of a different training raises
+            a ValueError), progress, extra Keras callbacks, determinism.
         layers : sequence of int, optional
             Conv layers to train (1..L); the others are frozen and stay
             bitwise unchanged. Default: all.
-        learning_rate : float
-        seed : int
-            Seed of the per-epoch shuffling.
-        patience : int, optional
-            Early stopping: stop after ``patience`` epochs without improvement
-            of ``val_loss`` (``loss`` without validation) and restore the best
-            weights. None: no early stopping.
-        checkpoint_dir : path-like, optional
-            Directory of the resumable checkpoint (written atomically after
-            every epoch); an existing checkpoint of the same training is
-            resumed, one of a different training (see :class:`_Checkpoint`)
-            raises a ValueError.
-        progress : bool, optional
-            tqdm progress bar; None: in a Jupyter notebook or on a terminal.
-        callbacks : list of keras.callbacks.Callback, optional
-            Extra Keras callbacks.
-        deterministic : bool
-            Enable TensorFlow's deterministic ops (process-wide).
 
         Returns
         -------
@@ -320,6 +304,10 @@ class KerasBackend(BackendBase):
             ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}`` over
             all epochs run (including those before a resume).
         """
+        epochs, batch_size, seed = options.epochs, options.batch_size, options.seed
+        learning_rate, patience = options.learning_rate, options.patience
+        checkpoint_dir, progress = options.checkpoint_dir, options.progress
+        callbacks, deterministic = list(options.callbacks), options.deterministic
         keras, tf = _keras(), _tf()
         _quiet_retracing()
         if deterministic:
