@@ -248,3 +248,36 @@ def test_summarize_sweep_on_a_constructed_sweep():
     np.testing.assert_allclose(out.rel_l2_mean, 1 - cc.mean("seed"))
     with pytest.raises(ValueError, match="metric must name"):
         summarize_sweep(sweep, metric="nope")
+
+
+def test_sweep_options_route_fit_options_and_refuse_bad_values():
+    from xtl.options import FitOptions
+    from xtl.sweep import SweepOptions
+
+    opts = SweepOptions.merge(None, seeds=[2, 0], fraction=0.1, epochs=7, patience=3)
+    assert opts.seeds == (2, 0) and opts.fraction == 0.1
+    assert opts.fit == FitOptions(epochs=7, patience=3)
+    # a fit option given by name replaces only that option of an existing fit
+    again = SweepOptions.merge(opts, batch_size=4)
+    assert again.fit == FitOptions(epochs=7, patience=3, batch_size=4) and again.seeds == (2, 0)
+    # the config's plain dicts become the same object
+    assert SweepOptions.merge({"seeds": [2, 0], "fraction": 0.1,
+                               "fit": {"epochs": 7, "patience": 3}}) == opts
+    for kwargs, error, match in [
+        ({"alpha": 1.0}, ValueError, "alpha must be in"),
+        ({"fraction": 0.1, "n_samples": 4}, ValueError, "n_samples or fraction"),
+        ({"fraction": 1.5}, ValueError, "fraction must be <= 1"),
+        ({"metric": "accuracy"}, ValueError, "metric must name"),
+        ({"epochs": 0}, ValueError, "epochs must be an int >= 1"),
+        ({"learning_rate": float("nan")}, ValueError, "learning_rate must be a finite"),
+        ({"epoch": 3}, TypeError, "unknown SweepOptions option.*'epoch'"),
+    ]:
+        with pytest.raises(error, match=match):
+            SweepOptions.merge(None, **kwargs)
+
+
+def test_bad_fit_option_is_refused_before_any_training(trained_model, sets, tmp_path):
+    pool, test = sets
+    with pytest.raises(ValueError, match="learning_rate must be >= 0"):
+        layer_sweep(trained_model, pool, test, learning_rate=-1.0, save_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = [
     "Options",
     "FitOptions",
@@ -130,7 +132,7 @@ def check_bool(value, name: str, *, optional: bool = False):
     """
     if value is None and optional:
         return None
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, (bool, np.bool_)):
         form = "True or False" + (" or None" if optional else "")
         raise TypeError(f"{name} must be {form}, got {value!r}")
     return bool(value)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from .backends import (
     pin_worker_threads,
     save_model,
 )
+from .options import FitOptions, Options, check_bool, check_float, check_int
 from .training import (
     OUTPUT,
     check_les_dataset,
@@ -59,6 +60,7 @@ from .training import (
 )
 
 __all__ = [
+    "SweepOptions",
     "layer_sweep",
     "budget_sweep",
     "best_set",
@@ -83,7 +85,6 @@ BASELINES = ("scratch", "full_target")
 #: Variables of a sweep for which a lower value is better.
 LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
 
-_TRANSFER_ONLY = ("renormalize",)
 
 
 # ------------------------------------------------------------------------- seeds
@@ -130,6 +131,98 @@ def _check_baselines(baselines) -> tuple:
     return baselines
 
 
+@dataclass(frozen=True)
+class SweepOptions(Options):
+    """How a sweep is designed and fitted (:func:`layer_sweep`, :func:`budget_sweep`).
+
+    Parameters
+    ----------
+    seeds : int or sequence of int
+        Each seed draws another subset of the target pool (the same for every
+        layer of that seed) and another shuffle; baselines also get other
+        initial weights. Stored as a tuple of distinct ints >= 0.
+    pairs : bool
+        Re-train every pair ``(a, b)``, ``a < b``, of the layers instead of
+        single layers.
+    n_samples, fraction : optional
+        Size of the re-training subset (as in :func:`xtl.transfer`; default
+        all). Unused by :func:`budget_sweep`, whose budgets are the sizes.
+    baselines : sequence of str
+        Baselines to train for every seed, among :data:`BASELINES`.
+    metric : str
+        Skill of the best set (one of :data:`METRICS`).
+    alpha : float
+        Significance level of the best set, in (0, 1).
+    progress : bool, optional
+        Progress bar over trainings; None: only on a terminal (the trainings
+        themselves never show one).
+    validation : float or None
+        Fraction of each training set held out for validation (as in
+        :func:`xtl.transfer`).
+    renormalize : bool
+        Re-train with the target data's standard deviations (as in
+        :func:`xtl.transfer`; baselines always use their own).
+    fit : FitOptions
+        How every network is fitted (``epochs`` — the cap —, ``patience`` for
+        early stopping that restores the best weights, ``batch_size``, ...);
+        its ``seed`` is replaced by each task's. A ``checkpoint_dir`` gets one
+        sub-folder per training, named like its model.
+    """
+
+    seeds: tuple = (0,)
+    pairs: bool = False
+    n_samples: int | None = None
+    fraction: float | None = None
+    baselines: tuple = ()
+    metric: str = "cc"
+    alpha: float = 0.05
+    progress: bool | None = None
+    validation: float | None = 0.1
+    renormalize: bool = False
+    fit: FitOptions = field(default_factory=FitOptions)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "seeds", tuple(seeds_of(self.seeds)))
+        set_(self, "pairs", check_bool(self.pairs, "pairs"))
+        set_(self, "n_samples", check_int(self.n_samples, "n_samples", minimum=1, optional=True))
+        set_(self, "fraction", check_float(self.fraction, "fraction", positive=True,
+                                           maximum=1.0, optional=True))
+        if self.n_samples is not None and self.fraction is not None:
+            raise ValueError("give n_samples or fraction, not both")
+        set_(self, "baselines", _check_baselines(self.baselines))
+        if self.metric not in METRICS + RECORDS:
+            raise ValueError(f"metric must name a variable of a sweep, one of "
+                             f"{METRICS + RECORDS}, got {self.metric!r}")
+        alpha = check_float(self.alpha, "alpha")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        set_(self, "alpha", alpha)
+        set_(self, "progress", check_bool(self.progress, "progress", optional=True))
+        set_(self, "validation", check_float(self.validation, "validation", minimum=0.0,
+                                             maximum=1.0, optional=True))
+        set_(self, "renormalize", check_bool(self.renormalize, "renormalize"))
+        set_(self, "fit", FitOptions.merge(self.fit))
+
+    @classmethod
+    def merge(cls, options=None, /, **kwargs):
+        """``options`` with ``kwargs`` replacing sweep options or, by name, fit options.
+
+        A keyword that names a :class:`SweepOptions` field replaces it; one that
+        names a :class:`~xtl.options.FitOptions` field replaces that option of
+        ``fit``. ``seed`` is refused: a sweep's seeds are ``seeds``.
+        """
+        if "seed" in kwargs:
+            raise TypeError("a sweep got 'seed' twice: its tasks take their seed from "
+                            "seeds=...")
+        fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs)
+                      if k not in cls.names() and k in FitOptions.names()}
+        merged = super().merge(options, **kwargs)
+        if fit_kwargs:
+            merged = super().merge(merged, fit=merged.fit.replace(**fit_kwargs))
+        return merged
+
+
 # ------------------------------------------------------------------------- tasks
 @dataclass(frozen=True)
 class SweepTask:
@@ -173,8 +266,8 @@ def _subset_key(n: int, seed: int) -> str:
     return f"subset-{n}-{seed}"
 
 
-def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: dict,
-             save_path=None) -> dict:
+def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
+             options: SweepOptions, save_path=None) -> dict:
     """Train one task of a sweep and score it on the test set.
 
     Runs on a dask worker when the sweep has a client (it then pins the backend's
@@ -189,9 +282,9 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: 
         The task's training set (a subset, or every target sample).
     test : xarray.Dataset
         The target test set.
-    kwargs : dict
-        Keyword arguments of :func:`xtl.transfer` / :func:`xtl.train` (``epochs``,
-        ``patience``, ``validation``, ...; ``seed`` is the task's).
+    options : SweepOptions
+        Its ``fit``, ``validation`` and ``renormalize`` are passed to
+        :func:`xtl.transfer` / :func:`xtl.train` (the fit's ``seed`` is the task's).
     save_path : path-like, optional
         Save the trained model there.
 
@@ -204,13 +297,13 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: 
     pin_worker_threads([base.attrs["backend"] if isinstance(base, xr.Dataset) else base.backend])
     if isinstance(base, xr.Dataset):
         base = model_from_dataset(base)
-    kwargs = dict(kwargs, seed=task.seed, progress=False)
+    fit = options.fit.replace(seed=task.seed, progress=False)
     start = time.perf_counter()
     if task.kind == "transfer":
-        model = transfer(base, data, list(task.layers), **kwargs)
+        model = transfer(base, data, list(task.layers), fit, validation=options.validation,
+                         renormalize=options.renormalize)
     else:
-        kwargs = {k: v for k, v in kwargs.items() if k not in _TRANSFER_ONLY}
-        model = train(data, base.spec, backend=base.backend, **kwargs)
+        model = train(data, base.spec, fit, backend=base.backend, validation=options.validation)
         model.provenance.update(kind=task.kind, baseline_of=model_id(base))
     if task.kind != "full_target":  # the subset's share of the pool it was drawn from
         model.provenance.update(fraction=task.n_samples / task.n_pool, subset_seed=task.seed)
@@ -221,7 +314,7 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset, kwargs: 
     result["final_val_loss"] = float(history["val_loss"].values[-1]) \
         if "val_loss" in history else math.nan
     records = epoch_records({k: history[k].values.tolist() for k in history.data_vars},
-                            int(kwargs.get("epochs", 20)))
+                            fit.epochs)
     result.update({k: float(v) for k, v in records.items()})
     result["train_seconds"] = seconds
     if save_path is not None:
@@ -235,24 +328,29 @@ def _ordered(tasks: list) -> list:
     return sorted(tasks, key=lambda t: (rank[t.kind], t.layers[:1] or (0,), t.seed))
 
 
-def _run_tasks(tasks, base, datasets, test, kwargs, *, client, save_dir, progress,
+def _task_options(options: SweepOptions, folder) -> SweepOptions:
+    """``options`` with the fit's checkpoints in ``folder`` (a task's own sub-folder)."""
+    ckpt = options.fit.checkpoint_dir
+    if ckpt is None:
+        return options
+    return options.replace(fit=options.fit.replace(checkpoint_dir=Path(ckpt) / folder))
+
+
+def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, save_dir,
                stem=lambda t: t.name) -> dict:
     """Run every task (here or on ``client``) → ``{task: result dict}``.
 
     ``stem(task)`` names the task's model file under ``save_dir`` and its
-    checkpoint folder under ``kwargs["checkpoint_dir"]``.
+    checkpoint folder under the fit's ``checkpoint_dir``.
     """
     from ._progress import progress_bar
 
-    kwargs = dict(kwargs)
-    ckpt = kwargs.pop("checkpoint_dir", None)
     paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}.keras"
              for t in tasks}
-    per_task = {t: kwargs if ckpt is None else dict(kwargs, checkpoint_dir=Path(ckpt) / stem(t))
-                for t in tasks}
+    per_task = {t: _task_options(options, stem(t)) for t in tasks}
     for path in {p.parent for p in paths.values() if p is not None}:
         path.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(progress, total=len(tasks), desc="sweep", unit="training")
+    bar = progress_bar(options.progress, total=len(tasks), desc="sweep", unit="training")
     results = {}
     try:
         if client is None:
@@ -412,21 +510,14 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
 
 
 # ---------------------------------------------------------------------- sweeps
-def _check_train_kwargs(train_kwargs: dict) -> dict:
-    for bad in ("layers", "n_samples", "fraction", "progress", "seed"):
-        if bad in train_kwargs:
-            hint = " (use seeds=...)" if bad == "seed" else ""
-            raise TypeError(f"layer_sweep got {bad!r} twice{hint}")
-    return dict(train_kwargs)
-
-
 def _subset_size(n_total: int, n_samples, fraction) -> int:
     return len(select_samples(n_total, n_samples, fraction, 0))
 
 
-def _plan(base, target_train, combos, seeds, baselines, sizes) -> tuple:
+def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
     n_total = count_samples(target_train[OUTPUT])
+    seeds, baselines = options.seeds, options.baselines
     tasks, datasets, subsets = [], {}, {}
     for n in sizes:
         for s in seeds:
@@ -446,8 +537,9 @@ def _grid(values: dict, rows: list, seeds: list) -> np.ndarray:
     return np.array([[values[(r, s)] for s in seeds] for r in rows], dtype=np.float64)
 
 
-def _assemble(results: dict, combos, seeds, baselines, pairs, n, subsets) -> xr.Dataset:
+def _assemble(results: dict, combos, options: SweepOptions, n: int, subsets) -> xr.Dataset:
     """One sweep's results as a Dataset over (layer | pair, seed) and (baseline, seed)."""
+    seeds, baselines, pairs = list(options.seeds), options.baselines, options.pairs
     key = {t: r for t, r in results.items() if t.kind == "full_target" or t.n_samples == n}
     tl = {(t.layers, t.seed): r for t, r in key.items() if t.kind == "transfer"}
     names = METRICS + RECORDS
@@ -483,7 +575,8 @@ _LONG_NAMES = {
 }
 
 
-def _finish(out: xr.Dataset, base, target_train, target_test, seeds, kwargs, n) -> xr.Dataset:
+def _finish(out: xr.Dataset, base, target_train, target_test, options: SweepOptions,
+            n: int) -> xr.Dataset:
     base_scores = evaluate(base, target_test)
     for k, v in base_scores.data_vars.items():
         out[f"base_{k}"] = v
@@ -499,33 +592,33 @@ def _finish(out: xr.Dataset, base, target_train, target_test, seeds, kwargs, n) 
         "test_case": str(target_test.attrs.get("case_name", "unknown")),
         "n_samples": int(n),
         "n_target": int(count_samples(target_train[OUTPUT])),
-        "seeds": list(seeds),
-        "epochs": int(kwargs.get("epochs", 20)),
-        "patience": -1 if kwargs.get("patience") is None else int(kwargs["patience"]),
+        "seeds": list(options.seeds),
+        "epochs": options.fit.epochs,
+        "patience": -1 if options.fit.patience is None else options.fit.patience,
     })
     return out
 
 
-def _prepare_sweep(base, target_train, target_test, layers, pairs, seeds, baselines,
-                   train_kwargs):
+def _prepare_sweep(base, target_train, target_test, layers, options: SweepOptions) -> list:
+    """The layers (or pairs) a sweep re-trains, after checking its inputs."""
     if not isinstance(base, Model):
         raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
     layers = check_layers(range(1, base.n_layers + 1) if layers is None else layers,
                           base.n_layers)
     check_les_dataset(target_train, "target_train")
     check_les_dataset(target_test, "target_test")
-    kwargs = _check_train_kwargs(train_kwargs)
-    combos = list(itertools.combinations(layers, 2)) if pairs else [(k,) for k in layers]
+    if options.pairs:
+        combos = list(itertools.combinations(layers, 2))
+    else:
+        combos = [(k,) for k in layers]
     if not combos:
         raise ValueError("pairs=True needs at least two layers")
-    return combos, seeds_of(seeds), _check_baselines(baselines), kwargs
+    return combos
 
 
-def layer_sweep(base: Model, target_train, target_test, layers=None, *, seeds=0,
-                pairs: bool = False, n_samples: int | None = None,
-                fraction: float | None = None, baselines=(), client=None, save_dir=None,
-                progress: bool | None = None, metric: str = "cc", alpha: float = 0.05,
-                **train_kwargs) -> xr.Dataset:
+def layer_sweep(base: Model, target_train, target_test, layers=None,
+                options: SweepOptions | None = None, *, client=None, save_dir=None,
+                **kwargs) -> xr.Dataset:
     """Re-train each layer (or pair of layers) of ``base`` under several seeds and score it.
 
     Parameters
@@ -538,16 +631,10 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, seeds=0,
         Target-flow LES data to score on (held out).
     layers : sequence of int, optional
         Layers to sweep (default all 1..L).
-    seeds : int or sequence of int
-        Each seed draws another subset of ``target_train`` (the same for every
-        layer of that seed) and another shuffle; baselines also get other initial
-        weights.
-    pairs : bool
-        Re-train every pair ``(a, b)``, ``a < b``, of ``layers`` instead.
-    n_samples, fraction : optional
-        Size of the re-training subset (as in :func:`xtl.transfer`; default all).
-    baselines : sequence of str
-        Baselines to train for every seed, among :data:`BASELINES`.
+    options : SweepOptions, optional
+        Seeds, pairs, subset size, baselines, best-set metric and level,
+        progress, and the fit options of every training (see
+        :class:`SweepOptions`).
     client : distributed.Client, optional
         Run one task per (layer, seed) and per (baseline, seed) on this cluster;
         default: one after another here.
@@ -555,15 +642,9 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, seeds=0,
         Save every trained model there (``tl_layer<k>_seed<s>.keras`` and its
         ``.nc``; ``scratch_seed<s>``, ``full_target_seed<s>``), replacing files.
         On a cluster it must be reachable from the workers.
-    progress : bool, optional
-        Progress bar over trainings; None: only on a terminal.
-    metric, alpha :
-        Skill and significance level of the best set (:func:`summarize_sweep`).
-    **train_kwargs
-        Passed to :func:`xtl.transfer` and, for baselines, :func:`xtl.train`
-        (``epochs`` — the cap —, ``patience`` for early stopping that restores the
-        best weights, ``batch_size``, ``learning_rate``, ``validation``, ...). A
-        ``checkpoint_dir`` gets one sub-folder per training, named like its model.
+    **kwargs
+        Single sweep options (``seeds=[0, 1]``, ``fraction=0.1``) or fit options
+        (``epochs=200``, ``patience=10``) by name, replacing those of ``options``.
 
     Returns
     -------
@@ -580,17 +661,17 @@ def layer_sweep(base: Model, target_train, target_test, layers=None, *, seeds=0,
     ...                         baselines=["scratch"], epochs=200, patience=10)
     >>> sweep.cc_mean.to_series(), sweep.attrs["best_set"]
     """
-    combos, seeds, baselines, kwargs = _prepare_sweep(base, target_train, target_test, layers,
-                                                      pairs, seeds, baselines, train_kwargs)
-    n = _subset_size(count_samples(target_train[OUTPUT]), n_samples, fraction)
-    tasks, datasets, subsets = _plan(base, target_train, combos, seeds, baselines, [n])
+    options = SweepOptions.merge(options, **kwargs)
+    combos = _prepare_sweep(base, target_train, target_test, layers, options)
+    n = _subset_size(count_samples(target_train[OUTPUT]), options.n_samples, options.fraction)
+    tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
     test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, kwargs, client=client,
-                         save_dir=save_dir, progress=progress)
-    out = _assemble(results, combos, seeds, baselines, pairs, n, subsets)
-    out = _finish(out, base, target_train, target_test, seeds, kwargs, n)
-    out.attrs["pairs"] = int(bool(pairs))
-    return summarize_sweep(out, metric=metric, alpha=alpha)
+    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+                         save_dir=save_dir)
+    out = _assemble(results, combos, options, n, subsets)
+    out = _finish(out, base, target_train, target_test, options, n)
+    out.attrs["pairs"] = int(options.pairs)
+    return summarize_sweep(out, metric=options.metric, alpha=options.alpha)
 
 
 def _check_budgets(budgets, n_total: int) -> list:
@@ -607,24 +688,25 @@ def _check_budgets(budgets, n_total: int) -> list:
     return sorted(int(b) for b in values)
 
 
-def budget_sweep(base: Model, target_train, target_test, budgets, layers=None, *, seeds=0,
-                 baselines=(), client=None, save_dir=None, progress: bool | None = None,
-                 metric: str = "cc", alpha: float = 0.05, **train_kwargs) -> xr.Dataset:
+def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
+                 options: SweepOptions | None = None, *, client=None, save_dir=None,
+                 **kwargs) -> xr.Dataset:
     """Single-layer sweeps at several re-training set sizes, run as one pool of tasks.
 
     Parameters
     ----------
-    base, target_train, target_test, layers, seeds, client, progress, metric, alpha :
+    base, target_train, target_test, layers, client :
         As in :func:`layer_sweep`.
     budgets : sequence of int
         Re-training set sizes (samples of ``target_train``), distinct, each ≥ 1.
-    baselines : sequence of str
-        Baselines among :data:`BASELINES`; ``"scratch"`` is trained at every budget,
-        ``"full_target"`` once per seed (repeated along ``budget``).
+    options : SweepOptions, optional
+        As in :func:`layer_sweep` (``pairs``, ``n_samples`` and ``fraction``
+        unused); ``"scratch"`` is trained at every budget, ``"full_target"``
+        once per seed (repeated along ``budget``).
     save_dir : path-like, optional
         Models go to ``<save_dir>/n<budget>/`` (full-target ones to ``<save_dir>``).
-    **train_kwargs
-        As in :func:`layer_sweep`.
+    **kwargs
+        Single sweep or fit options by name, as in :func:`layer_sweep`.
 
     Returns
     -------
@@ -634,21 +716,21 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None, *
         summarized on its own (``best_set(budget, layer)``), plus
         ``best_layer(budget)``. ``subset`` is padded with -1.
     """
-    combos, seeds, baselines, kwargs = _prepare_sweep(base, target_train, target_test, layers,
-                                                      False, seeds, baselines, train_kwargs)
+    options = SweepOptions.merge(options, **kwargs).replace(pairs=False)
+    combos = _prepare_sweep(base, target_train, target_test, layers, options)
     n_total = count_samples(target_train[OUTPUT])
     sizes = _check_budgets(budgets, n_total)
-    tasks, datasets, subsets = _plan(base, target_train, combos, seeds, baselines, sizes)
+    tasks, datasets, subsets = _plan(base, target_train, combos, options, sizes)
     test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, kwargs, client=client,
-                         save_dir=save_dir, progress=progress,
+    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+                         save_dir=save_dir,
                          stem=lambda t: t.name if t.kind == "full_target"
                          else f"n{t.n_samples}/{t.name}")
     sweeps = []
     for n in sizes:
-        out = _assemble(results, combos, seeds, baselines, False, n, subsets)
-        out = _finish(out, base, target_train, target_test, seeds, kwargs, n)
-        sweeps.append(summarize_sweep(out, metric=metric, alpha=alpha))
+        out = _assemble(results, combos, options, n, subsets)
+        out = _finish(out, base, target_train, target_test, options, n)
+        sweeps.append(summarize_sweep(out, metric=options.metric, alpha=options.alpha))
     return concat_budgets(sweeps, n_pool=n_total)
 
 
