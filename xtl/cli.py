@@ -35,99 +35,111 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 PAPER_LAYERS, PAPER_CHANNELS = 11, 64
 
 
-def _parser() -> argparse.ArgumentParser:
-    from ._version import __version__
+def _command(sub, name, help):
+    return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
-    parser = argparse.ArgumentParser(
-        prog="xtl", formatter_class=_Formatter,
-        description="Explainable transfer learning of SGS closures for 2D turbulence.",
-    )
-    parser.add_argument("--version", action="version", version=f"xtl {__version__}",
-                        help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, help):
-        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+def _add_scheduler(p):
+    p.add_argument("--scheduler", default=None,
+                   help="address of an existing dask scheduler (default: the one in "
+                        "$DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
 
-    def scheduler(p):
-        p.add_argument("--scheduler", default=None,
-                       help="address of an existing dask scheduler (default: the one in "
-                            "$DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
 
-    def overwrite(p):
-        p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+def _add_overwrite(p):
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
-    def dtype(p):
-        p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
-                       help="storage type of the fields in the netCDF output")
 
-    def run_schedule(p):
-        p.add_argument("--t-end", type=float, required=True,
-                       help="end time; the last snapshot is the last save time not after it")
-        p.add_argument("--save-interval", type=float, required=True,
-                       help="time between snapshots (a multiple of the case's dt)")
-        p.add_argument("--spin-up", type=float, default=0.0,
-                       help="time run before the first snapshot")
-        p.add_argument("--dt", type=float, help="override the case's time step")
-        p.add_argument("--n", type=int, help="override the case's grid size")
+def _add_dtype(p):
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="storage type of the fields in the netCDF output")
 
-    def les_options(p, what):
-        p.add_argument("--les", action="store_true",
-                       help=f"coarse-grain {what} on the fly: store only psi, omega and pi on "
-                            "the LES grid (the case's n_les unless --n-les)")
-        p.add_argument("--n-les", type=int, help="LES grid size (implies --les; default: the "
-                                                   "case's n_les)")
-        p.add_argument("--filter", default="gaussian", choices=["gaussian", "box", "sharp"],
-                       help="filter of the on-the-fly coarse-graining")
-        p.add_argument("--dns-every", type=int,
-                       help="with --les: also keep every k-th DNS snapshot in <out>.dns.nc")
 
-    demo = command("demo", "run the embedded default experiment (data, models, report)")
+def _add_schedule(p):
+    p.add_argument("--t-end", type=float, required=True,
+                   help="end time; the last snapshot is the last save time not after it")
+    p.add_argument("--save-interval", type=float, required=True,
+                   help="time between snapshots (a multiple of the case's dt)")
+    p.add_argument("--spin-up", type=float, default=0.0,
+                   help="time run before the first snapshot")
+    p.add_argument("--dt", type=float, help="override the case's time step")
+    p.add_argument("--n", type=int, help="override the case's grid size")
+
+
+def _add_les_options(p, what):
+    from .fourier import FILTERS
+
+    p.add_argument("--les", action="store_true",
+                   help=f"coarse-grain {what} on the fly: store only psi, omega and pi on "
+                        "the LES grid (the case's n_les unless --n-les)")
+    p.add_argument("--n-les", type=int, help="LES grid size (implies --les; default: the "
+                                               "case's n_les)")
+    p.add_argument("--filter", default="gaussian", choices=FILTERS,
+                   help="filter of the on-the-fly coarse-graining")
+    p.add_argument("--dns-every", type=int,
+                   help="with --les: also keep every k-th DNS snapshot in <out>.dns.nc")
+
+
+def _demo_command(sub):
+    demo = _command(sub, "demo", "run the embedded default experiment (data, models, report)")
     demo.add_argument("--out", default="xtl-demo", help="output folder")
-    scheduler(demo)
+    _add_scheduler(demo)
 
-    run = command("run", "run (or resume) the experiment of a TOML config")
+
+def _run_command(sub):
+    run = _command(sub, "run", "run (or resume) the experiment of a TOML config")
     run.add_argument("config", help="TOML file (see examples/demo.toml)")
     run.add_argument("--out", help="output folder (required unless --dry-run)")
     run.add_argument("--dry-run", action="store_true",
                      help="print each stage's estimated cost, from rates measured on this "
                           "machine, and run nothing")
-    scheduler(run)
+    _add_scheduler(run)
 
-    sim = command("simulate", "run one DNS (or LES training data, --les) and write it to netCDF")
+
+def _simulate_command(sub):
+    sim = _command(sub, "simulate",
+                   "run one DNS (or LES training data, --les) and write it to netCDF")
     sim.add_argument("case", help="a preset name (see `xtl cases`)")
     sim.add_argument("--out", required=True, help="netCDF file to write")
-    run_schedule(sim)
+    _add_schedule(sim)
     sim.add_argument("--seed", type=int, default=0, help="seed of the random initial condition")
-    les_options(sim, "each snapshot")
-    dtype(sim)
-    overwrite(sim)
+    _add_les_options(sim, "each snapshot")
+    _add_dtype(sim)
+    _add_overwrite(sim)
 
-    ens = command("ensemble", "run an ensemble of (case, seed) members on a dask cluster, one "
-                              "netCDF file per member")
+
+def _ensemble_command(sub):
+    ens = _command(sub, "ensemble", "run an ensemble of (case, seed) members on a dask "
+                                    "cluster, one netCDF file per member")
     ens.add_argument("cases", nargs="+", help="preset names (see `xtl cases`)")
     ens.add_argument("--seeds", type=int, nargs="+", default=[0],
                      help="seeds of the random initial conditions (one member per case and seed)")
     ens.add_argument("--directory", required=True,
                      help="folder of the member files (complete members are not run again)")
-    run_schedule(ens)
-    les_options(ens, "every member")
-    dtype(ens)
+    _add_schedule(ens)
+    _add_les_options(ens, "every member")
+    _add_dtype(ens)
     ens.add_argument("--n-workers", type=int,
                      help="workers of the LocalCluster (default: one per core)")
-    scheduler(ens)
+    _add_scheduler(ens)
 
-    cg = command("coarse-grain", "filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
+
+def _coarse_grain_command(sub):
+    from .fourier import FILTERS
+
+    cg = _command(sub, "coarse-grain",
+                  "filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
     cg.add_argument("dns", help="DNS netCDF (from `xtl simulate` without --les)")
     cg.add_argument("--n-les", type=int,
                     help="LES grid size (default: the case's n_les, from the file's attributes)")
-    cg.add_argument("--filter", default="gaussian", choices=["gaussian", "box", "sharp"],
+    cg.add_argument("--filter", default="gaussian", choices=FILTERS,
                     help="the filter")
     cg.add_argument("--out", required=True, help="netCDF file to write")
-    dtype(cg)
-    overwrite(cg)
+    _add_dtype(cg)
+    _add_overwrite(cg)
 
-    tr = command("train", "train a base network on LES data")
+
+def _train_command(sub):
+    tr = _command(sub, "train", "train a base network on LES data")
     tr.add_argument("data", help="LES netCDF (psi, omega, pi)")
     tr.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
     tr.add_argument("--layers", type=int, default=PAPER_LAYERS,
@@ -140,9 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=20, help="training epochs")
     tr.add_argument("--batch-size", type=int, default=32, help="samples per batch")
     tr.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
-    overwrite(tr)
+    _add_overwrite(tr)
 
-    tf = command("transfer", "re-train chosen layers of a model on target LES data")
+
+def _transfer_command(sub):
+    tf = _command(sub, "transfer", "re-train chosen layers of a model on target LES data")
     tf.add_argument("model", help="base model (.keras or .nc)")
     tf.add_argument("data", help="target LES netCDF")
     tf.add_argument("--layers", type=int, nargs="+", required=True,
@@ -152,9 +166,11 @@ def _parser() -> argparse.ArgumentParser:
     tf.add_argument("--epochs", type=int, default=20, help="training epochs")
     tf.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
     tf.add_argument("--seed", type=int, default=0, help="seed of the subset and the batches")
-    overwrite(tf)
+    _add_overwrite(tf)
 
-    sw = command("sweep", "re-train each single layer and score it on target test data")
+
+def _sweep_command(sub):
+    sw = _command(sub, "sweep", "re-train each single layer and score it on target test data")
     sw.add_argument("model", help="base model (.keras or .nc)")
     sw.add_argument("train_data", help="target LES netCDF to re-train on")
     sw.add_argument("test_data", help="target LES netCDF to score on")
@@ -168,22 +184,49 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", type=int, nargs="+", default=[0],
                     help="seeds: each draws another target subset and shuffle")
     sw.add_argument("--out", required=True, help="netCDF of the metrics over `layer`")
-    overwrite(sw)
-    scheduler(sw)
+    _add_overwrite(sw)
+    _add_scheduler(sw)
 
-    ex = command("explain", "kernel filter census of a model (and changes from a base)")
+
+def _explain_command(sub):
+    ex = _command(sub, "explain", "kernel filter census of a model (and changes from a base)")
     ex.add_argument("model", help="model (.keras or .nc)")
     ex.add_argument("--n", type=int,
                     help="grid to zero-pad the kernels to (default: the grid the model was "
                          "trained on)")
     ex.add_argument("--base", help="base model: also write the kernel changes")
     ex.add_argument("--out", required=True, help="netCDF file to write")
-    overwrite(ex)
+    _add_overwrite(ex)
 
-    rp = command("report", "redraw report.html of an experiment folder")
+
+def _report_command(sub):
+    rp = _command(sub, "report", "redraw report.html of an experiment folder")
     rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
 
-    command("cases", "list the preset cases")
+
+def _cases_command(sub):
+    _command(sub, "cases", "list the preset cases")
+
+
+
+#: The sub-commands, in the order ``xtl --help`` lists them.
+_COMMANDS = (_demo_command, _run_command, _simulate_command, _ensemble_command,
+             _coarse_grain_command, _train_command, _transfer_command, _sweep_command,
+             _explain_command, _report_command, _cases_command)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="xtl", formatter_class=_Formatter,
+        description="Explainable transfer learning of SGS closures for 2D turbulence.",
+    )
+    parser.add_argument("--version", action="version", version=f"xtl {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 
