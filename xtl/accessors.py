@@ -1,27 +1,143 @@
 """The ``.tl`` accessors on :class:`xarray.Dataset` and :class:`xarray.DataArray`.
 
-Importing this module (``import xtl`` does) registers ``ds.tl`` and ``da.tl``. Each method
-is a thin wrapper over a plain function elsewhere in xtl, passing ``self._obj`` as the
-first argument; that function's docstring is the reference. Methods valid on both kinds
-of object live in :class:`_TLAccessor`; the others in the Dataset or DataArray class.
+Importing this module (``import xtl`` does) registers ``ds.tl`` and ``da.tl``. Each
+method is generated from a public function of :mod:`xtl.spectral` or :mod:`xtl.coarse`
+by ``_delegate``: ``ds.tl.f(*args, **kwargs)`` is ``f(ds, *args, **kwargs)``, with
+the function's signature (less its first parameter) and its docstring, so the two
+cannot drift apart. The accessors hold no logic of their own. Methods valid on both
+kinds of object live in ``_TLAccessor``; the others in the Dataset or DataArray class:
 
-To add a method, add it under a comment naming its module, importing the function
-lazily (registering the accessors stays cheap and imports nothing else), e.g.::
+* ``ds.tl`` and ``da.tl``: ``spectrum``, ``transfer_spectrum``, ``filter_census``;
+* ``ds.tl`` only: ``coarse_grain``, ``kernel_filters``, ``classify_kernels``,
+  ``kernel_change``;
+* ``da.tl`` only: ``radial_profile``, ``classify_filters``.
+
+To add a method, assign it under a comment naming its module, with a one-line
+docstring naming the function (what the API reference shows), e.g.::
 
     # --- xtl.coarse --------------------------------------------------------------
-    def coarse_grain(self, *args, **kwargs):
-        \"\"\"Coarse-grain to the LES grid; see :func:`xtl.coarse.coarse_grain`.\"\"\"
-        from .coarse import coarse_grain
-
-        return coarse_grain(self._obj, *args, **kwargs)
+    coarse_grain = _delegate(coarse.coarse_grain)
+    \"\"\"``ds.tl.coarse_grain(...)``: :func:`xtl.coarse.coarse_grain` on this Dataset.\"\"\"
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import textwrap
+
 import xarray as xr
+
+from . import coarse, spectral
 
 __all__ = ["TLDatasetAccessor", "TLDataArrayAccessor"]
 
 
+def _delegate(func):
+    """An accessor method that calls ``func`` on the object the accessor is on.
+
+    Parameters
+    ----------
+    func : callable
+        A public function whose first parameter is the Dataset or DataArray (e.g.
+        :func:`xtl.spectral.spectrum`).
+
+    Returns
+    -------
+    function
+        ``method(accessor, *args, **kwargs)`` returning
+        ``func(accessor._obj, *args, **kwargs)``. Its ``__signature__`` is ``func``'s
+        with the first parameter renamed ``self`` (so a bound ``ds.tl.f`` has
+        ``func``'s signature less its first parameter), its ``__doc__`` is ``func``'s
+        (see :func:`_accessor_doc`), ``__wrapped__`` is ``func`` and its
+        ``__qualname__`` is set by the class (``_TLAccessor.spectrum``, ...).
+
+    Raises
+    ------
+    TypeError
+        ``func`` is not callable or takes no positional first parameter.
+    """
+    if not callable(func):
+        raise TypeError(f"_delegate: func must be callable, got {func!r}")
+    signature = inspect.signature(func)
+    params = list(signature.parameters.values())
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
+                                            params[0].POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"_delegate: func {func.__qualname__}{signature} must take the "
+                        "Dataset or DataArray as its first, positional parameter")
+
+    @functools.wraps(func)  # __name__, __qualname__, __module__, __doc__, __wrapped__
+    def method(accessor, /, *args, **kwargs):
+        return func(accessor._obj, *args, **kwargs)
+
+    self_param = params[0].replace(name="self", default=params[0].empty,
+                                   annotation=params[0].empty)
+    method.__signature__ = signature.replace(parameters=[self_param, *params[1:]])
+    method.__doc__ = _accessor_doc(func)
+    method.__module__ = __name__
+    return method
+
+
+def _accessor_doc(func):
+    """``func``'s docstring for its accessor method: without the first parameter's entry.
+
+    The first parameter is the object the accessor is on; its entry is removed from the
+    ``Parameters`` section (from a shared entry such as ``base, tl : ...`` only its name
+    is removed), and a note after the summary paragraph says so.
+
+    Parameters
+    ----------
+    func : callable
+        The wrapped function (numpydoc docstring).
+
+    Returns
+    -------
+    str
+        The cleaned (dedented) docstring; ``""`` when ``func`` has none.
+    """
+    doc = inspect.getdoc(func) or ""
+    first = next(iter(inspect.signature(func).parameters))
+    lines = _drop_parameter(doc.splitlines(), first)
+    where = lines.index("") if "" in lines else len(lines)
+    note = textwrap.wrap(f"Accessor form of :func:`{func.__module__}.{func.__name__}`: "
+                         f"``{first}`` is the object ``.tl`` is on.", width=88)
+    return "\n".join([*lines[:where], "", *note, *lines[where:]]).rstrip() + "\n"
+
+
+def _drop_parameter(lines, name):
+    """``lines`` without the entry of parameter ``name`` in the ``Parameters`` section."""
+    try:
+        start = lines.index("Parameters") + 2  # the section header and its underline
+    except ValueError:
+        return lines
+    for i in range(start, len(lines)):
+        line = lines[i]
+        if lines[i + 1:i + 2] and set(lines[i + 1]) == {"-"}:
+            break  # the next section's header
+        if not line.strip() or line.startswith(" "):
+            continue  # a description line, or the blank line ending the section
+        names, sep, rest = line.partition(" :")
+        listed = [n.strip() for n in names.split(",")]
+        if name not in listed:
+            continue
+        others = [n for n in listed if n != name]
+        if others:  # a shared entry, "base, tl : ...": keep it for the others
+            return [*lines[:i], ", ".join(others) + sep + rest, *lines[i + 1:]]
+        end = i + 1
+        while end < len(lines) and lines[end].startswith(" "):
+            end += 1
+        return [*lines[:i], *lines[end:]]
+    return lines
+
+
+def _name_methods(cls):
+    """Class decorator: give each delegated method the qualified name ``Class.method``."""
+    for name, value in vars(cls).items():
+        if inspect.isfunction(value) and hasattr(value, "__wrapped__"):
+            value.__qualname__ = f"{cls.__qualname__}.{name}"
+    return cls
+
+
+@_name_methods
 class _TLAccessor:
     """Methods shared by ``Dataset.tl`` and ``DataArray.tl``."""
 
@@ -29,207 +145,45 @@ class _TLAccessor:
         self._obj = obj
 
     # --- xtl.spectral: spectra of fields ---------------------------------------------
-    def spectrum(self, kind="power", *, var=None, kmax=None):
-        """Isotropic shell-summed spectrum.
+    spectrum = _delegate(spectral.spectrum)
+    """``.tl.spectrum(...)``: :func:`xtl.spectral.spectrum` on this object."""
 
-        Parameters
-        ----------
-        kind : {"power", "energy", "enstrophy"}
-            Power of the field, energy from ψ, enstrophy from ω.
-        var : str, optional
-            Dataset only: the variable (default ``psi``/``omega``; every (y, x)
-            variable for power).
-        kmax : int, optional
-            Last shell kept.
-
-        Returns
-        -------
-        xarray.DataArray or xarray.Dataset
-            See :func:`xtl.spectral.spectrum`.
-        """
-        from .spectral import spectrum
-
-        return spectrum(self._obj, kind, var=var, kmax=kmax)
-
-    def transfer_spectrum(self, pi=None, *, kind="energy", var=None, kmax=None):
-        """Interscale transfer spectrum of the SGS term Π.
-
-        Parameters
-        ----------
-        pi : xarray.DataArray or str, optional
-            Π (a DataArray), or for a Dataset the name of its Π variable (default "pi").
-        kind : {"energy", "enstrophy"}
-            Transfer of energy (with ψ) or enstrophy (with ω).
-        var : str, optional
-            Dataset only: the ψ or ω variable.
-        kmax : int, optional
-            Last shell kept.
-
-        Returns
-        -------
-        xarray.DataArray
-            See :func:`xtl.spectral.transfer_spectrum`.
-        """
-        from .spectral import transfer_spectrum
-
-        return transfer_spectrum(self._obj, pi, kind=kind, var=var, kmax=kmax)
+    transfer_spectrum = _delegate(spectral.transfer_spectrum)
+    """``.tl.transfer_spectrum(...)``: :func:`xtl.spectral.transfer_spectrum` on this object."""
 
     # --- xtl.spectral: kernel filters ---------------------------------------------------
-    def filter_census(self, *, n=None, chunks=None, **criteria):
-        """Number of kernels of each filter type per layer.
-
-        Parameters
-        ----------
-        n : int, optional
-            Padded grid size, when this is a model Dataset (not a classification).
-        chunks : dict, optional
-            Chunks over layer/channel_out/channel_in, for a model Dataset.
-        **criteria
-            Classification criteria, for a model Dataset.
-
-        Returns
-        -------
-        xarray.DataArray
-            Counts ``(layer, filter_type)``; see :func:`xtl.spectral.filter_census`.
-        """
-        from .spectral import filter_census
-
-        return filter_census(self._obj, n=n, chunks=chunks, **criteria)
+    filter_census = _delegate(spectral.filter_census)
+    """``.tl.filter_census(...)``: :func:`xtl.spectral.filter_census` on this object."""
 
 
 @xr.register_dataset_accessor("tl")
+@_name_methods
 class TLDatasetAccessor(_TLAccessor):
     """``ds.tl``: xtl methods on a Dataset (flow fields, a model, a classification)."""
 
     # --- xtl.coarse --------------------------------------------------------------------
-    def coarse_grain(self, n_les=None, filter="gaussian", *, width=None, dealias=None):
-        """Filter and coarse-grain this DNS Dataset to the LES grid, with Π.
-
-        Parameters
-        ----------
-        n_les : int, optional
-            LES grid size (even, smaller than the DNS grid); default the case's.
-        filter : {"gaussian", "box", "sharp"}
-            The filter.
-        width : float, optional
-            Filter width Δ; default ``2·(2π/n_les)``.
-        dealias : bool, optional
-            2/3 rule for N(ω, ψ) on the DNS grid; default the case's.
-
-        Returns
-        -------
-        xarray.Dataset
-            ``psi``, ``omega``, ``pi`` on the LES grid; see :func:`xtl.coarse.coarse_grain`.
-        """
-        from .coarse import coarse_grain
-
-        return coarse_grain(self._obj, n_les, filter, width=width, dealias=dealias)
+    coarse_grain = _delegate(coarse.coarse_grain)
+    """``ds.tl.coarse_grain(...)``: :func:`xtl.coarse.coarse_grain` on this Dataset."""
 
     # --- xtl.spectral: kernel filters ---------------------------------------------------
-    def kernel_filters(self, n=None, *, shift=True, chunks=None):
-        """``|Ŵ|`` of every kernel of this model, zero-padded to ``n × n`` (lazy).
+    kernel_filters = _delegate(spectral.kernel_filters)
+    """``ds.tl.kernel_filters(...)``: :func:`xtl.spectral.kernel_filters` on this model."""
 
-        Parameters
-        ----------
-        n : int, optional
-            Padded grid size (e.g. the LES grid); default the model's training grid.
-        shift : bool, default True
-            k = 0 at the centre (fftshifted).
-        chunks : dict, optional
-            Chunks over layer/channel_out/channel_in.
+    classify_kernels = _delegate(spectral.classify_kernels)
+    """``ds.tl.classify_kernels(...)``: :func:`xtl.spectral.classify_kernels` on this model."""
 
-        Returns
-        -------
-        xarray.DataArray
-            ``(layer, channel_out, channel_in, ky, kx)``; see
-            :func:`xtl.spectral.kernel_filters`.
-        """
-        from .spectral import kernel_filters
-
-        return kernel_filters(self._obj, n, shift=shift, chunks=chunks)
-
-    def classify_kernels(self, n=None, *, chunks=None, **criteria):
-        """Filter type (and Gabor orientation) of every kernel of this model.
-
-        Parameters
-        ----------
-        n : int, optional
-            Padded grid size; default the model's training grid.
-        chunks : dict, optional
-            Chunks over layer/channel_out/channel_in.
-        **criteria
-            ``flat_ratio``, ``edge``, ``min_anisotropy``, ``kmax``.
-
-        Returns
-        -------
-        xarray.Dataset
-            See :func:`xtl.spectral.classify_kernels`.
-        """
-        from .spectral import classify_kernels
-
-        return classify_kernels(self._obj, n, chunks=chunks, **criteria)
-
-    def kernel_change(self, other, *, n=None, percentile=99.9, by="spectral", chunks=None):
-        """Change of every kernel from this (base) model to ``other`` (re-trained).
-
-        Parameters
-        ----------
-        other : xarray.Dataset
-            The re-trained (TL) model Dataset.
-        n : int, optional
-            Padded grid size; default this model's training grid.
-        percentile : float, default 99.9
-            Kernels at or above this percentile of change are listed.
-        by : {"spectral", "physical"}
-            Which change ranks the kernels.
-        chunks : dict, optional
-            Chunks over layer/channel_out/channel_in.
-
-        Returns
-        -------
-        xarray.Dataset
-            See :func:`xtl.spectral.kernel_change`.
-        """
-        from .spectral import kernel_change
-
-        return kernel_change(self._obj, other, n=n, percentile=percentile, by=by, chunks=chunks)
+    kernel_change = _delegate(spectral.kernel_change)
+    """``ds.tl.kernel_change(tl, ...)``: :func:`xtl.spectral.kernel_change` from this model."""
 
 
 @xr.register_dataarray_accessor("tl")
+@_name_methods
 class TLDataArrayAccessor(_TLAccessor):
     """``da.tl``: xtl methods on a DataArray (a field, or filter magnitudes ``|Ŵ|``)."""
 
     # --- xtl.spectral: kernel filters ---------------------------------------------------
-    def radial_profile(self, *, kmax=None):
-        """Mean of ``|Ŵ|`` over each integer shell.
+    radial_profile = _delegate(spectral.radial_profile)
+    """``da.tl.radial_profile(...)``: :func:`xtl.spectral.radial_profile` on these filters."""
 
-        Parameters
-        ----------
-        kmax : int, optional
-            Last shell (default: the whole circles).
-
-        Returns
-        -------
-        xarray.DataArray
-            ``(..., k)``; see :func:`xtl.spectral.radial_profile`.
-        """
-        from .spectral import radial_profile
-
-        return radial_profile(self._obj, kmax=kmax)
-
-    def classify_filters(self, **criteria):
-        """Filter type of each ``|Ŵ|`` over the leading dims.
-
-        Parameters
-        ----------
-        **criteria
-            ``flat_ratio``, ``edge``, ``min_anisotropy``, ``kmax``.
-
-        Returns
-        -------
-        xarray.Dataset
-            See :func:`xtl.spectral.classify_filters`.
-        """
-        from .spectral import classify_filters
-
-        return classify_filters(self._obj, **criteria)
+    classify_filters = _delegate(spectral.classify_filters)
+    """``da.tl.classify_filters(...)``: :func:`xtl.spectral.classify_filters` on these filters."""
