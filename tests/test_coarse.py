@@ -393,3 +393,24 @@ def test_bad_on_the_fly_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="dns_every must be an int >= 1"):
         xtl.simulate(case, les=True, dns_every=0, path=tmp_path / "a.nc", **kw)
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_a_registered_filter_is_used_by_name():
+    """register_filter: a filter defined by its transfer function is used by name."""
+    import numpy as np
+
+    from xtl.fourier import FILTERS, register_filter, transfer_function
+
+    register_filter("gaussian-copy", FILTERS["gaussian"], "exp(-k^2 width^2 / 24)")
+    try:
+        kx, ky = np.meshgrid(np.arange(-8, 9), np.arange(-8, 9))
+        assert np.array_equal(transfer_function("gaussian-copy", kx, ky, 0.4),
+                              transfer_function("gaussian", kx, ky, 0.4))
+        with pytest.raises(ValueError, match="registered already"):
+            register_filter("gaussian-copy", FILTERS["box"], "")
+        with pytest.raises(TypeError, match="func must be callable"):
+            register_filter("other", "gaussian", "")
+    finally:
+        FILTERS.pop("gaussian-copy")
+    with pytest.raises(ValueError, match="filter must be one of"):
+        transfer_function("gaussian-copy", kx, ky, 0.4)

@@ -62,6 +62,7 @@ import platform
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ __all__ = [
     "Jacobian",
     "FILTERS",
     "FILTER_FORMULAS",
+    "register_filter",
     "transfer_function",
     "resize_spectrum",
     "PLANNERS",
@@ -894,10 +896,26 @@ class Jacobian:
 # ----------------------------------------------------------------------------------------
 # filters and moving coefficients between grids
 # ----------------------------------------------------------------------------------------
-#: Filters with a transfer function (see :func:`transfer_function`).
-FILTERS = ("gaussian", "box", "sharp")
+def _gaussian(kx, ky, width):
+    return np.exp(-(kx**2 + ky**2) * width**2 / 24.0)
 
-#: The formulas of :func:`transfer_function` (stored in file attributes).
+
+def _box(kx, ky, width):  # numpy's sinc is sin(πt)/(πt)
+    return np.sinc(kx * width / (2 * np.pi)) * np.sinc(ky * width / (2 * np.pi))
+
+
+def _sharp(kx, ky, width):
+    kc = np.pi / width
+    # a relative tolerance so that kc = n_les/2 computed as π/(2π/n_les) keeps |k| = kc out
+    tol = 1e-9 * kc
+    return ((np.abs(kx) < kc - tol) & (np.abs(ky) < kc - tol)).astype(float)
+
+
+#: Registered filters: name -> transfer function ``G(kx, ky, width)`` (see
+#: :func:`transfer_function`; add one with :func:`register_filter`).
+FILTERS: dict[str, Callable] = {"gaussian": _gaussian, "box": _box, "sharp": _sharp}
+
+#: The formulas of the registered filters (stored in file attributes).
 FILTER_FORMULAS = {
     "gaussian": "exp(-(kx^2 + ky^2) width^2 / 24)",
     "box": "sinc(kx width / 2) sinc(ky width / 2), sinc(z) = sin(z)/z",
@@ -905,12 +923,52 @@ FILTER_FORMULAS = {
 }
 
 
+def register_filter(name: str, func: Callable, formula: str, *, overwrite: bool = False) -> None:
+    """Register a filter under ``name`` (coarse-graining and configs name filters).
+
+    Parameters
+    ----------
+    name : str
+        The filter's name (``coarse_grain(..., filter=name)``, ``[flows] filter``).
+    func : callable
+        ``func(kx, ky, width) -> ndarray``: the transfer function Ĝ at radian
+        wavenumbers ``kx``, ``ky`` (float arrays that broadcast) for a width Δ.
+    formula : str
+        Ĝ in words, stored in the attributes of the files it makes.
+    overwrite : bool
+        Replace a filter of that name.
+
+    Raises
+    ------
+    TypeError
+        ``func`` not callable, ``name``/``formula`` not strings.
+    ValueError
+        ``name`` taken (without ``overwrite``).
+
+    Notes
+    -----
+    Register it in every process that uses it: on a dask cluster, in the
+    workers too (e.g. from a module they import).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if not callable(func):
+        raise TypeError(f"func must be callable, got {func!r}")
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string, got {formula!r}")
+    if name in FILTERS and not overwrite:
+        raise ValueError(f"a filter {name!r} is registered already (pass overwrite=True)")
+    FILTERS[name] = func
+    FILTER_FORMULAS[name] = formula
+
+
 def transfer_function(name: str, kx, ky, width: float) -> np.ndarray:
     """The transfer function Ĝ(kx, ky) of a filter of width Δ (broadcast over kx, ky).
 
     Parameters
     ----------
-    name : {"gaussian", "box", "sharp"}
+    name : str
+        A registered filter (:data:`FILTERS`). The built-in ones:
         ``"gaussian"``: Ĝ = exp(−(kx² + ky²)Δ²/24);
         ``"box"``: the mean over a Δ × Δ square, Ĝ = sinc(kxΔ/2)·sinc(kyΔ/2), sinc z = sin z / z;
         ``"sharp"``: Ĝ = 1 where |kx| < π/Δ and |ky| < π/Δ, else 0 (a square cut-off).
@@ -923,18 +981,11 @@ def transfer_function(name: str, kx, ky, width: float) -> np.ndarray:
     -------
     ndarray of float
     """
+    if name not in FILTERS:
+        raise ValueError(f"filter must be one of {list(FILTERS)}, got {name!r}")
     kx = np.asarray(kx, dtype=float)
     ky = np.asarray(ky, dtype=float)
-    if name == "gaussian":
-        return np.exp(-(kx**2 + ky**2) * width**2 / 24.0)
-    if name == "box":  # numpy's sinc is sin(πt)/(πt)
-        return np.sinc(kx * width / (2 * np.pi)) * np.sinc(ky * width / (2 * np.pi))
-    if name == "sharp":
-        kc = np.pi / width
-        # a relative tolerance so that kc = n_les/2 computed as π/(2π/n_les) keeps |k| = kc out
-        tol = 1e-9 * kc
-        return ((np.abs(kx) < kc - tol) & (np.abs(ky) < kc - tol)).astype(float)
-    raise ValueError(f"filter must be one of {list(FILTERS)}, got {name!r}")
+    return np.asarray(FILTERS[name](kx, ky, width), dtype=float)
 
 
 def resize_spectrum(spec: np.ndarray, n_to: int) -> np.ndarray:
