@@ -1070,9 +1070,30 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     ValueError
         If a variable is missing or the grids differ.
     """
-    from .metrics import log_spectrum_rmse
-    from .spectral import spectrum
+    _check_metric_inputs(les_ds, fdns_ds)
+    finite, stable, blowup = _stability(les_ds)
+    good = les_ds.isel(time=np.flatnonzero(finite)) if not finite.all() else les_ds
+    kmax = _resolved_kmax(les_ds)
+    fdns_omega = np.asarray(fdns_ds.omega.values, dtype=float)
+    sigma = float(np.nanstd(fdns_omega))
+    out = xr.Dataset()
+    for part in (_spectrum_metrics(good, fdns_ds, kmax),
+                 _pdf_metrics(good.omega, fdns_ds.omega, sigma, bins),
+                 _tail_metrics(good.omega.values, fdns_omega, sigma),
+                 _energy_metrics(good, fdns_ds),
+                 _transfer_metrics(good, fdns_ds)):
+        for name, value in part.items():
+            out[name] = value
+    if "tail" in out.coords:
+        out["tail"].attrs.update(long_name="multiple of the filtered DNS's sigma of vorticity",
+                                 units="1")
+    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax, sigma_fdns=sigma,
+                     closure=les_ds.attrs.get("closure", "unknown"))
+    return out
 
+
+def _check_metric_inputs(les_ds: xr.Dataset, fdns_ds: xr.Dataset) -> None:
+    """Both datasets have ``omega`` and ``psi`` on one grid."""
     for name, ds in (("les_ds", les_ds), ("fdns_ds", fdns_ds)):
         missing = {"omega", "psi"} - set(ds.data_vars)
         if missing:
@@ -1082,6 +1103,11 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
             f"les_ds and fdns_ds must be on one grid; got {les_ds.sizes['y']}x{les_ds.sizes['x']} "
             f"and {fdns_ds.sizes['y']}x{fdns_ds.sizes['x']}"
         )
+
+
+def _stability(les_ds: xr.Dataset) -> tuple:
+    """``(finite, stable, blowup_time)``: which snapshots are finite, whether the run
+    completed without a blow-up, and when it blew up (NaN if it did not)."""
     finite = np.isfinite(les_ds.omega).all(("y", "x")).values
     stable = bool(finite.all()) and les_ds.attrs.get("complete", 1) == 1
     blowup = float("nan")
@@ -1089,55 +1115,78 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
         blowup = float(les_ds.time.values[np.argmin(finite)])
     elif not stable:
         blowup = float(les_ds.attrs.get("blowup_time", les_ds.time.values[-1]))
-    good = les_ds.isel(time=np.flatnonzero(finite)) if not finite.all() else les_ds
+    return finite, stable, blowup
+
+
+def _spectrum_metrics(good: xr.Dataset, fdns_ds: xr.Dataset, kmax: int) -> dict:
+    """Time-mean energy and enstrophy spectra and the log-spectrum error up to ``kmax``."""
+    from .metrics import log_spectrum_rmse
+    from .spectral import spectrum
+
     mean_dims = [d for d in fdns_ds.omega.dims if d not in ("y", "x")]
-    out = xr.Dataset()
+    out = {}
     for kind in ("energy", "enstrophy"):
         out[f"{kind}_les"] = spectrum(good, kind=kind).mean("time")
         out[f"{kind}_fdns"] = spectrum(fdns_ds, kind=kind).mean(mean_dims)
-    kmax = _resolved_kmax(les_ds)
-    out["spectrum_error"] = log_spectrum_rmse(out.energy_les, out.energy_fdns, kmax=kmax).assign_attrs(
+    error = log_spectrum_rmse(out["energy_les"], out["energy_fdns"], kmax=kmax)
+    out["spectrum_error"] = error.assign_attrs(
         long_name=f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
         units="1")
-    fdns_omega = np.asarray(fdns_ds.omega.values, dtype=float)
-    sigma = float(np.nanstd(fdns_omega))
-    span = max(float(np.nanmax(np.abs(fdns_omega))), 5.5 * sigma)
+    return out
+
+
+def _pdf_metrics(les_omega: xr.DataArray, fdns_omega: xr.DataArray, sigma: float,
+                 bins: int) -> dict:
+    """Vorticity PDFs on bins set by the filtered DNS alone, and their Hellinger distance."""
+    fdns_values = np.asarray(fdns_omega.values, dtype=float)
+    span = max(float(np.nanmax(np.abs(fdns_values))), 5.5 * sigma)
     edges = np.linspace(-span, span, bins + 1)
-    out["pdf_les"] = _pdf(good.omega, edges)
-    out["pdf_fdns"] = _pdf(fdns_ds.omega, edges)
-    out["pdf_distance"] = _scalar(pdf_distance(good.omega.values, fdns_omega, edges),
-                                  "Hellinger distance of the vorticity PDFs")
-    tails = {label: tail_density(values, sigma) for label, values in
-             (("les", good.omega.values), ("fdns", fdns_omega))}
-    for label, density in tails.items():
-        out[f"tail_{label}"] = xr.DataArray(
-            density, dims="tail", coords={"tail": list(TAIL_SIGMAS)},
-            attrs={"long_name": "PDF of vorticity at tail sigmas of the filtered DNS",
-                   "units": "1"})
+    return {"pdf_les": _pdf(les_omega, edges), "pdf_fdns": _pdf(fdns_omega, edges),
+            "pdf_distance": _scalar(pdf_distance(les_omega.values, fdns_values, edges),
+                                    "Hellinger distance of the vorticity PDFs")}
+
+
+def _tail_metrics(les_omega: np.ndarray, fdns_omega: np.ndarray, sigma: float) -> dict:
+    """The PDFs at :data:`TAIL_SIGMAS` multiples of σ and their mean |log10| ratio."""
+    tails = {"les": tail_density(les_omega, sigma), "fdns": tail_density(fdns_omega, sigma)}
+    out = {f"tail_{label}": xr.DataArray(
+        density, dims="tail", coords={"tail": list(TAIL_SIGMAS)},
+        attrs={"long_name": "PDF of vorticity at tail sigmas of the filtered DNS", "units": "1"})
+        for label, density in tails.items()}
     both = (tails["les"] > 0) & (tails["fdns"] > 0)
-    out["tail_error"] = _scalar(np.mean(np.abs(np.log10(tails["les"][both] / tails["fdns"][both])))
-                                if both.any() else np.nan,
-                                "mean |log10| ratio of the PDFs at 3-5 sigma")
-    out["tail"].attrs.update(long_name="multiple of the filtered DNS's sigma of vorticity",
-                             units="1")
-    out["kinetic_energy"] = (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
-        long_name="kinetic energy of the LES", units="1")
-    out["enstrophy"] = (0.5 * (good.omega ** 2).mean(("y", "x"))).assign_attrs(
-        long_name="enstrophy of the LES", units="1")
+    error = (np.mean(np.abs(np.log10(tails["les"][both] / tails["fdns"][both])))
+             if both.any() else np.nan)
+    out["tail_error"] = _scalar(error, "mean |log10| ratio of the PDFs at 3-5 sigma")
+    return out
+
+
+def _energy_metrics(good: xr.Dataset, fdns_ds: xr.Dataset) -> dict:
+    """Energy and enstrophy series of the LES and the means of both flows."""
+    out = {
+        "kinetic_energy": (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
+            long_name="kinetic energy of the LES", units="1"),
+        "enstrophy": (0.5 * (good.omega ** 2).mean(("y", "x"))).assign_attrs(
+            long_name="enstrophy of the LES", units="1"),
+    }
     for label, ds in (("les", good), ("fdns", fdns_ds)):
         out[f"mean_energy_{label}"] = _scalar((0.5 * ds.omega * ds.psi).mean(),
                                               f"mean kinetic energy ({label})")
         out[f"mean_enstrophy_{label}"] = _scalar((0.5 * ds.omega ** 2).mean(),
                                                  f"mean enstrophy ({label})")
-    if "pi" in les_ds and "pi" in fdns_ds:
-        for label, ds in (("les", good), ("fdns", fdns_ds)):
-            transfer, back = _transfer(ds)
-            out[f"transfer_{label}"] = _scalar(
-                transfer, f"mean energy transfer <psi Pi> to the subgrid scales ({label})")
-            out[f"backscatter_{label}"] = _scalar(
-                back, f"share of |psi Pi| that is backscatter (psi Pi < 0) ({label})")
-    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax, sigma_fdns=sigma,
-                     closure=les_ds.attrs.get("closure", "unknown"))
+    return out
+
+
+def _transfer_metrics(good: xr.Dataset, fdns_ds: xr.Dataset) -> dict:
+    """Mean energy transfer ⟨ψ̄Π⟩ and backscatter share of both (empty without ``pi``)."""
+    if "pi" not in good or "pi" not in fdns_ds:
+        return {}
+    out = {}
+    for label, ds in (("les", good), ("fdns", fdns_ds)):
+        transfer, back = _transfer(ds)
+        out[f"transfer_{label}"] = _scalar(
+            transfer, f"mean energy transfer <psi Pi> to the subgrid scales ({label})")
+        out[f"backscatter_{label}"] = _scalar(
+            back, f"share of |psi Pi| that is backscatter (psi Pi < 0) ({label})")
     return out
 
 
