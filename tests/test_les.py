@@ -502,3 +502,34 @@ def test_closure_fields_of_composed_closures():
                                    rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(closure_fields(None, run).values, 0)
 
+
+def test_aposteriori_schedule_is_validated_and_the_keywords_still_work():
+    from xtl.les import LesSchedule, run_aposteriori, select_initial_states
+
+    case = xtl.get_case("tiny")
+    fdns = _fdns(t_end=1.2)
+    states = select_initial_states(fdns, 1)
+    closures = {"smagorinsky": Smagorinsky(16), "halves": 0.5 * Smagorinsky(16) + Smagorinsky(16) * 0.5}
+    by_keywords = run_aposteriori(case, closures, states, fdns, t_end=0.16, save_interval=0.08,
+                                  dt=None, progress=False)
+    by_options = run_aposteriori(case, closures, states, fdns,
+                                 LesSchedule(t_end=0.16, save_interval=0.04), save_interval=0.08,
+                                 progress=False)
+    drop = ["wall_seconds"]
+    import xarray as xr
+
+    xr.testing.assert_identical(by_keywords.drop_vars(drop), by_options.drop_vars(drop))
+    assert by_keywords.attrs["t_end"] == 0.16 and math.isnan(by_keywords.attrs["dt"])
+    # ½Π + ½Π is Π exactly: the sum runs as the closure itself
+    for name in ("kinetic_energy", "spectrum_error", "transfer_les"):
+        np.testing.assert_array_equal(by_keywords[name].sel(closure="halves"),
+                                      by_keywords[name].sel(closure="smagorinsky"))
+    for kwargs, error, match in (
+            (dict(t_end=-1.0, save_interval=0.08), ValueError, "t_end must be > 0, got -1.0"),
+            (dict(t_end=math.inf, save_interval=0.08), ValueError, "t_end must be a finite number"),
+            (dict(t_end=0.16, save_interval=0.0), ValueError, "save_interval must be > 0"),
+            (dict(t_end=0.16, save_interval=0.08, dt=0.0), ValueError, "dt must be > 0"),
+            (dict(t_end=0.16, save_interval=0.08, steps=3), TypeError,
+             r"unknown LesSchedule option\(s\) \['steps'\]; valid: t_end, save_interval, dt")):
+        with pytest.raises(error, match=match):
+            run_aposteriori(case, closures, states, fdns, progress=False, **kwargs)

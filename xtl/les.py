@@ -25,8 +25,8 @@ pyqg's parameterizations):
 A closure evaluates a :class:`ClosureState` – ψ̄, ω̄ and their spectra, each
 transformed once – physically (:meth:`Closure.pi`) or spectrally
 (:meth:`Closure.pi_hat`): the Smagorinsky closures work on the state's spectra,
-so from the solver's ω̂ they do not transform the fields again, and the closures
-of a sum share the state's transforms. :func:`get_closure` makes a closure by
+so from a solver's ω̂ (:meth:`Closure.pi_hat_from`) they do not transform the
+fields again, and the closures of a sum share the state's transforms. :func:`get_closure` makes a closure by
 name (:func:`available_closures`, :func:`register_closure`).
 
 :func:`run_les` runs the LES. (It was called ``les``, which hid this module
@@ -51,7 +51,7 @@ import xarray as xr
 
 from .cases import Case
 from .fourier import SpectralGrid, transfer_function
-from .options import check_bool, check_float, check_int
+from .options import LesSchedule, check_bool, check_float, check_int
 from .solver.run import DivergenceError, simulate
 
 __all__ = [
@@ -1255,8 +1255,8 @@ def _backends_of(closure) -> set:
     return as_closure(closure).backends()
 
 
-def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: float,
-                    save_interval: float, dt: float | None = None) -> xr.Dataset:
+def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
+                    schedule: LesSchedule | None = None, **schedule_kwargs) -> xr.Dataset:
     """One a posteriori run and its :func:`les_metrics` (a blow-up is a result).
 
     Runs on a dask worker in :func:`run_aposteriori` (it then pins a network
@@ -1266,15 +1266,16 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
     ----------
     case : Case
         The DNS case of the flow.
-    closure : callable or None
+    closure : Closure, callable or None
     initial : array or DataArray
         Filtered vorticity on the LES grid.
     fdns : Dataset
         The filtered DNS to compare with (with ``pi`` for the energy transfer).
-    t_end, save_interval : float
-        Of the run.
-    dt : float, optional
-        LES time step (default: the DNS's CFL number, :func:`les_case`).
+    schedule : xtl.options.LesSchedule or dict, optional
+        ``t_end``, ``save_interval`` and ``dt`` of the run.
+    **schedule_kwargs
+        Single schedule options (``t_end=``, ``save_interval=``, ``dt=``),
+        merged into ``schedule`` (:meth:`xtl.options.Options.merge`).
 
     Returns
     -------
@@ -1286,11 +1287,13 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
 
     from .backends import pin_worker_threads
 
+    schedule = LesSchedule.merge(schedule, **schedule_kwargs)
     pin_worker_threads(_backends_of(closure))
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up overflows on its way
-        run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save_interval,
-                      dt=dt, keep_blowup=True, progress=False)
+        run = run_les(case, closure, initial=initial, t_end=schedule.t_end,
+                      save_interval=schedule.save_interval, dt=schedule.dt, keep_blowup=True,
+                      progress=False)
     seconds = time.perf_counter() - start
     run["pi"] = closure_fields(closure, run)
     metrics = les_metrics(run, fdns)
@@ -1303,9 +1306,9 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
     return metrics
 
 
-def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr.Dataset, *,
-                    t_end: float, save_interval: float, dt: float | None = None,
-                    client=None, progress=None) -> xr.Dataset:
+def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr.Dataset,
+                    schedule: LesSchedule | None = None, *, client=None, progress=None,
+                    **schedule_kwargs) -> xr.Dataset:
     """LES with every closure from every initial state, against the filtered DNS.
 
     One task per (closure, initial state), on ``client`` when given (network
@@ -1324,12 +1327,15 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
         ``omega`` on ``(initial_state, y, x)`` (:func:`select_initial_states`).
     fdns : Dataset
         The filtered DNS (``psi``, ``omega``, ``pi``; any leading dims).
-    t_end, save_interval : float
-        Of each run.
-    dt : float, optional
-        LES time step (default: the DNS's CFL number, :func:`les_case`).
+    schedule : xtl.options.LesSchedule or dict, optional
+        ``t_end`` and ``save_interval`` of each run (finite, > 0) and the LES
+        time step ``dt`` (default None: the DNS's CFL number, :func:`les_case`).
     client : distributed.Client, optional
     progress : bool, optional
+    **schedule_kwargs
+        Single schedule options, merged into ``schedule``:
+        ``run_aposteriori(..., t_end=5.0, save_interval=0.5, dt=None)`` works
+        as before.
 
     Returns
     -------
@@ -1337,12 +1343,19 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
         :func:`les_metrics` over ``(closure, initial_state)`` (the filtered DNS's
         variables without these dims; runs that blew up padded with NaN in
         ``time``), ``stable``, ``blowup_time`` and ``wall_seconds`` per run;
-        attrs ``turnover_time`` of the filtered DNS
-        (:func:`large_eddy_turnover_time`) and ``turnovers``, how many of them a
-        run lasts.
-    """
-    from ._progress import progress_bar
+        attrs ``t_end``, ``save_interval``, ``dt`` (NaN: the default),
+        ``turnover_time`` of the filtered DNS (:func:`large_eddy_turnover_time`)
+        and ``turnovers``, how many of them a run lasts.
 
+    Raises
+    ------
+    ValueError
+        No closures, ``initials`` without ``initial_state``, or a schedule
+        option out of range.
+    TypeError
+        An unknown schedule option.
+    """
+    schedule = LesSchedule.merge(schedule, **schedule_kwargs)
     if not closures:
         raise ValueError("closures must name at least one closure, {label: closure}")
     if "initial_state" not in initials.dims:
@@ -1350,35 +1363,44 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
                          f"got dims {initials.dims}")
     labels = list(closures)
     order = sorted(range(len(labels)), key=lambda i: not _backends_of(closures[labels[i]]))
-    tasks = [(labels[i], j) for i in order for j in range(initials.sizes["initial_state"])]
-    kwargs = dict(t_end=t_end, save_interval=save_interval, dt=dt)
+    fields = [initials.isel(initial_state=j).transpose("y", "x").values
+              for j in range(initials.sizes["initial_state"])]
+    jobs = {(labels[i], j): (case, closures[labels[i]], field)
+            for i in order for j, field in enumerate(fields)}
     fdns = fdns[[v for v in ("psi", "omega", "pi") if v in fdns]].load()
-    fields = {j: initials.isel(initial_state=j).transpose("y", "x").values
-              for j in range(initials.sizes["initial_state"])}
+    results = _run_jobs(jobs, fdns, schedule, client, progress)
+    out = _combine_runs(results, labels, initials, schedule.to_dict())
+    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
+    out.attrs.update(turnover_time=turnover, turnovers=schedule.t_end / turnover)
+    return out
+
+
+def _run_jobs(jobs: dict, fdns: xr.Dataset, schedule: LesSchedule, client, progress) -> dict:
+    """``{key: aposteriori_run(case, closure, field, fdns, schedule)}`` for ``jobs``
+    ``{key: (case, closure, field)}``: here one after the other, or on ``client`` as
+    tasks prioritized in the order of ``jobs`` (the filtered DNS scattered once)."""
+    from ._progress import progress_bar
+
     results = {}
-    bar = progress_bar(progress, total=len(tasks), desc="a posteriori", unit="run")
+    bar = progress_bar(progress, total=len(jobs), desc="a posteriori", unit="run")
     try:
         if client is None:
-            for label, j in tasks:
-                results[label, j] = aposteriori_run(case, closures[label], fields[j], fdns,
-                                                    **kwargs)
+            for key, job in jobs.items():
+                results[key] = aposteriori_run(*job, fdns, schedule)
                 bar.update(1)
         else:
             from distributed import as_completed
 
             fdns_f = client.scatter(fdns, broadcast=True)
-            futures = {client.submit(aposteriori_run, case, closures[label], fields[j], fdns_f,
-                                     pure=False, priority=-i, **kwargs): (label, j)
-                       for i, (label, j) in enumerate(tasks)}
+            futures = {client.submit(aposteriori_run, *job, fdns_f, schedule, pure=False,
+                                     priority=-i): key
+                       for i, (key, job) in enumerate(jobs.items())}
             for fut in as_completed(futures, loop=client.loop):
                 results[futures[fut]] = fut.result()
                 bar.update(1)
     finally:
         bar.close()
-    out = _combine_runs(results, labels, initials, kwargs)
-    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
-    out.attrs.update(turnover_time=turnover, turnovers=t_end / turnover)
-    return out
+    return results
 
 
 def large_eddy_turnover_time(case: Case, energy: float) -> float:
