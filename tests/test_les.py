@@ -339,3 +339,197 @@ def test_an_unstable_closure_is_recorded_with_its_blowup_time_and_the_others_are
         float(ds.blowup_time.sel(closure="anti-diffusion").min()))
     assert float(summary.spectrum_error_std.sel(closure="no closure")) == pytest.approx(
         float(ds.spectrum_error.sel(closure="no closure").std(ddof=1)))
+
+
+# --------------------------------------------------------------------------- composing closures
+def _state_fields(n=32, seed=0):
+    """A dealiased random ω̂ on the solver's grid and its physical ψ̄, ω̄ (as the solver makes them)."""
+    grid = SpectralGrid(n)
+    rng = np.random.default_rng(seed)
+    omega_hat = grid.rfft2(rng.standard_normal((n, n))) * grid.mask
+    psi, omega = grid.irfft2(np.stack([grid.streamfunction(omega_hat), omega_hat]))
+    return grid, omega_hat, psi, omega
+
+
+def test_closure_is_an_abstract_base_class():
+    from xtl.les import Closure
+
+    with pytest.raises(TypeError, match="abstract"):
+        Closure()
+
+    class Incomplete(Closure):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()
+
+
+def test_sum_of_closures_equals_the_explicit_sum():
+    _, _, psi, omega = _state_fields()
+    parts = [Smagorinsky(32), DynamicSmagorinsky(32), lambda p, w: 0.1 * w]
+    total = sum(parts)
+    assert isinstance(total, SumClosure) and total.n == 32 and len(total.closures) == 3
+    expected = parts[0](psi, omega) + parts[1](psi, omega) + 0.1 * omega
+    np.testing.assert_allclose(total(psi, omega), expected, rtol=0, atol=1e-14)
+    assert 0 + parts[0] is parts[0] and parts[0] + 0 is parts[0]  # sum() starts from 0
+    # nested sums flatten; a callable on the left joins too
+    assert len(((parts[0] + parts[1]) + (parts[2] + parts[0])).closures) == 4
+    np.testing.assert_allclose((parts[2] + parts[0])(psi, omega), 0.1 * omega + parts[0](psi, omega),
+                               rtol=0, atol=1e-14)
+
+
+def test_scalar_multiples_of_closures():
+    from xtl.les import ScaledClosure
+
+    _, _, psi, omega = _state_fields()
+    s = Smagorinsky(32, cs=0.2)
+    ref = s(psi, omega)
+    assert np.max(np.abs(ref)) > 1e-3
+    np.testing.assert_allclose((2 * s)(psi, omega), (s + s)(psi, omega), rtol=0, atol=1e-15)
+    np.testing.assert_allclose((0.5 * s)(psi, omega), 0.5 * ref, rtol=0, atol=1e-15)
+    np.testing.assert_allclose((s * 3)(psi, omega), 3 * ref, rtol=0, atol=1e-15)
+    np.testing.assert_allclose((np.float64(2.0) * s)(psi, omega), 2 * ref, rtol=0, atol=1e-15)
+    nested = 3 * (0.5 * s)  # factors multiply: one ScaledClosure of s
+    assert isinstance(nested, ScaledClosure) and nested.closure is s and nested.factor == 1.5
+    assert (0.5 * s).n == 32 and (0.5 * s).name == "0.5 * smagorinsky"
+    np.testing.assert_allclose((2 * (s + s))(psi, omega), 4 * ref, rtol=0, atol=1e-14)
+    for bad in (1j, "2", True, None, np.ones(2), s):
+        with pytest.raises(TypeError, match="multiplied by a real number only"):
+            bad * s
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="factor must be a finite number"):
+            s * bad
+
+
+def test_closures_have_readable_reprs():
+    from xtl.les import ModelClosure
+
+    s, d = Smagorinsky(32), DynamicSmagorinsky(32)
+    assert repr(s) == "Smagorinsky(n=32, cs=0.17)"
+    assert repr(Smagorinsky(16, cs=0.2)) == "Smagorinsky(n=16, cs=0.2)"
+    assert repr(d) == "DynamicSmagorinsky(n=32)"
+    assert repr(NoClosure()) == "NoClosure()" and repr(NoClosure(n=32)) == "NoClosure(n=32)"
+    assert repr(0.5 * s + d) == "0.5 * Smagorinsky(n=32, cs=0.17) + DynamicSmagorinsky(n=32)"
+    assert repr(2 * (s + d)) == "2 * (Smagorinsky(n=32, cs=0.17) + DynamicSmagorinsky(n=32))"
+    assert (2 * (s + d)).name == "2 * (smagorinsky + dynamic-smagorinsky)"
+    model = ModelClosure(_linear_model(1.0, 1.0, {"psi": 1.0, "omega": 1.0, "pi": 1.0}, grid=16))
+    assert repr(0.5 * model) == "0.5 * ModelClosure('base network (linear)', n=16)"
+
+
+def test_closure_registry():
+    from xtl.les import available_closures, get_closure, register_closure
+
+    assert {"none", "no closure", "smagorinsky", "dynamic-smagorinsky"} <= set(available_closures())
+    s = get_closure("smagorinsky", n=32, cs=0.25)
+    assert type(s) is Smagorinsky and (s.n, s.cs) == (32, 0.25)
+    assert type(get_closure("Dynamic-Smagorinsky", n=16)) is DynamicSmagorinsky
+    assert get_closure("dynamic-smagorinsky", n=16).n == 16
+    assert type(get_closure("none")) is NoClosure and type(get_closure("no closure")) is NoClosure
+    with pytest.raises(ValueError, match="unknown closure 'smag'; valid names: .*'smagorinsky'.*"
+                                         "'dynamic-smagorinsky'"):
+        get_closure("smag", n=32)
+    with pytest.raises(TypeError, match="'smagorinsky' cannot be made with params"):
+        get_closure("smagorinsky", n=32, width=2)
+    with pytest.raises(ValueError, match="'smagorinsky' is registered already"):
+        register_closure("smagorinsky", DynamicSmagorinsky)
+    assert type(get_closure("smagorinsky", n=16)) is Smagorinsky  # the refused one did not replace it
+    with pytest.raises(TypeError, match="factory must be callable"):
+        register_closure("twice-smagorinsky", 2)
+    register_closure("twice-smagorinsky", lambda n: 2 * Smagorinsky(n))
+    try:
+        assert repr(get_closure("twice-smagorinsky", n=16)) == "2 * Smagorinsky(n=16, cs=0.17)"
+        register_closure("twice-smagorinsky", lambda n: 3 * Smagorinsky(n), overwrite=True)
+        assert get_closure("twice-smagorinsky", n=16).factor == 3
+    finally:
+        from xtl import les
+
+        les._REGISTRY.pop("twice-smagorinsky")  # leave the registry as the other tests expect
+    assert "twice-smagorinsky" not in available_closures()
+
+
+def test_composed_closure_pickles():
+    import pickle
+
+    _, _, psi, omega = _state_fields(16)
+    closure = 0.5 * Smagorinsky(16, cs=0.2) + DynamicSmagorinsky(16) + 2 * NoClosure()
+    copy = pickle.loads(pickle.dumps(closure))
+    assert repr(copy) == repr(closure)
+    np.testing.assert_array_equal(copy(psi, omega), closure(psi, omega))
+
+
+def test_spectral_state_path_equals_the_physical_path():
+    """From the solver's ω̂ the closures give the Π̂ the solver gets from their physical call
+    (ψ̄, ω̄ transformed back, Π transformed forward), to round-off."""
+    from xtl.les import ClosureState
+
+    grid, omega_hat, psi, omega = _state_fields()
+    closures = [Smagorinsky(32), DynamicSmagorinsky(32), NoClosure(),
+                0.5 * Smagorinsky(32, cs=0.3) + DynamicSmagorinsky(32) + (lambda p, w: 0.1 * w)]
+    for closure in closures:
+        physical = closure(psi, omega)
+        cs2 = getattr(closure, "cs2", None)
+        expected = grid.rfft2(physical) * grid.mask
+        got = closure.pi_hat_from(omega_hat, grid) * grid.mask
+        scale = max(np.max(np.abs(expected)), 1.0)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * scale, err_msg=repr(closure))
+        if cs2 is not None:
+            assert closure.cs2 == pytest.approx(cs2, rel=1e-12)
+        state = ClosureState.from_spectrum(omega_hat, grid)
+        np.testing.assert_allclose(closure.pi(state), physical, rtol=0, atol=1e-13 * scale)
+    assert np.max(np.abs(closures[0](psi, omega))) > 1e-3
+    # one state of a sum transforms each field once: the parts read the same arrays
+    state = ClosureState.from_spectrum(omega_hat, grid)
+    assert state.psi_hat is state.psi_hat and state.omega is state.omega
+    np.testing.assert_allclose(state.psi, psi, atol=1e-14)
+    with pytest.raises(ValueError, match="smagorinsky closure works on a 16² grid, got a state on "
+                                         "a 32² grid"):
+        Smagorinsky(16).pi_hat_from(omega_hat, grid)
+
+
+def test_closure_fields_of_composed_closures():
+    from xtl.les import ModelClosure, closure_fields
+
+    case = xtl.get_case("tiny")
+    run = run_les(case, Smagorinsky(16), t_end=0.08, save_interval=0.04, seed=1)
+    model = ModelClosure(_linear_model(0.0, 0.8, {"psi": 1.0, "omega": 2.0, "pi": 0.25}, grid=16))
+    closure = 2 * Smagorinsky(16) + 0.5 * model  # Π = 2 Π_smag + 0.05 ω
+    assert closure.backends() == {"keras"} and (0.5 * model).backends() == {"keras"}
+    pi = closure_fields(closure, run)
+    assert pi.dims == ("time", "y", "x")
+    for t in range(run.sizes["time"]):
+        psi, omega = run.psi.values[t], run.omega.values[t]
+        np.testing.assert_allclose(pi.values[t], 2 * Smagorinsky(16)(psi, omega) + 0.05 * omega,
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(closure_fields(None, run).values, 0)
+
+
+def test_aposteriori_schedule_is_validated_and_the_keywords_still_work():
+    from xtl.les import LesSchedule, run_aposteriori, select_initial_states
+
+    case = xtl.get_case("tiny")
+    fdns = _fdns(t_end=1.2)
+    states = select_initial_states(fdns, 1)
+    closures = {"smagorinsky": Smagorinsky(16), "halves": 0.5 * Smagorinsky(16) + Smagorinsky(16) * 0.5}
+    by_keywords = run_aposteriori(case, closures, states, fdns, t_end=0.16, save_interval=0.08,
+                                  dt=None, progress=False)
+    by_options = run_aposteriori(case, closures, states, fdns,
+                                 LesSchedule(t_end=0.16, save_interval=0.04), save_interval=0.08,
+                                 progress=False)
+    drop = ["wall_seconds"]
+    import xarray as xr
+
+    xr.testing.assert_identical(by_keywords.drop_vars(drop), by_options.drop_vars(drop))
+    assert by_keywords.attrs["t_end"] == 0.16 and math.isnan(by_keywords.attrs["dt"])
+    # ½Π + ½Π is Π exactly: the sum runs as the closure itself
+    for name in ("kinetic_energy", "spectrum_error", "transfer_les"):
+        np.testing.assert_array_equal(by_keywords[name].sel(closure="halves"),
+                                      by_keywords[name].sel(closure="smagorinsky"))
+    for kwargs, error, match in (
+            (dict(t_end=-1.0, save_interval=0.08), ValueError, "t_end must be > 0, got -1.0"),
+            (dict(t_end=math.inf, save_interval=0.08), ValueError, "t_end must be a finite number"),
+            (dict(t_end=0.16, save_interval=0.0), ValueError, "save_interval must be > 0"),
+            (dict(t_end=0.16, save_interval=0.08, dt=0.0), ValueError, "dt must be > 0"),
+            (dict(t_end=0.16, save_interval=0.08, steps=3), TypeError,
+             r"unknown LesSchedule option\(s\) \['steps'\]; valid: t_end, save_interval, dt")):
+        with pytest.raises(error, match=match):
+            run_aposteriori(case, closures, states, fdns, progress=False, **kwargs)

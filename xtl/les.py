@@ -9,7 +9,8 @@ term on the right-hand side with a minus sign (docs/conventions.md):
         = \tfrac{1}{Re}\nabla^2\bar\omega - \mu\bar\omega + F - \Pi .
 
 A *closure* is any callable ``closure(psi, omega) -> Pi`` on the physical LES
-grid. xtl provides
+grid. xtl's closures are :class:`Closure` objects (an abstract base class, like
+pyqg's parameterizations):
 
 * :class:`NoClosure` – Π = 0 (an under-resolved DNS);
 * :class:`Smagorinsky` – Π = −∇·(ν_e ∇ω̄), ν_e = (C_s Δ)² |S̄|;
@@ -17,7 +18,16 @@ grid. xtl provides
   (test filter of width 2Δ, Lilly's least squares over the domain, clipped at 0);
 * :class:`ModelClosure` – a trained network of any backend (its normalization
   applied, the backend's compiled forward once per step);
-* :class:`SumClosure` (``closure_a + closure_b``) – closures compose by addition.
+* :class:`SumClosure` (``a + b``, ``sum([a, b])``) and :class:`ScaledClosure`
+  (``0.5 * a``) – closures compose; a plain callable joins as a
+  :class:`FunctionClosure` (:func:`as_closure`).
+
+A closure evaluates a :class:`ClosureState` – ψ̄, ω̄ and their spectra, each
+transformed once – physically (:meth:`Closure.pi`) or spectrally
+(:meth:`Closure.pi_hat`): the Smagorinsky closures work on the state's spectra,
+so from a solver's ω̂ (:meth:`Closure.pi_hat_from`) they do not transform the
+fields again, and the closures of a sum share the state's transforms. :func:`get_closure` makes a closure by
+name (:func:`available_closures`, :func:`register_closure`).
 
 :func:`run_les` runs the LES. (It was called ``les``, which hid this module
 behind a function of the same name in the :mod:`xtl` namespace; ``les`` and
@@ -29,7 +39,9 @@ runs many closures from many initial states as dask tasks and
 """
 from __future__ import annotations
 
+import abc
 import math
+import numbers
 import sys
 import types
 import warnings
@@ -39,6 +51,7 @@ import xarray as xr
 
 from .cases import Case
 from .fourier import SpectralGrid, transfer_function
+from .options import LesSchedule, check_bool, check_float, check_int
 from .solver.run import DivergenceError, simulate
 
 __all__ = [
@@ -55,17 +68,133 @@ __all__ = [
     "large_eddy_turnover_time",
     "TAIL_SIGMAS",
     "Closure",
+    "ClosureState",
     "NoClosure",
+    "FunctionClosure",
     "Smagorinsky",
     "DynamicSmagorinsky",
     "ModelClosure",
     "SumClosure",
+    "ScaledClosure",
+    "as_closure",
+    "register_closure",
+    "get_closure",
+    "available_closures",
 ]
 
 
 # --------------------------------------------------------------------------- closures
-class Closure:
-    """Base class of xtl's closures: a callable on one grid, composable with ``+``.
+def _number(value: float) -> str:
+    """A float as written in a repr: ``0.17``, ``2`` (not ``2.0``), ``1e-05``."""
+    return format(value, ".15g")
+
+
+class ClosureState:
+    """One LES state as a closure reads it: ψ̄, ω̄ and their spectra, each computed once.
+
+    Give it what you have — the physical fields (:meth:`from_fields`) or the
+    solver's spectral vorticity (:meth:`from_spectrum`) — and read the
+    attributes :attr:`psi`, :attr:`omega`, :attr:`psi_hat`, :attr:`omega_hat`:
+    a missing one is transformed on first use and kept, so closures summed
+    into one (:class:`SumClosure`) share the transforms.
+
+    Parameters
+    ----------
+    grid : xtl.fourier.SpectralGrid, optional
+        The grid of the fields (its FFTs and ψ̂ = ω̂/k²); needed only when a
+        missing representation has to be computed.
+    psi, omega : ndarray, optional
+        Physical fields ``(n, n)``.
+    psi_hat, omega_hat : ndarray, optional
+        Their spectra, as :meth:`xtl.fourier.SpectralGrid.rfft2` gives them.
+        Without ``psi`` and ``psi_hat``, ψ̂ is ω̂/k².
+
+    Raises
+    ------
+    ValueError
+        Without ``omega`` and ``omega_hat``.
+    """
+
+    _NAMES = ("psi", "omega", "psi_hat", "omega_hat")
+
+    def __init__(self, grid: SpectralGrid | None = None, *, psi=None, omega=None, psi_hat=None,
+                 omega_hat=None):
+        if omega is None and omega_hat is None:
+            raise ValueError("a ClosureState needs omega or omega_hat, got neither")
+        self.grid = grid
+        self._fields = dict(psi=psi, omega=omega, psi_hat=psi_hat, omega_hat=omega_hat)
+
+    @classmethod
+    def from_fields(cls, psi, omega, grid: SpectralGrid | None = None) -> "ClosureState":
+        """The state of physical ψ̄ and ω̄ (float arrays of one shape)."""
+        return cls(grid, psi=np.asarray(psi, dtype=float), omega=np.asarray(omega, dtype=float))
+
+    @classmethod
+    def from_spectrum(cls, omega_hat, grid: SpectralGrid) -> "ClosureState":
+        """The state of a spectral vorticity ω̂ on ``grid`` (ψ̂ = ω̂/k²), as the solver holds it."""
+        return cls(grid, omega_hat=np.asarray(omega_hat, dtype=complex))
+
+    def __repr__(self):
+        have = [k for k in self._NAMES if self._fields[k] is not None]
+        return f"ClosureState(n={self.n}, computed={have})"
+
+    @property
+    def n(self) -> int:
+        """Points per direction."""
+        if self.grid is not None:
+            return self.grid.n
+        known = self._fields["omega"] if self._fields["omega"] is not None else self._fields["psi"]
+        return known.shape[-1] if known is not None else self._fields["omega_hat"].shape[-2]
+
+    def _spectral_grid(self) -> SpectralGrid:
+        if self.grid is None:
+            raise ValueError("this ClosureState has no grid to transform its fields on; "
+                             "make it with grid=SpectralGrid(n)")
+        return self.grid
+
+    def _get(self, key, compute):
+        if self._fields[key] is None:
+            self._fields[key] = compute()
+        return self._fields[key]
+
+    @property
+    def omega(self) -> np.ndarray:
+        """Physical ω̄."""
+        return self._get("omega", lambda: self._spectral_grid().irfft2(self.omega_hat))
+
+    @property
+    def omega_hat(self) -> np.ndarray:
+        """Spectral ω̂."""
+        return self._get("omega_hat", lambda: self._spectral_grid().rfft2(self.omega))
+
+    @property
+    def psi_hat(self) -> np.ndarray:
+        """Spectral ψ̂ (the transform of ``psi`` when given, else ω̂/k²)."""
+        def compute():
+            grid = self._spectral_grid()
+            if self._fields["psi"] is not None:
+                return grid.rfft2(self._fields["psi"])
+            return grid.streamfunction(self.omega_hat)
+        return self._get("psi_hat", compute)
+
+    @property
+    def psi(self) -> np.ndarray:
+        """Physical ψ̄."""
+        return self._get("psi", lambda: self._spectral_grid().irfft2(self.psi_hat))
+
+
+class Closure(abc.ABC):
+    """Base class of xtl's closures: ``closure(psi, omega) -> Pi`` on one grid.
+
+    Closures compose: ``a + b`` (:class:`SumClosure`; ``sum([a, b])`` too) and
+    ``0.5 * a`` (:class:`ScaledClosure`); a plain callable joins a sum as a
+    :class:`FunctionClosure`. Every closure evaluates a :class:`ClosureState`
+    (:meth:`pi`, :meth:`pi_hat`), so closures that work on spectra use the
+    state's instead of transforming the fields again, and many snapshots at
+    once (:meth:`fields`).
+
+    Subclasses implement :meth:`__call__`; spectral closures override
+    :meth:`pi_hat` (and :meth:`pi`), a network :meth:`fields`.
 
     Attributes
     ----------
@@ -74,16 +203,76 @@ class Closure:
     n : int or None
         The grid the closure works on (None: any); :func:`run_les` checks it
         against the LES grid.
+    grid : xtl.fourier.SpectralGrid or None
+        The grid whose FFTs the closure uses (None: it uses none).
     """
 
     name = "closure"
     n = None
+    grid = None
+    __array_ufunc__ = None  # numpy scalars defer to __rmul__: np.float64(2) * closure
 
-    def __call__(self, psi: np.ndarray, omega: np.ndarray) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, psi: np.ndarray, omega: np.ndarray) -> np.ndarray:
+        """Π of physical ψ̄ and ω̄ ``(n, n)``."""
 
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    # -- composition -------------------------------------------------------------------
     def __add__(self, other):
+        if _is_zero(other):
+            return self
+        if not callable(other):
+            return NotImplemented
         return SumClosure(self, other)
+
+    def __radd__(self, other):
+        if _is_zero(other):  # sum([a, b]) starts from 0
+            return self
+        if not callable(other):
+            return NotImplemented
+        return SumClosure(other, self)
+
+    def __mul__(self, factor):
+        return ScaledClosure(self, factor)
+
+    __rmul__ = __mul__
+
+    # -- evaluation ----------------------------------------------------------------------
+    def state(self, psi, omega) -> ClosureState:
+        """The :class:`ClosureState` of physical fields on this closure's grid (checked)."""
+        psi, omega = np.asarray(psi, dtype=float), np.asarray(omega, dtype=float)
+        self._check(psi, omega)
+        return ClosureState.from_fields(psi, omega, self.grid)
+
+    def pi(self, state: ClosureState) -> np.ndarray:
+        """Physical Π of a :class:`ClosureState`."""
+        return np.asarray(self(state.psi, state.omega), dtype=float)
+
+    def pi_hat(self, state: ClosureState) -> np.ndarray:
+        """Spectral Π̂ of a :class:`ClosureState` (the rfft2 of :meth:`pi` unless overridden)."""
+        return state._spectral_grid().rfft2(self.pi(state))
+
+    def pi_hat_from(self, omega_hat, grid: SpectralGrid) -> np.ndarray:
+        """Spectral Π̂ of a spectral vorticity ω̂ on ``grid``, as a solver holds its state.
+
+        The solver's entry to :meth:`pi_hat`: ``closure.pi_hat_from(omega_hat, grid)``
+        needs no :class:`ClosureState` (whose module sits above the solver).
+        """
+        return self.pi_hat(ClosureState.from_spectrum(omega_hat, grid))
+
+    def fields(self, psi, omega) -> np.ndarray:
+        """Π of many snapshots ``(..., y, x)`` (one call per snapshot unless overridden)."""
+        psi, omega = np.asarray(psi, dtype=float), np.asarray(omega, dtype=float)
+        shape = omega.shape[-2:]
+        flat = [np.asarray(self(p, w), dtype=float)
+                for p, w in zip(psi.reshape((-1,) + shape), omega.reshape((-1,) + shape))]
+        return np.stack(flat).reshape(omega.shape) if flat else np.zeros_like(omega)
+
+    def backends(self) -> set:
+        """Names of the network backends the closure runs (to pin their threads)."""
+        return set()
 
     def _check(self, psi, omega):
         if psi.shape != omega.shape or psi.ndim != 2:
@@ -96,32 +285,201 @@ class Closure:
                 f"{self.name} closure works on a {self.n}² grid, got fields of shape {psi.shape}"
             )
 
+    def _check_state(self, state):
+        if self.n is not None and state.n != self.n:
+            raise ValueError(f"{self.name} closure works on a {self.n}² grid, got a state on "
+                             f"a {state.n}² grid")
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, numbers.Number) and not isinstance(value, bool) and value == 0
+
+
+def as_closure(closure) -> Closure:
+    """``closure`` as a :class:`Closure`: None → :class:`NoClosure`, a plain callable →
+    :class:`FunctionClosure`, a Closure as it is.
+
+    Parameters
+    ----------
+    closure : Closure, callable or None
+
+    Returns
+    -------
+    Closure
+
+    Raises
+    ------
+    TypeError
+        ``closure`` is not callable.
+    """
+    if closure is None:
+        return NoClosure()
+    if isinstance(closure, Closure):
+        return closure
+    if not callable(closure):
+        raise TypeError(f"closure must be a callable closure(psi, omega) -> Pi, a Closure or "
+                        f"None, got {closure!r}")
+    return FunctionClosure(closure)
+
+
+class FunctionClosure(Closure):
+    """A plain callable ``func(psi, omega) -> Pi`` as a :class:`Closure`.
+
+    Its ``name`` and ``n`` are the callable's attributes of those names, if any.
+
+    Parameters
+    ----------
+    func : callable
+    """
+
+    def __init__(self, func):
+        if not callable(func):
+            raise TypeError(f"func must be a callable func(psi, omega) -> Pi, got {func!r}")
+        self.func = func
+        self.name = getattr(func, "name", type(func).__name__)
+        self.n = getattr(func, "n", None)
+
+    def __call__(self, psi, omega):
+        return self.func(psi, omega)
+
+    def __repr__(self):
+        return f"FunctionClosure({self.func!r})"
+
 
 class NoClosure(Closure):
-    """Π = 0."""
+    """Π = 0.
+
+    Parameters
+    ----------
+    n : int, optional
+        The grid (None: any).
+    """
 
     name = "none"
+
+    def __init__(self, n: int | None = None):
+        self.n = None if n is None else check_int(n, "n", minimum=1)
 
     def __call__(self, psi, omega):
         return np.zeros_like(np.asarray(omega, dtype=float))
 
+    def pi_hat(self, state):
+        return np.zeros_like(state.omega_hat, dtype=complex)
+
+    def fields(self, psi, omega):
+        return np.zeros_like(np.asarray(omega, dtype=float))
+
+    def __repr__(self):
+        return "NoClosure()" if self.n is None else f"NoClosure(n={self.n})"
+
 
 class SumClosure(Closure):
-    """The sum of several closures' Π."""
+    """The sum of several closures' Π (``a + b``; nested sums are flattened).
+
+    Parameters
+    ----------
+    *closures : Closure or callable
+        At least one; plain callables are wrapped in :class:`FunctionClosure`.
+
+    Raises
+    ------
+    ValueError
+        If the closures work on different grids.
+    """
 
     def __init__(self, *closures):
+        if not closures:
+            raise ValueError("SumClosure needs at least one closure, got none")
+        parts = []
         for c in closures:
-            if not callable(c):
-                raise TypeError(f"closures must be callables closure(psi, omega) -> Pi, got {c!r}")
-        self.closures = closures
-        sizes = {getattr(c, "n", None) for c in closures} - {None}
+            c = as_closure(c)
+            parts.extend(c.closures if isinstance(c, SumClosure) else (c,))
+        self.closures = tuple(parts)
+        sizes = {c.n for c in parts} - {None}
         if len(sizes) > 1:
             raise ValueError(f"closures work on different grids: {sorted(sizes)}")
         self.n = sizes.pop() if sizes else None
-        self.name = " + ".join(getattr(c, "name", type(c).__name__) for c in closures)
+        self.name = " + ".join(c.name for c in parts)
+
+    @property
+    def grid(self):
+        """The first part's grid (the state's FFTs), None if no part has one."""
+        return next((c.grid for c in self.closures if c.grid is not None), None)
 
     def __call__(self, psi, omega):
-        return sum(np.asarray(c(psi, omega), dtype=float) for c in self.closures)
+        return self.pi(self.state(psi, omega))
+
+    def pi(self, state):
+        return sum(c.pi(state) for c in self.closures)
+
+    def pi_hat(self, state):
+        return sum(c.pi_hat(state) for c in self.closures)
+
+    def fields(self, psi, omega):
+        return sum(c.fields(psi, omega) for c in self.closures)
+
+    def backends(self):
+        return set().union(*(c.backends() for c in self.closures))
+
+    def __repr__(self):
+        return " + ".join(repr(c) for c in self.closures)
+
+
+class ScaledClosure(Closure):
+    """A closure's Π times a real factor (``0.5 * closure``; nested factors multiply).
+
+    Parameters
+    ----------
+    closure : Closure or callable
+    factor : float
+        A finite real number.
+
+    Raises
+    ------
+    TypeError
+        ``factor`` is not a real number (a bool, a complex, a string, an array).
+    ValueError
+        ``factor`` is NaN or infinite.
+    """
+
+    def __init__(self, closure, factor):
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+            raise TypeError(f"a closure can be multiplied by a real number only, got "
+                            f"{factor!r} ({type(factor).__name__})")
+        factor = check_float(factor, "factor")
+        closure = as_closure(closure)
+        if isinstance(closure, ScaledClosure):
+            closure, factor = closure.closure, closure.factor * factor
+        self.closure, self.factor = closure, factor
+        self.n = closure.n
+        self.name = f"{_number(factor)} * {self._wrap(closure.name, closure)}"
+
+    @staticmethod
+    def _wrap(text, closure):
+        return f"({text})" if isinstance(closure, SumClosure) else text
+
+    @property
+    def grid(self):
+        """The scaled closure's grid."""
+        return self.closure.grid
+
+    def __call__(self, psi, omega):
+        return self.pi(self.state(psi, omega))
+
+    def pi(self, state):
+        return self.factor * self.closure.pi(state)
+
+    def pi_hat(self, state):
+        return self.factor * self.closure.pi_hat(state)
+
+    def fields(self, psi, omega):
+        return self.factor * self.closure.fields(psi, omega)
+
+    def backends(self):
+        return self.closure.backends()
+
+    def __repr__(self):
+        return f"{_number(self.factor)} * {self._wrap(repr(self.closure), self.closure)}"
 
 
 def _gradients(grid: SpectralGrid, psi_hat, omega_hat):
@@ -149,6 +507,9 @@ def _eddy_divergence_hat(grid, psi_hat, omega_hat, width):
 class Smagorinsky(Closure):
     """Π = −∇·(ν_e ∇ω̄), ν_e = (C_s Δ)² |S̄|, |S̄| = √(4ψ_xy² + (ψ_yy − ψ_xx)²).
 
+    Works on the state's spectra (:meth:`pi_hat`): from the solver's ω̂ it
+    transforms only the strain, the gradients and the fluxes.
+
     Parameters
     ----------
     n : int
@@ -170,12 +531,19 @@ class Smagorinsky(Closure):
     def __reduce__(self):  # rebuilt from its arguments (its FFT plans do not pickle)
         return type(self), (self.n, self.cs)
 
+    def __repr__(self):
+        return f"Smagorinsky(n={self.n}, cs={_number(self.cs)})"
+
     def __call__(self, psi, omega):
-        psi, omega = np.asarray(psi, float), np.asarray(omega, float)
-        self._check(psi, omega)
-        g = self.grid
-        div = _eddy_divergence_hat(g, g.rfft2(psi), g.rfft2(omega), self.cs * self.delta)
-        return -g.irfft2(div)
+        return self.pi(self.state(psi, omega))
+
+    def pi(self, state):
+        return self.grid.irfft2(self.pi_hat(state))
+
+    def pi_hat(self, state):
+        self._check_state(state)
+        width = self.cs * self.delta
+        return -_eddy_divergence_hat(self.grid, state.psi_hat, state.omega_hat, width)
 
 
 class DynamicSmagorinsky(Closure):
@@ -187,6 +555,7 @@ class DynamicSmagorinsky(Closure):
     ``M = (∇·(Δ²|S̄|∇ω̄))~ − ∇·((2Δ)²|S̄~|∇ω̄~)``, the coefficient is
     ``C_s² = max(0, ⟨L M⟩ / ⟨M M⟩)`` (domain averages), and
     ``Π = −C_s² ∇·(Δ²|S̄|∇ω̄)``. The last coefficient is kept in :attr:`cs2`.
+    Works on the state's spectra like :class:`Smagorinsky`.
 
     Parameters
     ----------
@@ -206,19 +575,32 @@ class DynamicSmagorinsky(Closure):
     def __reduce__(self):  # rebuilt from its arguments (its FFT plans do not pickle)
         return type(self), (self.n,)
 
+    def __repr__(self):
+        return f"DynamicSmagorinsky(n={self.n})"
+
     def __call__(self, psi, omega):
-        psi, omega = np.asarray(psi, float), np.asarray(omega, float)
-        self._check(psi, omega)
+        return self.pi(self.state(psi, omega))
+
+    def pi(self, state):
+        model_hat = self._model_hat(state)
+        return -self.cs2 * self.grid.irfft2(model_hat)
+
+    def pi_hat(self, state):
+        model_hat = self._model_hat(state)
+        return -self.cs2 * model_hat
+
+    def _model_hat(self, state):
+        """∇·(Δ²|S̄|∇ω̄) spectrally; sets :attr:`cs2` from the Germano identity."""
+        self._check_state(state)
         g, G = self.grid, self.test_filter
-        w_hat = g.rfft2(omega)
-        p_hat = g.rfft2(psi)
+        w_hat, p_hat = state.omega_hat, state.psi_hat
         model_hat = _eddy_divergence_hat(g, p_hat, w_hat, self.delta)
         leonard = G * g.advection(w_hat) - g.advection(G * w_hat)
         m_hat = G * model_hat - _eddy_divergence_hat(g, G * p_hat, G * w_hat, 2 * self.delta)
         L, M = g.irfft2(leonard), g.irfft2(m_hat)
         mm = float(np.mean(M * M))
         self.cs2 = max(0.0, float(np.mean(L * M)) / mm) if mm > 0 else 0.0
-        return -self.cs2 * g.irfft2(model_hat)
+        return model_hat
 
 
 class ModelClosure(Closure):
@@ -263,6 +645,9 @@ class ModelClosure(Closure):
                      f"({prov.get('training_case', 'unknown case')})")
         self._model, self._dataset, self._forward = model, None, None
 
+    def __repr__(self):
+        return f"ModelClosure({self.name!r}, n={self.n})"
+
     @property
     def model(self):
         """The network (rebuilt from its Dataset on first use after unpickling)."""
@@ -276,6 +661,9 @@ class ModelClosure(Closure):
     def backend(self) -> str:
         """Name of the model's backend (to pin its threads on a worker)."""
         return self._model.backend if self._model is not None else self._dataset.attrs["backend"]
+
+    def backends(self) -> set:
+        return {self.backend}
 
     def __getstate__(self):
         from .backends import model_to_dataset
@@ -312,6 +700,91 @@ def _trained_grid(prov):
         if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
             return int(value[0])
     return None
+
+
+# --------------------------------------------------------------------------- the registry
+_REGISTRY: dict = {}
+
+
+def _closure_key(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"name must be a non-empty string, got {name!r}")
+    return " ".join(name.strip().lower().split())
+
+
+def register_closure(name: str, factory, overwrite: bool = False) -> None:
+    """Register a closure factory under ``name`` for :func:`get_closure`.
+
+    Parameters
+    ----------
+    name : str
+        The name (case and surrounding blanks do not matter).
+    factory : callable
+        ``factory(**params) -> closure``, e.g. a :class:`Closure` subclass.
+    overwrite : bool, default False
+        Replace a factory already registered under ``name``.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a non-empty string or ``factory`` is not callable.
+    ValueError
+        ``name`` is taken and ``overwrite`` is False.
+    """
+    key = _closure_key(name)
+    if not callable(factory):
+        raise TypeError(f"factory must be callable factory(**params) -> closure, got {factory!r}")
+    if key in _REGISTRY and not check_bool(overwrite, "overwrite"):
+        raise ValueError(f"a closure named {key!r} is registered already "
+                         f"({_REGISTRY[key]!r}); pass overwrite=True to replace it")
+    _REGISTRY[key] = factory
+
+
+def available_closures() -> tuple:
+    """The names :func:`get_closure` knows, in the order they were registered."""
+    return tuple(_REGISTRY)
+
+
+def get_closure(name: str, **params) -> Closure:
+    """The closure registered as ``name``, made with ``params``.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_closures` (case does not matter): ``"none"`` or
+        ``"no closure"`` (:class:`NoClosure`), ``"smagorinsky"``,
+        ``"dynamic-smagorinsky"``, and any :func:`register_closure` added.
+    **params
+        The factory's arguments, e.g. ``n=32`` or ``cs=0.2``.
+
+    Returns
+    -------
+    Closure
+        (A factory's plain callable is wrapped by :func:`as_closure`.)
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered (the message lists the valid names).
+    TypeError
+        ``params`` do not fit the factory.
+    """
+    key = _closure_key(name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown closure {name!r}; valid names: "
+                         f"{', '.join(repr(n) for n in available_closures())}")
+    try:
+        closure = _REGISTRY[key](**params)
+    except TypeError as err:
+        raise TypeError(f"closure {key!r} cannot be made with params {sorted(params)}: "
+                        f"{err}") from err
+    return as_closure(closure)
+
+
+register_closure("none", NoClosure)
+register_closure("no closure", NoClosure)
+register_closure("smagorinsky", Smagorinsky)
+register_closure("dynamic-smagorinsky", DynamicSmagorinsky)
 
 
 # --------------------------------------------------------------------------- the LES run
@@ -597,9 +1070,30 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
     ValueError
         If a variable is missing or the grids differ.
     """
-    from .metrics import log_spectrum_rmse
-    from .spectral import spectrum
+    _check_metric_inputs(les_ds, fdns_ds)
+    finite, stable, blowup = _stability(les_ds)
+    good = les_ds.isel(time=np.flatnonzero(finite)) if not finite.all() else les_ds
+    kmax = _resolved_kmax(les_ds)
+    fdns_omega = np.asarray(fdns_ds.omega.values, dtype=float)
+    sigma = float(np.nanstd(fdns_omega))
+    out = xr.Dataset()
+    for part in (_spectrum_metrics(good, fdns_ds, kmax),
+                 _pdf_metrics(good.omega, fdns_ds.omega, sigma, bins),
+                 _tail_metrics(good.omega.values, fdns_omega, sigma),
+                 _energy_metrics(good, fdns_ds),
+                 _transfer_metrics(good, fdns_ds)):
+        for name, value in part.items():
+            out[name] = value
+    if "tail" in out.coords:
+        out["tail"].attrs.update(long_name="multiple of the filtered DNS's sigma of vorticity",
+                                 units="1")
+    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax, sigma_fdns=sigma,
+                     closure=les_ds.attrs.get("closure", "unknown"))
+    return out
 
+
+def _check_metric_inputs(les_ds: xr.Dataset, fdns_ds: xr.Dataset) -> None:
+    """Both datasets have ``omega`` and ``psi`` on one grid."""
     for name, ds in (("les_ds", les_ds), ("fdns_ds", fdns_ds)):
         missing = {"omega", "psi"} - set(ds.data_vars)
         if missing:
@@ -609,6 +1103,11 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
             f"les_ds and fdns_ds must be on one grid; got {les_ds.sizes['y']}x{les_ds.sizes['x']} "
             f"and {fdns_ds.sizes['y']}x{fdns_ds.sizes['x']}"
         )
+
+
+def _stability(les_ds: xr.Dataset) -> tuple:
+    """``(finite, stable, blowup_time)``: which snapshots are finite, whether the run
+    completed without a blow-up, and when it blew up (NaN if it did not)."""
     finite = np.isfinite(les_ds.omega).all(("y", "x")).values
     stable = bool(finite.all()) and les_ds.attrs.get("complete", 1) == 1
     blowup = float("nan")
@@ -616,55 +1115,78 @@ def les_metrics(les_ds: xr.Dataset, fdns_ds: xr.Dataset, *, bins: int = 81) -> x
         blowup = float(les_ds.time.values[np.argmin(finite)])
     elif not stable:
         blowup = float(les_ds.attrs.get("blowup_time", les_ds.time.values[-1]))
-    good = les_ds.isel(time=np.flatnonzero(finite)) if not finite.all() else les_ds
+    return finite, stable, blowup
+
+
+def _spectrum_metrics(good: xr.Dataset, fdns_ds: xr.Dataset, kmax: int) -> dict:
+    """Time-mean energy and enstrophy spectra and the log-spectrum error up to ``kmax``."""
+    from .metrics import log_spectrum_rmse
+    from .spectral import spectrum
+
     mean_dims = [d for d in fdns_ds.omega.dims if d not in ("y", "x")]
-    out = xr.Dataset()
+    out = {}
     for kind in ("energy", "enstrophy"):
         out[f"{kind}_les"] = spectrum(good, kind=kind).mean("time")
         out[f"{kind}_fdns"] = spectrum(fdns_ds, kind=kind).mean(mean_dims)
-    kmax = _resolved_kmax(les_ds)
-    out["spectrum_error"] = log_spectrum_rmse(out.energy_les, out.energy_fdns, kmax=kmax).assign_attrs(
+    error = log_spectrum_rmse(out["energy_les"], out["energy_fdns"], kmax=kmax)
+    out["spectrum_error"] = error.assign_attrs(
         long_name=f"RMSE of log10 energy spectra (LES vs filtered DNS), 1 <= k <= {kmax}",
         units="1")
-    fdns_omega = np.asarray(fdns_ds.omega.values, dtype=float)
-    sigma = float(np.nanstd(fdns_omega))
-    span = max(float(np.nanmax(np.abs(fdns_omega))), 5.5 * sigma)
+    return out
+
+
+def _pdf_metrics(les_omega: xr.DataArray, fdns_omega: xr.DataArray, sigma: float,
+                 bins: int) -> dict:
+    """Vorticity PDFs on bins set by the filtered DNS alone, and their Hellinger distance."""
+    fdns_values = np.asarray(fdns_omega.values, dtype=float)
+    span = max(float(np.nanmax(np.abs(fdns_values))), 5.5 * sigma)
     edges = np.linspace(-span, span, bins + 1)
-    out["pdf_les"] = _pdf(good.omega, edges)
-    out["pdf_fdns"] = _pdf(fdns_ds.omega, edges)
-    out["pdf_distance"] = _scalar(pdf_distance(good.omega.values, fdns_omega, edges),
-                                  "Hellinger distance of the vorticity PDFs")
-    tails = {label: tail_density(values, sigma) for label, values in
-             (("les", good.omega.values), ("fdns", fdns_omega))}
-    for label, density in tails.items():
-        out[f"tail_{label}"] = xr.DataArray(
-            density, dims="tail", coords={"tail": list(TAIL_SIGMAS)},
-            attrs={"long_name": "PDF of vorticity at tail sigmas of the filtered DNS",
-                   "units": "1"})
+    return {"pdf_les": _pdf(les_omega, edges), "pdf_fdns": _pdf(fdns_omega, edges),
+            "pdf_distance": _scalar(pdf_distance(les_omega.values, fdns_values, edges),
+                                    "Hellinger distance of the vorticity PDFs")}
+
+
+def _tail_metrics(les_omega: np.ndarray, fdns_omega: np.ndarray, sigma: float) -> dict:
+    """The PDFs at :data:`TAIL_SIGMAS` multiples of σ and their mean |log10| ratio."""
+    tails = {"les": tail_density(les_omega, sigma), "fdns": tail_density(fdns_omega, sigma)}
+    out = {f"tail_{label}": xr.DataArray(
+        density, dims="tail", coords={"tail": list(TAIL_SIGMAS)},
+        attrs={"long_name": "PDF of vorticity at tail sigmas of the filtered DNS", "units": "1"})
+        for label, density in tails.items()}
     both = (tails["les"] > 0) & (tails["fdns"] > 0)
-    out["tail_error"] = _scalar(np.mean(np.abs(np.log10(tails["les"][both] / tails["fdns"][both])))
-                                if both.any() else np.nan,
-                                "mean |log10| ratio of the PDFs at 3-5 sigma")
-    out["tail"].attrs.update(long_name="multiple of the filtered DNS's sigma of vorticity",
-                             units="1")
-    out["kinetic_energy"] = (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
-        long_name="kinetic energy of the LES", units="1")
-    out["enstrophy"] = (0.5 * (good.omega ** 2).mean(("y", "x"))).assign_attrs(
-        long_name="enstrophy of the LES", units="1")
+    error = (np.mean(np.abs(np.log10(tails["les"][both] / tails["fdns"][both])))
+             if both.any() else np.nan)
+    out["tail_error"] = _scalar(error, "mean |log10| ratio of the PDFs at 3-5 sigma")
+    return out
+
+
+def _energy_metrics(good: xr.Dataset, fdns_ds: xr.Dataset) -> dict:
+    """Energy and enstrophy series of the LES and the means of both flows."""
+    out = {
+        "kinetic_energy": (0.5 * (good.omega * good.psi).mean(("y", "x"))).assign_attrs(
+            long_name="kinetic energy of the LES", units="1"),
+        "enstrophy": (0.5 * (good.omega ** 2).mean(("y", "x"))).assign_attrs(
+            long_name="enstrophy of the LES", units="1"),
+    }
     for label, ds in (("les", good), ("fdns", fdns_ds)):
         out[f"mean_energy_{label}"] = _scalar((0.5 * ds.omega * ds.psi).mean(),
                                               f"mean kinetic energy ({label})")
         out[f"mean_enstrophy_{label}"] = _scalar((0.5 * ds.omega ** 2).mean(),
                                                  f"mean enstrophy ({label})")
-    if "pi" in les_ds and "pi" in fdns_ds:
-        for label, ds in (("les", good), ("fdns", fdns_ds)):
-            transfer, back = _transfer(ds)
-            out[f"transfer_{label}"] = _scalar(
-                transfer, f"mean energy transfer <psi Pi> to the subgrid scales ({label})")
-            out[f"backscatter_{label}"] = _scalar(
-                back, f"share of |psi Pi| that is backscatter (psi Pi < 0) ({label})")
-    out.attrs.update(stable=int(stable), blowup_time=blowup, kmax=kmax, sigma_fdns=sigma,
-                     closure=les_ds.attrs.get("closure", "unknown"))
+    return out
+
+
+def _transfer_metrics(good: xr.Dataset, fdns_ds: xr.Dataset) -> dict:
+    """Mean energy transfer ⟨ψ̄Π⟩ and backscatter share of both (empty without ``pi``)."""
+    if "pi" not in good or "pi" not in fdns_ds:
+        return {}
+    out = {}
+    for label, ds in (("les", good), ("fdns", fdns_ds)):
+        transfer, back = _transfer(ds)
+        out[f"transfer_{label}"] = _scalar(
+            transfer, f"mean energy transfer <psi Pi> to the subgrid scales ({label})")
+        out[f"backscatter_{label}"] = _scalar(
+            back, f"share of |psi Pi| that is backscatter (psi Pi < 0) ({label})")
     return out
 
 
@@ -673,9 +1195,10 @@ def closure_fields(closure, les_ds: xr.Dataset) -> xr.DataArray:
 
     Parameters
     ----------
-    closure : callable or None
-        ``closure(psi, omega) -> Pi`` (a :class:`ModelClosure` runs batched);
-        None for no closure (Π = 0).
+    closure : Closure, callable or None
+        ``closure(psi, omega) -> Pi`` (:meth:`Closure.fields`: a
+        :class:`ModelClosure` runs batched, in a sum too); None for no closure
+        (Π = 0).
     les_ds : Dataset
         ``psi`` and ``omega`` on ``(time, y, x)``.
 
@@ -686,14 +1209,7 @@ def closure_fields(closure, les_ds: xr.Dataset) -> xr.DataArray:
     """
     psi = les_ds.psi.transpose(..., "y", "x").values.astype(float)
     omega = les_ds.omega.transpose(..., "y", "x").values.astype(float)
-    if closure is None:
-        pi = np.zeros_like(omega)
-    elif isinstance(closure, ModelClosure):
-        pi = closure.fields(psi, omega)
-    else:
-        flat = [np.asarray(closure(p, w), dtype=float) for p, w in
-                zip(psi.reshape((-1,) + psi.shape[-2:]), omega.reshape((-1,) + omega.shape[-2:]))]
-        pi = np.stack(flat).reshape(omega.shape) if flat else np.zeros_like(omega)
+    pi = as_closure(closure).fields(psi, omega)
     return xr.DataArray(pi, dims=les_ds.omega.transpose(..., "y", "x").dims,
                         coords=les_ds.omega.coords, name="pi",
                         attrs={"long_name": "SGS term of the closure", "units": "1"})
@@ -736,12 +1252,11 @@ def select_initial_states(ds: xr.Dataset, count: int) -> xr.DataArray:
 
 
 def _backends_of(closure) -> set:
-    parts = getattr(closure, "closures", (closure,))
-    return {c.backend for c in parts if isinstance(c, ModelClosure)}
+    return as_closure(closure).backends()
 
 
-def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: float,
-                    save_interval: float, dt: float | None = None) -> xr.Dataset:
+def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
+                    schedule: LesSchedule | None = None, **schedule_kwargs) -> xr.Dataset:
     """One a posteriori run and its :func:`les_metrics` (a blow-up is a result).
 
     Runs on a dask worker in :func:`run_aposteriori` (it then pins a network
@@ -751,15 +1266,16 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
     ----------
     case : Case
         The DNS case of the flow.
-    closure : callable or None
+    closure : Closure, callable or None
     initial : array or DataArray
         Filtered vorticity on the LES grid.
     fdns : Dataset
         The filtered DNS to compare with (with ``pi`` for the energy transfer).
-    t_end, save_interval : float
-        Of the run.
-    dt : float, optional
-        LES time step (default: the DNS's CFL number, :func:`les_case`).
+    schedule : xtl.options.LesSchedule or dict, optional
+        ``t_end``, ``save_interval`` and ``dt`` of the run.
+    **schedule_kwargs
+        Single schedule options (``t_end=``, ``save_interval=``, ``dt=``),
+        merged into ``schedule`` (:meth:`xtl.options.Options.merge`).
 
     Returns
     -------
@@ -771,11 +1287,13 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
 
     from .backends import pin_worker_threads
 
+    schedule = LesSchedule.merge(schedule, **schedule_kwargs)
     pin_worker_threads(_backends_of(closure))
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up overflows on its way
-        run = run_les(case, closure, initial=initial, t_end=t_end, save_interval=save_interval,
-                      dt=dt, keep_blowup=True, progress=False)
+        run = run_les(case, closure, initial=initial, t_end=schedule.t_end,
+                      save_interval=schedule.save_interval, dt=schedule.dt, keep_blowup=True,
+                      progress=False)
     seconds = time.perf_counter() - start
     run["pi"] = closure_fields(closure, run)
     metrics = les_metrics(run, fdns)
@@ -788,9 +1306,9 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset, *, t_end: fl
     return metrics
 
 
-def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr.Dataset, *,
-                    t_end: float, save_interval: float, dt: float | None = None,
-                    client=None, progress=None) -> xr.Dataset:
+def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr.Dataset,
+                    schedule: LesSchedule | None = None, *, client=None, progress=None,
+                    **schedule_kwargs) -> xr.Dataset:
     """LES with every closure from every initial state, against the filtered DNS.
 
     One task per (closure, initial state), on ``client`` when given (network
@@ -809,12 +1327,15 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
         ``omega`` on ``(initial_state, y, x)`` (:func:`select_initial_states`).
     fdns : Dataset
         The filtered DNS (``psi``, ``omega``, ``pi``; any leading dims).
-    t_end, save_interval : float
-        Of each run.
-    dt : float, optional
-        LES time step (default: the DNS's CFL number, :func:`les_case`).
+    schedule : xtl.options.LesSchedule or dict, optional
+        ``t_end`` and ``save_interval`` of each run (finite, > 0) and the LES
+        time step ``dt`` (default None: the DNS's CFL number, :func:`les_case`).
     client : distributed.Client, optional
     progress : bool, optional
+    **schedule_kwargs
+        Single schedule options, merged into ``schedule``:
+        ``run_aposteriori(..., t_end=5.0, save_interval=0.5, dt=None)`` works
+        as before.
 
     Returns
     -------
@@ -822,12 +1343,19 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
         :func:`les_metrics` over ``(closure, initial_state)`` (the filtered DNS's
         variables without these dims; runs that blew up padded with NaN in
         ``time``), ``stable``, ``blowup_time`` and ``wall_seconds`` per run;
-        attrs ``turnover_time`` of the filtered DNS
-        (:func:`large_eddy_turnover_time`) and ``turnovers``, how many of them a
-        run lasts.
-    """
-    from ._progress import progress_bar
+        attrs ``t_end``, ``save_interval``, ``dt`` (NaN: the default),
+        ``turnover_time`` of the filtered DNS (:func:`large_eddy_turnover_time`)
+        and ``turnovers``, how many of them a run lasts.
 
+    Raises
+    ------
+    ValueError
+        No closures, ``initials`` without ``initial_state``, or a schedule
+        option out of range.
+    TypeError
+        An unknown schedule option.
+    """
+    schedule = LesSchedule.merge(schedule, **schedule_kwargs)
     if not closures:
         raise ValueError("closures must name at least one closure, {label: closure}")
     if "initial_state" not in initials.dims:
@@ -835,35 +1363,44 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
                          f"got dims {initials.dims}")
     labels = list(closures)
     order = sorted(range(len(labels)), key=lambda i: not _backends_of(closures[labels[i]]))
-    tasks = [(labels[i], j) for i in order for j in range(initials.sizes["initial_state"])]
-    kwargs = dict(t_end=t_end, save_interval=save_interval, dt=dt)
+    fields = [initials.isel(initial_state=j).transpose("y", "x").values
+              for j in range(initials.sizes["initial_state"])]
+    jobs = {(labels[i], j): (case, closures[labels[i]], field)
+            for i in order for j, field in enumerate(fields)}
     fdns = fdns[[v for v in ("psi", "omega", "pi") if v in fdns]].load()
-    fields = {j: initials.isel(initial_state=j).transpose("y", "x").values
-              for j in range(initials.sizes["initial_state"])}
+    results = _run_jobs(jobs, fdns, schedule, client, progress)
+    out = _combine_runs(results, labels, initials, schedule.to_dict())
+    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
+    out.attrs.update(turnover_time=turnover, turnovers=schedule.t_end / turnover)
+    return out
+
+
+def _run_jobs(jobs: dict, fdns: xr.Dataset, schedule: LesSchedule, client, progress) -> dict:
+    """``{key: aposteriori_run(case, closure, field, fdns, schedule)}`` for ``jobs``
+    ``{key: (case, closure, field)}``: here one after the other, or on ``client`` as
+    tasks prioritized in the order of ``jobs`` (the filtered DNS scattered once)."""
+    from ._progress import progress_bar
+
     results = {}
-    bar = progress_bar(progress, total=len(tasks), desc="a posteriori", unit="run")
+    bar = progress_bar(progress, total=len(jobs), desc="a posteriori", unit="run")
     try:
         if client is None:
-            for label, j in tasks:
-                results[label, j] = aposteriori_run(case, closures[label], fields[j], fdns,
-                                                    **kwargs)
+            for key, job in jobs.items():
+                results[key] = aposteriori_run(*job, fdns, schedule)
                 bar.update(1)
         else:
             from distributed import as_completed
 
             fdns_f = client.scatter(fdns, broadcast=True)
-            futures = {client.submit(aposteriori_run, case, closures[label], fields[j], fdns_f,
-                                     pure=False, priority=-i, **kwargs): (label, j)
-                       for i, (label, j) in enumerate(tasks)}
+            futures = {client.submit(aposteriori_run, *job, fdns_f, schedule, pure=False,
+                                     priority=-i): key
+                       for i, (key, job) in enumerate(jobs.items())}
             for fut in as_completed(futures, loop=client.loop):
                 results[futures[fut]] = fut.result()
                 bar.update(1)
     finally:
         bar.close()
-    out = _combine_runs(results, labels, initials, kwargs)
-    turnover = large_eddy_turnover_time(case, float(out.mean_energy_fdns))
-    out.attrs.update(turnover_time=turnover, turnovers=t_end / turnover)
-    return out
+    return results
 
 
 def large_eddy_turnover_time(case: Case, energy: float) -> float:
