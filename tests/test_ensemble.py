@@ -10,6 +10,7 @@ from distributed import Client, LocalCluster, get_task_stream
 
 import xtl
 from xtl.coarse import coarse_grain
+from xtl.solver import Cluster, Execution, Output, Schedule
 from xtl.solver.ensemble import (
     EnsembleError,
     MemberFailedWarning,
@@ -164,6 +165,12 @@ def test_default_is_a_local_cluster_that_is_closed_after(tmp_path):
         (dict(client="tcp://x", scheduler="tcp://y"), ValueError, "client= or scheduler="),
         (dict(chunks=5), TypeError, "chunks must be a dict"),
         (dict(les=dict(n_les=64)), ValueError, "n_les must be smaller"),
+        (dict(t_end=float("inf")), ValueError, "t_end must be a finite number, got inf"),
+        (dict(cfl_limit=float("nan")), ValueError, "cfl_limit must be a finite number"),
+        (dict(n_workers=0), ValueError, "n_workers must be an int >= 1"),
+        (dict(output=Output(path="x.nc")), ValueError, r"sets \['path'\] of every member"),
+        (dict(output=Output(resume=False, attrs={"a": 1})), ValueError,
+         r"sets \['resume', 'attrs'\] of every member"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path, kwargs, error, message):
@@ -195,3 +202,21 @@ def test_members_get_the_fftw_threads_they_are_given(client, tmp_path):
     assert np.array_equal(ds.omega.isel(member=0).values, serial.omega.values)
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         ensemble(case, seeds=[3], directory=tmp_path, client=client, threads=0, **RUN)
+
+
+def test_options_objects_and_keywords_run_the_same_members(client, tmp_path):
+    """The typed call names, runs and combines the members as the keyword call does: a
+    second call in the other style finds them complete (same files) and runs nothing."""
+    case = xtl.get_case("tiny")
+    typed = ensemble(case, [5, 6], Schedule(**RUN, check_every=10), Output(dtype="float32"),
+                     Execution(progress=False), directory=tmp_path, cluster=Cluster(client=client))
+    assert list(typed.status.values) == ["complete", "complete"]
+    assert typed.omega.dtype == np.float32
+    with get_task_stream(client) as stream:
+        keywords = ensemble(case, seeds=[5, 6], directory=tmp_path, client=client,
+                            progress=False, dtype="float32", check_every=10, **RUN)
+    assert _member_tasks(stream) == []
+    assert list(keywords.file.values) == list(typed.file.values)
+    xr.testing.assert_identical(keywords.load().drop_attrs(), typed.load().drop_attrs())
+    serial = _serial(case, 6, check_every=10)
+    assert np.array_equal(typed.omega.isel(member=1).values, serial.omega.values.astype(np.float32))

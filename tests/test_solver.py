@@ -503,3 +503,97 @@ def test_bad_cfl_targets_are_refused():
         xtl.simulate(case, t_end=0.1, save_interval=0.1, cfl_target=0.3)
     with pytest.raises(ValueError, match="cfl_target must be a number > 0"):
         xtl.simulate(case, t_end=0.2, save_interval=0.1, spin_up=0.1, cfl_target=-1.0)
+
+
+# --------------------------------------------------------------------------- typed options
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (dict(t_end=math.inf), ValueError, r"t_end must be a finite number, got inf"),
+        (dict(t_end=math.nan), ValueError, r"t_end must be a finite number"),
+        (dict(t_end=-0.1), ValueError, r"t_end must be >= 0"),
+        (dict(t_end="1"), TypeError, r"t_end must be a number"),
+        (dict(save_interval=0.0), ValueError, r"save_interval must be > 0, got 0.0"),
+        (dict(save_interval=-0.1), ValueError, r"save_interval must be > 0"),
+        (dict(save_interval=math.inf), ValueError, r"save_interval must be a finite number"),
+        (dict(spin_up=-0.1), ValueError, r"spin_up must be >= 0"),
+        (dict(checkpoint_interval=0.0), ValueError, r"checkpoint_interval must be > 0"),
+        (dict(cfl_limit=math.nan), ValueError, r"cfl_limit must be a finite number, got nan"),
+        (dict(cfl_limit=0.0), ValueError, r"cfl_limit must be > 0"),
+        (dict(check_every=0), ValueError, r"check_every must be an int >= 1"),
+        (dict(check_every=2.0), TypeError, r"check_every must be an int"),
+        (dict(cfl_target=math.nan, spin_up=0.1), ValueError, r"cfl_target must be a number > 0"),
+        (dict(dtype="float16"), ValueError, r"dtype must be 'float64' or 'float32'"),
+        (dict(overwrite=1), TypeError, r"overwrite must be True or False"),
+        (dict(threads=0), ValueError, r"threads must be an int >= 1"),
+        (dict(kernels="fast"), ValueError, r"kernels must be one of 'auto', 'numba', 'numpy'"),
+        (dict(seed=-1), ValueError, r"seed must be an int >= 0, got -1"),
+        (dict(seed=1.5), TypeError, r"seed must be an int, got 1.5"),
+        (dict(sav_interval=0.1), TypeError, r"unexpected keyword argument 'sav_interval'.*"
+                                            r"save_interval"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(tmp_path, changes, error, message):
+    kw = dict(t_end=0.2, save_interval=0.1, path=tmp_path / "run.nc", progress=False)
+    kw.update(changes)
+    with pytest.raises(error, match=message):
+        xtl.simulate(xtl.get_case("tiny"), **kw)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_schedule_options_are_checked_where_they_are_made():
+    from xtl.options import Schedule
+
+    with pytest.raises(ValueError, match="t_end must be a finite number, got inf"):
+        Schedule(t_end=math.inf, save_interval=0.1)
+    with pytest.raises(ValueError, match=r"t_end=0.1 must not be smaller than spin_up=0.2"):
+        Schedule(t_end=0.1, save_interval=0.1, spin_up=0.2)
+    with pytest.raises(ValueError, match="cfl_target needs spin_up > 0"):
+        Schedule(t_end=1.0, save_interval=0.1, cfl_target=0.3)
+    with pytest.raises(TypeError, match="unknown Schedule option.*'dt'.*valid: t_end"):
+        Schedule.merge(dict(t_end=1.0, save_interval=0.1), dt=0.1)
+    schedule = Schedule(t_end=1, save_interval=0.5, cfl_limit=3)
+    assert (schedule.t_end, schedule.cfl_limit) == (1.0, 3.0)
+    assert isinstance(schedule.t_end, float)
+
+
+def test_a_save_interval_beyond_t_end_and_t_end_zero_give_one_snapshot():
+    """Not errors (as before the typed options): the run's start is its only snapshot."""
+    case = xtl.get_case("tiny")
+    for kw in (dict(t_end=0.1, save_interval=0.5), dict(t_end=0.0, save_interval=0.1)):
+        ds = xtl.simulate(case, seed=1, progress=False, **kw)
+        assert ds.sizes["time"] == 1 and ds.time.values[0] == 0.0
+
+
+def test_keyword_and_options_object_calls_write_identical_files(tmp_path):
+    from xtl.solver import Execution, Output, Schedule
+
+    case = xtl.get_case("tiny")
+    kw = dict(t_end=0.4, save_interval=0.1, spin_up=0.1, checkpoint_interval=0.2,
+              check_every=5)
+    old_style = xtl.simulate(case, seed=3, path=tmp_path / "a.nc", dtype="float32",
+                             attrs={"note": "x"}, progress=False, kernels="auto", **kw)
+    typed = xtl.simulate(case, Schedule(**kw),
+                         Output(path=tmp_path / "b.nc", dtype="float32", attrs={"note": "x"}),
+                         Execution(progress=False), seed=3)
+    # an options object with single options replacing some of its values
+    mixed = xtl.simulate(case, Schedule(t_end=9.0, save_interval=0.1), progress=False, seed=3,
+                         **{**kw, "t_end": 0.4})
+    with old_style, typed:
+        history = [ds.attrs.pop("history").split(": ", 1)[1] for ds in (old_style, typed)]
+        assert history[0] == history[1]  # the same call recorded (after its time stamp)
+        assert old_style.omega.dtype == np.float32
+        xr.testing.assert_identical(old_style.load(), typed.load())
+    assert np.array_equal(mixed.omega.values.astype(np.float32), typed.omega.values)
+    assert mixed.sizes["time"] == 4
+
+
+def test_output_chunks_return_a_dask_backed_dataset(tmp_path):
+    case = xtl.get_case("tiny")
+    kw = dict(t_end=0.3, save_interval=0.1, seed=2, progress=False)
+    assert xtl.simulate(case, path=tmp_path / "plain.nc", **kw).omega.chunks is None
+    disk = xtl.simulate(case, path=tmp_path / "r.nc", chunks={"time": 4}, **kw)
+    mem = xtl.simulate(case, chunks={"time": 4}, **kw)
+    for ds in (disk, mem):
+        assert ds.omega.chunks == ((4,), (64,), (64,))
+    xr.testing.assert_identical(disk.drop_attrs().compute(), mem.drop_attrs().compute())

@@ -84,10 +84,10 @@ except ImportError:  # pragma: no cover
 try:  # pragma: no cover - exercised where numba is installed
     import numba
 
-    _HAVE_NUMBA = True
+    HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
     numba = None
-    _HAVE_NUMBA = False
+    HAVE_NUMBA = False
 
 __all__ = [
     "wavenumbers",
@@ -194,7 +194,7 @@ def _resolve_backend(fft: str) -> str:
 
 def available_kernels() -> list[str]:
     """Elementwise kernels that work here: ``"numba"`` (fused, compiled) and ``"numpy"``."""
-    return (["numba"] if _HAVE_NUMBA else []) + ["numpy"]
+    return (["numba"] if HAVE_NUMBA else []) + ["numpy"]
 
 
 def resolve_kernels(kernels: str) -> str:
@@ -209,7 +209,7 @@ def resolve_kernels(kernels: str) -> str:
     str
         ``"numba"`` or ``"numpy"``.
     """
-    return _resolve(kernels, "kernels", "numba", _HAVE_NUMBA)
+    return _resolve(kernels, "kernels", "numba", HAVE_NUMBA)
 
 
 # ----------------------------------------------------------------------------------------
@@ -706,7 +706,7 @@ def _combine_np(P, Q, ky, kx, kmax, out):
     return out
 
 
-if _HAVE_NUMBA:  # pragma: no branch
+if HAVE_NUMBA:  # pragma: no branch
     _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
     # complex arrays are passed as float64 views (n, 2m): real and imaginary parts side by
@@ -768,15 +768,15 @@ if _HAVE_NUMBA:  # pragma: no branch
                     out[i, 2 * j + 1] = 0.0
 
     def _velocity_spectra_nb(spec, mult, ky, kx, kmax, last_col, out_u, out_v):
-        _velocity_spectra_nbf(_floats(spec), mult, ky, kx, kmax, last_col, _floats(out_u),
-                              _floats(out_v))
+        _velocity_spectra_nbf(float_view(spec), mult, ky, kx, kmax, last_col, float_view(out_u),
+                              float_view(out_v))
 
     def _combine_nb(P, Q, ky, kx, kmax, out):
-        _combine_nbf(_floats(P), _floats(Q), ky, kx, kmax, _floats(out))
+        _combine_nbf(float_view(P), float_view(Q), ky, kx, kmax, float_view(out))
         return out
 
 
-def _floats(a: np.ndarray) -> np.ndarray:
+def float_view(a: np.ndarray) -> np.ndarray:
     """A C-contiguous complex128 array as float64 ``(..., 2m)`` (real, imag side by side)."""
     return np.ascontiguousarray(a, dtype=np.complex128).view(np.float64)
 

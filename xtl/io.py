@@ -440,8 +440,8 @@ class SnapshotStream:
     path : Path
         Final path; data goes to ``<path>.part`` (classic netCDF, appended
         record by record) until :meth:`finish` writes ``path``.
-    x, y : ndarray
-        Coordinates.
+    coords : (ndarray, ndarray)
+        The coordinates ``(x, y)``.
     variables : sequence of str
         Names of the variables (CF attributes from :data:`CF_ATTRS`).
     attrs : dict
@@ -459,11 +459,12 @@ class SnapshotStream:
         member files combine by coordinates (``xarray.open_mfdataset``).
     """
 
-    def __init__(self, path, x, y, variables, attrs, dtype="float64", append=False,
+    def __init__(self, path, coords, variables, attrs, *, dtype="float64", append=False,
                  history="created", member=None):
         import netCDF4
 
         _check_dtype(dtype, allow_none=False)
+        x, y = coords
         self.path = Path(path)
         self.part = self.path.with_name(self.path.name + ".part")
         self.variables = tuple(variables)

@@ -7,6 +7,7 @@ from .equations import (
     random_initial_condition,
     register_forcing,
 )
+from ..options import Cluster, Execution, Output, Schedule
 from .grid import SpectralGrid, available_fft_backends
 from .run import DivergenceError, initial_state, make_stepper, simulate
 
@@ -24,6 +25,10 @@ __all__ = [
     "random_initial_condition",
     "register_forcing",
     "simulate",
+    "Schedule",
+    "Output",
+    "Execution",
+    "Cluster",
     "DivergenceError",
     "initial_state",
     "make_stepper",

@@ -52,7 +52,8 @@ import xarray as xr
 
 from ..cases import Case, get_case
 from ..io import CF_ATTRS, append_history, netcdf_lock, open_dataset
-from .run import _schedule
+from ..options import Cluster, Execution, Output, Schedule
+from .run import merge_options, step_plan
 
 __all__ = ["ensemble", "open_ensemble", "EnsembleError", "MemberFailedWarning",
            "SIMULATE_OPTIONS"]
@@ -116,13 +117,27 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", name).strip("-") or "case"
 
 
-def _member_specs(members, directory, run_kwargs, les_options_of) -> list:
-    """One dict per member: the simulate() call and its file(s)."""
+def _digest_options(schedule, output, execution) -> dict:
+    """What of the options defines a member's output: the times and every simulate option
+    that :func:`ensemble` passes on and is not at its default."""
+    given = {**schedule.to_dict(), **output.to_dict(), **execution.to_dict()}
+    defaults = {**Output().to_dict(), **Execution().to_dict(),
+                **Schedule(t_end=0.0, save_interval=1.0).to_dict()}
+    run = {k: given[k] for k in ("t_end", "save_interval", "spin_up")}
+    run.update({k: given[k] for k in (*SIMULATE_OPTIONS, "dns_every") if given[k] != defaults[k]})
+    return run
+
+
+def _member_specs(members, directory, options, les_options_of) -> list:
+    """One dict per member: the simulate() call (``case``, ``seed``, its ``schedule``,
+    ``output``, ``execution``) and its file (``path``)."""
+    schedule, output, execution = options
+    digested = sorted(_digest_options(schedule, output, execution).items())
     specs, seen = [], {}
     for index, (case, seed) in enumerate(members):
         les_options = les_options_of(case)
         key = _digest(
-            sorted(case.to_attrs().items()), seed, sorted(run_kwargs.items()),
+            sorted(case.to_attrs().items()), seed, digested,
             None if les_options is None else sorted(les_options.items()),
         )
         name = f"{_safe(case.name)}_seed{seed}_{key}"
@@ -132,15 +147,12 @@ def _member_specs(members, directory, run_kwargs, les_options_of) -> list:
                 f"seed {seed}); every (case, seed) pair must be distinct"
             )
         seen[name] = index
-        specs.append(
-            {
-                "case": case,
-                "seed": seed,
-                "path": str(directory / f"{name}.nc"),
-                "les": les_options,
-                "kwargs": dict(run_kwargs),
-            }
-        )
+        path = str(directory / f"{name}.nc")
+        specs.append({
+            "case": case, "seed": seed, "path": path, "schedule": schedule,
+            "output": output.replace(path=path, overwrite=True, les=les_options, chunks=None),
+            "execution": execution.replace(progress=False),
+        })
     return specs
 
 
@@ -205,10 +217,8 @@ def _run_member(spec) -> dict:
     from .run import simulate
 
     try:
-        ds = simulate(
-            spec["case"], path=spec["path"], seed=spec["seed"], overwrite=True, progress=False,
-            les=spec["les"], member=spec["member"], **spec["kwargs"],
-        )
+        output = spec["output"].replace(member=spec["member"])
+        ds = simulate(spec["case"], spec["schedule"], output, spec["execution"], seed=spec["seed"])
         ds.close()
         return {"status": "complete", "error": ""}
     except Exception as exc:  # reported in the result, not raised
@@ -238,16 +248,16 @@ def _default_client():
 
 
 @contextlib.contextmanager
-def _client(client, scheduler, n_workers):
+def _client(cluster: Cluster):
     """Yield a distributed Client; close whatever this function created.
 
-    ``client``, else ``scheduler``, else the default Client of the process,
-    else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster.
+    ``cluster.client``, else ``cluster.scheduler``, else the default Client of the
+    process, else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster of
+    ``cluster.n_workers`` workers.
     """
     from distributed import Client
 
-    if client is not None and scheduler is not None:
-        raise ValueError("give client= or scheduler=, not both")
+    client, scheduler = cluster.client, cluster.scheduler
     if client is None and scheduler is None:
         client = _default_client()
     if client is not None:
@@ -270,15 +280,13 @@ def _client(client, scheduler, n_workers):
         finally:
             own.close()
         return
-    n = default_n_workers() if n_workers is None else n_workers
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
-    cluster, own = local_cluster(int(n))
+    n = default_n_workers() if cluster.n_workers is None else cluster.n_workers
+    local, own = local_cluster(n)
     try:
         yield own
     finally:
         own.close()
-        cluster.close()
+        local.close()
 
 
 def local_cluster(n_workers: int):
@@ -307,7 +315,7 @@ def local_cluster(n_workers: int):
         raise
 
 
-def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:
+def _run_all(specs, todo, cluster, progress) -> dict:
     """Run the members ``todo`` (indices into specs); return {index: result}."""
     from distributed import as_completed
 
@@ -318,7 +326,7 @@ def _run_all(specs, todo, client, scheduler, n_workers, progress) -> dict:
         progress, total=len(specs), initial=len(specs) - len(todo), unit="member", desc="ensemble",
     )
     try:
-        with _client(client, scheduler, n_workers) as c:
+        with _client(cluster) as c:
             futures = {
                 c.submit(_run_member, specs[i], key=f"xtl-member-{Path(specs[i]['path']).stem}",
                          pure=False): i
@@ -527,27 +535,20 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
 # ----------------------------------------------------------------------------------------
 # the public function
 # ----------------------------------------------------------------------------------------
-def ensemble(
-    cases,
-    seeds=0,
-    *,
-    t_end: float,
-    save_interval: float,
-    directory,
-    spin_up: float = 0.0,
-    les=None,
-    client=None,
-    scheduler=None,
-    n_workers=None,
-    chunks=None,
-    progress=None,
-    **simulate_options,
-) -> xr.Dataset:
+#: Options of :class:`~xtl.options.Output` that :func:`ensemble` sets per member.
+_PER_MEMBER = ("path", "overwrite", "resume", "dns_path", "attrs", "member")
+
+
+def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | None = None,
+             execution: Execution | None = None, *, directory, cluster: Cluster | None = None,
+             **kwargs) -> xr.Dataset:
     """Run an ensemble of simulations on a dask cluster and open it as one Dataset.
 
     Every pair of a case in ``cases`` and a seed in ``seeds`` is one member,
     run by :func:`~xtl.solver.simulate` in a task of a ``dask.distributed``
     cluster and written atomically to its own netCDF file in ``directory``.
+    The options come as objects, as single keywords (``t_end=50.0``,
+    ``les=dict(n_les=64)``, ``client=client``, ...), or both (keywords win).
 
     Parameters
     ----------
@@ -556,41 +557,39 @@ def ensemble(
         share the stored grid (``n``, or ``n_les`` with ``les``).
     seeds : int or list of int, default 0
         Seeds of the random initial conditions.
-    t_end, save_interval, spin_up : float
-        As in :func:`~xtl.solver.simulate`; the same for every member.
+    schedule : Schedule or dict
+        ``t_end``, ``save_interval``, ``spin_up``, ``checkpoint_interval``,
+        ``cfl_target``, ``cfl_limit``, ``check_every``: as in
+        :func:`~xtl.solver.simulate`; the same for every member.
+    output : Output or dict, optional
+        ``les``: coarse-grain on the fly and store only ψ̄, ω̄, Π on the LES
+        grid (see ``simulate(les=...)``), e.g. ``les=dict(n_les=64,
+        filter="gaussian")``; ``dns_every`` then keeps every k-th DNS snapshot per
+        member next to its file. ``dtype``: storage type. ``chunks``: chunks of the
+        result (default about 64 MiB per variable along ``time``). The ensemble
+        names and sets the member files itself (``path``, ``overwrite``,
+        ``resume``, ``dns_path``, ``attrs`` and ``member`` stay at their defaults).
+    execution : Execution or dict, optional
+        ``fft``, ``kernels`` and ``threads`` of every member: ``threads``
+        (default 1) is the FFTW threads of a member, which its FFTs use although
+        dask workers set ``OMP_NUM_THREADS=1`` (see :mod:`xtl.fourier`); the
+        default LocalCluster then has ``cores // threads`` workers.
+        ``progress``: a progress bar as members finish; default in a Jupyter
+        notebook or when stderr is a terminal.
     directory : str or Path
         Folder of the member files (created if missing). On a remote cluster,
         a folder the workers and this process share.
-    les : True, int or dict, optional
-        Coarse-grain on the fly and store only ψ̄, ω̄, Π on the LES grid (see
-        ``simulate(les=...)``); e.g. ``les=dict(n_les=64, filter="gaussian")``.
-        A ``dns_every`` option (in ``simulate_options``) keeps every k-th DNS
-        snapshot per member next to its file.
-    client : distributed.Client, optional
-        Run on this client's cluster (it is left open).
-    scheduler : str or cluster object, optional
-        A scheduler address (``"tcp://host:8786"``) or a cluster with
-        ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
-        ``client`` and ``scheduler``, the process's default ``Client`` is used
-        when there is one (e.g. ``client = Client(...)`` in a notebook), else
-        ``$DASK_SCHEDULER_ADDRESS`` when set; otherwise a ``LocalCluster`` with
-        ``n_workers`` workers of one thread each is started and closed at the end.
-    n_workers : int, optional
-        Workers of that LocalCluster; default the cores this process may use
-        divided by ``threads``.
-    chunks : dict, optional
-        Chunks of the result; default about 64 MiB per variable along ``time``.
-    progress : bool, optional
-        Show a progress bar as members finish; default: in a Jupyter notebook
-        or when stderr is a terminal.
-    **simulate_options
-        Passed to every ``simulate`` call: ``dtype``, ``checkpoint_interval``,
-        ``cfl_limit``, ``check_every``, ``fft``, ``threads``, ``kernels``,
-        ``cfl_target``, ``dns_every``. ``threads`` (default 1) is the FFTW threads
-        of each member: a worker runs one member at a time and its FFTs use that
-        many cores although dask workers set ``OMP_NUM_THREADS=1`` (see
-        :mod:`xtl.fourier`); the default LocalCluster then has
-        ``cores // threads`` workers.
+    cluster : Cluster or dict, optional
+        ``client``: run on this ``distributed.Client``'s cluster (left open).
+        ``scheduler``: a scheduler address (``"tcp://host:8786"``) or a cluster
+        with ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
+        them, the process's default ``Client`` is used when there is one (e.g.
+        ``client = Client(...)`` in a notebook), else ``$DASK_SCHEDULER_ADDRESS``
+        when set; otherwise a ``LocalCluster`` of ``n_workers`` one-thread
+        workers (default the cores this process may use divided by ``threads``)
+        is started and closed at the end.
+    **kwargs
+        Single options of ``schedule``, ``output``, ``execution`` and ``cluster``.
 
     Returns
     -------
@@ -633,27 +632,64 @@ def ensemble(
     ...                   les=dict(n_les=64))                      # doctest: +SKIP
     >>> ds.pi.sel(member=ds.Re == 5000.0)                         # doctest: +SKIP
     """
-    unknown = set(simulate_options) - set(SIMULATE_OPTIONS) - {"dns_every"}
+    schedule, output, execution, cluster = _ensemble_options(
+        schedule, output, execution, cluster, kwargs)
+    members = _members(cases, seeds)
+    for case, _ in members:
+        step_plan(case, schedule)
+    les_options_of = _les_options_of(output, members)
+    directory = _writable_directory(directory)
+    specs = _member_specs(members, directory, (schedule, output, execution), les_options_of)
+    _assign_numbers(specs, directory)
+    statuses, errors = _run_missing(specs, cluster, execution.progress)
+    failed = [i for i, s in enumerate(statuses) if s != "complete"]
+    if len(failed) == len(specs):
+        raise EnsembleError(
+            "every ensemble member failed:\n"
+            + "\n".join(f"  member {i} ({specs[i]['path']}): {errors[i]}" for i in failed)
+        )
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {len(specs)} ensemble members failed and are NaN in the result "
+            "(see its 'status' and 'error' coordinates): "
+            + "; ".join(f"member {i}: {errors[i]}" for i in failed),
+            MemberFailedWarning,
+            stacklevel=2,
+        )
+    return _combine(specs, members, statuses, errors, output.chunks,
+                    f"xtl.ensemble: {len(specs)} member files in {str(directory)!r}")
+
+
+def _ensemble_options(schedule, output, execution, cluster, kwargs) -> tuple:
+    """The four options objects of an :func:`ensemble` call, checked."""
+    passed_on = [*SIMULATE_OPTIONS, "dns_every"]
+    own = {"t_end", "save_interval", "spin_up", "les", "chunks", "progress", *Cluster.names()}
+    unknown = set(kwargs) - set(passed_on) - own
     if unknown:
         raise TypeError(
             f"ensemble() got unexpected arguments {sorted(unknown)}; simulate options it "
-            f"passes on are {list(SIMULATE_OPTIONS) + ['dns_every']}"
+            f"passes on are {passed_on}"
         )
-    if client is not None and scheduler is not None:
-        raise ValueError("give client= or scheduler=, not both")
-    threads = simulate_options.get("threads", 1)
-    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1 (FFTW threads per member), got {threads!r}")
-    if n_workers is None and threads > 1:
-        n_workers = max(1, default_n_workers() // threads)
-    members = _members(cases, seeds)
-    for case, _ in members:
-        _schedule(case, t_end, save_interval, spin_up, simulate_options.get("checkpoint_interval"))
-    run_kwargs = {"t_end": t_end, "save_interval": save_interval, "spin_up": spin_up,
-                  **simulate_options}
+    schedule, output, execution, cluster = merge_options(
+        {Schedule: schedule, Output: output, Execution: execution, Cluster: cluster},
+        kwargs, "ensemble")
+    default = Output()
+    per_member = [name for name in _PER_MEMBER if getattr(output, name) != getattr(default, name)]
+    if per_member:
+        raise ValueError(f"ensemble() sets {per_member} of every member itself; leave "
+                         f"{'it' if len(per_member) == 1 else 'them'} at the default")
+    if cluster.n_workers is None and execution.threads > 1:
+        cluster = cluster.replace(n_workers=max(1, default_n_workers() // execution.threads))
+    return schedule, output, execution, cluster
+
+
+def _les_options_of(output, members):
+    """``case -> les options dict or None`` for every member; checks they share one grid."""
+    les = output.les
     if les is None or les is False:
-        if simulate_options.get("dns_every") is not None:
-            raise ValueError("dns_every only applies with les=... (the DNS is stored in full without it)")
+        if output.dns_every is not None:
+            raise ValueError("dns_every only applies with les=... (the DNS is stored in full "
+                             "without it)")
 
         def les_options_of(case):
             return None
@@ -673,38 +709,28 @@ def ensemble(
             f"all members must store the same grid to share one Dataset; got grid sizes "
             f"{sorted(sizes)} (run an ensemble per grid)"
         )
-    if chunks is not None and not isinstance(chunks, dict):
-        raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {chunks!r}")
+    return les_options_of
+
+
+def _writable_directory(directory) -> Path:
+    """``directory`` as a Path, created if missing; a PermissionError if not writable."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"directory={str(directory)!r} is not writable")
-    specs = _member_specs(members, directory, run_kwargs, les_options_of)
-    _assign_numbers(specs, directory)
+    return directory
 
+
+def _run_missing(specs, cluster, progress) -> tuple[list, list]:
+    """Run the members whose file is not complete; ``(statuses, errors)`` of all."""
     statuses = ["complete" if _is_complete(s["path"]) else "pending" for s in specs]
     errors = [""] * len(specs)
     todo = [i for i, s in enumerate(statuses) if s != "complete"]
-    if todo:
-        results = _run_all(specs, todo, client, scheduler, n_workers, progress)
-        for i, result in results.items():
-            statuses[i], errors[i] = result["status"], result["error"]
-            if result["status"] == "complete" and not _is_complete(specs[i]["path"]):
-                statuses[i] = "failed"
-                errors[i] = f"the worker reported success but {specs[i]['path']} is not complete"
-    failed = [i for i, s in enumerate(statuses) if s != "complete"]
-    if len(failed) == len(specs):
-        raise EnsembleError(
-            "every ensemble member failed:\n"
-            + "\n".join(f"  member {i} ({specs[i]['path']}): {errors[i]}" for i in failed)
-        )
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {len(specs)} ensemble members failed and are NaN in the result "
-            "(see its 'status' and 'error' coordinates): "
-            + "; ".join(f"member {i}: {errors[i]}" for i in failed),
-            MemberFailedWarning,
-            stacklevel=2,
-        )
-    return _combine(specs, members, statuses, errors, chunks,
-                    f"xtl.ensemble: {len(specs)} member files in {str(directory)!r}")
+    if not todo:
+        return statuses, errors
+    for i, result in _run_all(specs, todo, cluster, progress).items():
+        statuses[i], errors[i] = result["status"], result["error"]
+        if result["status"] == "complete" and not _is_complete(specs[i]["path"]):
+            statuses[i] = "failed"
+            errors[i] = f"the worker reported success but {specs[i]['path']} is not complete"
+    return statuses, errors

@@ -13,6 +13,7 @@ import xarray as xr
 from ..cases import Case
 from ..fourier import SpectralGrid
 from ..io import CF_ATTRS, SnapshotStream, check_output_path, open_dataset, provenance_attrs
+from ..options import Execution, Output, Schedule, check_int
 from .equations import (
     SolverState,
     Stepper,
@@ -22,6 +23,10 @@ from .equations import (
 
 __all__ = [
     "simulate",
+    "merge_options",
+    "step_plan",
+    "StepPlan",
+    "SIMULATE_OPTION_CLASSES",
     "DivergenceError",
     "make_stepper",
     "initial_state",
@@ -53,8 +58,11 @@ class DivergenceError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Schedule:
-    """Integer step counts of a run: ``spin_steps`` of ``dt_spin``, then steps of ``dt``."""
+class StepPlan:
+    """Integer step counts of a run: ``spin_steps`` of ``dt_spin``, then steps of ``dt``.
+
+    Made by :func:`step_plan` from a :class:`~xtl.options.Schedule` and a case.
+    """
 
     spin_steps: int
     save_steps: int
@@ -65,12 +73,15 @@ class _Schedule:
 
     @property
     def n_snapshots(self) -> int:
+        """Snapshots the run writes."""
         return (self.end_steps - self.spin_steps) // self.save_steps + 1
 
     def is_save(self, step: int) -> bool:
+        """Whether ``step`` writes a snapshot."""
         return step >= self.spin_steps and (step - self.spin_steps) % self.save_steps == 0
 
     def snapshot_index(self, step: int) -> int:
+        """The number of the snapshot written at ``step`` (0-based)."""
         return (step - self.spin_steps) // self.save_steps
 
     def time(self, step: int) -> float:
@@ -80,37 +91,51 @@ class _Schedule:
         return self.spin_steps * self.dt_spin + (step - self.spin_steps) * self.dt
 
 
-def _steps(value, dt, argument, allow_zero=True) -> int:
+def _steps(value: float, dt: float, argument: str) -> int:
     """``value/dt`` as an int, or a ValueError naming ``argument``."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise TypeError(f"{argument} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{argument} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     steps = round(value / dt)
     if abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
         raise ValueError(f"{argument}={value} is not a multiple of dt={dt}")
     return int(steps)
 
 
-def _schedule(case, t_end, save_interval, spin_up, checkpoint_interval, dt=None) -> _Schedule:
-    """The run's step counts; ``dt`` (default ``case.dt``) is the step after the spin-up."""
+def step_plan(case: Case, schedule: Schedule, dt: float | None = None) -> StepPlan:
+    """The step counts of ``schedule`` for ``case``.
+
+    Parameters
+    ----------
+    case : Case
+        Its ``dt`` is the step of the spin-up.
+    schedule : Schedule
+        The times (validated there).
+    dt : float, optional
+        The step after the spin-up (default ``case.dt``; another one is chosen by a
+        run with ``cfl_target``).
+
+    Returns
+    -------
+    StepPlan
+
+    Raises
+    ------
+    ValueError
+        If ``save_interval``, ``spin_up`` or ``checkpoint_interval`` is not a whole
+        multiple of the step (the message names it).
+    """
     dt_spin = case.dt
     dt = dt_spin if dt is None else dt
-    save = _steps(save_interval, dt, "save_interval", allow_zero=False)
-    spin = _steps(spin_up, dt_spin, "spin_up")
-    if not isinstance(t_end, (int, float)) or isinstance(t_end, bool) or not t_end >= 0:
-        raise ValueError(f"t_end must be a number >= 0, got {t_end!r}")
-    if t_end < spin_up:
-        raise ValueError(f"t_end={t_end} must not be smaller than spin_up={spin_up}")
+    save = _steps(schedule.save_interval, dt, "save_interval")
+    spin = _steps(schedule.spin_up, dt_spin, "spin_up")
     # the last snapshot is the last save step not after t_end
-    end = spin + int(math.floor((t_end - spin_up) / (save * dt) + 1e-9)) * save
-    if checkpoint_interval is None:
+    end = spin + int(math.floor((schedule.t_end - schedule.spin_up) / (save * dt) + 1e-9)) * save
+    interval = schedule.checkpoint_interval
+    if interval is None:
         ckpt = max(save, (end // 10) or 1)
     elif dt == dt_spin:
-        ckpt = _steps(checkpoint_interval, dt, "checkpoint_interval", allow_zero=False)
+        ckpt = _steps(interval, dt, "checkpoint_interval")
     else:  # a step chosen by the run: the nearest whole number of steps
-        ckpt = max(1, round(checkpoint_interval / dt))
-    return _Schedule(spin, save, end, ckpt, dt_spin, dt)
+        ckpt = max(1, round(interval / dt))
+    return StepPlan(spin, save, end, ckpt, dt_spin, dt)
 
 
 def dt_for_cfl(dt: float, cfl: float, target: float, save_interval: float) -> float:
@@ -284,121 +309,119 @@ def _output_transform(les, case, fft):
     return _LES_OUTPUT[0](les, case, fft=fft)
 
 
+# --------------------------------------------------------------------------- options
+#: The options objects of :func:`simulate`, in the order of its parameters.
+SIMULATE_OPTION_CLASSES = (Schedule, Output, Execution)
+
+
+def merge_options(objects: dict, kwargs: dict, caller: str) -> tuple:
+    """Options objects with single options given as keywords folded in.
+
+    Parameters
+    ----------
+    objects : dict
+        ``{OptionsClass: instance, mapping or None}``; every keyword goes to the
+        class that has an option of its name.
+    kwargs : dict
+        Single options, e.g. ``{"t_end": 1.0, "path": "run.nc"}``.
+    caller : str
+        The function's name, for the message.
+
+    Returns
+    -------
+    tuple
+        One validated instance per class, in the order of ``objects``.
+
+    Raises
+    ------
+    TypeError
+        A keyword is no option of these classes (the message lists the valid ones).
+    """
+    groups = {cls: {} for cls in objects}
+    for key, value in kwargs.items():
+        owner = next((cls for cls in objects if key in cls.names()), None)
+        if owner is None:
+            valid = ", ".join(name for cls in objects for name in cls.names())
+            raise TypeError(f"{caller}() got an unexpected keyword argument {key!r}; "
+                            f"its options are {valid}")
+        groups[owner][key] = value
+    return tuple(cls.merge(obj, **groups[cls]) for cls, obj in objects.items())
+
+
 # --------------------------------------------------------------------------- simulate
-def simulate(
-    case: Case,
-    t_end: float,
-    save_interval: float,
-    spin_up: float = 0.0,
-    path=None,
-    overwrite: bool = False,
-    seed: int = 0,
-    initial=None,
-    closure=None,
-    checkpoint_interval=None,
-    resume: bool = True,
-    dtype: str = "float64",
-    cfl_limit: float = 2.0,
-    check_every: int = 20,
-    progress=None,
-    fft: str = "auto",
-    threads: int = 1,
-    attrs=None,
-    les=None,
-    dns_every=None,
-    dns_path=None,
-    kernels: str = "auto",
-    cfl_target=None,
-    member=None,
-) -> xr.Dataset:
+def simulate(case: Case, schedule: Schedule | None = None, output: Output | None = None,
+             execution: Execution | None = None, *, seed: int = 0, initial=None, closure=None,
+             **kwargs) -> xr.Dataset:
     """Run a forced β-plane 2D turbulence simulation.
+
+    The options come as objects (:class:`~xtl.options.Schedule`,
+    :class:`~xtl.options.Output`, :class:`~xtl.options.Execution`), as single
+    keywords (``simulate(case, t_end=10.0, save_interval=0.5, path="run.nc")``), or
+    both (keywords replace the objects' values); each is validated there, and a
+    keyword that is no option raises a TypeError listing the valid ones.
 
     Parameters
     ----------
     case : Case
         The flow (Re, kf, β, μ, grid, dt, forcing, ...).
-    t_end : float
-        End time; the last snapshot is the last save time not after it.
-    save_interval : float
-        Time between snapshots; a multiple of ``case.dt``.
-    spin_up : float, default 0
-        Time to run before the first snapshot; a multiple of ``case.dt``.
-    path : str or Path, optional
-        If given, snapshots are streamed to this netCDF file as the run goes
-        (into ``<path>.part``, renamed to ``path`` at the end), so memory
-        stays flat; checkpoints go to ``<path>.ckpt.npz``.
-    overwrite : bool, default False
-        Replace an existing ``path``.
+    schedule : Schedule or dict
+        ``t_end`` (the last snapshot is the last save time not after it),
+        ``save_interval``, ``spin_up`` (time before the first snapshot), each
+        a multiple of ``case.dt``; ``checkpoint_interval`` (only with ``path``;
+        default a tenth of the run, at least one save interval);
+        ``cfl_limit`` (default 2: stop with :class:`DivergenceError` when
+        ``dt·(max|u|+max|v|)/dx`` exceeds it or is NaN; AB2 is unstable well
+        below it), checked every ``check_every`` steps (default 20) and at each
+        snapshot; ``cfl_target``: choose the step after the spin-up from the flow.
+        The spin-up runs at ``case.dt``; at its end the CFL number ``c`` is
+        measured and the rest of the run uses the largest
+        ``dt' <= case.dt·cfl_target/c`` that divides ``save_interval``
+        (:func:`dt_for_cfl`), fixed for the run (a restart reuses it, so it stays
+        bit-identical). AB2 restarts with one Heun step at the switch. The
+        output's attributes record ``cfl_target``, ``cfl_at_spin_up`` and
+        ``dt_after_spin_up``. Needs ``spin_up > 0``.
+    output : Output or dict, optional
+        ``path``: stream the snapshots to this netCDF file as the run goes (into
+        ``<path>.part``, renamed to ``path`` at the end), so memory stays flat;
+        checkpoints go to ``<path>.ckpt.npz``. ``overwrite``: replace an
+        existing ``path``. ``resume`` (default True): if a ``.part`` file and its
+        checkpoint from an interrupted run with the same settings exist,
+        continue from the checkpoint, bit-identical to an uninterrupted run
+        (same machine, FFT backend, threads and kernels: see :mod:`xtl.fourier`).
+        ``dtype`` (``"float64"`` or ``"float32"``): storage type of the
+        snapshots (the run itself is float64); with ``path`` the file is
+        netCDF4, chunked by whole snapshots and zlib-compressed (see
+        :mod:`xtl.io`). ``attrs``: extra global attributes. ``les``: coarse-grain
+        on the fly, storing ψ̄, ω̄ and Π on the LES grid instead of the DNS (see
+        :func:`xtl.coarse.coarse_grain`; the numbers agree with coarse-graining
+        the stored DNS to round-off): ``True`` for the case's ``n_les`` and the
+        Gaussian filter, an int for that ``n_les``, a dict with keys ``n_les``,
+        ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``, or an
+        output transform itself (e.g. an :class:`xtl.coarse.Coarsener`:
+        anything with ``n``, ``x``, ``names``, ``attrs``, ``title``,
+        ``signature`` and ``spectral(omega_hat) -> {name: array}``).
+        ``dns_every``: with ``les`` and ``path``, also keep every k-th DNS
+        snapshot in ``dns_path`` (default ``<path stem>.dns.nc``, written
+        atomically too). ``member``: coordinates of this run as one member of an
+        ensemble, e.g. ``{"member": 3, "seed": 0, "case_name": "tiny"}`` (an int
+        ``"member"`` required): the output gets a leading ``member`` dim of
+        length 1 carrying them (:func:`~xtl.solver.ensemble.ensemble` sets it).
+        ``chunks``: dask chunks of the returned Dataset.
+    execution : Execution or dict, optional
+        ``fft`` (``"auto"``, ``"pyfftw"``, ``"numpy"``), ``threads`` (FFTW
+        threads, used even where ``OMP_NUM_THREADS`` is smaller), ``kernels``
+        (``"auto"``, ``"numba"``: fused and compiled, ``"numpy"``; same numbers
+        to round-off) and ``progress`` (a progress bar; default in a notebook or
+        when stderr is a terminal).
     seed : int, default 0
-        Seed of the random initial condition.
+        Seed of the random initial condition (>= 0).
     initial : array-like or DataArray, optional
         Initial vorticity ``(y, x)`` instead of the random field.
     closure : callable, optional
         ``closure(psi, omega) -> Pi`` (physical ``(n, n)`` arrays); the
         equation carries ``−Π``. For the a posteriori LES.
-    checkpoint_interval : float, optional
-        Time between checkpoints (default: a tenth of the run, at least one
-        save interval); only with ``path``.
-    resume : bool, default True
-        If a ``.part`` file and its checkpoint from an interrupted run with the
-        same settings exist, continue from the checkpoint. The continued run is
-        bit-identical to an uninterrupted one (same machine, FFT backend,
-        threads and kernels: see :mod:`xtl.fourier` for how FFTW plans are shared).
-    dtype : {"float64", "float32"}
-        Storage type of the snapshots (the run itself is float64). With
-        ``path`` the file is netCDF4, chunked by whole snapshots and
-        zlib-compressed (see :mod:`xtl.io`).
-    cfl_limit : float, default 2
-        Stop with :class:`DivergenceError` when ``dt·(max|u|+max|v|)/dx``
-        exceeds it (or is NaN). AB2 is unstable well below it.
-    check_every : int, default 20
-        Steps between CFL checks (also checked at each snapshot).
-    progress : bool, optional
-        Show a progress bar; default: in a Jupyter notebook or when stderr is
-        a terminal.
-    fft : {"auto", "pyfftw", "numpy"}
-        FFT backend.
-    threads : int, default 1
-        FFTW threads (see :class:`~xtl.fourier.SpectralGrid`); they are used even
-        where ``OMP_NUM_THREADS`` is smaller (dask workers set it to 1).
-    attrs : dict, optional
-        Extra global attributes of the output (e.g. the closure's name).
-    les : True, int, dict or transform, optional
-        Coarse-grain on the fly ("write only what is needed"): instead of the
-        DNS fields, store ψ̄, ω̄ and Π on the LES grid (see
-        :func:`xtl.coarse.coarse_grain`; the numbers agree with coarse-graining
-        the stored DNS to round-off). ``True``: the case's ``n_les`` and the
-        Gaussian filter; an int: that ``n_les``; a dict with keys ``n_les``,
-        ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``. Or an
-        output transform object itself (e.g. an :class:`xtl.coarse.Coarsener`):
-        anything with ``n`` (the DNS grid it takes), ``x`` (output points),
-        ``names`` (output variables), ``attrs`` (global attributes), ``title``,
-        ``signature`` (a string a checkpoint must match) and
-        ``spectral(omega_hat) -> {name: array}``.
-    dns_every : int, optional
-        With ``les`` and ``path``: also keep every ``dns_every``-th snapshot
-        of the DNS (``psi``, ``omega`` on the DNS grid) in ``dns_path``.
-    dns_path : str or Path, optional
-        Where those DNS snapshots go; default ``<path stem>.dns.nc`` next to
-        ``path``. Written atomically like ``path`` (``.part``, then renamed).
-    kernels : {"auto", "numba", "numpy"}
-        The elementwise work of a step: fused and compiled with numba (the
-        default when it imports), or numpy's; same numbers to round-off.
-    cfl_target : float, optional
-        Choose the time step after the spin-up from the flow: the spin-up runs at
-        ``case.dt``; at its end the CFL number ``c`` is measured and the rest of
-        the run uses the largest ``dt' <= case.dt·cfl_target/c`` that divides
-        ``save_interval`` (:func:`dt_for_cfl`), fixed for the run (a restart
-        reuses it, so it stays bit-identical). AB2 restarts with one Heun step at
-        the switch. The output's attributes record ``cfl_target``,
-        ``cfl_at_spin_up`` and ``dt_after_spin_up``. Needs ``spin_up > 0``.
-    member : dict, optional
-        Coordinates of this run as one member of an ensemble, e.g.
-        ``{"member": 3, "seed": 0, "case_name": "tiny", "Re": 100.0}`` (numbers
-        or strings; ``"member"``, an int, is required): the output gets a
-        leading ``member`` dim of length 1 carrying them, so that member files
-        combine with ``xarray.open_mfdataset(..., combine="by_coords")``.
-        :func:`~xtl.solver.ensemble.ensemble` sets it.
+    **kwargs
+        Single options of ``schedule``, ``output`` or ``execution``.
 
     Returns
     -------
@@ -413,170 +436,228 @@ def simulate(
         If the run blows up; the snapshots written before stay in ``path``
         (with the global attribute ``complete = 0``), or, without ``path``,
         in the error's ``snapshots``.
+    TypeError, ValueError
+        For bad options (the message names the option), before anything runs.
     """
     if not isinstance(case, Case):
         raise TypeError(f"case must be an xtl.Case, got {type(case).__name__}")
-    schedule = _schedule(case, t_end, save_interval, spin_up, checkpoint_interval)
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if not (isinstance(check_every, int) and check_every >= 1):
-        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
-    cfl_target = _check_cfl_target(cfl_target, schedule)
-    if path is not None:
-        path = check_output_path(path, overwrite)
-    output = _output_transform(les, case, fft)
-    dns_every, dns_path = _check_dns_every(dns_every, dns_path, path, output, overwrite)
-    member = _check_member(member)
-    grid = SpectralGrid(case.n, dealias=case.dealias, fft=fft, threads=threads)
-    stepper = make_stepper(case, grid, closure, kernels)
-    attrs = {**_run_attrs(case, seed, initial), **(attrs or {})}
-    signature = _signature(case, seed, schedule, initial)
-    if cfl_target is not None:
-        attrs["cfl_target"] = cfl_target
-        signature += repr(("cfl_target", cfl_target))
-    out_x, names, dns_attrs = grid.x, ("omega", "psi"), None
-    if output is not None:
-        out_x, names = output.x, tuple(output.names)
-        if dns_every is not None:
-            dns_attrs = {**attrs, "title": f"xtl DNS of case {case.name!r} (every "
-                         f"{dns_every}-th snapshot of {path.name})", "dns_every": dns_every}
-            attrs["dns_file"] = dns_path.name
-        attrs = {**attrs, "title": f"xtl {output.title} of case {case.name!r}", **output.attrs}
-        signature += repr((output.signature, dns_every))
-
-    les_options = None if output is None else getattr(output, "options", output.signature)
-    entry = _history_entry(case, seed, initial, t_end, save_interval, spin_up, les_options,
-                           cfl_target)
-    state, written, stream, ckpt, dns_stream, chosen = None, 0, None, None, None, None
-    if path is not None:
-        ckpt = _checkpoint_path(path)
-        part = path.with_name(path.name + ".part")
-        dns_part = None if dns_path is None else dns_path.with_name(dns_path.name + ".part")
-
-        def open_streams(append):
-            main = SnapshotStream(path, out_x, out_x, names, attrs, dtype, append=append,
-                                  history=entry, member=member)
-            if dns_path is None:
-                return main, None
-            return main, SnapshotStream(dns_path, grid.x, grid.y, ("omega", "psi"), dns_attrs,
-                                        dtype, append=append, history=entry, member=member)
-
-        if resume and part.exists() and ckpt.exists() and (dns_part is None or dns_part.exists()):
-            state, written, chosen = _read_checkpoint(ckpt, signature)
-            stream, dns_stream = open_streams(append=True)
-    if state is None:
-        state = initial_state(case, grid, seed, initial)
-        if path is not None:
-            stream, dns_stream = open_streams(append=False)
-            if ckpt.exists():
-                ckpt.unlink()
-    streams = [s for s in (stream, dns_stream) if s is not None]
-    if chosen is not None:  # resumed after the step was chosen
-        schedule, stepper = _switch_dt(case, t_end, save_interval, spin_up, checkpoint_interval,
-                                       grid, closure, kernels, chosen[0])
-        attrs.update(_chosen_attrs(chosen))
-
-    memory = []
+    schedule, output, execution = merge_options(
+        dict(zip(SIMULATE_OPTION_CLASSES, (schedule, output, execution))), kwargs, "simulate")
+    run = _Run(case, schedule, output, execution, seed=check_int(seed, "seed", minimum=0),
+               initial=initial, closure=closure)
+    state = run.start()
     from .._progress import progress_bar
 
-    bar = progress_bar(
-        progress, total=schedule.end_steps, initial=state.step, unit="step", mininterval=1.0,
-        desc=f"simulate {case.name}",
-    )
+    bar = progress_bar(execution.progress, total=run.plan.end_steps, initial=state.step,
+                       unit="step", mininterval=1.0, desc=f"simulate {case.name}")
     try:
-        while True:
-            step = state.step
-            if cfl_target is not None and chosen is None and step == schedule.spin_steps:
-                chosen = _choose_dt(stepper, state, cfl_target, save_interval)
-                schedule, stepper = _switch_dt(case, t_end, save_interval, spin_up,
-                                               checkpoint_interval, grid, closure, kernels,
-                                               chosen[0])
-                state.tendency_prev = None  # AB2 restarts (Heun) at the new step
-                attrs.update(_chosen_attrs(chosen))
-                for s in streams:
-                    s.set_attrs(_chosen_attrs(chosen))
-                bar.total = schedule.end_steps
-            if schedule.is_save(step):
-                index = schedule.snapshot_index(step)
-                keep_dns = dns_stream is not None and index % dns_every == 0
-                dns = _fields(grid, state.omega_hat) if output is None or keep_dns else None
-                fields = dns if output is None else output.spectral(state.omega_hat)
-                _check_finite(fields["omega"], step, schedule, stepper, cfl_limit, streams)
-                t = schedule.time(step)
-                if stream is not None:
-                    stream.write(index, t, fields)
-                    if keep_dns:
-                        dns_stream.write(index // dns_every, t, dns)
-                    written = index + 1
-                else:
-                    memory.append((t, {k: v.astype(dtype) for k, v in fields.items()}))
-            if step > 0 and stream is not None and step % schedule.checkpoint_steps == 0:
-                for s in streams:
-                    s.sync()
-                _write_checkpoint(ckpt, state, written, signature, chosen)
-            if step >= schedule.end_steps:
-                break
-            measure = step % check_every == 0 or schedule.is_save(step + 1)
-            stepper.step(state, measure_cfl=measure)
-            if measure and not stepper.last_cfl <= cfl_limit:
-                _diverged(state.step - 1, schedule, stepper, cfl_limit, streams)
-            bar.update(1)
+        run.advance(state, bar)
     except BaseException as err:
-        for s in streams:
-            s.close()
-        if isinstance(err, DivergenceError) and stream is None and memory:
-            err.snapshots = _to_dataset(out_x, memory, attrs, names, entry, member)
-            err.snapshots.attrs.update(complete=0, blowup_time=err.time)
+        run.abort(err)
         raise
     finally:
         bar.close()
+    return run.finish()
 
-    if stream is not None:
-        for s in streams:
+
+class _Run:
+    """One :func:`simulate` call: its grid, stepper, step plan, attributes and streams."""
+
+    def __init__(self, case, schedule, output, execution, *, seed, initial, closure):
+        self.case, self.schedule, self.output, self.execution = case, schedule, output, execution
+        self.seed, self.initial, self.closure = seed, initial, closure
+        self.plan = step_plan(case, schedule)
+        self.path = None if output.path is None else check_output_path(output.path,
+                                                                         output.overwrite)
+        self.transform = _output_transform(output.les, case, execution.fft)
+        self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.transform)
+        self.member = _check_member(output.member)
+        self.grid = SpectralGrid(case.n, dealias=case.dealias, fft=execution.fft,
+                                 threads=execution.threads)
+        self.stepper = None  # made by start(), at the step of a resumed run
+        self.chosen, self.memory, self.written = None, [], 0
+        self.stream = self.dns_stream = None
+        self.ckpt = None if self.path is None else _checkpoint_path(self.path)
+        self._describe()
+
+    # -- what the run writes -------------------------------------------------------
+    def _describe(self):
+        """The output's variables, x, attributes, history line and checkpoint signature."""
+        case, seed, initial, transform = self.case, self.seed, self.initial, self.transform
+        attrs = {**_run_attrs(case, seed, initial), **(self.output.attrs or {})}
+        signature = _signature(case, seed, self.plan, initial)
+        target = self.schedule.cfl_target
+        if target is not None:
+            attrs["cfl_target"] = target
+            signature += repr(("cfl_target", target))
+        self.x, self.names, self.dns_attrs = self.grid.x, ("omega", "psi"), None
+        if transform is not None:
+            self.x, self.names = transform.x, tuple(transform.names)
+            if self.dns_every is not None:
+                self.dns_attrs = {**attrs, "title": f"xtl DNS of case {case.name!r} (every "
+                                  f"{self.dns_every}-th snapshot of {self.path.name})",
+                                  "dns_every": self.dns_every}
+                attrs["dns_file"] = self.dns_path.name
+            attrs = {**attrs, "title": f"xtl {transform.title} of case {case.name!r}",
+                     **transform.attrs}
+            signature += repr((transform.signature, self.dns_every))
+        les = None if transform is None else getattr(transform, "options", transform.signature)
+        self.attrs, self.signature = attrs, signature
+        self.entry = _history_entry(case, seed, initial, self.schedule, les)
+
+    @property
+    def streams(self) -> list:
+        return [s for s in (self.stream, self.dns_stream) if s is not None]
+
+    def _open_streams(self, append: bool) -> None:
+        dtype, entry, member = self.output.dtype, self.entry, self.member
+        self.stream = SnapshotStream(self.path, (self.x, self.x), self.names, self.attrs,
+                                     dtype=dtype, append=append, history=entry, member=member)
+        if self.dns_path is not None:
+            self.dns_stream = SnapshotStream(
+                self.dns_path, (self.grid.x, self.grid.y), ("omega", "psi"), self.dns_attrs,
+                dtype=dtype, append=append, history=entry, member=member)
+
+    def _resumable(self) -> bool:
+        """An interrupted run of these settings left its ``.part`` files and checkpoint."""
+        parts = [p.with_name(p.name + ".part") for p in (self.path, self.dns_path) if p]
+        return self.output.resume and self.ckpt.exists() and all(p.exists() for p in parts)
+
+    # -- the run -------------------------------------------------------------------
+    def start(self) -> SolverState:
+        """The state to step from: resumed from a checkpoint, or the initial one."""
+        state = None
+        if self.path is not None and self._resumable():
+            state, self.written, self.chosen = _read_checkpoint(self.ckpt, self.signature)
+        self._use_dt(None if self.chosen is None else self.chosen[0])
+        if self.chosen is not None:
+            self.attrs.update(_chosen_attrs(self.chosen))
+        if state is not None:
+            self._open_streams(append=True)
+            return state
+        state = initial_state(self.case, self.grid, self.seed, self.initial)
+        if self.path is not None:
+            self._open_streams(append=False)
+            if self.ckpt.exists():
+                self.ckpt.unlink()
+        return state
+
+    def _use_dt(self, dt) -> None:
+        """The plan and stepper of step ``dt`` after the spin-up (None: ``case.dt``)."""
+        case = self.case if dt is None else self.case.replace(dt=dt)
+        if dt is not None:
+            self.plan = step_plan(self.case, self.schedule, dt=dt)
+        self.stepper = make_stepper(case, self.grid, self.closure, self.execution.kernels)
+
+    def advance(self, state: SolverState, bar) -> None:
+        """Step ``state`` to the end, saving snapshots and checkpoints on the way."""
+        check_every, cfl_limit = self.schedule.check_every, self.schedule.cfl_limit
+        while True:
+            step = state.step
+            if self.chosen is None and self.schedule.cfl_target is not None \
+                    and step == self.plan.spin_steps:
+                self._choose_dt(state, bar)
+            if self.plan.is_save(step):
+                self._save(state)
+            if step > 0 and self.stream is not None and step % self.plan.checkpoint_steps == 0:
+                self._checkpoint(state)
+            if step >= self.plan.end_steps:
+                return
+            measure = step % check_every == 0 or self.plan.is_save(step + 1)
+            self.stepper.step(state, measure_cfl=measure)
+            if measure and not self.stepper.last_cfl <= cfl_limit:
+                self._diverged(state.step - 1)
+            bar.update(1)
+
+    def _choose_dt(self, state, bar) -> None:
+        """At the end of the spin-up: the step for ``cfl_target``, fixed for the rest."""
+        cfl = self.stepper.cfl(state.omega_hat)
+        dt = dt_for_cfl(self.stepper.dt, cfl, self.schedule.cfl_target,
+                        self.schedule.save_interval)
+        self.chosen = (dt, cfl)
+        self._use_dt(dt)
+        state.tendency_prev = None  # AB2 restarts (Heun) at the new step
+        self.attrs.update(_chosen_attrs(self.chosen))
+        for s in self.streams:
+            s.set_attrs(_chosen_attrs(self.chosen))
+        bar.total = self.plan.end_steps
+
+    def _save(self, state) -> None:
+        """Write (or keep in memory) the snapshot of ``state``."""
+        plan, step, transform = self.plan, state.step, self.transform
+        index = plan.snapshot_index(step)
+        keep_dns = self.dns_stream is not None and index % self.dns_every == 0
+        dns = _fields(self.grid, state.omega_hat) if transform is None or keep_dns else None
+        fields = dns if transform is None else transform.spectral(state.omega_hat)
+        if not np.all(np.isfinite(fields["omega"])):
+            self.stepper.last_cfl = float("nan")
+            self._diverged(step)
+        t = plan.time(step)
+        if self.stream is None:
+            self.memory.append((t, {k: v.astype(self.output.dtype) for k, v in fields.items()}))
+            return
+        self.stream.write(index, t, fields)
+        if keep_dns:
+            self.dns_stream.write(index // self.dns_every, t, dns)
+        self.written = index + 1
+
+    def _checkpoint(self, state) -> None:
+        for s in self.streams:
+            s.sync()
+        _write_checkpoint(self.ckpt, state, self.written, self.signature, self.chosen)
+
+    def _diverged(self, step):
+        """Close the files as incomplete and raise :class:`DivergenceError`."""
+        written = None
+        for stream in self.streams:
+            stream.finish(complete=False)
+            if written is None:
+                written = str(stream.path)
+                ckpt = _checkpoint_path(stream.path)
+                if ckpt.exists():
+                    ckpt.unlink()
+        stepper = self.stepper
+        raise DivergenceError(self.plan.time(step), step, stepper.last_cfl, stepper.dt,
+                              self.schedule.cfl_limit, written)
+
+    def abort(self, err: BaseException) -> None:
+        """After ``err``: close the files (kept for a resume); a diverged in-memory run
+        keeps its snapshots in the error."""
+        for s in self.streams:
+            s.close()
+        if isinstance(err, DivergenceError) and self.stream is None and self.memory:
+            err.snapshots = self._dataset()
+            err.snapshots.attrs.update(complete=0, blowup_time=err.time)
+
+    def _dataset(self) -> xr.Dataset:
+        return _to_dataset(self.x, self.memory, self.attrs, self.names, self.entry, self.member)
+
+    def finish(self) -> xr.Dataset:
+        """The finished files, opened lazily, or the snapshots kept in memory."""
+        chunks = self.output.chunks
+        if self.stream is None:
+            ds = self._dataset()
+            return ds if chunks is None else ds.chunk(dict(chunks))
+        for s in self.streams:
             s.finish(complete=True)
-        if ckpt.exists():
-            ckpt.unlink()
-        return open_dataset(path)
-    return _to_dataset(out_x, memory, attrs, names, entry, member)
-
-
-def _check_cfl_target(cfl_target, schedule):
-    if cfl_target is None:
-        return None
-    if not isinstance(cfl_target, (int, float)) or isinstance(cfl_target, bool) \
-            or not (math.isfinite(cfl_target) and cfl_target > 0):
-        raise ValueError(f"cfl_target must be a number > 0 (e.g. 0.4), got {cfl_target!r}")
-    if schedule.spin_steps == 0:
-        raise ValueError("cfl_target needs spin_up > 0 (the step is chosen from the spun-up flow)")
-    return float(cfl_target)
-
-
-def _choose_dt(stepper, state, cfl_target, save_interval):
-    """``(dt, cfl)``: the step for ``cfl_target`` from the CFL number of ``state``."""
-    cfl = stepper.cfl(state.omega_hat)
-    return dt_for_cfl(stepper.dt, cfl, cfl_target, save_interval), cfl
+        if self.ckpt.exists():
+            self.ckpt.unlink()
+        return open_dataset(self.path, **({} if chunks is None else {"chunks": dict(chunks)}))
 
 
 def _chosen_attrs(chosen) -> dict:
     return {"dt_after_spin_up": float(chosen[0]), "cfl_at_spin_up": float(chosen[1])}
 
 
-def _switch_dt(case, t_end, save_interval, spin_up, checkpoint_interval, grid, closure,
-               kernels, dt):
-    """The schedule and stepper of a run whose step after the spin-up is ``dt``."""
-    schedule = _schedule(case, t_end, save_interval, spin_up, checkpoint_interval, dt=dt)
-    return schedule, make_stepper(case.replace(dt=dt), grid, closure, kernels)
-
-
-def _check_dns_every(dns_every, dns_path, path, output, overwrite):
-    """Validate ``dns_every``/``dns_path``; return ``(dns_every, dns_path or None)``."""
+def _check_dns_every(output, path, transform):
+    """Check ``output.dns_every``/``dns_path`` against the run; ``(dns_every, dns_path)``
+    (both None without ``dns_every``)."""
+    dns_every, dns_path = output.dns_every, output.dns_path
     if dns_every is None:
         if dns_path is not None:
             raise ValueError("dns_path is only used with dns_every=k (keep every k-th DNS snapshot)")
         return None, None
-    if not isinstance(dns_every, (int, np.integer)) or isinstance(dns_every, bool) or dns_every < 1:
-        raise ValueError(f"dns_every must be an int >= 1 (keep every k-th snapshot), got {dns_every!r}")
-    if output is None:
+    if transform is None:
         raise ValueError(
             "dns_every only applies with les=... (the DNS is stored in full without it)"
         )
@@ -584,28 +665,10 @@ def _check_dns_every(dns_every, dns_path, path, output, overwrite):
         raise ValueError("dns_every needs path=... (the DNS snapshots go to a second file)")
     if dns_path is None:
         dns_path = path.with_name(path.stem + ".dns" + (path.suffix or ".nc"))
-    dns_path = check_output_path(dns_path, overwrite, "dns_path")
+    dns_path = check_output_path(dns_path, output.overwrite, "dns_path")
     if dns_path.resolve() == path.resolve():
         raise ValueError(f"dns_path must differ from path, both are {str(path)!r}")
-    return int(dns_every), dns_path
-
-
-def _check_finite(omega, step, schedule, stepper, limit, streams):
-    if not np.all(np.isfinite(omega)):
-        stepper.last_cfl = float("nan")
-        _diverged(step, schedule, stepper, limit, streams)
-
-
-def _diverged(step, schedule, stepper, limit, streams):
-    written = None
-    for stream in streams:
-        stream.finish(complete=False)
-        if written is None:
-            written = str(stream.path)
-            ckpt = _checkpoint_path(stream.path)
-            if ckpt.exists():
-                ckpt.unlink()
-    raise DivergenceError(schedule.time(step), step, stepper.last_cfl, stepper.dt, limit, written)
+    return dns_every, dns_path
 
 
 def _check_member(member):
@@ -624,14 +687,14 @@ def _check_member(member):
     return dict(member)
 
 
-def _history_entry(case, seed, initial, t_end, save_interval, spin_up, les_options,
-                   cfl_target=None) -> str:
+def _history_entry(case, seed, initial, schedule, les_options) -> str:
     """The ``history`` line of a run: the call that made it."""
     start = "initial=<given field>" if initial is not None else f"seed={int(seed)}"
     les = "" if les_options is None else f", les={les_options!r}"
-    cfl = "" if cfl_target is None else f", cfl_target={cfl_target!r}"
-    return (f"xtl.simulate(case={case.name!r}, {start}, t_end={t_end!r}, "
-            f"save_interval={save_interval!r}, spin_up={spin_up!r}{les}{cfl})")
+    target = schedule.cfl_target
+    cfl = "" if target is None else f", cfl_target={target!r}"
+    return (f"xtl.simulate(case={case.name!r}, {start}, t_end={schedule.t_end!r}, "
+            f"save_interval={schedule.save_interval!r}, spin_up={schedule.spin_up!r}{les}{cfl})")
 
 
 def _to_dataset(x, memory, attrs, names, entry, member=None) -> xr.Dataset:
