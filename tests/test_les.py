@@ -84,6 +84,20 @@ def test_eddy_viscosity_closures_dissipate_energy(closure_type):
         assert 0 < closure.cs2 < 1
 
 
+@pytest.mark.parametrize("closure_type", [Smagorinsky, DynamicSmagorinsky])
+def test_solver_reads_the_spectral_state_with_the_same_result(closure_type):
+    """An LES with xtl's closure (Π̂ from the solver's ω̂) equals, to round-off, the
+    same closure called as a plain function on the physical fields."""
+    case, closure = _decaying(), closure_type(32)
+    kw = dict(t_end=0.5, save_interval=0.5, seed=3)
+    spectral = run_les(case, closure, **kw)
+    physical = run_les(case, lambda psi, omega: closure(psi, omega), **kw)
+    scale = float(np.abs(physical.omega).max())
+    np.testing.assert_allclose(spectral.omega.values, physical.omega.values,
+                               rtol=0, atol=1e-10 * scale)
+    assert not np.array_equal(spectral.omega.values, run_les(case, None, **kw).omega.values)
+
+
 def test_closures_compose_by_addition():
     n = 16
     grid = SpectralGrid(n)

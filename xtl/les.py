@@ -831,8 +831,8 @@ def _initial_field(initial, n):
     return initial
 
 
-def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interval: float,
-            n: int | None = None, dt: float | None = None, keep_blowup: bool = False,
+def run_les(case: Case, closure=None, initial=None, schedule=None, *, n: int | None = None,
+            dt: float | None = None, keep_blowup: bool = False,
             **simulate_kwargs) -> xr.Dataset:
     """Run an LES of ``case`` on its LES grid with ``closure``.
 
@@ -847,8 +847,9 @@ def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interv
         Filtered DNS vorticity on the LES grid (an LES Dataset's first
         snapshot is used when it has a ``time``/``member`` dim); None for the
         seeded random field.
-    t_end, save_interval : float
-        As in :func:`xtl.simulate`.
+    schedule : Schedule, optional
+        The run's times (``t_end``, ``save_interval``, ...), as in
+        :func:`xtl.simulate`; single times may be given as keywords instead.
     n : int, optional
         LES grid size (default ``case.n_les``).
     dt : float, optional
@@ -887,8 +888,8 @@ def run_les(case: Case, closure=None, initial=None, *, t_end: float, save_interv
         initial = _initial_field(initial, lcase.n)
     name = getattr(closure, "name", "none" if closure is None else type(closure).__name__)
     try:
-        return simulate(lcase, t_end=t_end, save_interval=save_interval, initial=initial,
-                        closure=closure, attrs={"closure": name}, **simulate_kwargs)
+        return simulate(lcase, schedule, initial=initial, closure=closure,
+                        attrs={"closure": name}, **simulate_kwargs)
     except DivergenceError as err:
         if not keep_blowup or err.snapshots is None:
             raise

@@ -360,15 +360,24 @@ class Stepper:
         jac.transform()
 
     def _closure_hat(self, omega_hat):
+        """Π̂ of the closure: from the spectral state when the closure reads it
+        (``closure.pi_hat_from(omega_hat, grid)``, as xtl's closures do), else
+        from the physical fields ``closure(psi, omega)``."""
         g = self.grid
+        spectral = getattr(self.closure, "pi_hat_from", None)
+        if spectral is not None:
+            pi_hat = np.asarray(spectral(omega_hat, g))
+            if pi_hat.shape != omega_hat.shape:
+                raise ValueError(f"closure returned a spectrum of shape {pi_hat.shape}; "
+                                 f"expected {omega_hat.shape}")
+            return pi_hat * g.mask
         psi, omega = g.irfft2(np.stack([g.streamfunction(omega_hat), omega_hat]))
         pi = np.asarray(self.closure(psi, omega), dtype=float)
-        if pi.shape != (self.grid.n, self.grid.n):
+        if pi.shape != (g.n, g.n):
             raise ValueError(
-                f"closure returned shape {pi.shape}; expected the grid shape "
-                f"({self.grid.n}, {self.grid.n})"
+                f"closure returned shape {pi.shape}; expected the grid shape ({g.n}, {g.n})"
             )
-        return self.grid.rfft2(pi) * self.grid.mask
+        return g.rfft2(pi) * g.mask
 
     # -- stepping ----------------------------------------------------------------
     def step(self, state: SolverState, measure_cfl=False) -> SolverState:
