@@ -6,6 +6,10 @@ import xarray as xr
 from conftest import make_les
 from xtl.backends import NetworkSpec, get_backend
 from xtl.recommend import (
+    GaussNewtonOptions,
+    GradientNormOptions,
+    ProbeOptions,
+    SpectralOptions,
     available_recommenders,
     compare_recommendation,
     extrapolate_loss,
@@ -170,7 +174,15 @@ def test_extrapolate_loss():
         extrapolate_loss([np.nan, 1.0], 5)
 
 
-def test_registry_and_bad_input(trained_model, flows):
+@pytest.fixture
+def registry(monkeypatch):
+    """Registrations made by a test are undone after it (others count the methods)."""
+    import xtl.recommend as R
+
+    monkeypatch.setattr(R, "_RECOMMENDERS", dict(R._RECOMMENDERS))
+
+
+def test_registry_and_bad_input(trained_model, flows, registry):
     assert set(METHODS) <= set(available_recommenders())
 
     def deepest(model, base_ds, target_ds, layers, **options):
@@ -248,3 +260,143 @@ def test_compare_recommendation_bad_input():
         compare_recommendation(rec, sweep.isel(layer=[0]))
     with pytest.raises(TypeError, match="recommendation must be"):
         compare_recommendation(xr.Dataset(), sweep)
+
+
+# ------------------------------------------------------------------ options
+@pytest.mark.parametrize("cls, name, value, error", [
+    (SpectralOptions, "kmax", 0, ValueError),
+    (SpectralOptions, "kmax", 2.5, TypeError),
+    (SpectralOptions, "threshold", float("nan"), ValueError),
+    (SpectralOptions, "threshold", 0.0, ValueError),
+    (SpectralOptions, "batch_size", 0, ValueError),
+    (SpectralOptions, "max_samples", True, TypeError),
+    (SpectralOptions, "n_directions", 0, ValueError),
+    (SpectralOptions, "epsilon", -1e-2, ValueError),
+    (SpectralOptions, "epsilon", float("inf"), ValueError),
+    (SpectralOptions, "seed", -1, ValueError),
+    (SpectralOptions, "prior", "shallow", ValueError),
+    (GaussNewtonOptions, "iterations", 0, ValueError),
+    (GaussNewtonOptions, "held_out", 1.0, ValueError),
+    (GaussNewtonOptions, "held_out", 0.0, ValueError),
+    (GaussNewtonOptions, "damping", -0.1, ValueError),
+    (GaussNewtonOptions, "damping", float("nan"), ValueError),
+    (GaussNewtonOptions, "steps", (), ValueError),
+    (GaussNewtonOptions, "steps", (1.0, -0.5), ValueError),
+    (GaussNewtonOptions, "steps", "1.0", TypeError),
+    (GaussNewtonOptions, "max_samples", 0, ValueError),
+    (GaussNewtonOptions, "batch_size", 1.5, TypeError),
+    (ProbeOptions, "epochs", 0, ValueError),
+    (ProbeOptions, "horizon", 3.0, TypeError),
+    (ProbeOptions, "validation", 1.5, ValueError),
+    (ProbeOptions, "batch_size", 0, ValueError),
+    (ProbeOptions, "learning_rate", float("nan"), ValueError),
+    (ProbeOptions, "learning_rate", -1e-3, ValueError),
+    (ProbeOptions, "seed", 0.5, TypeError),
+    (GradientNormOptions, "max_samples", 0, ValueError),
+    (GradientNormOptions, "batch_size", None, TypeError),
+])
+def test_options_refuse_a_bad_value_naming_it(cls, name, value, error):
+    with pytest.raises(error, match=f"^{name} must be"):
+        cls(**{name: value})
+    with pytest.raises(error, match=f"^{name} must be"):
+        cls.merge(None, **{name: value})
+
+
+def test_options_defaults_are_the_documented_ones():
+    assert SpectralOptions().to_dict() == dict(kmax=None, threshold=0.3, batch_size=32,
+                                               max_samples=128, n_directions=4, epsilon=1e-2,
+                                               seed=0, prior=None)
+    assert GaussNewtonOptions().to_dict() == dict(iterations=6, held_out=0.25, damping=0.0,
+                                                  steps=(1.0, 0.5, 0.25), max_samples=48,
+                                                  batch_size=16)
+    assert ProbeOptions().to_dict() == dict(epochs=5, horizon=100, validation=0.25,
+                                            batch_size=8, learning_rate=1e-3, seed=0)
+    assert GradientNormOptions().to_dict() == dict(max_samples=64, batch_size=16)
+    assert GaussNewtonOptions(steps=[1, 0.5]).steps == (1.0, 0.5)  # a list becomes a tuple
+    assert ProbeOptions.merge({"epochs": 3}, seed=2) == ProbeOptions(epochs=3, seed=2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_has_an_options_class_shown_in_its_signature(method):
+    """The options a recommender takes as keywords are its options class's fields (the
+    config checks a ``[recommend.<method>]`` table against the signature)."""
+    import inspect
+
+    from xtl.recommend import recommender, recommender_options
+
+    cls = recommender_options(method)
+    params = inspect.signature(recommender(method)).parameters
+    keyword_only = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    assert keyword_only == cls().to_dict()
+    assert list(params)[:5] == ["model", "base_ds", "target_ds", "layers", "options"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_unknown_option_is_refused_naming_it(flows, method):
+    from xtl.recommend import recommender
+
+    base, target = flows
+    with pytest.raises(TypeError, match=r"unknown \w+Options option\(s\) \['bogus'\]; valid: "):
+        recommend_layers(_any_model(), base, target, method=method, bogus=1)
+    with pytest.raises(TypeError, match=r"\['bogus'\]; valid: "):
+        recommender(method)(_any_model(), base, target, [1], bogus=1)
+    with pytest.raises(TypeError, match=r"\['bogus'\]"):  # in a mapping, like a config table
+        recommend_layers(_any_model(), base, target, method=method, options={"bogus": 1})
+
+
+def test_a_bad_option_value_is_refused_before_any_work(flows):
+    base, target = flows
+    with pytest.raises(ValueError, match="held_out must be a number in \\(0, 1\\)"):
+        recommend_layers(_any_model(), base, target, method="gauss-newton", held_out=1.0)
+    with pytest.raises(TypeError, match="epochs must be an int"):
+        recommend_layers(_any_model(), base, target, method="probe", options={"epochs": 2.5})
+
+
+def test_options_object_and_keywords_give_the_same_recommendation(trained_model, flows):
+    base, target = flows
+    by_kwargs = recommend_layers(trained_model, base, target, method="gradient-norm",
+                                 max_samples=6, batch_size=3)
+    by_object = recommend_layers(trained_model, base, target, method="gradient-norm",
+                                 options=GradientNormOptions(max_samples=6, batch_size=3))
+    mixed = recommend_layers(trained_model, base, target, method="gradient-norm",
+                             options={"max_samples": 99}, max_samples=6)  # keywords win
+    for rec in (by_object, mixed):  # float32 sums in threads: equal to round-off
+        np.testing.assert_allclose(rec.score.values, by_kwargs.score.values, rtol=1e-6)
+    default = recommend_layers(trained_model, base, target, method="gradient-norm")
+    assert not np.allclose(default.score.values, by_kwargs.score.values, rtol=1e-4)  # 12 samples
+
+
+def test_register_recommender_with_and_without_an_options_class(trained_model, flows, registry):
+    from xtl.recommend import recommender_options
+
+    seen = {}
+
+    def plain(model, base_ds, target_ds, layers, **options):
+        seen.update(options)
+        return xr.Dataset({"score": ("layer", np.asarray(layers, float))},
+                          coords={"layer": layers}, attrs={"formula": "score = l"})
+
+    register_recommender("plain-test", plain, overwrite=True)
+    assert recommender_options("plain-test") is None
+    recommend_layers(trained_model, *flows, method="plain-test", options={"a": 1}, b=2)
+    assert seen == {"a": 1, "b": 2}  # no class: passed through unchecked
+
+    def typed(model, base_ds, target_ds, layers, options):
+        seen["typed"] = options
+        return plain(model, base_ds, target_ds, layers)
+
+    register_recommender("typed-test", typed, options_class=GradientNormOptions, overwrite=True)
+    assert recommender_options("typed-test") is GradientNormOptions
+    recommend_layers(trained_model, *flows, method="typed-test", batch_size=2)
+    assert seen["typed"] == GradientNormOptions(batch_size=2)
+    with pytest.raises(TypeError, match="options_class must be a subclass of"):
+        register_recommender("typed-test", typed, options_class=dict, overwrite=True)
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        recommender_options("nope")
+
+
+def _any_model():
+    """A small untrained network: the options are refused before it is used."""
+    be = get_backend("keras")
+    spec = NetworkSpec(n_layers=2, channels=2, kernel_size=3, padding="periodic")
+    return be.build(spec, {"psi": 1.0, "omega": 1.0, "pi": 1.0}, seed=0)

@@ -299,33 +299,10 @@ def _channel_divergence(target, base):
     return spectral_distance(target.sel(**pos), base.sel(**pos))
 
 
-def _filter_profile(model_ds, n_grid, kmax):
-    """Mean over a layer's kernels of the shell-mean |Ŵ| on the LES grid → (layer, k)."""
-    from .spectral import kernel_filters, radial_profile
-
-    filters = kernel_filters(model_ds.assign(kernel=model_ds["kernel"].astype(np.float64)),
-                             n_grid)
-    prof = radial_profile(filters, kmax=kmax)
-    return prof.mean(["channel_out", "channel_in"], skipna=True).compute()
-
-
 def _shell_weight(log_ratio):
     """``w(k) = max over variables of |log_ratio|`` (decades), 0 at ``k = 0`` and for NaN."""
     w = abs(log_ratio).max("variable", skipna=True).fillna(0.0)
     return w.where(w["k"] >= 1, 0.0)
-
-
-def _overlap(profile, weight):
-    """Mean of ``weight`` over shells k ≥ 1, weighted by a layer's mean filter response.
-
-    ``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)``, in the units of ``weight``
-    (decades); NaN for a layer whose response is zero at every shell k ≥ 1.
-    """
-    pos = dict(k=slice(1, None))
-    prof = profile.sel(**pos)
-    inside = (prof * weight.sel(**pos)).sum("k")
-    total = prof.sum("k")
-    return inside / total.where(total > 0)
 
 
 def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArray:

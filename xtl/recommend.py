@@ -18,18 +18,23 @@ return one schema, so they can be measured against the same seed-resolved sweep
   base weights (Auto-RGN of Lee et al., ICLR 2023): a cheap reference.
 
 Recommenders are registered by name (:func:`register_recommender`). Each is a
-function ``f(model, base_ds, target_ds, layers, **options) -> xarray.Dataset``
-returning ``score(layer)`` (higher is better) and the evidence behind it, with
-the formula in ``attrs["formula"]``; :func:`recommend_layers` adds the rank, the
-recommendation, the method and the time it took.
+function ``f(model, base_ds, target_ds, layers, options=None, **kwargs) ->
+xarray.Dataset`` returning ``score(layer)`` (higher is better) and the evidence
+behind it, with the formula in ``attrs["formula"]``; its options are one frozen
+dataclass (:class:`SpectralOptions`, :class:`GaussNewtonOptions`,
+:class:`ProbeOptions`, :class:`GradientNormOptions`), validated where it is made,
+with single options accepted as keywords. :func:`recommend_layers` checks the
+options against the method's class, then adds the rank, the recommendation, the
+method and the time it took.
 
 ``target_ds`` is what a user has before re-training: the small target set that
 transfer learning will use. Nothing about any particular flow is built in.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-import numbers
 import time
 
 import numpy as np
@@ -45,6 +50,13 @@ from .explain import (
     flow_difference,
     spectral_distance,
 )
+from .options import (
+    GaussNewtonOptions,
+    GradientNormOptions,
+    ProbeOptions,
+    SpectralOptions,
+    check_int,
+)
 from .spectral import spectrum
 from .training import check_les_dataset, count_samples, sample_fields, transfer
 
@@ -53,45 +65,72 @@ __all__ = [
     "register_recommender",
     "available_recommenders",
     "recommender",
+    "recommender_options",
     "recommended_layers",
     "compare_recommendation",
     "extrapolate_loss",
     "DEFAULT_METHOD",
+    "SpectralOptions",
+    "GaussNewtonOptions",
+    "ProbeOptions",
+    "GradientNormOptions",
 ]
 
 #: The method :func:`recommend_layers` uses by default (the best one in the study of
 #: ``examples/study.toml``; see docs/explaining.md).
 DEFAULT_METHOD = "probe"
 
+#: name -> (function, options class or None)
 _RECOMMENDERS: dict = {}
 
 
 # ------------------------------------------------------------------ registry
-def register_recommender(name: str, func, *, overwrite: bool = False) -> None:
+def register_recommender(name: str, func, *, options_class=None,
+                         overwrite: bool = False) -> None:
     """Register a recommender under ``name``.
 
     Parameters
     ----------
     name : str
     func : callable
-        ``func(model, base_ds, target_ds, layers, **options) -> xarray.Dataset`` with
-        ``score`` over ``layer`` (higher = better to re-train) and its evidence;
-        ``attrs["formula"]`` says how the score is made.
+        ``func(model, base_ds, target_ds, layers, options) -> xarray.Dataset`` (with
+        ``options_class``) or ``func(model, base_ds, target_ds, layers, **options)``
+        (without), returning ``score`` over ``layer`` (higher = better to re-train)
+        and its evidence; ``attrs["formula"]`` says how the score is made.
+    options_class : type, optional
+        A subclass of :class:`xtl.options.Options`: :func:`recommend_layers` folds
+        the method's options into one (refusing unknown or bad ones) and passes
+        it as the fifth argument. None: the options are passed as keywords,
+        unchecked.
     overwrite : bool
         Replace an existing registration.
     """
+    from .options import Options
+
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
     if not callable(func):
         raise TypeError(f"func must be callable, got {type(func).__name__}")
+    if options_class is not None and not (isinstance(options_class, type)
+                                          and issubclass(options_class, Options)):
+        raise TypeError(f"options_class must be a subclass of xtl.options.Options or None, "
+                        f"got {options_class!r}")
     if name in _RECOMMENDERS and not overwrite:
         raise ValueError(f"a recommender {name!r} is registered already; pass overwrite=True")
-    _RECOMMENDERS[name] = func
+    _RECOMMENDERS[name] = (func, options_class)
 
 
 def available_recommenders() -> list:
     """Names of the registered recommenders."""
     return sorted(_RECOMMENDERS)
+
+
+def _registered(name: str) -> tuple:
+    """``(function, options class or None)`` registered as ``name``."""
+    if name not in _RECOMMENDERS:
+        raise ValueError(f"unknown method {name!r}; registered recommenders are "
+                         f"{available_recommenders()}")
+    return _RECOMMENDERS[name]
 
 
 def recommender(name: str):
@@ -102,10 +141,48 @@ def recommender(name: str):
     ValueError
         An unknown name (the message lists the registered ones).
     """
-    if name not in _RECOMMENDERS:
-        raise ValueError(f"unknown method {name!r}; registered recommenders are "
-                         f"{available_recommenders()}")
-    return _RECOMMENDERS[name]
+    return _registered(name)[0]
+
+
+def recommender_options(name: str):
+    """The options class of the recommender registered as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered method (:func:`available_recommenders`).
+
+    Returns
+    -------
+    type or None
+        The :class:`xtl.options.Options` subclass its options are checked by
+        (``recommender_options("probe").names()`` lists them), or None for a
+        recommender registered without one.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the registered ones).
+    """
+    return _registered(name)[1]
+
+
+def _with_options(options_class):
+    """Decorator: show ``options_class``'s fields as the keyword-only parameters of a
+    recommender ``f(model, base_ds, target_ds, layers, options=None, **kwargs)``.
+
+    The function folds its keywords into ``options_class`` (which refuses any other
+    name), so the signature shown is the one it honours; ``help()`` and
+    :func:`inspect.signature` list the options.
+    """
+    def decorate(func):
+        sig = inspect.signature(func)
+        params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+                   for f in dataclasses.fields(options_class)]
+        func.__signature__ = sig.replace(parameters=params)
+        return func
+    return decorate
 
 
 def _rank_desc(values, layers):
@@ -117,20 +194,19 @@ def _rank_desc(values, layers):
     return ranks
 
 
-def _check_int(value, name, lo=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
-    return float(value)
+def _call(method, model, base_ds, target_ds, layers, options, kwargs) -> xr.Dataset:
+    """Run the recommender ``method`` with its options checked by its options class."""
+    func, options_class = _registered(method)
+    if options_class is not None:
+        return func(model, base_ds, target_ds, layers, options_class.merge(options, **kwargs))
+    if options is not None:
+        kwargs = {**(options.to_dict() if hasattr(options, "to_dict") else dict(options)),
+                  **kwargs}
+    return func(model, base_ds, target_ds, layers, **kwargs)
 
 
 def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEFAULT_METHOD,
-                     layers=None, top: int = 1, **options) -> xr.Dataset:
+                     layers=None, top: int = 1, options=None, **kwargs) -> xr.Dataset:
     """Rank the layers of a base network by how good they are to re-train, before any TL.
 
     Parameters
@@ -149,8 +225,12 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         Candidate layers in 1..L (default all).
     top : int
         How many layers to recommend.
-    **options
-        Passed to the method (see each ``*_recommender`` function).
+    options : Options or mapping, optional
+        The method's options: an instance of its options class
+        (:func:`recommender_options`, e.g. :class:`ProbeOptions`) or a mapping of
+        option names (e.g. a config's ``[recommend.probe]`` table).
+    **kwargs
+        Single options of the method, replacing those of ``options``.
 
     Returns
     -------
@@ -166,7 +246,8 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
     ------
     TypeError, ValueError
         Not a Model; bad Datasets; an unknown method (the message lists them); a
-        layer outside 1..L; a bad ``top``.
+        layer outside 1..L; a bad ``top``; an option the method does not have (the
+        message lists those it has) or a bad option value (the message names it).
 
     Examples
     --------
@@ -175,16 +256,16 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
     """
     if not isinstance(base_model, Model):
         raise TypeError(f"base_model must be an xtl Model, got {type(base_model).__name__}")
-    func = recommender(method)
+    _registered(method)
     check_pair_datasets(base_ds, target_ds)
     L = base_model.n_layers
     layers = list(check_layers(range(1, L + 1) if layers is None else layers, L))
-    top = _check_int(top, "top")
+    top = check_int(top, "top", minimum=1)
     if top > len(layers):
         raise ValueError(f"top must be an int in 1..{len(layers)} (the number of candidate "
                          f"layers); got {top}")
     start = time.perf_counter()
-    out = func(base_model, base_ds, target_ds, layers, **options)
+    out = _call(method, base_model, base_ds, target_ds, layers, options, kwargs)
     seconds = time.perf_counter() - start
     score = out["score"].sel(layer=layers).values.astype(float)
     ranks = _rank_desc(score, layers)
@@ -260,7 +341,11 @@ def _thin(ds: xr.Dataset, max_samples: int) -> xr.Dataset:
 
 # ------------------------------------------------------------------ spectral
 def _overlap(profile, weight):
-    """``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)`` (decades); NaN for a zero response."""
+    """Mean of ``weight`` over shells k ≥ 1, weighted by a layer's mean filter response.
+
+    ``O(l) = Σ_{k≥1} p_l(k)·w(k) / Σ_{k≥1} p_l(k)``, in the units of ``weight``
+    (decades); NaN for a layer whose response is zero at every shell k ≥ 1.
+    """
     pos = dict(k=slice(1, None))
     prof = profile.sel(**pos)
     inside = (prof * weight.sel(**pos)).sum("k")
@@ -268,14 +353,16 @@ def _overlap(profile, weight):
     return inside / total.where(total > 0)
 
 
-def _layer_sensitivity(backend, model, x, layer, weight, *, n_directions, epsilon, seed):
+def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOptions):
     """``S(l)``: output power moved into the differing shells per unit relative kernel change.
 
     For random directions ``u`` (the same for every layer of one kernel shape) the
     kernel ``W_l`` becomes ``W_l + ε‖W_l‖ u/‖u‖``; ``S(l)`` is the mean over directions
     of ``Σ_{k≥1} w(k) P_Δy(k) / (ε² Σ_{k≥1} P_y(k))``, ``P`` the sample-mean power
-    spectra of the output ``y`` and its change ``Δy``.
+    spectra of the output ``y`` and its change ``Δy``; ``ε``, the number of
+    directions and their seed come from ``options``.
     """
+    epsilon, seed = options.epsilon, options.seed
     weights = backend.get_weights(model)
     kernel, bias = weights[layer - 1]
     y0 = backend.predict_normalized(model, x)
@@ -284,7 +371,7 @@ def _layer_sensitivity(backend, model, x, layer, weight, *, n_directions, epsilo
     clone = backend.clone(model)
     norm = float(np.linalg.norm(kernel))
     values = []
-    for d in range(n_directions):
+    for d in range(options.n_directions):
         u = np.random.default_rng([seed, d]).standard_normal(kernel.shape)
         u *= epsilon * norm / np.linalg.norm(u)
         changed = list(weights)
@@ -295,10 +382,45 @@ def _layer_sensitivity(backend, model, x, layer, weight, *, n_directions, epsilo
     return float(np.mean(values))
 
 
-def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int | None = None,
-                         threshold: float = 0.3, batch_size: int = 32, max_samples: int = 128,
-                         n_directions: int = 4, epsilon: float = 1e-2, seed: int = 0,
-                         prior: str | None = None) -> xr.Dataset:
+def _spectral_evidence(model: Model, base_ds, target_ds, layers, flows,
+                       options: SpectralOptions) -> xr.Dataset:
+    """The factors ``D``, ``O``, ``S`` of :func:`spectral_recommender` and their evidence."""
+    kmax = flows.attrs["kmax"]
+    act_b = activation_spectra(model, base_ds, layers, batch_size=options.batch_size, kmax=kmax)
+    act_t = activation_spectra(model, target_ds, layers, batch_size=options.batch_size,
+                               kmax=kmax)
+    pos = dict(k=slice(1, None))
+    chan_div = spectral_distance(act_t.spectrum.sel(**pos), act_b.spectrum.sel(**pos))
+    profile = filter_profile(model_to_dataset(model).sel(layer=layers), base_ds.sizes["x"],
+                             kmax)
+    backend = get_backend(model.backend)
+    x, _ = _normalized(model, target_ds, options.max_samples)
+    sens = [_layer_sensitivity(backend, model, x, k, flows.shell_weight, options)
+            for k in layers]
+    return xr.Dataset({
+        "divergence": chan_div.mean("channel", skipna=True).fillna(0.0).assign_attrs(
+            long_name="activation divergence D(l): mean over live channels of the spectral "
+                      "distance of their outputs for target and base inputs", units="1"),
+        "overlap": _overlap(profile, flows.shell_weight).fillna(0.0).assign_attrs(
+            long_name="overlap O(l): shell weight w(k) averaged with the layer's mean filter "
+                      "response", units="decades"),
+        "sensitivity": xr.DataArray(sens, dims="layer", coords={"layer": layers}).assign_attrs(
+            long_name="sensitivity S(l): output power moved into the differing shells per "
+                      "unit relative kernel change", units="decades"),
+        "channel_divergence": chan_div.assign_attrs(long_name="activation divergence per "
+                                                    "channel", units="1"),
+        "filter_profile": profile.assign_attrs(long_name="mean |W^| of the layer's kernels "
+                                               "on the LES grid", units="1"),
+        "activation_spectrum_base": act_b.spectrum.assign_attrs(
+            long_name="power spectrum of the layer output, base inputs", units="1"),
+        "activation_spectrum_target": act_t.spectrum.assign_attrs(
+            long_name="power spectrum of the layer output, target inputs", units="1"),
+    })
+
+
+@_with_options(SpectralOptions)
+def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
+                         **kwargs) -> xr.Dataset:
     """The spectral framework of Subel et al. (2023), every factor measured.
 
     ``score(l) = D(l) · O(l) · S(l)`` (times ``R(l)`` with ``prior="reach"``):
@@ -321,20 +443,14 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int 
     ----------
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers`.
-    kmax, threshold :
-        As in :func:`xtl.explain.flow_difference`.
-    batch_size : int
-        Samples per forward pass.
-    max_samples : int
-        Samples used of each Dataset (evenly thinned).
-    n_directions : int
-        Random kernel directions per layer for ``S``.
-    epsilon : float
-        Relative size of the kernel change for ``S``.
-    seed : int
-        Seed of the directions.
-    prior : {None, "reach"}
-        Multiply by the reach prior ``R``.
+    options : SpectralOptions or mapping, optional
+        ``kmax``, ``threshold`` (as in :func:`xtl.explain.flow_difference`),
+        ``batch_size`` (samples per forward pass), ``max_samples`` (samples used of
+        each Dataset), ``n_directions``, ``epsilon`` and ``seed`` (the random relative
+        kernel changes for ``S``) and ``prior`` (None or ``"reach"``); see
+        :class:`SpectralOptions` for the defaults.
+    **kwargs
+        Single options, replacing those of ``options``.
 
     Returns
     -------
@@ -343,54 +459,22 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int 
         ``layer``; ``channel_divergence``, ``filter_profile``,
         ``activation_spectrum_base``/``_target``; the flow comparison of
         :func:`xtl.explain.flow_difference` (``log_ratio``, ``shell_weight``, ...).
+
+    Raises
+    ------
+    TypeError, ValueError
+        An unknown option (the message lists the valid names) or a bad value (the
+        message names the option).
     """
-    if prior not in (None, "reach"):
-        raise ValueError(f"prior must be None or 'reach', got {prior!r}")
-    max_samples = _check_int(max_samples, "max_samples")
-    n_directions = _check_int(n_directions, "n_directions")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
-    base_ds, target_ds = _thin(base_ds, max_samples), _thin(target_ds, max_samples)
-    flows = flow_difference(base_ds, target_ds, kmax=kmax, threshold=threshold)
-    kmax = flows.attrs["kmax"]
-    act_b = activation_spectra(model, base_ds, layers, batch_size=batch_size, kmax=kmax)
-    act_t = activation_spectra(model, target_ds, layers, batch_size=batch_size, kmax=kmax)
-    pos = dict(k=slice(1, None))
-    chan_div = spectral_distance(act_t.spectrum.sel(**pos), act_b.spectrum.sel(**pos))
-    divergence = chan_div.mean("channel", skipna=True).fillna(0.0)
-    grid = base_ds.sizes["x"]
-    profile = filter_profile(model_to_dataset(model).sel(layer=layers), grid, kmax)
-    overlap = _overlap(profile, flows.shell_weight).fillna(0.0)
-    backend = get_backend(model.backend)
-    x, _ = _normalized(model, target_ds, max_samples)
-    sens = [_layer_sensitivity(backend, model, x, k, flows.shell_weight,
-                               n_directions=n_directions, epsilon=float(epsilon), seed=seed)
-            for k in layers]
-    layer = xr.DataArray(np.asarray(layers), dims="layer", coords={"layer": layers})
-    sensitivity = xr.DataArray(sens, dims="layer", coords={"layer": layers})
-    score = divergence * overlap * sensitivity
+    opts = SpectralOptions.merge(options, **kwargs)
+    base_ds, target_ds = _thin(base_ds, opts.max_samples), _thin(target_ds, opts.max_samples)
+    flows = flow_difference(base_ds, target_ds, kmax=opts.kmax, threshold=opts.threshold)
+    out = _spectral_evidence(model, base_ds, target_ds, layers, flows, opts)
+    score = out.divergence * out.overlap * out.sensitivity
     formula = "score = D * O * S"
-    out = xr.Dataset({
-        "divergence": divergence.assign_attrs(
-            long_name="activation divergence D(l): mean over live channels of the spectral "
-                      "distance of their outputs for target and base inputs", units="1"),
-        "overlap": overlap.assign_attrs(
-            long_name="overlap O(l): shell weight w(k) averaged with the layer's mean filter "
-                      "response", units="decades"),
-        "sensitivity": sensitivity.assign_attrs(
-            long_name="sensitivity S(l): output power moved into the differing shells per "
-                      "unit relative kernel change", units="decades"),
-        "channel_divergence": chan_div.assign_attrs(long_name="activation divergence per "
-                                                    "channel", units="1"),
-        "filter_profile": profile.assign_attrs(long_name="mean |W^| of the layer's kernels "
-                                               "on the LES grid", units="1"),
-        "activation_spectrum_base": act_b.spectrum.assign_attrs(
-            long_name="power spectrum of the layer output, base inputs", units="1"),
-        "activation_spectrum_target": act_t.spectrum.assign_attrs(
-            long_name="power spectrum of the layer output, target inputs", units="1"),
-    })
-    if prior == "reach":
+    if opts.prior == "reach":
         L = model.n_layers
+        layer = xr.DataArray(np.asarray(layers), dims="layer", coords={"layer": layers})
         out["reach"] = ((L - layer + 1) / L).astype(float).assign_attrs(
             long_name="reach prior R(l) = (L - l + 1)/L", units="1")
         score = score * out["reach"]
@@ -399,7 +483,8 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, *, kmax: int 
                                       units="1")
     out = xr.merge([out, flows], combine_attrs="override")
     out.attrs = {"formula": formula + " (see xtl.recommend.spectral_recommender)",
-                 "prior": prior or "none", "threshold": float(threshold), "kmax": int(kmax)}
+                 "prior": opts.prior or "none", "threshold": opts.threshold,
+                 "kmax": int(flows.attrs["kmax"])}
     return out
 
 
@@ -439,10 +524,16 @@ def _loss(backend, model, x, y) -> float:
     return float(np.mean((backend.predict_normalized(model, x) - y) ** 2))
 
 
-def _gauss_newton_layer(backend, model, clone, fit, held, layer, *, iterations, damping,
-                        steps, batch_size):
-    """Held-out relative loss decrease of one Gauss–Newton step on ``layer``."""
+def _gauss_newton_layer(backend, model, clone, fit, held, layer,
+                        options: GaussNewtonOptions) -> dict:
+    """Held-out relative loss decrease of one Gauss–Newton step on ``layer``.
+
+    ``fit`` and ``held`` are ``(x, y)`` pairs; ``clone`` a copy of ``model`` whose
+    weights are overwritten; ``options`` gives the CG iterations, the damping, the
+    step lengths tried and the batch size.
+    """
     (xf, yf), (xh, yh) = fit, held
+    batch_size, damping = options.batch_size, options.damping
     weights = backend.get_weights(model)
     shapes = (weights[layer - 1][0].shape, weights[layer - 1][1].shape)
     n = yf.size
@@ -454,10 +545,10 @@ def _gauss_newton_layer(backend, model, clone, fit, held, layer, *, iterations, 
         return _flat(backend.vjp(model, xf, layer, jv, batch_size=batch_size)) * (2.0 / n) \
             + damping * v
 
-    delta = _conjugate_gradient(gn, -grad, iterations)
+    delta = _conjugate_gradient(gn, -grad, options.iterations)
     fit_before, held_before = float(np.mean(residual ** 2)), _loss(backend, model, xh, yh)
     best = (fit_before, 0.0)
-    for alpha in steps:
+    for alpha in options.steps:
         step = _unflat(alpha * delta, shapes)
         changed = list(weights)
         changed[layer - 1] = tuple((w + s).astype(np.float32)
@@ -483,10 +574,9 @@ def _split_held_out(x, y, held_out):
     return (x[:-n_held], y[:-n_held]), (x[-n_held:], y[-n_held:])
 
 
-def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, *,
-                             iterations: int = 6, held_out: float = 0.25,
-                             damping: float = 0.0, steps=(1.0, 0.5, 0.25),
-                             max_samples: int = 48, batch_size: int = 16) -> xr.Dataset:
+@_with_options(GaussNewtonOptions)
+def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=None,
+                             **kwargs) -> xr.Dataset:
     """Held-out loss decrease of one Gauss–Newton step restricted to each layer.
 
     On the target set (its last ``held_out`` part held out), with the MSE loss
@@ -504,35 +594,33 @@ def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, *,
     ----------
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
-    iterations : int
-        Conjugate-gradient steps (an implicit regularisation).
-    held_out : float
-        Fraction of the target set held out for the score.
-    damping : float
-        Levenberg–Marquardt damping ``λ`` (≥ 0).
-    steps : sequence of float
-        Step lengths tried on the fitted part.
-    max_samples : int
-        Target samples used (evenly thinned).
-    batch_size : int
+    options : GaussNewtonOptions or mapping, optional
+        ``iterations`` (conjugate-gradient steps, an implicit regularisation),
+        ``held_out`` (the fraction of the target set held out for the score),
+        ``damping`` (``λ`` ≥ 0), ``steps`` (the step lengths tried on the fitted
+        part), ``max_samples`` (target samples used, evenly thinned) and
+        ``batch_size``; see :class:`GaussNewtonOptions` for the defaults.
+    **kwargs
+        Single options, replacing those of ``options``.
 
     Returns
     -------
     xarray.Dataset
         ``score`` and the evidence over ``layer``: ``fit_loss_before``/``_after``,
         ``held_loss_before``/``_after``, ``step``, ``gradient_norm``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An unknown option (the message lists the valid names) or a bad value (the
+        message names the option); a target set too small to hold part of it out.
     """
-    iterations = _check_int(iterations, "iterations")
-    held_out = _check_fraction(held_out, "held_out")
-    if isinstance(damping, bool) or not isinstance(damping, numbers.Real) or damping < 0:
-        raise ValueError(f"damping must be a number >= 0, got {damping!r}")
+    opts = GaussNewtonOptions.merge(options, **kwargs)
     backend = get_backend(model.backend)
-    x, y = _normalized(model, target_ds, _check_int(max_samples, "max_samples"))
-    fit, held = _split_held_out(x, y, held_out)
+    x, y = _normalized(model, target_ds, opts.max_samples)
+    fit, held = _split_held_out(x, y, opts.held_out)
     clone = backend.clone(model)
-    rows = [_gauss_newton_layer(backend, model, clone, fit, held, k, iterations=iterations,
-                                damping=float(damping), steps=tuple(steps),
-                                batch_size=batch_size) for k in layers]
+    rows = [_gauss_newton_layer(backend, model, clone, fit, held, k, opts) for k in layers]
     out = xr.Dataset({key: ("layer", np.array([r[key] for r in rows], float))
                       for key in rows[0]}, coords={"layer": layers})
     out["score"].attrs = {"long_name": "held-out relative loss decrease of one Gauss-Newton "
@@ -540,7 +628,8 @@ def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, *,
     out.attrs = {"formula": "score = (L_held(theta) - L_held(theta + a delta)) / "
                             "L_held(theta), delta = CG solution of (J^T J 2/N + damping) "
                             "delta = -grad L on the fitted part",
-                 "iterations": iterations, "held_out": held_out, "damping": float(damping)}
+                 "iterations": opts.iterations, "held_out": opts.held_out,
+                 "damping": opts.damping}
     return out
 
 
@@ -571,7 +660,7 @@ def extrapolate_loss(curve, horizon: int, rates=None) -> dict:
     curve = np.asarray(curve, dtype=np.float64)
     if curve.ndim != 1 or not len(curve) or not np.isfinite(curve).all():
         raise ValueError("curve must be a non-empty 1-D sequence of finite losses")
-    horizon = _check_int(horizon, "horizon")
+    horizon = check_int(horizon, "horizon", minimum=1)
     observed = float(curve.min())
     none = {"loss": observed, "asymptote": math.nan, "amplitude": math.nan, "rate": math.nan}
     if len(curve) < 3:
@@ -595,9 +684,9 @@ def extrapolate_loss(curve, horizon: int, rates=None) -> dict:
             "amplitude": float(amplitude), "rate": float(r)}
 
 
-def probe_recommender(model: Model, base_ds, target_ds, layers, *, epochs: int = 5,
-                      horizon: int = 100, validation: float = 0.25, batch_size: int = 8,
-                      learning_rate: float = 1e-3, seed: int = 0) -> xr.Dataset:
+@_with_options(ProbeOptions)
+def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
+                      **kwargs) -> xr.Dataset:
     """Re-train every candidate for a few epochs and extrapolate its validation loss.
 
     Each layer is re-trained alone (:func:`xtl.transfer`, one seed) for ``epochs``
@@ -611,14 +700,13 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, *, epochs: int =
     ----------
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
-    epochs : int
-        Probe epochs per layer.
-    horizon : int
-        The full budget, in epochs, to extrapolate to (the sweep's cap).
-    validation : float
-        Held-out fraction of the target set.
-    batch_size, learning_rate, seed :
-        As in :func:`xtl.transfer`.
+    options : ProbeOptions or mapping, optional
+        ``epochs`` (probe epochs per layer), ``horizon`` (the full budget, in
+        epochs, to extrapolate to: the sweep's cap), ``validation`` (the held-out
+        fraction of the target set), ``batch_size``, ``learning_rate`` and ``seed``
+        (as in :func:`xtl.transfer`); see :class:`ProbeOptions` for the defaults.
+    **kwargs
+        Single options, replacing those of ``options``.
 
     Returns
     -------
@@ -626,10 +714,15 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, *, epochs: int =
         ``score``, ``predicted_loss``, ``probe_loss`` (the last probe epoch's),
         ``asymptote``, ``rate`` over ``layer``; ``val_loss(layer, epoch)``; scalar
         ``base_val_loss``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An unknown option (the message lists the valid names) or a bad value (the
+        message names the option); a target set too small to hold part of it out.
     """
-    epochs = _check_int(epochs, "epochs")
-    horizon = _check_int(horizon, "horizon")
-    validation = _check_fraction(validation, "validation")
+    opts = ProbeOptions.merge(options, **kwargs)
+    epochs, horizon, validation = opts.epochs, opts.horizon, opts.validation
     from .training import stack_samples
 
     check_les_dataset(target_ds, "target_ds")
@@ -646,8 +739,8 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, *, epochs: int =
     curves, fits = [], []
     for k in layers:
         tl = transfer(model, fit_part, [k], validation=val_part, epochs=epochs,
-                      batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                      progress=False)
+                      batch_size=opts.batch_size, learning_rate=opts.learning_rate,
+                      seed=opts.seed, progress=False)
         curve = tl.history["val_loss"].values
         curves.append(curve)
         fits.append(extrapolate_loss(curve, horizon))
@@ -674,8 +767,9 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, *, epochs: int =
 
 
 # ------------------------------------------------------------- gradient norm
-def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, *,
-                              max_samples: int = 64, batch_size: int = 16) -> xr.Dataset:
+@_with_options(GradientNormOptions)
+def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=None,
+                              **kwargs) -> xr.Dataset:
     """Relative gradient norm at the base weights (Auto-RGN, Lee et al., ICLR 2023).
 
     ``score(l) = ‖∇_{θ_l} L‖ / ‖θ_l‖`` with ``L`` the MSE of the base network on the
@@ -686,17 +780,27 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, *,
     ----------
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
-    max_samples : int
-        Target samples used (evenly thinned).
-    batch_size : int
+    options : GradientNormOptions or mapping, optional
+        ``max_samples`` (target samples used, evenly thinned) and ``batch_size``;
+        see :class:`GradientNormOptions` for the defaults.
+    **kwargs
+        Single options, replacing those of ``options``.
 
     Returns
     -------
     xarray.Dataset
         ``score``, ``gradient_norm`` and ``weight_norm`` over ``layer``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An unknown option (the message lists the valid names) or a bad value (the
+        message names the option).
     """
+    opts = GradientNormOptions.merge(options, **kwargs)
+    batch_size = opts.batch_size
     backend = get_backend(model.backend)
-    x, y = _normalized(model, target_ds, _check_int(max_samples, "max_samples"))
+    x, y = _normalized(model, target_ds, opts.max_samples)
     residual = backend.predict_normalized(model, x, batch_size=batch_size) - y
     weights = backend.get_weights(model)
     grads = [np.linalg.norm(_flat(backend.vjp(model, x, k, residual, batch_size=batch_size)))
@@ -710,10 +814,12 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, *,
     return out
 
 
-register_recommender("spectral", spectral_recommender)
-register_recommender("gauss-newton", gauss_newton_recommender)
-register_recommender("probe", probe_recommender)
-register_recommender("gradient-norm", gradient_norm_recommender)
+register_recommender("spectral", spectral_recommender, options_class=SpectralOptions)
+register_recommender("gauss-newton", gauss_newton_recommender,
+                     options_class=GaussNewtonOptions)
+register_recommender("probe", probe_recommender, options_class=ProbeOptions)
+register_recommender("gradient-norm", gradient_norm_recommender,
+                     options_class=GradientNormOptions)
 
 
 # --------------------------------------------------------------- comparison
@@ -745,6 +851,41 @@ def _sweep_skill(sweep: xr.Dataset, metric: str) -> tuple:
         return da, None, higher
     raise ValueError(f"sweep[{metric!r}] must be over ('layer', 'seed') or ('layer',), got "
                      f"{da.dims} (select one budget of a budget sweep first)")
+
+
+def _comparable_layers(recommendation, sweep) -> tuple:
+    """``(common layers, recommended layers)`` of a recommendation and a single-layer sweep.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`compare_recommendation` does for its inputs.
+    """
+    if not isinstance(recommendation, xr.Dataset) or "score" not in recommendation \
+            or "layer" not in recommendation.dims:
+        raise TypeError("recommendation must be the Dataset of recommend_layers, with "
+                        "'score' over 'layer'")
+    if not isinstance(sweep, xr.Dataset):
+        raise TypeError(f"sweep must be the Dataset of layer_sweep, got {type(sweep).__name__}")
+    if "layer" not in sweep.dims:
+        raise ValueError("sweep must be a single-layer sweep over 'layer' (layer_sweep with "
+                         f"pairs=False); its dims are {dict(sweep.sizes)}")
+    common = np.intersect1d(recommendation["layer"].values, sweep["layer"].values)
+    if len(common) < 2:
+        raise ValueError(
+            "recommendation and sweep must share at least 2 layers to compare rankings; "
+            f"recommendation has {recommendation['layer'].values.tolist()}, sweep has "
+            f"{sweep['layer'].values.tolist()}")
+    recommended = [int(x) for x in np.atleast_1d(
+        recommendation["recommended"].values if "recommended" in recommendation
+        else recommendation.attrs.get("recommended", []))]
+    if not recommended:
+        raise ValueError("recommendation holds no 'recommended' layer")
+    missing = [x for x in recommended if x not in common]
+    if missing:
+        raise ValueError(f"sweep did not re-train the recommended layer(s) {missing}; it has "
+                         f"{sweep['layer'].values.tolist()}")
+    return common, recommended
 
 
 def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.Dataset:
@@ -783,30 +924,7 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
     """
     from scipy.stats import rankdata
 
-    if not isinstance(recommendation, xr.Dataset) or "score" not in recommendation \
-            or "layer" not in recommendation.dims:
-        raise TypeError("recommendation must be the Dataset of recommend_layers, with "
-                        "'score' over 'layer'")
-    if not isinstance(sweep, xr.Dataset):
-        raise TypeError(f"sweep must be the Dataset of layer_sweep, got {type(sweep).__name__}")
-    if "layer" not in sweep.dims:
-        raise ValueError("sweep must be a single-layer sweep over 'layer' (layer_sweep with "
-                         f"pairs=False); its dims are {dict(sweep.sizes)}")
-    common = np.intersect1d(recommendation["layer"].values, sweep["layer"].values)
-    if len(common) < 2:
-        raise ValueError(
-            "recommendation and sweep must share at least 2 layers to compare rankings; "
-            f"recommendation has {recommendation['layer'].values.tolist()}, sweep has "
-            f"{sweep['layer'].values.tolist()}")
-    recommended = [int(x) for x in np.atleast_1d(
-        recommendation["recommended"].values if "recommended" in recommendation
-        else recommendation.attrs.get("recommended", []))]
-    if not recommended:
-        raise ValueError("recommendation holds no 'recommended' layer")
-    missing = [x for x in recommended if x not in common]
-    if missing:
-        raise ValueError(f"sweep did not re-train the recommended layer(s) {missing}; it has "
-                         f"{sweep['layer'].values.tolist()}")
+    common, recommended = _comparable_layers(recommendation, sweep)
     mean, in_set, higher = _sweep_skill(sweep.sel(layer=common), metric)
     value = mean.values.astype(float)
     if not np.isfinite(value).all():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import numbers
 import warnings
+from typing import NamedTuple
 
 import dask.array as dsa
 import numpy as np
@@ -756,16 +757,28 @@ def _kernel_features_np(kernels, n, mean_matrix, moment_matrix):
     return _features_np(mag, mean_matrix, moment_matrix, owned=True)
 
 
-def _classify_np(peak, kmax, flatness, anisotropy, peak_value, finite, flat_ratio, edge,
-                 min_anisotropy):
-    """Apply the documented decision list to feature arrays; returns a str array."""
+class _Criteria(NamedTuple):
+    """The thresholds of :func:`classify_filters`' decision list (checked floats)."""
+
+    flat_ratio: float
+    edge: float
+    min_anisotropy: float
+
+
+def _classify_np(features, kmax, criteria):
+    """Apply the documented decision list to feature arrays; returns a str array.
+
+    ``features`` maps ``peak_k``, ``flatness``, ``anisotropy``, ``peak_value`` and
+    ``finite`` (see ``_FEATURES``) to arrays of one shape; ``criteria`` is a
+    :class:`_Criteria`.
+    """
+    peak, edge = features["peak_k"], criteria.edge
     types = np.full(peak.shape, "band-pass", dtype="<U9")
-    high = peak >= (1.0 - edge) * kmax
-    types[high] = "high-pass"
-    types[(anisotropy >= min_anisotropy) & (peak > edge * kmax)] = "gabor"
+    types[peak >= (1.0 - edge) * kmax] = "high-pass"
+    types[(features["anisotropy"] >= criteria.min_anisotropy) & (peak > edge * kmax)] = "gabor"
     types[peak <= edge * kmax] = "low-pass"
-    types[flatness <= flat_ratio] = "all-pass"
-    types[~(finite.astype(bool) & (peak_value > 0))] = "absent"
+    types[features["flatness"] <= criteria.flat_ratio] = "all-pass"
+    types[~(features["finite"].astype(bool) & (features["peak_value"] > 0))] = "absent"
     return types
 
 
@@ -822,7 +835,7 @@ def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, k
     """
     filters = _check_filters(filters)
     kmax = _check_kmax(kmax)
-    _check_criteria(flat_ratio, edge, min_anisotropy)
+    criteria = _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
         kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
     if kmax < 1:
@@ -846,10 +859,11 @@ def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, k
         dask_gufunc_kwargs={"output_sizes": {"feature": len(_FEATURES)}},
         kwargs={"mean_matrix": mean_matrix, "moment_matrix": moment_matrix},
     ).compute()
-    return _classification(feats, kmax, flat_ratio, edge, min_anisotropy)
+    return _classification(feats, kmax, criteria)
 
 
-def _check_criteria(flat_ratio, edge, min_anisotropy):
+def _check_criteria(flat_ratio, edge, min_anisotropy) -> _Criteria:
+    """The criteria of :func:`classify_filters`, checked, as a :class:`_Criteria`."""
     for name, value, lo, hi in (
         ("flat_ratio", flat_ratio, 1.0, np.inf),
         ("edge", edge, 0.0, 0.5),
@@ -857,15 +871,13 @@ def _check_criteria(flat_ratio, edge, min_anisotropy):
     ):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}]; got {value!r}")
+    return _Criteria(float(flat_ratio), float(edge), float(min_anisotropy))
 
 
-def _classification(feats, kmax, flat_ratio, edge, min_anisotropy):
+def _classification(feats, kmax, criteria):
     """The classification Dataset from computed features (..., feature)."""
     f = {name: feats.isel(feature=i, drop=True) for i, name in enumerate(_FEATURES)}
-    types = _classify_np(
-        f["peak_k"].values, kmax, f["flatness"].values, f["anisotropy"].values,
-        f["peak_value"].values, f["finite"].values, flat_ratio, edge, min_anisotropy,
-    )
+    types = _classify_np({name: da.values for name, da in f.items()}, kmax, criteria)
     valid = types != "absent"
     out = xr.Dataset(
         {
@@ -898,9 +910,9 @@ def _classification(feats, kmax, flat_ratio, edge, min_anisotropy):
         "criteria": "first that holds: absent (non-finite or zero); all-pass if "
         "max P/min P <= flat_ratio; low-pass if k_p <= edge*K; gabor if anisotropy >= "
         "min_anisotropy; high-pass if k_p >= (1-edge)*K; band-pass otherwise",
-        "flat_ratio": float(flat_ratio),
-        "edge": float(edge),
-        "min_anisotropy": float(min_anisotropy),
+        "flat_ratio": criteria.flat_ratio,
+        "edge": criteria.edge,
+        "min_anisotropy": criteria.min_anisotropy,
         "kmax": int(kmax),
     }
     return out
@@ -943,7 +955,7 @@ def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, mi
     kernel = _check_model(model)
     n = _resolve_n(n, model, kernel)
     kmax = _check_kmax(kmax)
-    _check_criteria(flat_ratio, edge, min_anisotropy)
+    criteria = _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
         kmax = n // 2
     if not 1 <= kmax <= n // 2:
@@ -964,7 +976,7 @@ def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, mi
     ).compute()
     coords = {d: kernel[d] for d in KERNEL_DIMS[:3] if d in kernel.coords}
     feats = xr.DataArray(feats, dims=KERNEL_DIMS[:3] + ("feature",), coords=coords)
-    return _classification(feats, kmax, flat_ratio, edge, min_anisotropy)
+    return _classification(feats, kmax, criteria)
 
 
 def filter_census(obj, *, n=None, chunks=None, **criteria):
@@ -1078,52 +1090,16 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
     TypeError, ValueError
         Bad models, models that do not match, bad ``n``, ``percentile`` or ``by``.
     """
-    kb = _check_model(base, "base")
-    kt = _check_model(tl, "tl")
-    if kb.shape != kt.shape:
-        raise ValueError(f"base and tl kernels must have the same shape; got {kb.shape} and {kt.shape}")
-    for d in KERNEL_DIMS[:3]:
-        if d in kb.coords and d in kt.coords and not np.array_equal(kb[d].values, kt[d].values):
-            raise ValueError(f"base and tl must have the same {d!r} coordinates")
+    kb, kt = _check_kernel_pair(base, tl)
     n = _resolve_n(n, base, kb)
     if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
     if by not in ("spectral", "physical"):
         raise ValueError(f"by must be 'spectral' or 'physical'; got {by!r}")
-    kt = kt.assign_coords({d: kb[d] for d in KERNEL_DIMS[:3] if d in kb.coords})
-    taps = ["tap_y", "tap_x"]
-    diff = (kt - kb).astype(np.float64)
-    physical = np.sqrt((diff**2).sum(taps, skipna=False))
-    db = _kernel_dask(kb, n, chunks)
-    dt = _kernel_dask(kt, n, chunks).rechunk(db.chunks)
-    mult = _half_plane(n)[2]
-    spectral = dsa.map_blocks(
-        _spectral_change_np, db, dt, n, mult,
-        drop_axis=[3, 4], dtype=np.float64, token="spectral-change",
-    )
-    spectral = xr.DataArray(spectral, dims=KERNEL_DIMS[:3], coords=physical.coords)
-    physical, spectral = xr.align(physical.compute(), spectral.compute(), join="exact")
-    rest = ["channel_out", "channel_in"]
-    base_norm = np.sqrt((kb.astype(np.float64) ** 2).sum(rest + taps))
-    rel_phys = np.sqrt((physical**2).sum(rest)) / base_norm
-    rel_spec = np.sqrt((spectral**2).sum(rest)) / (n * base_norm)  # ‖Ŵ‖_F = n‖W‖_F
-    ranked = spectral if by == "spectral" else physical
-    values = ranked.values
-    if not np.isfinite(values).any():
-        raise ValueError("base and tl have no finite kernels to compare")
-    threshold = float(np.nanpercentile(values, percentile))
-    flat = np.where(np.isfinite(values), values, -np.inf).ravel()
-    picks = np.flatnonzero(flat >= threshold)
-    picks = picks[np.argsort(-flat[picks], kind="stable")]
-    li, oi, ii = np.unravel_index(picks, values.shape)
-    sel_b = np.asarray(kb.values)[li, oi, ii]
-    sel_t = np.asarray(kt.values)[li, oi, ii]
-    dtype = _float_dtype(kb.dtype)
-    k = np.fft.fftshift(axis_wavenumbers(n))
-
-    def label(d, i):
-        return ("top", kb[d].values[i] if d in kb.coords else i)
-
+    physical, spectral = _kernel_changes(kb, kt, n, chunks)
+    rel_phys, rel_spec = _relative_changes(kb, physical, spectral, n)
+    threshold, top = _top_changes(kb, kt, spectral if by == "spectral" else physical,
+                                  percentile, n, by)
     out = xr.Dataset(
         {
             "physical_change": _with_attrs(
@@ -1142,22 +1118,86 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
                 long_name="per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F",
                 units="1",
             ),
-            "top_layer": label("layer", li),
-            "top_channel_out": label("channel_out", oi),
-            "top_channel_in": label("channel_in", ii),
+        }
+    )
+    out = xr.merge([out, top], combine_attrs="override")
+    out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "n": n}
+    return out
+
+
+def _check_kernel_pair(base, tl):
+    """The ``kernel`` DataArrays of two model Datasets of one shape, ``tl``'s on
+    ``base``'s (layer, channel_out, channel_in) coordinates."""
+    kb = _check_model(base, "base")
+    kt = _check_model(tl, "tl")
+    if kb.shape != kt.shape:
+        raise ValueError(f"base and tl kernels must have the same shape; got {kb.shape} and {kt.shape}")
+    for d in KERNEL_DIMS[:3]:
+        if d in kb.coords and d in kt.coords and not np.array_equal(kb[d].values, kt[d].values):
+            raise ValueError(f"base and tl must have the same {d!r} coordinates")
+    return kb, kt.assign_coords({d: kb[d] for d in KERNEL_DIMS[:3] if d in kb.coords})
+
+
+def _kernel_changes(kb, kt, n, chunks):
+    """Computed ``(physical, spectral)`` change of each kernel over (layer, channel_out,
+    channel_in): ``‖W_t − W_b‖_F`` over the taps and ``‖|Ŵ_t| − |Ŵ_b|‖_F`` over the
+    ``n × n`` grid (the latter reduced chunk by chunk)."""
+    diff = (kt - kb).astype(np.float64)
+    physical = np.sqrt((diff**2).sum(["tap_y", "tap_x"], skipna=False))
+    db = _kernel_dask(kb, n, chunks)
+    dt = _kernel_dask(kt, n, chunks).rechunk(db.chunks)
+    mult = _half_plane(n)[2]
+    spectral = dsa.map_blocks(
+        _spectral_change_np, db, dt, n, mult,
+        drop_axis=[3, 4], dtype=np.float64, token="spectral-change",
+    )
+    spectral = xr.DataArray(spectral, dims=KERNEL_DIMS[:3], coords=physical.coords)
+    return xr.align(physical.compute(), spectral.compute(), join="exact")
+
+
+def _relative_changes(kb, physical, spectral, n):
+    """Per-layer ``‖W_t − W_b‖_F / ‖W_b‖_F`` and ``‖|Ŵ_t| − |Ŵ_b|‖_F / ‖Ŵ_b‖_F`` over
+    all kernels of a layer, from the per-kernel changes (``‖Ŵ‖_F = n‖W‖_F``)."""
+    rest = ["channel_out", "channel_in"]
+    base_norm = np.sqrt((kb.astype(np.float64) ** 2).sum(rest + ["tap_y", "tap_x"]))
+    rel_phys = np.sqrt((physical**2).sum(rest)) / base_norm
+    rel_spec = np.sqrt((spectral**2).sum(rest)) / (n * base_norm)
+    return rel_phys, rel_spec
+
+
+def _top_changes(kb, kt, ranked, percentile, n, by):
+    """``(threshold, Dataset)`` of the kernels whose ``ranked`` change (the ``by``
+    change) is at or above the ``percentile``, most-changed first: their (layer,
+    channel_out, channel_in) labels, change and |Ŵ| on the ``n × n`` grid before and
+    after (fftshifted) along ``top``."""
+    values = ranked.values
+    if not np.isfinite(values).any():
+        raise ValueError("base and tl have no finite kernels to compare")
+    threshold = float(np.nanpercentile(values, percentile))
+    flat = np.where(np.isfinite(values), values, -np.inf).ravel()
+    picks = np.flatnonzero(flat >= threshold)
+    picks = picks[np.argsort(-flat[picks], kind="stable")]
+    index = np.unravel_index(picks, values.shape)
+    dtype = _float_dtype(kb.dtype)
+    k = np.fft.fftshift(axis_wavenumbers(n))
+
+    def label(d, i):
+        return ("top", kb[d].values[i] if d in kb.coords else i)
+
+    def filters(kernel, who):
+        selected = np.asarray(kernel.values)[index].astype(dtype)
+        return (("top", "ky", "kx"), _magnitude_np(selected, n, True),
+                {"long_name": f"|W^| of the {who} kernel", "units": "1"})
+
+    top = xr.Dataset(
+        {
+            "top_layer": label("layer", index[0]),
+            "top_channel_out": label("channel_out", index[1]),
+            "top_channel_in": label("channel_in", index[2]),
             "top_change": ("top", flat[picks], {"long_name": f"{by} change", "units": "1"}),
-            "top_filter_base": (
-                ("top", "ky", "kx"),
-                _magnitude_np(sel_b.astype(dtype), n, True),
-                {"long_name": "|W^| of the base kernel", "units": "1"},
-            ),
-            "top_filter_tl": (
-                ("top", "ky", "kx"),
-                _magnitude_np(sel_t.astype(dtype), n, True),
-                {"long_name": "|W^| of the re-trained kernel", "units": "1"},
-            ),
+            "top_filter_base": filters(kb, "base"),
+            "top_filter_tl": filters(kt, "re-trained"),
         },
         coords={"top": np.arange(picks.size), "ky": ("ky", k), "kx": ("kx", k)},
     )
-    out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "n": n}
-    return out
+    return threshold, top
