@@ -87,6 +87,7 @@ from .fourier import (
     wavenumbers,
 )
 from .io import CF_ATTRS, append_history
+from .options import CoarseGraining, check_filter, check_n_les, check_width, default_width
 from .solver.run import register_les_output
 
 __all__ = [
@@ -98,8 +99,6 @@ __all__ = [
     "Coarsener",
     "resolve_les_options",
 ]
-
-_ALIASES = {"top-hat": "box", "tophat": "box"}
 
 _PI_DEFINITION = (
     "pi = bar(N(omega, psi)) - N(bar(omega), bar(psi)), N = u domega/dx + v domega/dy, "
@@ -118,56 +117,6 @@ _NONLINEAR = (
 # ----------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------
-def _check_filter(filter) -> str:
-    if isinstance(filter, str):
-        name = _ALIASES.get(filter.lower(), filter.lower())
-        if name in FILTERS:
-            return name
-    raise ValueError(
-        f"filter must be one of {list(FILTERS)} (or 'top-hat' for 'box'), got {filter!r}"
-    )
-
-
-def _check_n_les(n_les, n=None) -> int:
-    if not isinstance(n_les, numbers.Integral) or isinstance(n_les, bool):
-        raise TypeError(f"n_les must be an even int (the LES grid size), got {n_les!r}")
-    n_les = int(n_les)
-    if n_les < 4 or n_les % 2:
-        raise ValueError(f"n_les must be an even integer >= 4, got {n_les}")
-    if n is not None and n_les >= n:
-        raise ValueError(
-            f"n_les must be smaller than the DNS grid size n={n} (coarse-graining "
-            f"reduces the grid), got n_les={n_les}"
-        )
-    return n_les
-
-
-def default_width(n_les: int) -> float:
-    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing.
-
-    Parameters
-    ----------
-    n_les : int
-        LES grid points per direction (even, >= 4).
-
-    Returns
-    -------
-    float
-    """
-    return 2.0 * (2.0 * np.pi / _check_n_les(n_les))
-
-
-def _check_width(width, n_les) -> float:
-    if width is None:
-        return default_width(n_les)
-    if not isinstance(width, numbers.Real) or isinstance(width, bool):
-        raise TypeError(f"width must be a positive number (the filter width Δ), got {width!r}")
-    width = float(width)
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"width must be a finite number > 0 (the filter width Δ), got {width}")
-    return width
-
-
 # ----------------------------------------------------------------------------------------
 # public: transfer functions as DataArrays
 # ----------------------------------------------------------------------------------------
@@ -198,12 +147,12 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
     >>> G = filter_transfer_function(128, "gaussian", n=1024)
     >>> G.sel(ky=0).plot()                                   # doctest: +SKIP
     """
-    name = _check_filter(filter)
-    n_les = _check_n_les(n_les)
+    name = check_filter(filter)
+    n_les = check_n_les(n_les)
     n = n_les if n is None else n
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
-    width = _check_width(width, n_les)
+    width = check_width(width, n_les)
     k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
     values = transfer_function(name, k[None, :], k[:, None], width)
     k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
@@ -241,30 +190,8 @@ def resolve_les_options(les, case=None) -> dict:
     dict
         ``{"n_les": int, "filter": str, "width": float}``.
     """
-    n = None if case is None else case.n
-    if les is True:
-        les = {}
-    elif isinstance(les, numbers.Integral) and not isinstance(les, bool):
-        les = {"n_les": int(les)}
-    if not isinstance(les, dict):
-        raise TypeError(
-            "les must be True, an int n_les, or a dict(n_les=..., filter=..., width=...), "
-            f"got {les!r}"
-        )
-    unknown = set(les) - {"n_les", "filter", "width"}
-    if unknown:
-        raise ValueError(
-            f"les has unknown keys {sorted(unknown)}; allowed are 'n_les', 'filter', 'width'"
-        )
-    n_les = les.get("n_les", None if case is None else case.n_les)
-    if n_les is None:
-        raise ValueError("les needs an 'n_les' (no case to take it from)")
-    n_les = _check_n_les(n_les, n)
-    return {
-        "n_les": n_les,
-        "filter": _check_filter(les.get("filter", "gaussian")),
-        "width": _check_width(les.get("width"), n_les),
-    }
+    cg = CoarseGraining.from_les(les)
+    return (cg.for_grid(None) if case is None else cg.for_case(case)).to_dict()
 
 
 # ----------------------------------------------------------------------------------------
@@ -321,9 +248,9 @@ class Coarsener:
     def __init__(self, n, n_les, filter="gaussian", width=None, dealias=True, fft="auto"):
         self.grid = g = SpectralGrid(n, dealias=dealias, fft=fft, threads=1)
         self.n = g.n
-        self.n_les = _check_n_les(n_les, self.n)
-        self.filter = _check_filter(filter)
-        self.width = _check_width(width, self.n_les)
+        self.n_les = check_n_les(n_les, self.n)
+        self.filter = check_filter(filter)
+        self.width = check_width(width, self.n_les)
         self.dealias = bool(dealias)
         self.x = np.arange(self.n_les) * (2 * np.pi / self.n_les)
         # DNS side: N(ω, ψ) from ψ̂ by the 4-FFT Jacobian, masked like the solver
@@ -575,9 +502,9 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
         if n_les is None:
             raise ValueError("n_les must be given (ds.attrs has no 'case_n_les' to default to)")
         n_les = int(n_les)
-    n_les = _check_n_les(n_les, n)
-    name = _check_filter(filter)
-    width = _check_width(width, n_les)
+    n_les = check_n_les(n_les, n)
+    name = check_filter(filter)
+    width = check_width(width, n_les)
     if dealias is None:
         dealias = bool(_case_value(ds, "case_dealias", True))
     elif not isinstance(dealias, (bool, np.bool_)):

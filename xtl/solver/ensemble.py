@@ -52,7 +52,7 @@ import xarray as xr
 
 from ..cases import Case, get_case
 from ..io import CF_ATTRS, append_history, netcdf_lock, open_dataset
-from ..options import Cluster, Execution, Output, Schedule
+from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
 from .run import merge_options, step_plan
 
 __all__ = ["ensemble", "open_ensemble", "EnsembleError", "MemberFailedWarning",
@@ -696,12 +696,8 @@ def _les_options_of(output, members):
 
         sizes = {case.n for case, _ in members}
     else:
-        # coarse sits between the solver and the ensemble; imported here, not at the top,
-        # because xtl.solver's __init__ imports this module before coarse is loaded
-        from ..coarse import resolve_les_options
-
         def les_options_of(case):
-            return resolve_les_options(les, case)
+            return CoarseGraining.from_les(les).for_case(case).to_dict()
 
         sizes = {les_options_of(case)["n_les"] for case, _ in members}
     if len(sizes) > 1:
