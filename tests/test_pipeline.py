@@ -90,3 +90,113 @@ def test_targets_that_do_not_differ_stop_the_experiment_unless_controls(tmp_path
     with pytest.raises(TargetsTooClose, match=f"'{names[0]}'.*; target '{names[1]}'"):
         check_targets_differ(close, load_config(stricter))
     assert raw["min_decades"] == 0.3
+
+
+# ------------------------------------------------------------------ the stage cache
+def _cache(tmp_path, lines=None):
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    paths = ExperimentPaths(tmp_path)
+    paths.make_folders()
+    return StageCache(paths, log=(lines.append if lines is not None else lambda _: None))
+
+
+def test_stage_cache_skips_while_key_and_outputs_are_unchanged(tmp_path):
+    lines, calls = [], []
+    cache = _cache(tmp_path, lines)
+    out = tmp_path / "results" / "a.nc"
+
+    def work():
+        calls.append(1)
+        out.write_text("x")
+
+    assert cache.run("a", [{"epochs": 3}], [out], work) is True
+    assert cache.run("a", [{"epochs": 3}], [out], work) is False
+    assert calls == [1] and cache.ran == ["a"] and cache.skipped == ["a"]
+    assert lines[0] == "a: running" and lines[-1] == "a: unchanged, skipped"
+    manifest = json.loads((tmp_path / "stages" / "a.json").read_text())
+    assert manifest["outputs"] == ["results/a.nc"] and manifest["key"] == cache.keys["a"]
+    # a new cache (a second run of the experiment) skips it too
+    again = _cache(tmp_path)
+    assert again.run("a", [{"epochs": 3}], [out], work) is False and calls == [1]
+    assert again.run("a", [{"epochs": 4}], [out], work) is True and len(calls) == 2
+    out.unlink()
+    assert again.run("a", [{"epochs": 4}], [out], work) is True and len(calls) == 3
+
+
+def test_stage_cache_keys_follow_upstream_stages(tmp_path):
+    cache = _cache(tmp_path)
+    cache.run("a", [1], [], lambda: None)
+    key_b = cache.key("b", ["@a", 2])
+    cache.run("a", [5], [], lambda: None)
+    assert cache.key("b", ["@a", 2]) != key_b
+    assert cache.key("b", [{"x": 1, "y": 2}]) == cache.key("b", [{"y": 2, "x": 1}])
+
+
+def test_stage_cache_writes_no_manifest_when_a_stage_fails(tmp_path):
+    cache = _cache(tmp_path)
+
+    def fail():
+        (tmp_path / "results" / "half.nc").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        cache.run("a", [1], ["results/half.nc"], fail)
+    assert not (tmp_path / "stages" / "a.json").exists() and "a" not in cache.keys
+    assert list((tmp_path / "stages").iterdir()) == []  # no temporary file left either
+    calls = []
+    cache.run("a", [1], ["results/half.nc"], lambda: calls.append(1))
+    assert calls == [1]  # the interrupted stage runs again
+
+
+# ------------------------------------------------------------------ paths and the cluster
+def test_one_path_scheme(tmp_path):
+    from xtl.workspace import ExperimentPaths
+
+    paths = ExperimentPaths(tmp_path)
+    rel = {k: str(p.relative_to(tmp_path)) for k, p in {
+        "tl": paths.tl_model("kf", 3, 1), "scratch": paths.sweep_model("kf", "scratch", 0),
+        "rec": paths.recommendation("kf", "probe"), "rec_n": paths.recommendation("kf", "probe", 7),
+        "sweep": paths.sweep("kf"), "budget": paths.budget("kf"), "explain": paths.explain("kf"),
+        "post": paths.aposteriori("kf"), "flows": paths.flows, "base": paths.model("base"),
+        "data": paths.data("kf"), "report": paths.report}.items()}
+    assert rel == {"tl": "models/tl-kf/tl_layer3_seed1.keras",
+                   "scratch": "models/tl-kf/scratch_seed0.keras",
+                   "rec": "results/recommend-kf-probe.nc",
+                   "rec_n": "results/recommend-kf-n7-probe.nc", "sweep": "results/sweep-kf.nc",
+                   "budget": "results/budget-kf.nc", "explain": "results/explain-kf.nc",
+                   "post": "results/aposteriori-kf.nc", "flows": "results/flows.nc",
+                   "base": "models/base.keras", "data": "data/kf", "report": "report.html"}
+
+
+def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
+    import importlib
+
+    from xtl.workspace import ExperimentCluster
+
+    ensemble = importlib.import_module("xtl.solver.ensemble")  # the module, not the function
+
+    closed = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def close(self):
+            closed.append(self.name)
+
+    started = []
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setattr(ensemble, "local_cluster",
+                        lambda n: started.append(n) or (Fake("cluster"), Fake("client")))
+    with ExperimentCluster() as cluster:
+        assert started == [] and not cluster.started  # lazily
+    with pytest.raises(RuntimeError):
+        with ExperimentCluster() as cluster:
+            assert cluster.client.name == "client" and cluster.client.name == "client"
+            raise RuntimeError("a stage failed")
+    assert len(started) == 1 and sorted(closed) == ["client", "cluster"]
+    given = Fake("given")
+    with ExperimentCluster(client=given) as cluster:
+        assert cluster.client is given
+    assert "given" not in closed  # a given client is the caller's to close
