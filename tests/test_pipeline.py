@@ -12,6 +12,7 @@ from xtl.pipeline import (
     check_targets_differ,
     n_samples,
     split_train_test,
+    stage_inputs,
 )
 
 
@@ -124,6 +125,23 @@ def test_stage_cache_skips_while_key_and_outputs_are_unchanged(tmp_path):
     assert again.run("a", [{"epochs": 4}], [out], work) is True and len(calls) == 3
 
 
+def test_stage_cache_with_a_relative_output_folder(tmp_path, monkeypatch):
+    """`xtl run --out out`: the paths of the scheme and the cache agree on where outputs lie."""
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    for _ in range(2):
+        paths = ExperimentPaths("out")
+        paths.make_folders()
+        cache = StageCache(paths, log=lambda _: None)
+        cache.run("data-x", [1], [paths.data("x")], lambda: (calls.append(1),
+                                                             paths.data("x").mkdir()))
+    assert calls == [1] and cache.skipped == ["data-x"]
+    manifest = json.loads((tmp_path / "out" / "stages" / "data-x.json").read_text())
+    assert manifest["outputs"] == ["data/x"]
+
+
 def test_stage_cache_keys_follow_upstream_stages(tmp_path):
     cache = _cache(tmp_path)
     cache.run("a", [1], [], lambda: None)
@@ -147,6 +165,38 @@ def test_stage_cache_writes_no_manifest_when_a_stage_fails(tmp_path):
     calls = []
     cache.run("a", [1], ["results/half.nc"], lambda: calls.append(1))
     assert calls == [1]  # the interrupted stage runs again
+
+
+def test_stage_keys_are_those_of_earlier_versions():
+    """Existing output folders keep skipping their stages: the keys hash the same inputs."""
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    cache = StageCache(ExperimentPaths("unused"))
+    for name, parts in stage_inputs(load_config()).items():
+        cache.keys[name] = cache.key(name, parts)
+    assert cache.keys == {
+        "data-small-base": "1925c0864df3c38f", "data-small-kf": "363a68e5083d5f24",
+        "data-small-beta": "1cd7afec4e5c611b", "flows": "9380b18b0a9c83de",
+        "base-model": "ffaea82a7ed14c5a", "recommend-small-kf": "2d571d9ec650c335",
+        "sweep-small-kf": "8cf80f85fbec9039", "explain-small-kf": "5fcc39d56201198d",
+        "aposteriori-small-kf": "c01c8f52c3f2f023", "recommend-small-beta": "c97f08d928b21c6a",
+        "sweep-small-beta": "1e3b8882e56a9ef8", "explain-small-beta": "3f2eb3c561455f8a",
+        "aposteriori-small-beta": "b3c4ed13ad0e2a18"}
+    assert cache.key("report", [dict(cache.keys)]) == "281d01f392ebd5a3"
+
+
+def test_a_sweep_of_some_layers_depends_on_the_recommendation():
+    import copy
+
+    from xtl.config import DEMO_CONFIG
+
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["sweep"]["layers"] = [2]
+    raw["budget"] = {"fractions": [0.5]}
+    inputs = stage_inputs(load_config(raw))
+    assert inputs["sweep-small-kf"][-1] == "@recommend-small-kf"
+    assert "budget-small-kf" in inputs
+    assert "@recommend-small-kf" not in stage_inputs(load_config())["sweep-small-kf"]
 
 
 # ------------------------------------------------------------------ paths and the cluster

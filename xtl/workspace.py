@@ -60,13 +60,13 @@ class ExperimentPaths:
     Parameters
     ----------
     root : path-like
-        The output folder.
+        The output folder (made absolute, so every path is).
     """
 
     root: Path
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", Path(self.root).absolute())
 
     FOLDERS = ("stages", "data", "models", "results", "figures")
 
@@ -246,12 +246,11 @@ class StageCache:
             Whether the stage ran.
         """
         key = self.key(name, parts)
-        self.keys[name] = key
         if self.is_current(name, key, outputs):
+            self.keys[name] = key
             self.skipped.append(name)
             self.log(f"{name}: unchanged, skipped")
             return False
-        self.keys.pop(name)
         self.log(f"{name}: running")
         start = time.perf_counter()
         func()
