@@ -22,7 +22,7 @@ def test_demo_config_has_a_base_and_two_differing_targets():
     assert [t.make_case().kf for t in cfg.targets] == [12.0, 4.0]
     assert [t.make_case().beta for t in cfg.targets] == [0.0, 20.0]
     assert cfg.seeds == [0, 1] and not any(t.control for t in cfg.targets)
-    assert cfg.recommend["default"] == "probe" and len(cfg.recommend["methods"]) == 4
+    assert cfg.recommend.default == "probe" and len(cfg.recommend.methods) == 4
 
 
 def _with(path, value):
@@ -85,7 +85,7 @@ def test_seeds_budget_and_controls():
     raw["targets"][1]["control"] = True
     cfg = load_config(raw)
     assert cfg.seeds == [3, 5]
-    assert cfg.budget == {"enabled": True, "target": "small-kf", "fractions": [0.02, 0.5]}
+    assert cfg.budget.to_table() == {"enabled": True, "target": "small-kf", "fractions": [0.02, 0.5]}
     assert [t.control for t in cfg.targets] == [False, True]
     raw["targets"][1]["control"] = "yes"
     with pytest.raises(ConfigError, match=r"'targets\[1\]\.control': must be true or false"):
@@ -135,12 +135,12 @@ def test_the_paper_config_is_the_papers_setup():
                                           / cfg.base.save_interval) + 1)
     assert 2000 <= round(snapshots * 0.75) < 2100  # training samples after the test split
     assert cfg.network == {"n_layers": 11, "channels": 64, "kernel_size": 5, "padding": "zeros"}
-    assert cfg.training["epochs"] == 100 and cfg.transfer["fraction"] == 0.1
+    assert cfg.training.fit.epochs == 100 and cfg.transfer.fraction == 0.1
     targets = {t.name: t.make_case() for t in cfg.targets}
     assert targets["target-kf25"].kf == 25.0 and targets["target-beta20"].beta == 20.0
     assert (targets["target-re100k"].Re, targets["target-re100k"].n) == (100000.0, 2048)
     assert all(c.n_les == 128 for c in targets.values())
-    assert len(cfg.seeds) >= 3 and set(cfg.sweep["baselines"]) == {"scratch", "full_target"}
+    assert len(cfg.seeds) >= 3 and set(cfg.sweep.baselines) == {"scratch", "full_target"}
 
 
 def test_the_study_config_meets_its_design():
@@ -154,11 +154,72 @@ def test_the_study_config_meets_its_design():
     base = cfg.base.make_case()
     assert {"kf", "beta", "Re"} == {next(f for f in ("kf", "beta", "Re")
                                          if getattr(c, f) != getattr(base, f)) for c in cases}
-    assert cfg.transfer["fraction"] == 0.1 and cfg.transfer["patience"] >= 5
+    assert cfg.transfer.fraction == 0.1 and cfg.transfer.fit.patience >= 5
     assert len(cfg.seeds) >= 3
-    assert set(cfg.sweep["baselines"]) == {"scratch", "full_target"}
-    assert cfg.budget["fractions"] == [0.02, 0.1, 0.5]
-    budget_target = cfg.target(cfg.budget["target"])
+    assert set(cfg.sweep.baselines) == {"scratch", "full_target"}
+    assert list(cfg.budget.fractions) == [0.02, 0.1, 0.5]
+    budget_target = cfg.target(cfg.budget.target)
     pool = round(budget_target.members * (round((budget_target.t_end - budget_target.spin_up)
                                                 / budget_target.save_interval) + 1) * 0.75)
     assert pool >= 0.5 * n_base  # the 50 % budget fits in the target's pool
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("base", "filter"), "gausian", "'base.filter': filter must be one of "
+                                        "['gaussian', 'box', 'sharp']"),
+        (("targets", 1, "filter"), "lowpass", "'targets[1].filter': filter must be one of"),
+        (("training", "seed"), -1, "'training.seed': must be >= 0, got -1"),
+        (("training", "validation"), 1.0, "'training.validation': must be a fraction in [0, 1)"),
+        (("transfer", "renormalize"), 1, "'transfer.renormalize': must be true or false"),
+        (("sweep", "layers"), [0, 2], "'sweep.layers': must be a list of layer numbers >= 1"),
+        (("sweep", "enabled"), "no", "'sweep.enabled': must be true or false"),
+    ],
+)
+def test_keys_checked_once_when_the_config_is_read(path, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_with(path, value))
+
+
+def test_filters_follow_the_coarse_graining():
+    from xtl.coarse import FILTERS
+
+    for name in (*FILTERS, "top-hat", "Gaussian"):  # coarse's names and aliases pass
+        assert load_config(_with(("base", "filter"), name)).base.filter == name
+
+
+def test_the_config_parses_into_typed_sections():
+    from xtl.config import LesConfig, TrainingConfig, les_closure_names
+    from xtl.options import FitOptions
+
+    cfg = load_config()
+    assert isinstance(cfg.training, TrainingConfig) and isinstance(cfg.training.fit, FitOptions)
+    assert cfg.training.train_kwargs() == dict(epochs=30, batch_size=16, seed=0,
+                                               learning_rate=1e-3, patience=None,
+                                               validation=0.1)
+    assert cfg.transfer.transfer_kwargs() == dict(epochs=40, batch_size=4, learning_rate=2e-3,
+                                                  patience=6, validation=0.2,
+                                                  renormalize=False)
+    # the [les] defaults live in LesConfig only: an absent table is all of them
+    les = load_config(_with(("les",), None)).les
+    assert les == LesConfig() and les.baseline == les_closure_names()
+    assert (les.t_end, les.save_interval, les.initial_states, les.dt) == (5.0, 0.5, 1, None)
+    assert load_config(_with(("les", "baseline"), "smagorinsky")).les.baseline == \
+        ("smagorinsky",)
+    # sections are Options: replace validates again and keeps the fit options
+    assert cfg.training.replace(validation=0.2).fit == cfg.training.fit
+    with pytest.raises(ConfigError, match=r"'training\.validation'"):
+        cfg.training.replace(validation=2.0)
+    # the tables as written are kept for config.json and the stage keys
+    assert cfg.table("training") == DEMO_CONFIG["training"] and cfg.table("budget") == {}
+
+
+def test_a_misspelled_baseline_is_refused_however_the_section_is_made():
+    from xtl.config import LesConfig
+
+    with pytest.raises(ConfigError, match=r"'les\.baseline': must be one of \['smagorinsky', "
+                                          r"'dynamic-smagorinsky'\].*got \('smagorinksy',\)"):
+        LesConfig(baseline=("smagorinksy",))
+    with pytest.raises(ConfigError, match=r"'les\.initial_states': must be > 0"):
+        LesConfig().replace(initial_states=0)

@@ -12,6 +12,7 @@ from xtl.pipeline import (
     check_targets_differ,
     n_samples,
     split_train_test,
+    stage_inputs,
 )
 
 
@@ -90,3 +91,162 @@ def test_targets_that_do_not_differ_stop_the_experiment_unless_controls(tmp_path
     with pytest.raises(TargetsTooClose, match=f"'{names[0]}'.*; target '{names[1]}'"):
         check_targets_differ(close, load_config(stricter))
     assert raw["min_decades"] == 0.3
+
+
+# ------------------------------------------------------------------ the stage cache
+def _cache(tmp_path, lines=None):
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    paths = ExperimentPaths(tmp_path)
+    paths.make_folders()
+    return StageCache(paths, log=(lines.append if lines is not None else lambda _: None))
+
+
+def test_stage_cache_skips_while_key_and_outputs_are_unchanged(tmp_path):
+    lines, calls = [], []
+    cache = _cache(tmp_path, lines)
+    out = tmp_path / "results" / "a.nc"
+
+    def work():
+        calls.append(1)
+        out.write_text("x")
+
+    assert cache.run("a", [{"epochs": 3}], [out], work) is True
+    assert cache.run("a", [{"epochs": 3}], [out], work) is False
+    assert calls == [1] and cache.ran == ["a"] and cache.skipped == ["a"]
+    assert lines[0] == "a: running" and lines[-1] == "a: unchanged, skipped"
+    manifest = json.loads((tmp_path / "stages" / "a.json").read_text())
+    assert manifest["outputs"] == ["results/a.nc"] and manifest["key"] == cache.keys["a"]
+    # a new cache (a second run of the experiment) skips it too
+    again = _cache(tmp_path)
+    assert again.run("a", [{"epochs": 3}], [out], work) is False and calls == [1]
+    assert again.run("a", [{"epochs": 4}], [out], work) is True and len(calls) == 2
+    out.unlink()
+    assert again.run("a", [{"epochs": 4}], [out], work) is True and len(calls) == 3
+
+
+def test_stage_cache_with_a_relative_output_folder(tmp_path, monkeypatch):
+    """`xtl run --out out`: the paths of the scheme and the cache agree on where outputs lie."""
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    for _ in range(2):
+        paths = ExperimentPaths("out")
+        paths.make_folders()
+        cache = StageCache(paths, log=lambda _: None)
+        cache.run("data-x", [1], [paths.data("x")], lambda: (calls.append(1),
+                                                             paths.data("x").mkdir()))
+    assert calls == [1] and cache.skipped == ["data-x"]
+    manifest = json.loads((tmp_path / "out" / "stages" / "data-x.json").read_text())
+    assert manifest["outputs"] == ["data/x"]
+
+
+def test_stage_cache_keys_follow_upstream_stages(tmp_path):
+    cache = _cache(tmp_path)
+    cache.run("a", [1], [], lambda: None)
+    key_b = cache.key("b", ["@a", 2])
+    cache.run("a", [5], [], lambda: None)
+    assert cache.key("b", ["@a", 2]) != key_b
+    assert cache.key("b", [{"x": 1, "y": 2}]) == cache.key("b", [{"y": 2, "x": 1}])
+
+
+def test_stage_cache_writes_no_manifest_when_a_stage_fails(tmp_path):
+    cache = _cache(tmp_path)
+
+    def fail():
+        (tmp_path / "results" / "half.nc").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        cache.run("a", [1], ["results/half.nc"], fail)
+    assert not (tmp_path / "stages" / "a.json").exists() and "a" not in cache.keys
+    assert list((tmp_path / "stages").iterdir()) == []  # no temporary file left either
+    calls = []
+    cache.run("a", [1], ["results/half.nc"], lambda: calls.append(1))
+    assert calls == [1]  # the interrupted stage runs again
+
+
+def test_stage_keys_are_those_of_earlier_versions():
+    """Existing output folders keep skipping their stages: the keys hash the same inputs."""
+    from xtl.workspace import ExperimentPaths, StageCache
+
+    cache = StageCache(ExperimentPaths("unused"))
+    for name, parts in stage_inputs(load_config()).items():
+        cache.keys[name] = cache.key(name, parts)
+    assert cache.keys == {
+        "data-small-base": "1925c0864df3c38f", "data-small-kf": "363a68e5083d5f24",
+        "data-small-beta": "1cd7afec4e5c611b", "flows": "9380b18b0a9c83de",
+        "base-model": "ffaea82a7ed14c5a", "recommend-small-kf": "2d571d9ec650c335",
+        "sweep-small-kf": "8cf80f85fbec9039", "explain-small-kf": "5fcc39d56201198d",
+        "aposteriori-small-kf": "c01c8f52c3f2f023", "recommend-small-beta": "c97f08d928b21c6a",
+        "sweep-small-beta": "1e3b8882e56a9ef8", "explain-small-beta": "3f2eb3c561455f8a",
+        "aposteriori-small-beta": "b3c4ed13ad0e2a18"}
+    assert cache.key("report", [dict(cache.keys)]) == "281d01f392ebd5a3"
+
+
+def test_a_sweep_of_some_layers_depends_on_the_recommendation():
+    import copy
+
+    from xtl.config import DEMO_CONFIG
+
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["sweep"]["layers"] = [2]
+    raw["budget"] = {"fractions": [0.5]}
+    inputs = stage_inputs(load_config(raw))
+    assert inputs["sweep-small-kf"][-1] == "@recommend-small-kf"
+    assert "budget-small-kf" in inputs
+    assert "@recommend-small-kf" not in stage_inputs(load_config())["sweep-small-kf"]
+
+
+# ------------------------------------------------------------------ paths and the cluster
+def test_one_path_scheme(tmp_path):
+    from xtl.workspace import ExperimentPaths
+
+    paths = ExperimentPaths(tmp_path)
+    rel = {k: str(p.relative_to(tmp_path)) for k, p in {
+        "tl": paths.tl_model("kf", 3, 1), "scratch": paths.sweep_model("kf", "scratch", 0),
+        "rec": paths.recommendation("kf", "probe"), "rec_n": paths.recommendation("kf", "probe", 7),
+        "sweep": paths.sweep("kf"), "budget": paths.budget("kf"), "explain": paths.explain("kf"),
+        "post": paths.aposteriori("kf"), "flows": paths.flows, "base": paths.model("base"),
+        "data": paths.data("kf"), "report": paths.report}.items()}
+    assert rel == {"tl": "models/tl-kf/tl_layer3_seed1.keras",
+                   "scratch": "models/tl-kf/scratch_seed0.keras",
+                   "rec": "results/recommend-kf-probe.nc",
+                   "rec_n": "results/recommend-kf-n7-probe.nc", "sweep": "results/sweep-kf.nc",
+                   "budget": "results/budget-kf.nc", "explain": "results/explain-kf.nc",
+                   "post": "results/aposteriori-kf.nc", "flows": "results/flows.nc",
+                   "base": "models/base.keras", "data": "data/kf", "report": "report.html"}
+
+
+def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
+    import importlib
+
+    from xtl.workspace import ExperimentCluster
+
+    ensemble = importlib.import_module("xtl.solver.ensemble")  # the module, not the function
+
+    closed = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def close(self):
+            closed.append(self.name)
+
+    started = []
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setattr(ensemble, "local_cluster",
+                        lambda n: started.append(n) or (Fake("cluster"), Fake("client")))
+    with ExperimentCluster() as cluster:
+        assert started == [] and not cluster.started  # lazily
+    with pytest.raises(RuntimeError):
+        with ExperimentCluster() as cluster:
+            assert cluster.client.name == "client" and cluster.client.name == "client"
+            raise RuntimeError("a stage failed")
+    assert len(started) == 1 and sorted(closed) == ["client", "cluster"]
+    given = Fake("given")
+    with ExperimentCluster(client=given) as cluster:
+        assert cluster.client is given
+    assert "given" not in closed  # a given client is the caller's to close

@@ -55,14 +55,420 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-__all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "DEMO_CONFIG"]
+from .options import FitOptions, Options
+
+__all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
+           "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
+           "RecommendConfig", "LesConfig", "les_closure_names"]
 
 
 class ConfigError(ValueError):
     """An invalid experiment configuration (the message names the key)."""
 
 
+def les_closure_names() -> tuple:
+    """Names of the physics closures the a posteriori stage may run (``les.baseline``).
+
+    The one list of them in the config: :class:`LesConfig` refuses any other name
+    and its default is all of them.
+
+    Returns
+    -------
+    tuple of str
+    """
+    return ("smagorinsky", "dynamic-smagorinsky")
+
+
+# --------------------------------------------------------------- value rules
+def _fail(key, message):
+    raise ConfigError(f"config key {key!r}: {message}")
+
+
+def _check_keys(section: dict, allowed: set, where: str):
+    if not isinstance(section, dict):
+        _fail(where, f"must be a table, got {type(section).__name__}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        _fail(f"{where}.{unknown[0]}" if where else unknown[0],
+              f"unknown key; expected one of {sorted(allowed)}")
+
+
+def _positive(value, key, integer=False, allow_zero=False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            not integer and not math.isfinite(value)):
+        _fail(key, f"must be a{'n integer' if integer else ' number'}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        _fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def _boolean(value, key):
+    if not isinstance(value, bool):
+        _fail(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _fraction(value, key):
+    value = _positive(value, key)
+    if value > 1:
+        _fail(key, f"must be in (0, 1], got {value}")
+    return value
+
+
+def _validation(value, key):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0 <= value < 1):
+        _fail(key, f"must be a fraction in [0, 1) of the samples held out for validation, "
+                   f"got {value!r}")
+    return value
+
+
+def _channels(value, key):
+    for c in value if isinstance(value, (list, tuple)) else [value]:
+        _positive(c, key, integer=True)
+    return value
+
+
+def _count(value, key):
+    return _positive(value, key, integer=True)
+
+
+def _number(value, key):
+    return _positive(value, key)
+
+
+def _seed(value, key):
+    return _positive(value, key, integer=True, allow_zero=True)
+
+
+#: How a value of each key must look, by key name, whichever table holds it.
+_RULES = {
+    "epochs": _count, "batch_size": _count, "patience": _count, "n_samples": _count,
+    "n_layers": _count, "kernel_size": _count, "initial_states": _count,
+    "learning_rate": _number, "t_end": _number, "save_interval": _number, "dt": _number,
+    "fraction": _fraction, "channels": _channels, "validation": _validation, "seed": _seed,
+    "enabled": _boolean, "renormalize": _boolean, "control": _boolean,
+}
+
+
+def _table(raw: dict, name: str, allowed: set) -> dict:
+    """The table ``name`` of ``raw`` (empty when absent), its keys checked."""
+    table = dict(raw.get(name, {}))
+    _check_keys(table, allowed, name)
+    return table
+
+
+def _network(raw) -> dict:
+    """``[network]`` as written (:class:`xtl.NetworkSpec` fields), its sizes checked."""
+    table = _table(raw, "network", _NETWORK_KEYS)
+    for key in ("n_layers", "kernel_size", "channels"):
+        if key in table:
+            _RULES[key](table[key], f"network.{key}")
+    return table
+
+
+def _fit_options(table: dict, where: str, **defaults) -> FitOptions:
+    """The :class:`~xtl.options.FitOptions` keys of a table, checked by their dotted names,
+    over ``defaults``."""
+    given = {k: _RULES[k](table[k], f"{where}.{k}") for k in _FIT_KEYS if k in table}
+    return FitOptions(**{**defaults, **given})
+
+
+# ------------------------------------------------------------------ sections
+class Section(Options):
+    """A config table as a frozen dataclass: its fields are checked by the key rules
+    (errors name ``section.key``), then by the section's own :meth:`check`."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _RULES and not (value is None and f.default is None):
+                _RULES[f.name](value, f"{self.section}.{f.name}")
+        self.check()
+
+    def check(self) -> None:
+        """Checks across keys, and normalising lists to tuples (in place)."""
+
+    def _set(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def to_table(self) -> dict:
+        """The section as a JSON-able table (tuples as lists, fit options as a table).
+
+        Returns
+        -------
+        dict
+        """
+        def plain(v):
+            if isinstance(v, Options):
+                return v.to_dict()
+            return list(v) if isinstance(v, tuple) else v
+        return {k: plain(v) for k, v in self.to_dict().items()}
+
+
+@dataclass(frozen=True)
+class TrainingConfig(Section):
+    """``[training]``: how the base network is fitted (:func:`xtl.train`).
+
+    Attributes
+    ----------
+    fit : FitOptions
+        ``epochs``, ``batch_size``, ``learning_rate``, ``patience``, ``seed`` (default
+        ``experiment.seed``).
+    validation : float
+        Fraction of the training samples held out for validation.
+    learning_curve : tuple of float
+        Fractions in (0, 1) of the base training set to train on as well.
+    """
+
+    section: ClassVar[str] = "training"
+    fit: FitOptions = field(default_factory=FitOptions)
+    validation: float | None = 0.1
+    learning_curve: tuple = ()
+
+    def check(self):
+        curve = self.learning_curve
+        if not isinstance(curve, (list, tuple)) or any(
+                isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
+                for f in curve):
+            _fail("training.learning_curve", "must be a list of fractions in (0, 1) of the "
+                                             f"base training set, got {curve!r}")
+        self._set("learning_curve", tuple(curve))
+
+    def train_kwargs(self) -> dict:
+        """Keyword arguments of :func:`xtl.train`."""
+        fit = self.fit
+        return dict(epochs=fit.epochs, batch_size=fit.batch_size, seed=fit.seed,
+                    learning_rate=fit.learning_rate, patience=fit.patience,
+                    validation=self.validation)
+
+
+@dataclass(frozen=True)
+class TransferConfig(Section):
+    """``[transfer]``: how a layer is re-trained (:func:`xtl.transfer`) and on how much.
+
+    Attributes
+    ----------
+    fit : FitOptions
+        As in :class:`TrainingConfig` (``seed`` is unused: the sweep has its seeds).
+    validation : float
+        Fraction of the re-training samples held out for validation.
+    fraction : float
+        Re-training set size as a fraction of the base training set's size.
+    n_samples : int, optional
+        Or this many samples (capped by the target's pool).
+    renormalize : bool
+        As in :func:`xtl.transfer`.
+    """
+
+    section: ClassVar[str] = "transfer"
+    fit: FitOptions = field(default_factory=FitOptions)
+    validation: float | None = 0.1
+    fraction: float = 0.1
+    n_samples: int | None = None
+    renormalize: bool = False
+
+    def transfer_kwargs(self) -> dict:
+        """Keyword arguments of :func:`xtl.transfer` the sweep passes on (not the seed)."""
+        fit = self.fit
+        return dict(epochs=fit.epochs, batch_size=fit.batch_size,
+                    learning_rate=fit.learning_rate, patience=fit.patience,
+                    validation=self.validation, renormalize=self.renormalize)
+
+
+@dataclass(frozen=True)
+class SweepConfig(Section):
+    """``[sweep]``: which layers are re-trained, under which seeds, with which baselines.
+
+    Attributes
+    ----------
+    enabled : bool
+        False: re-train only the recommended layers.
+    layers : tuple of int, optional
+        Sweep only these (plus the recommended); None: every layer.
+    seeds : int or tuple of int
+        A count (``seed``, ``seed + 1``, ...) or the seeds.
+    baselines : tuple of str
+        Among :data:`xtl.sweep.BASELINES`.
+    alpha : float
+        Significance level of the best set.
+    """
+
+    section: ClassVar[str] = "sweep"
+    enabled: bool = True
+    layers: tuple | None = None
+    seeds: int | tuple = 1
+    baselines: tuple = ()
+    alpha: float = 0.05
+
+    def check(self):
+        from .sweep import BASELINES
+
+        seeds = self.seeds
+        if isinstance(seeds, (list, tuple)):
+            if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                for s in seeds) or len(set(seeds)) != len(seeds):
+                _fail("sweep.seeds", "must be a count >= 1 or a list of distinct ints >= 0, "
+                                     f"got {seeds!r}")
+            self._set("seeds", tuple(seeds))
+        else:
+            _positive(seeds, "sweep.seeds", integer=True)
+        if not isinstance(self.baselines, (list, tuple)) or any(
+                b not in BASELINES for b in self.baselines):
+            _fail("sweep.baselines", f"must be a list among {list(BASELINES)}, got "
+                                     f"{self.baselines!r}")
+        self._set("baselines", tuple(self.baselines))
+        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
+            _fail("sweep.alpha", f"must be a number in (0, 1), got {self.alpha!r}")
+        self._check_layers()
+
+    def _check_layers(self):
+        layers = self.layers
+        if layers is None:
+            return
+        if not isinstance(layers, (list, tuple)) or not layers or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in layers):
+            _fail("sweep.layers", f"must be a list of layer numbers >= 1, got {layers!r}")
+        self._set("layers", tuple(layers))
+
+    def sweeps_every_layer(self) -> bool:
+        """Whether the sweep re-trains every layer (so needs no recommendation)."""
+        return self.enabled and self.layers is None
+
+
+@dataclass(frozen=True)
+class BudgetConfig(Section):
+    """``[budget]``: the sweep at other re-training set sizes (disabled by default).
+
+    Attributes
+    ----------
+    enabled : bool
+    target : str
+        The target swept (checked against the targets by :func:`parse_config`).
+    fractions : tuple of float
+        Re-training set sizes in (0, 1] of the base training set's size, sorted.
+    """
+
+    section: ClassVar[str] = "budget"
+    enabled: bool = False
+    target: str | None = None
+    fractions: tuple = ()
+
+    def check(self):
+        if not self.enabled:
+            return
+        fractions = self.fractions
+        if not isinstance(fractions, (list, tuple)) or not fractions or any(
+                isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+                for f in fractions):
+            _fail("budget.fractions", "must be a list of fractions in (0, 1] of the base "
+                                      f"training set's size, got {fractions!r}")
+        self._set("fractions", tuple(sorted(float(f) for f in fractions)))
+        if not isinstance(self.target, str):
+            _fail("budget.target", f"must name a target, got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class RecommendConfig(Section):
+    """``[recommend]``: the recommenders run before any re-training.
+
+    Attributes
+    ----------
+    methods : tuple of str
+        Registered recommenders (default all, :func:`xtl.recommend.available_recommenders`).
+    default : str
+        The one the report leads with (default ``"probe"`` when run).
+    options : dict
+        ``{method: {option: value}}``, keyword-only options of each method.
+    """
+
+    section: ClassVar[str] = "recommend"
+    methods: tuple | None = None
+    default: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def check(self):
+        from .recommend import DEFAULT_METHOD, available_recommenders
+
+        known = available_recommenders()
+        chosen = known if self.methods is None else self.methods
+        if not isinstance(chosen, (list, tuple)) or not chosen or any(
+                m not in known for m in chosen):
+            _fail("recommend.methods", f"must be a list among {known}, got {chosen!r}")
+        self._set("methods", tuple(chosen))
+        default = self.default
+        if default is None:
+            default = DEFAULT_METHOD if DEFAULT_METHOD in chosen else chosen[0]
+        if default not in chosen:
+            _fail("recommend.default", f"must be one of recommend.methods {list(chosen)}, "
+                                       f"got {default!r}")
+        self._set("default", default)
+        for method, table in self.options.items():
+            _method_options(method, table, known)
+
+    def method_options(self, method: str) -> dict:
+        """The configured options of ``method`` (a copy)."""
+        return dict(self.options.get(method, {}))
+
+
+def _method_options(method, table, known) -> None:
+    """Options of a recommender, checked against its signature."""
+    import inspect
+
+    from .recommend import recommender
+
+    where = f"recommend.{method}"
+    if method not in known:
+        _fail(where, f"unknown recommender; expected one of {known}")
+    if not isinstance(table, dict):
+        _fail(where, f"must be a table of the method's options, got {table!r}")
+    params = inspect.signature(recommender(method)).parameters
+    _check_keys(table, {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}, where)
+
+
+@dataclass(frozen=True)
+class LesConfig(Section):
+    """``[les]``: the a posteriori stage — the one place its defaults live.
+
+    Attributes
+    ----------
+    enabled : bool
+    t_end, save_interval : float
+        Length of each LES run and its output interval (``save_interval <= t_end``).
+    initial_states : int
+        Held-out target states each closure starts from.
+    dt : float, optional
+        LES time step (default the LES case's).
+    baseline : tuple of str
+        Physics closures among :func:`les_closure_names` (default all of them).
+    """
+
+    section: ClassVar[str] = "les"
+    enabled: bool = True
+    t_end: float = 5.0
+    save_interval: float = 0.5
+    initial_states: int = 1
+    dt: float | None = None
+    baseline: tuple = field(default_factory=les_closure_names)
+
+    def check(self):
+        valid = les_closure_names()
+        names = [self.baseline] if isinstance(self.baseline, str) else self.baseline
+        if not isinstance(names, (list, tuple)) or any(b not in valid for b in names):
+            _fail("les.baseline", f"must be one of {list(valid)} or a list of them "
+                                  f"(no closure always runs), got {self.baseline!r}")
+        self._set("baseline", tuple(names))
+        if self.save_interval > self.t_end:
+            _fail("les.save_interval", f"must not exceed les.t_end = {self.t_end}, got "
+                                       f"{self.save_interval}")
+
+
+# --------------------------------------------------------------------- flows
 _FLOW_KEYS = {
     "name", "case", "members", "spin_up", "t_end", "save_interval", "filter", "overrides",
     "control",
@@ -88,7 +494,7 @@ class FlowConfig:
     spin_up, t_end, save_interval : float
         As in :func:`xtl.simulate`.
     filter : str
-        Filter of the coarse-graining (``"gaussian"``, ``"box"``, ``"sharp"``).
+        Filter of the coarse-graining (one of :data:`xtl.coarse.FILTERS`).
     control : bool
         A target that is meant to be close to the base (a control): the experiment
         does not stop when it differs from the base by less than ``min_decades``.
@@ -111,108 +517,14 @@ class FlowConfig:
         return get_case(self.case, **self.overrides)
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole experiment; see the module docstring for the TOML layout."""
+def _check_filter(flow: FlowConfig, n_les: int, where: str) -> None:
+    """Refuse a filter the coarse-graining does not know, with its message."""
+    from .coarse import filter_transfer_function
 
-    name: str
-    seed: int
-    base: FlowConfig
-    targets: tuple
-    network: dict
-    training: dict
-    transfer: dict
-    sweep: dict
-    les: dict
-    min_decades: float = 0.3
-    budget: dict = field(default_factory=dict)
-    recommend: dict = field(default_factory=dict)
-
-    @property
-    def seeds(self) -> list:
-        """The sweep's seeds: ``[seed, seed + 1, ...]`` for a count, or the list given."""
-        seeds = self.sweep.get("seeds", 1)
-        return [self.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
-
-    def target(self, name: str) -> FlowConfig:
-        """The target flow called ``name``."""
-        for t in self.targets:
-            if t.name == name:
-                return t
-        raise KeyError(f"no target named {name!r}; targets are {[t.name for t in self.targets]}")
-
-    def to_dict(self) -> dict:
-        """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
-
-    def digest(self, *parts) -> str:
-        """A short stable hash of the named parts of the config (``"base"``, ...)."""
-        d = self.to_dict()
-        payload = json.dumps([d[p] if isinstance(p, str) and p in d else p for p in parts],
-                             sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-#: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
-#: (another forcing wavenumber and a β-plane), two seeds per layer, sized for a 2-core CPU.
-DEMO_CONFIG = {
-    "experiment": {"name": "demo", "seed": 0},
-    "base": {"case": "small-base", "members": 2, "spin_up": 20.0, "t_end": 30.0,
-             "save_interval": 0.1},
-    "targets": [
-        {"case": "small-kf", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
-        {"case": "small-beta", "members": 1, "spin_up": 20.0, "t_end": 30.0,
-         "save_interval": 0.1},
-    ],
-    "network": {"n_layers": 6, "channels": 24, "kernel_size": 5, "padding": "zeros"},
-    "training": {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "validation": 0.1},
-    "transfer": {"fraction": 0.1, "epochs": 40, "patience": 6, "batch_size": 4,
-                 "learning_rate": 2e-3, "validation": 0.2},
-    "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch"]},
-    "recommend": {"probe": {"epochs": 4}},
-    "les": {"enabled": True, "t_end": 3.0, "save_interval": 0.25, "initial_states": 2,
-            "baseline": ["smagorinsky", "dynamic-smagorinsky"]},
-}
-
-#: Physics closures the a posteriori stage may run (``les.baseline``) besides no closure.
-LES_BASELINES = ("smagorinsky", "dynamic-smagorinsky")
-#: Defaults of the ``[les]`` keys that are not given.
-LES_DEFAULTS = {"enabled": True, "t_end": 5.0, "save_interval": 0.5, "initial_states": 1,
-                "dt": None, "baseline": list(LES_BASELINES)}
-
-_SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
-             "budget", "recommend"}
-_TRAINING_KEYS = {"epochs", "batch_size", "learning_rate", "validation", "patience", "seed"}
-_TRANSFER_KEYS = _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"}
-_BASE_TRAINING_KEYS = _TRAINING_KEYS | {"learning_curve"}
-_SWEEP_KEYS = {"enabled", "layers", "seeds", "baselines", "alpha"}
-_BUDGET_KEYS = {"enabled", "target", "fractions"}
-_RECOMMEND_KEYS = {"methods", "default"}
-_LES_KEYS = {"enabled", "t_end", "save_interval", "baseline", "initial_states", "dt"}
-_NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
-
-
-def _fail(key, message):
-    raise ConfigError(f"config key {key!r}: {message}")
-
-
-def _check_keys(section: dict, allowed: set, where: str):
-    if not isinstance(section, dict):
-        _fail(where, f"must be a table, got {type(section).__name__}")
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        _fail(f"{where}.{unknown[0]}" if where else unknown[0],
-              f"unknown key; expected one of {sorted(allowed)}")
-
-
-def _positive(value, key, integer=False, allow_zero=False):
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and not math.isfinite(value)):
-        _fail(key, f"must be a{'n integer' if integer else ' number'}, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        _fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
+    try:  # coarse's own rule (its FILTERS and their aliases), at the flow's LES grid
+        filter_transfer_function(n_les, flow.filter)
+    except ValueError as err:
+        _fail(f"{where}.filter", str(err))
 
 
 def _flow(raw: dict, where: str) -> FlowConfig:
@@ -245,137 +557,166 @@ def _flow(raw: dict, where: str) -> FlowConfig:
     if flow.t_end < flow.spin_up:
         _fail(f"{where}.t_end", f"must not be smaller than spin_up={flow.spin_up}")
     try:
-        flow.make_case()
+        case = flow.make_case()
     except (TypeError, ValueError) as err:
         _fail(where, str(err))
+    _check_filter(flow, case.n_les, where)
     return flow
 
 
-def _training_section(raw) -> dict:
-    section = _section(raw, "training", _BASE_TRAINING_KEYS)
-    curve = section.get("learning_curve", [])
-    if not isinstance(curve, list) or any(isinstance(f, bool) or not isinstance(f, (int, float))
-                                          or not 0 < f < 1 for f in curve):
-        _fail("training.learning_curve", "must be a list of fractions in (0, 1) of the base "
-                                         f"training set, got {curve!r}")
-    return section
+# ---------------------------------------------------------------- experiment
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment; see the module docstring for the TOML layout.
+
+    Every table is parsed once into its typed section (:class:`TrainingConfig`,
+    :class:`LesConfig`, ...); ``source`` keeps the validated tables as written:
+    ``config.json`` stores them (``xtl report`` re-reads it) and the stages hash
+    them (:meth:`table`), so a default is not part of a stage's key.
+    """
+
+    name: str
+    seed: int
+    base: FlowConfig
+    targets: tuple
+    network: dict
+    training: TrainingConfig
+    transfer: TransferConfig
+    sweep: SweepConfig
+    les: LesConfig
+    min_decades: float = 0.3
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    source: dict | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def seeds(self) -> list:
+        """The sweep's seeds: ``[seed, seed + 1, ...]`` for a count, or the list given."""
+        seeds = self.sweep.seeds
+        return [self.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
+
+    @property
+    def flows(self) -> tuple:
+        """The base and every target."""
+        return (self.base, *self.targets)
+
+    def target(self, name: str) -> FlowConfig:
+        """The target flow called ``name``."""
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(f"no target named {name!r}; targets are {[t.name for t in self.targets]}")
+
+    def tables(self) -> dict:
+        """The TOML tables as written (a copy): what ``config.json`` stores.
+
+        Raises
+        ------
+        ValueError
+            The config was not made by :func:`parse_config` (it has no ``source``).
+        """
+        if self.source is None:
+            raise ValueError("this ExperimentConfig has no source tables; make it with "
+                             "xtl.config.load_config")
+        return copy.deepcopy(self.source)
+
+    def table(self, name: str) -> dict:
+        """The TOML table ``name`` as written (``{}`` when absent); see :meth:`tables`."""
+        return self.tables().get(name, {})
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return json.loads(json.dumps(d, default=str))
+
+    def digest(self, *parts) -> str:
+        """A short stable hash of the named parts of the config (``"base"``, ...)."""
+        d = self.to_dict()
+        payload = json.dumps([d[p] if isinstance(p, str) and p in d else p for p in parts],
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _boolean(value, key):
-    if not isinstance(value, bool):
-        _fail(key, f"must be true or false, got {value!r}")
-    return value
+#: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
+#: (another forcing wavenumber and a β-plane), two seeds per layer, sized for a 2-core CPU.
+DEMO_CONFIG = {
+    "experiment": {"name": "demo", "seed": 0},
+    "base": {"case": "small-base", "members": 2, "spin_up": 20.0, "t_end": 30.0,
+             "save_interval": 0.1},
+    "targets": [
+        {"case": "small-kf", "members": 1, "spin_up": 20.0, "t_end": 30.0, "save_interval": 0.1},
+        {"case": "small-beta", "members": 1, "spin_up": 20.0, "t_end": 30.0,
+         "save_interval": 0.1},
+    ],
+    "network": {"n_layers": 6, "channels": 24, "kernel_size": 5, "padding": "zeros"},
+    "training": {"epochs": 30, "batch_size": 16, "learning_rate": 1e-3, "validation": 0.1},
+    "transfer": {"fraction": 0.1, "epochs": 40, "patience": 6, "batch_size": 4,
+                 "learning_rate": 2e-3, "validation": 0.2},
+    "sweep": {"enabled": True, "seeds": 2, "baselines": ["scratch"]},
+    "recommend": {"probe": {"epochs": 4}},
+    "les": {"enabled": True, "t_end": 3.0, "save_interval": 0.25, "initial_states": 2,
+            "baseline": ["smagorinsky", "dynamic-smagorinsky"]},
+}
+
+_SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
+             "budget", "recommend"}
+_FIT_KEYS = ("epochs", "batch_size", "learning_rate", "patience", "seed")
+_TRAINING_KEYS = set(_FIT_KEYS) | {"validation"}
+_NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
 
-def _sweep_section(raw) -> dict:
-    from .sweep import BASELINES
-
-    section = _section(raw, "sweep", _SWEEP_KEYS)
-    seeds = section.get("seeds", 1)
-    if isinstance(seeds, list):
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                            for s in seeds) or len(set(seeds)) != len(seeds):
-            _fail("sweep.seeds", f"must be a count >= 1 or a list of distinct ints >= 0, got "
-                                 f"{seeds!r}")
-    else:
-        _positive(seeds, "sweep.seeds", integer=True)
-    baselines = section.get("baselines", [])
-    if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines):
-        _fail("sweep.baselines", f"must be a list among {list(BASELINES)}, got {baselines!r}")
-    if "alpha" in section and not (isinstance(section["alpha"], float)
-                                   and 0 < section["alpha"] < 1):
-        _fail("sweep.alpha", f"must be a number in (0, 1), got {section['alpha']!r}")
-    return section
+def _training(raw, seed: int) -> TrainingConfig:
+    """``[training]``; its seed defaults to the experiment's."""
+    table = _table(raw, "training", _TRAINING_KEYS | {"learning_curve"})
+    return TrainingConfig(fit=_fit_options(table, "training", seed=seed),
+                          validation=table.get("validation", 0.1),
+                          learning_curve=table.get("learning_curve", ()))
 
 
-def _budget_section(raw, target_names) -> dict:
-    section = _section(raw, "budget", _BUDGET_KEYS)
-    if not section.get("enabled", bool(section)):
-        return {}
-    fractions = section.get("fractions")
-    if not isinstance(fractions, list) or not fractions or any(
-            isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
-            for f in fractions):
-        _fail("budget.fractions", "must be a list of fractions in (0, 1] of the base training "
-                                  f"set's size, got {fractions!r}")
-    target = section.get("target", target_names[0])
+def _transfer(raw) -> TransferConfig:
+    table = _table(raw, "transfer", _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"})
+    rest = {k: table[k] for k in ("validation", "fraction", "n_samples", "renormalize")
+            if k in table}
+    return TransferConfig(fit=_fit_options(table, "transfer"), **rest)
+
+
+def _budget(raw, target_names) -> BudgetConfig:
+    table = _table(raw, "budget", {"enabled", "target", "fractions"})
+    if not table.get("enabled", bool(table)):
+        return BudgetConfig()
+    target = table.get("target", target_names[0])
+    budget = BudgetConfig(enabled=True, target=target, fractions=table.get("fractions"))
     if target not in target_names:
         _fail("budget.target", f"must name a target, one of {target_names}; got {target!r}")
-    return {"enabled": True, "target": target, "fractions": sorted(float(f) for f in fractions)}
+    return budget
 
 
-def _recommend_section(raw) -> dict:
-    from .recommend import DEFAULT_METHOD, available_recommenders
+def _recommend(raw) -> RecommendConfig:
+    from .recommend import available_recommenders
 
-    section = dict(raw.get("recommend", {}))
     methods = set(available_recommenders())
-    _check_keys(section, _RECOMMEND_KEYS | methods, "recommend")
-    chosen = section.get("methods", sorted(methods))
-    if not isinstance(chosen, list) or not chosen or any(m not in methods for m in chosen):
-        _fail("recommend.methods", f"must be a list among {sorted(methods)}, got {chosen!r}")
-    default = section.get("default", DEFAULT_METHOD if DEFAULT_METHOD in chosen else chosen[0])
-    if default not in chosen:
-        _fail("recommend.default", f"must be one of recommend.methods {chosen}, got "
-                                   f"{default!r}")
-    options = {}
-    for m in methods & set(section):
-        options[m] = _method_options(m, section[m])
-    return {"methods": list(chosen), "default": default, "options": options}
+    table = _table(raw, "recommend", {"methods", "default"} | methods)
+    return RecommendConfig(methods=table.get("methods"), default=table.get("default"),
+                           options={m: table[m] for m in methods & set(table)})
 
 
-def _method_options(method, table) -> dict:
-    """Options of a recommender, checked against its signature."""
-    import inspect
-
-    from .recommend import recommender
-
-    where = f"recommend.{method}"
-    if not isinstance(table, dict):
-        _fail(where, f"must be a table of the method's options, got {table!r}")
-    params = inspect.signature(recommender(method)).parameters
-    allowed = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
-    _check_keys(table, allowed, where)
-    return dict(table)
-
-
-def _les_section(raw) -> dict:
-    section = _section(raw, "les", _LES_KEYS)
-    if "enabled" in section:
-        _boolean(section["enabled"], "les.enabled")
-    if "initial_states" in section:
-        _positive(section["initial_states"], "les.initial_states", integer=True)
-    if "dt" in section:
-        _positive(section["dt"], "les.dt")
-    baseline = section.get("baseline", list(LES_BASELINES))
-    names = [baseline] if isinstance(baseline, str) else baseline
-    if not isinstance(names, list) or any(b not in LES_BASELINES for b in names):
-        _fail("les.baseline", f"must be one of {list(LES_BASELINES)} or a list of them "
-                              f"(no closure always runs), got {baseline!r}")
-    t_end, save = section.get("t_end", LES_DEFAULTS["t_end"]), section.get(
-        "save_interval", LES_DEFAULTS["save_interval"])
-    if save > t_end:
-        _fail("les.save_interval", f"must not exceed les.t_end = {t_end}, got {save}")
-    return section
-
-
-def _section(raw, name, allowed):
-    section = dict(raw.get(name, {}))
-    _check_keys(section, allowed, name)
-    for key in ("epochs", "batch_size", "n_samples", "patience", "n_layers", "kernel_size"):
-        if key in section:
-            _positive(section[key], f"{name}.{key}", integer=True)
-    for key in ("learning_rate", "t_end", "save_interval"):
-        if key in section:
-            _positive(section[key], f"{name}.{key}")
-    if "fraction" in section:
-        value = _positive(section["fraction"], f"{name}.fraction")
-        if value > 1:
-            _fail(f"{name}.fraction", f"must be in (0, 1], got {value}")
-    if "channels" in section:
-        channels = section["channels"]
-        for c in channels if isinstance(channels, list) else [channels]:
-            _positive(c, f"{name}.channels", integer=True)
-    return section
+def _flows(raw) -> tuple:
+    """(base, targets) of ``raw``, their names unique."""
+    if "base" not in raw:
+        _fail("base", "is missing (the base flow)")
+    targets = raw.get("targets")
+    if not targets:
+        _fail("targets", "is missing: give at least one [[targets]] table")
+    if not isinstance(targets, list):
+        _fail("targets", "must be an array of tables ([[targets]])")
+    flows = [_flow(t, f"targets[{i}]") for i, t in enumerate(targets)]
+    base = _flow(raw["base"], "base")
+    names = [base.name] + [f.name for f in flows]
+    if len(set(names)) != len(names):
+        _fail("targets", f"flow names (base and targets) must be unique, got {names}: give a "
+                         "target that reuses a preset its own `name`")
+    return base, tuple(flows)
 
 
 def parse_config(raw: dict) -> ExperimentConfig:
@@ -398,39 +739,22 @@ def parse_config(raw: dict) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a table, got {type(raw).__name__}")
     _check_keys(raw, _SECTIONS, "")
-    experiment = dict(raw.get("experiment", {}))
-    _check_keys(experiment, {"name", "seed", "min_decades"}, "experiment")
-    if "base" not in raw:
-        _fail("base", "is missing (the base flow)")
-    targets = raw.get("targets")
-    if not targets:
-        _fail("targets", "is missing: give at least one [[targets]] table")
-    if not isinstance(targets, list):
-        _fail("targets", "must be an array of tables ([[targets]])")
-    flows = [_flow(t, f"targets[{i}]") for i, t in enumerate(targets)]
-    base = _flow(raw["base"], "base")
-    names = [base.name] + [f.name for f in flows]
-    if len(set(names)) != len(names):
-        _fail("targets", f"flow names (base and targets) must be unique, got {names}: give a "
-                         "target that reuses a preset its own `name`")
+    experiment = _table(raw, "experiment", {"name", "seed", "min_decades"})
+    base, targets = _flows(raw)
     seed = experiment.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         _fail("experiment.seed", f"must be an integer, got {seed!r}")
+    _seed(seed, "experiment.seed")
     min_decades = _positive(experiment.get("min_decades", 0.3), "experiment.min_decades",
                             allow_zero=True)
+    les = _table(raw, "les", set(LesConfig.names()))
+    sweep = _table(raw, "sweep", set(SweepConfig.names()))
     return ExperimentConfig(
-        name=str(experiment.get("name", "experiment")),
-        seed=seed,
-        base=base,
-        targets=tuple(flows),
-        network=_section(raw, "network", _NETWORK_KEYS),
-        training=_training_section(raw),
-        transfer=_section(raw, "transfer", _TRANSFER_KEYS),
-        sweep=_sweep_section(raw),
-        les=_les_section(raw),
-        min_decades=float(min_decades),
-        budget=_budget_section(raw, [f.name for f in flows]),
-        recommend=_recommend_section(raw),
+        name=str(experiment.get("name", "experiment")), seed=seed, base=base, targets=targets,
+        network=_network(raw), training=_training(raw, seed),
+        transfer=_transfer(raw), sweep=SweepConfig(**sweep), les=LesConfig(**les),
+        min_decades=float(min_decades), budget=_budget(raw, [f.name for f in targets]),
+        recommend=_recommend(raw), source=copy.deepcopy(raw),
     )
 
 

@@ -152,23 +152,24 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
                                   f"{workers} workers", steps * rates["dns_step"][flow.name]
                                   / min(workers, flow.members)))
     n_base = int(_snapshots(config.base) * (1 - _TEST_FRACTION))
-    validation = float(config.training.get("validation", 0.1))
-    epochs = int(config.training.get("epochs", 20))
+    validation = config.training.validation or 0.0
+    epochs = config.training.fit.epochs
     n_fit = int(n_base * (1 - validation))
     rows.append(StageEstimate("base-model", f"{n_fit} samples x {epochs} epochs",
                               n_fit * epochs * rates["train_sample_epoch"]))
     tl = config.transfer
-    n_tl = int(tl["n_samples"]) if "n_samples" in tl else \
-        max(2, int(round(float(tl.get("fraction", 0.1)) * n_base)))
-    tl_fit = max(1, int(n_tl * (1 - float(tl.get("validation", 0.1)))))
-    cap = int(tl.get("epochs", 20))
+    n_tl = tl.n_samples if tl.n_samples is not None else \
+        max(2, int(round(tl.fraction * n_base)))
+    tl_validation = tl.validation or 0.0
+    tl_fit = max(1, int(n_tl * (1 - tl_validation)))
+    cap = tl.fit.epochs
     n_layers = int(config.network.get("n_layers", 11))
     seeds = len(config.seeds)
-    probe = int(config.recommend["options"].get("probe", {}).get("epochs", 5))
-    baselines = config.sweep.get("baselines", [])
+    probe = int(config.recommend.method_options("probe").get("epochs", 5))
+    baselines = config.sweep.baselines
     for target in config.targets:
         pool = int(_snapshots(target) * (1 - _TEST_FRACTION))
-        if "probe" in config.recommend["methods"]:
+        if "probe" in config.recommend.methods:
             rows.append(StageEstimate(f"recommend-{target.name}",
                                       f"probe: {n_layers} layers x {probe} epochs",
                                       n_layers * probe * tl_fit * rates["transfer_sample_epoch"]))
@@ -182,15 +183,15 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             text += f" + full target ({int(pool * 0.9)} samples)"
         rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
                                   work / workers))
-        if config.les.get("enabled", True):
+        if config.les.enabled:
             rows.append(_aposteriori_estimate(config, target, rates))
-    if config.budget:  # the main sweep's fraction is already counted
-        target = config.budget["target"]
-        for fraction in config.budget["fractions"]:
+    if config.budget.enabled:  # the main sweep's fraction is already counted
+        target = config.budget.target
+        for fraction in config.budget.fractions:
             n = max(2, int(round(fraction * n_base)))
             if n == n_tl:
                 continue
-            fit = max(1, int(n * (1 - float(tl.get("validation", 0.1)))))
+            fit = max(1, int(n * (1 - tl_validation)))
             rows.append(StageEstimate(
                 f"budget-{target}", f"{n_layers} layers x {seeds} seeds x {fit} samples x "
                 f"{cap} epochs", n_layers * seeds * fit * cap * rates["transfer_sample_epoch"]
@@ -200,14 +201,11 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
 
 def _aposteriori_estimate(config, target, rates) -> StageEstimate:
     """Every closure from every initial state: the network runs dominate."""
-    from .config import LES_DEFAULTS
-
-    les = {**LES_DEFAULTS, **config.les}
-    states = int(les["initial_states"])
-    steps = int(round(float(les["t_end"]) / float(les["dt"] or rates["les_dt"])))
-    networks = 2 + len(config.sweep.get("baselines", []))  # BNN, TLNN and the baselines
-    baseline = les["baseline"]
-    physics = 1 + len([baseline] if isinstance(baseline, str) else baseline)
+    les = config.les
+    states = les.initial_states
+    steps = int(round(les.t_end / (les.dt or rates["les_dt"])))
+    networks = 2 + len(config.sweep.baselines)  # BNN, TLNN and the baselines
+    physics = 1 + len(les.baseline)
     work = states * steps * (networks * rates["les_step"] + physics * rates["les_physics_step"])
     workers = min(rates["workers"], states * (networks + physics))
     return StageEstimate(f"aposteriori-{target.name}",

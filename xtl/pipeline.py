@@ -31,12 +31,14 @@ experiment resumes where it stopped):
 9. ``report``: ``report.html`` with PNG figures beside it.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
-task per layer and seed.
+task per layer and seed. The folder's layout is :class:`xtl.workspace.ExperimentPaths`,
+the skipping :class:`xtl.workspace.StageCache`; each stage is a function of
+what it needs (the config, the paths, the flows' data, the cluster) and
+:class:`Experiment` only wires them together.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -45,15 +47,13 @@ import xarray as xr
 
 from .config import ExperimentConfig, load_config
 from .io import load_dataset
+from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
-__all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ"]
+__all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
+           "FlowData", "stage_inputs", "split_train_test", "n_samples"]
 
 #: Fraction of each flow's snapshots (the latest times) held out for testing.
 TEST_FRACTION = 0.25
-
-
-def _log(message: str) -> None:
-    print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _train_and_score(train_ds, test_ds, network, kwargs, progress, fraction=None):
@@ -151,14 +151,456 @@ def n_samples(ds: xr.Dataset) -> int:
     return count_samples(ds["pi"])
 
 
+# ---------------------------------------------------------------------- data
+class FlowData:
+    """The LES data of the experiment's flows, each run (or re-opened) on first use.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    paths : ExperimentPaths
+    cluster : ExperimentCluster
+        Runs the DNS ensembles.
+    progress : bool, optional
+    """
+
+    def __init__(self, config: ExperimentConfig, paths: ExperimentPaths,
+                 cluster: ExperimentCluster, progress=None):
+        self.config = config
+        self.paths = paths
+        self.cluster = cluster
+        self.progress = progress
+        self._data: dict = {}
+
+    def les(self, flow) -> xr.Dataset:
+        """The LES data of ``flow`` (complete members only)."""
+        if flow.name not in self._data:
+            self._data[flow.name] = self._run_ensemble(flow)
+        return self._data[flow.name]
+
+    def _run_ensemble(self, flow) -> xr.Dataset:
+        from .solver.ensemble import ensemble
+
+        case = flow.make_case()
+        ds = ensemble(
+            case, seeds=[self.config.seed + i for i in range(flow.members)],
+            t_end=flow.t_end, save_interval=flow.save_interval, spin_up=flow.spin_up,
+            directory=self.paths.data(flow.name),
+            les=dict(n_les=case.n_les, filter=flow.filter),
+            client=self.cluster.client, scheduler=self.cluster.scheduler,
+            progress=self.progress,
+        )
+        ok = ds.status == "complete"
+        if not bool(ok.all()):
+            log(f"{flow.name}: {int((~ok).sum())} member(s) failed: "
+                f"{sorted(set(ds.error.values[~ok.values].tolist()))}")
+        ds = ds.sel(member=ok)
+        ds.attrs["case_name"] = flow.name
+        return ds
+
+    def run_concurrently(self, flows) -> None:
+        """Run the DNS ensembles of ``flows`` at once on one cluster (threads submit)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        flows = list(flows)
+        _ = self.cluster.client  # start the one cluster before the threads share it
+        with ThreadPoolExecutor(len(flows)) as pool:
+            list(pool.map(self.les, flows))
+
+    def base_train(self) -> xr.Dataset:
+        """The base flow's training part (the test part is not used)."""
+        return split_train_test(self.les(self.config.base))[0]
+
+    def target_sets(self, target) -> tuple:
+        """(re-training pool, test set) of a target flow."""
+        return split_train_test(self.les(target))
+
+    def n_transfer(self, target, fraction=None) -> int:
+        """Target samples for re-training: a fraction of the base training set's size.
+
+        ``transfer.n_samples`` when given (and no ``fraction``), else ``fraction``
+        (default ``transfer.fraction``) of the base training set, capped by the pool.
+        """
+        transfer = self.config.transfer
+        pool = n_samples(self.target_sets(target)[0])
+        if fraction is None and transfer.n_samples is not None:
+            return min(transfer.n_samples, pool)
+        fraction = transfer.fraction if fraction is None else fraction
+        wanted = int(round(fraction * n_samples(self.base_train())))
+        return max(2, min(wanted, pool))
+
+
+# ---------------------------------------------------------------------- stages
+def stage_inputs(config: ExperimentConfig) -> dict:
+    """What each stage's key hashes, by stage name (``"@stage"``: that stage's key).
+
+    The tables a stage reads are hashed as written (:meth:`ExperimentConfig.table`),
+    so a stage reruns when what was written changes, not when a default is spelt
+    out; the report's key (all the others) is added when it runs.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+
+    Returns
+    -------
+    dict
+        ``{stage: [input, ...]}`` in the order the stages run.
+    """
+    inputs = {f"data-{f.name}": [f.__dict__.copy(), config.seed] for f in config.flows}
+    inputs["flows"] = [f"@data-{f.name}" for f in config.flows]
+    inputs["base-model"] = [f"@data-{config.base.name}", config.network,
+                            config.table("training")]
+    transfer, recommend = config.table("transfer"), config.recommend.to_table()
+    for target in config.targets:
+        t = target.name
+        inputs[f"recommend-{t}"] = ["@base-model", f"@data-{t}", transfer, config.seeds,
+                                    recommend]
+        needs = [] if config.sweep.sweeps_every_layer() else [f"@recommend-{t}"]
+        inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, config.table("sweep"),
+                                *needs]
+        inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
+        if config.les.enabled:
+            inputs[f"aposteriori-{t}"] = [f"@sweep-{t}", config.table("les")]
+    if config.budget.enabled:
+        t = config.budget.target
+        inputs[f"budget-{t}"] = [f"@sweep-{t}", config.budget.to_table(), recommend]
+    return inputs
+
+
+def _load_model(path):
+    from .backends import load_model
+
+    return load_model(path)
+
+
+def write_flows(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
+    """How far each target's spectra are from the base's (``results/flows.nc``)."""
+    from .explain import flow_difference
+    from .io import write_dataset
+
+    base = data.les(config.base)
+    diffs = [flow_difference(base, data.les(t)) for t in config.targets]
+    ds = xr.concat(diffs, dim="target", combine_attrs="drop_conflicts")
+    ds = ds.assign_coords(target=[t.name for t in config.targets],
+                          control=("target", [t.control for t in config.targets]))
+    ds.attrs.update(base_case=config.base.name, min_decades=config.min_decades)
+    write_dataset(ds, paths.flows, overwrite=True)
+
+
+def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+               progress=None) -> None:
+    """The BNN, its scores on held-out base data, and (with ``learning_curve``) the
+    scores of networks trained on seeded subsets of the base training set."""
+    from .backends import save_model
+    from .io import write_dataset
+
+    base_train, base_test = split_train_test(data.les(config.base))
+    kwargs = config.training.train_kwargs()
+    model, scores = _train_and_score(base_train, base_test, config.network, kwargs, progress)
+    save_model(model, paths.model("base"), overwrite=True)
+    curve = [scores]
+    for fraction in config.training.learning_curve:
+        log(f"base-model: learning curve at {fraction:.0%} of the training set")
+        curve.append(_train_and_score(base_train, base_test, config.network, kwargs,
+                                      progress, fraction=fraction)[1])
+    curve.sort(key=lambda d: d.attrs["n_train"])
+    out = xr.concat(curve, dim="n_train", combine_attrs="drop_conflicts")
+    out = out.assign_coords(n_train=[d.attrs["n_train"] for d in curve])
+    out.attrs.update(n_test=n_samples(base_test), n_train_full=scores.attrs["n_train"])
+    write_dataset(out, paths.base_scores, overwrite=True)
+
+
+def recommender_options(config: ExperimentConfig, method: str) -> dict:
+    """Options of a recommender: the configured ones; the probe extrapolates to the
+    sweep's epoch cap, with its batch size and learning rate unless given."""
+    options = config.recommend.method_options(method)
+    if method == "probe":
+        fit = config.transfer.fit
+        options.setdefault("horizon", fit.epochs)
+        options.setdefault("batch_size", fit.batch_size)
+        options.setdefault("learning_rate", fit.learning_rate)
+    return options
+
+
+def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData, target,
+                 n: int) -> None:
+    """Every configured recommender on the first seed's re-training subset of size ``n``."""
+    from .io import write_dataset
+    from .recommend import recommend_layers
+    from .training import select_samples, stack_samples
+
+    base = _load_model(paths.model("base"))
+    pool, _ = data.target_sets(target)
+    subset = stack_samples(pool, select_samples(n_samples(pool), n, None, config.seeds[0]))
+    subset.attrs["case_name"] = target.name
+    main = n == data.n_transfer(target)
+    for method in config.recommend.methods:
+        rec = recommend_layers(base, data.base_train(), subset, method=method,
+                               **recommender_options(config, method))
+        rec.attrs["n_samples"] = int(n)
+        log(f"recommend {target.name} (n={n}) by {method}: {rec.attrs['recommended']} "
+            f"in {float(rec.seconds):.0f} s")
+        write_dataset(rec, paths.recommendation(target.name, method, None if main else n),
+                      overwrite=True)
+
+
+def load_recommendation(config: ExperimentConfig, paths: ExperimentPaths, target_name: str,
+                        method=None, n=None) -> xr.Dataset:
+    """A saved recommendation (default method, main budget unless ``n``)."""
+    method = method or config.recommend.default
+    return load_dataset(paths.recommendation(target_name, method, n))
+
+
+def sweep_layers(config: ExperimentConfig, paths: ExperimentPaths, target_name: str):
+    """Every layer (None); or the configured ones plus the recommended; or only the
+    recommended (``sweep.enabled = false``)."""
+    from .recommend import recommended_layers
+
+    sweep = config.sweep
+    if sweep.sweeps_every_layer():
+        return None
+    recommended = recommended_layers(load_recommendation(config, paths, target_name))
+    if not sweep.enabled:
+        return recommended
+    return sorted(set(sweep.layers) | set(recommended))
+
+
+def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+              cluster: ExperimentCluster, target, progress=None) -> None:
+    """The layer sweep of ``target`` with the baselines (``results/sweep-<target>.nc``)."""
+    from .io import write_dataset
+    from .sweep import layer_sweep
+
+    pool, test = data.target_sets(target)
+    sweep = layer_sweep(_load_model(paths.model("base")), pool, test,
+                        layers=sweep_layers(config, paths, target.name), seeds=config.seeds,
+                        n_samples=data.n_transfer(target),
+                        baselines=list(config.sweep.baselines), alpha=config.sweep.alpha,
+                        client=cluster.client, save_dir=paths.sweep_models(target.name),
+                        progress=progress, **config.transfer.transfer_kwargs())
+    write_dataset(sweep, paths.sweep(target.name), overwrite=True)
+
+
+def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+               cluster: ExperimentCluster, target, progress=None) -> None:
+    """Sweeps at the other budgets of ``[budget]``, joined with the main sweep."""
+    from .io import write_dataset
+    from .sweep import budget_sweep, concat_budgets, split_budgets
+
+    pool, test = data.target_sets(target)
+    main_n = data.n_transfer(target)
+    sizes = sorted({data.n_transfer(target, f) for f in config.budget.fractions} - {main_n})
+    main = load_dataset(paths.sweep(target.name))
+    baselines = [b for b in config.sweep.baselines if b == "scratch"]
+    parts = [main.sel(baseline=baselines) if "baseline" in main.dims else main]
+    if sizes:
+        extra = budget_sweep(_load_model(paths.model("base")), pool, test, sizes,
+                             layers=sweep_layers(config, paths, target.name),
+                             seeds=config.seeds, baselines=baselines, alpha=config.sweep.alpha,
+                             client=cluster.client, save_dir=paths.budget_models(target.name),
+                             progress=progress, **config.transfer.transfer_kwargs())
+        parts += split_budgets(extra)
+        for n in sizes:
+            recommend_at(config, paths, data, target, n)
+    combined = concat_budgets(parts, n_pool=n_samples(pool))
+    combined.attrs["n_base_train"] = n_samples(data.base_train())
+    write_dataset(combined, paths.budget(target.name), overwrite=True)
+
+
+def best_layer(paths: ExperimentPaths, target_name: str) -> int:
+    """The single layer with the best mean CC over seeds on the target test set."""
+    sweep = load_dataset(paths.sweep(target_name))
+    return int(sweep.layer[int(np.nanargmax(sweep["cc_mean"].values))])
+
+
+def _spectra(data: FlowData, target, models) -> xr.Dataset:
+    """Mean spectra of the base and target flows, and of Π and its predictions."""
+    from .spectral import spectrum
+    from .training import predict
+
+    pool, test = data.target_sets(target)
+    out = xr.Dataset()
+    for label, ds in (("base", data.base_train()), ("target", pool)):
+        dims = _sample_dims(ds)
+        out[f"energy_{label}"] = spectrum(ds, kind="energy").mean(dims)
+        out[f"enstrophy_{label}"] = spectrum(ds, kind="enstrophy").mean(dims)
+    dims = _sample_dims(test)
+    out["pi_truth"] = spectrum(test.pi).mean(dims)
+    out["pi_bnn"] = spectrum(predict(models["base"], test)).mean(dims)
+    out["pi_tlnn"] = spectrum(predict(models["tl"][0], test)).mean(dims)
+    return out
+
+
+def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+                   target) -> None:
+    """Spectra of flows and Π, the most-changed kernels, and whether the best layer
+    changed where the flows differ (``results/explain-<target>.nc``)."""
+    from .backends import model_to_dataset
+    from .explain import spectral_change_correlation
+    from .io import write_dataset
+    from .spectral import kernel_change
+
+    base = _load_model(paths.model("base"))
+    best = best_layer(paths, target.name)
+    tls = [_load_model(paths.tl_model(target.name, best, s)) for s in config.seeds]
+    out = _spectra(data, target, {"base": base, "tl": tls})
+    n_les = data.target_sets(target)[1].sizes["x"]
+    base_ds = model_to_dataset(base)
+    change = kernel_change(base_ds, tls[0].to_dataset(), n=n_les, percentile=99.0)
+    change = change.isel(top=slice(0, 8))
+    weight = load_dataset(paths.flows).shell_weight.sel(target=target.name)
+    kmax = n_les // 2 - 1  # the shells the square LES grid holds whole
+    corr = spectral_change_correlation(base_ds, [m.to_dataset() for m in tls], best,
+                                       weight.sel(k=slice(0, kmax)).drop_vars(
+                                           ["target", "control"], errors="ignore"))
+    out = xr.merge([out, change.rename({"layer": "kernel_layer"}),
+                    corr.rename(k="shell").rename(
+                        change_profile="change_profile", shell_weight="change_weight")],
+                   compat="override")
+    out.attrs.update(best_layer=best, target=target.name, n_les=n_les,
+                     change_correlation=float(corr.correlation),
+                     change_pvalue=float(corr.pvalue))
+    write_dataset(out.compute(), paths.explain(target.name), overwrite=True)
+
+
+def physics_closure(name: str, n_les: int):
+    """The physics closure ``name`` (one of :func:`xtl.config.les_closure_names`).
+
+    Raises
+    ------
+    ValueError
+        Naming ``les.baseline``, the name and the known closures.
+    """
+    from .les import DynamicSmagorinsky, Smagorinsky
+
+    classes = {cls.name: cls for cls in (Smagorinsky, DynamicSmagorinsky)}
+    if name not in classes:
+        raise ValueError(f"les.baseline: no physics closure named {name!r}; known: "
+                         f"{sorted(classes)}")
+    return classes[name](n_les)
+
+
+def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, target) -> dict:
+    """``{label: closure}`` of the a posteriori stage of ``target``.
+
+    No closure; the physics baselines of ``les.baseline``; the BNN; the best
+    layer's TLNN; and the sweep's baselines it trained (``scratch``,
+    ``full_target``) — the networks of the first seed.
+    """
+    from .les import ModelClosure
+
+    n_les = target.make_case().n_les
+    seed = config.seeds[0]
+    closures = {"no closure": None}
+    for name in config.les.baseline:
+        closures[name] = physics_closure(name, n_les)
+    closures["BNN"] = ModelClosure(_load_model(paths.model("base")))
+    closures["TLNN"] = ModelClosure(_load_model(
+        paths.tl_model(target.name, best_layer(paths, target.name), seed)))
+    for kind in config.sweep.baselines:
+        closures[kind] = ModelClosure(_load_model(paths.sweep_model(target.name, kind, seed)))
+    return closures
+
+
+def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+                          cluster: ExperimentCluster, target, progress=None) -> None:
+    """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
+    from .io import write_dataset
+    from .les import run_aposteriori, select_initial_states
+
+    les = config.les
+    _, test = data.target_sets(target)
+    initials = select_initial_states(test, les.initial_states).load()
+    fdns = data.les(target)  # the whole flow: its climatology, tails included
+    ds = run_aposteriori(target.make_case(), aposteriori_closures(config, paths, target),
+                         initials, fdns, t_end=les.t_end, save_interval=les.save_interval,
+                         dt=les.dt, client=cluster.client, progress=progress)
+    ds.attrs.update(target=target.name, best_layer=best_layer(paths, target.name),
+                    seed=config.seeds[0])
+    for label in ds.closure.values:
+        stable = int(ds.stable.sel(closure=label).sum())
+        log(f"a posteriori {label} on {target.name}: {stable}/{ds.sizes['initial_state']} "
+            f"runs stable")
+    write_dataset(ds, paths.aposteriori(target.name), overwrite=True)
+
+
+# ---------------------------------------------------------------------- summary
+def _target_summary(config: ExperimentConfig, paths: ExperimentPaths, target_name: str,
+                    decades) -> dict:
+    """Headline numbers of one target (see :func:`summarize`)."""
+    from .recommend import compare_recommendation
+
+    t = target_name
+    sweep = load_dataset(paths.sweep(t))
+    entry = {
+        "decades": {str(v): float(decades.sel(target=t, variable=v))
+                    for v in decades["variable"].values},
+        "cc_bnn": float(sweep["base_cc"]),
+        "cc_tlnn": {int(l): (float(m), float(e)) for l, m, e in zip(
+            sweep.layer.values, sweep.cc_mean.values, sweep.cc_sem.values)},
+        "best_set": [int(v) for v in np.atleast_1d(sweep.attrs["best_set"])],
+        "epochs": {int(l): float(e) for l, e in
+                   zip(sweep.layer.values, sweep.epochs_run_mean.values)},
+        "baselines": {str(b): (float(m), float(e)) for b, m, e in zip(
+            sweep.baseline.values, sweep.baseline_cc_mean.values,
+            sweep.baseline_cc_sem.values)} if "baseline" in sweep.dims else {},
+        "recommendations": {},
+    }
+    if paths.aposteriori(t).exists():
+        stable = load_dataset(paths.aposteriori(t)).stable
+        entry["aposteriori_stable"] = {
+            str(c): (int(stable.sel(closure=c).sum()), int(stable.sizes["initial_state"]))
+            for c in stable.closure.values}
+    if sweep.sizes["layer"] >= 2:
+        for method in config.recommend.methods:
+            cmp = compare_recommendation(load_recommendation(config, paths, t, method), sweep)
+            entry["recommendations"][method] = {
+                "recommended": int(cmp.attrs["recommended"]),
+                "hit": bool(cmp.hit), "rank": int(cmp.recommended_rank),
+                "spearman": float(cmp.spearman), "cost_ratio": float(cmp.cost_ratio)}
+    return entry
+
+
+def summarize(config: ExperimentConfig, paths: ExperimentPaths, ran=(), skipped=()) -> dict:
+    """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations,
+    and the a posteriori runs that stayed stable per closure (stable, runs).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    paths : ExperimentPaths
+    ran, skipped : list of str
+        The stages run and skipped.
+
+    Returns
+    -------
+    dict
+    """
+    result = {"ran": ran, "skipped": skipped, "targets": {}}
+    scores = load_dataset(paths.base_scores)
+    result["base"] = {"cc": float(scores.cc.sel(n_train=scores.attrs["n_train_full"])),
+                      "n_test": int(scores.attrs["n_test"]),
+                      "learning_curve": {int(n): float(c) for n, c in
+                                         zip(scores.n_train.values, scores.cc.values)}}
+    decades = load_dataset(paths.flows).max_decades
+    for target in config.targets:
+        result["targets"][target.name] = _target_summary(config, paths, target.name, decades)
+    return result
+
+
+# ---------------------------------------------------------------------- the experiment
 class Experiment:
     """Runs the stages of one experiment into ``out``; see the module docstring.
+
+    A context manager: on exit (an error included) it closes the LocalCluster it
+    started, if any.
 
     Parameters
     ----------
     config : ExperimentConfig
     out : path-like
-        Output folder (created).
+        Output folder (created, with ``config.json``).
     client : distributed.Client, optional
         Cluster for the DNS ensembles and the layer sweep.
     scheduler : str, optional
@@ -169,513 +611,147 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out, client=None, scheduler=None, progress=None):
         self.config = config
-        self.out = Path(out)
-        self.client = client
-        self.scheduler = scheduler
+        self._out = Path(out)
+        self.paths = ExperimentPaths(out)
         self.progress = progress
-        self.keys: dict = {}
-        self.ran: list = []
-        self.skipped: list = []
-        self.timings: dict = {}
-        self._data: dict = {}
-        self._own_cluster = None
-        for sub in ("stages", "data", "models", "results", "figures"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
-        config_file = self.out / "config.json"
-        tmp = config_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_config_as_toml_dict(config), indent=1))
-        os.replace(tmp, config_file)
+        self.cluster = ExperimentCluster(client, scheduler)
+        self.cache = StageCache(self.paths)
+        self.data = FlowData(config, self.paths, self.cluster, progress)
+        self.paths.make_folders()
+        tmp = self.paths.config.with_name("config.json.tmp")
+        tmp.write_text(json.dumps(config.tables(), indent=1, default=str))
+        tmp.replace(self.paths.config)
 
-    # -- stage bookkeeping ------------------------------------------------------
-    def _manifest(self, stage):
-        return self.out / "stages" / f"{stage}.json"
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @property
+    def out(self) -> Path:
+        """The output folder, as given (``paths.root`` is its absolute form)."""
+        return self._out
+
+    @property
+    def ran(self) -> list:
+        """Stages run so far."""
+        return self.cache.ran
+
+    @property
+    def skipped(self) -> list:
+        """Stages skipped (unchanged) so far."""
+        return self.cache.skipped
 
     def stage(self, name, key_parts, outputs, func):
-        """Run ``func()`` unless stage ``name`` already ran with the same inputs.
-
-        ``key_parts`` (JSON-able) and the keys of the stages it names as
-        ``"@stage"`` make the hash; ``outputs`` (paths relative to ``out``) must
-        all exist for a skip.
-        """
-        parts = [self.keys.get(p[1:], p) if isinstance(p, str) and p.startswith("@") else p
-                 for p in key_parts]
-        key = self.config.digest(name, *parts)
-        manifest = self._manifest(name)
-        if manifest.exists() and all((self.out / o).exists() for o in outputs):
-            if json.loads(manifest.read_text()).get("key") == key:
-                self.keys[name] = key
-                self.skipped.append(name)
-                _log(f"{name}: unchanged, skipped")
-                return
-        _log(f"{name}: running")
-        start = time.perf_counter()
-        func()
-        self.timings[name] = time.perf_counter() - start
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "outputs": list(outputs),
-                                   "seconds": self.timings[name]}))
-        os.replace(tmp, manifest)
-        self.keys[name] = key
-        self.ran.append(name)
-        _log(f"{name}: done in {self.timings[name]:.0f} s")
-
-    # -- artifacts ---------------------------------------------------------------
-    def flows(self):
-        """``[(role, FlowConfig)]`` for the base and every target."""
-        return [("base", self.config.base)] + [("target", t) for t in self.config.targets]
-
-    def _ensemble_client(self):
-        """The client for DNS ensembles: the given one, or one LocalCluster for all flows."""
-        if self.client is not None or self.scheduler is not None or os.environ.get(
-                "DASK_SCHEDULER_ADDRESS"):
-            return self.client
-        if self._own_cluster is None:
-            from .solver.ensemble import default_n_workers, local_cluster
-
-            self._own_cluster = local_cluster(default_n_workers())
-        return self._own_cluster[1]
+        """Run ``func()`` unless stage ``name`` already ran with the same inputs
+        (see :meth:`xtl.workspace.StageCache.run`; ``outputs`` relative to ``out``)."""
+        return self.cache.run(name, key_parts, outputs, func)
 
     def close(self):
         """Close the LocalCluster this experiment started, if any."""
-        if self._own_cluster is not None:
-            cluster, client = self._own_cluster
-            client.close()
-            cluster.close()
-            self._own_cluster = None
+        self.cluster.close()
 
+    # -- what the report and the CLI read ----------------------------------------
     def les_data(self, flow) -> xr.Dataset:
         """The LES data of a flow (complete members only), run on first use."""
-        if flow.name not in self._data:
-            self._data[flow.name] = self._run_ensemble(flow)
-        return self._data[flow.name]
-
-    def _run_ensemble(self, flow) -> xr.Dataset:
-        from .solver.ensemble import ensemble
-
-        ds = ensemble(
-            flow.make_case(), seeds=[self.config.seed + i for i in range(flow.members)],
-            t_end=flow.t_end, save_interval=flow.save_interval, spin_up=flow.spin_up,
-            directory=self.out / "data" / flow.name,
-            les=dict(n_les=flow.make_case().n_les, filter=flow.filter),
-            client=self._ensemble_client(), scheduler=self.scheduler, progress=self.progress,
-        )
-        ok = ds.status == "complete"
-        if not bool(ok.all()):
-            _log(f"{flow.name}: {int((~ok).sum())} member(s) failed: "
-                 f"{sorted(set(ds.error.values[~ok.values].tolist()))}")
-        ds = ds.sel(member=ok)
-        ds.attrs["case_name"] = flow.name
-        return ds
+        return self.data.les(flow)
 
     def model_path(self, name):
         """Path of the saved model ``name`` (``.keras``; its ``.nc`` lies beside it)."""
-        return self.out / "models" / f"{name}.keras"
+        return self.paths.model(name)
 
     def load_model(self, name):
         """Load the saved model ``name`` (e.g. ``"base"``)."""
-        from .backends import load_model
-
-        return load_model(self.model_path(name))
-
-    # -- stages -------------------------------------------------------------------
-    def run(self):
-        """Run every stage (skipping the unchanged ones); returns the results."""
-        cfg = self.config
-        try:
-            return self._run_stages(cfg)
-        finally:
-            self.close()
-
-    def _run_data_concurrently(self):
-        """Run the DNS ensembles of all flows at once on one cluster (threads submit)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        flows = [f for _, f in self.flows()]
-        self._ensemble_client()  # start the one cluster before the threads share it
-        with ThreadPoolExecutor(len(flows)) as pool:
-            list(pool.map(self.les_data, flows))
-
-    def _run_stages(self, cfg):
-        stale = [f for _, f in self.flows() if not (self.out / "data" / f.name).exists()
-                 or not self._manifest(f"data-{f.name}").exists()]
-        if len(stale) > 1:
-            _log(f"DNS ensembles of {[f.name for f in stale]} on one dask cluster")
-            self._run_data_concurrently()
-        for _, flow in self.flows():
-            self.stage(f"data-{flow.name}", [flow.__dict__.copy(), cfg.seed],
-                       [f"data/{flow.name}"], lambda flow=flow: self.les_data(flow))
-        self.stage("flows", [f"@data-{f.name}" for _, f in self.flows()],
-                   ["results/flows.nc"], self._flows)
-        check_targets_differ(self.out / "results" / "flows.nc", cfg)
-        self.stage("base-model", ["@data-" + cfg.base.name, cfg.network, cfg.training],
-                   ["models/base.keras", "models/base.nc", "results/base-scores.nc"],
-                   self._train_base)
-        for target in cfg.targets:
-            t = target.name
-            self.stage(f"recommend-{t}", ["@base-model", f"@data-{t}", cfg.transfer,
-                                         cfg.seeds, cfg.recommend],
-                       [self._recommend_file(t, m) for m in cfg.recommend["methods"]],
-                       lambda t=target: self._recommend(t))
-            self.stage(f"sweep-{t}", ["@base-model", f"@data-{t}", cfg.transfer, cfg.sweep,
-                                     *self._sweep_needs_recommendation(t)],
-                       [f"results/sweep-{t}.nc"], lambda t=target: self._sweep(t))
-            self.stage(f"explain-{t}", [f"@sweep-{t}", "@flows"], [f"results/explain-{t}.nc"],
-                       lambda t=target: self._explain(t))
-            if cfg.les.get("enabled", True):
-                self.stage(f"aposteriori-{t}", [f"@sweep-{t}", cfg.les],
-                           [f"results/aposteriori-{t}.nc"], lambda t=target: self._aposteriori(t))
-        if cfg.budget:
-            t = cfg.budget["target"]
-            self.stage(f"budget-{t}", [f"@sweep-{t}", cfg.budget, cfg.recommend],
-                       [f"results/budget-{t}.nc"], lambda: self._budget(cfg.target(t)))
-        self.stage("report", [self.keys.copy()], ["report.html"], self._report)
-        return self.summary()
-
-    # -- data -----------------------------------------------------------------
-    def _flows(self):
-        """How far each target's spectra are from the base's (``results/flows.nc``)."""
-        from .explain import flow_difference
-        from .io import write_dataset
-
-        base = self.les_data(self.config.base)
-        diffs = [flow_difference(base, self.les_data(t)) for t in self.config.targets]
-        ds = xr.concat(diffs, dim="target", combine_attrs="drop_conflicts")
-        ds = ds.assign_coords(target=[t.name for t in self.config.targets],
-                              control=("target", [t.control for t in self.config.targets]))
-        ds.attrs.update(base_case=self.config.base.name, min_decades=self.config.min_decades)
-        write_dataset(ds, self.out / "results" / "flows.nc", overwrite=True)
-
-    # -- the base network -------------------------------------------------------
-    def _train_base(self):
-        """The BNN, its scores on held-out base data, and (with ``learning_curve``) the
-        scores of networks trained on seeded subsets of the base training set."""
-        from .backends import save_model
-        from .io import write_dataset
-
-        cfg = self.config
-        base_train, base_test = split_train_test(self.les_data(cfg.base))
-        kwargs = {"seed": cfg.seed, **cfg.training}
-        fractions = [float(f) for f in kwargs.pop("learning_curve", [])]
-        model, scores = _train_and_score(base_train, base_test, cfg.network, kwargs,
-                                         self.progress)
-        save_model(model, self.model_path("base"), overwrite=True)
-        curve = [scores]
-        for fraction in fractions:
-            _log(f"base-model: learning curve at {fraction:.0%} of the training set")
-            curve.append(_train_and_score(base_train, base_test, cfg.network, kwargs,
-                                          self.progress, fraction=fraction)[1])
-        curve.sort(key=lambda d: d.attrs["n_train"])
-        out = xr.concat(curve, dim="n_train", combine_attrs="drop_conflicts")
-        out = out.assign_coords(n_train=[d.attrs["n_train"] for d in curve])
-        out.attrs.update(n_test=n_samples(base_test), n_train_full=scores.attrs["n_train"])
-        write_dataset(out, self.out / "results" / "base-scores.nc", overwrite=True)
-
-    def _base_train(self):
-        """The base flow's training part (the test part is not used)."""
-        return split_train_test(self.les_data(self.config.base))[0]
-
-    def _target_sets(self, target):
-        """(re-training pool, test set) of a target flow."""
-        return split_train_test(self.les_data(target))
-
-    def _n_transfer_samples(self, pool, fraction=None):
-        """Target samples for re-training: a fraction of the base training set's size.
-
-        ``transfer.n_samples`` when given, else ``fraction`` (default
-        ``transfer.fraction``, 0.1) of the base training set, capped by the pool.
-        """
-        cfg = self.config.transfer
-        if fraction is None and "n_samples" in cfg:
-            return min(int(cfg["n_samples"]), n_samples(pool))
-        fraction = cfg.get("fraction", 0.1) if fraction is None else fraction
-        wanted = int(round(fraction * n_samples(self._base_train())))
-        return max(2, min(wanted, n_samples(pool)))
-
-    def _transfer_kwargs(self):
-        return {k: v for k, v in self.config.transfer.items()
-                if k not in ("fraction", "n_samples", "layers", "seed")}
-
-    # -- recommendations ----------------------------------------------------------
-    def _recommend_file(self, target_name, method, n=None):
-        suffix = "" if n is None else f"-n{n}"
-        return f"results/recommend-{target_name}{suffix}-{method}.nc"
+        return _load_model(self.paths.model(name))
 
     def recommendation(self, target_name, method=None, n=None) -> xr.Dataset:
         """A saved recommendation (default method, main budget unless ``n``)."""
-        method = method or self.config.recommend["default"]
-        return load_dataset(self.out / self._recommend_file(target_name, method, n))
-
-    def _recommend_at(self, target, n):
-        """Every configured recommender on the first seed's re-training subset of size ``n``."""
-        from .io import write_dataset
-        from .recommend import recommend_layers
-        from .training import select_samples, stack_samples
-
-        cfg = self.config
-        base = self.load_model("base")
-        pool, _ = self._target_sets(target)
-        subset = stack_samples(pool, select_samples(n_samples(pool), n, None, cfg.seeds[0]))
-        subset.attrs["case_name"] = target.name
-        for method in cfg.recommend["methods"]:
-            options = dict(cfg.recommend["options"].get(method, {}))
-            if method == "probe":  # the probe extrapolates to the sweep's epoch cap
-                options.setdefault("horizon", int(cfg.transfer.get("epochs", 20)))
-                options.setdefault("batch_size", int(cfg.transfer.get("batch_size", 8)))
-                options.setdefault("learning_rate", float(cfg.transfer.get("learning_rate",
-                                                                           1e-3)))
-            rec = recommend_layers(base, self._base_train(), subset, method=method, **options)
-            rec.attrs["n_samples"] = int(n)
-            _log(f"recommend {target.name} (n={n}) by {method}: {rec.attrs['recommended']} "
-                 f"in {float(rec.seconds):.0f} s")
-            write_dataset(rec, self.out / self._recommend_file(
-                target.name, method, None if n == self._main_n(target) else n), overwrite=True)
-
-    def _main_n(self, target):
-        return self._n_transfer_samples(self._target_sets(target)[0])
+        return load_recommendation(self.config, self.paths, target_name, method, n)
 
     def sweep_size(self, target_name: str) -> int:
         """Size of the re-training subsets of the main sweep of a target."""
-        return self._main_n(self.config.target(target_name))
-
-    def _recommend(self, target):
-        self._recommend_at(target, self._main_n(target))
-
-    def _sweep_needs_recommendation(self, target_name):
-        """The sweep depends on the recommendation only when it does not sweep every layer."""
-        sweep = self.config.sweep
-        if sweep.get("enabled", True) and sweep.get("layers") is None:
-            return []
-        return [f"@recommend-{target_name}"]
-
-    # -- sweeps ---------------------------------------------------------------------
-    def _sweep_layers(self, target):
-        """Every layer; or the configured ones plus the recommended; or only the recommended."""
-        from .recommend import recommended_layers
-
-        sweep = self.config.sweep
-        if sweep.get("enabled", True) and sweep.get("layers") is None:
-            return None
-        recommended = recommended_layers(self.recommendation(target.name))
-        if not sweep.get("enabled", True):
-            return recommended
-        return sorted(set(int(v) for v in sweep["layers"]) | set(recommended))
-
-    def _sweep(self, target):
-        from .io import write_dataset
-        from .sweep import layer_sweep
-
-        cfg = self.config
-        base = self.load_model("base")
-        pool, test = self._target_sets(target)
-        sweep = layer_sweep(base, pool, test, layers=self._sweep_layers(target),
-                            seeds=cfg.seeds, n_samples=self._main_n(target),
-                            baselines=cfg.sweep.get("baselines", []),
-                            alpha=cfg.sweep.get("alpha", 0.05), client=self._ensemble_client(),
-                            save_dir=self.out / "models" / f"tl-{target.name}",
-                            progress=self.progress, **self._transfer_kwargs())
-        write_dataset(sweep, self.out / "results" / f"sweep-{target.name}.nc", overwrite=True)
-
-    def _budget(self, target):
-        """Sweeps at the other budgets of ``[budget]``, joined with the main sweep."""
-        from .io import write_dataset
-        from .sweep import budget_sweep, concat_budgets, split_budgets
-
-        cfg = self.config
-        base = self.load_model("base")
-        pool, test = self._target_sets(target)
-        main_n = self._main_n(target)
-        sizes = sorted({self._n_transfer_samples(pool, f) for f in cfg.budget["fractions"]}
-                       - {main_n})
-        main = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
-        baselines = [b for b in cfg.sweep.get("baselines", []) if b == "scratch"]
-        parts = [main.sel(baseline=baselines) if "baseline" in main.dims else main]
-        if sizes:
-            extra = budget_sweep(base, pool, test, sizes, layers=self._sweep_layers(target),
-                                 seeds=cfg.seeds, baselines=baselines,
-                                 alpha=cfg.sweep.get("alpha", 0.05),
-                                 client=self._ensemble_client(),
-                                 save_dir=self.out / "models" / f"budget-{target.name}",
-                                 progress=self.progress, **self._transfer_kwargs())
-            parts += split_budgets(extra)
-            for n in sizes:
-                self._recommend_at(target, n)
-        combined = concat_budgets(parts, n_pool=n_samples(pool))
-        combined.attrs["n_base_train"] = n_samples(self._base_train())
-        write_dataset(combined, self.out / "results" / f"budget-{target.name}.nc",
-                      overwrite=True)
+        return self.data.n_transfer(self.config.target(target_name))
 
     def best_layer(self, target) -> int:
         """The single layer with the best mean CC over seeds on the target test set."""
-        sweep = load_dataset(self.out / "results" / f"sweep-{target.name}.nc")
-        return int(sweep.layer[int(np.nanargmax(sweep["cc_mean"].values))])
+        return best_layer(self.paths, target.name)
 
     def tl_model(self, target, layer, seed=None):
         """The sweep's TLNN of ``target`` with ``layer`` re-trained (first seed by default)."""
-        from .backends import load_model
-
         seed = self.config.seeds[0] if seed is None else seed
-        return load_model(self.out / "models" / f"tl-{target.name}"
-                          / f"tl_layer{layer}_seed{seed}.keras")
-
-    # -- explanations -----------------------------------------------------------------
-    def _explain(self, target):
-        from .backends import model_to_dataset
-        from .explain import spectral_change_correlation
-        from .io import write_dataset
-        from .spectral import kernel_change, spectrum
-        from .training import predict
-
-        base = self.load_model("base")
-        pool, test = self._target_sets(target)
-        base_train = self._base_train()
-        best = self.best_layer(target)
-        tls = [self.tl_model(target, best, s) for s in self.config.seeds]
-        n_les = test.sizes["x"]
-        out = xr.Dataset()
-        for label, ds in (("base", base_train), ("target", pool)):
-            dims = _sample_dims(ds)
-            out[f"energy_{label}"] = spectrum(ds, kind="energy").mean(dims)
-            out[f"enstrophy_{label}"] = spectrum(ds, kind="enstrophy").mean(dims)
-        dims = _sample_dims(test)
-        out["pi_truth"] = spectrum(test.pi).mean(dims)
-        out["pi_bnn"] = spectrum(predict(base, test)).mean(dims)
-        out["pi_tlnn"] = spectrum(predict(tls[0], test)).mean(dims)
-        base_ds = model_to_dataset(base)
-        change = kernel_change(base_ds, tls[0].to_dataset(), n=n_les, percentile=99.0)
-        change = change.isel(top=slice(0, 8))
-        weight = load_dataset(self.out / "results" / "flows.nc").shell_weight.sel(
-            target=target.name)
-        kmax = n_les // 2 - 1  # the shells the square LES grid holds whole
-        corr = spectral_change_correlation(base_ds, [m.to_dataset() for m in tls], best,
-                                           weight.sel(k=slice(0, kmax)).drop_vars(
-                                               ["target", "control"], errors="ignore"))
-        out = xr.merge([out, change.rename({"layer": "kernel_layer"}),
-                        corr.rename(k="shell").rename(
-                            change_profile="change_profile", shell_weight="change_weight")],
-                       compat="override")
-        out.attrs.update(best_layer=best, target=target.name, n_les=n_les,
-                         change_correlation=float(corr.correlation),
-                         change_pvalue=float(corr.pvalue))
-        write_dataset(out.compute(), self.out / "results" / f"explain-{target.name}.nc",
-                      overwrite=True)
+        return _load_model(self.paths.tl_model(target.name, layer, seed))
 
     def aposteriori_closures(self, target) -> dict:
-        """``{label: closure}`` of the a posteriori stage of ``target``.
+        """``{label: closure}`` of the a posteriori stage of ``target``."""
+        return aposteriori_closures(self.config, self.paths, target)
 
-        No closure; the physics baselines of ``les.baseline``; the BNN; the best
-        layer's TLNN; and the sweep's baselines it trained (``scratch``,
-        ``full_target``) — the networks of the first seed.
-        """
-        from .backends import load_model
-        from .config import LES_DEFAULTS
-        from .les import DynamicSmagorinsky, ModelClosure, Smagorinsky
+    def summary(self) -> dict:
+        """:func:`summarize` of this experiment's results and stages."""
+        return summarize(self.config, self.paths, self.cache.ran, self.cache.skipped)
 
-        cfg = self.config
-        n_les = target.make_case().n_les
-        baseline = cfg.les.get("baseline", LES_DEFAULTS["baseline"])
-        physics = {"smagorinsky": lambda: Smagorinsky(n_les),
-                   "dynamic-smagorinsky": lambda: DynamicSmagorinsky(n_les)}
-        closures = {"no closure": None}
-        for name in [baseline] if isinstance(baseline, str) else baseline:
-            closures[name] = physics[name]()
-        closures["BNN"] = ModelClosure(self.load_model("base"))
-        closures["TLNN"] = ModelClosure(self.tl_model(target, self.best_layer(target)))
-        folder = self.out / "models" / f"tl-{target.name}"
-        for kind in cfg.sweep.get("baselines", []):
-            closures[kind] = ModelClosure(load_model(folder / f"{kind}_seed{cfg.seeds[0]}.keras"))
-        return closures
+    # -- the stages -------------------------------------------------------------------
+    def run(self):
+        """Run every stage (skipping the unchanged ones); returns :meth:`summary`."""
+        with self.cluster:
+            inputs = stage_inputs(self.config)
+            self._data_stages(inputs)
+            check_targets_differ(self.paths.flows, self.config)
+            self._model_stages(inputs)
+            self.stage("report", [dict(self.cache.keys)], [self.paths.report], self._report)
+            return self.summary()
 
-    def _aposteriori(self, target):
-        """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
-        from .config import LES_DEFAULTS
-        from .io import write_dataset
-        from .les import run_aposteriori, select_initial_states
+    def _data_stages(self, inputs):
+        """The flows' data (run at once on one cluster when several are due), and how
+        far the targets are from the base."""
+        cfg, paths, data = self.config, self.paths, self.data
+        stale = [f for f in cfg.flows if not paths.data(f.name).exists()
+                 or not self.cache.has_run(f"data-{f.name}")]
+        if len(stale) > 1:
+            log(f"DNS ensembles of {[f.name for f in stale]} on one dask cluster")
+            data.run_concurrently(cfg.flows)
+        for flow in cfg.flows:
+            name = f"data-{flow.name}"
+            self.stage(name, inputs[name], [paths.data(flow.name)],
+                       lambda flow=flow: data.les(flow))
+        self.stage("flows", inputs["flows"], [paths.flows],
+                   lambda: write_flows(cfg, paths, data))
 
-        cfg = {**LES_DEFAULTS, **self.config.les}
-        _, test = self._target_sets(target)
-        initials = select_initial_states(test, int(cfg["initial_states"])).load()
-        fdns = self.les_data(target)  # the whole flow: its climatology, tails included
-        ds = run_aposteriori(target.make_case(), self.aposteriori_closures(target), initials,
-                             fdns, t_end=float(cfg["t_end"]),
-                             save_interval=float(cfg["save_interval"]), dt=cfg["dt"],
-                             client=self._ensemble_client(), progress=self.progress)
-        ds.attrs.update(target=target.name, best_layer=self.best_layer(target),
-                        seed=self.config.seeds[0])
-        for label in ds.closure.values:
-            stable = int(ds.stable.sel(closure=label).sum())
-            _log(f"a posteriori {label} on {target.name}: {stable}/{ds.sizes['initial_state']} "
-                 f"runs stable")
-        write_dataset(ds, self.out / "results" / f"aposteriori-{target.name}.nc", overwrite=True)
+    def _model_stages(self, inputs):
+        """The base network, then per target the recommendations, the sweep, its
+        explanation and the a posteriori runs; then the budget sweep."""
+        cfg, paths, data, cluster, progress = (self.config, self.paths, self.data,
+                                               self.cluster, self.progress)
+        self.stage("base-model", inputs["base-model"],
+                   [paths.model("base"), paths.model_dataset("base"), paths.base_scores],
+                   lambda: train_base(cfg, paths, data, progress))
+        for target in cfg.targets:
+            t = target.name
+            self.stage(f"recommend-{t}", inputs[f"recommend-{t}"],
+                       [paths.recommendation(t, m) for m in cfg.recommend.methods],
+                       lambda target=target: recommend_at(cfg, paths, data, target,
+                                                          data.n_transfer(target)))
+            self.stage(f"sweep-{t}", inputs[f"sweep-{t}"], [paths.sweep(t)],
+                       lambda target=target: run_sweep(cfg, paths, data, cluster, target,
+                                                       progress))
+            self.stage(f"explain-{t}", inputs[f"explain-{t}"], [paths.explain(t)],
+                       lambda target=target: explain_target(cfg, paths, data, target))
+            if cfg.les.enabled:
+                self.stage(f"aposteriori-{t}", inputs[f"aposteriori-{t}"],
+                           [paths.aposteriori(t)],
+                           lambda target=target: run_aposteriori_stage(
+                               cfg, paths, data, cluster, target, progress))
+        if cfg.budget.enabled:
+            target = cfg.target(cfg.budget.target)
+            self.stage(f"budget-{target.name}", inputs[f"budget-{target.name}"],
+                       [paths.budget(target.name)],
+                       lambda: run_budget(cfg, paths, data, cluster, target, progress))
 
     def _report(self):
         from .report import write_report
 
         write_report(self)
-
-    def summary(self) -> dict:
-        """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations,
-        and the a posteriori runs that stayed stable per closure (stable, runs)."""
-        from .recommend import compare_recommendation
-
-        cfg = self.config
-        result = {"ran": self.ran, "skipped": self.skipped, "targets": {}}
-        scores = load_dataset(self.out / "results" / "base-scores.nc")
-        result["base"] = {"cc": float(scores.cc.sel(n_train=scores.attrs["n_train_full"])),
-                          "n_test": int(scores.attrs["n_test"]),
-                          "learning_curve": {int(n): float(c) for n, c in
-                                             zip(scores.n_train.values, scores.cc.values)}}
-        decades = load_dataset(self.out / "results" / "flows.nc").max_decades
-        for target in cfg.targets:
-            t = target.name
-            sweep = load_dataset(self.out / "results" / f"sweep-{t}.nc")
-            entry = {
-                "decades": {str(v): float(decades.sel(target=t, variable=v))
-                            for v in decades["variable"].values},
-                "cc_bnn": float(sweep["base_cc"]),
-                "cc_tlnn": {int(l): (float(m), float(e)) for l, m, e in zip(
-                    sweep.layer.values, sweep.cc_mean.values, sweep.cc_sem.values)},
-                "best_set": [int(v) for v in np.atleast_1d(sweep.attrs["best_set"])],
-                "epochs": {int(l): float(e) for l, e in
-                           zip(sweep.layer.values, sweep.epochs_run_mean.values)},
-                "baselines": {str(b): (float(m), float(e)) for b, m, e in zip(
-                    sweep.baseline.values, sweep.baseline_cc_mean.values,
-                    sweep.baseline_cc_sem.values)} if "baseline" in sweep.dims else {},
-                "recommendations": {},
-            }
-            post = self.out / "results" / f"aposteriori-{t}.nc"
-            if post.exists():
-                stable = load_dataset(post).stable
-                entry["aposteriori_stable"] = {
-                    str(c): (int(stable.sel(closure=c).sum()), int(stable.sizes["initial_state"]))
-                    for c in stable.closure.values}
-            if sweep.sizes["layer"] >= 2:
-                for method in cfg.recommend["methods"]:
-                    cmp = compare_recommendation(self.recommendation(t, method), sweep)
-                    entry["recommendations"][method] = {
-                        "recommended": int(cmp.attrs["recommended"]),
-                        "hit": bool(cmp.hit), "rank": int(cmp.recommended_rank),
-                        "spearman": float(cmp.spearman), "cost_ratio": float(cmp.cost_ratio)}
-            result["targets"][t] = entry
-        return result
-
-
-def _config_as_toml_dict(config: ExperimentConfig) -> dict:
-    """The config in the TOML layout (``xtl report`` re-reads it)."""
-    def flow(f):
-        return {"name": f.name, "case": f.case, "members": f.members, "spin_up": f.spin_up,
-                "t_end": f.t_end, "save_interval": f.save_interval, "filter": f.filter,
-                "control": f.control, **f.overrides}
-
-    recommend = {"methods": config.recommend["methods"], "default": config.recommend["default"],
-                 **config.recommend["options"]}
-    out = {"experiment": {"name": config.name, "seed": config.seed,
-                          "min_decades": config.min_decades},
-           "base": flow(config.base), "targets": [flow(t) for t in config.targets],
-           "network": config.network, "training": config.training, "transfer": config.transfer,
-           "sweep": config.sweep, "les": config.les, "recommend": recommend}
-    if config.budget:
-        out["budget"] = config.budget
-    return out
 
 
 def run_experiment(config=None, out="xtl-demo", client=None, scheduler=None, progress=None):
@@ -699,8 +775,9 @@ def run_experiment(config=None, out="xtl-demo", client=None, scheduler=None, pro
     start = time.perf_counter()
     if not isinstance(config, ExperimentConfig):
         config = load_config(config)
-    experiment = Experiment(config, out, client=client, scheduler=scheduler, progress=progress)
-    summary = experiment.run()
+    with Experiment(config, out, client=client, scheduler=scheduler,
+                    progress=progress) as experiment:
+        summary = experiment.run()
     summary["out"] = str(experiment.out)
     summary["wall_seconds"] = time.perf_counter() - start
     return summary

@@ -402,7 +402,7 @@ _SENTENCES = {
 def _recommendations(experiment, target: str) -> dict:
     """``{method: recommendation Dataset}`` of a target (main budget)."""
     return {m: experiment.recommendation(target, m)
-            for m in experiment.config.recommend["methods"]}
+            for m in experiment.config.recommend.methods}
 
 
 def write_report(experiment) -> Path:
@@ -423,7 +423,7 @@ def write_report(experiment) -> Path:
     res = out / "results"
     sweeps = {t: _open(res / f"sweep-{t}.nc") for t in targets}
     recs = {t: _recommendations(experiment, t) for t in targets}
-    default = {t: recs[t][cfg.recommend["default"]] for t in targets}
+    default = {t: recs[t][cfg.recommend.default] for t in targets}
     explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
     posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
              if (res / f"aposteriori-{t}.nc").exists()}
@@ -459,8 +459,8 @@ def write_report(experiment) -> Path:
               _recommender_table(experiment, sweeps)]
     if posts:
         tables.append(_aposteriori_table(posts))
-    if cfg.budget:
-        t = cfg.budget["target"]
+    if cfg.budget.enabled:
+        t = cfg.budget.target
         budget = _open(res / f"budget-{t}.nc")
         sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
                                                         _SENTENCES["budget"])]))
@@ -560,7 +560,7 @@ def _mean_sd(summary: xr.Dataset, metric: str) -> str:
 
 def _recommender_rows(experiment, target, sweep, n=None) -> list:
     rows = []
-    for method in experiment.config.recommend["methods"]:
+    for method in experiment.config.recommend.methods:
         rec = experiment.recommendation(target, method, n)
         cmp = compare_recommendation(rec, sweep)
         rows.append((method, int(cmp.attrs["recommended"]), bool(cmp.hit),
@@ -583,7 +583,7 @@ _RECOMMENDER_HEAD = ("<table><tr><th>target / budget</th><th>method</th><th>reco
 def _recommender_table(experiment, sweeps) -> str:
     """Every recommender against every target's sweep, and the default's hit rate."""
     body, hits = [], []
-    default = experiment.config.recommend["default"]
+    default = experiment.config.recommend.default
     for t, sweep in sweeps.items():
         rows = _recommender_rows(experiment, t, sweep)
         hits += [h for m, _, h, *_ in rows if m == default]

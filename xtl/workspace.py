@@ -1,0 +1,320 @@
+"""An experiment's folder and resources: its path scheme, its stage cache, its cluster.
+
+* :class:`ExperimentPaths` names every file an experiment writes or reads, in
+  one place;
+* :class:`StageCache` runs a stage unless its key (a hash of its inputs) and its
+  outputs are unchanged, and records each run in a manifest
+  ``stages/<stage>.json``, written atomically after the outputs;
+* :class:`ExperimentCluster` owns the dask cluster of the stages: the one
+  given, or a LocalCluster started on first use and closed on exit, even on
+  an error.
+
+:mod:`xtl.pipeline` composes them into the experiment.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
+
+
+def log(message: str) -> None:
+    """Print a time-stamped line of the experiment's log (flushed).
+
+    Parameters
+    ----------
+    message : str
+    """
+    print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------- paths
+@dataclass(frozen=True)
+class ExperimentPaths:
+    """Every path of an experiment's output folder ``root``.
+
+    ::
+
+        config.json                the config's tables (xtl report re-reads them)
+        stages/<stage>.json        manifests of the stage cache
+        data/<flow>/               DNS ensemble and LES data of each flow
+        models/base.keras          the base network (its .nc beside it)
+        models/tl-<target>/        the sweep's networks: tl_layer<l>_seed<s>.keras,
+                                   <baseline>_seed<s>.keras
+        models/budget-<target>/    the budget sweep's networks
+        results/*.nc               flows, base-scores, recommend-, sweep-, budget-,
+                                   explain-, aposteriori- files
+        figures/, report.html      the report
+
+    Parameters
+    ----------
+    root : path-like
+        The output folder (made absolute, so every path is).
+    """
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).absolute())
+
+    FOLDERS = ("stages", "data", "models", "results", "figures")
+
+    def make_folders(self) -> None:
+        """Create ``root`` and its sub-folders."""
+        for sub in self.FOLDERS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def config(self) -> Path:
+        """``config.json``."""
+        return self.root / "config.json"
+
+    def manifest(self, stage: str) -> Path:
+        """The manifest of ``stage``."""
+        return self.root / "stages" / f"{stage}.json"
+
+    def data(self, flow: str) -> Path:
+        """The ensemble folder of flow ``flow``."""
+        return self.root / "data" / flow
+
+    def model(self, name: str) -> Path:
+        """A saved model (``.keras``; its ``.nc`` lies beside it), e.g. ``"base"``."""
+        return self.root / "models" / f"{name}.keras"
+
+    def model_dataset(self, name: str) -> Path:
+        """The ``.nc`` beside :meth:`model`."""
+        return self.model(name).with_suffix(".nc")
+
+    def sweep_models(self, target: str) -> Path:
+        """Folder of the sweep's networks of ``target`` (the sweep names the files)."""
+        return self.root / "models" / f"tl-{target}"
+
+    def sweep_model(self, target: str, kind: str, seed: int) -> Path:
+        """A network the sweep saved: ``kind`` is ``"tl_layer<l>"`` or a baseline name."""
+        return self.sweep_models(target) / f"{kind}_seed{seed}.keras"
+
+    def tl_model(self, target: str, layer: int, seed: int) -> Path:
+        """The sweep's TLNN of ``target`` with ``layer`` re-trained under ``seed``."""
+        return self.sweep_model(target, f"tl_layer{layer}", seed)
+
+    def budget_models(self, target: str) -> Path:
+        """Folder of the budget sweep's networks of ``target``."""
+        return self.root / "models" / f"budget-{target}"
+
+    def result(self, name: str) -> Path:
+        """``results/<name>.nc``."""
+        return self.root / "results" / f"{name}.nc"
+
+    @property
+    def flows(self) -> Path:
+        """How far each target is from the base."""
+        return self.result("flows")
+
+    @property
+    def base_scores(self) -> Path:
+        """The base network's scores (and learning curve)."""
+        return self.result("base-scores")
+
+    def recommendation(self, target: str, method: str, n: int | None = None) -> Path:
+        """A recommender's ranking of ``target`` at the main budget, or at ``n`` samples."""
+        suffix = "" if n is None else f"-n{n}"
+        return self.result(f"recommend-{target}{suffix}-{method}")
+
+    def sweep(self, target: str) -> Path:
+        """The layer sweep of ``target``."""
+        return self.result(f"sweep-{target}")
+
+    def budget(self, target: str) -> Path:
+        """The budget sweep of ``target``."""
+        return self.result(f"budget-{target}")
+
+    def explain(self, target: str) -> Path:
+        """The explanation of ``target``'s best layer."""
+        return self.result(f"explain-{target}")
+
+    def aposteriori(self, target: str) -> Path:
+        """The a posteriori LES runs of ``target``."""
+        return self.result(f"aposteriori-{target}")
+
+    @property
+    def figures(self) -> Path:
+        """Folder of the report's figures."""
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        """``report.html``."""
+        return self.root / "report.html"
+
+
+# ------------------------------------------------------------------- stage cache
+def stage_key(name: str, parts) -> str:
+    """A short stable hash of a stage's name and its (JSON-able) inputs.
+
+    Parameters
+    ----------
+    name : str
+    parts : sequence
+        JSON-able inputs (dict keys are sorted; other objects hash by ``str``).
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    payload = json.dumps([name, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class StageCache:
+    """Runs each stage once per inputs: skipped while its key and outputs are unchanged.
+
+    A stage's key hashes its name and its inputs, where an input ``"@other"``
+    stands for the key of stage ``other`` (run or skipped before it in this
+    cache), so a stage reruns when a stage it depends on changed. After a
+    stage ran, its manifest (key, outputs, seconds) is written atomically; a
+    stage is skipped when its manifest holds the same key and every output
+    exists.
+
+    Parameters
+    ----------
+    paths : ExperimentPaths
+        Where the manifests (and the outputs, relative to ``paths.root``) lie.
+    log : callable, optional
+        Receives a line per stage (default :func:`log`).
+    """
+
+    def __init__(self, paths: ExperimentPaths, log=log):
+        self.paths = paths
+        self.log = log
+        self.keys: dict = {}
+        self.ran: list = []
+        self.skipped: list = []
+        self.timings: dict = {}
+
+    def key(self, name: str, parts) -> str:
+        """The key of stage ``name`` with inputs ``parts`` (``"@stage"`` resolved)."""
+        resolved = [self.keys.get(p[1:], p) if isinstance(p, str) and p.startswith("@") else p
+                    for p in parts]
+        return stage_key(name, resolved)
+
+    def has_run(self, name: str) -> bool:
+        """Whether stage ``name`` has a manifest (ran once, with whatever inputs)."""
+        return self.paths.manifest(name).exists()
+
+    def is_current(self, name: str, key: str, outputs) -> bool:
+        """Whether stage ``name`` ran with ``key`` and its ``outputs`` all exist."""
+        manifest = self.paths.manifest(name)
+        if not manifest.exists() or not all(Path(self._absolute(o)).exists() for o in outputs):
+            return False
+        return json.loads(manifest.read_text()).get("key") == key
+
+    def _absolute(self, output) -> Path:
+        return self.paths.root / output
+
+    def _relative(self, output) -> str:
+        path = Path(output)
+        return str(path.relative_to(self.paths.root) if path.is_absolute() else path)
+
+    def run(self, name: str, parts, outputs, func) -> bool:
+        """Run ``func()`` as stage ``name`` unless it is current.
+
+        Parameters
+        ----------
+        name : str
+        parts : sequence
+            The stage's JSON-able inputs; ``"@stage"`` names another stage's key.
+        outputs : sequence of path-like
+            Files or folders the stage writes (absolute, or relative to the root).
+        func : callable
+            Runs the stage.
+
+        Returns
+        -------
+        bool
+            Whether the stage ran.
+        """
+        key = self.key(name, parts)
+        if self.is_current(name, key, outputs):
+            self.keys[name] = key
+            self.skipped.append(name)
+            self.log(f"{name}: unchanged, skipped")
+            return False
+        self.log(f"{name}: running")
+        start = time.perf_counter()
+        func()
+        seconds = self.timings[name] = time.perf_counter() - start
+        _write_atomically(self.paths.manifest(name), json.dumps(
+            {"key": key, "outputs": [self._relative(o) for o in outputs], "seconds": seconds}))
+        self.keys[name] = key
+        self.ran.append(name)
+        self.log(f"{name}: done in {seconds:.0f} s")
+        return True
+
+
+# ------------------------------------------------------------------- cluster
+class ExperimentCluster:
+    """The dask client of an experiment's stages, as a context manager.
+
+    The given ``client``; else, with neither a ``scheduler`` address nor
+    ``DASK_SCHEDULER_ADDRESS``, one LocalCluster started when a stage first asks
+    for it and closed on exit (an error included). With a scheduler address and
+    no client, :attr:`client` is None and the ensembles connect by address.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+    scheduler : str, optional
+        Address of an existing dask scheduler.
+    """
+
+    def __init__(self, client=None, scheduler=None):
+        self.given = client
+        self.scheduler = scheduler
+        self._own = None
+
+    def _uses_given(self) -> bool:
+        return self.given is not None or self.scheduler is not None or bool(
+            os.environ.get("DASK_SCHEDULER_ADDRESS"))
+
+    @property
+    def client(self):
+        """The client: the given one, or the LocalCluster's (started now if need be)."""
+        if self._uses_given():
+            return self.given
+        if self._own is None:
+            from .solver.ensemble import default_n_workers, local_cluster
+
+            self._own = local_cluster(default_n_workers())
+        return self._own[1]
+
+    @property
+    def started(self) -> bool:
+        """Whether this object started a LocalCluster (and has not closed it)."""
+        return self._own is not None
+
+    def close(self) -> None:
+        """Close the LocalCluster this object started, if any (the given client stays)."""
+        if self._own is not None:
+            cluster, client = self._own
+            self._own = None
+            client.close()
+            cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
