@@ -27,7 +27,7 @@ RANKS = {
     "xtl.backends": 6.3,
     "xtl.training": 7, "xtl.sweep": 8, "xtl.explain": 8, "xtl.recommend": 9, "xtl.les": 10,
     "xtl.plotting": 11, "xtl.report": 12, "xtl.config": 12, "xtl.estimate": 12.5,
-    "xtl.stages": 13, "xtl.pipeline": 13, "xtl.cli": 14, "xtl": 15,
+    "xtl.workspace": 12.8, "xtl.pipeline": 13, "xtl.cli": 14, "xtl": 15,
 }
 
 

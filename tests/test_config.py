@@ -58,6 +58,7 @@ def _with(path, value):
         (("budget",), {"fractions": [0.1], "target": "nope"}, "'budget.target': must name"),
         (("budget",), {"fractions": [0.0]}, "'budget.fractions': must be a list of fractions"),
         (("recommend",), {"methods": ["oracle"]}, "'recommend.methods': must be a list among"),
+        (("recommend",), {"probe": {"epochs": 0}}, "'recommend.probe': epochs must be"),
         (("recommend",), {"probe": {"epoch": 3}}, "'recommend.probe.epoch': unknown key"),
         (("recommend",), {"methods": ["probe"], "default": "spectral"},
          "'recommend.default': must be one of"),

@@ -71,14 +71,17 @@ class ConfigError(ValueError):
 def les_closure_names() -> tuple:
     """Names of the physics closures the a posteriori stage may run (``les.baseline``).
 
-    The one list of them in the config: :class:`LesConfig` refuses any other name
-    and its default is all of them.
+    The closures registered in :mod:`xtl.les` (:func:`xtl.les.available_closures`)
+    other than "no closure", which the stage always runs: :class:`LesConfig`
+    refuses any other name and its default is all of them.
 
     Returns
     -------
     tuple of str
     """
-    return ("smagorinsky", "dynamic-smagorinsky")
+    from .les import available_closures
+
+    return tuple(n for n in available_closures() if n not in ("none", "no closure"))
 
 
 # --------------------------------------------------------------- value rules
@@ -420,7 +423,7 @@ def _method_options(method, table, known) -> None:
     """Options of a recommender, checked against its signature."""
     import inspect
 
-    from .recommend import recommender
+    from .recommend import recommender, recommender_options
 
     where = f"recommend.{method}"
     if method not in known:
@@ -429,6 +432,12 @@ def _method_options(method, table, known) -> None:
         _fail(where, f"must be a table of the method's options, got {table!r}")
     params = inspect.signature(recommender(method)).parameters
     _check_keys(table, {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}, where)
+    options_class = recommender_options(method)
+    if options_class is not None:  # the values too, by the method's own rules
+        try:
+            options_class.merge(table)
+        except (TypeError, ValueError) as err:
+            _fail(where, str(err))
 
 
 @dataclass(frozen=True)
@@ -517,12 +526,12 @@ class FlowConfig:
         return get_case(self.case, **self.overrides)
 
 
-def _check_filter(flow: FlowConfig, n_les: int, where: str) -> None:
+def _check_filter(flow: FlowConfig, where: str) -> None:
     """Refuse a filter the coarse-graining does not know, with its message."""
-    from .coarse import filter_transfer_function
+    from .options import check_filter
 
-    try:  # coarse's own rule (its FILTERS and their aliases), at the flow's LES grid
-        filter_transfer_function(n_les, flow.filter)
+    try:
+        check_filter(flow.filter)
     except ValueError as err:
         _fail(f"{where}.filter", str(err))
 
@@ -560,7 +569,7 @@ def _flow(raw: dict, where: str) -> FlowConfig:
         case = flow.make_case()
     except (TypeError, ValueError) as err:
         _fail(where, str(err))
-    _check_filter(flow, case.n_les, where)
+    _check_filter(flow, where)
     return flow
 
 

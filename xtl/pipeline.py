@@ -464,23 +464,6 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
     write_dataset(out.compute(), paths.explain(target.name), overwrite=True)
 
 
-def physics_closure(name: str, n_les: int):
-    """The physics closure ``name`` (one of :func:`xtl.config.les_closure_names`).
-
-    Raises
-    ------
-    ValueError
-        Naming ``les.baseline``, the name and the known closures.
-    """
-    from .les import DynamicSmagorinsky, Smagorinsky
-
-    classes = {cls.name: cls for cls in (Smagorinsky, DynamicSmagorinsky)}
-    if name not in classes:
-        raise ValueError(f"les.baseline: no physics closure named {name!r}; known: "
-                         f"{sorted(classes)}")
-    return classes[name](n_les)
-
-
 def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, target) -> dict:
     """``{label: closure}`` of the a posteriori stage of ``target``.
 
@@ -488,13 +471,13 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
     layer's TLNN; and the sweep's baselines it trained (``scratch``,
     ``full_target``) — the networks of the first seed.
     """
-    from .les import ModelClosure
+    from .les import ModelClosure, get_closure
 
     n_les = target.make_case().n_les
     seed = config.seeds[0]
     closures = {"no closure": None}
     for name in config.les.baseline:
-        closures[name] = physics_closure(name, n_les)
+        closures[name] = get_closure(name, n=n_les)
     closures["BNN"] = ModelClosure(_load_model(paths.model("base")))
     closures["TLNN"] = ModelClosure(_load_model(
         paths.tl_model(target.name, best_layer(paths, target.name), seed)))
