@@ -146,3 +146,17 @@ def test_readme_snippet_has_a_main_guard():
 def test_the_guard_check_catches_an_unguarded_script():
     tree = ast.parse("import xtl\nds = xtl.ensemble('tiny', t_end=1, save_interval=1, directory='r')\n")
     assert [s for s in tree.body if _runs_code(s)]
+
+
+def test_the_extending_examples_run(tmp_path):
+    """The ```python blocks of docs/extending.md, in order, in a fresh process (they
+    register a filter, a forcing, a closure and a recommender)."""
+    text = (ROOT / "docs" / "extending.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    script = tmp_path / "extending.py"
+    script.write_text("\n".join(blocks))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "0.5 * Smagorinsky(n=16, cs=0.17) + LinearDrag(n=16, r=0.05)" in run.stdout

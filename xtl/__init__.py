@@ -24,9 +24,10 @@ from .explain import activation_spectra, activations, flow_difference, spectral_
 from . import les  # noqa: F401  (the module; its run function is run_les)
 from .les import les_metrics, run_les
 from .recommend import compare_recommendation, recommend_layers
+from .options import CoarseGraining, FitOptions, LesSchedule, Output, Schedule
 from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
-from .sweep import budget_sweep, layer_sweep
+from .sweep import SweepOptions, budget_sweep, layer_sweep
 from .training import evaluate, predict, train, transfer
 from .spectral import (
     classify_filters,
@@ -59,6 +60,12 @@ __all__ = [
     "classify_kernels",
     "filter_census",
     "kernel_change",
+    "FitOptions",
+    "SweepOptions",
+    "CoarseGraining",
+    "Schedule",
+    "Output",
+    "LesSchedule",
     "NetworkSpec",
     "Model",
     "get_backend",
