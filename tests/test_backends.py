@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from xtl.backends import (
-    BackendBase,
+    Backend,
     Model,
     NetworkSpec,
     available_backends,
@@ -349,6 +349,232 @@ def test_activations_bad_layer(keras_backend):
 
 def test_backend_base_is_framework_neutral():
     """The neutral layer declares the protocol without a framework import."""
-    assert issubclass(get_backend("keras").__class__, BackendBase)
+    assert issubclass(get_backend("keras").__class__, Backend)
     assert "tensorflow" not in base_module.__dict__ and "keras" not in base_module.__dict__
     assert isinstance(Model("keras", None, NetworkSpec(n_layers=1), {}).n_layers, int)
+
+
+# ------------------------------------------- the shared loop with a toy backend
+class ToyBackend(Backend):
+    """A numpy 1x1-conv linear network (Π = w·(ψ, ω) + b), trained by SGD with momentum.
+
+    It implements only the primitives; the epochs, early stopping, checkpoints and
+    history come from the shared loop. ``options.callbacks`` are its native callbacks:
+    ``cb(epoch, batch)`` after each batch.
+    """
+
+    name = "toy"
+
+    class Net:
+        def __init__(self, w, b):
+            self.w, self.b, self.opt = w, b, None
+
+    def build(self, spec, normalization=None, *, seed=0):
+        spec = NetworkSpec.from_any(spec)
+        assert spec.n_layers == 1 and spec.kernel_size == 1, "the toy is one 1x1 layer"
+        rng = np.random.default_rng(seed)
+        net = self.Net(rng.standard_normal((1, 2, 1, 1)).astype(np.float32),
+                       np.zeros(1, np.float32))
+        norm = normalization or {"psi": 1.0, "omega": 1.0, "pi": 1.0}
+        return Model(self.name, net, spec, dict(norm), {"seed": seed})
+
+    def clone(self, model):
+        return Model(self.name, self.Net(model.native.w.copy(), model.native.b.copy()),
+                     model.spec, dict(model.normalization), dict(model.provenance))
+
+    def get_weights(self, model):
+        return [(model.native.w.copy(), model.native.b.copy())]
+
+    def set_weights(self, model, weights):
+        (w, b), = weights
+        model.native.w, model.native.b = np.array(w, np.float32), np.array(b, np.float32)
+
+    def predict_normalized(self, model, x, *, batch_size=32):
+        return (np.asarray(x, np.float32) @ model.native.w[0, :, 0, 0]) + model.native.b[0]
+
+    def activations(self, model, x, layers, *, batch_size=32):
+        return {1: self.predict_normalized(model, x)[:, None]}
+
+    def save(self, model, path):
+        raise NotImplementedError("the toy backend does not save")
+
+    def load(self, path):
+        raise NotImplementedError("the toy backend does not load")
+
+    def prepare_fit(self, model, layers, options):
+        net = model.native
+        net.opt = {"lr": np.float32(options.learning_rate), "callbacks": options.callbacks,
+                   "m": [np.zeros_like(net.w), np.zeros_like(net.b)]}
+
+    def train_epoch(self, model, batches, epoch, on_batch=None):
+        net, total, count = model.native, 0.0, 0
+        for i, (x, y) in enumerate(batches):
+            err = self.predict_normalized(model, x) - y[..., 0]
+            gw = (2 * np.einsum("syx,syxc->c", err, x) / err.size).reshape(net.w.shape)
+            gb = np.array([2 * err.mean()], np.float32)
+            m = net.opt["m"]
+            m[0], m[1] = np.float32(0.9) * m[0] + gw, np.float32(0.9) * m[1] + gb
+            net.w = (net.w - net.opt["lr"] * m[0]).astype(np.float32)
+            net.b = (net.b - net.opt["lr"] * m[1]).astype(np.float32)
+            total, count = total + float(np.sum(err.astype(np.float64) ** 2)), count + err.size
+            for callback in net.opt["callbacks"]:
+                callback(epoch, i)
+            if on_batch is not None:
+                on_batch(i, total / count)
+        return total / count
+
+    def get_state(self, model):
+        net = model.native
+        return [net.w.copy(), net.b.copy(), net.opt["m"][0].copy(), net.opt["m"][1].copy()]
+
+    def set_state(self, model, state):
+        net = model.native
+        net.w, net.b, m0, m1 = (np.array(a) for a in state)
+        net.opt["m"] = [m0, m1]
+
+
+def toy_data(n, seed, sign=1.0):
+    from xtl.training import ArrayData
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4, 4, 2)).astype(np.float32)
+    y = sign * (0.7 * x[..., :1] - 0.3 * x[..., 1:] + 0.1)
+    y = (y + 0.01 * rng.standard_normal(y.shape)).astype(np.float32)
+    return ArrayData(x, y)
+
+
+TOY_SPEC = dict(n_layers=1, kernel_size=1, channels=1)
+
+
+def toy_fit(data, val, callbacks=(), **options):
+    from xtl.options import FitOptions
+
+    backend = ToyBackend()
+    model = backend.build(TOY_SPEC, seed=0)
+    options = FitOptions.merge(dict(epochs=8, batch_size=8, learning_rate=0.02,
+                                    progress=False, callbacks=callbacks), **options)
+    return model, backend.fit(model, data, val, options)
+
+
+def test_toy_backend_learns_with_the_shared_loop():
+    model, history = toy_fit(toy_data(40, 0), toy_data(10, 1), epochs=15)
+    assert list(history) == ["loss", "val_loss", "epoch_time"]
+    assert all(len(v) == 15 for v in history.values())
+    assert history["loss"][-1] < 0.01 * history["loss"][0]
+    (w, b), = ToyBackend().get_weights(model)
+    np.testing.assert_allclose(w.ravel(), [0.7, -0.3], atol=0.02)
+    np.testing.assert_allclose(b, [0.1], atol=0.02)
+    assert ToyBackend().device() == "unknown"
+
+
+def test_toy_backend_early_stopping_restores_the_best_epoch_bitwise():
+    """Validated on targets of the opposite sign, the validation loss rises while the
+    toy learns; the weights returned are those after the best epoch, bitwise."""
+    data, val = toy_data(40, 0), toy_data(10, 1, sign=-1.0)
+    stopped, history = toy_fit(data, val, epochs=30, patience=3)
+    best = int(np.argmin(history["val_loss"]))
+    assert len(history["loss"]) == best + 1 + 3 < 30  # stopped 3 epochs after the best
+    again, _ = toy_fit(data, val, epochs=best + 1)  # the same run, up to the best epoch
+    assert ToyBackend().get_weights(stopped)[0][0].tobytes() == \
+        ToyBackend().get_weights(again)[0][0].tobytes()
+    flat, flat_history = toy_fit(data, val, epochs=10, patience=2, learning_rate=0.0)
+    assert len(flat_history["loss"]) == 3  # nothing improves after epoch 1
+
+
+def test_toy_backend_resumes_an_interrupted_fit_bitwise(tmp_path):
+    data, val = toy_data(40, 0), toy_data(10, 1)
+    reference, ref_history = toy_fit(data, val, epochs=5)
+
+    def interrupt(epoch, batch):
+        if (epoch, batch) == (2, 1):
+            raise KeyboardInterrupt("simulated interruption")
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        toy_fit(data, val, callbacks=[interrupt], epochs=5, checkpoint_dir=ckpt)
+    assert (ckpt / "train.ckpt.npz").exists()
+    resumed, history = toy_fit(data, val, epochs=5, checkpoint_dir=ckpt)
+    for a, b in zip(ToyBackend().get_weights(resumed)[0], ToyBackend().get_weights(reference)[0]):
+        assert a.tobytes() == b.tobytes()  # momentum restored too, or this differs
+    assert history["loss"] == ref_history["loss"] and len(history["epoch_time"]) == 5
+    with pytest.raises(ValueError, match=r"different training \(it differs in: seed\)"):
+        toy_fit(data, val, epochs=5, seed=1, checkpoint_dir=ckpt)
+
+
+def test_toy_backend_through_xtl_train():
+    from conftest import make_les
+    from xtl.training import train
+
+    register_backend("toy", ToyBackend, overwrite=True)
+    try:
+        m = train(make_les(nt=16, seed=0), TOY_SPEC, backend="toy", epochs=2, batch_size=4,
+                  learning_rate=0.01, progress=False)
+        assert m.backend == "toy" and m.provenance["device"] == "unknown"
+        assert m.history.sizes["epoch"] == 2
+        assert model_to_dataset(m).kernel.shape == (1, 1, 2, 1, 1)
+    finally:
+        from xtl import backends
+
+        backends._REGISTRY.pop("toy", None)
+        backends._INSTANCES.pop("toy", None)
+
+
+def test_register_backend_refuses_what_is_not_a_backend():
+    class NotABackend:
+        name = "nope"
+
+    class Partial(Backend):  # abstract methods left out
+        name = "partial"
+
+    with pytest.raises(TypeError, match="Backend"):
+        register_backend("nope", NotABackend)
+    with pytest.raises(TypeError, match=r"abstract Backend methods \[.*'train_epoch'"):
+        register_backend("partial", Partial)
+    with pytest.raises(TypeError):
+        Backend()
+    assert "nope" not in available_backends() and "partial" not in available_backends()
+
+
+def test_prefetch_keeps_order_raises_and_stops():
+    from xtl.backends.loop import Prefetch
+
+    with Prefetch(iter(range(50)), depth=2) as p:
+        assert list(p) == list(range(50))
+
+    def failing():
+        yield 1
+        raise RuntimeError("bad block")
+
+    with pytest.raises(RuntimeError, match="bad block"), Prefetch(failing()) as p:
+        list(p)
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    with Prefetch(endless(), depth=2) as p:
+        assert next(iter(p)) == 0
+    p._thread.join(timeout=5)
+    assert not p._thread.is_alive() and len(produced) < 10
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_model_pickles_and_deep_copies_after_keras_use(keras_backend):
+    """The Keras state (compiled functions) is the backend's, not the Model's."""
+    import copy
+    import dataclasses
+    import pickle
+
+    m = keras_backend.build(dict(n_layers=2, channels=3, kernel_size=3, padding="periodic"),
+                            seed=1)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 2)).astype(np.float32)
+    ref = keras_backend.compiled_forward(m)(x)
+    keras_backend.activations(m, x, [1])
+    assert "cache" not in {f.name for f in dataclasses.fields(Model)}
+    for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert other.native is not m.native
+        np.testing.assert_array_equal(keras_backend.compiled_forward(other)(x), ref)

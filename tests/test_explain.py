@@ -59,7 +59,7 @@ class RecordingBackend(KerasBackend):
 
 def test_activation_spectra_streamed_equal_full_spectra(trained_model, inputs):
     register_backend("recording-keras", RecordingBackend, overwrite=True)
-    model = dataclasses.replace(trained_model, backend="recording-keras", cache={})
+    model = dataclasses.replace(trained_model, backend="recording-keras")
     RecordingBackend.calls.clear()
     lazy = inputs.chunk({"time": 3})
     spec = activation_spectra(model, lazy, layers=[2, 3], batch_size=3)

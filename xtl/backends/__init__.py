@@ -22,7 +22,6 @@ from .base import (
     INPUTS,
     OUTPUT,
     Backend,
-    BackendBase,
     Model,
     NetworkSpec,
     check_layers,
@@ -33,7 +32,6 @@ from .base import (
 
 __all__ = [
     "Backend",
-    "BackendBase",
     "Model",
     "NetworkSpec",
     "INPUTS",
@@ -83,8 +81,9 @@ def register_backend(name: str, backend, *, overwrite: bool = False) -> None:
     name : str
         Name to look it up by (``get_backend(name)``, ``train(..., backend=name)``).
     backend : Backend instance, class, or str
-        An object implementing :class:`Backend`, a class whose no-argument
-        instance does, or a ``"module:attr"`` path imported on first use.
+        A :class:`Backend` instance, a subclass (instantiated without arguments
+        on first use), or a ``"module:attr"`` path to either, imported and
+        checked on first use.
     overwrite : bool
         Replace an existing registration of ``name`` (default: raise).
 
@@ -92,14 +91,22 @@ def register_backend(name: str, backend, *, overwrite: bool = False) -> None:
     ------
     ValueError
         If ``name`` is taken and ``overwrite`` is false, or is not a non-empty str.
+    TypeError
+        If ``backend`` is none of the above.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
-    if not isinstance(backend, (str, type)) and not isinstance(backend, Backend):
+    if not (isinstance(backend, (str, Backend))
+            or (isinstance(backend, type) and issubclass(backend, Backend))):
         raise TypeError(
-            "backend must implement xtl.backends.Backend (build, fit, predict, ...), or be "
-            f"a class or a 'module:attr' string; got {type(backend).__name__}"
+            "backend must be an xtl.backends.Backend instance, a Backend subclass or a "
+            f"'module:attr' string naming one; got {backend!r}"
         )
+    missing = sorted(getattr(backend, "__abstractmethods__", ())) if isinstance(backend, type) \
+        else []
+    if missing:
+        raise TypeError(f"backend {backend.__name__} does not implement the abstract "
+                        f"Backend methods {missing}")
     with _LOCK:
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"a backend named {name!r} is registered; pass overwrite=True")
@@ -115,7 +122,8 @@ def _resolve(obj):
     if isinstance(obj, type):
         obj = obj()
     if not isinstance(obj, Backend):
-        raise TypeError(f"{obj!r} does not implement the xtl.backends.Backend protocol")
+        raise TypeError(f"backend {obj!r} is not an xtl.backends.Backend (subclass "
+                        "xtl.backends.Backend and implement its abstract methods)")
     return obj
 
 

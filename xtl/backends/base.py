@@ -7,9 +7,10 @@ This module defines
 * :class:`Model` -- xtl's wrapper of one trained network: the backend's name,
   the native object, the spec, the normalization and the provenance, so that
   analysis code never touches a deep-learning framework;
-* :class:`Backend` -- the protocol a backend implements, and
-  :class:`BackendBase`, which implements the framework-neutral parts of it
-  (physical-units prediction, model <-> Dataset) on top of a few primitives;
+* :class:`Backend` -- the abstract base class of backends: the primitives a
+  framework implements (build, weights, inference, training steps, save/load)
+  and the framework-neutral methods built on them (physical-units prediction,
+  model <-> Dataset, the training loop of :mod:`xtl.backends.loop`);
 * :func:`model_to_dataset` / :func:`model_from_dataset` -- the
   model-as-Dataset schema ``kernel(layer, channel_out, channel_in, tap_y,
   tap_x)`` and ``bias(layer, channel_out)`` (docs/training.md, "The model as data").
@@ -29,6 +30,7 @@ coordinates of the model Dataset) and ``in`` is zero outside the grid
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import hashlib
 import json
@@ -46,7 +48,6 @@ __all__ = [
     "NetworkSpec",
     "Model",
     "Backend",
-    "BackendBase",
     "TrainingData",
     "model_to_dataset",
     "model_from_dataset",
@@ -57,6 +58,7 @@ __all__ = [
     "data_digest",
     "history_to_dataset",
     "stack_inputs",
+    "json_safe",
 ]
 
 #: The network's input variables, in channel order.
@@ -224,6 +226,12 @@ class Model:
         re-trained layers, seed, ...); JSON-safe values.
     history : xarray.Dataset, optional
         Training history over ``epoch`` (``loss``, ``val_loss``, ``epoch_time``).
+
+    Notes
+    -----
+    A backend keeps its framework state of a model (compiled functions, the
+    optimizer) itself, not here, so that a Model pickles (to dask workers) and
+    deep-copies like plain data.
     """
 
     backend: str
@@ -232,7 +240,6 @@ class Model:
     normalization: dict
     provenance: dict = field(default_factory=dict)
     history: xr.Dataset | None = None
-    cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -334,86 +341,206 @@ class TrainingData(Protocol):
         """Yield ``(x, y)`` batches covering every sample once, shuffled per (seed, epoch)."""
 
 
-# ------------------------------------------------------------------- protocol
-@runtime_checkable
-class Backend(Protocol):
-    """What a model backend provides.
+# -------------------------------------------------------------------- backend
+class Backend(abc.ABC):
+    """A model backend: the primitives a deep-learning framework provides, and
+    the framework-neutral methods xtl builds on them.
 
     A backend is registered under a name (see :func:`xtl.backends.register_backend`
     or the ``xtl.backends`` entry-point group). All methods take and return
     xtl :class:`Model` objects and numpy arrays, never framework objects.
+
+    Subclasses implement the abstract primitives:
+
+    * building and weights: :meth:`build`, :meth:`clone`, :meth:`get_weights`,
+      :meth:`set_weights`;
+    * inference: :meth:`predict_normalized`, :meth:`activations`;
+    * persistence: :meth:`save`, :meth:`load`;
+    * training steps: :meth:`prepare_fit`, :meth:`train_epoch`,
+      :meth:`get_state`, :meth:`set_state`.
+
+    The training loop itself -- epochs, shuffling, early stopping, checkpoints,
+    history, progress -- is shared (:func:`xtl.backends.loop.fit`, called by
+    :meth:`fit`). The Gauss–Newton and gradient recommenders
+    (:mod:`xtl.recommend`) also need :meth:`jvp` and :meth:`vjp`; a backend
+    may override :meth:`evaluate`, :meth:`compiled_forward`, :meth:`end_epoch`,
+    :meth:`end_fit`, :meth:`device` and :meth:`set_threads` where it has
+    something better than the defaults.
     """
 
-    name: str
-    suffix: str
+    #: Registered name; also stored in the models it makes.
+    name: str = "base"
+    #: Suffix of its native model files (``".keras"``).
+    suffix: str = ""
 
+    # -- building and weights (primitives) -------------------------------------
+    @abc.abstractmethod
     def build(self, spec: NetworkSpec, normalization: dict | None = None, *,
               seed: int = 0) -> Model:
         """Build an untrained network from ``spec`` with seeded initial weights."""
 
+    @abc.abstractmethod
     def clone(self, model: Model) -> Model:
         """An independent copy of ``model`` (same weights, spec, normalization)."""
 
+    @abc.abstractmethod
     def get_weights(self, model: Model) -> list:
-        """Per layer 1..L, ``(kernel (out, in, K, K), bias (out,))`` float32 numpy arrays."""
+        """Per layer 1..L, ``(kernel (out, in, K, K), bias (out,))`` float32 numpy arrays
+        (fresh copies: later training does not change them)."""
 
+    @abc.abstractmethod
     def set_weights(self, model: Model, weights: Sequence) -> None:
         """Set the weights from :meth:`get_weights`' layout."""
 
-    def fit(self, model: Model, train: TrainingData, validation, options, *,
-            layers=None) -> dict:
-        """Train in place (only ``layers`` when given); return the history as lists per key."""
-
+    # -- inference (primitives) ------------------------------------------------
+    @abc.abstractmethod
     def predict_normalized(self, model: Model, x: np.ndarray, *,
                            batch_size: int = 32) -> np.ndarray:
         """Network output ``(sample, y, x)`` for normalized inputs ``(sample, y, x, 2)``."""
 
-    def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
-        """Π in physical units from physical ψ̄, ω̄ ``(..., y, x)``."""
-
+    @abc.abstractmethod
     def activations(self, model: Model, x: np.ndarray, layers: Sequence[int], *,
                     batch_size: int = 32) -> dict:
         """``{layer: (sample, channel, y, x)}`` outputs of conv layers for normalized ``x``."""
 
+    # -- persistence (primitives) ----------------------------------------------
+    @abc.abstractmethod
+    def save(self, model: Model, path) -> None:
+        """Save in the native format (atomically)."""
+
+    @abc.abstractmethod
+    def load(self, path) -> Model:
+        """Load a model saved by :meth:`save`."""
+
+    # -- training steps (primitives of the shared loop) ------------------------
+    @abc.abstractmethod
+    def prepare_fit(self, model: Model, layers: tuple, options) -> None:
+        """Get ``model`` ready to train: freeze the layers not in ``layers``, make the
+        optimizer (and its state, so that :meth:`get_state` holds all of it), set up
+        ``options.callbacks`` (backend-native) and ``options.deterministic``.
+
+        Parameters
+        ----------
+        model : Model
+        layers : tuple of int
+            The conv layers to train (1..L); the others must stay bitwise unchanged.
+        options : xtl.options.FitOptions
+            ``learning_rate``, ``deterministic``, ``callbacks``, ``epochs`` are used here.
+        """
+
+    @abc.abstractmethod
+    def train_epoch(self, model: Model, batches, epoch: int, on_batch=None) -> float:
+        """One epoch of gradient steps, one per batch, in the order given.
+
+        Parameters
+        ----------
+        model : Model
+            Prepared by :meth:`prepare_fit`.
+        batches : iterable of (numpy.ndarray, numpy.ndarray)
+            Normalized ``(x (n, y, x, 2), y (n, y, x, 1))`` float32 batches.
+        epoch : int
+            0-based epoch number (for backend-native callbacks).
+        on_batch : callable, optional
+            Called as ``on_batch(i, loss)`` after batch ``i``; ``loss`` is the running
+            mean training loss, any scalar that ``float()`` converts (converting may
+            wait for the device: call it rarely).
+
+        Returns
+        -------
+        float
+            The epoch's training loss: the MSE over its samples.
+        """
+
+    @abc.abstractmethod
+    def get_state(self, model: Model) -> list:
+        """The full training state of a prepared model as a list of numpy arrays:
+        weights and optimizer state, enough for :meth:`set_state` to continue
+        bitwise as if never interrupted."""
+
+    @abc.abstractmethod
+    def set_state(self, model: Model, state: Sequence) -> None:
+        """Restore :meth:`get_state`'s arrays into a model prepared the same way."""
+
+    # -- training: shared -------------------------------------------------------
+    def fit(self, model: Model, train: TrainingData, validation, options, *,
+            layers=None) -> dict:
+        """Train ``model`` in place with the shared loop (:func:`xtl.backends.loop.fit`).
+
+        Parameters
+        ----------
+        model : Model
+        train, validation : TrainingData
+            Normalized training and (optional, None) validation data.
+        options : xtl.options.FitOptions
+            Epochs, batch size, learning rate, seed, early stopping, checkpoints,
+            progress, backend-native callbacks, determinism.
+        layers : sequence of int, optional
+            Conv layers to train (1..L); default all.
+
+        Returns
+        -------
+        dict
+            ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}``.
+        """
+        from .loop import fit
+
+        return fit(self, model, train, validation, options, layers=layers)
+
+    def evaluate(self, model: Model, data: TrainingData, batch_size: int = 32) -> float:
+        """The MSE of the network output against the targets of ``data``.
+
+        Parameters
+        ----------
+        model : Model
+        data : TrainingData
+            Normalized data, read once in order.
+        batch_size : int
+            Samples per forward pass.
+
+        Returns
+        -------
+        float
+            The mean over all samples and grid points of the squared error.
+        """
+        forward = self.compiled_forward(model)
+        total, count = 0.0, 0
+        for x, y in data.batches(0, batch_size, 0, False):
+            err = forward(x) - np.asarray(y, np.float32)[..., 0]
+            total += float(np.sum(np.square(err, dtype=np.float64)))
+            count += err.size
+        if count == 0:
+            raise ValueError("data must hold at least one sample, got none")
+        return total / count
+
+    def end_epoch(self, model: Model, epoch: int, logs: dict) -> bool:
+        """Tell backend-native callbacks that ``epoch`` ended with ``logs``
+        (``loss``, ``val_loss``); return True when one asks to stop. Default: False."""
+        return False
+
+    def end_fit(self, model: Model) -> None:
+        """The fit is over: tell native callbacks, release per-fit state. Default: nothing."""
+
+    # -- optional -----------------------------------------------------------------
     def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
             batch_size: int = 32) -> np.ndarray:
         """Output change ``(sample, y, x)`` along ``tangent = (kernel, bias)`` of one layer."""
+        raise NotImplementedError(f"the {self.name!r} backend has no jvp (xtl.recommend's "
+                                  "Gauss-Newton recommender needs it)")
 
     def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
             batch_size: int = 32) -> tuple:
         """``(kernel, bias)`` gradient of ``Σ cotangent · output`` w.r.t. one layer's weights."""
+        raise NotImplementedError(f"the {self.name!r} backend has no vjp (xtl.recommend's "
+                                  "gradient recommenders need it)")
 
-    def save(self, model: Model, path) -> None:
-        """Save in the native format (atomically)."""
-
-    def load(self, path) -> Model:
-        """Load a model saved by :meth:`save`."""
-
-    def set_threads(self, n: int) -> None:
-        """Use at most ``n`` CPU threads in this process (e.g. one per dask worker thread)."""
-
-    def to_dataset(self, model: Model) -> xr.Dataset:
-        """The model as a Dataset (see :func:`model_to_dataset`)."""
-
-    def from_dataset(self, ds: xr.Dataset) -> Model:
-        """Rebuild a model from :meth:`to_dataset`'s output."""
-
-
-class BackendBase:
-    """Framework-neutral parts of a backend, built on its primitives.
-
-    Subclasses implement ``build``, ``clone``, ``get_weights``, ``set_weights``,
-    ``fit``, ``predict_normalized``, ``activations``, ``save`` and ``load``; the
-    Gauss–Newton and gradient recommenders (:mod:`xtl.recommend`) also need
-    ``jvp`` and ``vjp``.
-    """
-
-    name = "base"
-    suffix = ""
+    def device(self) -> str:
+        """The device the backend computes on (``"CPU"``, ``"GPU"``); default ``"unknown"``."""
+        return "unknown"
 
     def set_threads(self, n: int) -> None:
         """Use at most ``n`` CPU threads; a backend without thread pools ignores it."""
 
+    # -- inference and Datasets: shared ---------------------------------------------
     def compiled_forward(self, model: Model):
         """A callable ``f(x)`` = :meth:`predict_normalized` for many small calls.
 
@@ -598,12 +725,23 @@ def history_to_dataset(history: Mapping) -> xr.Dataset:
                                               {"long_name": "training epoch"})})
 
 
-def _json_safe(value):
-    """Convert numpy scalars/arrays and tuples in ``value`` to JSON-safe objects."""
+def json_safe(value):
+    """``value`` with numpy scalars and arrays, tuples and non-str keys made JSON-safe.
+
+    Parameters
+    ----------
+    value : object
+        Mappings, sequences, numpy arrays and scalars, nested.
+
+    Returns
+    -------
+    object
+        Dicts with str keys, lists, and Python scalars in place of numpy ones.
+    """
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -617,7 +755,7 @@ def _netcdf_attr(value):
         return value
     if isinstance(value, bool):
         return int(value)
-    return json.dumps(_json_safe(value))
+    return json.dumps(json_safe(value))
 
 
 def _weights_to_dataset(weights: Sequence, model: Model) -> xr.Dataset:
@@ -669,8 +807,8 @@ def _weights_to_dataset(weights: Sequence, model: Model) -> xr.Dataset:
         "channels": _netcdf_attr(spec.to_dict()["channels"]),
         **normalization_attrs(model.normalization),
         _SPEC_ATTR: spec.to_json(),
-        _NORM_ATTR: json.dumps(_json_safe(model.normalization), sort_keys=True),
-        _PROV_ATTR: json.dumps(_json_safe(model.provenance), sort_keys=True),
+        _NORM_ATTR: json.dumps(json_safe(model.normalization), sort_keys=True),
+        _PROV_ATTR: json.dumps(json_safe(model.provenance), sort_keys=True),
     }
     for key, value in model.provenance.items():
         attrs.setdefault(key, _netcdf_attr(value))

@@ -10,10 +10,14 @@ with ``keras.ops``) and uses ``padding="valid"``; with ``padding="zeros"``
 it uses Keras' ``padding="same"``. Layer numbers count conv layers only.
 The input shape is ``(None, None, 2)``: one network works on any grid size.
 
-Training uses a ``tf.data`` pipeline whose shuffling depends only on
-``(seed, epoch)`` (stateless random), so that a run resumed from a
-checkpoint (weights + Adam state + history, written atomically after each
-epoch) continues exactly as an uninterrupted run.
+Training is the shared loop of :mod:`xtl.backends.loop`; this backend gives
+it its primitives: :meth:`KerasBackend.prepare_fit` (freeze layers, Adam on
+the MSE, Keras' train step compiled as ``keras.Model.fit`` compiles it),
+:meth:`~KerasBackend.train_epoch` (one step per batch, calling Keras
+callbacks as ``fit`` does) and :meth:`~KerasBackend.get_state` /
+:meth:`~KerasBackend.set_state` (weights and Adam state, for a bitwise resume).
+Its per-model state (compiled functions, the train step) lives in a
+weak-keyed table here, not on the Model.
 """
 from __future__ import annotations
 
@@ -25,31 +29,30 @@ import os
 import re
 import sys
 import tempfile
-import time
+import threading
 import warnings
+import weakref
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .._progress import show_progress
 from ..options import FitOptions
 from .base import (
     INPUTS,
     OUTPUT,
-    BackendBase,
+    Backend,
     Model,
     NetworkSpec,
-    array_digest,
     check_layers,
-    data_digest,
     history_to_dataset,
+    json_safe,
 )
 
 __all__ = ["KerasBackend"]
 
 _META_ENTRY = "xtl.json"
-_CKPT_NAME = "train.ckpt.npz"
 
 
 # --------------------------------------------------------------- lazy imports
@@ -190,7 +193,7 @@ def _enable_determinism() -> None:
 
 
 # ----------------------------------------------------------------- the backend
-class KerasBackend(BackendBase):
+class KerasBackend(Backend):
     """The Keras 3 / TensorFlow backend (registered as ``"keras"``).
 
     See :class:`xtl.backends.base.Backend` for the methods' contracts.
@@ -278,78 +281,95 @@ class KerasBackend(BackendBase):
                 raise ValueError(f"layer {k}: kernel of shape {w.shape} does not fit {shape}")
             layer.set_weights([w, np.asarray(b, np.float32)])
 
-    # -- training -------------------------------------------------------------
-    def fit(self, model: Model, train, validation, options: FitOptions, *,
-            layers=None) -> dict:
-        """Train ``model`` in place with Adam on the MSE.
+    # -- training steps (the loop is xtl.backends.loop's) ------------------------
+    def prepare_fit(self, model: Model, layers, options: FitOptions) -> None:
+        """Freeze the layers not in ``layers``, compile Adam on the MSE and a train step.
 
         Parameters
         ----------
         model : Model
-        train, validation : TrainingData
-            Normalized training and (optional, None) validation data.
+        layers : sequence of int
+            Conv layers to train (1..L); the others are frozen (bitwise unchanged).
         options : FitOptions
-            Epochs (a resumed run continues up to them), batch size, learning
-            rate, seed of the per-epoch shuffling, early stopping (restoring
-            the best weights), checkpoint directory (an existing checkpoint of
-            the same training is resumed, one of a different training raises
-            a ValueError), progress, extra Keras callbacks, determinism.
-        layers : sequence of int, optional
-            Conv layers to train (1..L); the others are frozen and stay
-            bitwise unchanged. Default: all.
-
-        Returns
-        -------
-        dict
-            ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}`` over
-            all epochs run (including those before a resume).
+            ``learning_rate``; ``deterministic`` turns TensorFlow's deterministic ops
+            on (process-wide); ``callbacks`` are Keras callbacks, called as in
+            ``keras.Model.fit``.
         """
-        epochs, batch_size, seed = options.epochs, options.batch_size, options.seed
-        learning_rate, patience = options.learning_rate, options.patience
-        checkpoint_dir, progress = options.checkpoint_dir, options.progress
-        callbacks, deterministic = list(options.callbacks), options.deterministic
         keras, tf = _keras(), _tf()
         _quiet_retracing()
-        if deterministic:
+        if options.deterministic:
             _enable_determinism()
-        n_layers = model.n_layers
-        trainable = set(check_layers(layers, n_layers)) if layers is not None \
-            else set(range(1, n_layers + 1))
+        trainable = set(check_layers(layers, model.n_layers))
         for k, layer in enumerate(self.conv_layers(model), 1):
             layer.trainable = k in trainable
-        optimizer = keras.optimizers.Adam(learning_rate=float(learning_rate))
+        native = model.native
+        optimizer = keras.optimizers.Adam(learning_rate=float(options.learning_rate))
         if model.spec.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.native.compile(optimizer=optimizer, loss="mse")
+        native.compile(optimizer=optimizer, loss="mse")
+        optimizer.build(native.trainable_variables)  # its state exists before the first step
+        # Keras' own train step (loss tracker, loss scaling), compiled as Model.fit does
+        step = tf.function(lambda x, y: native.train_step((x, y)), reduce_retracing=True,
+                           jit_compile=bool(native.jit_compile))
+        callbacks = keras.callbacks.CallbackList(list(options.callbacks), model=native,
+                                                 epochs=options.epochs, verbose=0)
+        native.stop_training = False
+        _model_state(model)["fit"] = _FitSession(step, optimizer, callbacks)
+        callbacks.on_train_begin()
 
-        ckpt = None
-        if checkpoint_dir:
-            ckpt = _Checkpoint(checkpoint_dir, _fingerprint(
-                model, train, validation, batch_size=batch_size, seed=seed,
-                layers=sorted(trainable), learning_rate=learning_rate))
-        state = {"epoch": 0, "history": {}, "best": math.inf, "wait": 0, "stopped": False}
-        best_weights = None
-        if ckpt is not None and ckpt.exists():
-            state, best_weights = ckpt.load(model.native)
-        if state["epoch"] < epochs and not state["stopped"]:
-            n_batches = math.ceil(train.n_samples / batch_size)
-            train_ds = _train_dataset(tf, train, batch_size, seed, state["epoch"], epochs)
-            val_ds = None if validation is None else _eval_dataset(tf, validation, batch_size)
-            monitor = _monitor_class(show_progress(progress))(
-                state, ckpt, patience, best_weights, n_batches, epochs)
-            try:
-                model.native.fit(train_ds, epochs=epochs, initial_epoch=state["epoch"],
-                                 steps_per_epoch=n_batches, validation_data=val_ds,
-                                 validation_steps=None if validation is None else
-                                 math.ceil(validation.n_samples / batch_size),
-                                 shuffle=False, callbacks=[monitor, *(callbacks or [])],
-                                 verbose=0)
-            finally:
-                monitor.close()
-            best_weights = monitor.best_weights
-        if patience is not None and best_weights is not None:
-            model.native.set_weights(best_weights)
-        return {k: list(v) for k, v in state["history"].items()}
+    def train_epoch(self, model: Model, batches, epoch: int, on_batch=None) -> float:
+        """One epoch of Adam steps over ``batches`` (see :meth:`Backend.train_epoch`).
+
+        Steps are dispatched without waiting for the device unless ``on_batch``
+        or a Keras callback with a batch hook needs the loss after each batch.
+        """
+        tf = _tf()
+        session = _fit_session(model)
+        native = model.native
+        native.reset_metrics()
+        session.callbacks.on_epoch_begin(epoch)
+        logs = None
+        for i, (x, y) in enumerate(batches):
+            session.callbacks.on_train_batch_begin(i)
+            logs = session.step(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
+            session.callbacks.on_train_batch_end(i, logs)
+            if on_batch is not None:
+                on_batch(i, logs["loss"])
+            if native.stop_training:
+                break
+        if logs is None:
+            raise ValueError("batches must yield at least one (x, y) batch, got none")
+        return float(logs["loss"])
+
+    def end_epoch(self, model: Model, epoch: int, logs: dict) -> bool:
+        """Call the Keras callbacks' ``on_epoch_end``; True if one set ``stop_training``."""
+        _fit_session(model).callbacks.on_epoch_end(epoch, dict(logs))
+        return bool(model.native.stop_training)
+
+    def end_fit(self, model: Model) -> None:
+        """Call the Keras callbacks' ``on_train_end`` and drop the fit's train step."""
+        session = _model_state(model).pop("fit", None)
+        if session is not None:
+            session.callbacks.on_train_end()
+
+    def get_state(self, model: Model) -> list:
+        """All weights (frozen ones too) and the optimizer's variables (moments, step,
+        loss scale) of a model prepared by :meth:`prepare_fit`, as numpy arrays."""
+        session = _fit_session(model)
+        return ([np.asarray(w) for w in model.native.get_weights()]
+                + [np.asarray(v.numpy()) for v in session.optimizer.variables])
+
+    def set_state(self, model: Model, state) -> None:
+        """Restore :meth:`get_state`'s arrays."""
+        session = _fit_session(model)
+        native, variables = model.native, session.optimizer.variables
+        n_w = len(native.weights)
+        if len(state) != n_w + len(variables):
+            raise ValueError(f"state must hold {n_w + len(variables)} arrays ({n_w} weights and "
+                             f"{len(variables)} optimizer variables), got {len(state)}")
+        native.set_weights(list(state[:n_w]))
+        for v, value in zip(variables, state[n_w:]):
+            v.assign(value)
 
     # -- inference ------------------------------------------------------------
     def predict_normalized(self, model: Model, x: np.ndarray, *,
@@ -559,17 +579,41 @@ def _check_input(x) -> np.ndarray:
     return x
 
 
-def _model_cache(model: Model) -> dict:
-    """``model.cache``, emptied first when it was filled for another native model."""
-    if model.cache.get("native") is not model.native:
-        model.cache.clear()
-        model.cache["native"] = model.native
-    return model.cache
+#: Keras state of each Model (compiled functions, the fit's train step and optimizer),
+#: kept here rather than on the framework-neutral Model; an entry goes with its Model.
+_STATE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_STATE_LOCK = threading.Lock()
+
+
+def _model_state(model: Model) -> dict:
+    """The Keras state of ``model``, emptied first when it was made for another native model."""
+    with _STATE_LOCK:
+        state = _STATE.get(model)
+        if state is None or state["native"] is not model.native:
+            state = _STATE[model] = {"native": model.native}
+        return state
+
+
+@dataclass
+class _FitSession:
+    """What :meth:`KerasBackend.prepare_fit` makes for the steps of one fit."""
+
+    step: object
+    optimizer: object
+    callbacks: object
+
+
+def _fit_session(model: Model) -> _FitSession:
+    session = _model_state(model).get("fit")
+    if session is None:
+        raise RuntimeError("model is not prepared for training; call prepare_fit(model, "
+                           "layers, options) first (xtl.backends.loop.fit does)")
+    return session
 
 
 def _compiled_forward(model: Model):
     """The cached graph-compiled forward pass: one trace for any batch and grid size."""
-    cache = _model_cache(model)
+    cache = _model_state(model)
     fn = cache.get("compiled")
     if fn is None:
         tf = _tf()
@@ -587,7 +631,7 @@ def _compiled_forward(model: Model):
 
 def _forward_fn(model: Model, kind: str, layers):
     """A cached function returning numpy outputs of the given conv layers (eager)."""
-    cache = _model_cache(model)
+    cache = _model_state(model)
     key = (kind, layers)
     fn = cache.get(key)
     if fn is None:
@@ -608,209 +652,11 @@ def _forward_fn(model: Model, kind: str, layers):
     return fn
 
 
-def _train_dataset(tf, data, batch_size: int, seed: int, first_epoch: int, epochs: int):
-    """Batches for epochs ``first_epoch..epochs-1``, shuffled statelessly per (seed, epoch)."""
-    ny, nx = data.grid
-    if data.in_memory:
-        x, y = data.arrays()
-        with tf.device("/CPU:0"):  # the pipeline runs on the host; batches go to the GPU
-            X, Y = tf.constant(x), tf.constant(y)
-        n = int(data.n_samples)
-
-        def epoch_batches(e):
-            key = tf.stack([tf.constant(seed, tf.int64), e])
-            order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-        ds = ds.map(lambda i: (tf.gather(X, i), tf.gather(Y, i)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        signature = (tf.TensorSpec((None, ny, nx, len(INPUTS)), tf.float32),
-                     tf.TensorSpec((None, ny, nx, 1), tf.float32))
-
-        def epoch_batches(e):
-            return tf.data.Dataset.from_generator(
-                lambda e: data.batches(int(e), batch_size, seed, True),
-                args=(e,), output_signature=signature)
-
-        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _eval_dataset(tf, data, batch_size: int):
-    """Unshuffled batches of ``data`` (re-iterated every epoch)."""
-    ny, nx = data.grid
-    if data.in_memory:
-        x, y = data.arrays()
-        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    else:
-        signature = (tf.TensorSpec((None, ny, nx, len(INPUTS)), tf.float32),
-                     tf.TensorSpec((None, ny, nx, 1), tf.float32))
-        ds = tf.data.Dataset.from_generator(
-            lambda: data.batches(0, batch_size, 0, False), output_signature=signature)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _fingerprint(model: Model, train, validation, *, batch_size, seed, layers,
-                 learning_rate) -> dict:
-    """What identifies a training for resuming its checkpoint (JSON-safe).
-
-    The architecture, hyper-parameters, trained layers, the normalization, a
-    hash of the starting weights (taken before fitting, so a transfer from
-    another base model differs) and cheap digests of the training and
-    validation data (sizes plus the first and last ``batch_size`` samples;
-    see :func:`~xtl.backends.base.data_digest`). ``epochs`` and ``patience``
-    are not part of it: a resumed run may extend the training.
-    """
-    return {
-        "spec": model.spec.to_dict(), "n_samples": int(train.n_samples),
-        "batch_size": int(batch_size), "seed": int(seed),
-        "layers": list(layers), "learning_rate": float(learning_rate),
-        "normalization": {k: float(v) for k, v in sorted(model.normalization.items())},
-        "initial_weights": array_digest(model.native.get_weights()),
-        "train_data": data_digest(train, batch_size),
-        "validation_data": None if validation is None else data_digest(validation, batch_size),
-    }
-
-
-class _Checkpoint:
-    """Resumable training state in ``<dir>/train.ckpt.npz``, written atomically.
-
-    Holds the weights, the optimizer variables (Adam moments and step), the
-    history, early-stopping state and the best weights so far, plus the
-    training's fingerprint (see :func:`_fingerprint`): architecture,
-    hyper-parameters, trained layers, normalization, a hash of the starting
-    weights and digests of the data. A checkpoint whose fingerprint differs
-    (another base model, other data, other settings) is refused with a
-    ValueError naming what differs, never silently resumed. The data digest
-    reads only the first and last batch, so data differing only in between
-    are not told apart.
-    """
-
-    def __init__(self, directory, fingerprint: dict):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / _CKPT_NAME
-        self.fingerprint = fingerprint
-
-    def exists(self) -> bool:
-        return self.path.exists()
-
-    def save(self, native, state: dict, best_weights) -> None:
-        arrays = {f"w{i}": w for i, w in enumerate(native.get_weights())}
-        for i, v in enumerate(native.optimizer.variables):
-            arrays[f"o{i}"] = np.asarray(v.numpy())
-        for i, w in enumerate(best_weights or []):
-            arrays[f"b{i}"] = w
-        meta = {"state": state, "fingerprint": self.fingerprint}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.npz")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-
-    def load(self, native):
-        with np.load(self.path) as z:
-            meta = json.loads(z["meta"].tobytes().decode())
-            old = meta["fingerprint"]
-            if old != self.fingerprint:
-                differ = sorted(k for k in set(old) | set(self.fingerprint)
-                                if old.get(k) != self.fingerprint.get(k))
-                raise ValueError(
-                    f"checkpoint_dir {self.dir} holds a checkpoint of a different training "
-                    f"(it differs in: {', '.join(differ)}); use another directory or "
-                    f"delete {self.path}"
-                )
-            n_w = len(native.weights)
-            native.set_weights([z[f"w{i}"] for i in range(n_w)])
-            opt = native.optimizer
-            opt.build(native.trainable_variables)
-            for i, v in enumerate(opt.variables):
-                v.assign(z[f"o{i}"])
-            best = [z[f"b{i}"] for i in range(n_w)] if "b0" in z.files else None
-        state = meta["state"]
-        state["best"] = math.inf if state["best"] is None else state["best"]
-        return state, best
-
-
-@functools.lru_cache(maxsize=None)
-def _monitor_class(show_progress: bool):
-    """The Keras callback that records history, checkpoints, stops early, shows progress.
-
-    Without a progress bar it defines no batch-level hook, so that Keras keeps
-    dispatching batches asynchronously (a batch hook forces a sync per batch).
-    """
-    keras = _keras()
-
-    class _Monitor(keras.callbacks.Callback):
-        def __init__(self, state, ckpt, patience, best_weights, n_batches, epochs):
-            super().__init__()
-            self.state, self.ckpt, self.patience = state, ckpt, patience
-            self.best_weights = best_weights
-            self.bar = None
-            if show_progress:
-                from .._progress import progress_bar
-
-                self.bar = progress_bar(True, total=(epochs - state["epoch"]) * n_batches, desc="train",
-                                unit="batch", leave=False)
-            self._t0 = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            hist = self.state["history"]
-            for key in ("loss", "val_loss"):
-                if key in logs:
-                    hist.setdefault(key, []).append(float(logs[key]))
-            hist.setdefault("epoch_time", []).append(time.perf_counter() - self._t0)
-            self.state["epoch"] = epoch + 1
-            if self.patience is not None:
-                value = float(logs.get("val_loss", logs.get("loss")))
-                if value < self.state["best"]:
-                    self.state["best"], self.state["wait"] = value, 0
-                    self.best_weights = self.model.get_weights()
-                else:
-                    self.state["wait"] += 1
-                    if self.state["wait"] >= self.patience:
-                        self.state["stopped"] = True
-                        self.model.stop_training = True
-            if self.ckpt is not None:
-                saved = dict(self.state)
-                saved["best"] = None if math.isinf(saved["best"]) else saved["best"]
-                self.ckpt.save(self.model, saved, self.best_weights)
-            if self.bar is not None and "val_loss" in logs:
-                self.bar.set_postfix(val_loss=f"{logs['val_loss']:.4g}", refresh=False)
-
-        def close(self):
-            if self.bar is not None:
-                self.bar.close()
-
-    if not show_progress:
-        return _Monitor
-
-    class _ProgressMonitor(_Monitor):
-        def on_train_batch_end(self, batch, logs=None):
-            self.bar.update(1)
-            if batch % 10 == 0 and logs and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
-
-    return _ProgressMonitor
-
-
 def _meta(model: Model) -> dict:
     """JSON-safe metadata stored inside the ``.keras`` archive."""
-    from .base import _json_safe
-
     history = None
     if model.history is not None:
         history = {k: model.history[k].values.tolist() for k in model.history.data_vars}
     return {"backend": model.backend, "spec": model.spec.to_dict(),
-            "normalization": _json_safe(model.normalization),
-            "provenance": _json_safe(model.provenance), "history": history}
+            "normalization": json_safe(model.normalization),
+            "provenance": json_safe(model.provenance), "history": history}

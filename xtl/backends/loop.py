@@ -1,0 +1,384 @@
+"""The framework-neutral training loop shared by all backends.
+
+:func:`fit` runs the epochs of a training over a backend's narrow primitives
+(:meth:`~xtl.backends.base.Backend.prepare_fit`, ``train_epoch``,
+``evaluate``, ``get_state``/``set_state``, ``get_weights``/``set_weights``,
+``end_epoch``, ``end_fit``), so that a backend implements gradient steps, not
+training logic. The loop does
+
+* the per-epoch order of the samples: the data's ``batches(epoch,
+  batch_size, seed, shuffle=True)`` (a permutation drawn from ``(seed,
+  epoch)`` only), read one batch ahead in a background thread;
+* the history ``loss``, ``val_loss`` (with validation data) and ``epoch_time``;
+* early stopping on ``val_loss`` (``loss`` without validation data) after
+  ``patience`` epochs without improvement, restoring the best weights;
+* a checkpoint after every epoch (the backend's full state, the loop's state,
+  the best weights and a fingerprint of the training), written atomically:
+  a re-run resumes it and continues bitwise as if never interrupted; a
+  checkpoint of a different training is refused with a ValueError;
+* a progress bar (:func:`xtl._progress.show_progress` decides).
+
+Backend-native callbacks (``FitOptions.callbacks``) are the backend's: it
+gets them in ``prepare_fit`` and calls them from ``train_epoch`` and
+``end_epoch``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._progress import progress_bar, show_progress
+from ..options import FitOptions
+from .base import array_digest, check_layers, data_digest
+
+__all__ = ["fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME"]
+
+#: File name of the checkpoint inside ``checkpoint_dir``.
+CHECKPOINT_NAME = "train.ckpt.npz"
+
+
+# --------------------------------------------------------------------- the loop
+def fit(backend, model, train, validation, options=None, layers=None) -> dict:
+    """Train ``model`` in place with ``backend``'s primitives.
+
+    Parameters
+    ----------
+    backend : xtl.backends.Backend
+        The backend owning ``model``.
+    model : xtl.backends.Model
+    train, validation : TrainingData
+        Normalized training data and optional (None) validation data.
+    options : FitOptions, mapping or None
+        Epochs (a resumed run continues up to them), batch size, learning rate,
+        seed of the per-epoch shuffling, early stopping (``patience``),
+        checkpoint directory, progress, backend-native callbacks, determinism.
+    layers : int or sequence of int, optional
+        Conv layers to train (1..L); the others stay bitwise unchanged. Default: all.
+
+    Returns
+    -------
+    dict
+        ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}`` over all
+        epochs run, including those before a resume.
+
+    Raises
+    ------
+    ValueError
+        ``layers`` outside 1..L, or ``checkpoint_dir`` holds a checkpoint of a
+        different training (the message names what differs).
+    """
+    options = FitOptions.merge(options)
+    layers = (check_layers(layers, model.n_layers) if layers is not None
+              else tuple(range(1, model.n_layers + 1)))
+    ckpt = None
+    if options.checkpoint_dir:
+        ckpt = Checkpoint(options.checkpoint_dir,
+                          fingerprint(backend, model, train, validation, options, layers))
+    loop = _Loop(backend, model, options, ckpt)
+    saved = ckpt.load() if ckpt is not None and ckpt.exists() else None
+    backend.prepare_fit(model, layers, options)
+    if saved is not None:
+        loop.state, arrays, loop.best = saved
+        backend.set_state(model, arrays)
+    if loop.state.epoch < options.epochs and not loop.state.stopped:
+        loop.run(train, validation)
+    backend.end_fit(model)
+    if options.patience is not None and loop.best is not None:
+        backend.set_weights(model, loop.best)
+    return {k: list(v) for k, v in loop.state.history.items()}
+
+
+@dataclass
+class FitState:
+    """Where a training stands: epochs done, history, early-stopping state."""
+
+    epoch: int = 0
+    history: dict = field(default_factory=dict)
+    best: float = math.inf
+    wait: int = 0
+    stopped: bool = False
+
+    def record(self, logs: dict, seconds: float) -> None:
+        """Append an epoch's ``logs`` and wall time to the history; count the epoch."""
+        for key in ("loss", "val_loss"):
+            if key in logs:
+                self.history.setdefault(key, []).append(float(logs[key]))
+        self.history.setdefault("epoch_time", []).append(float(seconds))
+        self.epoch += 1
+
+    def to_json(self) -> dict:
+        """The state as JSON-safe dict (an infinite ``best`` as None)."""
+        return {"epoch": self.epoch, "history": self.history,
+                "best": None if math.isinf(self.best) else self.best,
+                "wait": self.wait, "stopped": self.stopped}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FitState":
+        """The state from :meth:`to_json`'s dict."""
+        best = math.inf if d.get("best") is None else float(d["best"])
+        return cls(int(d["epoch"]), {k: list(v) for k, v in d["history"].items()}, best,
+                   int(d["wait"]), bool(d["stopped"]))
+
+
+class _Loop:
+    """The epochs of one fit: history, early stopping, checkpoints, progress."""
+
+    def __init__(self, backend, model, options: FitOptions, ckpt):
+        self.backend, self.model, self.options, self.ckpt = backend, model, options, ckpt
+        self.state = FitState()
+        self.best = None  # the best weights so far (early stopping), get_weights' layout
+
+    def run(self, train, validation) -> None:
+        """Run the epochs from ``state.epoch`` to ``options.epochs`` (or an early stop)."""
+        o = self.options
+        n_batches = math.ceil(train.n_samples / o.batch_size)
+        bar = _Progress(o.progress, (o.epochs - self.state.epoch) * n_batches)
+        try:
+            for epoch in range(self.state.epoch, o.epochs):
+                logs = self._epoch(epoch, train, validation, bar.on_batch)
+                self._early_stop(logs)
+                if self.ckpt is not None:
+                    self.ckpt.save(self.state, self.backend.get_state(self.model), self.best)
+                native_stop = self.backend.end_epoch(self.model, epoch, logs)
+                bar.end_epoch(logs)
+                if self.state.stopped or native_stop:
+                    break
+        finally:
+            bar.close()
+
+    def _epoch(self, epoch: int, train, validation, on_batch) -> dict:
+        """Train one epoch, evaluate, record; return the epoch's logs."""
+        o = self.options
+        t0 = time.perf_counter()
+        with Prefetch(train.batches(epoch, o.batch_size, o.seed, True)) as batches:
+            loss = self.backend.train_epoch(self.model, batches, epoch, on_batch)
+        logs = {"loss": float(loss)}
+        if validation is not None:
+            logs["val_loss"] = float(self.backend.evaluate(self.model, validation,
+                                                           o.batch_size))
+        self.state.record(logs, time.perf_counter() - t0)
+        return logs
+
+    def _early_stop(self, logs: dict) -> None:
+        """Keep the best weights; stop after ``patience`` epochs without improvement."""
+        patience = self.options.patience
+        if patience is None:
+            return
+        value = float(logs.get("val_loss", logs["loss"]))
+        state = self.state
+        if value < state.best:
+            state.best, state.wait = value, 0
+            self.best = self.backend.get_weights(self.model)
+        else:
+            state.wait += 1
+            if state.wait >= patience:
+                state.stopped = True
+
+
+class _Progress:
+    """A per-batch progress bar over the remaining epochs (nothing when not shown).
+
+    Without a bar :attr:`on_batch` is None, so that the backend runs no
+    per-batch hook (which would wait for the device after every batch).
+    """
+
+    def __init__(self, progress, total: int):
+        self.bar = None
+        self.on_batch = None
+        if show_progress(progress):
+            self.bar = progress_bar(True, total=total, desc="train", unit="batch", leave=False)
+            self.on_batch = self._batch
+
+    def _batch(self, i: int, loss) -> None:
+        self.bar.update(1)
+        if i % 10 == 0:
+            self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+
+    def end_epoch(self, logs: dict) -> None:
+        if self.bar is not None and "val_loss" in logs:
+            self.bar.set_postfix(val_loss=f"{logs['val_loss']:.4g}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------- prefetching
+class Prefetch:
+    """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead.
+
+    Items come in order; an exception of the iterable is raised by the
+    consumer. Use as a context manager (or call :meth:`close`) so that the
+    thread stops when the consumer stops early.
+
+    Parameters
+    ----------
+    iterable : iterable
+        E.g. a data object's ``batches(...)`` (which may load dask blocks).
+    depth : int
+        Items read ahead.
+    """
+
+    _END = object()
+
+    def __init__(self, iterable, depth: int = 2):
+        self._queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(iterable,), daemon=True,
+                                        name="xtl-prefetch")
+        self._thread.start()
+
+    def _fill(self, iterable) -> None:
+        try:
+            for item in iterable:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the consumer
+            self._put((self._END, exc))
+
+    def _put(self, message) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            item, exc = self._queue.get()
+            if exc is not None:
+                raise exc
+            if item is self._END:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop the background thread (it finishes the item it is reading)."""
+        self._stop.set()
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------- checkpoints
+def fingerprint(backend, model, train, validation, options: FitOptions, layers) -> dict:
+    """What identifies a training for resuming its checkpoint (JSON-safe).
+
+    Parameters
+    ----------
+    backend : xtl.backends.Backend
+    model : xtl.backends.Model
+        Before training: a hash of its starting weights is part of it, so a
+        transfer from another base model differs.
+    train, validation : TrainingData
+        Cheap digests of them (sizes plus the first and last ``batch_size``
+        samples; see :func:`~xtl.backends.base.data_digest`).
+    options : FitOptions
+        Batch size, seed and learning rate are part of it; ``epochs`` and
+        ``patience`` are not (a resumed run may extend the training).
+    layers : tuple of int
+        The trained layers.
+
+    Returns
+    -------
+    dict
+    """
+    bs = options.batch_size
+    return {
+        "backend": backend.name, "spec": model.spec.to_dict(),
+        "n_samples": int(train.n_samples), "batch_size": int(bs), "seed": int(options.seed),
+        "layers": [int(k) for k in layers], "learning_rate": float(options.learning_rate),
+        "normalization": {k: float(v) for k, v in sorted(model.normalization.items())},
+        "initial_weights": array_digest(_flatten(backend.get_weights(model))),
+        "train_data": data_digest(train, bs),
+        "validation_data": None if validation is None else data_digest(validation, bs),
+    }
+
+
+def _flatten(pairs) -> list:
+    return [a for pair in pairs for a in pair]
+
+
+class Checkpoint:
+    """Resumable training state in ``<directory>/train.ckpt.npz``, written atomically.
+
+    Holds the backend's state (weights and optimizer), the loop's
+    :class:`FitState`, the best weights so far and the training's
+    :func:`fingerprint`. A checkpoint whose fingerprint differs (another base
+    model, other data, other settings) is refused with a ValueError naming what
+    differs, never silently resumed. The data digest reads only the first and
+    last batch, so data differing only in between are not told apart.
+
+    Parameters
+    ----------
+    directory : path-like
+        Created if missing.
+    fingerprint : dict
+        The training's :func:`fingerprint`.
+    """
+
+    def __init__(self, directory, fingerprint: dict):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / CHECKPOINT_NAME
+        self.fingerprint = fingerprint
+
+    def exists(self) -> bool:
+        """Whether a checkpoint was written."""
+        return self.path.exists()
+
+    def save(self, state: FitState, arrays, best) -> None:
+        """Write ``state``, the backend's state ``arrays`` and the ``best`` weights."""
+        out = {f"s{i}": np.asarray(a) for i, a in enumerate(arrays)}
+        out.update({f"b{i}": np.asarray(a) for i, a in enumerate(_flatten(best or []))})
+        meta = {"state": state.to_json(), "fingerprint": self.fingerprint}
+        out["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.npz")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **out)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def load(self) -> tuple:
+        """``(FitState, state arrays, best weights or None)`` of the checkpoint.
+
+        Raises
+        ------
+        ValueError
+            The checkpoint is of a different training.
+        """
+        with np.load(self.path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            self._check(meta["fingerprint"])
+            n_state = sum(1 for k in z.files if k.startswith("s"))
+            arrays = [z[f"s{i}"] for i in range(n_state)]
+            flat = [z[f"b{i}"] for i in range(sum(1 for k in z.files if k.startswith("b")))]
+        best = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)] if flat else None
+        return FitState.from_json(meta["state"]), arrays, best
+
+    def _check(self, old: dict) -> None:
+        new = self.fingerprint
+        if old != new:
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(
+                f"checkpoint_dir {self.dir} holds a checkpoint of a different training "
+                f"(it differs in: {', '.join(differ)}); use another directory or "
+                f"delete {self.path}"
+            )
