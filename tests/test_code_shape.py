@@ -23,7 +23,7 @@ RANKS = {
     "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.coarse": 3, "xtl.spectral": 4, "xtl.accessors": 5, "xtl.metrics": 5,
-    "xtl.backends.base": 6.0, "xtl.backends.loop": 6.1, "xtl.backends.keras": 6.2,
+    "xtl.backends.loop": 5.9, "xtl.backends.base": 6.0, "xtl.backends.keras": 6.2,
     "xtl.backends": 6.3,
     "xtl.training": 7, "xtl.sweep": 8, "xtl.explain": 8, "xtl.recommend": 9, "xtl.les": 10,
     "xtl.plotting": 11, "xtl.report": 12, "xtl.config": 12, "xtl.estimate": 12.5,

@@ -142,7 +142,7 @@ def test_checkpoint_of_another_base_model_or_other_data_is_refused(trained_model
 
 
 def test_data_digest_is_cheap_and_content_sensitive():
-    from xtl.backends.base import data_digest
+    from xtl.backends.loop import data_digest
     from xtl.training import _array_data
 
     n = 23

@@ -301,7 +301,7 @@ class StreamData:
         """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
 
         Cheap (at most ``2 n`` samples are computed); used to fingerprint the
-        data for checkpoints (:func:`xtl.backends.base.data_digest`).
+        data for checkpoints (:func:`xtl.backends.loop.data_digest`).
         """
         x0, y0 = self.load(self.indices[:n])
         x1, y1 = self.load(self.indices[-n:])

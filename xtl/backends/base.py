@@ -33,12 +33,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import importlib
 import json
+import threading
+from importlib import metadata
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import xarray as xr
+
+from ..io import check_output_path, load_dataset, write_dataset
 
 __all__ = [
     "INPUTS",
@@ -54,11 +60,14 @@ __all__ = [
     "model_id",
     "check_layers",
     "normalization_attrs",
-    "array_digest",
-    "data_digest",
     "history_to_dataset",
     "stack_inputs",
     "json_safe",
+    "get_backend",
+    "register_backend",
+    "available_backends",
+    "save_model",
+    "load_model",
 ]
 
 #: The network's input variables, in channel order.
@@ -248,8 +257,6 @@ class Model:
 
     def predict(self, psi, omega, *, batch_size: int = 32) -> np.ndarray:
         """Π in physical units from physical ψ̄ and ω̄ (see :meth:`Backend.predict`)."""
-        from . import get_backend
-
         return get_backend(self.backend).predict(self, psi, omega, batch_size=batch_size)
 
     def to_dataset(self) -> xr.Dataset:
@@ -271,8 +278,6 @@ class Model:
         tuple of Path
             ``(native_path, netcdf_path)``.
         """
-        from . import save_model
-
         return save_model(self, path, overwrite=overwrite)
 
 
@@ -327,7 +332,8 @@ class TrainingData(Protocol):
     Inputs are normalized, channels-last ``(sample, y, x, 2)`` float32 arrays
     of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π. Streamed data may also
     offer ``ends(n) -> (x_first, y_first, x_last, y_last)``, the first and
-    last ``n`` samples, which :func:`data_digest` uses to fingerprint them cheaply.
+    last ``n`` samples, which :func:`xtl.backends.loop.data_digest` uses to
+    fingerprint them cheaply.
     """
 
     n_samples: int
@@ -482,8 +488,9 @@ class Backend(abc.ABC):
         dict
             ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}``.
         """
-        from .loop import fit
+        from .loop import fit  # the loop drives the backend's primitives
 
+        layers = None if layers is None else check_layers(layers, model.n_layers)
         return fit(self, model, train, validation, options, layers=layers)
 
     def evaluate(self, model: Model, data: TrainingData, batch_size: int = 32) -> float:
@@ -627,62 +634,6 @@ def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> 
 
 
 # -------------------------------------------------------------------- digests
-def array_digest(arrays: Sequence) -> str:
-    """A content hash of a sequence of arrays (their shapes, dtypes and bytes).
-
-    Parameters
-    ----------
-    arrays : sequence of array_like
-        E.g. a network's weights.
-
-    Returns
-    -------
-    str
-        16 hex digits; equal for bitwise equal arrays of equal shapes and dtypes.
-    """
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-def data_digest(data: TrainingData, n: int = 32) -> str:
-    """A cheap content hash of training data: its size and its first and last samples.
-
-    Reads at most ``2 n`` samples: never all of streamed data. Data differing
-    only in samples between the first and last ``n`` get the same digest.
-
-    Parameters
-    ----------
-    data : TrainingData
-        In memory (hashed from :meth:`~TrainingData.arrays`), or with an
-        ``ends(n)`` method returning ``(x_first, y_first, x_last, y_last)``
-        (as :class:`xtl.training.StreamData`); other streamed data are hashed
-        from their first unshuffled batch of ``n`` samples.
-    n : int
-        Samples taken from each end.
-
-    Returns
-    -------
-    str
-        16 hex digits.
-    """
-    n = max(1, int(n))
-    head = [np.asarray([int(data.n_samples), *map(int, data.grid)], dtype=np.int64)]
-    ends = getattr(data, "ends", None)
-    if callable(ends):
-        parts = list(ends(n))
-    elif data.in_memory:
-        x, y = data.arrays()
-        parts = [x[:n], y[:n], x[-n:], y[-n:]]
-    else:
-        parts = list(next(iter(data.batches(0, n, 0, False)), ()))
-    return array_digest(head + [np.asarray(p, dtype=np.float32) for p in parts])
-
-
-# ----------------------------------------------------------- model <-> Dataset
 def normalization_attrs(normalization: Mapping) -> dict:
     """Human-readable ``norm_std_<var>`` attributes of a normalization dict.
 
@@ -890,8 +841,6 @@ def model_to_dataset(model: Model) -> xr.Dataset:
         provenance and a content hash ``model_id``. Kernels are
         cross-correlations with centred taps (see the module docstring).
     """
-    from . import get_backend
-
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
     return get_backend(model.backend).to_dataset(model)
@@ -913,8 +862,6 @@ def model_from_dataset(ds: xr.Dataset, *, backend: str | None = None) -> Model:
         A model that predicts identically to the one ``ds`` was made from
         (optimizer state is not part of the Dataset).
     """
-    from . import get_backend
-
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
     name = backend or ds.attrs.get("backend")
@@ -937,3 +884,202 @@ def model_id(model: Model) -> str:
     """
     return model_to_dataset(model).attrs["model_id"]
 
+
+# ----------------------------------------------------------------- the registry
+ENTRY_POINT_GROUP = "xtl.backends"
+DEFAULT_BACKEND = "keras"
+
+#: name -> Backend instance, Backend class, or "module:attr" string (resolved lazily).
+_REGISTRY: dict = {"keras": "xtl.backends.keras:KerasBackend"}
+_INSTANCES: dict = {}
+_LOCK = threading.Lock()
+
+
+def _entry_points() -> dict:
+    """``{name: "module:attr"}`` of the installed ``xtl.backends`` entry points."""
+    return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_backends() -> list:
+    """Names of the registered and installed backends.
+
+    Returns
+    -------
+    list of str
+        Sorted names usable with :func:`get_backend`.
+    """
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def register_backend(name: str, backend, *, overwrite: bool = False) -> None:
+    """Register a backend under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Name to look it up by (``get_backend(name)``, ``train(..., backend=name)``).
+    backend : Backend instance, class, or str
+        A :class:`Backend` instance, a subclass (instantiated without arguments
+        on first use), or a ``"module:attr"`` path to either, imported and
+        checked on first use.
+    overwrite : bool
+        Replace an existing registration of ``name`` (default: raise).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is taken and ``overwrite`` is false, or is not a non-empty str.
+    TypeError
+        If ``backend`` is none of the above.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if not (isinstance(backend, (str, Backend))
+            or (isinstance(backend, type) and issubclass(backend, Backend))):
+        raise TypeError(
+            "backend must be an xtl.backends.Backend instance, a Backend subclass or a "
+            f"'module:attr' string naming one; got {backend!r}"
+        )
+    missing = sorted(getattr(backend, "__abstractmethods__", ())) if isinstance(backend, type) \
+        else []
+    if missing:
+        raise TypeError(f"backend {backend.__name__} does not implement the abstract "
+                        f"Backend methods {missing}")
+    with _LOCK:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"a backend named {name!r} is registered; pass overwrite=True")
+        _REGISTRY[name] = backend
+        _INSTANCES.pop(name, None)
+
+
+def _resolve(obj):
+    """Turn a registry entry into a Backend instance."""
+    if isinstance(obj, str):
+        module, _, attr = obj.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+    if isinstance(obj, type):
+        obj = obj()
+    if not isinstance(obj, Backend):
+        raise TypeError(f"backend {obj!r} is not an xtl.backends.Backend (subclass "
+                        "xtl.backends.Backend and implement its abstract methods)")
+    return obj
+
+
+def get_backend(name=None) -> Backend:
+    """Return the backend registered as ``name``.
+
+    Parameters
+    ----------
+    name : str or Backend, optional
+        A registered or entry-point name; default ``"keras"``. A Backend
+        instance is returned as is.
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    ValueError
+        If no backend has that name (the message lists the available ones).
+    """
+    if name is None:
+        name = DEFAULT_BACKEND
+    if not isinstance(name, str):
+        if isinstance(name, Backend):
+            return name
+        raise TypeError(f"backend must be a backend name (str), got {type(name).__name__}")
+    with _LOCK:
+        if name in _INSTANCES:
+            return _INSTANCES[name]
+        entry = _REGISTRY.get(name)
+        if entry is None:
+            entry = _entry_points().get(name)
+        if entry is None:
+            raise ValueError(
+                f"unknown backend {name!r}; available: {', '.join(available_backends())}. "
+                "Register one with xtl.register_backend(name, backend) or the "
+                f"'{ENTRY_POINT_GROUP}' entry-point group."
+            )
+        instance = _resolve(entry)
+        _INSTANCES[name] = instance
+        return instance
+
+
+def _netcdf_path(path: Path) -> Path:
+    return path.with_suffix(".nc")
+
+
+def save_model(model: Model, path, *, overwrite: bool = False) -> tuple:
+    """Save a model natively and, beside it, as a netCDF model Dataset.
+
+    Parameters
+    ----------
+    model : Model
+    path : str or path-like
+        Native file name; its suffix must be the backend's (``.keras`` for
+        Keras). The Dataset goes to the same name with suffix ``.nc``.
+    overwrite : bool
+        Replace existing files. Default False: raise if either file exists
+        (checked before anything is written).
+
+    Returns
+    -------
+    tuple of Path
+        ``(native_path, netcdf_path)``. Both are written atomically.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` or its ``.nc`` exists and ``overwrite`` is False.
+    ValueError
+        If ``path`` has the wrong suffix.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
+    backend = get_backend(model.backend)
+    path = Path(path)
+    if path.suffix != backend.suffix:
+        raise ValueError(
+            f"path must end with {backend.suffix!r} for the {backend.name!r} backend, got {path}"
+        )
+    nc = _netcdf_path(path)
+    check_output_path(path, overwrite, argument="path")
+    check_output_path(nc, overwrite, argument="path")
+    ds = model_to_dataset(model)
+    backend.save(model, path)
+    write_dataset(ds, nc, overwrite=overwrite)
+    return path, nc
+
+
+def load_model(path, *, backend: str | None = None) -> Model:
+    """Load a model from a native file or a netCDF model Dataset.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.nc`` file (written by :func:`save_model` or ``model_to_dataset(...)
+        .to_netcdf``) or a backend-native file (``.keras``).
+    backend : str, optional
+        Backend to load with; default from the file (``.nc``: its ``backend``
+        attribute; otherwise the backend whose suffix matches).
+
+    Returns
+    -------
+    Model
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"path {path} does not exist")
+    if path.suffix == ".nc":
+        return model_from_dataset(load_dataset(path), backend=backend)
+    if backend is None:
+        names = available_backends()
+        for name in sorted(names, key=lambda n: n != DEFAULT_BACKEND):  # default first
+            b = get_backend(name)
+            if getattr(b, "suffix", None) == path.suffix:
+                backend = name
+                break
+        else:
+            raise ValueError(f"no registered backend reads {path.suffix!r} files (path={path})")
+    return get_backend(backend).load(path)

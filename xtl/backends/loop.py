@@ -24,6 +24,7 @@ gets them in ``prepare_fit`` and calls them from ``train_epoch`` and
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,14 +33,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from .._progress import progress_bar, show_progress
 from ..options import FitOptions
-from .base import array_digest, check_layers, data_digest
 
-__all__ = ["fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME"]
+__all__ = ["fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME",
+           "array_digest", "data_digest"]
 
 #: File name of the checkpoint inside ``checkpoint_dir``.
 CHECKPOINT_NAME = "train.ckpt.npz"
@@ -60,8 +62,9 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
         Epochs (a resumed run continues up to them), batch size, learning rate,
         seed of the per-epoch shuffling, early stopping (``patience``),
         checkpoint directory, progress, backend-native callbacks, determinism.
-    layers : int or sequence of int, optional
-        Conv layers to train (1..L); the others stay bitwise unchanged. Default: all.
+    layers : sequence of int, optional
+        Conv layers to train (1..L, checked by the caller); the others stay
+        bitwise unchanged. Default: all.
 
     Returns
     -------
@@ -72,11 +75,12 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     Raises
     ------
     ValueError
-        ``layers`` outside 1..L, or ``checkpoint_dir`` holds a checkpoint of a
-        different training (the message names what differs).
+        ``checkpoint_dir`` holds a checkpoint of a different training (the
+        message names what differs). (``layers`` are the checked ones of
+        :meth:`Backend.fit <xtl.backends.base.Backend.fit>`.)
     """
     options = FitOptions.merge(options)
-    layers = (check_layers(layers, model.n_layers) if layers is not None
+    layers = (tuple(int(k) for k in layers) if layers is not None
               else tuple(range(1, model.n_layers + 1)))
     ckpt = None
     if options.checkpoint_dir:
@@ -286,7 +290,7 @@ def fingerprint(backend, model, train, validation, options: FitOptions, layers) 
         transfer from another base model differs.
     train, validation : TrainingData
         Cheap digests of them (sizes plus the first and last ``batch_size``
-        samples; see :func:`~xtl.backends.base.data_digest`).
+        samples; see :func:`data_digest`).
     options : FitOptions
         Batch size, seed and learning rate are part of it; ``epochs`` and
         ``patience`` are not (a resumed run may extend the training).
@@ -382,3 +386,62 @@ class Checkpoint:
                 f"(it differs in: {', '.join(differ)}); use another directory or "
                 f"delete {self.path}"
             )
+
+
+# ------------------------------------------------------------------ fingerprints
+def array_digest(arrays: Sequence) -> str:
+    """A content hash of a sequence of arrays (their shapes, dtypes and bytes).
+
+    Parameters
+    ----------
+    arrays : sequence of array_like
+        E.g. a network's weights.
+
+    Returns
+    -------
+    str
+        16 hex digits; equal for bitwise equal arrays of equal shapes and dtypes.
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_digest(data: TrainingData, n: int = 32) -> str:
+    """A cheap content hash of training data: its size and its first and last samples.
+
+    Reads at most ``2 n`` samples: never all of streamed data. Data differing
+    only in samples between the first and last ``n`` get the same digest.
+
+    Parameters
+    ----------
+    data : TrainingData
+        In memory (hashed from :meth:`~TrainingData.arrays`), or with an
+        ``ends(n)`` method returning ``(x_first, y_first, x_last, y_last)``
+        (as :class:`xtl.training.StreamData`); other streamed data are hashed
+        from their first unshuffled batch of ``n`` samples.
+    n : int
+        Samples taken from each end.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    n = max(1, int(n))
+    head = [np.asarray([int(data.n_samples), *map(int, data.grid)], dtype=np.int64)]
+    ends = getattr(data, "ends", None)
+    if callable(ends):
+        parts = list(ends(n))
+    elif data.in_memory:
+        x, y = data.arrays()
+        parts = [x[:n], y[:n], x[-n:], y[-n:]]
+    else:
+        parts = list(next(iter(data.batches(0, n, 0, False)), ()))
+    return array_digest(head + [np.asarray(p, dtype=np.float32) for p in parts])
+
+
+# ----------------------------------------------------------- model <-> Dataset
