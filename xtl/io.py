@@ -677,7 +677,7 @@ class OutputLockedError(BlockingIOError):
     """An output that another process (or thread) is writing: :func:`output_lock` is held."""
 
 
-#: Locks this process holds: ``{(pid, lock file): depth}`` (re-entrant within a thread).
+#: Locks this process holds: ``{(pid, thread, lock file): depth}`` (re-entrant within a thread).
 _HELD: dict = {}
 _HELD_GUARD = threading.Lock()
 #: The names of temporary files: ``<target>.<8 characters>.tmp[.<suffix>]`` (:func:`atomic_path`,
