@@ -353,3 +353,43 @@ def test_sweep_with_parts_removes_a_dead_runs_part_and_checkpoint(tmp_path, hold
     assert len(removed) == 4 and {"run.nc.part", "run.nc.ckpt.npz", "run.nc.final.tmp"} < {
         p.name for p in removed}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_refuses_a_path_another_run_is_writing_and_loses_nothing(tmp_path, holder):
+    """Two runs into one file: the second is refused before it writes anything."""
+    import xtl
+
+    path = tmp_path / "run.nc"
+    proc = holder(path)
+    case = xtl.get_case("tiny")
+    with pytest.raises(OutputLockedError, match=rf"being written by process {proc.pid}"):
+        xtl.simulate(case, t_end=0.02, save_interval=0.01, path=path, seed=1)
+    assert not path.exists() and not list(tmp_path.glob("run.nc.part*"))
+    proc.kill()
+    proc.wait(timeout=30)
+    ds = xtl.simulate(case, t_end=0.02, save_interval=0.01, path=path, seed=1)
+    assert ds.attrs["complete"] == 1 and ds.sizes["time"] == 3
+    assert not lock_path(path).exists()
+
+
+def test_a_model_save_killed_midway_is_swept_by_the_next_save(tmp_path, holder):
+    """A save killed after it wrote a temporary archive: the next save removes the
+    temporary, writes the model, and its file mode follows the umask."""
+    import xtl
+    from xtl.backends import NetworkSpec, get_backend, load_model, save_model
+
+    path = tmp_path / "m.keras"
+    proc = holder(path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(list(tmp_path.glob("m.keras.*.tmp"))) == 1
+    model = get_backend("keras").build(NetworkSpec(n_layers=2, channels=2, kernel_size=3),
+                                       {"psi": 1.0, "omega": 1.0, "pi": 1.0}, seed=0)
+    old = os.umask(0o022)
+    try:
+        save_model(model, path)
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.nc"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert xtl.backends.model_id(load_model(path)) == xtl.backends.model_id(model)

@@ -1,5 +1,7 @@
 """Pipeline building blocks: the train/test split and the stage cache."""
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -250,3 +252,28 @@ def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
     with ExperimentCluster(client=given) as cluster:
         assert cluster.client is given
     assert "given" not in closed  # a given client is the caller's to close
+
+
+def test_a_second_experiment_in_the_same_folder_is_refused(tmp_path):
+    from xtl.io import OutputLockedError
+
+    config = load_config()
+    first = Experiment(config, tmp_path / "exp")
+    errors = []
+
+    def second():  # another thread is refused like another process
+        try:
+            Experiment(config, tmp_path / "exp")
+        except OutputLockedError as err:
+            errors.append(str(err))
+
+    try:
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1 and f"being written by process {os.getpid()}" in errors[0]
+        assert (tmp_path / "exp" / "config.json").exists()  # the first one's, intact
+    finally:
+        first.close()
+    with Experiment(config, tmp_path / "exp") as again:  # free once the first is closed
+        assert again.paths.config.exists()

@@ -264,7 +264,7 @@ def test_sweep_options_route_fit_options_and_refuse_bad_values():
     assert SweepOptions.merge({"seeds": [2, 0], "fraction": 0.1,
                                "fit": {"epochs": 7, "patience": 3}}) == opts
     for kwargs, error, match in [
-        ({"alpha": 1.0}, ValueError, "alpha must be in"),
+        ({"alpha": 1.0}, ValueError, "alpha must be a number in"),
         ({"fraction": 0.1, "n_samples": 4}, ValueError, "n_samples or fraction"),
         ({"fraction": 1.5}, ValueError, "fraction must be <= 1"),
         ({"metric": "accuracy"}, ValueError, "metric must name"),

@@ -500,10 +500,13 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        0 on success, 2 for a user error (one line on stderr), 130 when interrupted.
+        0 on success, 2 for a user error (one line on stderr: bad input, an
+        unreadable file, an output another process is writing), 130 when
+        interrupted; an internal error raises (exit status 1, with its traceback).
     """
     import logging
 
+    from .io import OutputLockedError
     from .solver.ensemble import EnsembleError
     from .solver.run import DivergenceError
 
@@ -512,7 +515,8 @@ def main(argv=None) -> int:
     try:
         COMMANDS[args.command](args)
     except (UserError, DivergenceError, EnsembleError, ValueError, TypeError, FileExistsError,
-            FileNotFoundError, PermissionError) as err:
+            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            OutputLockedError) as err:
         print(f"xtl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -684,11 +684,18 @@ __all__ += ["Schedule", "Output", "Execution", "Cluster"]
 # -- recommenders
 # The options of the layer recommenders of :mod:`xtl.recommend` (one class a
 # method); ``[recommend.<method>]`` tables of an experiment config hold them.
-__all__ += ["SpectralOptions", "GaussNewtonOptions", "ProbeOptions", "GradientNormOptions"]
+__all__ += ["SpectralOptions", "GaussNewtonOptions", "ProbeOptions", "GradientNormOptions",
+            "check_fraction"]
 
 
-def _check_fraction(value, name: str) -> float:
-    """``value`` as a float strictly between 0 and 1."""
+def check_fraction(value, name: str) -> float:
+    """``value`` as a float strictly between 0 and 1 (a fraction, a significance level).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a number, or not in (0, 1).
+    """
     value = check_float(value, name)
     if not 0 < value < 1:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
@@ -773,7 +780,7 @@ class GaussNewtonOptions(Options):
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "iterations", check_int(self.iterations, "iterations", minimum=1))
-        set_(self, "held_out", _check_fraction(self.held_out, "held_out"))
+        set_(self, "held_out", check_fraction(self.held_out, "held_out"))
         set_(self, "damping", check_float(self.damping, "damping", minimum=0.0))
         if isinstance(self.steps, (str, bytes)) or not hasattr(self.steps, "__iter__"):
             raise TypeError(f"steps must be a sequence of numbers > 0, got {self.steps!r}")
@@ -816,7 +823,7 @@ class ProbeOptions(Options):
         set_ = object.__setattr__
         set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
         set_(self, "horizon", check_int(self.horizon, "horizon", minimum=1))
-        set_(self, "validation", _check_fraction(self.validation, "validation"))
+        set_(self, "validation", check_fraction(self.validation, "validation"))
         set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
         set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
                                                 minimum=0.0))

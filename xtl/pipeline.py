@@ -38,6 +38,7 @@ what it needs (the config, the paths, the flows' data, the cluster) and
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .config import ExperimentConfig, load_config
-from .io import load_dataset
+from .io import atomic_path, load_dataset, output_lock
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
@@ -583,7 +584,9 @@ class Experiment:
     ----------
     config : ExperimentConfig
     out : path-like
-        Output folder (created, with ``config.json``).
+        Output folder (created, with ``config.json``). It is locked until
+        :meth:`close`: a second experiment in the same folder is refused with
+        :class:`xtl.io.OutputLockedError` (naming this process).
     client : distributed.Client, optional
         Cluster for the DNS ensembles and the layer sweep.
     scheduler : str, optional
@@ -600,10 +603,15 @@ class Experiment:
         self.cluster = ExperimentCluster(client, scheduler)
         self.cache = StageCache(self.paths)
         self.data = FlowData(config, self.paths, self.cluster, progress)
-        self.paths.make_folders()
-        tmp = self.paths.config.with_name("config.json.tmp")
-        tmp.write_text(json.dumps(config.tables(), indent=1, default=str))
-        tmp.replace(self.paths.config)
+        self._lock = contextlib.ExitStack()  # one experiment in a folder at a time
+        self._lock.enter_context(output_lock(self.paths.root))
+        try:
+            self.paths.make_folders()
+            with atomic_path(self.paths.config) as tmp:
+                tmp.write_text(json.dumps(config.tables(), indent=1, default=str))
+        except BaseException:
+            self._lock.close()
+            raise
 
     def __enter__(self):
         return self
@@ -633,8 +641,11 @@ class Experiment:
         return self.cache.run(name, key_parts, outputs, func)
 
     def close(self):
-        """Close the LocalCluster this experiment started, if any."""
-        self.cluster.close()
+        """Close the LocalCluster this experiment started, if any, and free the folder."""
+        try:
+            self.cluster.close()
+        finally:
+            self._lock.close()
 
     # -- what the report and the CLI read ----------------------------------------
     def les_data(self, flow) -> xr.Dataset:

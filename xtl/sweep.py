@@ -46,7 +46,7 @@ from .backends import (
     pin_worker_threads,
     save_model,
 )
-from .options import FitOptions, Options, check_bool, check_float, check_int
+from .options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
 from .training import (
     OUTPUT,
     check_les_dataset,
@@ -194,10 +194,7 @@ class SweepOptions(Options):
         if self.metric not in METRICS + RECORDS:
             raise ValueError(f"metric must name a variable of a sweep, one of "
                              f"{METRICS + RECORDS}, got {self.metric!r}")
-        alpha = check_float(self.alpha, "alpha")
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        set_(self, "alpha", alpha)
+        set_(self, "alpha", check_fraction(self.alpha, "alpha"))
         set_(self, "progress", check_bool(self.progress, "progress", optional=True))
         set_(self, "validation", check_float(self.validation, "validation", minimum=0.0,
                                              maximum=1.0, optional=True))

@@ -44,7 +44,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 import xarray as xr
 
-from ..io import check_output_path, load_dataset, write_dataset
+from ..io import check_output_path, load_dataset, output_lock, write_dataset
 
 __all__ = [
     "INPUTS",
@@ -1047,8 +1047,9 @@ def save_model(model: Model, path, *, overwrite: bool = False) -> tuple:
     check_output_path(path, overwrite, argument="path")
     check_output_path(nc, overwrite, argument="path")
     ds = model_to_dataset(model)
-    backend.save(model, path)
-    write_dataset(ds, nc, overwrite=overwrite)
+    with output_lock(path):  # a second writer is refused; a killed one's temp is swept
+        backend.save(model, path)
+        write_dataset(ds, nc, overwrite=overwrite)
     return path, nc
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from ..options import FitOptions
 from .base import (
     INPUTS,
@@ -500,18 +501,13 @@ class KerasBackend(Backend):
         path = Path(path)
         if path.suffix != self.suffix:
             raise ValueError(f"path must end with '.keras', got {path}")
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-        try:
+        with atomic_path(path, suffix=".keras") as tmp:  # Keras wants the suffix
             with warnings.catch_warnings():  # Keras-internal numpy-2 copy= notice
                 warnings.filterwarnings("ignore", message=r"__array__ implementation",
                                         category=DeprecationWarning)
                 model.native.save(tmp)
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.writestr(_META_ENTRY, json.dumps(_meta(model)))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     def load(self, path) -> Model:
         """Load a ``.keras`` archive written by :meth:`save`."""

@@ -1,6 +1,8 @@
 """``simulate``: the stepping loop, snapshots, streaming netCDF, checkpoint/restart."""
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import math
 import os
@@ -12,7 +14,8 @@ import xarray as xr
 
 from ..cases import Case
 from ..fourier import SpectralGrid
-from ..io import CF_ATTRS, SnapshotStream, check_output_path, open_dataset, provenance_attrs
+from ..io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
+                  provenance_attrs)
 from ..options import Execution, Output, Schedule, check_int
 from .equations import (
     SolverState,
@@ -445,11 +448,20 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
         dict(zip(SIMULATE_OPTION_CLASSES, (schedule, output, execution))), kwargs, "simulate")
     run = _Run(case, schedule, output, execution, seed=check_int(seed, "seed", minimum=0),
                initial=initial, closure=closure)
-    state = run.start()
+    with contextlib.ExitStack() as locks:  # a second writer of the files is refused
+        for path in (run.path, run.dns_path):
+            if path is not None:
+                locks.enter_context(output_lock(path))
+        return _run_to_the_end(run, execution.progress)
+
+
+def _run_to_the_end(run, progress) -> xr.Dataset:
+    """Start (or resume) ``run``, step it to its end with a progress bar, finish it."""
     from .._progress import progress_bar
 
-    bar = progress_bar(execution.progress, total=run.plan.end_steps, initial=state.step,
-                       unit="step", mininterval=1.0, desc=f"simulate {case.name}")
+    state = run.start()
+    bar = progress_bar(progress, total=run.plan.end_steps, initial=state.step,
+                       unit="step", mininterval=1.0, desc=f"simulate {run.case.name}")
     try:
         run.advance(state, bar)
     except BaseException as err:
