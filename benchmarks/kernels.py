@@ -60,18 +60,18 @@ def child(task, shape, n, repeats):
     base = _model(shape, 0)
     kernels = base.kernel.values
     if task == "census":
-        run = lambda: spectral.filter_census(base, n=n)  # noqa: E731
+        run = lambda: spectral.filter_census(base, pad_to=n)  # noqa: E731
     elif task == "census-1thread":
         def run():
             with dask.config.set(scheduler="synchronous"):
-                return spectral.filter_census(base, n=n)
+                return spectral.filter_census(base, pad_to=n)
     elif task == "rfft2":
         run = lambda: _raw(kernels, n, np.fft.rfft2)  # noqa: E731
     elif task == "fft2":
         run = lambda: _raw(kernels, n, np.fft.fft2)  # noqa: E731
     elif task == "kernel_change":
         tl = _model(shape, 1)
-        run = lambda: spectral.kernel_change(base, tl, n=n)  # noqa: E731
+        run = lambda: spectral.kernel_change(base, tl, pad_to=n)  # noqa: E731
     elif task == "baseline":
         run = lambda: None  # noqa: E731
     else:

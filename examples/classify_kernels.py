@@ -63,12 +63,12 @@ def synthetic_model(seed=0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=64, help="padded grid size (the LES grid)")
+    p.add_argument("--pad-to", type=int, default=64, help="padded grid size (the LES grid)")
     p.add_argument("--out", default=None, help="folder for the figures (none if omitted)")
     args = p.parse_args()
 
     model, names = synthetic_model()
-    classes = model.tl.classify_kernels(n=args.n)
+    classes = model.tl.classify_kernels(pad_to=args.pad_to)
     print("layer 1, named kernels:")
     for i, name in enumerate(names):
         c = classes.sel(layer=1, channel_out=i, channel_in=0)
@@ -81,7 +81,7 @@ def main():
     # "re-train": perturb three kernels of layer 2 and find the most-changed ones
     tl = model.copy(deep=True)
     tl["kernel"][dict(layer=1, channel_out=[0, 3, 7])] *= 1.5
-    change = model.tl.kernel_change(tl, n=args.n, percentile=85)
+    change = model.tl.kernel_change(tl, pad_to=args.pad_to, percentile=85)
     print("most-changed kernels (spectral change ≥ 85th percentile):")
     for r in range(change.sizes["top"]):
         print(f"  layer {int(change.top_layer[r])} out {int(change.top_channel_out[r])}"
@@ -91,7 +91,7 @@ def main():
 
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        filters = model.tl.kernel_filters(n=args.n)
+        filters = model.tl.kernel_filters(pad_to=args.pad_to)
         sel = [{"layer": 1, "channel_out": i, "channel_in": 0} for i in range(len(names))]
         fig = plotting.plot_kernel_spectra(filters, sel, classes=classes, ncols=5)
         fig.savefig(os.path.join(args.out, "kernel_spectra.png"), dpi=120)

@@ -86,22 +86,22 @@ def test_dataarray_spectra_match_functions():
 
 def test_model_accessors_match_functions():
     base, tl = models()
-    F = base.tl.kernel_filters(n=16)
+    F = base.tl.kernel_filters(pad_to=16)
     xr.testing.assert_allclose(F.compute(), S.kernel_filters(base, 16).compute())
     prof = F.tl.radial_profile()
     xr.testing.assert_allclose(prof.compute(), S.radial_profile(F).compute())
-    c = base.tl.classify_kernels(n=16)
+    c = base.tl.classify_kernels(pad_to=16)
     xr.testing.assert_identical(c, S.classify_kernels(base, 16))
     xr.testing.assert_allclose(F.tl.classify_filters(), c, rtol=1e-4)  # full grid vs rfft2
-    census = base.tl.filter_census(n=16)
-    xr.testing.assert_identical(census, S.filter_census(base, n=16))
+    census = base.tl.filter_census(pad_to=16)
+    xr.testing.assert_identical(census, S.filter_census(base, pad_to=16))
     xr.testing.assert_identical(c.tl.filter_census(), census)
     xr.testing.assert_identical(c.filter_type.tl.filter_census(), census)
     assert int(census.sum()) == 2 * 3 * 2
-    change = base.tl.kernel_change(tl, n=16, percentile=90)
-    xr.testing.assert_identical(change, S.kernel_change(base, tl, n=16, percentile=90))
+    change = base.tl.kernel_change(tl, pad_to=16, percentile=90)
+    xr.testing.assert_identical(change, S.kernel_change(base, tl, pad_to=16, percentile=90))
     with pytest.raises(ValueError, match="'kernel'"):
-        base.drop_vars("kernel").tl.kernel_filters(n=16)
+        base.drop_vars("kernel").tl.kernel_filters(pad_to=16)
 
 
 # --------------------------------------------------------------------------- generated methods
@@ -228,12 +228,12 @@ def _cases():
         (ds.pi, "spectrum", (), {"kmax": 5}),
         (ds, "transfer_spectrum", (), {"kind": "enstrophy"}),
         (ds.psi, "transfer_spectrum", (ds.pi,), {"kmax": 4}),
-        (base, "filter_census", (), {"n": 16, "edge": 0.2}),
+        (base, "filter_census", (), {"pad_to": 16, "edge": 0.2}),
         (S.classify_kernels(base, 16).filter_type, "filter_census", (), {}),
         (ds[["psi", "omega"]], "coarse_grain", (8, "box"), {"width": 0.5}),
         (base, "kernel_filters", (16,), {"shift": False}),
         (base, "classify_kernels", (16,), {"flat_ratio": 3.0, "kmax": 6}),
-        (base, "kernel_change", (tl,), {"n": 16, "percentile": 90, "by": "physical"}),
+        (base, "kernel_change", (tl,), {"pad_to": 16, "percentile": 90, "by": "physical"}),
         (filters, "radial_profile", (), {"kmax": 5}),
         (filters, "classify_filters", (), {"min_anisotropy": 0.3}),
     ]

@@ -61,12 +61,12 @@ def test_kernel_analyses_take_n_from_the_models_grid(trained_model):
     assert S.recorded_grid(ds) == 16  # trained on the 16² synthetic LES data
     xr.testing.assert_identical(S.kernel_filters(ds).compute(), S.kernel_filters(ds, 16).compute())
     xr.testing.assert_identical(S.classify_kernels(ds), S.classify_kernels(ds, 16))
-    xr.testing.assert_identical(S.filter_census(ds), S.filter_census(ds, n=16))
-    xr.testing.assert_identical(ds.tl.filter_census(), S.filter_census(ds, n=16))
-    assert S.kernel_change(ds, ds).attrs["n"] == 16
+    xr.testing.assert_identical(S.filter_census(ds), S.filter_census(ds, pad_to=16))
+    xr.testing.assert_identical(ds.tl.filter_census(), S.filter_census(ds, pad_to=16))
+    assert S.kernel_change(ds, ds).attrs["pad_to"] == 16
     assert S.classify_kernels(ds, 32).attrs["kmax"] == 16  # an explicit n still wins
     bare = ds.drop_attrs()
-    with pytest.raises(ValueError, match=r"n \(the grid .* must be given.*records no square"):
+    with pytest.raises(ValueError, match=r"pad_to \(the grid .* must be given.*records no square"):
         S.kernel_filters(bare)
 
 

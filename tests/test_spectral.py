@@ -439,7 +439,7 @@ def test_random_paper_like_model_classifies_without_error_and_census_counts():
     for lay, t in [(1, "gabor"), (2, "band-pass"), (3, "low-pass")]:
         assert census.sel(layer=lay, filter_type=t) == (c.filter_type.sel(layer=lay) == t).sum()
     # the census straight from the model and from the DataArray agree
-    xr.testing.assert_equal(S.filter_census(m, n=32), census)
+    xr.testing.assert_equal(S.filter_census(m, pad_to=32), census)
     xr.testing.assert_equal(S.filter_census(c.filter_type), census)
 
 
@@ -474,7 +474,7 @@ def test_kernel_filter_bad_input():
         S.radial_profile(xr.DataArray(np.ones((4, 4)), dims=("a", "b")))
     with pytest.raises(ValueError, match="edge"):
         S.classify_kernels(m, 16, edge=0.7)
-    with pytest.raises(ValueError, match=r"n \(the grid .* must be given.*records no square"):
+    with pytest.raises(ValueError, match=r"pad_to \(the grid .* must be given.*records no square"):
         S.filter_census(m)
 
 
@@ -496,7 +496,7 @@ def test_kernel_change_hand_computed():
     tl[1, 0, 0] = delta  # unchanged
     tl[1, 1, 0] = 0.5 * delta  # from zero: |W^| = 0.5 everywhere -> spectral 0.5 n
     mb, mt = model(base, np.float64), model(tl, np.float64)
-    out = S.kernel_change(mb, mt, n=n, percentile=50)
+    out = S.kernel_change(mb, mt, pad_to=n, percentile=50)
     na = np.linalg.norm(a)
     np.testing.assert_allclose(out.physical_change.values[..., 0], [[na, 2.0], [0.0, 0.5]], atol=1e-12)
     np.testing.assert_allclose(
@@ -526,14 +526,14 @@ def test_kernel_change_hand_computed():
     np.testing.assert_allclose(out.top_filter_base.values[1], 0.0)
     np.testing.assert_allclose(out.top_filter_tl.values[1], 0.5)
     # ranking by the physical change picks the sign flip first
-    phys = S.kernel_change(mb, mt, n=n, percentile=75, by="physical")
+    phys = S.kernel_change(mb, mt, pad_to=n, percentile=75, by="physical")
     assert (phys.top_layer.item(), phys.top_channel_out.item()) == (1, 1)
 
 
 def test_kernel_change_bounds_on_random_models():
     mb, mt = random_model(2, 4, 3, seed=1), random_model(2, 4, 3, seed=2)
     n = 16
-    out = S.kernel_change(mb, mt, n=n)
+    out = S.kernel_change(mb, mt, pad_to=n)
     assert out.sizes["top"] == 1  # the 99.9th percentile of 24 kernels: only the max
     assert np.all(out.spectral_change <= n * out.physical_change * (1 + 1e-5))
     assert out.top_change.item() == pytest.approx(float(out.spectral_change.max()))
@@ -542,12 +542,12 @@ def test_kernel_change_bounds_on_random_models():
 def test_kernel_change_bad_input():
     mb = random_model(2, 2, 2)
     with pytest.raises(ValueError, match="same shape"):
-        S.kernel_change(mb, random_model(3, 2, 2), n=8)
+        S.kernel_change(mb, random_model(3, 2, 2), pad_to=8)
     with pytest.raises(ValueError, match="percentile"):
-        S.kernel_change(mb, mb, n=8, percentile=120)
+        S.kernel_change(mb, mb, pad_to=8, percentile=120)
     with pytest.raises(ValueError, match="by must be"):
-        S.kernel_change(mb, mb, n=8, by="both")
+        S.kernel_change(mb, mb, pad_to=8, by="both")
     with pytest.raises(ValueError, match="'kernel'"):
-        S.kernel_change(mb, mb.drop_vars("kernel"), n=8)
+        S.kernel_change(mb, mb.drop_vars("kernel"), pad_to=8)
     with pytest.raises(ValueError, match="at least the kernel size"):
-        S.kernel_change(mb, mb, n=3)
+        S.kernel_change(mb, mb, pad_to=3)

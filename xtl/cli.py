@@ -191,7 +191,7 @@ def _sweep_command(sub):
 def _explain_command(sub):
     ex = _command(sub, "explain", "kernel filter census of a model (and changes from a base)")
     ex.add_argument("model", help="model (.keras or .nc)")
-    ex.add_argument("--n", type=int,
+    ex.add_argument("--pad-to", type=int,
                     help="grid to zero-pad the kernels to (default: the grid the model was "
                          "trained on)")
     ex.add_argument("--base", help="base model: also write the kernel changes")
@@ -396,9 +396,9 @@ def cmd_explain(args) -> None:
 
     check_output_path(args.out, args.overwrite, argument="--out")
     model_ds = _load_model(args.model).to_dataset()
-    out = classify_kernels(model_ds, args.n)
+    out = classify_kernels(model_ds, args.pad_to)
     if args.base:
-        change = kernel_change(_load_model(args.base).to_dataset(), model_ds, n=args.n)
+        change = kernel_change(_load_model(args.base).to_dataset(), model_ds, pad_to=args.pad_to)
         out = out.merge(change.drop_vars(["layer", "channel_out", "channel_in"], errors="ignore"),
                         compat="override")
     write_dataset(out, args.out, overwrite=args.overwrite)

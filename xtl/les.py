@@ -637,7 +637,7 @@ class ModelClosure(Closure):
             )
         self.normalization = {k: float(v) for k, v in model.normalization.items()}
         prov = getattr(model, "provenance", {}) or {}
-        trained = _trained_grid(prov)
+        trained = model.n_les
         if n is not None and trained is not None and int(n) != trained:
             raise ValueError(f"model was trained on a {trained}² grid, not n={n}")
         self.n = int(n) if n is not None else trained
@@ -681,25 +681,13 @@ class ModelClosure(Closure):
         self._check(psi, omega)
         if self._forward is None:
             model = self.model
-            compiled = getattr(get_backend(model.backend), "compiled_forward", None)
-            self._forward = compiled(model) if compiled is not None else (  # not a BackendBase
-                lambda x: get_backend(model.backend).predict_normalized(model, x))
+            self._forward = get_backend(model.backend).compiled_forward(model)
         out = self._forward(stack_inputs(psi[None], omega[None], self.normalization))[0]
         return (out * np.float32(self.normalization[OUTPUT])).astype(float)
 
     def fields(self, psi, omega) -> np.ndarray:
         """Π of many snapshots ``(..., y, x)`` at once (batched inference)."""
         return np.asarray(self.model.predict(psi, omega), dtype=float)
-
-
-def _trained_grid(prov):
-    for key in ("grid", "n", "n_les", "grid_size"):
-        value = prov.get(key)
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
-            return int(value[0])
-    return None
 
 
 # --------------------------------------------------------------------------- the registry

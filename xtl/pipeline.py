@@ -448,7 +448,7 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
     out = _spectra(data, target, {"base": base, "tl": tls})
     n_les = data.target_sets(target)[1].sizes["x"]
     base_ds = model_to_dataset(base)
-    change = kernel_change(base_ds, tls[0].to_dataset(), n=n_les, percentile=99.0)
+    change = kernel_change(base_ds, tls[0].to_dataset(), pad_to=n_les, percentile=99.0)
     change = change.isel(top=slice(0, 8))
     weight = load_dataset(paths.flows).shell_weight.sel(target=target.name)
     kmax = n_les // 2 - 1  # the shells the square LES grid holds whole

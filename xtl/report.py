@@ -429,14 +429,14 @@ def write_report(experiment) -> Path:
              if (res / f"aposteriori-{t}.nc").exists()}
     base_model = experiment.load_model("base")
     base = base_model.to_dataset()
-    n_les = int(base_model.provenance["grid"][-1])  # the LES grid it was trained on
+    n_les = base_model.n_les  # the LES grid it was trained on
 
     sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
                             _SENTENCES["flow-spectra"])]),
                 ("Transfer learning per layer",
                  [(_fig_cc_per_layer(sweeps, default, folder), _SENTENCES["cc-per-layer"])]),
                 ("The base network's filters",
-                 [(_fig_census(filter_census(base, n=n_les), folder),
+                 [(_fig_census(filter_census(base, pad_to=n_les), folder),
                    _SENTENCES["filter-census"])])]
     for t in targets:
         figures = [

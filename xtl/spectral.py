@@ -196,7 +196,8 @@ def _resolve_n(n, model, kernel):
         n = recorded_grid(model)
         if n is None:
             raise ValueError(
-                "n (the grid to zero-pad the kernels to, e.g. the LES grid, 128) must be given: "
+                "pad_to (the grid to zero-pad the kernels to, e.g. the LES grid, 128) must be "
+                "given: "
                 "the model Dataset records no square training grid (attrs 'grid')"
             )
     return _check_n(n, kernel)
@@ -205,11 +206,12 @@ def _resolve_n(n, model, kernel):
 def _check_n(n, kernel):
     taps = max(kernel.sizes["tap_y"], kernel.sizes["tap_x"])
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an integer grid size (e.g. the LES grid, 128); got {n!r}")
+        raise TypeError(f"pad_to must be an integer grid size (e.g. the LES grid, 128); "
+                        f"got {n!r}")
     if n < taps:
         raise ValueError(
-            f"n must be at least the kernel size ({kernel.sizes['tap_y']}×"
-            f"{kernel.sizes['tap_x']}) to zero-pad the kernel to n×n; got n={n}"
+            f"pad_to must be at least the kernel size ({kernel.sizes['tap_y']}×"
+            f"{kernel.sizes['tap_x']}) to zero-pad the kernel to pad_to×pad_to; got pad_to={n}"
         )
     return int(n)
 
@@ -571,18 +573,18 @@ def _half_plane(n):
     return ky, kx, np.broadcast_to(mult[None, :], (n, kx.size))
 
 
-def kernel_filters(model, n=None, *, shift=True, chunks=None):
-    """Magnitude of the Fourier transform of every kernel, zero-padded to ``n × n``.
+def kernel_filters(model, pad_to=None, *, shift=True, chunks=None):
+    """Magnitude of the Fourier transform of every kernel, zero-padded to ``pad_to × pad_to``.
 
     Parameters
     ----------
     model : xarray.Dataset
         Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    n : int, optional
+    pad_to : int, optional
         Grid size to zero-pad to (the paper uses the LES grid, e.g. 128); at least the
         kernel size. Default: the grid the model was trained on (its ``grid`` attribute).
     shift : bool, default True
-        If True, ``ky`` and ``kx`` run ``-n//2 … (n-1)//2`` (fftshifted: k = 0 at the
+        If True, ``ky`` and ``kx`` run ``-pad_to//2 … (pad_to-1)//2`` (fftshifted: k = 0 at the
         centre, the way the paper plots |Ŵ|); if False, numpy's ``fftfreq`` order.
     chunks : dict, optional
         Chunks over ``layer``, ``channel_out``, ``channel_in`` (``ky``, ``kx`` are always
@@ -600,11 +602,11 @@ def kernel_filters(model, n=None, *, shift=True, chunks=None):
     Raises
     ------
     TypeError, ValueError
-        ``model`` is not a model Dataset, or ``n`` is not an integer ≥ the kernel size
+        ``model`` is not a model Dataset, or ``pad_to`` is not an integer ≥ the kernel size
         (or not given when the model records no grid).
     """
     kernel = _check_model(model)
-    n = _resolve_n(n, model, kernel)
+    n = _resolve_n(pad_to, model, kernel)
     data = _kernel_dask(kernel, n, chunks)
     dtype = data.dtype
     out = data.map_blocks(
@@ -630,7 +632,7 @@ def kernel_filters(model, n=None, *, shift=True, chunks=None):
         attrs={
             "long_name": "magnitude of the kernel transfer function |W^|",
             "units": "1",
-            "n": n,
+            "pad_to": n,
             "fftshift": int(bool(shift)),
         },
     )
@@ -918,12 +920,12 @@ def _classification(feats, kmax, criteria):
     return out
 
 
-def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5,
-                     kmax=None):
-    """Classify every kernel of a model Dataset from its spectrum padded to ``n × n``.
+def classify_kernels(model, pad_to=None, *, chunks=None, flat_ratio=2.0, edge=0.1,
+                     min_anisotropy=0.5, kmax=None):
+    """Classify every kernel of a model Dataset from its spectrum padded to ``pad_to × pad_to``.
 
     Gives the same result as
-    ``classify_filters(kernel_filters(model, n), flat_ratio=..., ...)`` (same criteria),
+    ``classify_filters(kernel_filters(model, pad_to), flat_ratio=..., ...)`` (same criteria),
     computed faster: a real kernel's ``|Ŵ|`` is symmetric under k → -k, so the features
     are taken on the ``rfft2`` half plane, each point weighted by its multiplicity in the
     full grid. Work is done chunk by chunk over (layer, channel_out, channel_in) and only
@@ -934,7 +936,7 @@ def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, mi
     ----------
     model : xarray.Dataset
         Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    n : int, optional
+    pad_to : int, optional
         Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
         model was trained on (its ``grid`` attribute).
     chunks : dict, optional
@@ -950,16 +952,16 @@ def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, mi
     Raises
     ------
     TypeError, ValueError
-        Not a model Dataset, bad ``n``, ``chunks`` or criteria.
+        Not a model Dataset, bad ``pad_to``, ``chunks`` or criteria.
     """
     kernel = _check_model(model)
-    n = _resolve_n(n, model, kernel)
+    n = _resolve_n(pad_to, model, kernel)
     kmax = _check_kmax(kmax)
     criteria = _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
         kmax = n // 2
     if not 1 <= kmax <= n // 2:
-        raise ValueError(f"kmax must be in [1, n//2 = {n // 2}]; got {kmax}")
+        raise ValueError(f"kmax must be in [1, pad_to//2 = {n // 2}]; got {kmax}")
     data = _kernel_dask(kernel, n, chunks)
     ky, kx, mult = _half_plane(n)
     mean_matrix, moment_matrix = _feature_matrices(ky, kx, mult, kmax, data.dtype, (n, n))
@@ -979,7 +981,7 @@ def classify_kernels(model, n=None, *, chunks=None, flat_ratio=2.0, edge=0.1, mi
     return _classification(feats, kmax, criteria)
 
 
-def filter_census(obj, *, n=None, chunks=None, **criteria):
+def filter_census(obj, *, pad_to=None, chunks=None, **criteria):
     """Count the filter types per layer.
 
     Parameters
@@ -988,7 +990,7 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
         A classification (a Dataset with ``filter_type``, or the ``filter_type``
         DataArray, with a ``layer`` dim), or a model Dataset with ``kernel``, which is
         classified first with :func:`classify_kernels`.
-    n : int, optional
+    pad_to : int, optional
         Padded grid size, for a model Dataset; default the grid the model was trained
         on (its ``grid`` attribute).
     chunks : dict, optional
@@ -1006,7 +1008,8 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
     Raises
     ------
     TypeError, ValueError
-        Neither a classification nor a model; a model without ``n`` that records no grid.
+        Neither a classification nor a model; a model without ``pad_to`` that records
+        no grid.
     """
     if isinstance(obj, xr.Dataset) and "filter_type" not in obj.data_vars:
         if "kernel" not in obj.data_vars:
@@ -1014,7 +1017,7 @@ def filter_census(obj, *, n=None, chunks=None, **criteria):
                 "obj must be a classification (with 'filter_type') or a model Dataset with "
                 f"'kernel'; its variables are {sorted(map(str, obj.data_vars))}"
             )
-        obj = classify_kernels(obj, n, chunks=chunks, **criteria)
+        obj = classify_kernels(obj, pad_to, chunks=chunks, **criteria)
     if isinstance(obj, xr.Dataset):
         obj = obj["filter_type"]
     if not isinstance(obj, xr.DataArray):
@@ -1046,13 +1049,13 @@ def _spectral_change_np(wb, wt, n, mult):
     return np.sqrt(np.einsum("...ij,ij->...", d.astype(np.float64), mult))
 
 
-def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=None):
+def kernel_change(base, tl, *, pad_to=None, percentile=99.9, by="spectral", chunks=None):
     """How re-training changed each kernel, in physical and in spectral space.
 
     Per kernel: ``physical_change = ‖W_TL − W_base‖_F`` over the taps and
-    ``spectral_change = ‖|Ŵ_TL| − |Ŵ_base|‖_F`` over the ``n × n`` grid (Ŵ as in
+    ``spectral_change = ‖|Ŵ_TL| − |Ŵ_base|‖_F`` over the ``pad_to × pad_to`` grid (Ŵ as in
     :func:`kernel_filters`, the unnormalized DFT; by Parseval and the triangle
-    inequality ``spectral_change ≤ n·physical_change``). Per layer, the relative
+    inequality ``spectral_change ≤ pad_to·physical_change``). Per layer, the relative
     changes ``‖W_TL − W_base‖_F / ‖W_base‖_F`` and
     ``‖|Ŵ_TL| − |Ŵ_base|‖_F / ‖Ŵ_base‖_F`` over all kernels of the layer. The
     most-changed kernels are those whose change (``by``) is at or above the given
@@ -1064,7 +1067,7 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
     base, tl : xarray.Dataset
         Model Datasets with the same ``kernel`` shape and coordinates (the base model
         and the re-trained one).
-    n : int, optional
+    pad_to : int, optional
         Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
         base model was trained on (its ``grid`` attribute).
     percentile : float, default 99.9
@@ -1083,15 +1086,15 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
         (layer); and along ``top`` (most-changed first): ``top_layer``, ``top_channel_out``,
         ``top_channel_in``, ``top_change``, ``top_filter_base`` and ``top_filter_tl``
         (top, ky, kx; fftshifted). ``attrs`` hold ``percentile``, ``threshold``, ``by``
-        and ``n``. Everything is computed (numpy-backed).
+        and ``pad_to``. Everything is computed (numpy-backed).
 
     Raises
     ------
     TypeError, ValueError
-        Bad models, models that do not match, bad ``n``, ``percentile`` or ``by``.
+        Bad models, models that do not match, bad ``pad_to``, ``percentile`` or ``by``.
     """
     kb, kt = _check_kernel_pair(base, tl)
-    n = _resolve_n(n, base, kb)
+    n = _resolve_n(pad_to, base, kb)
     if not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}")
     if by not in ("spectral", "physical"):
@@ -1121,7 +1124,7 @@ def kernel_change(base, tl, *, n=None, percentile=99.9, by="spectral", chunks=No
         }
     )
     out = xr.merge([out, top], combine_attrs="override")
-    out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "n": n}
+    out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "pad_to": n}
     return out
 
 

@@ -255,6 +255,15 @@ class Model:
         """Number of conv layers ``L``."""
         return self.spec.n_layers
 
+    @property
+    def n_les(self) -> int | None:
+        """The LES grid the network was trained on (``provenance["grid"]``, square),
+        or None when unknown (a network not trained by xtl)."""
+        grid = (self.provenance or {}).get("grid")
+        if isinstance(grid, (list, tuple)) and len(grid) == 2 and grid[0] == grid[1]:
+            return int(grid[0])
+        return None
+
     def predict(self, psi, omega, *, batch_size: int = 32) -> np.ndarray:
         """Π in physical units from physical ψ̄ and ω̄ (see :meth:`Backend.predict`)."""
         return get_backend(self.backend).predict(self, psi, omega, batch_size=batch_size)
