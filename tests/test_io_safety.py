@@ -134,7 +134,7 @@ def test_an_incomplete_file_is_refused_unless_allowed(tmp_path):
 def test_an_unfinished_stream_is_incomplete_and_readable_to_its_last_sync(tmp_path):
     """A run's ``.part`` while it runs: complete = 0, and its header's records are all there."""
     x = np.arange(8.0)
-    stream = SnapshotStream(tmp_path / "run.nc", x, x, ("omega",), {}, dtype="float32")
+    stream = SnapshotStream(tmp_path / "run.nc", (x, x), ("omega",), {}, dtype="float32")
     try:
         for i in range(3):
             stream.write(i, 0.1 * i, {"omega": np.full((8, 8), i + 1.0)})
