@@ -20,6 +20,8 @@ MAX_PARAMETERS = 8
 RANKS = {
     "xtl._version": 0, "xtl._progress": 0, "xtl.options": 0, "xtl.fourier": 0,
     "xtl.io": 1, "xtl.cases": 1,
+    # scheduler connections: below the ensembles (2.2) that connect through it
+    "xtl.scheduler": 1.5,
     "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.coarse": 3, "xtl.spectral": 4, "xtl.accessors": 5, "xtl.metrics": 5,

@@ -224,3 +224,119 @@ def test_a_misspelled_baseline_is_refused_however_the_section_is_made():
         LesConfig(baseline=("smagorinksy",))
     with pytest.raises(ConfigError, match=r"'les\.initial_states': must be > 0"):
         LesConfig().replace(initial_states=0)
+
+
+# ------------------------------------------------------------------ values that would fail late
+def _edited(*edits):
+    """DEMO_CONFIG with every ``(path, value)`` of ``edits`` applied."""
+    raw = copy.deepcopy(DEMO_CONFIG)
+    for path, value in edits:
+        where = raw
+        for key in path[:-1]:
+            where = where[key]
+        where[path[-1]] = value
+    return raw
+
+
+# the demo's flows: small-* cases, DNS dt = 0.0005 on 256², LES dt = 0.002 on 64²,
+# 101 snapshots (76 training, 25 test times); targets of 1 member each
+@pytest.mark.parametrize("edits, message", [
+    # the DNS: save_interval and spin_up whole numbers of the flow's time step
+    ([(("base", "save_interval"), 0.10025)],
+     "'base.save_interval': 0.10025 is not a multiple of the DNS time step 0.0005 of flow "
+     "'small-base' (base.dt); use a multiple, e.g. 0.1"),
+    ([(("targets", 1, "save_interval"), 0.0002)],
+     "'targets[1].save_interval': 0.0002 is not a multiple of the DNS time step 0.0005 of flow "
+     "'small-beta' (targets[1].dt); use a multiple, e.g. 0.0005"),
+    ([(("base", "spin_up"), 20.0001)],
+     "'base.spin_up': 20.0001 is not a multiple of the DNS time step 0.0005"),
+    ([(("targets", 0, "dt"), 0.0003)],
+     "'targets[0].save_interval': 0.1 is not a multiple of the DNS time step 0.0003 of flow "
+     "'small-kf' (targets[0].dt); use a multiple, e.g. 0.0999"),
+    # at least two snapshots to split into training and test times
+    ([(("base", "t_end"), 20.05)],
+     "'base.t_end': gives 1 snapshot from spin_up = 20.0 to t_end = 20.05 every 0.1; a flow "
+     "needs at least 2 (training and test times): make t_end >= spin_up + 0.2"),
+    ([(("targets", 0, "t_end"), 20.0)], "'targets[0].t_end': gives 1 snapshot"),
+    # the LES: save_interval a whole number of every target's LES time step
+    ([(("les", "save_interval"), 0.2501)],
+     "'les.save_interval': 0.2501 is not a multiple of the LES time step 0.002 of target "
+     "'small-kf' (its DNS dt · n / n_les; les.dt sets another); use a multiple, e.g. 0.25"),
+    ([(("les", "save_interval"), 0.001)],
+     "'les.save_interval': 0.001 is not a multiple of the LES time step 0.002"),
+    ([(("les", "dt"), 0.003)],
+     "'les.save_interval': 0.25 is not a multiple of the LES time step les.dt = 0.003; use a "
+     "multiple, e.g. 0.249"),
+    ([(("targets", 1, "n_les"), 32)],  # that target's LES step is 0.004
+     "'les.save_interval': 0.25 is not a multiple of the LES time step 0.004 of target "
+     "'small-beta'"),
+    # no more initial states than a target's held-out samples
+    ([(("les", "initial_states"), 26)],
+     "'les.initial_states': 26 initial states asked for, but target 'small-kf' holds 25 "
+     "held-out samples (1 member(s) x 25 test time(s), the last 25% of its snapshots)"),
+    ([(("targets", 0, "t_end"), 20.3), (("les", "initial_states"), 2)],
+     "'les.initial_states': 2 initial states asked for, but target 'small-kf' holds 1"),
+    # layers the network has
+    ([(("sweep", "layers"), [2, 7])],
+     "'sweep.layers': layers [7] do not exist: the network has 6 layers, numbered 1..6 "
+     "(network.n_layers)"),
+    ([(("network", "n_layers"), 4), (("sweep", "layers"), [5, 9])],
+     "'sweep.layers': layers [5, 9] do not exist: the network has 4 layers"),
+    ([(("network", "channels"), [24, 24])], "'network': spec.channels must be an int or 5 ints"),
+    ([(("network", "kernel_size"), 4)], "'network': spec.kernel_size must be an odd int"),
+    ([(("network", "padding"), "reflect")], "'network': spec.padding must be one of"),
+])
+def test_values_that_would_fail_late_are_refused_when_the_config_is_read(edits, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_edited(*edits))
+
+
+@pytest.mark.parametrize("edits", [
+    [(("base", "spin_up"), 0.0), (("base", "t_end"), 10.0)],      # no spin-up
+    [(("base", "save_interval"), 0.0005)],                        # every step
+    [(("base", "t_end"), 30.05)],              # t_end need not be on a snapshot
+    [(("base", "t_end"), 20.1)],               # exactly two snapshots
+    [(("targets", 0, "dt"), 0.00025)],         # a finer step that divides the intervals
+    [(("les", "save_interval"), 0.002)],       # every LES step
+    [(("les", "save_interval"), 0.3)],         # 150 LES steps of 0.002
+    [(("les", "dt"), 0.0025)],                 # 100 steps of les.dt
+    [(("les", "t_end"), 3.001)],               # t_end need not be on a snapshot
+    [(("targets", 1, "n_les"), 32), (("les", "save_interval"), 0.248)],
+    [(("les", "initial_states"), 25)],         # every held-out sample
+    [(("les", "enabled"), False), (("les", "save_interval"), 0.2501),
+     (("les", "initial_states"), 1000)],       # a disabled stage is not checked
+    [(("sweep", "layers"), [1, 6])],
+    [(("network", "n_layers"), 8), (("sweep", "layers"), [7, 8])],
+])
+def test_their_neighbours_pass(edits):
+    load_config(_edited(*edits))
+
+
+def test_the_brief_example_names_the_key_the_step_and_a_multiple():
+    raw = _edited((("targets",), [{"name": "kf8", "case": "tiny", "kf": 8.0, "spin_up": 0.0,
+                                   "t_end": 1.0, "save_interval": 0.1}]),
+                  (("base",), {"case": "tiny", "spin_up": 0.0, "t_end": 1.0,
+                               "save_interval": 0.1}),
+                  (("les", "save_interval"), 0.3), (("les", "initial_states"), 1))
+    with pytest.raises(ConfigError, match=re.escape(
+            "config key 'les.save_interval': 0.3 is not a multiple of the LES time step 0.008 of "
+            "target 'kf8' (its DNS dt · n / n_les; les.dt sets another); use a multiple, e.g. "
+            "0.304")):
+        load_config(raw)
+
+
+def test_the_split_sizes_are_the_pipelines():
+    import numpy as np
+    import xarray as xr
+
+    from xtl.config import n_snapshots, split_sizes
+    from xtl.pipeline import split_train_test
+
+    cfg = load_config()
+    assert n_snapshots(cfg.base) == 101 and split_sizes(101) == (76, 25)
+    for nt in (2, 3, 4, 5, 8, 101):
+        ds = xr.Dataset({"pi": ("time", np.arange(nt))})
+        train, test = split_train_test(ds)
+        assert (train.sizes["time"], test.sizes["time"]) == split_sizes(nt)
+    with pytest.raises(ValueError, match="at least 2 snapshots"):
+        split_sizes(1)

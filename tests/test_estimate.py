@@ -39,7 +39,8 @@ def test_aposteriori_counts_every_closure_and_initial_state():
     expected = 2 * 750 * (3 * 5e-3 + 3 * 5e-4) / 2
     assert rows["aposteriori-small-kf"].seconds == pytest.approx(expected)
     raw = copy.deepcopy(DEMO_CONFIG)
-    raw["les"].update(initial_states=4, dt=8e-3, baseline="smagorinsky")
+    raw["les"].update(initial_states=4, dt=8e-3, save_interval=0.24,  # 30 steps of dt
+                      baseline="smagorinsky")
     raw["sweep"]["baselines"] = []
     rows = _rows(load_config(raw))
     assert rows["aposteriori-small-kf"].seconds == pytest.approx(4 * 375 * (2 * 5e-3 + 2 * 5e-4)

@@ -1,4 +1,5 @@
 """Pipeline building blocks: the train/test split and the stage cache."""
+import contextlib
 import json
 import os
 import threading
@@ -8,6 +9,7 @@ import pytest
 import xarray as xr
 
 from xtl.config import load_config
+from xtl.io import load_dataset
 from xtl.pipeline import (
     Experiment,
     TargetsTooClose,
@@ -167,6 +169,53 @@ def test_stage_cache_writes_no_manifest_when_a_stage_fails(tmp_path):
     calls = []
     cache.run("a", [1], ["results/half.nc"], lambda: calls.append(1))
     assert calls == [1]  # the interrupted stage runs again
+
+
+def _anti_diffusion(psi, omega):
+    """A closure that feeds ω back on itself: a tiny LES blows up within 0.16."""
+    return -50.0 * omega
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_an_aposteriori_error_stops_its_stage_while_a_blowup_is_data(tmp_path, on_cluster):
+    """An exception in a run (a save_interval the LES step does not divide) fails the
+    stage, which records nothing and runs again; a run that blows up is a result."""
+    import xtl
+    from xtl.coarse import coarse_grain
+    from xtl.les import run_aposteriori, select_initial_states
+    from xtl.io import write_dataset
+
+    case = xtl.get_case("tiny")  # LES: 16², dt = 0.008
+    fdns = coarse_grain(xtl.simulate(case, t_end=0.3, save_interval=0.1, progress=False),
+                        case.n_les)
+    initials = select_initial_states(fdns, 1)
+    cache, out = _cache(tmp_path), tmp_path / "results" / "aposteriori-tiny.nc"
+    with contextlib.ExitStack() as stack:
+        client = None
+        if on_cluster:
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+
+        def stage(save_interval, closures):
+            def run():
+                ds = run_aposteriori(case, closures, initials, fdns, t_end=0.32,
+                                     save_interval=save_interval, client=client,
+                                     progress=False)
+                write_dataset(ds, out, overwrite=True)
+            return cache.run("aposteriori-tiny", [save_interval], [out], run)
+
+        with pytest.raises(ValueError, match=r"save_interval=0.3 is not a multiple of dt=0.008"):
+            stage(0.3, {"no closure": None})
+        assert not cache.has_run("aposteriori-tiny") and not out.exists()
+        assert stage(0.16, {"no closure": None, "unstable": _anti_diffusion})
+    assert cache.has_run("aposteriori-tiny")
+    ds = load_dataset(out)
+    assert ds.stable.sel(closure="no closure").values.tolist() == [1]
+    assert ds.stable.sel(closure="unstable").values.tolist() == [0]
+    assert 0 < ds.blowup_time.sel(closure="unstable").values.item() < 0.32
 
 
 def test_stage_keys_are_those_of_earlier_versions():

@@ -61,7 +61,8 @@ from .options import FitOptions, Options
 
 __all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
            "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
-           "RecommendConfig", "LesConfig", "les_closure_names"]
+           "RecommendConfig", "LesConfig", "les_closure_names", "n_snapshots", "split_sizes",
+           "TEST_FRACTION"]
 
 
 class ConfigError(ValueError):
@@ -570,7 +571,80 @@ def _flow(raw: dict, where: str) -> FlowConfig:
     except (TypeError, ValueError) as err:
         _fail(where, str(err))
     _check_filter(flow, where)
+    _check_flow_times(flow, case, where)
     return flow
+
+
+def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
+    """Refuse ``value`` unless it is a whole number (>= 1, or 0) of steps ``dt``,
+    as the solver does (:func:`xtl.solver.run.step_plan`), suggesting the nearest."""
+    steps = round(value / dt)
+    if (steps < 1 and value != 0) or abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
+        _fail(key, f"{value} is not a multiple of {what}; use a multiple, e.g. "
+                   f"{max(1, steps) * dt:.10g}")
+
+
+def n_snapshots(flow: FlowConfig) -> int:
+    """Snapshots the DNS of ``flow`` stores per member (from ``spin_up`` to ``t_end``).
+
+    Parameters
+    ----------
+    flow : FlowConfig
+        With times that are multiples of its case's time step.
+
+    Returns
+    -------
+    int
+    """
+    from .options import Schedule
+    from .solver.run import step_plan
+
+    schedule = Schedule(t_end=flow.t_end, save_interval=flow.save_interval,
+                        spin_up=flow.spin_up)
+    return step_plan(flow.make_case(), schedule).n_snapshots
+
+
+def _check_flow_times(flow: FlowConfig, case, where: str) -> None:
+    """The times of a flow's DNS: whole numbers of its time step, and at least 2
+    snapshots (training and test times)."""
+    step = f"the DNS time step {case.dt:g} of flow {flow.name!r} ({where}.dt)"
+    _check_multiple(flow.save_interval, case.dt, f"{where}.save_interval", step)
+    _check_multiple(flow.spin_up, case.dt, f"{where}.spin_up", step)
+    count = n_snapshots(flow)
+    if count < 2:
+        _fail(f"{where}.t_end", f"gives {count} snapshot from spin_up = {flow.spin_up} to "
+                                f"t_end = {flow.t_end} every {flow.save_interval}; a flow needs "
+                                f"at least 2 (training and test times): make t_end >= "
+                                f"spin_up + {2 * flow.save_interval:g}")
+
+
+#: Fraction of each flow's snapshots (the latest times) held out for testing.
+TEST_FRACTION = 0.25
+
+
+def split_sizes(n_times: int, test_fraction: float = TEST_FRACTION) -> tuple:
+    """``(training times, test times)`` of a flow of ``n_times`` snapshots.
+
+    The last ``test_fraction`` of the times (at least one) is the test set.
+
+    Parameters
+    ----------
+    n_times : int
+    test_fraction : float
+
+    Returns
+    -------
+    (int, int)
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 snapshots.
+    """
+    n_test = max(1, int(round(n_times * test_fraction)))
+    if n_test >= n_times:
+        raise ValueError(f"a flow needs at least 2 snapshots to split, got {n_times}")
+    return n_times - n_test, n_test
 
 
 # ---------------------------------------------------------------- experiment
@@ -758,13 +832,57 @@ def parse_config(raw: dict) -> ExperimentConfig:
                             allow_zero=True)
     les = _table(raw, "les", set(LesConfig.names()))
     sweep = _table(raw, "sweep", set(SweepConfig.names()))
-    return ExperimentConfig(
+    config = ExperimentConfig(
         name=str(experiment.get("name", "experiment")), seed=seed, base=base, targets=targets,
         network=_network(raw), training=_training(raw, seed),
         transfer=_transfer(raw), sweep=SweepConfig(**sweep), les=LesConfig(**les),
         min_decades=float(min_decades), budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), source=copy.deepcopy(raw),
     )
+    _check_sweep_layers(config)
+    _check_les_runs(config)
+    return config
+
+
+def _check_sweep_layers(config: ExperimentConfig) -> None:
+    """The network's table as a whole, and swept layers that the network has."""
+    from .backends.base import NetworkSpec
+
+    try:
+        spec = NetworkSpec.from_any(config.network)
+    except (TypeError, ValueError) as err:
+        _fail("network", str(err))
+    layers = config.sweep.layers or ()
+    missing = [layer for layer in layers if layer > spec.n_layers]
+    if missing:
+        _fail("sweep.layers", f"layers {missing} do not exist: the network has "
+                              f"{spec.n_layers} layers, numbered 1..{spec.n_layers} "
+                              f"(network.n_layers)")
+
+
+def _check_les_runs(config: ExperimentConfig) -> None:
+    """The a posteriori runs of every target: ``les.save_interval`` a whole number of
+    its LES time steps, and ``les.initial_states`` no more than its test samples."""
+    les = config.les
+    if not les.enabled:
+        return
+    from .les import les_case
+
+    for target in config.targets:
+        dt = les_case(target.make_case(), dt=les.dt).dt
+        step = (f"the LES time step les.dt = {dt:g}" if les.dt is not None else
+                f"the LES time step {dt:g} of target {target.name!r} (its DNS dt · n / n_les; "
+                f"les.dt sets another)")
+        _check_multiple(les.save_interval, dt, "les.save_interval", step)
+        n_test = split_sizes(n_snapshots(target))[1]
+        held_out = target.members * n_test
+        if les.initial_states > held_out:
+            _fail("les.initial_states", f"{les.initial_states} initial states asked for, but "
+                                        f"target {target.name!r} holds {held_out} held-out "
+                                        f"samples ({target.members} member(s) x {n_test} test "
+                                        f"time(s), the last {TEST_FRACTION:.0%} of its "
+                                        f"snapshots): ask for at most {held_out}, or give the "
+                                        f"target more members or a longer t_end")
 
 
 def load_config(source=None) -> ExperimentConfig:

@@ -664,11 +664,15 @@ class Cluster(Options):
         A scheduler address or an object with ``.scheduler_address``; not with ``client``.
     n_workers : int, optional
         Workers of the LocalCluster started when neither is given (>= 1).
+    timeout : float, optional
+        Seconds to wait for a scheduler given by address (finite, > 0; default
+        ``$XTL_SCHEDULER_TIMEOUT``, else 5; see :func:`xtl.scheduler.connect`).
     """
 
     client: object = None
     scheduler: object = None
     n_workers: int | None = None
+    timeout: float | None = None
 
     def __post_init__(self):
         if self.client is not None and self.scheduler is not None:
@@ -676,6 +680,8 @@ class Cluster(Options):
         if self.n_workers is not None:
             object.__setattr__(self, "n_workers",
                                check_int(self.n_workers, "n_workers", minimum=1))
+        object.__setattr__(self, "timeout",
+                           check_float(self.timeout, "timeout", positive=True, optional=True))
 
 
 __all__ += ["Schedule", "Output", "Execution", "Cluster"]

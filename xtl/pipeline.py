@@ -46,16 +46,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .config import ExperimentConfig, load_config
+from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
 from .io import atomic_path, load_dataset, output_lock
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
            "FlowData", "stage_inputs", "split_train_test", "n_samples"]
-
-#: Fraction of each flow's snapshots (the latest times) held out for testing.
-TEST_FRACTION = 0.25
-
 
 def _train_and_score(train_ds, test_ds, network, kwargs, progress, fraction=None):
     """Train on ``train_ds`` (or a seeded ``fraction`` of it) and score on ``test_ds``."""
@@ -129,11 +125,8 @@ def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
     (xarray.Dataset, xarray.Dataset)
         The earlier times (training / re-training pool) and the later ones (test).
     """
-    nt = ds.sizes["time"]
-    n_test = max(1, int(round(nt * test_fraction)))
-    if n_test >= nt:
-        raise ValueError(f"a flow needs at least 2 snapshots to split, got {nt}")
-    return ds.isel(time=slice(0, nt - n_test)), ds.isel(time=slice(nt - n_test, None))
+    n_train = split_sizes(ds.sizes["time"], test_fraction)[0]
+    return ds.isel(time=slice(0, n_train)), ds.isel(time=slice(n_train, None))
 
 
 def n_samples(ds: xr.Dataset) -> int:

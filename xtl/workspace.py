@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .scheduler import check_address
+
 __all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
 
 
@@ -270,16 +272,30 @@ class ExperimentCluster:
     The given ``client``; else, with neither a ``scheduler`` address nor
     ``DASK_SCHEDULER_ADDRESS``, one LocalCluster started when a stage first asks
     for it and closed on exit (an error included). With a scheduler address and
-    no client, :attr:`client` is None and the ensembles connect by address.
+    no client, :attr:`client` is None and the ensembles connect by address
+    (:func:`xtl.scheduler.connect`: probed first, refused within
+    ``$XTL_SCHEDULER_TIMEOUT`` seconds, default 5, when no dask scheduler answers).
 
     Parameters
     ----------
     client : distributed.Client, optional
     scheduler : str, optional
-        Address of an existing dask scheduler.
+        Address of an existing dask scheduler (or an object with
+        ``.scheduler_address``); its form is checked here, before any stage.
+
+    Raises
+    ------
+    ValueError
+        Both ``client`` and ``scheduler``.
+    xtl.scheduler.SchedulerError
+        A malformed ``scheduler`` address (:func:`xtl.scheduler.check_address`).
     """
 
     def __init__(self, client=None, scheduler=None):
+        if client is not None and scheduler is not None:
+            raise ValueError("give client= or scheduler=, not both")
+        if scheduler is not None:
+            check_address(scheduler, "scheduler")
         self.given = client
         self.scheduler = scheduler
         self._own = None

@@ -53,6 +53,7 @@ import xarray as xr
 from ..cases import Case, get_case
 from ..io import CF_ATTRS, append_history, netcdf_lock, open_dataset
 from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
+from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
 
 __all__ = ["ensemble", "open_ensemble", "EnsembleError", "MemberFailedWarning",
@@ -253,7 +254,8 @@ def _client(cluster: Cluster):
 
     ``cluster.client``, else ``cluster.scheduler``, else the default Client of the
     process, else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster of
-    ``cluster.n_workers`` workers.
+    ``cluster.n_workers`` workers. An address is probed first and refused within
+    ``cluster.timeout`` (:func:`xtl.scheduler.connect`).
     """
     from distributed import Client
 
@@ -265,16 +267,11 @@ def _client(cluster: Cluster):
             raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
         yield client
         return
-    if scheduler is None:
-        scheduler = os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    name = "scheduler"
+    if scheduler is None and os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        scheduler, name = os.environ["DASK_SCHEDULER_ADDRESS"], "$DASK_SCHEDULER_ADDRESS"
     if scheduler is not None:
-        address = getattr(scheduler, "scheduler_address", scheduler)
-        if not isinstance(address, str):
-            raise TypeError(
-                "scheduler must be an address string like 'tcp://host:8786' or a cluster "
-                f"object with .scheduler_address, got {scheduler!r}"
-            )
-        own = Client(address, set_as_default=False)
+        own = connect(scheduler, cluster.timeout, name=name)
         try:
             yield own
         finally:
@@ -587,7 +584,10 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
         ``client = Client(...)`` in a notebook), else ``$DASK_SCHEDULER_ADDRESS``
         when set; otherwise a ``LocalCluster`` of ``n_workers`` one-thread
         workers (default the cores this process may use divided by ``threads``)
-        is started and closed at the end.
+        is started and closed at the end. ``timeout``: seconds to wait for a
+        scheduler given by address (default ``$XTL_SCHEDULER_TIMEOUT``, else 5):
+        an address where no dask scheduler answers is refused in that time
+        (:func:`xtl.scheduler.connect`).
     **kwargs
         Single options of ``schedule``, ``output``, ``execution`` and ``cluster``.
 
@@ -678,6 +678,8 @@ def _ensemble_options(schedule, output, execution, cluster, kwargs) -> tuple:
     if per_member:
         raise ValueError(f"ensemble() sets {per_member} of every member itself; leave "
                          f"{'it' if len(per_member) == 1 else 'them'} at the default")
+    if cluster.scheduler is not None:  # its form, before anything runs
+        check_address(cluster.scheduler, "scheduler")
     if cluster.n_workers is None and execution.threads > 1:
         cluster = cluster.replace(n_workers=max(1, default_n_workers() // execution.threads))
     return schedule, output, execution, cluster
