@@ -80,6 +80,7 @@ __all__ = [
     "lock_path",
     "output_lock",
     "atomic_path",
+    "write_text_atomically",
     "sweep_stale_temps",
     "SnapshotStream",
 ]
@@ -821,6 +822,23 @@ def output_lock(path, *, timeout: float = 0.0):
         yield lock
     finally:
         _release(fd, lock, key)
+
+
+def write_text_atomically(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path` (whole, or not at all).
+
+    Parameters
+    ----------
+    path : str or Path
+    text : str
+
+    Returns
+    -------
+    Path
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
-from .io import atomic_path, load_dataset, output_lock
+from .io import load_dataset, output_lock, write_text_atomically
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
@@ -600,8 +600,8 @@ class Experiment:
         self._lock.enter_context(output_lock(self.paths.root))
         try:
             self.paths.make_folders()
-            with atomic_path(self.paths.config) as tmp:
-                tmp.write_text(json.dumps(config.tables(), indent=1, default=str))
+            write_text_atomically(self.paths.config,
+                                  json.dumps(config.tables(), indent=1, default=str))
         except BaseException:
             self._lock.close()
             raise

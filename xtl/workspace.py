@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .io import write_text_atomically
 from .scheduler import check_address
 
 __all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
@@ -33,12 +34,6 @@ def log(message: str) -> None:
     message : str
     """
     print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------- paths
@@ -257,7 +252,7 @@ class StageCache:
         start = time.perf_counter()
         func()
         seconds = self.timings[name] = time.perf_counter() - start
-        _write_atomically(self.paths.manifest(name), json.dumps(
+        write_text_atomically(self.paths.manifest(name), json.dumps(
             {"key": key, "outputs": [self._relative(o) for o in outputs], "seconds": seconds}))
         self.keys[name] = key
         self.ran.append(name)
