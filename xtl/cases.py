@@ -42,18 +42,21 @@ class Case:
         inviscid run. Must be > 0.
     kf : float
         Forcing wavenumber (radian, on the 2π domain). The default forcing is
-        ``F = kf [cos(kf x) + cos(kf y)]``.
+        ``F = kf [cos(kf x) + cos(kf y)]``. Finite, ≥ 0.
     beta : float
-        β-plane parameter (enters as ``+β v`` on the left-hand side).
+        β-plane parameter (enters as ``+β v`` on the left-hand side). Finite.
     mu : float
-        Linear drag coefficient (enters as ``-μ ω``). Must be ≥ 0.
+        Linear drag coefficient (enters as ``-μ ω``). Finite, ≥ 0.
     n : int
-        DNS grid points per direction; even and ≥ 8.
+        DNS grid points per direction; even and ≥ 8. A grid whose solver state
+        cannot fit in this machine's memory is refused when it is made
+        (:func:`xtl.fourier.state_bytes`), not here: a Case only describes a run.
     n_les : int
         LES grid points per direction used to coarse-grain this case; even,
         not larger than ``n`` (equal to ``n`` for a case that is itself an LES).
     dt : float
-        Time step; > 0.
+        Time step; finite, > 0. The step's linear factors ``dt·(k²/Re + μ)``
+        (k up to the grid's) and ``dt·β`` must be finite numbers too.
     forcing : str
         Name of a registered forcing (see :mod:`xtl.solver.equations`):
         ``"cosine"`` (default, above) or ``"none"``.
@@ -61,9 +64,17 @@ class Case:
         Apply the 2/3 rule to the nonlinear term (default True).
     ic_peak : float
         Peak wavenumber ``kp`` of the random initial energy spectrum
-        ``E(k) ∝ k⁴ exp(-(k/kp)²)``.
+        ``E(k) ∝ k⁴ exp(-(k/kp)²)``. Finite, > 0.
     ic_energy : float
-        Kinetic energy ``½⟨u²+v²⟩`` of the initial condition.
+        Kinetic energy ``½⟨u²+v²⟩`` of the initial condition. Finite, ≥ 0.
+
+    Raises
+    ------
+    ValueError
+        A value out of its range, NaN, or infinite (only ``Re`` may be ``inf``);
+        the message names the field, its meaning, and the value.
+    TypeError
+        A field of the wrong type (e.g. a string or a bool for a number).
     """
 
     name: str = "custom"

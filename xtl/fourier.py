@@ -565,7 +565,9 @@ class SpectralGrid:
     Parameters
     ----------
     n : int
-        Points per direction; even and ≥ 8.
+        Points per direction; even and ≥ 8, and small enough that the solver's state
+        (:func:`state_bytes`) fits in this machine's memory (:func:`machine_memory`):
+        a larger ``n`` raises a ValueError with the estimate, before anything is allocated.
     dealias : bool, default True
         Whether :attr:`mask` applies the 2/3 rule. With or without it the mask
         removes the mean (k = 0) and the Nyquist modes.
