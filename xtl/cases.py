@@ -42,18 +42,21 @@ class Case:
         inviscid run. Must be > 0.
     kf : float
         Forcing wavenumber (radian, on the 2π domain). The default forcing is
-        ``F = kf [cos(kf x) + cos(kf y)]``.
+        ``F = kf [cos(kf x) + cos(kf y)]``. Finite, ≥ 0.
     beta : float
-        β-plane parameter (enters as ``+β v`` on the left-hand side).
+        β-plane parameter (enters as ``+β v`` on the left-hand side). Finite.
     mu : float
-        Linear drag coefficient (enters as ``-μ ω``). Must be ≥ 0.
+        Linear drag coefficient (enters as ``-μ ω``). Finite, ≥ 0.
     n : int
-        DNS grid points per direction; even and ≥ 8.
+        DNS grid points per direction; even and ≥ 8. A grid whose solver state
+        cannot fit in this machine's memory is refused when it is made
+        (:func:`xtl.fourier.state_bytes`), not here: a Case only describes a run.
     n_les : int
         LES grid points per direction used to coarse-grain this case; even,
         not larger than ``n`` (equal to ``n`` for a case that is itself an LES).
     dt : float
-        Time step; > 0.
+        Time step; finite, > 0. The step's linear factors ``dt·(k²/Re + μ)``
+        (k up to the grid's) and ``dt·β`` must be finite numbers too.
     forcing : str
         Name of a registered forcing (see :mod:`xtl.solver.equations`):
         ``"cosine"`` (default, above) or ``"none"``.
@@ -61,9 +64,17 @@ class Case:
         Apply the 2/3 rule to the nonlinear term (default True).
     ic_peak : float
         Peak wavenumber ``kp`` of the random initial energy spectrum
-        ``E(k) ∝ k⁴ exp(-(k/kp)²)``.
+        ``E(k) ∝ k⁴ exp(-(k/kp)²)``. Finite, > 0.
     ic_energy : float
-        Kinetic energy ``½⟨u²+v²⟩`` of the initial condition.
+        Kinetic energy ``½⟨u²+v²⟩`` of the initial condition. Finite, ≥ 0.
+
+    Raises
+    ------
+    ValueError
+        A value out of its range, NaN, or infinite (only ``Re`` may be ``inf``);
+        the message names the field, its meaning, and the value.
+    TypeError
+        A field of the wrong type (e.g. a string or a bool for a number).
     """
 
     name: str = "custom"
@@ -151,22 +162,34 @@ class Case:
 _PHYSICAL = ("Re", "kf", "beta", "mu")
 
 
-def _validate_case(case: Case) -> None:
-    """Raise a ValueError/TypeError naming the first bad field of ``case``."""
-    for name in ("Re", "kf", "beta", "mu", "dt", "ic_peak", "ic_energy"):
-        value = getattr(case, name)
-        if not _is_number(value) or math.isnan(value):
-            raise TypeError(f"Case.{name} must be a real number, got {value!r}")
+#: The real-number fields: ``(name, lowest value, lowest allowed?, inf allowed?, meaning)``.
+_REAL_FIELDS = (
+    ("Re", 0.0, False, True, "the Reynolds number; math.inf for an inviscid run"),
+    ("kf", 0.0, True, False, "the forcing wavenumber"),
+    ("beta", -math.inf, True, False, "the β-plane parameter"),
+    ("mu", 0.0, True, False, "the linear drag"),
+    ("dt", 0.0, False, False, "the time step"),
+    ("ic_peak", 0.0, False, False, "the peak wavenumber of the initial spectrum"),
+    ("ic_energy", 0.0, True, False, "the kinetic energy of the initial condition"),
+)
+
+
+def _check_real(value, name, lowest, closed, infinite, meaning) -> None:
+    """Raise naming ``Case.<name>`` unless ``value`` is a real number in its range."""
+    if not _is_number(value):
+        raise TypeError(f"Case.{name} must be a real number ({meaning}), got {value!r}")
+    bound = "" if lowest == -math.inf else f" {'>=' if closed else '>'} {lowest:g}"
+    kind = "a number" if infinite else "a finite number"
+    if math.isnan(value) or (math.isinf(value) and not (infinite and value > 0)) or \
+            value < lowest or (value == lowest and not closed):
+        raise ValueError(f"Case.{name} must be {kind}{bound} ({meaning}), got {value!r}")
+
+
+def _check_grid(case: Case) -> None:
     for name in ("n", "n_les"):
         value = getattr(case, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"Case.{name} must be an int, got {value!r}")
-    if case.Re <= 0:
-        raise ValueError(f"Case.Re must be > 0 (use math.inf for inviscid), got {case.Re}")
-    if case.mu < 0:
-        raise ValueError(f"Case.mu (drag) must be >= 0, got {case.mu}")
-    if not (case.dt > 0 and math.isfinite(case.dt)):
-        raise ValueError(f"Case.dt must be a finite number > 0, got {case.dt}")
     if case.n < MIN_N or case.n % 2:
         raise ValueError(f"Case.n must be an even integer >= {MIN_N}, got {case.n}")
     if case.n_les < 4 or case.n_les % 2 or case.n_les > case.n:
@@ -174,15 +197,26 @@ def _validate_case(case: Case) -> None:
             f"Case.n_les must be an even integer >= 4 and not larger than n={case.n} "
             f"(equal for an LES case), got {case.n_les}"
         )
-    if not (math.isfinite(case.kf) and case.kf >= 0):
-        raise ValueError(f"Case.kf must be a finite number >= 0, got {case.kf}")
-    if not math.isfinite(case.beta):
-        raise ValueError(f"Case.beta must be finite, got {case.beta}")
-    if case.ic_peak <= 0 or case.ic_energy < 0:
+
+
+def _check_linear_terms(case: Case) -> None:
+    """The step's linear factors ``dt·(ν k² + μ)`` and ``dt·β`` must be finite numbers."""
+    kmax = case.n / 2
+    size = abs(case.dt * (case.nu * 2 * kmax * kmax + case.mu)) + abs(case.dt * case.beta)
+    if not math.isfinite(size):
         raise ValueError(
-            f"Case.ic_peak must be > 0 and Case.ic_energy >= 0, got "
-            f"{case.ic_peak} and {case.ic_energy}"
+            f"Case.dt·(k²/Re + mu) and Case.dt·beta overflow (dt={case.dt!r}, Re={case.Re!r}, "
+            f"mu={case.mu!r}, beta={case.beta!r}, n={case.n}): choose values whose products are "
+            "finite numbers"
         )
+
+
+def _validate_case(case: Case) -> None:
+    """Raise a ValueError/TypeError naming the first bad field of ``case``."""
+    for rule in _REAL_FIELDS:
+        _check_real(getattr(case, rule[0]), *rule)
+    _check_grid(case)
+    _check_linear_terms(case)
     if not isinstance(case.forcing, str):
         raise TypeError(f"Case.forcing must be the name of a forcing, got {case.forcing!r}")
     if not isinstance(case.dealias, bool):

@@ -246,10 +246,36 @@ def _existing(path, what):
     return path
 
 
-def _open(path, what="data"):
+def _open(path, what="data", variables=None):
     from .io import open_dataset
 
-    return open_dataset(_existing(path, what))
+    return open_dataset(_existing(path, what), variables=variables)
+
+
+#: The variables of LES data (the input of train, transfer and sweep).
+LES_VARIABLES = ("psi", "omega", "pi")
+
+
+def _same_file(a, b) -> bool:
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _refuse_inputs_as_outputs(outputs, inputs, argument="--out") -> None:
+    """Refuse an output that is one of the inputs (it would be replaced, the input lost)."""
+    for out in outputs:
+        for given in inputs:
+            if given is not None and _same_file(out, given):
+                raise UserError(f"{argument} {str(out)!r} is the input file {str(given)!r}: "
+                                "writing it would destroy the input; choose another name")
+
+
+def _check_folder(path, argument):
+    from .io import check_output_folder
+
+    return check_output_folder(path, argument)
 
 
 def _load_model(path):
@@ -284,8 +310,10 @@ def _les_argument(args):
 
 def cmd_simulate(args) -> None:
     """Run one DNS (or on-the-fly LES data) to ``--out``."""
+    from .io import check_output_path
     from .solver import simulate
 
+    check_output_path(args.out, args.overwrite, argument="--out")
     case = _case(args.case, dt=args.dt, n=args.n)
     les = _les_argument(args)
     ds = simulate(case, t_end=args.t_end, save_interval=args.save_interval, spin_up=args.spin_up,
@@ -305,6 +333,7 @@ def cmd_ensemble(args) -> None:
     from .solver.ensemble import ensemble
 
     cases = [_case(name, dt=args.dt, n=args.n) for name in args.cases]
+    _check_folder(args.directory, "--directory")
     ds = ensemble(cases, seeds=args.seeds, t_end=args.t_end, save_interval=args.save_interval,
                   spin_up=args.spin_up, directory=args.directory, les=_les_argument(args),
                   dns_every=args.dns_every, dtype=args.dtype, scheduler=args.scheduler,
@@ -323,33 +352,32 @@ def cmd_coarse_grain(args) -> None:
     from .io import check_output_path, write_dataset
 
     check_output_path(args.out, args.overwrite, argument="--out")
+    _refuse_inputs_as_outputs([args.out], [_existing(args.dns, "DNS file")])
     with _open(args.dns, "DNS file") as dns:
         les = coarse_grain(dns, args.n_les, filter=args.filter).compute()
     write_dataset(les, args.out, overwrite=args.overwrite, dtype=args.dtype)
     print(f"wrote {args.out}: psi, omega, pi on {les.sizes['x']}² ({les.attrs['filter']} filter)")
 
 
-def _check_model_out(path, overwrite):
-    """Refuse an existing model output before any training is done."""
-    from .io import check_output_path
+def _check_model_out(path, overwrite, inputs):
+    """Refuse a model output (wrong suffix, existing, an input) before any training is done."""
+    from .backends.base import check_model_path
 
-    path = Path(path)
-    for target in (path, path.with_suffix(".nc")):
-        check_output_path(target, overwrite, argument="--out")
+    _refuse_inputs_as_outputs(check_model_path(path, overwrite, argument="--out"), inputs)
 
 
 def cmd_train(args) -> None:
     """Train a base network."""
     from .training import train
 
-    _check_model_out(args.out, args.overwrite)
+    _check_model_out(args.out, args.overwrite, [args.data])
     spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
                 padding=args.padding)
     paper = (args.layers, args.channels) == (PAPER_LAYERS, PAPER_CHANNELS)
-    print(f"training {args.layers} layers × {args.channels} channels, {args.kernel_size}×"
-          f"{args.kernel_size} kernels, {args.epochs} epochs"
-          + (" (the paper's network; --layers/--channels for another)" if paper else ""))
-    with _open(args.data) as data:
+    with _open(args.data, variables=LES_VARIABLES) as data:
+        print(f"training {args.layers} layers × {args.channels} channels, {args.kernel_size}×"
+              f"{args.kernel_size} kernels, {args.epochs} epochs"
+              + (" (the paper's network; --layers/--channels for another)" if paper else ""))
         model = train(data, spec, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     model.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} (final loss {float(model.history.loss[-1]):.4g})")
@@ -359,9 +387,10 @@ def cmd_transfer(args) -> None:
     """Re-train chosen layers."""
     from .training import transfer
 
-    _check_model_out(args.out, args.overwrite)
-    with _open(args.data) as data:
-        model = transfer(_load_model(args.model), data, args.layers, fraction=args.fraction,
+    _check_model_out(args.out, args.overwrite, [args.model, args.data])
+    base = _load_model(args.model)
+    with _open(args.data, variables=LES_VARIABLES) as data:
+        model = transfer(base, data, args.layers, fraction=args.fraction,
                          epochs=args.epochs, seed=args.seed)
     model.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} (re-trained layers {args.layers})")
@@ -373,10 +402,13 @@ def cmd_sweep(args) -> None:
     from .sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
+    _refuse_inputs_as_outputs([args.out], [args.model, args.train_data, args.test_data])
+    base = _load_model(args.model)
     client = _client(args.scheduler)
     try:
-        with _open(args.train_data) as train_data, _open(args.test_data) as test_data:
-            sweep = layer_sweep(_load_model(args.model), train_data, test_data,
+        with _open(args.train_data, variables=LES_VARIABLES) as train_data, \
+                _open(args.test_data, variables=LES_VARIABLES) as test_data:
+            sweep = layer_sweep(base, train_data, test_data,
                                 seeds=args.seeds, fraction=args.fraction, epochs=args.epochs,
                                 patience=args.patience, client=client)
     finally:
@@ -395,6 +427,7 @@ def cmd_explain(args) -> None:
     from .spectral import classify_kernels, kernel_change
 
     check_output_path(args.out, args.overwrite, argument="--out")
+    _refuse_inputs_as_outputs([args.out], [args.model, args.base])
     model_ds = _load_model(args.model).to_dataset()
     out = classify_kernels(model_ds, args.pad_to)
     if args.base:
@@ -412,6 +445,8 @@ def cmd_report(args) -> None:
     from .report import write_report
 
     folder = Path(_existing(args.out, "experiment folder"))
+    if not folder.is_dir():
+        raise UserError(f"{str(folder)!r} is a file, not an experiment folder")
     config = load_config(json.loads(_existing(folder / "config.json", "config").read_text()))
     path = write_report(Experiment(config, folder))
     print(f"wrote {path}")
@@ -454,6 +489,7 @@ def _run(config, out, scheduler):
 
 def cmd_demo(args) -> None:
     """Run the embedded default experiment."""
+    _check_folder(args.out, "--out")
     _run(None, args.out, args.scheduler)
 
 
@@ -471,6 +507,7 @@ def cmd_run(args) -> None:
         return
     if args.out is None:
         raise UserError("xtl run needs --out FOLDER (or --dry-run)")
+    _check_folder(args.out, "--out")
     _run(config, args.out, args.scheduler)
 
 

@@ -107,6 +107,10 @@ __all__ = [
     "resize_spectrum",
     "PLANNERS",
     "DEFAULT_PLANNER",
+    "STATE_FIELDS",
+    "state_bytes",
+    "machine_memory",
+    "format_bytes",
 ]
 
 #: FFTW planning efforts accepted by :class:`SpectralGrid`.
@@ -159,13 +163,66 @@ def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return axis_wavenumbers(n), np.arange(_check_size(n, "n", 1, False) // 2 + 1, dtype=np.int64)
 
 
-def _check_size(n, name, minimum, even):
+#: What the solver holds for an ``n × n`` grid, counted from :class:`SpectralGrid`,
+#: :class:`FFTPlan`, :class:`Jacobian` and ``xtl.solver.equations`` (Stepper, SolverState,
+#: the random initial condition): ``n × n`` float64 fields (the FFT plans' real buffers
+#: of the grid and the Jacobian, the forcing), ``n × (n/2+1)`` complex128 fields (the
+#: plans' spectral buffers, the state and the AB2 memory, the tendency, the stepper's
+#: scratch, forcing and β factors, the initial condition's temporaries) and
+#: ``n × (n/2+1)`` float64 fields (k², 1/k², the mask, the Jacobian's multipliers, the
+#: Crank-Nicolson factors, the β factor). A run at n = 1024 and 2048 peaks near
+#: 150-165 bytes a point (``tracemalloc``, without the snapshots); this counts 160.
+STATE_FIELDS = {"real": 4, "complex_spectral": 12, "real_spectral": 8}
+
+
+def state_bytes(n: int) -> int:
+    """Estimated bytes of the solver's state on an ``n × n`` grid (:data:`STATE_FIELDS`).
+
+    Parameters
+    ----------
+    n : int
+        Grid points per direction.
+
+    Returns
+    -------
+    int
+    """
+    spectral = n * (n // 2 + 1)
+    return (8 * n * n * STATE_FIELDS["real"] + 16 * spectral * STATE_FIELDS["complex_spectral"]
+            + 8 * spectral * STATE_FIELDS["real_spectral"])
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def format_bytes(size: float) -> str:
+    """``size`` bytes in binary units, e.g. ``"24 GiB"``, ``"160 TiB"``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+    power = 0
+    while size >= 1024 and power < len(units) - 1:
+        size, power = size / 1024, power + 1
+    return f"{size:.3g} {units[power]}"
+
+
+def _check_size(n, name, minimum, even, memory=False):
+    """``n`` as an int; with ``memory``, refuse a grid whose solver state cannot fit here."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
         raise TypeError(f"{name} must be an int, got {n!r}")
     n = int(n)
     if n < minimum or (even and n % 2):
         kind = "an even integer" if even else "an integer"
         raise ValueError(f"{name} must be {kind} >= {minimum}, got {n}")
+    total = machine_memory() if memory else None
+    if total is not None and state_bytes(n) > total:
+        raise ValueError(
+            f"{name} = {n} needs ≈ {format_bytes(state_bytes(n))} for the solver state "
+            f"(a {n}² grid); this machine has {format_bytes(total)}"
+        )
     return n
 
 
@@ -508,7 +565,9 @@ class SpectralGrid:
     Parameters
     ----------
     n : int
-        Points per direction; even and ≥ 8.
+        Points per direction; even and ≥ 8, and small enough that the solver's state
+        (:func:`state_bytes`) fits in this machine's memory (:func:`machine_memory`):
+        a larger ``n`` raises a ValueError with the estimate, before anything is allocated.
     dealias : bool, default True
         Whether :attr:`mask` applies the 2/3 rule. With or without it the mask
         removes the mean (k = 0) and the Nyquist modes.
@@ -543,7 +602,7 @@ class SpectralGrid:
 
     def __init__(self, n: int, dealias: bool = True, fft: str = "auto", threads: int = 1,
                  planner=None):
-        self.n = _check_size(n, "n", 8, True)
+        self.n = _check_size(n, "n", 8, True, memory=True)
         self.dealias = bool(dealias)
         self.fft = _resolve_backend(fft)
         if planner is None:

@@ -74,6 +74,7 @@ __all__ = [
     "NetCDFLock",
     "NETCDF_IO_LOCK",
     "check_output_path",
+    "check_output_folder",
     "chunk_shape",
     "write_dataset",
     "OutputLockedError",
@@ -530,7 +531,7 @@ def provenance_attrs(entry: str = "created") -> dict:
 
 
 def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
-    """Validate an output path before any work is done.
+    """Validate an output file's path before any work is done.
 
     Parameters
     ----------
@@ -546,21 +547,76 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
 
     Raises
     ------
+    IsADirectoryError
+        If ``path`` is a folder (with or without ``overwrite``: a file is needed).
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    NotADirectoryError
+        If its folder is a file.
     PermissionError / FileNotFoundError
         If its folder does not exist or is not writable.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{argument}={str(path)!r} is a folder; the output is a file (e.g. "
+            f"{str(path / 'out.nc')!r})"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{argument}={str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it"
         )
+    _check_parent(path, argument)
+    return path
+
+
+def _check_parent(path: Path, argument: str) -> None:
+    """Refuse an output whose folder is missing, a file, or not writable."""
     folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(
+            f"{argument}={str(path)!r}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"{argument}={str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"{argument}={str(path)!r}: folder {str(folder)!r} is not writable")
+
+
+def check_output_folder(path, argument: str = "out") -> Path:
+    """Validate an output folder's path before any work is done.
+
+    The folder may exist (its outputs are resumed or replaced by the caller) or not
+    (it is made with its parents); it must not be a file, nor lie under one, and its
+    nearest existing ancestor must be writable.
+
+    Parameters
+    ----------
+    path : str or Path
+    argument : str
+        Name of the argument, for the error message.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``path`` or one of its ancestors is a file.
+    PermissionError
+        If the folder (or where it would be made) is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{argument}={str(path)!r} is a file; the output is a folder")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{argument}={str(path)!r}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{argument}={str(path)!r}: {str(existing)!r} is not writable")
     return path
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..io import FileFormatError, atomic_path
 from ..options import FitOptions
 from .base import (
     INPUTS,
@@ -510,15 +510,21 @@ class KerasBackend(Backend):
                 zf.writestr(_META_ENTRY, json.dumps(_meta(model)))
 
     def load(self, path) -> Model:
-        """Load a ``.keras`` archive written by :meth:`save`."""
-        keras = _keras()
+        """Load a ``.keras`` archive written by :meth:`save`.
+
+        A file that is not one (not a zip archive, truncated, damaged, without
+        xtl's metadata) raises :class:`xtl.io.FileFormatError` naming it, before
+        Keras is imported.
+        """
         path = Path(path)
-        with zipfile.ZipFile(path) as zf:
-            if _META_ENTRY not in zf.namelist():
-                raise ValueError(f"{path} has no xtl metadata; was it written by xtl.save_model?")
-            meta = json.loads(zf.read(_META_ENTRY))
-        native = keras.saving.load_model(path, compile=False,
-                                         custom_objects=_custom_objects())
+        meta = _archive_metadata(path)
+        keras = _keras()
+        try:
+            native = keras.saving.load_model(path, compile=False,
+                                             custom_objects=_custom_objects())
+        except Exception as err:  # a damaged archive: Keras raises many kinds
+            raise FileFormatError(f"{path} is a damaged Keras model archive (Keras could not "
+                                  f"load it: {type(err).__name__}: {err})") from err
         history = meta.get("history")
         if history:
             history = history_to_dataset(history)
@@ -527,6 +533,45 @@ class KerasBackend(Backend):
 
 
 # ------------------------------------------------------------------ internals
+def _not_an_archive(path: Path) -> str:
+    """What the file ``path``, which is no zip archive, is instead (for the error message)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "a truncated zip archive: its end is missing"
+    if head.startswith(b"CDF") or head.startswith(b"\x89HDF"):
+        return "a netCDF file; a model Dataset's name ends with .nc"
+    return "not a zip file"
+
+
+def _archive_metadata(path: Path) -> dict:
+    """xtl's metadata of the ``.keras`` archive ``path``, checked to its end (CRCs)."""
+    if not zipfile.is_zipfile(path):
+        raise FileFormatError(f"{path} is not a Keras model archive ({_not_an_archive(path)})")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise FileFormatError(f"{path} is a damaged Keras model archive ({bad!r} fails "
+                                      "its checksum)")
+            if _META_ENTRY not in zf.namelist():
+                raise FileFormatError(f"{path} is a zip archive without xtl's metadata "
+                                      f"({_META_ENTRY}); was it written by xtl.save_model?")
+            meta = json.loads(zf.read(_META_ENTRY))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        if isinstance(err, FileFormatError):
+            raise
+        raise FileFormatError(f"{path} is a damaged Keras model archive ({err})") from err
+    missing = [k for k in ("spec", "normalization") if k not in meta] \
+        if isinstance(meta, dict) else None
+    if missing is None or missing:
+        raise FileFormatError(f"{path}: xtl's metadata lacks {missing or 'everything'}; was it "
+                              "written by xtl.save_model?")
+    return meta
+
+
 def _check_normalization(normalization) -> dict:
     """Default all-ones normalization; validate keys and values."""
     names = INPUTS + (OUTPUT,)
