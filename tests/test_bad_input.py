@@ -471,3 +471,32 @@ def test_report_refuses_a_file_as_the_experiment_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert_user_error(capsys, ["report", tmp_path / "file"], "is a file, not an experiment folder")
     assert files(tmp_path) == ["file"]
+
+
+def test_the_api_refuses_a_file_as_an_output_folder(tmp_path):
+    """run_experiment's out and ensemble's directory: a file is refused before any work."""
+    from xtl.pipeline import Experiment
+    from xtl.config import load_config
+
+    (tmp_path / "file").write_text("x")
+    before = files(tmp_path)
+    with pytest.raises(NotADirectoryError, match="is a file; the output is a folder"):
+        Experiment(load_config(), tmp_path / "file")
+    with pytest.raises(NotADirectoryError, match="directory=.*is a file"):
+        xtl.ensemble([xtl.get_case("tiny")], t_end=0.004, save_interval=0.002,
+                     directory=tmp_path / "file")
+    assert files(tmp_path) == before
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "127.0.0.1:{port}",
+                                     "http://127.0.0.1:{port}", "tcp://127.0.0.1"])
+def test_the_cli_refuses_a_scheduler_that_is_not_there(tmp_path, capsys, address):
+    """`xtl demo --scheduler`: a closed port, the dashboard's scheme, a missing port."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert_user_error(capsys, ["demo", "--out", tmp_path / "demo",
+                               "--scheduler", address.format(port=port)], "--scheduler")
+    assert not (tmp_path / "demo").exists()

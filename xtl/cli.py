@@ -453,11 +453,13 @@ def cmd_report(args) -> None:
 
 
 def _client(address):
+    """A Client of the scheduler at ``address`` (probed first: a dead or non-dask
+    address is refused within ``$XTL_SCHEDULER_TIMEOUT`` seconds), or None."""
     if address is None:
         return None
-    from distributed import Client
+    from .scheduler import connect
 
-    return Client(address)
+    return connect(address, name="--scheduler", set_as_default=True)
 
 
 def _run(config, out, scheduler):

@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
-from .io import load_dataset, output_lock, write_text_atomically
+from .io import check_output_folder, load_dataset, output_lock, write_text_atomically
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
@@ -590,7 +590,7 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out, client=None, scheduler=None, progress=None):
         self.config = config
-        self._out = Path(out)
+        self._out = check_output_folder(out, "out")
         self.paths = ExperimentPaths(out)
         self.progress = progress
         self.cluster = ExperimentCluster(client, scheduler)

@@ -51,7 +51,7 @@ import numpy as np
 import xarray as xr
 
 from ..cases import Case, get_case
-from ..io import CF_ATTRS, append_history, netcdf_lock, open_dataset
+from ..io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
 from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
 from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
@@ -711,8 +711,9 @@ def _les_options_of(output, members):
 
 
 def _writable_directory(directory) -> Path:
-    """``directory`` as a Path, created if missing; a PermissionError if not writable."""
-    directory = Path(directory)
+    """``directory`` as a Path, created if missing; a NotADirectoryError if it (or an
+    ancestor) is a file, a PermissionError if it is not writable."""
+    directory = check_output_folder(directory, "directory")
     directory.mkdir(parents=True, exist_ok=True)
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"directory={str(directory)!r} is not writable")
