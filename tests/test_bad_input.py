@@ -356,16 +356,20 @@ def test_simulate_checks_its_path_before_running(tmp_path, overwrite, where):
     assert files(tmp_path) == before  # no .part, no .ckpt.npz, no lock
 
 
-@pytest.mark.parametrize("out, message", [
+_SIMULATE_OUTS = [
     ("out", "is a folder; the output is a file"),
     ("missing/x.nc", "folder '{tmp}/missing' does not exist"),
     ("file/x.nc", "is a file, not a folder"),
     ("file", "already exists; pass overwrite=True (--overwrite)"),
+]
+_EXTRAS = [[], ["--overwrite"], ["--les", "--dns-every", "1"]]
+
+
+@pytest.mark.parametrize("out, message, extra", [
+    (out, message, extra) for out, message in _SIMULATE_OUTS for extra in _EXTRAS
+    if not (out == "file" and "--overwrite" in extra)  # an existing file may be replaced
 ])
-@pytest.mark.parametrize("extra", [[], ["--overwrite"], ["--les", "--dns-every", "1"]])
 def test_the_cli_checks_simulates_out_before_running(tmp_path, capsys, out, message, extra):
-    if out == "file" and "--overwrite" in extra:
-        pytest.skip("an existing file may be replaced with --overwrite")
     (tmp_path / "out").mkdir()
     (tmp_path / "file").write_text("x")
     before = files(tmp_path)
