@@ -504,3 +504,19 @@ def test_the_cli_refuses_a_scheduler_that_is_not_there(tmp_path, capsys, address
     assert_user_error(capsys, ["demo", "--out", tmp_path / "demo",
                                "--scheduler", address.format(port=port)], "--scheduler")
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("t_end, path, needle", [
+    (1e300, False, r"a run takes at most 2\*\*53 steps"),
+    (1e300, True, r"a run takes at most 2\*\*53 steps"),
+    (1e6, False, "this machine has"),       # 5e8 snapshots kept in memory
+    (1e9, True, "has free"),                 # petabytes on the disk
+])
+def test_a_run_whose_steps_or_snapshots_cannot_fit_is_refused_before_it_steps(
+        tmp_path, t_end, path, needle):
+    before = files(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=needle):
+        xtl.simulate(xtl.get_case("tiny"), t_end=t_end, save_interval=0.002,
+                     path=tmp_path / "run.nc" if path else None)
+    assert time.monotonic() - start < FAST and files(tmp_path) == before

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ..cases import Case
-from ..fourier import SpectralGrid
+from ..fourier import SpectralGrid, format_bytes, machine_memory
 from ..io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
                   provenance_attrs)
 from ..options import Execution, Output, Schedule, check_int
@@ -58,6 +59,10 @@ class DivergenceError(RuntimeError):
             f"the run diverged at t={time:.6g} (step {step}): CFL number = {cfl:.3g} "
             f"(limit {limit:g}); try a smaller dt than {dt:g}{where}"
         )
+
+
+#: The most steps a run may take: model times t = step·dt stay exact integers of dt.
+MAX_STEPS = 2**53
 
 
 @dataclass(frozen=True)
@@ -491,6 +496,29 @@ class _Run:
         self.stream = self.dns_stream = None
         self.ckpt = None if self.path is None else _checkpoint_path(self.path)
         self._describe()
+        self._check_room()
+
+    def _check_room(self) -> None:
+        """Refuse, before any step, a run whose steps or snapshots cannot fit: more
+        steps than model time resolves, or snapshots beyond this machine's memory (kept
+        in memory) or the free space of the output's folder (written to ``path``)."""
+        plan = self.plan
+        if plan.end_steps > MAX_STEPS:
+            raise ValueError(f"t_end={self.schedule.t_end} is {plan.end_steps:.3g} steps of "
+                             f"dt={plan.dt}; a run takes at most 2**53 steps")
+        n, count = len(self.x), plan.n_snapshots
+        itemsize = 4 if self.path is not None and self.output.dtype == "float32" else 8
+        need = count * len(self.names) * n * n * itemsize
+        if self.path is None:
+            room, where = machine_memory(), "this machine has"
+        else:
+            room = shutil.disk_usage(self.path.parent).free
+            where = f"{str(self.path.parent)!r} has free"
+        if room is not None and need > room:
+            raise ValueError(
+                f"the run's {count} snapshots of {', '.join(self.names)} on a {n}² grid need "
+                f"≈ {format_bytes(need)}; {where} {format_bytes(room)} (save less often, end "
+                f"earlier{'' if self.path is not None else ', or write them to path=...'})")
 
     # -- what the run writes -------------------------------------------------------
     def _describe(self):
