@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .io import load_dataset
+from .io import atomic_path, load_dataset, write_text_atomically
 from .recommend import compare_recommendation, recommended_layers
 
 __all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
@@ -46,9 +45,8 @@ def _figure(figsize):
 
 
 def _save(fig, path: Path) -> str:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:  # matplotlib picks the format by suffix
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     return path.name
 
 
@@ -415,18 +413,16 @@ def write_report(experiment) -> Path:
     """
     from .spectral import filter_census
 
-    out = Path(experiment.out)
-    folder = out / "figures"
+    paths = experiment.paths
+    folder = paths.figures
     folder.mkdir(exist_ok=True)
     cfg = experiment.config
     targets = [t.name for t in cfg.targets]
-    res = out / "results"
-    sweeps = {t: _open(res / f"sweep-{t}.nc") for t in targets}
+    sweeps = {t: _open(paths.sweep(t)) for t in targets}
     recs = {t: _recommendations(experiment, t) for t in targets}
     default = {t: recs[t][cfg.recommend.default] for t in targets}
-    explains = {t: _open(res / f"explain-{t}.nc") for t in targets}
-    posts = {t: _open(res / f"aposteriori-{t}.nc") for t in targets
-             if (res / f"aposteriori-{t}.nc").exists()}
+    explains = {t: _open(paths.explain(t)) for t in targets}
+    posts = {t: _open(paths.aposteriori(t)) for t in targets if paths.aposteriori(t).exists()}
     base_model = experiment.load_model("base")
     base = base_model.to_dataset()
     n_les = base_model.n_les  # the LES grid it was trained on
@@ -461,15 +457,11 @@ def write_report(experiment) -> Path:
         tables.append(_aposteriori_table(posts))
     if cfg.budget.enabled:
         t = cfg.budget.target
-        budget = _open(res / f"budget-{t}.nc")
+        budget = _open(paths.budget(t))
         sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
                                                         _SENTENCES["budget"])]))
         tables.append(_budget_table(experiment, t, budget))
-    path = out / "report.html"
-    tmp = out / "report.html.tmp"
-    tmp.write_text(_html(experiment, sections, "".join(tables)))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(paths.report, _html(experiment, sections, "".join(tables)))
 
 
 def _pm(mean, sem) -> str:
