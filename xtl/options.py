@@ -146,6 +146,13 @@ def check_bool(value, name: str, *, optional: bool = False):
     return bool(value)
 
 
+def _check_path(value, name: str):
+    """``value`` as a path-like or None; a TypeError naming ``name`` otherwise."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike) or None, got {value!r}")
+    return value
+
+
 # --------------------------------------------------------------------- options
 class Options:
     """Shared behaviour of the options dataclasses: merge keyword arguments."""
@@ -271,9 +278,7 @@ class FitOptions(Options):
                                                positive=True, optional=True))
         set_(self, "block", check_int(self.block, "block", minimum=1))
         set_(self, "progress", check_bool(self.progress, "progress", optional=True))
-        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir,
-                                                              (str, os.PathLike)):
-            raise TypeError(f"checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
+        _check_path(self.checkpoint_dir, "checkpoint_dir")
         callbacks = self.callbacks
         if callbacks is None:
             callbacks = ()
@@ -475,13 +480,6 @@ class LesSchedule(Options):
 # -- solver
 _DTYPES = ("float64", "float32")
 _BACKEND_CHOICES = {"fft": ("auto", "pyfftw", "numpy"), "kernels": ("auto", "numba", "numpy")}
-
-
-def _check_path(value, name: str):
-    """``value`` as a path-like or None; a TypeError naming ``name`` otherwise."""
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike) or None, got {value!r}")
-    return value
 
 
 def _check_mapping(value, name: str, example: str):
