@@ -90,13 +90,13 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     saved = ckpt.load() if ckpt is not None and ckpt.exists() else None
     backend.prepare_fit(model, layers, options)
     if saved is not None:
-        loop.state, arrays, loop.best = saved
+        loop.state, arrays, loop.best_weights = saved
         backend.set_state(model, arrays)
     if loop.state.epoch < options.epochs and not loop.state.stopped:
         loop.run(train, validation)
     backend.end_fit(model)
-    if options.patience is not None and loop.best is not None:
-        backend.set_weights(model, loop.best)
+    if options.patience is not None and loop.best_weights is not None:
+        backend.set_weights(model, loop.best_weights)
     return {k: list(v) for k, v in loop.state.history.items()}
 
 
@@ -138,7 +138,7 @@ class _Loop:
     def __init__(self, backend, model, options: FitOptions, ckpt):
         self.backend, self.model, self.options, self.ckpt = backend, model, options, ckpt
         self.state = FitState()
-        self.best = None  # the best weights so far (early stopping), get_weights' layout
+        self.best_weights = None  # early stopping's best so far, in get_weights' layout
 
     def run(self, train, validation) -> None:
         """Run the epochs from ``state.epoch`` to ``options.epochs`` (or an early stop)."""
@@ -150,7 +150,8 @@ class _Loop:
                 logs = self._epoch(epoch, train, validation, bar.on_batch)
                 self._early_stop(logs)
                 if self.ckpt is not None:
-                    self.ckpt.save(self.state, self.backend.get_state(self.model), self.best)
+                    self.ckpt.save(self.state, self.backend.get_state(self.model),
+                                   self.best_weights)
                 native_stop = self.backend.end_epoch(self.model, epoch, logs)
                 bar.end_epoch(logs)
                 if self.state.stopped or native_stop:
@@ -180,7 +181,7 @@ class _Loop:
         state = self.state
         if value < state.best:
             state.best, state.wait = value, 0
-            self.best = self.backend.get_weights(self.model)
+            self.best_weights = self.backend.get_weights(self.model)
         else:
             state.wait += 1
             if state.wait >= patience:
