@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["progress_bar", "show_progress", "in_notebook"]
+__all__ = ["progress_bar", "show_progress", "in_notebook", "run_calls"]
 
 
 def in_notebook() -> bool:
@@ -70,3 +70,47 @@ def progress_bar(progress=None, **kwargs):
         A bar (disabled, and silent, when not shown).
     """
     return _bar_class()(disable=not show_progress(progress), **kwargs)
+
+
+def run_calls(func, calls: dict, *, client=None, progress=None, desc: str, unit: str) -> dict:
+    """``{key: func(*args)}`` for ``calls`` ``{key: args}``, with a progress bar.
+
+    Without ``client`` the calls run here, one after the other in the order of
+    ``calls``; with a ``distributed.Client`` they are tasks prioritized in that
+    order (``pure=False``: each runs), collected as they finish. Arguments the
+    tasks share are the caller's to scatter first.
+
+    Parameters
+    ----------
+    func : callable
+    calls : dict
+        ``{key: tuple of arguments}``, in the order to run them.
+    client : distributed.Client, optional
+    progress : bool, optional
+        As :func:`progress_bar`.
+    desc, unit : str
+        The bar's label and unit.
+
+    Returns
+    -------
+    dict
+        ``{key: result}``; the first failing call's exception is raised.
+    """
+    results = {}
+    bar = progress_bar(progress, total=len(calls), desc=desc, unit=unit)
+    try:
+        if client is None:
+            for key, args in calls.items():
+                results[key] = func(*args)
+                bar.update(1)
+        else:
+            from distributed import as_completed
+
+            futures = {client.submit(func, *args, pure=False, priority=-i): key
+                       for i, (key, args) in enumerate(calls.items())}
+            for fut in as_completed(futures, loop=client.loop):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    finally:
+        bar.close()
+    return results

@@ -1368,28 +1368,12 @@ def _run_jobs(jobs: dict, fdns: xr.Dataset, schedule: LesSchedule, client, progr
     """``{key: aposteriori_run(case, closure, field, fdns, schedule)}`` for ``jobs``
     ``{key: (case, closure, field)}``: here one after the other, or on ``client`` as
     tasks prioritized in the order of ``jobs`` (the filtered DNS scattered once)."""
-    from ._progress import progress_bar
+    from ._progress import run_calls
 
-    results = {}
-    bar = progress_bar(progress, total=len(jobs), desc="a posteriori", unit="run")
-    try:
-        if client is None:
-            for key, job in jobs.items():
-                results[key] = aposteriori_run(*job, fdns, schedule)
-                bar.update(1)
-        else:
-            from distributed import as_completed
-
-            fdns_f = client.scatter(fdns, broadcast=True)
-            futures = {client.submit(aposteriori_run, *job, fdns_f, schedule, pure=False,
-                                     priority=-i): key
-                       for i, (key, job) in enumerate(jobs.items())}
-            for fut in as_completed(futures, loop=client.loop):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
-    finally:
-        bar.close()
-    return results
+    shared = fdns if client is None else client.scatter(fdns, broadcast=True)
+    calls = {key: (*job, shared, schedule) for key, job in jobs.items()}
+    return run_calls(aposteriori_run, calls, client=client, progress=progress,
+                     desc="a posteriori", unit="run")
 
 
 def large_eddy_turnover_time(case: Case, energy: float) -> float:

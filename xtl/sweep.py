@@ -340,36 +340,21 @@ def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, sa
     ``stem(task)`` names the task's model file under ``save_dir`` and its
     checkpoint folder under the fit's ``checkpoint_dir``.
     """
-    from ._progress import progress_bar
+    from ._progress import run_calls
 
     paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}.keras"
              for t in tasks}
     per_task = {t: _task_options(options, stem(t)) for t in tasks}
     for path in {p.parent for p in paths.values() if p is not None}:
         path.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(options.progress, total=len(tasks), desc="sweep", unit="training")
-    results = {}
-    try:
-        if client is None:
-            for t in _ordered(tasks):
-                results[t] = run_task(t, base, datasets[t.data], test, per_task[t], paths[t])
-                bar.update(1)
-        else:
-            from distributed import as_completed
-
-            keys = sorted(datasets)
-            shipped = client.scatter([model_to_dataset(base), test]
-                                     + [datasets[k] for k in keys], broadcast=True)
-            base_f, test_f, data_f = shipped[0], shipped[1], dict(zip(keys, shipped[2:]))
-            futures = {client.submit(run_task, t, base_f, data_f[t.data], test_f, per_task[t],
-                                     paths[t], pure=False, priority=-i): t
-                       for i, t in enumerate(_ordered(tasks))}
-            for fut in as_completed(futures, loop=client.loop):
-                results[futures[fut]] = fut.result()
-                bar.update(1)
-    finally:
-        bar.close()
-    return results
+    if client is not None:  # each worker gets the base network and the data sets once
+        keys = sorted(datasets)
+        shipped = client.scatter([model_to_dataset(base), test] + [datasets[k] for k in keys],
+                                 broadcast=True)
+        base, test, datasets = shipped[0], shipped[1], dict(zip(keys, shipped[2:]))
+    calls = {t: (t, base, datasets[t.data], test, per_task[t], paths[t]) for t in _ordered(tasks)}
+    return run_calls(run_task, calls, client=client, progress=options.progress, desc="sweep",
+                     unit="training")
 
 
 # ------------------------------------------------------------------- statistics
