@@ -577,11 +577,13 @@ def _flow(raw: dict, where: str) -> FlowConfig:
 
 def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
     """Refuse ``value`` unless it is a whole number (>= 1, or 0) of steps ``dt``,
-    as the solver does (:func:`xtl.solver.run.step_plan`), suggesting the nearest."""
-    steps = round(value / dt)
-    if (steps < 1 and value != 0) or abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
+    by the solver's rule (:func:`xtl.solver.run.whole_steps`), suggesting the nearest."""
+    from .solver.run import whole_steps
+
+    steps = whole_steps(value, dt)
+    if steps is None or (steps < 1 and value != 0):
         _fail(key, f"{value} is not a multiple of {what}; use a multiple, e.g. "
-                   f"{max(1, steps) * dt:.10g}")
+                   f"{max(1, round(value / dt)) * dt:.10g}")
 
 
 def n_snapshots(flow: FlowConfig) -> int:

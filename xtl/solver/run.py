@@ -29,6 +29,7 @@ __all__ = [
     "simulate",
     "merge_options",
     "step_plan",
+    "whole_steps",
     "StepPlan",
     "SIMULATE_OPTION_CLASSES",
     "DivergenceError",
@@ -99,12 +100,30 @@ class StepPlan:
         return self.spin_steps * self.dt_spin + (step - self.spin_steps) * self.dt
 
 
-def _steps(value: float, dt: float, argument: str) -> int:
-    """``value/dt`` as an int, or a ValueError naming ``argument``."""
+def whole_steps(value: float, dt: float) -> int | None:
+    """``value/dt`` when ``value`` is a whole number of steps ``dt`` (to a relative
+    1e-9), else None: the rule every time of a run follows.
+
+    Parameters
+    ----------
+    value, dt : float
+
+    Returns
+    -------
+    int or None
+    """
     steps = round(value / dt)
     if abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
-        raise ValueError(f"{argument}={value} is not a multiple of dt={dt}")
+        return None
     return int(steps)
+
+
+def _steps(value: float, dt: float, argument: str) -> int:
+    """``value/dt`` as an int, or a ValueError naming ``argument``."""
+    steps = whole_steps(value, dt)
+    if steps is None:
+        raise ValueError(f"{argument}={value} is not a multiple of dt={dt}")
+    return steps
 
 
 def step_plan(case: Case, schedule: Schedule, dt: float | None = None) -> StepPlan:
