@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from xtl.fourier import cache_dir
+from xtl.physics.fourier import cache_dir
 
 VENV = cache_dir() / "pyqg-venv"
 PYTHON = VENV / "bin" / "python"

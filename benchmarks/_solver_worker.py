@@ -17,7 +17,7 @@ def _xtl_callable(what, n, threads):
     import numpy as np
 
     if what.startswith(("fwd:", "inv:")):  # "fwd:FFTW_MEASURE:2" = batch of 2, per field
-        from xtl.fourier import FFTPlan
+        from xtl.physics.fourier import FFTPlan
 
         direction, planner, batch = what.split(":")
         batch = int(batch)

@@ -53,7 +53,7 @@ def main(argv=None):
 
     import xarray as xr
 
-    from xtl.coarse import Coarsener, coarse_grain
+    from xtl.data.coarse import Coarsener, coarse_grain
 
     n, n_les = args.n, args.n_les
     coarsener = Coarsener(n, n_les)

@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 import xtl
-from xtl.metrics import log_spectrum_rmse
+from xtl.data.metrics import log_spectrum_rmse
 
 
 def _run(case, folder, name, seed, spin_up, t_end, save, cfl_target=None):

@@ -28,7 +28,7 @@ def _model(shape, seed):
     import numpy as np
     import xarray as xr
 
-    from xtl.spectral import KERNEL_DIMS
+    from xtl.data.spectral import KERNEL_DIMS
 
     rng = np.random.default_rng(seed)
     return xr.Dataset(
@@ -55,7 +55,7 @@ def child(task, shape, n, repeats):
     import dask
     import numpy as np
 
-    from xtl import spectral
+    from xtl.data import spectral
 
     base = _model(shape, 0)
     kernels = base.kernel.values

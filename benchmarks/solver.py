@@ -187,7 +187,7 @@ def main(argv=None):
                         help="also time pyqg's 2 threads with OpenMP's default wait policy")
     args = parser.parse_args(argv)
     import xtl
-    from xtl.fourier import available_kernels, cache_dir
+    from xtl.physics.fourier import available_kernels, cache_dir
 
     if args.patient:
         PLANNERS.append("FFTW_PATIENT")

@@ -94,9 +94,9 @@ def bare_fit_epoch_times(backend, spec, norm, x, y, batch_size, epochs, seed):
 
 def overhead(args, tf):
     """xtl.train vs bare Keras fit on the same arrays."""
-    import xtl.training as training
-    from xtl.backends import NetworkSpec, get_backend
-    from xtl.backends.base import stack_inputs
+    import xtl.nn.training as training
+    from xtl.nn.backends import NetworkSpec, get_backend
+    from xtl.nn.backends.base import stack_inputs
 
     spec = NetworkSpec(n_layers=4, channels=16, kernel_size=5, padding="zeros")
     n, n_samples, batch, epochs = 32, (256 if args.quick else 512), 32, 4
@@ -123,8 +123,8 @@ def overhead(args, tf):
 
 def paper_network(args, tf, mm):
     """The paper's network: samples/s, GFLOP/s and the ratio to matmul GFLOP/s."""
-    import xtl.training as training
-    from xtl.backends import NetworkSpec
+    import xtl.nn.training as training
+    from xtl.nn.backends import NetworkSpec
 
     spec = NetworkSpec()  # 11 layers, 64 channels, 5x5, zeros
     sizes = {64: 16, 128: 8} if not args.gpu else {64: 512, 128: 256}
@@ -155,7 +155,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import tensorflow as tf
 
-    from xtl.backends.keras import _enable_determinism, gpu_available
+    from xtl.nn.backends.keras import _enable_determinism, gpu_available
 
     _enable_determinism()  # xtl.train's default; applied to both sides of [1]
     args.gpu = gpu_available()

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 
 import xtl
-from xtl.coarse import filter_transfer_function
-from xtl.io import write_dataset
+from xtl.data.coarse import filter_transfer_function
+from xtl.data.io import write_dataset
 from xtl.solver import ensemble
 
 

@@ -5,7 +5,7 @@
 from matplotlib.figure import Figure
 
 import xtl
-from xtl.plotting import plot_spectra, plot_vorticity
+from xtl.experiment.plotting import plot_spectra, plot_vorticity
 
 
 def main():

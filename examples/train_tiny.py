@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-import xtl.explain
-import xtl.training
-from xtl.backends import model_to_dataset, save_model
+import xtl.explain.activations
+import xtl.nn.training
+from xtl.nn.backends import model_to_dataset, save_model
 
 
 def synthetic_les(nt: int, n: int = 32, *, seed: int = 0, target: bool = False) -> xr.Dataset:
@@ -61,19 +61,19 @@ def main(argv=None):
 
     # 1. the base network (BNN): 4 conv layers, 8 channels, 5x5, periodic padding
     spec = dict(n_layers=4, channels=8, kernel_size=5, padding="periodic")
-    base = xtl.training.train(base_data, spec, epochs=args.epochs, batch_size=16,
+    base = xtl.nn.training.train(base_data, spec, epochs=args.epochs, batch_size=16,
                               learning_rate=3e-3, seed=0, progress=True)
     save_model(base, out / "base.keras", overwrite=True)
     print("base model:", base.provenance)
-    print("base on base data:  ", _fmt(xtl.training.evaluate(base, synthetic_les(40, seed=3))))
-    print("base on target data:", _fmt(xtl.training.evaluate(base, target_test)))
+    print("base on base data:  ", _fmt(xtl.nn.training.evaluate(base, synthetic_les(40, seed=3))))
+    print("base on target data:", _fmt(xtl.nn.training.evaluate(base, target_test)))
 
     # 2. transfer learning (TLNN): re-train layer 1 only on 10% of the target data
-    tl = xtl.training.transfer(base, target_data, layers=[1], fraction=0.1,
+    tl = xtl.nn.training.transfer(base, target_data, layers=[1], fraction=0.1,
                                epochs=args.epochs, batch_size=4, learning_rate=3e-3, seed=0,
                                progress=True)
     save_model(tl, out / "tl_layer1.keras", overwrite=True)
-    print("TL (layer 1) on target data:", _fmt(xtl.training.evaluate(tl, target_test)))
+    print("TL (layer 1) on target data:", _fmt(xtl.nn.training.evaluate(tl, target_test)))
     diff = np.abs(model_to_dataset(tl).kernel - model_to_dataset(base).kernel)
     print("max |kernel change| per layer:", diff.max(["channel_out", "channel_in", "tap_y",
                                                      "tap_x"]).values.round(4).tolist())
@@ -88,7 +88,7 @@ def main(argv=None):
           "(base:", round(float(sweep.base_cc), 3), ")")
 
     # 4. what do the layers see? spectra of their outputs, streamed over samples
-    spectra = xtl.explain.activation_spectra(tl, target_test, layers=[1, 2], batch_size=8)
+    spectra = xtl.explain.activations.activation_spectra(tl, target_test, layers=[1, 2], batch_size=8)
     spectra.to_netcdf(out / "activation_spectra.nc")
     print("wrote", sorted(p.name for p in out.iterdir()))
 

@@ -79,7 +79,7 @@ def les_target():
 @_pytest.fixture(scope="session")
 def trained_model(les_base):
     """One small trained model per session (3 layers, 4 channels, 3 epochs)."""
-    from xtl.training import train
+    from xtl.nn.training import train
 
     return train(les_base, TINY_SPEC, epochs=3, batch_size=8, learning_rate=3e-3, seed=0,
                  progress=False)

@@ -1,5 +1,5 @@
 """Tests of xtl/accessors.py: the `.tl` accessors are generated from the functions of
-xtl.spectral and xtl.coarse (same signature less the first parameter, same docs, same
+xtl.data.spectral and xtl.data.coarse (same signature less the first parameter, same docs, same
 results)."""
 import ast
 import inspect
@@ -13,8 +13,8 @@ import pytest
 import xarray as xr
 
 import xtl.accessors  # noqa: F401  (registers .tl)
-from xtl import coarse as C
-from xtl import spectral as S
+from xtl.data import coarse as C
+from xtl.data import spectral as S
 
 TWO_PI = 2 * np.pi
 

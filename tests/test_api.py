@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import xtl
-from xtl import spectral as S
+from xtl.data import spectral as S
 
 
 def test_get_case_can_rename_the_preset():
@@ -80,7 +80,7 @@ def test_recorded_grid_reads_the_provenance_json():
 
 def test_version_comes_from_the_installed_metadata():
     assert xtl.__version__ == importlib.metadata.version("xtl")
-    from xtl.io import provenance_attrs
+    from xtl.data.io import provenance_attrs
 
     assert provenance_attrs()["source"] == f"xtl {xtl.__version__}"
 
@@ -111,7 +111,7 @@ def test_in_notebook_is_false_outside_a_kernel():
 
 # --------------------------------------------------------------------------- quiet TensorFlow
 def test_tensorflow_import_chatter_is_filtered_and_other_output_kept(capfd):
-    from xtl.backends.keras import _IMPORT_CHATTER, _filtered_stderr
+    from xtl.nn.backends.keras import _IMPORT_CHATTER, _filtered_stderr
 
     with _filtered_stderr(_IMPORT_CHATTER):
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
@@ -127,7 +127,7 @@ def test_tensorflow_import_chatter_is_filtered_and_other_output_kept(capfd):
 def test_a_script_that_trains_prints_no_tensorflow_chatter(tmp_path):
     script = (
         "import xtl\n"
-        "from xtl.backends.keras import _keras\n"
+        "from xtl.nn.backends.keras import _keras\n"
         "keras = _keras()\n"
         "print(float(keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.ones(3)))))\n"
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.backends import (
+from xtl.nn.backends import (
     Backend,
     Model,
     NetworkSpec,
@@ -20,8 +20,8 @@ from xtl.backends import (
     register_backend,
     save_model,
 )
-from xtl.backends import base as base_module
-from xtl.backends import loop as loop_module
+from xtl.nn.backends import base as base_module
+from xtl.nn.backends import loop as loop_module
 
 
 # ------------------------------------------------------------- numpy reference
@@ -72,8 +72,8 @@ def keras_backend():
 
 # ------------------------------------------------------------------- registry
 def test_import_xtl_does_not_import_tensorflow():
-    code = ("import sys, xtl, xtl.backends, xtl.training, xtl.metrics, xtl.explain;"
-            "b = xtl.backends.get_backend.__name__;"
+    code = ("import sys, xtl, xtl.nn.backends, xtl.nn.training, xtl.data.metrics, xtl.explain.activations;"
+            "b = xtl.nn.backends.get_backend.__name__;"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
             "sorted(m for m in sys.modules if 'tensorflow' in m or 'keras' in m)[:5]")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -99,7 +99,7 @@ def test_register_backend(keras_backend):
         with pytest.raises(TypeError, match="Backend"):
             register_backend("bad", 42)
     finally:
-        from xtl.backends import base as backends  # the registry lives there
+        from xtl.nn.backends import base as backends  # the registry lives there
 
         backends._REGISTRY.pop("renamed-keras", None)
         backends._INSTANCES.pop("renamed-keras", None)
@@ -108,7 +108,7 @@ def test_register_backend(keras_backend):
 def test_entry_point_group_is_discovered(tmp_path):
     """A package declaring the 'xtl.backends' entry point is found by name."""
     (tmp_path / "xtl_fake_backend.py").write_text(textwrap.dedent("""
-        from xtl.backends.keras import KerasBackend
+        from xtl.nn.backends.keras import KerasBackend
         class FakeBackend(KerasBackend):
             name = "fake"
     """))
@@ -118,7 +118,7 @@ def test_entry_point_group_is_discovered(tmp_path):
     (dist / "entry_points.txt").write_text(
         "[xtl.backends]\nfake = xtl_fake_backend:FakeBackend\n")
     code = ("import sys; sys.path.insert(0, %r);"
-            "import xtl.backends as b;"
+            "import xtl.nn.backends as b;"
             "assert 'fake' in b.available_backends(), b.available_backends();"
             "assert type(b.get_backend('fake')).__name__ == 'FakeBackend'" % str(tmp_path))
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -435,7 +435,7 @@ class ToyBackend(Backend):
 
 
 def toy_data(n, seed, sign=1.0):
-    from xtl.training import ArrayData
+    from xtl.nn.training import ArrayData
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 4, 4, 2)).astype(np.float32)
@@ -504,7 +504,7 @@ def test_toy_backend_resumes_an_interrupted_fit_bitwise(tmp_path):
 
 def test_toy_backend_through_xtl_train():
     from conftest import make_les
-    from xtl.training import train
+    from xtl.nn.training import train
 
     register_backend("toy", ToyBackend, overwrite=True)
     try:
@@ -514,7 +514,7 @@ def test_toy_backend_through_xtl_train():
         assert m.history.sizes["epoch"] == 2
         assert model_to_dataset(m).kernel.shape == (1, 1, 2, 1, 1)
     finally:
-        from xtl.backends import base as backends  # the registry lives there
+        from xtl.nn.backends import base as backends  # the registry lives there
 
         backends._REGISTRY.pop("toy", None)
         backends._INSTANCES.pop("toy", None)
@@ -537,7 +537,7 @@ def test_register_backend_refuses_what_is_not_a_backend():
 
 
 def test_prefetch_keeps_order_raises_and_stops():
-    from xtl.backends.loop import Prefetch
+    from xtl.nn.backends.loop import Prefetch
 
     with Prefetch(iter(range(50)), depth=2) as p:
         assert list(p) == list(range(50))

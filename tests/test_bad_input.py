@@ -18,12 +18,12 @@ import pytest
 import xarray as xr
 
 import xtl
-from xtl import fourier
-from xtl.backends import NetworkSpec, get_backend, load_model, model_id, save_model
-from xtl.backends.base import check_model_path
+from xtl.physics import fourier
+from xtl.nn.backends import NetworkSpec, get_backend, load_model, model_id, save_model
+from xtl.nn.backends.base import check_model_path
 from xtl.cli import main
-from xtl.fourier import SpectralGrid, format_bytes, state_bytes
-from xtl.io import FileFormatError, check_output_folder, check_output_path
+from xtl.physics.fourier import SpectralGrid, format_bytes, state_bytes
+from xtl.data.io import FileFormatError, check_output_folder, check_output_path
 
 from conftest import make_les
 
@@ -479,8 +479,8 @@ def test_report_refuses_a_file_as_the_experiment_folder(tmp_path, capsys):
 
 def test_the_api_refuses_a_file_as_an_output_folder(tmp_path):
     """run_experiment's out and ensemble's directory: a file is refused before any work."""
-    from xtl.pipeline import Experiment
-    from xtl.config import load_config
+    from xtl.experiment.stages import Experiment
+    from xtl.experiment.config import load_config
 
     (tmp_path / "file").write_text("x")
     before = files(tmp_path)

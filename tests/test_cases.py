@@ -4,7 +4,7 @@ import math
 import pytest
 
 import xtl
-from xtl.cases import PRESETS, Case
+from xtl.physics.cases import PRESETS, Case
 
 
 def test_paper_presets_have_the_papers_parameters():

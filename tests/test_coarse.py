@@ -9,7 +9,7 @@ from dask.callbacks import Callback
 import xtl
 from conftest import InterruptingClosure, advective_term
 import xtl.accessors  # noqa: F401  (registers .tl)
-from xtl.coarse import (
+from xtl.data.coarse import (
     FILTERS,
     coarse_grain,
     default_width,
@@ -399,7 +399,7 @@ def test_a_registered_filter_is_used_by_name():
     """register_filter: a filter defined by its transfer function is used by name."""
     import numpy as np
 
-    from xtl.fourier import FILTERS, register_filter, transfer_function
+    from xtl.physics.fourier import FILTERS, register_filter, transfer_function
 
     register_filter("gaussian-copy", FILTERS["gaussian"], "exp(-k^2 width^2 / 24)")
     try:

@@ -18,18 +18,20 @@ MAX_PARAMETERS = 8
 #: Where each module sits in the data flow: a module may import modules of its
 #: own rank or lower, never higher (``xtl`` itself, the facade, is the top).
 RANKS = {
-    "xtl._version": 0, "xtl._progress": 0, "xtl.options": 0, "xtl.fourier": 0,
-    "xtl.io": 1, "xtl.cases": 1,
+    "xtl._version": 0, "xtl._progress": 0, "xtl.options": 0, "xtl.physics.fourier": 0,
+    "xtl.data.io": 1, "xtl.physics.cases": 1,
     # scheduler connections: below the ensembles (2.2) that connect through it
     "xtl.scheduler": 1.5,
     "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
-    "xtl.coarse": 3, "xtl.spectral": 4, "xtl.accessors": 5, "xtl.metrics": 5,
-    "xtl.backends.loop": 5.9, "xtl.backends.base": 6.0, "xtl.backends.keras": 6.2,
-    "xtl.backends": 6.3,
-    "xtl.training": 7, "xtl.sweep": 8, "xtl.explain": 8, "xtl.recommend": 9, "xtl.les": 10,
-    "xtl.plotting": 11, "xtl.report": 12, "xtl.config": 12, "xtl.estimate": 12.5,
-    "xtl.workspace": 12.8, "xtl.pipeline": 13, "xtl.cli": 14, "xtl": 15,
+    "xtl.data.coarse": 3, "xtl.data.spectral": 4, "xtl.accessors": 5, "xtl.data.metrics": 5,
+    "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0, "xtl.nn.backends.keras": 6.2,
+    "xtl.nn.backends": 6.3,
+    "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9, "xtl.les": 10,
+    "xtl.experiment.plotting": 11, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,
+    "xtl.experiment.workspace": 12.8, "xtl.experiment.stages": 13, "xtl.cli": 14, "xtl": 15,
+    # the rooms' own package modules (docstrings only)
+    "xtl.physics": 1, "xtl.data": 5, "xtl.nn": 8, "xtl.explain": 10, "xtl.experiment": 13,
 }
 
 

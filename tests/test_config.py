@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xtl.config import DEMO_CONFIG, ConfigError, load_config
+from xtl.experiment.config import DEMO_CONFIG, ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
 
@@ -184,14 +184,14 @@ def test_keys_checked_once_when_the_config_is_read(path, value, message):
 
 
 def test_filters_follow_the_coarse_graining():
-    from xtl.coarse import FILTERS
+    from xtl.data.coarse import FILTERS
 
     for name in (*FILTERS, "top-hat", "Gaussian"):  # coarse's names and aliases pass
         assert load_config(_with(("base", "filter"), name)).base.filter == name
 
 
 def test_the_config_parses_into_typed_sections():
-    from xtl.config import LesConfig, TrainingConfig, les_closure_names
+    from xtl.experiment.config import LesConfig, TrainingConfig, les_closure_names
     from xtl.options import FitOptions
 
     cfg = load_config()
@@ -217,7 +217,7 @@ def test_the_config_parses_into_typed_sections():
 
 
 def test_a_misspelled_baseline_is_refused_however_the_section_is_made():
-    from xtl.config import LesConfig
+    from xtl.experiment.config import LesConfig
 
     with pytest.raises(ConfigError, match=r"'les\.baseline': must be one of \['smagorinsky', "
                                           r"'dynamic-smagorinsky'\].*got \('smagorinksy',\)"):
@@ -329,8 +329,8 @@ def test_the_split_sizes_are_the_pipelines():
     import numpy as np
     import xarray as xr
 
-    from xtl.config import n_snapshots, split_sizes
-    from xtl.pipeline import split_train_test
+    from xtl.experiment.config import n_snapshots, split_sizes
+    from xtl.experiment.stages import split_train_test
 
     cfg = load_config()
     assert n_snapshots(cfg.base) == 101 and split_sizes(101) == (76, 25)

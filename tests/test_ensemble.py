@@ -9,7 +9,7 @@ import xarray as xr
 from distributed import Client, LocalCluster, get_task_stream
 
 import xtl
-from xtl.coarse import coarse_grain
+from xtl.data.coarse import coarse_grain
 from xtl.solver import Cluster, Execution, Output, Schedule
 from xtl.solver.ensemble import (
     EnsembleError,
@@ -188,14 +188,14 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path, kwargs, error,
 
 def _fftw_threads_in_a_worker(threads):
     """In a dask worker: its OMP_NUM_THREADS, and FFTW's OpenMP limit after a 2-thread FFT."""
-    import xtl.fourier as fourier
+    import xtl.physics.fourier as fourier
 
     grid = fourier.SpectralGrid(32, fft="pyfftw", threads=threads)
     grid.rfft2(np.ones((32, 32)))
     return os.environ.get("OMP_NUM_THREADS"), fourier.fftw_openmp_threads()
 
 
-@pytest.mark.skipif("pyfftw" not in xtl.fourier.available_fft_backends(), reason="no pyfftw")
+@pytest.mark.skipif("pyfftw" not in xtl.physics.fourier.available_fft_backends(), reason="no pyfftw")
 def test_members_get_the_fftw_threads_they_are_given(client, tmp_path):
     """Dask workers set OMP_NUM_THREADS=1; a 2-thread plan still runs on 2 threads, and a
     member with threads=2 equals the serial threads=2 run bit for bit."""

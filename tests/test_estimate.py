@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from xtl.config import DEMO_CONFIG, load_config
-from xtl.estimate import estimate_experiment, format_estimate
+from xtl.experiment.config import DEMO_CONFIG, load_config
+from xtl.experiment.estimate import estimate_experiment, format_estimate
 
 RATES = {"dns_step": {"small-base": 1e-3, "small-kf": 1e-3, "small-beta": 2e-3},
          "les_step": 5e-3, "les_physics_step": 5e-4, "les_dt": 4e-3, "train_sample_epoch": 0.01,

@@ -6,11 +6,11 @@ import pytest
 
 from conftest import make_les
 from test_backends import np_forward
-from xtl.backends import get_backend, model_to_dataset, register_backend
-from xtl.backends.base import stack_inputs
-from xtl.backends.keras import KerasBackend
-from xtl.explain import activation_spectra, activations
-from xtl.spectral import spectrum
+from xtl.nn.backends import get_backend, model_to_dataset, register_backend
+from xtl.nn.backends.base import stack_inputs
+from xtl.nn.backends.keras import KerasBackend
+from xtl.explain.activations import activation_spectra, activations
+from xtl.data.spectral import spectrum
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_activation_spectra_streamed_equal_full_spectra(trained_model, inputs):
     np.testing.assert_allclose(spec.mean_square.values, ms.values, rtol=1e-5)
     assert spec.attrs["n_samples"] == 10
     get_backend("recording-keras")  # still registered; clean up
-    from xtl.backends import base as backends  # the registry lives there
+    from xtl.nn.backends import base as backends  # the registry lives there
 
     backends._REGISTRY.pop("recording-keras")
     backends._INSTANCES.pop("recording-keras")
@@ -87,7 +87,7 @@ def test_activation_spectra_streamed_equal_full_spectra(trained_model, inputs):
 # ------------------------------------------------------------------------------------
 import xarray as xr
 
-from xtl.explain import flow_difference, spectral_change_correlation, spectral_distance
+from xtl.explain.activations import flow_difference, spectral_change_correlation, spectral_distance
 
 KMIN_SMALL = 5  # first shell of the small-scale energy added to the target
 
@@ -189,7 +189,7 @@ def test_flow_difference_bad_input(flows):
 
 
 def test_filter_profile_matches_numpy(trained_model):
-    from xtl.explain import filter_profile
+    from xtl.explain.activations import filter_profile
 
     model_ds = model_to_dataset(trained_model)
     np.testing.assert_allclose(filter_profile(model_ds, 16).values,
@@ -204,7 +204,7 @@ def test_spectral_change_correlation_known_profiles(trained_model):
     scaled = base.copy(deep=True)
     scaled["kernel"] = scaled.kernel * 1.1
     out = spectral_change_correlation(base, scaled, 2, weight, n_permutations=199)
-    from xtl.explain import filter_profile
+    from xtl.explain.activations import filter_profile
     prof = 0.1 * filter_profile(base.sel(layer=[2]), 16, 8).squeeze("layer").sel(k=slice(1, 8))
     np.testing.assert_allclose(out.change_profile.values, prof.values, rtol=1e-4)
     r = np.corrcoef(prof.values, weight.values[1:])[0, 1]

@@ -8,8 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
-import xtl.fourier as fourier
-from xtl.fourier import SpectralGrid
+import xtl.physics.fourier as fourier
+from xtl.physics.fourier import SpectralGrid
 
 pytestmark = pytest.mark.skipif("pyfftw" not in fourier.available_fft_backends(),
                                 reason="pyfftw is not installed")
@@ -18,7 +18,7 @@ _TRANSFORM = textwrap.dedent(
     """
     import sys, warnings
     import numpy as np
-    from xtl.fourier import SpectralGrid
+    from xtl.physics.fourier import SpectralGrid
 
     n, out = int(sys.argv[1]), sys.argv[2]
     grid = SpectralGrid(n, fft="pyfftw", planner="FFTW_MEASURE")
@@ -74,7 +74,7 @@ def test_an_unwritable_cache_falls_back_to_estimate_with_a_warning(tmp_path):
 _THREADS = textwrap.dedent(
     """
     import numpy as np
-    import xtl.fourier as fourier
+    import xtl.physics.fourier as fourier
 
     grid = fourier.SpectralGrid(64, fft="pyfftw", threads=2)
     before = fourier.fftw_openmp_threads()

@@ -137,8 +137,8 @@ def test_les_metrics_compare_with_filtered_dns():
 # --------------------------------------------------------------------------- model closures
 def _linear_model(a_psi, a_omega, norm, grid=None):
     """A 1-layer, 1×1-kernel network: out = a_psi·ψ_n + a_omega·ω_n (normalized units)."""
-    from xtl.backends import get_backend, model_from_dataset, model_to_dataset
-    from xtl.backends.base import NetworkSpec
+    from xtl.nn.backends import get_backend, model_from_dataset, model_to_dataset
+    from xtl.nn.backends.base import NetworkSpec
 
     model = get_backend("keras").build(NetworkSpec(n_layers=1, kernel_size=1), norm, seed=0)
     ds = model_to_dataset(model)
@@ -216,7 +216,7 @@ def test_the_fdns_pi_of_a_frozen_field_as_closure_gives_zero_spectrum_error_at_t
     LES at t = 0 has the filtered DNS's spectra on every resolved shell, and the Π it
     records is the filtered DNS's."""
     from xtl.les import closure_fields
-    from xtl.spectral import spectrum
+    from xtl.data.spectral import spectrum
 
     case = xtl.get_case("tiny")
     fdns = _fdns().isel(time=[-1])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.metrics import (
+from xtl.data.metrics import (
     conditional_correlation,
     correlation,
     relative_l2,
@@ -94,7 +94,7 @@ def test_log_spectrum_rmse_skips_empty_shells():
     import numpy as np
     import xarray as xr
 
-    from xtl.metrics import log_spectrum_rmse
+    from xtl.data.metrics import log_spectrum_rmse
 
     k = np.arange(5)
     a = xr.DataArray([9.0, 1.0, 10.0, 0.0, 100.0], dims="k", coords={"k": k})

@@ -19,7 +19,7 @@ print("warnings:", [str(w.message) for w in caught])
 print("new processes:", len(multiprocessing.active_children()) - before)
 print("statuses:", ds.status.values.tolist())""",
     # TensorFlow, imported by xtl when a network is trained
-    """from xtl.backends.keras import _keras
+    """from xtl.nn.backends.keras import _keras
 keras = _keras()
 print("keras", keras.__version__)""",
     "cluster = client.cluster\nclient.close()\ncluster.close()",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.config import load_config
-from xtl.io import load_dataset
-from xtl.pipeline import (
+from xtl.experiment.config import load_config
+from xtl.data.io import load_dataset
+from xtl.experiment.stages import (
     Experiment,
     TargetsTooClose,
     check_targets_differ,
@@ -85,7 +85,7 @@ def test_targets_that_do_not_differ_stop_the_experiment_unless_controls(tmp_path
     with pytest.raises(TargetsTooClose, match=rf"target '{names[1]}' differs from the base "
                        r"'small-base' by at most 0.29 decades .*psi 0.10, omega 0.12, pi 0.29"):
         check_targets_differ(close, cfg)
-    from xtl.config import DEMO_CONFIG
+    from xtl.experiment.config import DEMO_CONFIG
     import copy
     as_control = copy.deepcopy(DEMO_CONFIG)
     as_control["targets"][1]["control"] = True
@@ -99,7 +99,7 @@ def test_targets_that_do_not_differ_stop_the_experiment_unless_controls(tmp_path
 
 # ------------------------------------------------------------------ the stage cache
 def _cache(tmp_path, lines=None):
-    from xtl.workspace import ExperimentPaths, StageCache
+    from xtl.experiment.workspace import ExperimentPaths, StageCache
 
     paths = ExperimentPaths(tmp_path)
     paths.make_folders()
@@ -131,7 +131,7 @@ def test_stage_cache_skips_while_key_and_outputs_are_unchanged(tmp_path):
 
 def test_stage_cache_with_a_relative_output_folder(tmp_path, monkeypatch):
     """`xtl run --out out`: the paths of the scheme and the cache agree on where outputs lie."""
-    from xtl.workspace import ExperimentPaths, StageCache
+    from xtl.experiment.workspace import ExperimentPaths, StageCache
 
     monkeypatch.chdir(tmp_path)
     calls = []
@@ -181,9 +181,9 @@ def test_an_aposteriori_error_stops_its_stage_while_a_blowup_is_data(tmp_path, o
     """An exception in a run (a save_interval the LES step does not divide) fails the
     stage, which records nothing and runs again; a run that blows up is a result."""
     import xtl
-    from xtl.coarse import coarse_grain
+    from xtl.data.coarse import coarse_grain
     from xtl.les import run_aposteriori, select_initial_states
-    from xtl.io import write_dataset
+    from xtl.data.io import write_dataset
 
     case = xtl.get_case("tiny")  # LES: 16², dt = 0.008
     fdns = coarse_grain(xtl.simulate(case, t_end=0.3, save_interval=0.1, progress=False),
@@ -220,7 +220,7 @@ def test_an_aposteriori_error_stops_its_stage_while_a_blowup_is_data(tmp_path, o
 
 def test_stage_keys_are_those_of_earlier_versions():
     """Existing output folders keep skipping their stages: the keys hash the same inputs."""
-    from xtl.workspace import ExperimentPaths, StageCache
+    from xtl.experiment.workspace import ExperimentPaths, StageCache
 
     cache = StageCache(ExperimentPaths("unused"))
     for name, parts in stage_inputs(load_config()).items():
@@ -239,7 +239,7 @@ def test_stage_keys_are_those_of_earlier_versions():
 def test_a_sweep_of_some_layers_depends_on_the_recommendation():
     import copy
 
-    from xtl.config import DEMO_CONFIG
+    from xtl.experiment.config import DEMO_CONFIG
 
     raw = copy.deepcopy(DEMO_CONFIG)
     raw["sweep"]["layers"] = [2]
@@ -252,7 +252,7 @@ def test_a_sweep_of_some_layers_depends_on_the_recommendation():
 
 # ------------------------------------------------------------------ paths and the cluster
 def test_one_path_scheme(tmp_path):
-    from xtl.workspace import ExperimentPaths
+    from xtl.experiment.workspace import ExperimentPaths
 
     paths = ExperimentPaths(tmp_path)
     rel = {k: str(p.relative_to(tmp_path)) for k, p in {
@@ -273,7 +273,7 @@ def test_one_path_scheme(tmp_path):
 def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
     import importlib
 
-    from xtl.workspace import ExperimentCluster
+    from xtl.experiment.workspace import ExperimentCluster
 
     ensemble = importlib.import_module("xtl.solver.ensemble")  # the module, not the function
 
@@ -304,7 +304,7 @@ def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
 
 
 def test_a_second_experiment_in_the_same_folder_is_refused(tmp_path):
-    from xtl.io import OutputLockedError
+    from xtl.data.io import OutputLockedError
 
     config = load_config()
     first = Experiment(config, tmp_path / "exp")

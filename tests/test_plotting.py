@@ -8,7 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from xtl import plotting, spectral as S  # noqa: E402
+from xtl.experiment import plotting  # noqa: E402
+from xtl.data import spectral as S
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ import pytest
 import xarray as xr
 
 from conftest import make_les
-from xtl.backends import NetworkSpec, get_backend
-from xtl.recommend import (
+from xtl.nn.backends import NetworkSpec, get_backend
+from xtl.explain.recommend import (
     GaussNewtonOptions,
     GradientNormOptions,
     ProbeOptions,
@@ -177,7 +177,7 @@ def test_extrapolate_loss():
 @pytest.fixture
 def registry(monkeypatch):
     """Registrations made by a test are undone after it (others count the methods)."""
-    import xtl.recommend as R
+    import xtl.explain.recommend as R
 
     monkeypatch.setattr(R, "_RECOMMENDERS", dict(R._RECOMMENDERS))
 
@@ -322,7 +322,7 @@ def test_each_method_has_an_options_class_shown_in_its_signature(method):
     config checks a ``[recommend.<method>]`` table against the signature)."""
     import inspect
 
-    from xtl.recommend import recommender, recommender_options
+    from xtl.explain.recommend import recommender, recommender_options
 
     cls = recommender_options(method)
     params = inspect.signature(recommender(method)).parameters
@@ -333,7 +333,7 @@ def test_each_method_has_an_options_class_shown_in_its_signature(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_an_unknown_option_is_refused_naming_it(flows, method):
-    from xtl.recommend import recommender
+    from xtl.explain.recommend import recommender
 
     base, target = flows
     with pytest.raises(TypeError, match=r"unknown \w+Options option\(s\) \['bogus'\]; valid: "):
@@ -367,7 +367,7 @@ def test_options_object_and_keywords_give_the_same_recommendation(trained_model,
 
 
 def test_register_recommender_with_and_without_an_options_class(trained_model, flows, registry):
-    from xtl.recommend import recommender_options
+    from xtl.explain.recommend import recommender_options
 
     seen = {}
 

@@ -1,5 +1,5 @@
 """The report's figures: drawn without pyplot, comparable panels, labelled axes, legends off
-the data. Inputs are small synthetic results with the schema of xtl.pipeline's files."""
+the data. Inputs are small synthetic results with the schema of xtl.experiment.stages's files."""
 import os
 import subprocess
 import sys
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl import report
-from xtl.spectral import FILTER_TYPES
+from xtl.experiment import report
+from xtl.data.spectral import FILTER_TYPES
 
 K = np.arange(12)
 N_LES = 16  # shells k <= 7 are drawn

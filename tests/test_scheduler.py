@@ -326,8 +326,8 @@ def test_an_ensemble_refuses_an_http_port(tmp_path):
 ])
 def test_an_experiment_refuses_a_bad_address_before_it_makes_its_folder(tmp_path, kwargs, error,
                                                                        message):
-    from xtl.config import load_config
-    from xtl.pipeline import Experiment
+    from xtl.experiment.config import load_config
+    from xtl.experiment.stages import Experiment
 
     with pytest.raises(error, match=message):
         Experiment(load_config(), tmp_path / "exp", **kwargs)

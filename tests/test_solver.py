@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import xtl
-import xtl.fourier as fourier
+import xtl.physics.fourier as fourier
 from conftest import InterruptingClosure, advective_term
 from xtl.solver import (
     DivergenceError,

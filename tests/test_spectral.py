@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 from dask.callbacks import Callback
 
-from xtl import spectral as S
+from xtl.data import spectral as S
 
 TWO_PI = 2 * np.pi
 

@@ -4,9 +4,9 @@ import pytest
 import xarray as xr
 
 from conftest import TINY_SPEC, make_les
-from xtl.backends import load_model, model_id, model_to_dataset
-from xtl.sweep import best_set, budget_sweep, layer_sweep, seeds_of, summarize_sweep
-from xtl.training import evaluate, train, transfer
+from xtl.nn.backends import load_model, model_id, model_to_dataset
+from xtl.nn.sweep import best_set, budget_sweep, layer_sweep, seeds_of, summarize_sweep
+from xtl.nn.training import evaluate, train, transfer
 
 FAST = dict(batch_size=8, learning_rate=3e-3)
 
@@ -94,7 +94,7 @@ def test_baselines_scratch_and_full_target(trained_model, sets, tmp_path):
 
 def test_from_scratch_starts_from_a_fresh_initialisation(trained_model, sets):
     """With a vanishing learning rate the scratch network is the seed's initial network."""
-    from xtl.backends import get_backend
+    from xtl.nn.backends import get_backend
 
     pool, test = sets
     tiny_lr = dict(batch_size=8, learning_rate=1e-30)
@@ -252,7 +252,7 @@ def test_summarize_sweep_on_a_constructed_sweep():
 
 def test_sweep_options_route_fit_options_and_refuse_bad_values():
     from xtl.options import FitOptions
-    from xtl.sweep import SweepOptions
+    from xtl.nn.sweep import SweepOptions
 
     opts = SweepOptions.merge(None, seeds=[2, 0], fraction=0.1, epochs=7, patience=3)
     assert opts.seeds == (2, 0) and opts.fraction == 0.1

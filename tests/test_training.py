@@ -4,8 +4,8 @@ import pytest
 import xarray as xr
 
 from conftest import TINY_SPEC, make_les
-from xtl.backends import model_id, model_to_dataset
-from xtl.training import (
+from xtl.nn.backends import model_id, model_to_dataset
+from xtl.nn.training import (
     StreamData,
     check_les_dataset,
     compute_normalization,
@@ -142,8 +142,8 @@ def test_checkpoint_of_another_base_model_or_other_data_is_refused(trained_model
 
 
 def test_data_digest_is_cheap_and_content_sensitive():
-    from xtl.backends.loop import data_digest
-    from xtl.training import _array_data
+    from xtl.nn.backends.loop import data_digest
+    from xtl.nn.training import _array_data
 
     n = 23
     rng = np.random.default_rng(0)
@@ -178,9 +178,9 @@ def test_early_stopping_restores_the_weights_of_the_lowest_validation_loss(train
     """Validated on data whose Π has the opposite sign, the validation loss rises while
     the network learns the target; the model returned is the one of the epoch with the
     lowest validation loss, not the last one."""
-    from xtl.backends import get_backend
-    from xtl.backends.base import stack_inputs
-    from xtl.training import sample_fields
+    from xtl.nn.backends import get_backend
+    from xtl.nn.backends.base import stack_inputs
+    from xtl.nn.training import sample_fields
 
     val = les_target.isel(time=slice(40, 48))
     val = val.assign(pi=-val.pi)

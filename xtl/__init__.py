@@ -7,7 +7,7 @@ does not import TensorFlow; the Keras backend loads it when first used.
 """
 from ._version import __version__  # noqa: F401  (read from the installed metadata)
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
-from .backends import (
+from .nn.backends import (
     Model,
     NetworkSpec,
     available_backends,
@@ -18,18 +18,18 @@ from .backends import (
     register_backend,
     save_model,
 )
-from .cases import Case, get_case, list_cases
-from .coarse import coarse_grain, filter_transfer_function, sgs_term
-from .explain import activation_spectra, activations, flow_difference, spectral_change_correlation
+from .physics.cases import Case, get_case, list_cases
+from .data.coarse import coarse_grain, filter_transfer_function, sgs_term
+from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation
 from . import les  # noqa: F401  (the module; its run function is run_les)
 from .les import les_metrics, run_les
-from .recommend import compare_recommendation, recommend_layers
+from .explain.recommend import compare_recommendation, recommend_layers
 from .options import CoarseGraining, FitOptions, LesSchedule, Output, Schedule
-from .metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
+from .data.metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
-from .sweep import SweepOptions, budget_sweep, layer_sweep
-from .training import evaluate, predict, train, transfer
-from .spectral import (
+from .nn.sweep import SweepOptions, budget_sweep, layer_sweep
+from .nn.training import evaluate, predict, train, transfer
+from .data.spectral import (
     classify_filters,
     classify_kernels,
     filter_census,

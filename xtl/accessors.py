@@ -1,7 +1,7 @@
 """The ``.tl`` accessors on :class:`xarray.Dataset` and :class:`xarray.DataArray`.
 
 Importing this module (``import xtl`` does) registers ``ds.tl`` and ``da.tl``. Each
-method is generated from a public function of :mod:`xtl.spectral` or :mod:`xtl.coarse`
+method is generated from a public function of :mod:`xtl.data.spectral` or :mod:`xtl.data.coarse`
 by ``_delegate``: ``ds.tl.f(*args, **kwargs)`` is ``f(ds, *args, **kwargs)``, with
 the function's signature (less its first parameter) and its docstring, so the two
 cannot drift apart. The accessors hold no logic of their own. Methods valid on both
@@ -15,9 +15,9 @@ kinds of object live in ``_TLAccessor``; the others in the Dataset or DataArray 
 To add a method, assign it under a comment naming its module, with a one-line
 docstring naming the function (what the API reference shows), e.g.::
 
-    # --- xtl.coarse --------------------------------------------------------------
+    # --- xtl.data.coarse --------------------------------------------------------------
     coarse_grain = _delegate(coarse.coarse_grain)
-    \"\"\"``ds.tl.coarse_grain(...)``: :func:`xtl.coarse.coarse_grain` on this Dataset.\"\"\"
+    \"\"\"``ds.tl.coarse_grain(...)``: :func:`xtl.data.coarse.coarse_grain` on this Dataset.\"\"\"
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import textwrap
 
 import xarray as xr
 
-from . import coarse, spectral
+from .data import coarse, spectral
 
 __all__ = ["TLDatasetAccessor", "TLDataArrayAccessor"]
 
@@ -39,7 +39,7 @@ def _delegate(func):
     ----------
     func : callable
         A public function whose first parameter is the Dataset or DataArray (e.g.
-        :func:`xtl.spectral.spectrum`).
+        :func:`xtl.data.spectral.spectrum`).
 
     Returns
     -------
@@ -144,16 +144,16 @@ class _TLAccessor:
     def __init__(self, obj):
         self._obj = obj
 
-    # --- xtl.spectral: spectra of fields ---------------------------------------------
+    # --- xtl.data.spectral: spectra of fields ---------------------------------------------
     spectrum = _delegate(spectral.spectrum)
-    """``.tl.spectrum(...)``: :func:`xtl.spectral.spectrum` on this object."""
+    """``.tl.spectrum(...)``: :func:`xtl.data.spectral.spectrum` on this object."""
 
     transfer_spectrum = _delegate(spectral.transfer_spectrum)
-    """``.tl.transfer_spectrum(...)``: :func:`xtl.spectral.transfer_spectrum` on this object."""
+    """``.tl.transfer_spectrum(...)``: :func:`xtl.data.spectral.transfer_spectrum` on this object."""
 
-    # --- xtl.spectral: kernel filters ---------------------------------------------------
+    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
     filter_census = _delegate(spectral.filter_census)
-    """``.tl.filter_census(...)``: :func:`xtl.spectral.filter_census` on this object."""
+    """``.tl.filter_census(...)``: :func:`xtl.data.spectral.filter_census` on this object."""
 
 
 @xr.register_dataset_accessor("tl")
@@ -161,19 +161,19 @@ class _TLAccessor:
 class TLDatasetAccessor(_TLAccessor):
     """``ds.tl``: xtl methods on a Dataset (flow fields, a model, a classification)."""
 
-    # --- xtl.coarse --------------------------------------------------------------------
+    # --- xtl.data.coarse --------------------------------------------------------------------
     coarse_grain = _delegate(coarse.coarse_grain)
-    """``ds.tl.coarse_grain(...)``: :func:`xtl.coarse.coarse_grain` on this Dataset."""
+    """``ds.tl.coarse_grain(...)``: :func:`xtl.data.coarse.coarse_grain` on this Dataset."""
 
-    # --- xtl.spectral: kernel filters ---------------------------------------------------
+    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
     kernel_filters = _delegate(spectral.kernel_filters)
-    """``ds.tl.kernel_filters(...)``: :func:`xtl.spectral.kernel_filters` on this model."""
+    """``ds.tl.kernel_filters(...)``: :func:`xtl.data.spectral.kernel_filters` on this model."""
 
     classify_kernels = _delegate(spectral.classify_kernels)
-    """``ds.tl.classify_kernels(...)``: :func:`xtl.spectral.classify_kernels` on this model."""
+    """``ds.tl.classify_kernels(...)``: :func:`xtl.data.spectral.classify_kernels` on this model."""
 
     kernel_change = _delegate(spectral.kernel_change)
-    """``ds.tl.kernel_change(tl, ...)``: :func:`xtl.spectral.kernel_change` from this model."""
+    """``ds.tl.kernel_change(tl, ...)``: :func:`xtl.data.spectral.kernel_change` from this model."""
 
 
 @xr.register_dataarray_accessor("tl")
@@ -181,9 +181,9 @@ class TLDatasetAccessor(_TLAccessor):
 class TLDataArrayAccessor(_TLAccessor):
     """``da.tl``: xtl methods on a DataArray (a field, or filter magnitudes ``|Ŵ|``)."""
 
-    # --- xtl.spectral: kernel filters ---------------------------------------------------
+    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
     radial_profile = _delegate(spectral.radial_profile)
-    """``da.tl.radial_profile(...)``: :func:`xtl.spectral.radial_profile` on these filters."""
+    """``da.tl.radial_profile(...)``: :func:`xtl.data.spectral.radial_profile` on these filters."""
 
     classify_filters = _delegate(spectral.classify_filters)
-    """``da.tl.classify_filters(...)``: :func:`xtl.spectral.classify_filters` on these filters."""
+    """``da.tl.classify_filters(...)``: :func:`xtl.data.spectral.classify_filters` on these filters."""

@@ -1,7 +1,7 @@
 """The ``xtl`` command.
 
-``xtl demo`` runs the embedded default experiment (:data:`xtl.config.DEMO_CONFIG`)
-and ``xtl run CONFIG`` a TOML one (:mod:`xtl.pipeline`); ``simulate``, ``ensemble``,
+``xtl demo`` runs the embedded default experiment (:data:`xtl.experiment.config.DEMO_CONFIG`)
+and ``xtl run CONFIG`` a TOML one (:mod:`xtl.experiment.stages`); ``simulate``, ``ensemble``,
 ``coarse-grain``, ``train``, ``transfer``, ``sweep``, ``explain`` and ``report``
 run one step each; ``cases`` lists the presets; ``xtl --version`` prints the
 version. Every flag's help shows its default (``xtl COMMAND --help``). User
@@ -66,7 +66,7 @@ def _add_schedule(p):
 
 
 def _add_les_options(p, what):
-    from .fourier import FILTERS
+    from .physics.fourier import FILTERS
 
     p.add_argument("--les", action="store_true",
                    help=f"coarse-grain {what} on the fly: store only psi, omega and pi on "
@@ -124,7 +124,7 @@ def _ensemble_command(sub):
 
 
 def _coarse_grain_command(sub):
-    from .fourier import FILTERS
+    from .physics.fourier import FILTERS
 
     cg = _command(sub, "coarse-grain",
                   "filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _case(name, **changes):
-    from .cases import get_case
+    from .physics.cases import get_case
 
     changes = {k: v for k, v in changes.items() if v is not None}
     try:
@@ -247,7 +247,7 @@ def _existing(path, what):
 
 
 def _open(path, what="data", variables=None):
-    from .io import open_dataset
+    from .data.io import open_dataset
 
     return open_dataset(_existing(path, what), variables=variables)
 
@@ -273,20 +273,20 @@ def _refuse_inputs_as_outputs(outputs, inputs, argument="--out") -> None:
 
 
 def _check_folder(path, argument):
-    from .io import check_output_folder
+    from .data.io import check_output_folder
 
     return check_output_folder(path, argument)
 
 
 def _load_model(path):
-    from .backends import load_model
+    from .nn.backends import load_model
 
     return load_model(_existing(path, "model"))
 
 
 def cmd_cases(args) -> None:
     """Print the presets, one line each."""
-    from .cases import PRESETS
+    from .physics.cases import PRESETS
 
     for name, case in sorted(PRESETS.items()):
         print(f"{name:15s} n={case.n:<5d} Re={case.Re:<8g} kf={case.kf:<4g} beta={case.beta:<4g} "
@@ -310,7 +310,7 @@ def _les_argument(args):
 
 def cmd_simulate(args) -> None:
     """Run one DNS (or on-the-fly LES data) to ``--out``."""
-    from .io import check_output_path
+    from .data.io import check_output_path
     from .solver import simulate
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -348,8 +348,8 @@ def cmd_ensemble(args) -> None:
 
 def cmd_coarse_grain(args) -> None:
     """Coarse-grain a DNS file (refusing LES data)."""
-    from .coarse import coarse_grain
-    from .io import check_output_path, write_dataset
+    from .data.coarse import coarse_grain
+    from .data.io import check_output_path, write_dataset
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [_existing(args.dns, "DNS file")])
@@ -361,14 +361,14 @@ def cmd_coarse_grain(args) -> None:
 
 def _check_model_out(path, overwrite, inputs):
     """Refuse a model output (wrong suffix, existing, an input) before any training is done."""
-    from .backends.base import check_model_path
+    from .nn.backends.base import check_model_path
 
     _refuse_inputs_as_outputs(check_model_path(path, overwrite, argument="--out"), inputs)
 
 
 def cmd_train(args) -> None:
     """Train a base network."""
-    from .training import train
+    from .nn.training import train
 
     _check_model_out(args.out, args.overwrite, [args.data])
     spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
@@ -385,7 +385,7 @@ def cmd_train(args) -> None:
 
 def cmd_transfer(args) -> None:
     """Re-train chosen layers."""
-    from .training import transfer
+    from .nn.training import transfer
 
     _check_model_out(args.out, args.overwrite, [args.model, args.data])
     base = _load_model(args.model)
@@ -398,8 +398,8 @@ def cmd_transfer(args) -> None:
 
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
-    from .io import check_output_path, write_dataset
-    from .sweep import layer_sweep
+    from .data.io import check_output_path, write_dataset
+    from .nn.sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [args.model, args.train_data, args.test_data])
@@ -423,8 +423,8 @@ def cmd_sweep(args) -> None:
 
 def cmd_explain(args) -> None:
     """Filter census (and kernel changes)."""
-    from .io import check_output_path, write_dataset
-    from .spectral import classify_kernels, kernel_change
+    from .data.io import check_output_path, write_dataset
+    from .data.spectral import classify_kernels, kernel_change
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [args.model, args.base])
@@ -440,9 +440,9 @@ def cmd_explain(args) -> None:
 
 def cmd_report(args) -> None:
     """Redraw the report of an experiment folder."""
-    from .config import load_config
-    from .pipeline import Experiment
-    from .report import write_report
+    from .experiment.config import load_config
+    from .experiment.stages import Experiment
+    from .experiment.report import write_report
 
     folder = Path(_existing(args.out, "experiment folder"))
     if not folder.is_dir():
@@ -463,7 +463,7 @@ def _client(address):
 
 
 def _run(config, out, scheduler):
-    from .pipeline import run_experiment
+    from .experiment.stages import run_experiment
 
     client = _client(scheduler)
     try:
@@ -499,8 +499,8 @@ def cmd_run(args) -> None:
     """Run the experiment of a TOML config (or estimate its cost)."""
     config = _existing(args.config, "config file")
     if args.dry_run:
-        from .config import load_config
-        from .estimate import estimate_experiment, format_estimate, measure_rates
+        from .experiment.config import load_config
+        from .experiment.estimate import estimate_experiment, format_estimate, measure_rates
 
         cfg = load_config(config)
         print(f"measuring rates on this machine for {cfg.name!r} ...", flush=True)
@@ -545,7 +545,7 @@ def main(argv=None) -> int:
     """
     import logging
 
-    from .io import OutputLockedError
+    from .data.io import OutputLockedError
     from .solver.ensemble import EnsembleError
     from .solver.run import DivergenceError
 

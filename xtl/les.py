@@ -49,8 +49,8 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from .cases import Case
-from .fourier import SpectralGrid, transfer_function
+from .physics.cases import Case
+from .physics.fourier import SpectralGrid, transfer_function
 from .options import LesSchedule, check_bool, check_float, check_int
 from .solver.run import DivergenceError, simulate
 
@@ -100,13 +100,13 @@ class ClosureState:
 
     Parameters
     ----------
-    grid : xtl.fourier.SpectralGrid, optional
+    grid : xtl.physics.fourier.SpectralGrid, optional
         The grid of the fields (its FFTs and ψ̂ = ω̂/k²); needed only when a
         missing representation has to be computed.
     psi, omega : ndarray, optional
         Physical fields ``(n, n)``.
     psi_hat, omega_hat : ndarray, optional
-        Their spectra, as :meth:`xtl.fourier.SpectralGrid.rfft2` gives them.
+        Their spectra, as :meth:`xtl.physics.fourier.SpectralGrid.rfft2` gives them.
         Without ``psi`` and ``psi_hat``, ψ̂ is ω̂/k².
 
     Raises
@@ -203,7 +203,7 @@ class Closure(abc.ABC):
     n : int or None
         The grid the closure works on (None: any); :func:`run_les` checks it
         against the LES grid.
-    grid : xtl.fourier.SpectralGrid or None
+    grid : xtl.physics.fourier.SpectralGrid or None
         The grid whose FFTs the closure uses (None: it uses none).
     """
 
@@ -550,7 +550,7 @@ class DynamicSmagorinsky(Closure):
     """Smagorinsky with C_s² from the Germano identity (Lilly's least squares).
 
     With the test filter G̃ (Gaussian of width 2Δ, Ĝ = exp(−k²(2Δ)²/24), from
-    :func:`xtl.fourier.transfer_function`),
+    :func:`xtl.physics.fourier.transfer_function`),
     ``L = (N(ω̄, ψ̄))~ − N(ω̄~, ψ̄~)`` and
     ``M = (∇·(Δ²|S̄|∇ω̄))~ − ∇·((2Δ)²|S̄~|∇ω̄~)``, the coefficient is
     ``C_s² = max(0, ⟨L M⟩ / ⟨M M⟩)`` (domain averages), and
@@ -614,7 +614,7 @@ class ModelClosure(Closure):
 
     Parameters
     ----------
-    model : xtl.backends.base.Model
+    model : xtl.nn.backends.base.Model
         A network of any backend; the stored normalization is applied (inputs
         divided by the training standard deviations of ψ̄ and ω̄, output
         multiplied by that of Π).
@@ -652,7 +652,7 @@ class ModelClosure(Closure):
     def model(self):
         """The network (rebuilt from its Dataset on first use after unpickling)."""
         if self._model is None:
-            from .backends import model_from_dataset
+            from .nn.backends import model_from_dataset
 
             self._model = model_from_dataset(self._dataset)
         return self._model
@@ -666,7 +666,7 @@ class ModelClosure(Closure):
         return {self.backend}
 
     def __getstate__(self):
-        from .backends import model_to_dataset
+        from .nn.backends import model_to_dataset
 
         state = dict(self.__dict__)
         state["_dataset"] = self._dataset if self._model is None else model_to_dataset(self._model)
@@ -674,8 +674,8 @@ class ModelClosure(Closure):
         return state
 
     def __call__(self, psi, omega):
-        from .backends import get_backend
-        from .backends.base import OUTPUT, stack_inputs
+        from .nn.backends import get_backend
+        from .nn.backends.base import OUTPUT, stack_inputs
 
         psi, omega = np.asarray(psi), np.asarray(omega)
         self._check(psi, omega)
@@ -1109,8 +1109,8 @@ def _stability(les_ds: xr.Dataset) -> tuple:
 
 def _spectrum_metrics(good: xr.Dataset, fdns_ds: xr.Dataset, kmax: int) -> dict:
     """Time-mean energy and enstrophy spectra and the log-spectrum error up to ``kmax``."""
-    from .metrics import log_spectrum_rmse
-    from .spectral import spectrum
+    from .data.metrics import log_spectrum_rmse
+    from .data.spectral import spectrum
 
     mean_dims = [d for d in fdns_ds.omega.dims if d not in ("y", "x")]
     out = {}
@@ -1274,7 +1274,7 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
     """
     import time
 
-    from .backends import pin_worker_threads
+    from .nn.backends import pin_worker_threads
 
     schedule = LesSchedule.merge(schedule, **schedule_kwargs)
     pin_worker_threads(_backends_of(closure))

@@ -7,7 +7,7 @@ value is checked in one place whichever way it arrives. Every check names the
 option, the value and the expected form.
 
 This module sits at the bottom of the data flow: of xtl it imports only the
-filter registry of :mod:`xtl.fourier`, its neighbour at the bottom.
+filter registry of :mod:`xtl.physics.fourier`, its neighbour at the bottom.
 """
 from __future__ import annotations
 
@@ -298,7 +298,7 @@ def check_filter(filter) -> str:
     Parameters
     ----------
     filter : str
-        A name in :data:`xtl.fourier.FILTERS` or :data:`FILTER_ALIASES`.
+        A name in :data:`xtl.physics.fourier.FILTERS` or :data:`FILTER_ALIASES`.
 
     Returns
     -------
@@ -309,7 +309,7 @@ def check_filter(filter) -> str:
     ValueError
         Not a registered filter (the message lists them).
     """
-    from .fourier import FILTERS  # the registry sits beside the transfer functions
+    from .physics.fourier import FILTERS  # the registry sits beside the transfer functions
 
     if isinstance(filter, str):
         name = FILTER_ALIASES.get(filter.lower(), filter.lower())
@@ -378,7 +378,7 @@ class CoarseGraining(Options):
         LES grid size (even, >= 4); None: the case's ``n_les``
         (:meth:`for_case`).
     filter : str
-        A registered filter (:data:`xtl.fourier.FILTERS`; ``"top-hat"`` is
+        A registered filter (:data:`xtl.physics.fourier.FILTERS`; ``"top-hat"`` is
         ``"box"``).
     width : float, optional
         Filter width Δ; None: ``2·(2π/n_les)``.
@@ -686,7 +686,7 @@ __all__ += ["Schedule", "Output", "Execution", "Cluster"]
 
 
 # -- recommenders
-# The options of the layer recommenders of :mod:`xtl.recommend` (one class a
+# The options of the layer recommenders of :mod:`xtl.explain.recommend` (one class a
 # method); ``[recommend.<method>]`` tables of an experiment config hold them.
 __all__ += ["SpectralOptions", "GaussNewtonOptions", "ProbeOptions", "GradientNormOptions",
             "check_fraction"]
@@ -708,12 +708,12 @@ def check_fraction(value, name: str) -> float:
 
 @dataclass(frozen=True)
 class SpectralOptions(Options):
-    """Options of the ``"spectral"`` recommender (:func:`xtl.recommend.spectral_recommender`).
+    """Options of the ``"spectral"`` recommender (:func:`xtl.explain.recommend.spectral_recommender`).
 
     Parameters
     ----------
     kmax : int, optional
-        Last shell compared (as in :func:`xtl.explain.flow_difference`; None:
+        Last shell compared (as in :func:`xtl.explain.activations.flow_difference`; None:
         the whole shells of the grid).
     threshold : float
         Decades above which a shell is labelled as differing (> 0).
@@ -756,7 +756,7 @@ class SpectralOptions(Options):
 @dataclass(frozen=True)
 class GaussNewtonOptions(Options):
     """Options of the ``"gauss-newton"`` recommender
-    (:func:`xtl.recommend.gauss_newton_recommender`).
+    (:func:`xtl.explain.recommend.gauss_newton_recommender`).
 
     Parameters
     ----------
@@ -798,7 +798,7 @@ class GaussNewtonOptions(Options):
 
 @dataclass(frozen=True)
 class ProbeOptions(Options):
-    """Options of the ``"probe"`` recommender (:func:`xtl.recommend.probe_recommender`).
+    """Options of the ``"probe"`` recommender (:func:`xtl.explain.recommend.probe_recommender`).
 
     Parameters
     ----------
@@ -837,7 +837,7 @@ class ProbeOptions(Options):
 @dataclass(frozen=True)
 class GradientNormOptions(Options):
     """Options of the ``"gradient-norm"`` recommender
-    (:func:`xtl.recommend.gradient_norm_recommender`).
+    (:func:`xtl.explain.recommend.gradient_norm_recommender`).
 
     Parameters
     ----------

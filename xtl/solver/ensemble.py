@@ -50,8 +50,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..cases import Case, get_case
-from ..io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
+from ..physics.cases import Case, get_case
+from ..data.io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
 from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
 from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
@@ -488,7 +488,7 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
     """
     import netCDF4
 
-    from ..cases import Case
+    from ..physics.cases import Case
 
     folder = Path(directory)
     if not folder.is_dir():
@@ -550,7 +550,7 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
     Parameters
     ----------
     cases : Case, str or list of them
-        The flows (a :class:`~xtl.cases.Case` or a preset name). All must
+        The flows (a :class:`~xtl.physics.cases.Case` or a preset name). All must
         share the stored grid (``n``, or ``n_les`` with ``les``).
     seeds : int or list of int, default 0
         Seeds of the random initial conditions.
@@ -569,7 +569,7 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
     execution : Execution or dict, optional
         ``fft``, ``kernels`` and ``threads`` of every member: ``threads``
         (default 1) is the FFTW threads of a member, which its FFTs use although
-        dask workers set ``OMP_NUM_THREADS=1`` (see :mod:`xtl.fourier`); the
+        dask workers set ``OMP_NUM_THREADS=1`` (see :mod:`xtl.physics.fourier`); the
         default LocalCluster then has ``cores // threads`` workers.
         ``progress``: a progress bar as members finish; default in a Jupyter
         notebook or when stderr is a terminal.
@@ -621,7 +621,7 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
     -----
     Members already complete in ``directory`` (same arguments) are not run
     again: a second identical call only opens the files. Members plan their
-    FFTs from the FFTW wisdom shared on the machine (:mod:`xtl.fourier`), so a
+    FFTs from the FFTW wisdom shared on the machine (:mod:`xtl.physics.fourier`), so a
     member equals the same ``simulate`` call run serially, bit for bit (with
     the same ``threads``).
 

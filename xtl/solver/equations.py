@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..fourier import HAVE_NUMBA, Jacobian, SpectralGrid, float_view, numba, resolve_kernels
+from ..physics.fourier import HAVE_NUMBA, Jacobian, SpectralGrid, float_view, numba, resolve_kernels
 
 __all__ = [
     "FORCINGS",
@@ -170,7 +170,7 @@ class SolverState:
 def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
     """N̂ = FFT[u ∂ω/∂x + v ∂ω/∂y] of ω̂ on the grid's kept modes.
 
-    The 4-FFT form of :class:`xtl.fourier.Jacobian` (the solver's), with ψ̂ = ω̂/k².
+    The 4-FFT form of :class:`xtl.physics.fourier.Jacobian` (the solver's), with ψ̂ = ω̂/k².
 
     Parameters
     ----------
@@ -263,7 +263,7 @@ class Stepper:
 
     Notes
     -----
-    A step costs 4 FFTs (:class:`xtl.fourier.Jacobian`: u and v inverse, uv and
+    A step costs 4 FFTs (:class:`xtl.physics.fourier.Jacobian`: u and v inverse, uv and
     v² − u² forward); a closure adds 2 inverse and 1 forward. The state only ever
     holds the kept modes of the 2/3 rule (the tendency kept for AB2 too).
     """

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..cases import Case
-from ..fourier import SpectralGrid, format_bytes, machine_memory
-from ..io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
+from ..physics.cases import Case
+from ..physics.fourier import SpectralGrid, format_bytes, machine_memory
+from ..data.io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
                   provenance_attrs)
 from ..options import Execution, Output, Schedule, check_int
 from .equations import (
@@ -309,7 +309,7 @@ _LES_OUTPUT = []
 def register_les_output(factory) -> None:
     """Register how ``simulate(les=...)`` turns options into an output transform.
 
-    The solver does not know about coarse-graining: :mod:`xtl.coarse` registers
+    The solver does not know about coarse-graining: :mod:`xtl.data.coarse` registers
     its factory here when it is imported (which ``import xtl`` does).
 
     Parameters
@@ -332,7 +332,7 @@ def _output_transform(les, case, fft):
             raise ValueError(f"les transforms a {les.n}² grid but the case's grid is {case.n}²")
         return les
     if not _LES_OUTPUT:
-        raise RuntimeError("simulate(les=...) needs xtl.coarse (import xtl registers it)")
+        raise RuntimeError("simulate(les=...) needs xtl.data.coarse (import xtl registers it)")
     return _LES_OUTPUT[0](les, case, fft=fft)
 
 
@@ -414,17 +414,17 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
         existing ``path``. ``resume`` (default True): if a ``.part`` file and its
         checkpoint from an interrupted run with the same settings exist,
         continue from the checkpoint, bit-identical to an uninterrupted run
-        (same machine, FFT backend, threads and kernels: see :mod:`xtl.fourier`).
+        (same machine, FFT backend, threads and kernels: see :mod:`xtl.physics.fourier`).
         ``dtype`` (``"float64"`` or ``"float32"``): storage type of the
         snapshots (the run itself is float64); with ``path`` the file is
         netCDF4, chunked by whole snapshots and zlib-compressed (see
-        :mod:`xtl.io`). ``attrs``: extra global attributes. ``les``: coarse-grain
+        :mod:`xtl.data.io`). ``attrs``: extra global attributes. ``les``: coarse-grain
         on the fly, storing ψ̄, ω̄ and Π on the LES grid instead of the DNS (see
-        :func:`xtl.coarse.coarse_grain`; the numbers agree with coarse-graining
+        :func:`xtl.data.coarse.coarse_grain`; the numbers agree with coarse-graining
         the stored DNS to round-off): ``True`` for the case's ``n_les`` and the
         Gaussian filter, an int for that ``n_les``, a dict with keys ``n_les``,
         ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``, or an
-        output transform itself (e.g. an :class:`xtl.coarse.Coarsener`:
+        output transform itself (e.g. an :class:`xtl.data.coarse.Coarsener`:
         anything with ``n``, ``x``, ``names``, ``attrs``, ``title``,
         ``signature`` and ``spectral(omega_hat) -> {name: array}``).
         ``dns_every``: with ``les`` and ``path``, also keep every k-th DNS

@@ -1,6 +1,6 @@
 """The experiment report: ``report.html`` with PNG figures beside it, readable offline.
 
-Every figure is drawn from the netCDF results of :mod:`xtl.pipeline` (the filter
+Every figure is drawn from the netCDF results of :mod:`xtl.experiment.stages` (the filter
 census from the saved base model), and has one sentence under it saying what it
 shows. Figures are ``matplotlib.figure.Figure`` objects saved directly: writing a
 report never touches pyplot or switches the matplotlib backend (of a notebook, say).
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .io import atomic_path, load_dataset, write_text_atomically
-from .recommend import compare_recommendation, recommended_layers
+from ..data.io import atomic_path, load_dataset, write_text_atomically
+from ..explain.recommend import compare_recommendation, recommended_layers
 
 __all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
 
@@ -258,7 +258,7 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     Lines are means over the initial states whose runs stayed stable, bands ± one
     standard deviation; the LES cutoff is dotted.
     """
-    from .les import aposteriori_summary
+    from ..les import aposteriori_summary
     from .plotting import legend_outside
 
     summary = aposteriori_summary(post)
@@ -292,7 +292,7 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
 
 def _fig_aposteriori_pdf(target: str, post: xr.Dataset, folder: Path) -> str:
     """PDFs of ω̄/σ (σ: the filtered DNS's) on a log scale; the 3–5σ tails shaded."""
-    from .les import aposteriori_summary
+    from ..les import aposteriori_summary
     from .plotting import legend_outside
 
     summary = aposteriori_summary(post)
@@ -411,7 +411,7 @@ def write_report(experiment) -> Path:
     Path
         The report's path.
     """
-    from .spectral import filter_census
+    from ..data.spectral import filter_census
 
     paths = experiment.paths
     folder = paths.figures
@@ -505,7 +505,7 @@ _APOSTERIORI_COLUMNS = (
 
 def _aposteriori_table(posts: dict) -> str:
     """Every a posteriori metric per target and closure: mean ± s.d. over the stable runs."""
-    from .les import aposteriori_summary
+    from ..les import aposteriori_summary
 
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in _APOSTERIORI_COLUMNS)
     rows, lengths = [], []

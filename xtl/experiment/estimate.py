@@ -44,7 +44,7 @@ class StageEstimate:
 def _dns_step_seconds(case, n_les, closure=None) -> float:
     """Seconds per solver step at ``case`` (with on-the-fly coarse-graining to ``n_les``,
     or with a ``closure``)."""
-    from .solver import simulate
+    from ..solver import simulate
 
     def run(steps):
         start = time.perf_counter()
@@ -73,7 +73,7 @@ def _random_les(n: int, samples: int) -> xr.Dataset:
 def _epoch_seconds_per_sample(network: dict, n_les: int) -> tuple:
     """Seconds per sample and epoch of a full training and of re-training the first / last
     layer (the second epoch's: the first traces), and the trained model."""
-    from .training import train, transfer
+    from ..nn.training import train, transfer
 
     samples = 16
     data = _random_les(n_les, samples)
@@ -100,8 +100,8 @@ def measure_rates(config: ExperimentConfig) -> dict:
         dynamic Smagorinsky, the dearer physics closure), ``train_sample_epoch``
         and ``transfer_sample_epoch`` (seconds per sample and epoch), ``workers``.
     """
-    from .les import DynamicSmagorinsky, ModelClosure, les_case
-    from .solver.ensemble import default_n_workers
+    from ..les import DynamicSmagorinsky, ModelClosure, les_case
+    from ..solver.ensemble import default_n_workers
 
     flows = [config.base, *config.targets]
     dns = {}

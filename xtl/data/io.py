@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = [
     "CF_ATTRS",

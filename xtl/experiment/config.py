@@ -26,7 +26,7 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     case = "small-base"
     beta = 10.0
 
-    [network]                     # xtl.backends.base.NetworkSpec fields
+    [network]                     # xtl.nn.backends.base.NetworkSpec fields
     n_layers = 6
     channels = 24
 
@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from .options import FitOptions, Options
+from ..options import FitOptions, Options
 
 __all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
            "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
@@ -80,7 +80,7 @@ def les_closure_names() -> tuple:
     -------
     tuple of str
     """
-    from .les import available_closures
+    from ..les import available_closures
 
     return tuple(n for n in available_closures() if n not in ("none", "no closure"))
 
@@ -298,7 +298,7 @@ class SweepConfig(Section):
     seeds : int or tuple of int
         A count (``seed``, ``seed + 1``, ...) or the seeds.
     baselines : tuple of str
-        Among :data:`xtl.sweep.BASELINES`.
+        Among :data:`xtl.nn.sweep.BASELINES`.
     alpha : float
         Significance level of the best set.
     """
@@ -311,7 +311,7 @@ class SweepConfig(Section):
     alpha: float = 0.05
 
     def check(self):
-        from .sweep import BASELINES
+        from ..nn.sweep import BASELINES
 
         seeds = self.seeds
         if isinstance(seeds, (list, tuple)):
@@ -384,7 +384,7 @@ class RecommendConfig(Section):
     Attributes
     ----------
     methods : tuple of str
-        Registered recommenders (default all, :func:`xtl.recommend.available_recommenders`).
+        Registered recommenders (default all, :func:`xtl.explain.recommend.available_recommenders`).
     default : str
         The one the report leads with (default ``"probe"`` when run).
     options : dict
@@ -397,7 +397,7 @@ class RecommendConfig(Section):
     options: dict = field(default_factory=dict)
 
     def check(self):
-        from .recommend import DEFAULT_METHOD, available_recommenders
+        from ..explain.recommend import DEFAULT_METHOD, available_recommenders
 
         known = available_recommenders()
         chosen = known if self.methods is None else self.methods
@@ -424,7 +424,7 @@ def _method_options(method, table, known) -> None:
     """Options of a recommender, checked against its signature."""
     import inspect
 
-    from .recommend import recommender, recommender_options
+    from ..explain.recommend import recommender, recommender_options
 
     where = f"recommend.{method}"
     if method not in known:
@@ -504,7 +504,7 @@ class FlowConfig:
     spin_up, t_end, save_interval : float
         As in :func:`xtl.simulate`.
     filter : str
-        Filter of the coarse-graining (one of :data:`xtl.coarse.FILTERS`).
+        Filter of the coarse-graining (one of :data:`xtl.data.coarse.FILTERS`).
     control : bool
         A target that is meant to be close to the base (a control): the experiment
         does not stop when it differs from the base by less than ``min_decades``.
@@ -522,14 +522,14 @@ class FlowConfig:
 
     def make_case(self):
         """The :class:`xtl.Case` of this flow."""
-        from .cases import get_case
+        from ..physics.cases import get_case
 
         return get_case(self.case, **self.overrides)
 
 
 def _check_filter(flow: FlowConfig, where: str) -> None:
     """Refuse a filter the coarse-graining does not know, with its message."""
-    from .options import check_filter
+    from ..options import check_filter
 
     try:
         check_filter(flow.filter)
@@ -541,7 +541,7 @@ def _flow(raw: dict, where: str) -> FlowConfig:
     _check_keys(raw, _FLOW_KEYS | _CASE_FIELDS, where)
     if "case" not in raw:
         _fail(f"{where}.case", "is missing (a preset name, see `xtl cases`)")
-    from .cases import list_cases
+    from ..physics.cases import list_cases
 
     if raw["case"] not in list_cases():
         _fail(f"{where}.case", f"unknown preset {raw['case']!r}; presets are {list_cases()}")
@@ -578,7 +578,7 @@ def _flow(raw: dict, where: str) -> FlowConfig:
 def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
     """Refuse ``value`` unless it is a whole number (>= 1, or 0) of steps ``dt``,
     by the solver's rule (:func:`xtl.solver.run.whole_steps`), suggesting the nearest."""
-    from .solver.run import whole_steps
+    from ..solver.run import whole_steps
 
     steps = whole_steps(value, dt)
     if steps is None or (steps < 1 and value != 0):
@@ -598,8 +598,8 @@ def n_snapshots(flow: FlowConfig) -> int:
     -------
     int
     """
-    from .options import Schedule
-    from .solver.run import step_plan
+    from ..options import Schedule
+    from ..solver.run import step_plan
 
     schedule = Schedule(t_end=flow.t_end, save_interval=flow.save_interval,
                         spin_up=flow.spin_up)
@@ -702,7 +702,7 @@ class ExperimentConfig:
         """
         if self.source is None:
             raise ValueError("this ExperimentConfig has no source tables; make it with "
-                             "xtl.config.load_config")
+                             "xtl.experiment.config.load_config")
         return copy.deepcopy(self.source)
 
     def table(self, name: str) -> dict:
@@ -778,7 +778,7 @@ def _budget(raw, target_names) -> BudgetConfig:
 
 
 def _recommend(raw) -> RecommendConfig:
-    from .recommend import available_recommenders
+    from ..explain.recommend import available_recommenders
 
     methods = set(available_recommenders())
     table = _table(raw, "recommend", {"methods", "default"} | methods)
@@ -848,7 +848,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
 
 def _check_sweep_layers(config: ExperimentConfig) -> None:
     """The network's table as a whole, and swept layers that the network has."""
-    from .backends.base import NetworkSpec
+    from ..nn.backends.base import NetworkSpec
 
     try:
         spec = NetworkSpec.from_any(config.network)
@@ -868,7 +868,7 @@ def _check_les_runs(config: ExperimentConfig) -> None:
     les = config.les
     if not les.enabled:
         return
-    from .les import les_case
+    from ..les import les_case
 
     for target in config.targets:
         dt = les_case(target.make_case(), dt=les.dt).dt

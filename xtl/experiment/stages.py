@@ -8,7 +8,7 @@ experiment resumes where it stopped):
 1. ``data-<flow>``: a DNS ensemble of each flow, coarse-grained on the fly to
    LES data (ψ̄, ω̄, Π) — :func:`xtl.ensemble`;
 2. ``flows``: how many decades each target's spectra are from the base's
-   (:func:`xtl.explain.flow_difference`); the experiment stops here, naming the
+   (:func:`xtl.explain.activations.flow_difference`); the experiment stops here, naming the
    target, when one that is not marked ``control`` differs by less than
    ``experiment.min_decades`` at every LES shell;
 3. ``base-model``: the base network (BNN) — :func:`xtl.train` — and its scores
@@ -21,7 +21,7 @@ experiment resumes where it stopped):
    scored on held-out target data — :func:`xtl.layer_sweep`;
 6. ``explain-<target>``: spectra of flows and Π, the most-changed kernels, and
    whether the best layer changed where the flows differ —
-   :func:`xtl.explain.spectral_change_correlation`;
+   :func:`xtl.explain.activations.spectral_change_correlation`;
 7. ``aposteriori-<target>``: LES with no closure, the physics baselines, the BNN,
    the best TLNN and the sweep's baselines from several held-out target states,
    against the filtered DNS — :func:`xtl.les.run_aposteriori`, one dask task per
@@ -31,8 +31,8 @@ experiment resumes where it stopped):
 9. ``report``: ``report.html`` with PNG figures beside it.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
-task per layer and seed. The folder's layout is :class:`xtl.workspace.ExperimentPaths`,
-the skipping :class:`xtl.workspace.StageCache`; each stage is a function of
+task per layer and seed. The folder's layout is :class:`xtl.experiment.workspace.ExperimentPaths`,
+the skipping :class:`xtl.experiment.workspace.StageCache`; each stage is a function of
 what it needs (the config, the paths, the flows' data, the cluster) and
 :class:`Experiment` only wires them together.
 """
@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
-from .io import check_output_folder, load_dataset, output_lock, write_text_atomically
+from ..data.io import check_output_folder, load_dataset, output_lock, write_text_atomically
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
@@ -55,7 +55,7 @@ __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_dif
 
 def _train_and_score(train_ds, test_ds, network, kwargs, progress, fraction=None):
     """Train on ``train_ds`` (or a seeded ``fraction`` of it) and score on ``test_ds``."""
-    from .training import evaluate, select_samples, stack_samples, train
+    from ..nn.training import evaluate, select_samples, stack_samples, train
 
     if fraction is not None:
         n = n_samples(train_ds)
@@ -79,7 +79,7 @@ def check_targets_differ(flows_file, config: ExperimentConfig) -> None:
     Parameters
     ----------
     flows_file : path-like
-        ``results/flows.nc`` (:func:`xtl.explain.flow_difference` per target).
+        ``results/flows.nc`` (:func:`xtl.explain.activations.flow_difference` per target).
     config : ExperimentConfig
 
     Raises
@@ -140,7 +140,7 @@ def n_samples(ds: xr.Dataset) -> int:
     -------
     int
     """
-    from .training import count_samples
+    from ..nn.training import count_samples
 
     return count_samples(ds["pi"])
 
@@ -173,7 +173,7 @@ class FlowData:
         return self._data[flow.name]
 
     def _run_ensemble(self, flow) -> xr.Dataset:
-        from .solver.ensemble import ensemble
+        from ..solver.ensemble import ensemble
 
         case = flow.make_case()
         ds = ensemble(
@@ -263,15 +263,15 @@ def stage_inputs(config: ExperimentConfig) -> dict:
 
 
 def _load_model(path):
-    from .backends import load_model
+    from ..nn.backends import load_model
 
     return load_model(path)
 
 
 def write_flows(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
     """How far each target's spectra are from the base's (``results/flows.nc``)."""
-    from .explain import flow_difference
-    from .io import write_dataset
+    from ..explain.activations import flow_difference
+    from ..data.io import write_dataset
 
     base = data.les(config.base)
     diffs = [flow_difference(base, data.les(t)) for t in config.targets]
@@ -286,8 +286,8 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                progress=None) -> None:
     """The BNN, its scores on held-out base data, and (with ``learning_curve``) the
     scores of networks trained on seeded subsets of the base training set."""
-    from .backends import save_model
-    from .io import write_dataset
+    from ..nn.backends import save_model
+    from ..data.io import write_dataset
 
     base_train, base_test = split_train_test(data.les(config.base))
     kwargs = config.training.train_kwargs()
@@ -320,9 +320,9 @@ def recommender_options(config: ExperimentConfig, method: str) -> dict:
 def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData, target,
                  n: int) -> None:
     """Every configured recommender on the first seed's re-training subset of size ``n``."""
-    from .io import write_dataset
-    from .recommend import recommend_layers
-    from .training import select_samples, stack_samples
+    from ..data.io import write_dataset
+    from ..explain.recommend import recommend_layers
+    from ..nn.training import select_samples, stack_samples
 
     base = _load_model(paths.model("base"))
     pool, _ = data.target_sets(target)
@@ -349,7 +349,7 @@ def load_recommendation(config: ExperimentConfig, paths: ExperimentPaths, target
 def sweep_layers(config: ExperimentConfig, paths: ExperimentPaths, target_name: str):
     """Every layer (None); or the configured ones plus the recommended; or only the
     recommended (``sweep.enabled = false``)."""
-    from .recommend import recommended_layers
+    from ..explain.recommend import recommended_layers
 
     sweep = config.sweep
     if sweep.sweeps_every_layer():
@@ -363,8 +363,8 @@ def sweep_layers(config: ExperimentConfig, paths: ExperimentPaths, target_name: 
 def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
               cluster: ExperimentCluster, target, progress=None) -> None:
     """The layer sweep of ``target`` with the baselines (``results/sweep-<target>.nc``)."""
-    from .io import write_dataset
-    from .sweep import layer_sweep
+    from ..data.io import write_dataset
+    from ..nn.sweep import layer_sweep
 
     pool, test = data.target_sets(target)
     sweep = layer_sweep(_load_model(paths.model("base")), pool, test,
@@ -379,8 +379,8 @@ def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
 def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                cluster: ExperimentCluster, target, progress=None) -> None:
     """Sweeps at the other budgets of ``[budget]``, joined with the main sweep."""
-    from .io import write_dataset
-    from .sweep import budget_sweep, concat_budgets, split_budgets
+    from ..data.io import write_dataset
+    from ..nn.sweep import budget_sweep, concat_budgets, split_budgets
 
     pool, test = data.target_sets(target)
     main_n = data.n_transfer(target)
@@ -410,8 +410,8 @@ def best_layer(paths: ExperimentPaths, target_name: str) -> int:
 
 def _spectra(data: FlowData, target, models) -> xr.Dataset:
     """Mean spectra of the base and target flows, and of Π and its predictions."""
-    from .spectral import spectrum
-    from .training import predict
+    from ..data.spectral import spectrum
+    from ..nn.training import predict
 
     pool, test = data.target_sets(target)
     out = xr.Dataset()
@@ -430,10 +430,10 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
                    target) -> None:
     """Spectra of flows and Π, the most-changed kernels, and whether the best layer
     changed where the flows differ (``results/explain-<target>.nc``)."""
-    from .backends import model_to_dataset
-    from .explain import spectral_change_correlation
-    from .io import write_dataset
-    from .spectral import kernel_change
+    from ..nn.backends import model_to_dataset
+    from ..explain.activations import spectral_change_correlation
+    from ..data.io import write_dataset
+    from ..data.spectral import kernel_change
 
     base = _load_model(paths.model("base"))
     best = best_layer(paths, target.name)
@@ -465,7 +465,7 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
     layer's TLNN; and the sweep's baselines it trained (``scratch``,
     ``full_target``) — the networks of the first seed.
     """
-    from .les import ModelClosure, get_closure
+    from ..les import ModelClosure, get_closure
 
     n_les = target.make_case().n_les
     seed = config.seeds[0]
@@ -483,8 +483,8 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
 def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                           cluster: ExperimentCluster, target, progress=None) -> None:
     """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
-    from .io import write_dataset
-    from .les import run_aposteriori, select_initial_states
+    from ..data.io import write_dataset
+    from ..les import run_aposteriori, select_initial_states
 
     les = config.les
     _, test = data.target_sets(target)
@@ -506,7 +506,7 @@ def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data
 def _target_summary(config: ExperimentConfig, paths: ExperimentPaths, target_name: str,
                     decades) -> dict:
     """Headline numbers of one target (see :func:`summarize`)."""
-    from .recommend import compare_recommendation
+    from ..explain.recommend import compare_recommendation
 
     t = target_name
     sweep = load_dataset(paths.sweep(t))
@@ -579,7 +579,7 @@ class Experiment:
     out : path-like
         Output folder (created, with ``config.json``). It is locked until
         :meth:`close`: a second experiment in the same folder is refused with
-        :class:`xtl.io.OutputLockedError` (naming this process).
+        :class:`xtl.data.io.OutputLockedError` (naming this process).
     client : distributed.Client, optional
         Cluster for the DNS ensembles and the layer sweep.
     scheduler : str, optional
@@ -630,7 +630,7 @@ class Experiment:
 
     def stage(self, name, key_parts, outputs, func):
         """Run ``func()`` unless stage ``name`` already ran with the same inputs
-        (see :meth:`xtl.workspace.StageCache.run`; ``outputs`` relative to ``out``)."""
+        (see :meth:`xtl.experiment.workspace.StageCache.run`; ``outputs`` relative to ``out``)."""
         return self.cache.run(name, key_parts, outputs, func)
 
     def close(self):
@@ -742,7 +742,7 @@ class Experiment:
 
 
 def run_experiment(config=None, out="xtl-demo", client=None, scheduler=None, progress=None):
-    """Run (or resume) an experiment; see :mod:`xtl.pipeline`.
+    """Run (or resume) an experiment; see :mod:`xtl.experiment.stages`.
 
     Parameters
     ----------

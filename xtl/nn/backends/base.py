@@ -10,7 +10,7 @@ This module defines
 * :class:`Backend` -- the abstract base class of backends: the primitives a
   framework implements (build, weights, inference, training steps, save/load)
   and the framework-neutral methods built on them (physical-units prediction,
-  model <-> Dataset, the training loop of :mod:`xtl.backends.loop`);
+  model <-> Dataset, the training loop of :mod:`xtl.nn.backends.loop`);
 * :func:`model_to_dataset` / :func:`model_from_dataset` -- the
   model-as-Dataset schema ``kernel(layer, channel_out, channel_in, tap_y,
   tap_x)`` and ``bias(layer, channel_out)`` (docs/training.md, "The model as data").
@@ -44,7 +44,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 import xarray as xr
 
-from ..io import FileFormatError, check_output_path, load_dataset, output_lock, write_dataset
+from ...data.io import FileFormatError, check_output_path, load_dataset, output_lock, write_dataset
 
 __all__ = [
     "INPUTS",
@@ -274,7 +274,7 @@ class Model:
         return model_to_dataset(self)
 
     def save(self, path, *, overwrite: bool = False) -> tuple:
-        """Save natively and as netCDF beside it (see :func:`xtl.backends.save_model`).
+        """Save natively and as netCDF beside it (see :func:`xtl.nn.backends.save_model`).
 
         Parameters
         ----------
@@ -337,12 +337,12 @@ def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
 # ---------------------------------------------------------------- training data
 @runtime_checkable
 class TrainingData(Protocol):
-    """What a backend's ``fit`` consumes (implemented in :mod:`xtl.training`).
+    """What a backend's ``fit`` consumes (implemented in :mod:`xtl.nn.training`).
 
     Inputs are normalized, channels-last ``(sample, y, x, 2)`` float32 arrays
     of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π. Streamed data may also
     offer ``ends(n) -> (x_first, y_first, x_last, y_last)``, the first and
-    last ``n`` samples, which :func:`xtl.backends.loop.data_digest` uses to
+    last ``n`` samples, which :func:`xtl.nn.backends.loop.data_digest` uses to
     fingerprint them cheaply.
     """
 
@@ -362,7 +362,7 @@ class Backend(abc.ABC):
     """A model backend: the primitives a deep-learning framework provides, and
     the framework-neutral methods xtl builds on them.
 
-    A backend is registered under a name (see :func:`xtl.backends.register_backend`
+    A backend is registered under a name (see :func:`xtl.nn.backends.register_backend`
     or the ``xtl.backends`` entry-point group). All methods take and return
     xtl :class:`Model` objects and numpy arrays, never framework objects.
 
@@ -376,9 +376,9 @@ class Backend(abc.ABC):
       :meth:`get_state`, :meth:`set_state`.
 
     The training loop itself -- epochs, shuffling, early stopping, checkpoints,
-    history, progress -- is shared (:func:`xtl.backends.loop.fit`, called by
+    history, progress -- is shared (:func:`xtl.nn.backends.loop.fit`, called by
     :meth:`fit`). The Gauss–Newton and gradient recommenders
-    (:mod:`xtl.recommend`) also need :meth:`jvp` and :meth:`vjp`; a backend
+    (:mod:`xtl.explain.recommend`) also need :meth:`jvp` and :meth:`vjp`; a backend
     may override :meth:`evaluate`, :meth:`compiled_forward`, :meth:`end_epoch`,
     :meth:`end_fit`, :meth:`device` and :meth:`set_threads` where it has
     something better than the defaults.
@@ -480,7 +480,7 @@ class Backend(abc.ABC):
     # -- training: shared -------------------------------------------------------
     def fit(self, model: Model, train: TrainingData, validation, options, *,
             layers=None) -> dict:
-        """Train ``model`` in place with the shared loop (:func:`xtl.backends.loop.fit`).
+        """Train ``model`` in place with the shared loop (:func:`xtl.nn.backends.loop.fit`).
 
         Parameters
         ----------
@@ -541,13 +541,13 @@ class Backend(abc.ABC):
     def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
             batch_size: int = 32) -> np.ndarray:
         """Output change ``(sample, y, x)`` along ``tangent = (kernel, bias)`` of one layer."""
-        raise NotImplementedError(f"the {self.name!r} backend has no jvp (xtl.recommend's "
+        raise NotImplementedError(f"the {self.name!r} backend has no jvp (xtl.explain.recommend's "
                                   "Gauss-Newton recommender needs it)")
 
     def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
             batch_size: int = 32) -> tuple:
         """``(kernel, bias)`` gradient of ``Σ cotangent · output`` w.r.t. one layer's weights."""
-        raise NotImplementedError(f"the {self.name!r} backend has no vjp (xtl.recommend's "
+        raise NotImplementedError(f"the {self.name!r} backend has no vjp (xtl.explain.recommend's "
                                   "gradient recommenders need it)")
 
     def device(self) -> str:
@@ -900,7 +900,7 @@ ENTRY_POINT_GROUP = "xtl.backends"
 DEFAULT_BACKEND = "keras"
 
 #: name -> Backend instance, Backend class, or "module:attr" string (resolved lazily).
-_REGISTRY: dict = {"keras": "xtl.backends.keras:KerasBackend"}
+_REGISTRY: dict = {"keras": "xtl.nn.backends.keras:KerasBackend"}
 _INSTANCES: dict = {}
 _LOCK = threading.Lock()
 
@@ -947,7 +947,7 @@ def register_backend(name: str, backend, *, overwrite: bool = False) -> None:
     if not (isinstance(backend, (str, Backend))
             or (isinstance(backend, type) and issubclass(backend, Backend))):
         raise TypeError(
-            "backend must be an xtl.backends.Backend instance, a Backend subclass or a "
+            "backend must be an xtl.nn.backends.Backend instance, a Backend subclass or a "
             f"'module:attr' string naming one; got {backend!r}"
         )
     missing = sorted(getattr(backend, "__abstractmethods__", ())) if isinstance(backend, type) \
@@ -970,8 +970,8 @@ def _resolve(obj):
     if isinstance(obj, type):
         obj = obj()
     if not isinstance(obj, Backend):
-        raise TypeError(f"backend {obj!r} is not an xtl.backends.Backend (subclass "
-                        "xtl.backends.Backend and implement its abstract methods)")
+        raise TypeError(f"backend {obj!r} is not an xtl.nn.backends.Backend (subclass "
+                        "xtl.nn.backends.Backend and implement its abstract methods)")
     return obj
 
 
@@ -1044,7 +1044,7 @@ def check_model_path(path, overwrite: bool = False, backend=None, argument: str 
     ValueError
         If ``path`` has the wrong suffix.
     FileExistsError, IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError
-        As :func:`xtl.io.check_output_path`, for either file.
+        As :func:`xtl.data.io.check_output_path`, for either file.
     """
     backend = get_backend(backend)
     path = Path(path)
@@ -1148,7 +1148,7 @@ def load_model(path, *, backend: str | None = None) -> Model:
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    xtl.io.FileFormatError
+    xtl.data.io.FileFormatError
         (a ValueError) If ``path`` is a folder, or not a model file: the message
         names the file and what it is (not a zip archive, truncated, an LES data
         file, a Dataset without ``kernel``, ...).

@@ -1,4 +1,4 @@
-"""Model backends: a registry of implementations of :class:`~xtl.backends.base.Backend`.
+"""Model backends: a registry of implementations of :class:`~xtl.nn.backends.base.Backend`.
 
 The built-in ``"keras"`` backend (Keras 3 on TensorFlow) is registered by
 name and imported only when first used, so ``import xtl`` does not import

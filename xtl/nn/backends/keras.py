@@ -3,14 +3,14 @@
 Keras and TensorFlow are imported lazily, on the first call that needs them,
 so that importing this module (and :mod:`xtl`) stays cheap.
 
-The network (see :class:`~xtl.backends.base.NetworkSpec`) is ``L`` Conv2D
+The network (see :class:`~xtl.nn.backends.base.NetworkSpec`) is ``L`` Conv2D
 layers named ``conv_1`` .. ``conv_L``; with ``padding="periodic"`` each is
 preceded by a ``PeriodicPad2D`` helper layer (wrap-around padding written
 with ``keras.ops``) and uses ``padding="valid"``; with ``padding="zeros"``
 it uses Keras' ``padding="same"``. Layer numbers count conv layers only.
 The input shape is ``(None, None, 2)``: one network works on any grid size.
 
-Training is the shared loop of :mod:`xtl.backends.loop`; this backend gives
+Training is the shared loop of :mod:`xtl.nn.backends.loop`; this backend gives
 it its primitives: :meth:`KerasBackend.prepare_fit` (freeze layers, Adam on
 the MSE, Keras' train step compiled as ``keras.Model.fit`` compiles it),
 :meth:`~KerasBackend.train_epoch` (one step per batch, calling Keras
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import FileFormatError, atomic_path
-from ..options import FitOptions
+from ...data.io import FileFormatError, atomic_path
+from ...options import FitOptions
 from .base import (
     INPUTS,
     OUTPUT,
@@ -197,7 +197,7 @@ def _enable_determinism() -> None:
 class KerasBackend(Backend):
     """The Keras 3 / TensorFlow backend (registered as ``"keras"``).
 
-    See :class:`xtl.backends.base.Backend` for the methods' contracts.
+    See :class:`xtl.nn.backends.base.Backend` for the methods' contracts.
     """
 
     name = "keras"
@@ -282,7 +282,7 @@ class KerasBackend(Backend):
                 raise ValueError(f"layer {k}: kernel of shape {w.shape} does not fit {shape}")
             layer.set_weights([w, np.asarray(b, np.float32)])
 
-    # -- training steps (the loop is xtl.backends.loop's) ------------------------
+    # -- training steps (the loop is xtl.nn.backends.loop's) ------------------------
     def prepare_fit(self, model: Model, layers, options: FitOptions) -> None:
         """Freeze the layers not in ``layers``, compile Adam on the MSE and a train step.
 
@@ -513,7 +513,7 @@ class KerasBackend(Backend):
         """Load a ``.keras`` archive written by :meth:`save`.
 
         A file that is not one (not a zip archive, truncated, damaged, without
-        xtl's metadata) raises :class:`xtl.io.FileFormatError` naming it, before
+        xtl's metadata) raises :class:`xtl.data.io.FileFormatError` naming it, before
         Keras is imported.
         """
         path = Path(path)
@@ -648,7 +648,7 @@ def _fit_session(model: Model) -> _FitSession:
     session = _model_state(model).get("fit")
     if session is None:
         raise RuntimeError("model is not prepared for training; call prepare_fit(model, "
-                           "layers, options) first (xtl.backends.loop.fit does)")
+                           "layers, options) first (xtl.nn.backends.loop.fit does)")
     return session
 
 

@@ -13,7 +13,7 @@ size of dask-backed data) and otherwise streamed from their dask chunks,
 block by block.
 
 Functions are framework-neutral: the network work is done by a backend
-(:mod:`xtl.backends`; Keras by default).
+(:mod:`xtl.nn.backends`; Keras by default).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from .backends import (
     model_id,
 )
 from .backends.base import history_to_dataset, stack_inputs
-from . import metrics as _metrics
-from .options import FitOptions, check_int
+from ..data import metrics as _metrics
+from ..options import FitOptions, check_int
 
 __all__ = [
     "train",
@@ -301,7 +301,7 @@ class StreamData:
         """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
 
         Cheap (at most ``2 n`` samples are computed); used to fingerprint the
-        data for checkpoints (:func:`xtl.backends.loop.data_digest`).
+        data for checkpoints (:func:`xtl.nn.backends.loop.data_digest`).
         """
         x0, y0 = self.load(self.indices[:n])
         x1, y1 = self.load(self.indices[-n:])
@@ -658,7 +658,7 @@ def predict(model: Model, ds, *, batch_size: int = 32) -> xr.DataArray:
 
 
 def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
-    """A priori metrics of ``model`` on an LES Dataset (see :func:`xtl.metrics.score`).
+    """A priori metrics of ``model`` on an LES Dataset (see :func:`xtl.data.metrics.score`).
 
     Parameters
     ----------

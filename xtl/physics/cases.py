@@ -50,7 +50,7 @@ class Case:
     n : int
         DNS grid points per direction; even and ≥ 8. A grid whose solver state
         cannot fit in this machine's memory is refused when it is made
-        (:func:`xtl.fourier.state_bytes`), not here: a Case only describes a run.
+        (:func:`xtl.physics.fourier.state_bytes`), not here: a Case only describes a run.
     n_les : int
         LES grid points per direction used to coarse-grain this case; even,
         not larger than ``n`` (equal to ``n`` for a case that is itself an LES).

@@ -1,7 +1,7 @@
 """The framework-neutral training loop shared by all backends.
 
 :func:`fit` runs the epochs of a training over a backend's narrow primitives
-(:meth:`~xtl.backends.base.Backend.prepare_fit`, ``train_epoch``,
+(:meth:`~xtl.nn.backends.base.Backend.prepare_fit`, ``train_epoch``,
 ``evaluate``, ``get_state``/``set_state``, ``get_weights``/``set_weights``,
 ``end_epoch``, ``end_fit``), so that a backend implements gradient steps, not
 training logic. The loop does
@@ -37,8 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .._progress import progress_bar, show_progress
-from ..options import FitOptions
+from ..._progress import progress_bar, show_progress
+from ...options import FitOptions
 
 __all__ = ["fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME",
            "array_digest", "data_digest"]
@@ -53,9 +53,9 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
 
     Parameters
     ----------
-    backend : xtl.backends.Backend
+    backend : xtl.nn.backends.Backend
         The backend owning ``model``.
-    model : xtl.backends.Model
+    model : xtl.nn.backends.Model
     train, validation : TrainingData
         Normalized training data and optional (None) validation data.
     options : FitOptions, mapping or None
@@ -77,7 +77,7 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     ValueError
         ``checkpoint_dir`` holds a checkpoint of a different training (the
         message names what differs). (``layers`` are the checked ones of
-        :meth:`Backend.fit <xtl.backends.base.Backend.fit>`.)
+        :meth:`Backend.fit <xtl.nn.backends.base.Backend.fit>`.)
     """
     options = FitOptions.merge(options)
     layers = (tuple(int(k) for k in layers) if layers is not None
@@ -285,8 +285,8 @@ def fingerprint(backend, model, train, validation, options: FitOptions, layers) 
 
     Parameters
     ----------
-    backend : xtl.backends.Backend
-    model : xtl.backends.Model
+    backend : xtl.nn.backends.Backend
+    model : xtl.nn.backends.Model
         Before training: a hash of its starting weights is part of it, so a
         transfer from another base model differs.
     train, validation : TrainingData
@@ -422,7 +422,7 @@ def data_digest(data: TrainingData, n: int = 32) -> str:
     data : TrainingData
         In memory (hashed from :meth:`~TrainingData.arrays`), or with an
         ``ends(n)`` method returning ``(x_first, y_first, x_last, y_last)``
-        (as :class:`xtl.training.StreamData`); other streamed data are hashed
+        (as :class:`xtl.nn.training.StreamData`); other streamed data are hashed
         from their first unshuffled batch of ``n`` samples.
     n : int
         Samples taken from each end.

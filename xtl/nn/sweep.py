@@ -46,7 +46,7 @@ from .backends import (
     pin_worker_threads,
     save_model,
 )
-from .options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
+from ..options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
 from .training import (
     OUTPUT,
     check_les_dataset,
@@ -74,7 +74,7 @@ __all__ = [
     "LOWER_IS_BETTER",
 ]
 
-#: Skill metrics of every trained network on the target test set (see :func:`xtl.metrics.score`).
+#: Skill metrics of every trained network on the target test set (see :func:`xtl.data.metrics.score`).
 METRICS = ("cc", "cc_forward", "cc_backscatter", "backscatter_fraction", "rel_l2",
            "spectrum_error")
 #: What each training records beside its skill.
@@ -340,7 +340,7 @@ def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, sa
     ``stem(task)`` names the task's model file under ``save_dir`` and its
     checkpoint folder under the fit's ``checkpoint_dir``.
     """
-    from ._progress import run_calls
+    from .._progress import run_calls
 
     paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}.keras"
              for t in tasks}

@@ -9,7 +9,7 @@
   given, or a LocalCluster started on first use and closed on exit, even on
   an error.
 
-:mod:`xtl.pipeline` composes them into the experiment.
+:mod:`xtl.experiment.stages` composes them into the experiment.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import write_text_atomically
-from .scheduler import check_address
+from ..data.io import write_text_atomically
+from ..scheduler import check_address
 
 __all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
 
@@ -305,7 +305,7 @@ class ExperimentCluster:
         if self._uses_given():
             return self.given
         if self._own is None:
-            from .solver.ensemble import default_n_workers, local_cluster
+            from ..solver.ensemble import default_n_workers, local_cluster
 
             self._own = local_cluster(default_n_workers())
         return self._own[1]

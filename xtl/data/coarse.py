@@ -42,7 +42,7 @@ projection that maps real fields to real fields.
 The two nonlinear terms of Π
 ----------------------------
 * ``N(ω, ψ)`` is computed on the DNS grid *like the solver*, by the 4-FFT
-  Jacobian of :mod:`xtl.fourier` from ψ̂ (ω = −∇²ψ): ψ̂ is multiplied by the DNS
+  Jacobian of :mod:`xtl.physics.fourier` from ψ̂ (ω = −∇²ψ): ψ̂ is multiplied by the DNS
   grid's mask before the products (the 2/3 rule when the case dealiases —
   ``case_dealias`` in ``ds.attrs`` — otherwise only the mean and the Nyquist
   modes are removed) and ``N̂`` by the mask after. For the solver's output
@@ -76,7 +76,7 @@ import threading
 import numpy as np
 import xarray as xr
 
-from .fourier import (
+from ..physics.fourier import (
     FILTER_FORMULAS,
     FILTERS,
     Jacobian,
@@ -87,8 +87,8 @@ from .fourier import (
     wavenumbers,
 )
 from .io import CF_ATTRS, append_history
-from .options import CoarseGraining, check_filter, check_n_les, check_width, default_width
-from .solver.run import register_les_output
+from ..options import CoarseGraining, check_filter, check_n_les, check_width, default_width
+from ..solver.run import register_les_output
 
 __all__ = [
     "FILTERS",

@@ -2,7 +2,7 @@
 
 Everything here is a small pure function on xarray objects; :mod:`xtl.accessors` wraps
 them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask,
-xrft and the Fourier layer :mod:`xtl.fourier` (never on the solver or on a backend).
+xrft and the Fourier layer :mod:`xtl.physics.fourier` (never on the solver or on a backend).
 
 Conventions (see docs/conventions.md)
 -------------------------------------
@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import xarray as xr
 import xrft
 
-from .fourier import axis_wavenumbers, wavenumbers
+from ..physics.fourier import axis_wavenumbers, wavenumbers
 
 __all__ = [
     "SPECTRUM_KINDS",

@@ -40,25 +40,25 @@ import time
 import numpy as np
 import xarray as xr
 
-from .backends import INPUTS, OUTPUT, Model, check_layers, get_backend, model_id, \
+from ..nn.backends import INPUTS, OUTPUT, Model, check_layers, get_backend, model_id, \
     model_to_dataset
-from .backends.base import stack_inputs
-from .explain import (
+from ..nn.backends.base import stack_inputs
+from .activations import (
     activation_spectra,
     check_pair_datasets,
     filter_profile,
     flow_difference,
     spectral_distance,
 )
-from .options import (
+from ..options import (
     GaussNewtonOptions,
     GradientNormOptions,
     ProbeOptions,
     SpectralOptions,
     check_int,
 )
-from .spectral import spectrum
-from .training import check_les_dataset, count_samples, sample_fields, transfer
+from ..data.spectral import spectrum
+from ..nn.training import check_les_dataset, count_samples, sample_fields, transfer
 
 __all__ = [
     "recommend_layers",
@@ -105,7 +105,7 @@ def register_recommender(name: str, func, *, options_class=None,
     overwrite : bool
         Replace an existing registration.
     """
-    from .options import Options
+    from ..options import Options
 
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
@@ -331,7 +331,7 @@ def _shell_power(fields: np.ndarray) -> xr.DataArray:
 
 def _thin(ds: xr.Dataset, max_samples: int) -> xr.Dataset:
     """At most ``max_samples`` samples of ``ds``, evenly spaced, on a ``sample`` dim."""
-    from .training import stack_samples
+    from ..nn.training import stack_samples
 
     n = count_samples(ds[OUTPUT])
     idx = np.arange(n) if n <= max_samples else \
@@ -426,11 +426,11 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
     ``score(l) = D(l) · O(l) · S(l)`` (times ``R(l)`` with ``prior="reach"``):
 
     * ``D(l)``, the divergence: the mean over the layer's live channels of the
-      spectral distance (:func:`xtl.explain.spectral_distance`, shells ``k ≥ 1``)
+      spectral distance (:func:`xtl.explain.activations.spectral_distance`, shells ``k ≥ 1``)
       between the sample-mean power spectra of the channel's output for target and
       for base inputs: how strongly the layer's features carry the flows' difference;
     * ``O(l)``, the overlap: the mean over shells of the flows' shell weight ``w(k)``
-      (:func:`xtl.explain.flow_difference`), weighted by the layer's mean filter
+      (:func:`xtl.explain.activations.flow_difference`), weighted by the layer's mean filter
       response ``|Ŵ|`` on the LES grid: whether its filters act where the flows differ;
     * ``S(l)``, the sensitivity: the output power a random relative change of the
       layer's kernels moves into the shells where the flows differ (weighted by
@@ -444,7 +444,7 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers`.
     options : SpectralOptions or mapping, optional
-        ``kmax``, ``threshold`` (as in :func:`xtl.explain.flow_difference`),
+        ``kmax``, ``threshold`` (as in :func:`xtl.explain.activations.flow_difference`),
         ``batch_size`` (samples per forward pass), ``max_samples`` (samples used of
         each Dataset), ``n_directions``, ``epsilon`` and ``seed`` (the random relative
         kernel changes for ``S``) and ``prior`` (None or ``"reach"``); see
@@ -458,7 +458,7 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
         ``score``, ``divergence``, ``overlap``, ``sensitivity`` (and ``reach``) over
         ``layer``; ``channel_divergence``, ``filter_profile``,
         ``activation_spectrum_base``/``_target``; the flow comparison of
-        :func:`xtl.explain.flow_difference` (``log_ratio``, ``shell_weight``, ...).
+        :func:`xtl.explain.activations.flow_difference` (``log_ratio``, ``shell_weight``, ...).
 
     Raises
     ------
@@ -482,7 +482,7 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
     out["score"] = score.assign_attrs(long_name="spectral score " + formula.split("= ")[1],
                                       units="1")
     out = xr.merge([out, flows], combine_attrs="override")
-    out.attrs = {"formula": formula + " (see xtl.recommend.spectral_recommender)",
+    out.attrs = {"formula": formula + " (see xtl.explain.recommend.spectral_recommender)",
                  "prior": opts.prior or "none", "threshold": opts.threshold,
                  "kmax": int(flows.attrs["kmax"])}
     return out
@@ -723,7 +723,7 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
     """
     opts = ProbeOptions.merge(options, **kwargs)
     epochs, horizon, validation = opts.epochs, opts.horizon, opts.validation
-    from .training import stack_samples
+    from ..nn.training import stack_samples
 
     check_les_dataset(target_ds, "target_ds")
     n = count_samples(target_ds[OUTPUT])
@@ -836,7 +836,7 @@ def _spearman(a, b):
 
 def _sweep_skill(sweep: xr.Dataset, metric: str) -> tuple:
     """``(mean skill over layer, best-set mask or None, higher_is_better)`` of a sweep."""
-    from .sweep import LOWER_IS_BETTER, best_set
+    from ..nn.sweep import LOWER_IS_BETTER, best_set
 
     if metric not in sweep.data_vars:
         have = sorted(v for v in sweep.data_vars if "layer" in sweep[v].dims)
@@ -908,7 +908,7 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
         Over the ``layer`` s both hold: ``score``, ``mean_skill`` (the metric's mean
         over seeds), ``predicted_rank`` and ``measured_rank`` (by mean skill, 1 =
         best, ties share the best rank), ``in_best_set`` (the sweep's best set by
-        :func:`xtl.sweep.best_set`; only the best layer for a single-seed sweep);
+        :func:`xtl.nn.sweep.best_set`; only the best layer for a single-seed sweep);
         scalars ``hit`` (the top recommendation is in the best set),
         ``recommended_rank`` (its measured rank), ``spearman`` and
         ``spearman_pvalue`` (score against skill, +1 = perfect order),

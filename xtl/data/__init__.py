@@ -1,0 +1,3 @@
+"""Labeled data: files (netCDF, CF, atomic writes, locks), coarse-graining, flow spectra
+and metrics.
+"""

@@ -1,0 +1,1 @@
+"""Networks: the spec, the model and its Dataset, the backends, training and sweeps."""
