@@ -53,10 +53,10 @@ def main(argv=None):
 
     import xarray as xr
 
-    from xtl.data.coarse import Coarsener, coarse_grain
+    from xtl.data.coarse import CoarseGraining, coarse_grain
 
     n, n_les = args.n, args.n_les
-    coarsener = Coarsener(n, n_les)
+    coarsener = CoarseGraining(n_les).kernel(n)
     psi, omega = _field(n, 0)
     coarsener.physical(psi, omega)  # plans, caches
 
@@ -84,7 +84,7 @@ def main(argv=None):
         coords={"time": np.arange(snaps, dtype=float), "x": x, "y": x},
     ).chunk({"time": 1})
     lazy = coarse_grain(ds, n_les)
-    lazy.compute(scheduler="synchronous")  # warm: the per-thread Coarsener, its plans
+    lazy.compute(scheduler="synchronous")  # warm: the per-thread kernel, its plans
     t_sync = _median_time(lambda: lazy.compute(scheduler="synchronous"), max(3, args.repeats // 2))
     t_threads = _median_time(
         lambda: lazy.compute(scheduler="threads", num_workers=2), max(3, args.repeats // 2)

@@ -11,11 +11,13 @@ from conftest import InterruptingClosure, advective_term
 import xtl.accessors  # noqa: F401  (registers .tl)
 from xtl.data.coarse import (
     FILTERS,
+    CoarseGraining,
     coarse_grain,
     default_width,
     filter_transfer_function,
     sgs_term,
 )
+from xtl.physics.cases import check_n_les
 from xtl.solver import DivergenceError, SpectralGrid
 
 TWO_PI = 2 * np.pi
@@ -109,6 +111,62 @@ def test_single_fourier_mode_coarse_grains_exactly(name, mode):
     np.testing.assert_allclose(les.psi.values, expected / (kx**2 + ky**2), rtol=0, atol=1e-14)
     # Π of one Fourier mode is zero (N(ω, ψ) = 0 for a single mode)
     assert np.max(np.abs(les.pi.values)) < 1e-13
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_an_les_grid_equal_to_the_dns_grid_still_filters(name):
+    # n_les == n: nothing is truncated but every mode is multiplied by its Ĝ (< 1 off k = 0)
+    kx, ky = 17, -3  # beyond the sharp filter's cut-off kc = n/4
+    omega, psi = _psi_of([((kx, ky), 1.3, 0.2)])
+    les = coarse_grain(_dataset(omega, psi), N, name)
+    g = _g(name, kx, ky, default_width(N))
+    assert les.sizes == {"y": N, "x": N} and les.attrs["n_les"] == les.attrs["n_dns"] == N
+    np.testing.assert_allclose(les.omega.values, g * omega, rtol=0, atol=1e-13)
+    assert g < 1.0
+    # Π of a turbulent field on its own grid is the SGS term of the filter alone: not zero
+    omega, psi = _band_limited(N // 3, seed=3)
+    pi = coarse_grain(_dataset(omega, psi), N, "gaussian").pi.values
+    assert np.abs(pi).max() > 1e-3 * np.abs(omega).max()
+
+
+def test_one_rule_for_n_les_whoever_checks_it():
+    for n_les in (N, N - 2, 4):  # allowed by the case, the coarse-graining and coarse_grain
+        assert xtl.get_case("tiny", n_les=n_les).n_les == n_les
+        assert CoarseGraining(n_les).for_grid(N).n_les == n_les
+    omega, psi = _psi_of([((1, 2), 1.0, 0.0)])
+    checks = {
+        "Case.n_les": lambda: xtl.get_case("tiny", n_les=N + 2),
+        "n_les": lambda: coarse_grain(_dataset(omega, psi), N + 2),
+        "n_les ": lambda: CoarseGraining(N + 2).for_grid(N),
+    }
+    for name, check in checks.items():
+        with pytest.raises(ValueError, match=rf"^{name.strip()} must not be larger than the DNS "
+                                             rf"grid size n={N} .*got {name.strip()}={N + 2}$"):
+            check()
+    with pytest.raises(TypeError, match="Case.n_les must be an even int"):
+        xtl.get_case("tiny", n_les=16.0)
+    assert type(xtl.get_case("tiny", n_les=np.int64(16)).n_les) is int
+    assert check_n_les(np.int64(8), 8) == 8
+
+
+def test_the_coarse_graining_object_is_checked_once_and_does_the_work():
+    cg = CoarseGraining(N_LES, "top-hat", 0.7)
+    assert (cg.n_les, cg.filter, cg.width) == (N_LES, "box", 0.7)
+    assert CoarseGraining(N_LES).width == default_width(N_LES)
+    assert CoarseGraining.from_les(cg) is cg and cg.for_grid(N) is cg
+    assert CoarseGraining().for_grid(N, N_LES) == CoarseGraining(N_LES)
+    with pytest.raises(ValueError, match="needs an 'n_les'"):
+        CoarseGraining().for_grid(N)
+    omega, psi = _band_limited(20, seed=1)
+    ds = _dataset(np.stack([omega, 2 * omega]), np.stack([psi, 2 * psi]), lead=("time",))
+    xr.testing.assert_identical(cg.apply(ds), coarse_grain(ds, N_LES, "box", width=0.7))
+    fields = cg.block(ds.psi.values, ds.omega.values)
+    for name, values in zip(CoarseGraining.variables, fields):
+        np.testing.assert_array_equal(values, cg.apply(ds)[name].values)
+    spectral = cg.spectral(np.fft.rfft2(2 * omega))
+    for name, values in zip(CoarseGraining.variables, fields):
+        np.testing.assert_allclose(spectral[name], values[1], rtol=0,
+                                   atol=1e-12 * np.abs(values[1]).max())
 
 
 def test_constant_is_kept_and_modes_at_or_above_the_les_nyquist_are_removed():
@@ -313,6 +371,17 @@ def test_on_the_fly_les_equals_coarse_graining_the_stored_dns(tmp_path):
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.npz"))
 
 
+def test_on_the_fly_les_takes_the_coarse_graining_object_whole():
+    case = xtl.get_case("tiny")
+    kw = dict(t_end=0.2, save_interval=0.1, seed=1, progress=False)
+    by_object = xtl.simulate(case, les=CoarseGraining(32, "box"), **kw)
+    xr.testing.assert_identical(by_object, xtl.simulate(case, les=dict(n_les=32, filter="box"),
+                                                        **kw))
+    # an LES grid equal to the DNS grid is allowed here too: the case's grid, filtered
+    same = xtl.simulate(case, les=case.n, **kw)
+    assert same.sizes["x"] == case.n and same.attrs["n_les"] == same.attrs["n_dns"] == case.n
+
+
 def test_on_the_fly_run_resumes_bit_for_bit(tmp_path):
     case = xtl.get_case("tiny")
     kw = dict(t_end=0.5, save_interval=0.05, checkpoint_interval=0.1, seed=2, progress=False,
@@ -342,8 +411,8 @@ def test_on_the_fly_divergence_marks_both_files_incomplete(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(n_les=64), ValueError, "n_les must be smaller than the DNS grid size n=64"),
-        (dict(n_les=128), ValueError, "n_les must be smaller"),
+        (dict(n_les=128), ValueError, "n_les must not be larger than the DNS grid size n=64"),
+        (dict(n_les=66), ValueError, "n_les must not be larger"),
         (dict(n_les=15), ValueError, "n_les must be an even integer"),
         (dict(n_les=2), ValueError, "n_les must be an even integer >= 4"),
         (dict(n_les=16.0), TypeError, "n_les must be an even int"),
@@ -382,8 +451,8 @@ def test_bad_on_the_fly_arguments_are_named(tmp_path):
     kw = dict(t_end=0.1, save_interval=0.1, progress=False)
     with pytest.raises(TypeError, match="les must be True, an int n_les, or a dict"):
         xtl.simulate(case, les="big", **kw)
-    with pytest.raises(ValueError, match="n_les must be smaller"):
-        xtl.simulate(case, les=dict(n_les=64), **kw)
+    with pytest.raises(ValueError, match="n_les must not be larger than the DNS grid size n=64"):
+        xtl.simulate(case, les=dict(n_les=128), **kw)
     with pytest.raises(ValueError, match=r"les has unknown keys \['kind'\]"):
         xtl.simulate(case, les=dict(kind="gaussian"), **kw)
     with pytest.raises(ValueError, match="dns_every only applies with les"):

@@ -141,6 +141,23 @@ def test_on_the_fly_members_store_only_the_les_fields(client, tmp_path):
             assert kept.member.item() == ds.member.values[i] and kept.Re.item() == case.Re
 
 
+def test_a_coarse_graining_object_is_the_same_members_as_its_dict(client, tmp_path):
+    kw = dict(seeds=[7], directory=tmp_path, client=client, progress=False, **RUN)
+    first = ensemble("tiny", les=dict(n_les=16, filter="box"), **kw)
+    files = sorted(tmp_path.glob("*.nc"))
+    stamps = [os.stat(f).st_mtime_ns for f in files]
+    with get_task_stream(client) as stream:  # the same member files: opened, not run again
+        again = ensemble("tiny", les=xtl.CoarseGraining(16, "box"), **kw)
+    assert _member_tasks(stream) == []
+    assert sorted(tmp_path.glob("*.nc")) == files
+    assert [os.stat(f).st_mtime_ns for f in files] == stamps
+    xr.testing.assert_identical(again, first)
+    # an LES grid as fine as the DNS grid is a grid the case allows: stored filtered
+    same = ensemble("tiny", les=64, seeds=[8], directory=tmp_path / "same", client=client,
+                    progress=False, **RUN)
+    assert same.sizes["x"] == 64 and same.attrs["n_les"] == same.attrs["n_dns"] == 64
+
+
 def test_default_is_a_local_cluster_that_is_closed_after(tmp_path):
     assert default_n_workers() == len(os.sched_getaffinity(0))
     before = len(multiprocessing.active_children())
@@ -164,7 +181,7 @@ def test_default_is_a_local_cluster_that_is_closed_after(tmp_path):
         (dict(dns_every=2), ValueError, "dns_every only applies with les"),
         (dict(client="tcp://x", scheduler="tcp://y"), ValueError, "client= or scheduler="),
         (dict(chunks=5), TypeError, "chunks must be a dict"),
-        (dict(les=dict(n_les=64)), ValueError, "n_les must be smaller"),
+        (dict(les=dict(n_les=128)), ValueError, "n_les must not be larger than the DNS grid size n=64"),
         (dict(t_end=float("inf")), ValueError, "t_end must be a finite number, got inf"),
         (dict(cfl_limit=float("nan")), ValueError, "cfl_limit must be a finite number"),
         (dict(n_workers=0), ValueError, "n_workers must be an int >= 1"),

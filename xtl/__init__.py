@@ -19,12 +19,12 @@ from .nn.backends import (
     save_model,
 )
 from .physics.cases import Case, get_case, list_cases
-from .data.coarse import coarse_grain, filter_transfer_function, sgs_term
+from .data.coarse import CoarseGraining, coarse_grain, filter_transfer_function, sgs_term
 from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation
 from . import les  # noqa: F401  (the module; its run function is run_les)
 from .les import les_metrics, run_les
 from .explain.recommend import compare_recommendation, recommend_layers
-from .options import CoarseGraining, FitOptions, LesSchedule, Output, Schedule
+from .options import FitOptions, LesSchedule, Output, Schedule
 from .data.metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
 from .nn.sweep import SweepOptions, budget_sweep, layer_sweep

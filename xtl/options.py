@@ -6,8 +6,9 @@ folds into the object); the experiment config parses straight into them, so a
 value is checked in one place whichever way it arrives. Every check names the
 option, the value and the expected form.
 
-This module sits at the bottom of the data flow: of xtl it imports only the
-filter registry of :mod:`xtl.physics.fourier`, its neighbour at the bottom.
+This module sits at the bottom of the data flow and imports nothing of xtl.
+(The coarse-graining, :class:`xtl.data.coarse.CoarseGraining`, lives with its
+work.)
 """
 from __future__ import annotations
 
@@ -24,12 +25,6 @@ __all__ = [
     "Options",
     "FitOptions",
     "LesSchedule",
-    "CoarseGraining",
-    "FILTER_ALIASES",
-    "check_filter",
-    "check_n_les",
-    "check_width",
-    "default_width",
     "check_int",
     "check_float",
     "check_bool",
@@ -285,168 +280,6 @@ class FitOptions(Options):
         if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
             raise TypeError(f"callbacks must be a sequence of callbacks, got {callbacks!r}")
         set_(self, "callbacks", tuple(callbacks))
-
-
-# -- coarse-graining
-#: Other names of the filters (``"top-hat"`` is the box filter).
-FILTER_ALIASES = {"top-hat": "box", "tophat": "box"}
-
-
-def check_filter(filter) -> str:
-    """The registered filter ``filter`` names (case-insensitive, aliases resolved).
-
-    Parameters
-    ----------
-    filter : str
-        A name in :data:`xtl.physics.fourier.FILTERS` or :data:`FILTER_ALIASES`.
-
-    Returns
-    -------
-    str
-
-    Raises
-    ------
-    ValueError
-        Not a registered filter (the message lists them).
-    """
-    from .physics.fourier import FILTERS  # the registry sits beside the transfer functions
-
-    if isinstance(filter, str):
-        name = FILTER_ALIASES.get(filter.lower(), filter.lower())
-        if name in FILTERS:
-            return name
-    raise ValueError(
-        f"filter must be one of {list(FILTERS)} (or 'top-hat' for 'box'), got {filter!r}"
-    )
-
-
-def check_n_les(n_les, n=None) -> int:
-    """``n_les`` as an even LES grid size >= 4, below the DNS grid ``n`` when given.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Not an int; odd, < 4 or not below ``n``.
-    """
-    if not isinstance(n_les, numbers.Integral) or isinstance(n_les, bool):
-        raise TypeError(f"n_les must be an even int (the LES grid size), got {n_les!r}")
-    n_les = int(n_les)
-    if n_les < 4 or n_les % 2:
-        raise ValueError(f"n_les must be an even integer >= 4, got {n_les}")
-    if n is not None and n_les >= n:
-        raise ValueError(
-            f"n_les must be smaller than the DNS grid size n={n} (coarse-graining "
-            f"reduces the grid), got n_les={n_les}"
-        )
-    return n_les
-
-
-def default_width(n_les: int) -> float:
-    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing.
-
-    Parameters
-    ----------
-    n_les : int
-        LES grid points per direction (even, >= 4).
-
-    Returns
-    -------
-    float
-    """
-    return 2.0 * (2.0 * math.pi / check_n_les(n_les))
-
-
-def check_width(width, n_les) -> float:
-    """The filter width Δ: ``width`` (finite, > 0), or :func:`default_width` when None."""
-    if width is None:
-        return default_width(n_les)
-    if not isinstance(width, numbers.Real) or isinstance(width, bool):
-        raise TypeError(f"width must be a positive number (the filter width Δ), got {width!r}")
-    width = float(width)
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"width must be a finite number > 0 (the filter width Δ), got {width}")
-    return width
-
-
-@dataclass(frozen=True)
-class CoarseGraining(Options):
-    """How DNS fields become LES fields: the filter and the LES grid.
-
-    Parameters
-    ----------
-    n_les : int, optional
-        LES grid size (even, >= 4); None: the case's ``n_les``
-        (:meth:`for_case`).
-    filter : str
-        A registered filter (:data:`xtl.physics.fourier.FILTERS`; ``"top-hat"`` is
-        ``"box"``).
-    width : float, optional
-        Filter width Δ; None: ``2·(2π/n_les)``.
-    """
-
-    n_les: int | None = None
-    filter: str = "gaussian"
-    width: float | None = None
-
-    def __post_init__(self):
-        set_ = object.__setattr__
-        if self.n_les is not None:
-            set_(self, "n_les", check_n_les(self.n_les))
-            set_(self, "width", check_width(self.width, self.n_les))
-        elif self.width is not None:
-            set_(self, "width", check_width(self.width, 4))
-        set_(self, "filter", check_filter(self.filter))
-
-    @classmethod
-    def from_les(cls, les) -> "CoarseGraining":
-        """The coarse-graining an ``les=`` argument asks for.
-
-        Parameters
-        ----------
-        les : True, int, mapping or CoarseGraining
-            ``True``: the defaults; an int: that ``n_les``; a mapping of
-            ``n_les``, ``filter``, ``width``.
-
-        Raises
-        ------
-        TypeError
-            Another type.
-        ValueError
-            An unknown key (the message lists the valid ones) or a bad value.
-        """
-        if isinstance(les, cls):
-            return les
-        if les is True:
-            return cls()
-        if isinstance(les, numbers.Integral) and not isinstance(les, bool):
-            return cls(n_les=int(les))
-        if isinstance(les, Mapping):
-            unknown = sorted(set(les) - set(cls.names()))
-            if unknown:
-                raise ValueError(f"les has unknown keys {unknown}; allowed are 'n_les', "
-                                 "'filter', 'width'")
-            return cls.merge(les)
-        raise TypeError("les must be True, an int n_les, or a dict(n_les=..., filter=..., "
-                        f"width=...), got {les!r}")
-
-    def for_grid(self, n: int | None, n_les: int | None = None) -> "CoarseGraining":
-        """Complete for a DNS grid of ``n`` points: ``n_les`` (default: the
-        ``n_les`` argument) below ``n`` (None: any) and the width filled in.
-
-        Raises
-        ------
-        ValueError
-            No LES grid size, or one not below ``n``.
-        """
-        n_les = self.n_les if self.n_les is not None else n_les
-        if n_les is None:
-            raise ValueError("the coarse-graining needs an 'n_les' (no case to take it from)")
-        n_les = check_n_les(n_les, n)
-        return CoarseGraining(n_les, self.filter, check_width(self.width, n_les))
-
-    def for_case(self, case) -> "CoarseGraining":
-        """:meth:`for_grid` of a case: its DNS grid ``n`` and, by default, its ``n_les``."""
-        return self.for_grid(case.n, case.n_les)
 
 
 @dataclass(frozen=True)

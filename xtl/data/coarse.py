@@ -69,13 +69,19 @@ input it runs eagerly and gives the same numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import xarray as xr
 
+from ..options import Options
+from ..physics.cases import check_n_les
 from ..physics.fourier import (
     FILTER_FORMULAS,
     FILTERS,
@@ -87,17 +93,17 @@ from ..physics.fourier import (
     wavenumbers,
 )
 from .io import CF_ATTRS, append_history
-from ..options import CoarseGraining, check_filter, check_n_les, check_width, default_width
-from ..solver.run import register_les_output
 
 __all__ = [
     "FILTERS",
+    "FILTER_ALIASES",
+    "CoarseGraining",
+    "check_filter",
+    "check_width",
     "default_width",
     "filter_transfer_function",
     "coarse_grain",
     "sgs_term",
-    "Coarsener",
-    "resolve_les_options",
 ]
 
 _PI_DEFINITION = (
@@ -115,8 +121,248 @@ _NONLINEAR = (
 
 
 # ----------------------------------------------------------------------------------------
-# argument checks
+# the parameters: filter, LES grid, width
 # ----------------------------------------------------------------------------------------
+#: Other names of the filters (``"top-hat"`` is the box filter).
+FILTER_ALIASES = {"top-hat": "box", "tophat": "box"}
+
+
+def check_filter(filter) -> str:
+    """The registered filter ``filter`` names (case-insensitive, aliases resolved).
+
+    Parameters
+    ----------
+    filter : str
+        A name in :data:`xtl.physics.fourier.FILTERS` or :data:`FILTER_ALIASES`.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        Not a registered filter (the message lists them).
+    """
+    if isinstance(filter, str):
+        name = FILTER_ALIASES.get(filter.lower(), filter.lower())
+        if name in FILTERS:
+            return name
+    raise ValueError(
+        f"filter must be one of {list(FILTERS)} (or 'top-hat' for 'box'), got {filter!r}"
+    )
+
+
+def default_width(n_les: int) -> float:
+    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing.
+
+    Parameters
+    ----------
+    n_les : int
+        LES grid points per direction (even, >= 4).
+
+    Returns
+    -------
+    float
+    """
+    return 2.0 * (2.0 * math.pi / check_n_les(n_les))
+
+
+def check_width(width, n_les) -> float:
+    """The filter width Δ: ``width`` (finite, > 0), or :func:`default_width` when None."""
+    if width is None:
+        return default_width(n_les)
+    if not isinstance(width, numbers.Real) or isinstance(width, bool):
+        raise TypeError(f"width must be a positive number (the filter width Δ), got {width!r}")
+    width = float(width)
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be a finite number > 0 (the filter width Δ), got {width}")
+    return width
+
+
+def _les_attrs(n, n_les, filter, width, dealias) -> dict:
+    """Global attributes describing a coarse-graining."""
+    return {
+        "filter": filter,
+        "filter_width": float(width),
+        "n_dns": int(n),
+        "n_les": int(n_les),
+        "dealias_dns": int(dealias),
+        "pi_definition": _PI_DEFINITION,
+        "coarse_graining": _COARSE_GRAINING,
+        "nonlinear_terms": _NONLINEAR,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# the one object
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CoarseGraining(Options):
+    """How DNS fields become LES fields: the filter and the LES grid, and the work.
+
+    Checked once, when made; then passed whole from the config to
+    :func:`xtl.simulate`, :func:`xtl.ensemble` and their workers. :meth:`apply`
+    coarse-grains a Dataset, :meth:`spectral` and :meth:`block` arrays.
+
+    Parameters
+    ----------
+    n_les : int, optional
+        LES grid size (even, >= 4, not larger than the DNS grid it meets);
+        None: the case's ``n_les`` (:meth:`for_case`) or the Dataset's.
+    filter : str
+        A registered filter (:data:`xtl.physics.fourier.FILTERS`; ``"top-hat"`` is
+        ``"box"``).
+    width : float, optional
+        Filter width Δ; None: ``2·(2π/n_les)``.
+
+    Examples
+    --------
+    >>> cg = CoarseGraining(32, "box")
+    >>> les = cg.apply(dns)                                   # doctest: +SKIP
+    >>> xtl.simulate(case, t_end=1.0, save_interval=0.1, les=cg)  # doctest: +SKIP
+    """
+
+    n_les: int | None = None
+    filter: str = "gaussian"
+    width: float | None = None
+
+    #: the variables of the LES output
+    variables: ClassVar[tuple] = ("psi", "omega", "pi")
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.n_les is not None:
+            set_(self, "n_les", check_n_les(self.n_les))
+            set_(self, "width", check_width(self.width, self.n_les))
+        elif self.width is not None:
+            set_(self, "width", check_width(self.width, 4))
+        set_(self, "filter", check_filter(self.filter))
+
+    @classmethod
+    def from_les(cls, les) -> "CoarseGraining":
+        """The coarse-graining an ``les=`` argument asks for.
+
+        Parameters
+        ----------
+        les : True, int, mapping or CoarseGraining
+            ``True``: the defaults; an int: that ``n_les``; a mapping of
+            ``n_les``, ``filter``, ``width``; a CoarseGraining: itself.
+
+        Raises
+        ------
+        TypeError
+            Another type.
+        ValueError
+            An unknown key (the message lists the valid ones) or a bad value.
+        """
+        if isinstance(les, cls):
+            return les
+        if les is True:
+            return cls()
+        if isinstance(les, numbers.Integral) and not isinstance(les, bool):
+            return cls(n_les=int(les))
+        if isinstance(les, Mapping):
+            unknown = sorted(set(les) - set(cls.names()))
+            if unknown:
+                raise ValueError(f"les has unknown keys {unknown}; allowed are 'n_les', "
+                                 "'filter', 'width'")
+            return cls.merge(les)
+        raise TypeError("les must be True, an int n_les, or a dict(n_les=..., filter=..., "
+                        f"width=...) or CoarseGraining, got {les!r}")
+
+    def for_grid(self, n: int | None = None, n_les: int | None = None) -> "CoarseGraining":
+        """Itself, completed with ``n_les`` when it has none, checked against a DNS
+        grid of ``n`` points (None: any).
+
+        Raises
+        ------
+        ValueError
+            No LES grid size, or one larger than ``n``.
+        """
+        if self.n_les is None:
+            if n_les is None:
+                raise ValueError("the coarse-graining needs an 'n_les' (no case to take it from)")
+            return dataclasses.replace(self, n_les=n_les).for_grid(n)
+        if n is not None:
+            check_n_les(self.n_les, n)
+        return self
+
+    def for_case(self, case) -> "CoarseGraining":
+        """:meth:`for_grid` of a case: its DNS grid ``n`` and, by default, its ``n_les``."""
+        return self.for_grid(case.n, case.n_les)
+
+    # -- what the output says ------------------------------------------------------------
+    @property
+    def x(self) -> np.ndarray:
+        """The LES grid points ``i·2π/n_les``."""
+        return np.arange(self.n_les) * (2 * np.pi / self.n_les)
+
+    def attrs(self, n: int, dealias: bool = True) -> dict:
+        """netCDF attributes of LES data from a DNS grid of ``n`` points (filter, width,
+        both grid sizes, definitions)."""
+        return _les_attrs(n, self.n_les, self.filter, self.width, dealias)
+
+    @property
+    def signature(self) -> str:
+        """What a checkpoint of ``simulate(les=self)`` must match."""
+        return repr(sorted(self.to_dict().items()))
+
+    # -- the work ------------------------------------------------------------------------
+    def kernel(self, n: int, dealias: bool = True, fft: str = "auto") -> "_GridKernel":
+        """The planned FFTs and multipliers of this coarse-graining of an ``n × n``
+        DNS grid, made once per thread (they are not thread-safe) and reused."""
+        cache = _LOCAL.__dict__.setdefault("cache", {})
+        key = (self, int(n), bool(dealias), fft)
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = _GridKernel(self.for_grid(n), n, dealias, fft)
+        return cache[key]
+
+    def spectral(self, omega_hat, *, dealias: bool = True, fft: str = "auto") -> dict:
+        """ψ̄, ω̄ and Π on the LES grid from the rfft2 spectrum ``omega_hat`` of a DNS
+        vorticity (``(n, n//2 + 1)``): what ``simulate(les=...)`` stores.
+
+        Returns
+        -------
+        dict
+            ``{"psi", "omega", "pi"}``, float64 arrays ``(n_les, n_les)``.
+        """
+        return self.kernel(omega_hat.shape[0], dealias, fft).spectral(omega_hat)
+
+    def block(self, psi, omega, *, dealias: bool = True, dtype=np.float64) -> tuple:
+        """ψ̄, ω̄ and Π of physical ``(..., n, n)`` arrays ψ, ω over their leading axes.
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(psi, omega, pi)``, each ``(..., n_les, n_les)`` of ``dtype``.
+        """
+        return self.kernel(psi.shape[-1], dealias).block(psi, omega, dtype=dtype)
+
+    def apply(self, ds: xr.Dataset, *, dealias: bool | None = None) -> xr.Dataset:
+        """Filter the DNS Dataset ``ds`` and coarse-grain it, with the SGS term Π.
+
+        ``n_les`` None takes the case's (``ds.attrs["case_n_les"]``); ``dealias``
+        None the case's (``ds.attrs["case_dealias"]``), else True. Returns and
+        raises as :func:`coarse_grain`.
+        """
+        psi, omega, n = _check_dataset(ds)
+        les = self.for_grid(n, _case_n_les(ds) if self.n_les is None else None)
+        if dealias is None:
+            dealias = bool(_case_value(ds, "case_dealias", True))
+        elif not isinstance(dealias, (bool, np.bool_)):
+            raise TypeError(f"dealias must be True, False or None, got {dealias!r}")
+        fields = _coarse_fields(les, psi, omega, bool(dealias))
+        result = _les_dataset(les, fields, ds)
+        attrs = {**result.attrs, **les.attrs(n, dealias)}
+        result.attrs = append_history(
+            attrs, f"xtl.coarse_grain(n_les={les.n_les}, filter={les.filter!r}, "
+                   f"width={les.width!r}, dealias={bool(dealias)})")
+        return result
+
+
 # ----------------------------------------------------------------------------------------
 # public: transfer functions as DataArrays
 # ----------------------------------------------------------------------------------------
@@ -147,14 +393,12 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
     >>> G = filter_transfer_function(128, "gaussian", n=1024)
     >>> G.sel(ky=0).plot()                                   # doctest: +SKIP
     """
-    name = check_filter(filter)
-    n_les = check_n_les(n_les)
-    n = n_les if n is None else n
+    cg = CoarseGraining(check_n_les(n_les), filter, width)
+    n = cg.n_les if n is None else n
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
-    width = check_width(width, n_les)
     k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
-    values = transfer_function(name, k[None, :], k[:, None], width)
+    values = transfer_function(cg.filter, k[None, :], k[:, None], cg.width)
     k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
     return xr.DataArray(
         values,
@@ -162,148 +406,60 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
         coords={"ky": ("ky", k.astype(int), k_attrs), "kx": ("kx", k.astype(int), k_attrs)},
         name="transfer_function",
         attrs={
-            "long_name": f"{name} filter transfer function",
+            "long_name": f"{cg.filter} filter transfer function",
             "units": "1",
-            "filter": name,
-            "filter_width": width,
-            "n_les": n_les,
-            "formula": FILTER_FORMULAS[name],
+            "filter": cg.filter,
+            "filter_width": cg.width,
+            "n_les": cg.n_les,
+            "formula": FILTER_FORMULAS[cg.filter],
         },
     )
-
-
-def resolve_les_options(les, case=None) -> dict:
-    """Normalize an ``les=`` argument of :func:`~xtl.solver.simulate`/``ensemble``.
-
-    Parameters
-    ----------
-    les : True, int or dict
-        ``True``: the case's ``n_les`` with the default Gaussian filter; an
-        int: that ``n_les``; a dict with keys ``n_les`` (default: the case's),
-        ``filter`` (default ``"gaussian"``) and ``width`` (default
-        ``2·(2π/n_les)``).
-    case : Case, optional
-        Supplies the default ``n_les`` and the DNS grid size it must be below.
-
-    Returns
-    -------
-    dict
-        ``{"n_les": int, "filter": str, "width": float}``.
-    """
-    cg = CoarseGraining.from_les(les)
-    return (cg.for_grid(None) if case is None else cg.for_case(case)).to_dict()
 
 
 # ----------------------------------------------------------------------------------------
 # the numerical kernel
 # ----------------------------------------------------------------------------------------
-def _les_attrs(n, n_les, filter, width, dealias) -> dict:
-    """Global attributes describing a coarse-graining."""
-    return {
-        "filter": filter,
-        "filter_width": float(width),
-        "n_dns": int(n),
-        "n_les": int(n_les),
-        "dealias_dns": int(dealias),
-        "pi_definition": _PI_DEFINITION,
-        "coarse_graining": _COARSE_GRAINING,
-        "nonlinear_terms": _NONLINEAR,
-    }
-
-
-class Coarsener:
-    """Filter, coarse-grain and compute Π for snapshots of one DNS grid.
-
-    The workhorse of :func:`coarse_grain` and of ``simulate(..., les=...)``;
-    it holds planned FFTs and precomputed multipliers, so create one per
-    thread (they are not thread-safe) and reuse it.
+class _GridKernel:
+    """The planned FFTs and multipliers of one coarse-graining of one DNS grid.
 
     Parameters
     ----------
+    coarse_graining : CoarseGraining
+        Complete (``n_les`` set, not larger than ``n``).
     n : int
         DNS grid size (even, >= 8).
-    n_les : int
-        LES grid size (even, >= 4, < n).
-    filter : {"gaussian", "box", "sharp"}
-    width : float, optional
-        Filter width Δ; default ``2·(2π/n_les)``.
-    dealias : bool, default True
+    dealias : bool
         Apply the 2/3 rule to ``N(ω, ψ)`` on the DNS grid (as the solver does).
     fft : {"auto", "pyfftw", "numpy"}
         FFT backend of the DNS-grid transforms.
-
-    Attributes
-    ----------
-    attrs : dict
-        The netCDF attributes describing the coarse-graining.
-    x : ndarray
-        LES grid points ``i·2π/n_les``.
     """
 
-    #: output variables (the protocol of ``simulate(les=...)``)
-    names = ("psi", "omega", "pi")
-    #: what the output of ``simulate(les=...)`` is
-    title = "LES training data (coarse-grained on the fly)"
-
-    def __init__(self, n, n_les, filter="gaussian", width=None, dealias=True, fft="auto"):
+    def __init__(self, coarse_graining, n, dealias, fft):
         self.grid = g = SpectralGrid(n, dealias=dealias, fft=fft, threads=1)
-        self.n = g.n
-        self.n_les = check_n_les(n_les, self.n)
-        self.filter = check_filter(filter)
-        self.width = check_width(width, self.n_les)
-        self.dealias = bool(dealias)
-        self.x = np.arange(self.n_les) * (2 * np.pi / self.n_les)
+        self.n, self.n_les = g.n, coarse_graining.n_les
         # DNS side: N(ω, ψ) from ψ̂ by the 4-FFT Jacobian, masked like the solver
         self._jacobian = Jacobian(g)
         self._plan2 = g.new_plan((2,))
         # LES side (normalized coefficients on the n_les rfft layout): the filter, and the
         # alias-free N(ω̄, ψ̄) on a grid of 3·n_les/2 points (the 3/2 rule)
         ky, kx = wavenumbers(self.n_les)
-        self._G = transfer_function(self.filter, kx[None, :], ky[:, None], self.width)
+        self._G = transfer_function(coarse_graining.filter, kx[None, :], ky[:, None],
+                                    coarse_graining.width)
         m = 3 * self.n_les // 2 + (3 * self.n_les // 2) % 2
         self._padded = SpectralGrid(max(m, 8), dealias=False, fft=fft)
         self._padded_jacobian = Jacobian(self._padded)
 
-    @property
-    def attrs(self) -> dict:
-        """netCDF attributes of the LES output (filter, width, both grid sizes, definitions)."""
-        return _les_attrs(self.n, self.n_les, self.filter, self.width, self.dealias)
-
-    @property
-    def options(self) -> dict:
-        """``{"n_les", "filter", "width"}``: what :func:`resolve_les_options` returns."""
-        return {"n_les": self.n_les, "filter": self.filter, "width": self.width}
-
-    @property
-    def signature(self) -> str:
-        """The options a checkpoint of ``simulate(les=self)`` must match."""
-        return repr(sorted(self.options.items()))
-
-    # -- one snapshot -----------------------------------------------------------------------
     def physical(self, psi, omega) -> dict:
-        """ψ̄, ω̄ and Π on the LES grid from physical ψ, ω ``(n, n)`` on the DNS grid.
-
-        Parameters
-        ----------
-        psi, omega : ndarray
-            Shape ``(n, n)``, axes ``(y, x)``.
-
-        Returns
-        -------
-        dict
-            ``{"psi", "omega", "pi"}``, float64 arrays ``(n_les, n_les)``.
-        """
+        """ψ̄, ω̄ and Π on the LES grid from physical ψ, ω ``(n, n)`` (axes ``(y, x)``)."""
         p2 = self._plan2
         p2.real[0] = psi
         p2.real[1] = omega
         spec = p2.forward()
         return self._from_spectra(spec[0], spec[1])
 
-    def spectral(self, omega_hat, psi_hat=None) -> dict:
-        """As :meth:`physical`, from the DNS rfft2 spectra (``psi_hat`` default ``ω̂/k²``)."""
-        if psi_hat is None:
-            psi_hat = self.grid.streamfunction(omega_hat)
-        return self._from_spectra(psi_hat, omega_hat)
+    def spectral(self, omega_hat) -> dict:
+        """As :meth:`physical`, from the DNS rfft2 spectrum ω̂ (ψ̂ = ω̂/k²)."""
+        return self._from_spectra(self.grid.streamfunction(omega_hat), omega_hat)
 
     def _from_spectra(self, psi_hat, omega_hat):
         n, n_les = self.n, self.n_les
@@ -328,21 +484,15 @@ class Coarsener:
         c_n = self._padded_jacobian(resize_spectrum(c_psi, big.n), multiplier=big.mask)
         return resize_spectrum(c_n, self.n_les) / (big.n * big.n)
 
-    def block(self, psi, omega, dtype=np.float64):
-        """Apply :meth:`physical` over the leading axes of ``(..., n, n)`` arrays.
-
-        Returns
-        -------
-        tuple of ndarray
-            ``(psi, omega, pi)``, each ``(..., n_les, n_les)`` of ``dtype``.
-        """
+    def block(self, psi, omega, dtype=np.float64) -> tuple:
+        """:meth:`physical` over the leading axes of ``(..., n, n)`` arrays."""
         lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
         psi = np.broadcast_to(psi, lead + psi.shape[-2:])
         omega = np.broadcast_to(omega, lead + omega.shape[-2:])
         out = [np.empty(lead + (self.n_les, self.n_les), dtype=dtype) for _ in range(3)]
         for index in np.ndindex(*lead):
             fields = self.physical(psi[index], omega[index])
-            for o, name in zip(out, ("psi", "omega", "pi")):
+            for o, name in zip(out, CoarseGraining.variables):
                 o[index] = fields[name]
         return tuple(out)
 
@@ -350,27 +500,60 @@ class Coarsener:
 _LOCAL = threading.local()
 
 
-def _coarsener(key) -> Coarsener:
-    """A per-thread cached :class:`Coarsener` for ``key = (n, n_les, filter, width, dealias)``."""
-    cache = getattr(_LOCAL, "cache", None)
-    if cache is None:
-        cache = _LOCAL.cache = {}
-    if key not in cache:
-        if len(cache) >= 4:
-            cache.clear()
-        n, n_les, filter, width, dealias = key
-        cache[key] = Coarsener(n, n_les, filter, width, dealias)
-    return cache[key]
-
-
-def _coarse_block(psi, omega, *, key, dtype):
+def _coarse_block(psi, omega, *, coarse_graining, dealias, dtype):
     """apply_ufunc kernel: ``(..., n, n)`` ψ, ω → ``(..., n_les, n_les)`` ψ̄, ω̄, Π."""
-    n_les = key[1]
+    n_les = coarse_graining.n_les
     lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
     if 0 in lead:  # dask's meta probing: shapes only
         empty = np.empty(lead + (n_les, n_les), dtype=dtype)
         return empty, empty.copy(), empty.copy()
-    return _coarsener(key).block(psi, omega, dtype=dtype)
+    return coarse_graining.block(psi, omega, dealias=dealias, dtype=dtype)
+
+
+def _coarse_fields(coarse_graining, psi, omega, dealias) -> tuple:
+    """ψ̄, ω̄, Π DataArrays of DNS ψ, ω ``(..., y, x)``: lazy on dask input, over whole ``y, x``."""
+    dtype = np.result_type(psi.dtype, omega.dtype, np.float32)
+    if psi.chunks is not None or omega.chunks is not None:
+        psi = psi.chunk({"y": -1, "x": -1})
+        omega = omega.chunk({"y": -1, "x": -1})
+    n_les = coarse_graining.n_les
+    return xr.apply_ufunc(
+        _coarse_block,
+        psi,
+        omega,
+        kwargs={"coarse_graining": coarse_graining, "dealias": dealias, "dtype": dtype},
+        input_core_dims=[["y", "x"], ["y", "x"]],
+        output_core_dims=[["y", "x"]] * 3,
+        exclude_dims={"y", "x"},
+        dask="parallelized",
+        output_dtypes=[dtype] * 3,
+        dask_gufunc_kwargs={"output_sizes": {"y": n_les, "x": n_les}},
+        keep_attrs=False,
+    )
+
+
+def _les_dataset(coarse_graining, fields, ds) -> xr.Dataset:
+    """The LES Dataset of ``fields`` (ψ̄, ω̄, Π) with the coordinates and attributes of ``ds``."""
+    x = coarse_graining.x
+    variables = {}
+    for var, da in zip(CoarseGraining.variables, fields):
+        attrs = dict(CF_ATTRS[var])
+        if var != "pi":
+            attrs["long_name"] = f"filtered {attrs['long_name']} on the LES grid"
+        variables[var] = da.assign_attrs(attrs)
+    result = xr.Dataset(variables).assign_coords(
+        y=("y", x, CF_ATTRS["y"]), x=("x", x.copy(), CF_ATTRS["x"])
+    )
+    lead = [d for d in result.psi.dims if d not in ("y", "x")]
+    result = result.transpose(*lead, "y", "x")
+    for c in result.coords:  # apply_ufunc drops the attributes of the leading coordinates
+        if c not in ("y", "x") and c in ds.coords:
+            result[c].attrs = dict(ds[c].attrs)
+    attrs = {k: v for k, v in ds.attrs.items() if k not in ("complete", "title")}
+    name = ds.attrs.get("case_name")
+    title = f"xtl LES training data of case {name!r}" if name else "xtl LES training data"
+    result.attrs = {"Conventions": "CF-1.8", "title": title, **attrs}
+    return result
 
 
 # ----------------------------------------------------------------------------------------
@@ -451,6 +634,14 @@ def _case_value(ds, key, default):
     return default
 
 
+def _case_n_les(ds) -> int:
+    """The LES grid size of the case ``ds`` was run for (``attrs["case_n_les"]``)."""
+    n_les = _case_value(ds, "case_n_les", None)
+    if n_les is None:
+        raise ValueError("n_les must be given (ds.attrs has no 'case_n_les' to default to)")
+    return int(n_les)
+
+
 def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> xr.Dataset:
     r"""Filter a DNS Dataset and coarse-grain it to the LES grid, with the SGS term Π.
 
@@ -461,8 +652,8 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
         square ``n × n`` grid of the [0, 2π)² domain (any leading dims:
         ``time``, ``member``, ...). numpy-backed or dask-backed.
     n_les : int, optional
-        LES grid size: even, >= 4, smaller than ``n``. Default: the case's
-        (``ds.attrs["case_n_les"]``).
+        LES grid size: even, >= 4, not larger than ``n`` (equal: the fields are
+        filtered on the DNS grid). Default: the case's (``ds.attrs["case_n_les"]``).
     filter : {"gaussian", "box", "sharp"}, default "gaussian"
         The filter (``"top-hat"`` is an alias of ``"box"``); see the module
         docstring and :func:`filter_transfer_function`.
@@ -487,8 +678,8 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
     ------
     TypeError, ValueError
         Naming the bad argument: not a Dataset, no ``psi``/``omega``, no
-        ``y``/``x`` dims, a non-square or odd grid, ``n_les`` not even or not
-        smaller than ``n``, an unknown ``filter``, a non-positive ``width``.
+        ``y``/``x`` dims, a non-square or odd grid, ``n_les`` not even or
+        larger than ``n``, an unknown ``filter``, a non-positive ``width``.
 
     Examples
     --------
@@ -496,60 +687,7 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
     >>> les = coarse_grain(dns.chunk(time=4), 16)      # lazy
     >>> les.pi.mean("time").compute()                  # doctest: +SKIP
     """
-    psi, omega, n = _check_dataset(ds)
-    if n_les is None:
-        n_les = _case_value(ds, "case_n_les", None)
-        if n_les is None:
-            raise ValueError("n_les must be given (ds.attrs has no 'case_n_les' to default to)")
-        n_les = int(n_les)
-    n_les = check_n_les(n_les, n)
-    name = check_filter(filter)
-    width = check_width(width, n_les)
-    if dealias is None:
-        dealias = bool(_case_value(ds, "case_dealias", True))
-    elif not isinstance(dealias, (bool, np.bool_)):
-        raise TypeError(f"dealias must be True, False or None, got {dealias!r}")
-    dtype = np.result_type(psi.dtype, omega.dtype, np.float32)
-    if psi.chunks is not None or omega.chunks is not None:
-        psi = psi.chunk({"y": -1, "x": -1})
-        omega = omega.chunk({"y": -1, "x": -1})
-    key = (n, n_les, name, width, bool(dealias))
-    out = xr.apply_ufunc(
-        _coarse_block,
-        psi,
-        omega,
-        kwargs={"key": key, "dtype": dtype},
-        input_core_dims=[["y", "x"], ["y", "x"]],
-        output_core_dims=[["y", "x"]] * 3,
-        exclude_dims={"y", "x"},
-        dask="parallelized",
-        output_dtypes=[dtype] * 3,
-        dask_gufunc_kwargs={"output_sizes": {"y": n_les, "x": n_les}},
-        keep_attrs=False,
-    )
-    x = np.arange(n_les) * (2 * np.pi / n_les)
-    variables = {}
-    for var, da in zip(("psi", "omega", "pi"), out):
-        attrs = dict(CF_ATTRS[var])
-        if var != "pi":
-            attrs["long_name"] = f"filtered {attrs['long_name']} on the LES grid"
-        variables[var] = da.assign_attrs(attrs)
-    result = xr.Dataset(variables).assign_coords(
-        y=("y", x, CF_ATTRS["y"]), x=("x", x.copy(), CF_ATTRS["x"])
-    )
-    lead = [d for d in result.psi.dims if d not in ("y", "x")]
-    result = result.transpose(*lead, "y", "x")
-    for c in result.coords:  # apply_ufunc drops the attributes of the leading coordinates
-        if c not in ("y", "x") and c in ds.coords:
-            result[c].attrs = dict(ds[c].attrs)
-    attrs = {k: v for k, v in ds.attrs.items() if k not in ("complete", "title")}
-    name_attr = ds.attrs.get("case_name")
-    title = f"xtl LES training data of case {name_attr!r}" if name_attr else "xtl LES training data"
-    attrs = {"Conventions": "CF-1.8", "title": title, **attrs, **_les_attrs(*key)}
-    result.attrs = append_history(
-        attrs, f"xtl.coarse_grain(n_les={n_les}, filter={name!r}, width={width!r}, "
-               f"dealias={bool(dealias)})")
-    return result
+    return CoarseGraining(n_les, filter, width).apply(ds, dealias=dealias)
 
 
 def sgs_term(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> xr.DataArray:
@@ -568,11 +706,3 @@ def sgs_term(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> 
     """
     les = coarse_grain(ds, n_les, filter, width=width, dealias=dealias)
     return les["pi"].assign_attrs({**les.attrs, **les["pi"].attrs})
-
-
-def _les_output(les, case, fft="auto") -> Coarsener:
-    """The transform of ``simulate(les=...)``: a :class:`Coarsener` of the case's DNS grid."""
-    return Coarsener(case.n, dealias=case.dealias, fft=fft, **resolve_les_options(les, case))
-
-
-register_les_output(_les_output)

@@ -526,13 +526,18 @@ class FlowConfig:
 
         return get_case(self.case, **self.overrides)
 
+    def coarse_graining(self):
+        """The :class:`~xtl.data.coarse.CoarseGraining` of this flow's LES data: its
+        case's ``n_les`` and ``filter``."""
+        from ..data.coarse import CoarseGraining
+
+        return CoarseGraining(self.make_case().n_les, self.filter)
+
 
 def _check_filter(flow: FlowConfig, where: str) -> None:
     """Refuse a filter the coarse-graining does not know, with its message."""
-    from ..options import check_filter
-
     try:
-        check_filter(flow.filter)
+        flow.coarse_graining()
     except ValueError as err:
         _fail(f"{where}.filter", str(err))
 

@@ -180,7 +180,7 @@ class FlowData:
             case, seeds=[self.config.seed + i for i in range(flow.members)],
             t_end=flow.t_end, save_interval=flow.save_interval, spin_up=flow.spin_up,
             directory=self.paths.data(flow.name),
-            les=dict(n_les=case.n_les, filter=flow.filter),
+            les=flow.coarse_graining(),
             client=self.cluster.client, scheduler=self.cluster.scheduler,
             progress=self.progress,
         )

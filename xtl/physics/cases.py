@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 
 __all__ = ["Case", "get_case", "list_cases", "PRESETS"]
@@ -185,18 +186,51 @@ def _check_real(value, name, lowest, closed, infinite, meaning) -> None:
         raise ValueError(f"Case.{name} must be {kind}{bound} ({meaning}), got {value!r}")
 
 
+def check_n_les(n_les, n: int | None = None, name: str = "n_les") -> int:
+    """``n_les`` as an LES grid size: an even int >= 4, not larger than the DNS grid ``n``.
+
+    The one rule of the LES grid, wherever an ``n_les`` arrives (a :class:`Case`,
+    a :class:`~xtl.data.coarse.CoarseGraining`, :func:`~xtl.data.coarse.coarse_grain`).
+    ``n_les == n`` is allowed: the LES case of a DNS case has it
+    (:func:`xtl.les.les_case`), and coarse-graining to the DNS grid still filters.
+
+    Parameters
+    ----------
+    n_les : int
+        The LES grid size to check.
+    n : int, optional
+        The DNS grid size it must not exceed; None: any.
+    name : str
+        The argument's name in the messages.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    TypeError
+        ``n_les`` is not an int.
+    ValueError
+        It is odd, below 4 or larger than ``n``.
+    """
+    if not isinstance(n_les, numbers.Integral) or isinstance(n_les, bool):
+        raise TypeError(f"{name} must be an even int (the LES grid size), got {n_les!r}")
+    n_les = int(n_les)
+    if n_les < 4 or n_les % 2:
+        raise ValueError(f"{name} must be an even integer >= 4 (the LES grid size), got {n_les}")
+    if n is not None and n_les > n:
+        raise ValueError(f"{name} must not be larger than the DNS grid size n={n} "
+                         f"(coarse-graining cannot refine a grid), got {name}={n_les}")
+    return n_les
+
+
 def _check_grid(case: Case) -> None:
-    for name in ("n", "n_les"):
-        value = getattr(case, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"Case.{name} must be an int, got {value!r}")
+    if not isinstance(case.n, int) or isinstance(case.n, bool):
+        raise TypeError(f"Case.n must be an int, got {case.n!r}")
     if case.n < MIN_N or case.n % 2:
         raise ValueError(f"Case.n must be an even integer >= {MIN_N}, got {case.n}")
-    if case.n_les < 4 or case.n_les % 2 or case.n_les > case.n:
-        raise ValueError(
-            f"Case.n_les must be an even integer >= 4 and not larger than n={case.n} "
-            f"(equal for an LES case), got {case.n_les}"
-        )
+    object.__setattr__(case, "n_les", check_n_les(case.n_les, case.n, "Case.n_les"))
 
 
 def _check_linear_terms(case: Case) -> None:

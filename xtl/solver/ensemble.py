@@ -52,7 +52,8 @@ import xarray as xr
 
 from ..physics.cases import Case, get_case
 from ..data.io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
-from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
+from ..data.coarse import CoarseGraining
+from ..options import Cluster, Execution, Output, Schedule
 from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
 
@@ -129,17 +130,17 @@ def _digest_options(schedule, output, execution) -> dict:
     return run
 
 
-def _member_specs(members, directory, options, les_options_of) -> list:
+def _member_specs(members, directory, options, coarse_grainings) -> list:
     """One dict per member: the simulate() call (``case``, ``seed``, its ``schedule``,
     ``output``, ``execution``) and its file (``path``)."""
     schedule, output, execution = options
     digested = sorted(_digest_options(schedule, output, execution).items())
     specs, seen = [], {}
     for index, (case, seed) in enumerate(members):
-        les_options = les_options_of(case)
+        les = coarse_grainings[index]
         key = _digest(
             sorted(case.to_attrs().items()), seed, digested,
-            None if les_options is None else sorted(les_options.items()),
+            None if les is None else sorted(les.to_dict().items()),
         )
         name = f"{_safe(case.name)}_seed{seed}_{key}"
         if name in seen:
@@ -151,7 +152,7 @@ def _member_specs(members, directory, options, les_options_of) -> list:
         path = str(directory / f"{name}.nc")
         specs.append({
             "case": case, "seed": seed, "path": path, "schedule": schedule,
-            "output": output.replace(path=path, overwrite=True, les=les_options, chunks=None),
+            "output": output.replace(path=path, overwrite=True, les=les, chunks=None),
             "execution": execution.replace(progress=False),
         })
     return specs
@@ -637,9 +638,12 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
     members = _members(cases, seeds)
     for case, _ in members:
         step_plan(case, schedule)
-    les_options_of = _les_options_of(output, members)
+    coarse_grainings, sizes = _coarse_grainings(output, members)
+    if len(sizes) > 1:
+        raise ValueError(f"all members must store the same grid to share one Dataset; got grid "
+                         f"sizes {sorted(sizes)} (run an ensemble per grid)")
     directory = _writable_directory(directory)
-    specs = _member_specs(members, directory, (schedule, output, execution), les_options_of)
+    specs = _member_specs(members, directory, (schedule, output, execution), coarse_grainings)
     _assign_numbers(specs, directory)
     statuses, errors = _run_missing(specs, cluster, execution.progress)
     failed = [i for i, s in enumerate(statuses) if s != "complete"]
@@ -685,29 +689,17 @@ def _ensemble_options(schedule, output, execution, cluster, kwargs) -> tuple:
     return schedule, output, execution, cluster
 
 
-def _les_options_of(output, members):
-    """``case -> les options dict or None`` for every member; checks they share one grid."""
+def _coarse_grainings(output, members) -> tuple[list, set]:
+    """The CoarseGraining (or None) of each member, and the grid sizes they store."""
     les = output.les
     if les is None or les is False:
         if output.dns_every is not None:
             raise ValueError("dns_every only applies with les=... (the DNS is stored in full "
                              "without it)")
-
-        def les_options_of(case):
-            return None
-
-        sizes = {case.n for case, _ in members}
-    else:
-        def les_options_of(case):
-            return CoarseGraining.from_les(les).for_case(case).to_dict()
-
-        sizes = {les_options_of(case)["n_les"] for case, _ in members}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"all members must store the same grid to share one Dataset; got grid sizes "
-            f"{sorted(sizes)} (run an ensemble per grid)"
-        )
-    return les_options_of
+        return [None] * len(members), {case.n for case, _ in members}
+    les = CoarseGraining.from_les(les)
+    per_member = [les.for_case(case) for case, _ in members]
+    return per_member, {cg.n_les for cg in per_member}
 
 
 def _writable_directory(directory) -> Path:

@@ -17,6 +17,7 @@ from ..physics.cases import Case
 from ..physics.fourier import SpectralGrid, format_bytes, machine_memory
 from ..data.io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
                   provenance_attrs)
+from ..data.coarse import CoarseGraining
 from ..options import Execution, Output, Schedule, check_int
 from .equations import (
     SolverState,
@@ -35,7 +36,6 @@ __all__ = [
     "DivergenceError",
     "make_stepper",
     "initial_state",
-    "register_les_output",
     "dt_for_cfl",
 ]
 
@@ -302,38 +302,13 @@ def _read_checkpoint(file: Path, signature: str):
         return state, int(data["written"]), chosen
 
 
-# --------------------------------------------------------------------------- output transforms
-_LES_OUTPUT = []
-
-
-def register_les_output(factory) -> None:
-    """Register how ``simulate(les=...)`` turns options into an output transform.
-
-    The solver does not know about coarse-graining: :mod:`xtl.data.coarse` registers
-    its factory here when it is imported (which ``import xtl`` does).
-
-    Parameters
-    ----------
-    factory : callable
-        ``factory(les, case, fft=...) -> transform`` for ``les`` = True, an int or a
-        dict; the transform follows the protocol described in :func:`simulate`.
-    """
-    if not callable(factory):
-        raise TypeError(f"factory must be callable factory(les, case, fft=...), got {factory!r}")
-    _LES_OUTPUT[:] = [factory]
-
-
-def _output_transform(les, case, fft):
-    """None, the transform passed as ``les``, or the one the registered factory makes."""
+# --------------------------------------------------------------------------- coarse-graining
+def _coarse_graining(les, case):
+    """None, or the :class:`~xtl.data.coarse.CoarseGraining` ``les`` asks for, complete for
+    the case's grid."""
     if les is None or les is False:
         return None
-    if callable(getattr(les, "spectral", None)):
-        if getattr(les, "n", case.n) != case.n:
-            raise ValueError(f"les transforms a {les.n}² grid but the case's grid is {case.n}²")
-        return les
-    if not _LES_OUTPUT:
-        raise RuntimeError("simulate(les=...) needs xtl.data.coarse (import xtl registers it)")
-    return _LES_OUTPUT[0](les, case, fft=fft)
+    return CoarseGraining.from_les(les).for_case(case)
 
 
 # --------------------------------------------------------------------------- options
@@ -423,10 +398,8 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
         :func:`xtl.data.coarse.coarse_grain`; the numbers agree with coarse-graining
         the stored DNS to round-off): ``True`` for the case's ``n_les`` and the
         Gaussian filter, an int for that ``n_les``, a dict with keys ``n_les``,
-        ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``, or an
-        output transform itself (e.g. an :class:`xtl.data.coarse.Coarsener`:
-        anything with ``n``, ``x``, ``names``, ``attrs``, ``title``,
-        ``signature`` and ``spectral(omega_hat) -> {name: array}``).
+        ``filter`` (``"gaussian"``, ``"box"``, ``"sharp"``) and ``width``, or a
+        :class:`~xtl.data.coarse.CoarseGraining`.
         ``dns_every``: with ``les`` and ``path``, also keep every k-th DNS
         snapshot in ``dns_path`` (default ``<path stem>.dns.nc``, written
         atomically too). ``member``: coordinates of this run as one member of an
@@ -505,8 +478,8 @@ class _Run:
         self.plan = step_plan(case, schedule)
         self.path = None if output.path is None else check_output_path(output.path,
                                                                          output.overwrite)
-        self.transform = _output_transform(output.les, case, execution.fft)
-        self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.transform)
+        self.les = _coarse_graining(output.les, case)
+        self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.les)
         self.member = _check_member(output.member)
         self.grid = SpectralGrid(case.n, dealias=case.dealias, fft=execution.fft,
                                  threads=execution.threads)
@@ -542,7 +515,7 @@ class _Run:
     # -- what the run writes -------------------------------------------------------
     def _describe(self):
         """The output's variables, x, attributes, history line and checkpoint signature."""
-        case, seed, initial, transform = self.case, self.seed, self.initial, self.transform
+        case, seed, initial, les = self.case, self.seed, self.initial, self.les
         attrs = {**_run_attrs(case, seed, initial), **(self.output.attrs or {})}
         signature = _signature(case, seed, self.plan, initial)
         target = self.schedule.cfl_target
@@ -550,19 +523,19 @@ class _Run:
             attrs["cfl_target"] = target
             signature += repr(("cfl_target", target))
         self.x, self.names, self.dns_attrs = self.grid.x, ("omega", "psi"), None
-        if transform is not None:
-            self.x, self.names = transform.x, tuple(transform.names)
+        if les is not None:
+            self.x, self.names = les.x, les.variables
             if self.dns_every is not None:
                 self.dns_attrs = {**attrs, "title": f"xtl DNS of case {case.name!r} (every "
                                   f"{self.dns_every}-th snapshot of {self.path.name})",
                                   "dns_every": self.dns_every}
                 attrs["dns_file"] = self.dns_path.name
-            attrs = {**attrs, "title": f"xtl {transform.title} of case {case.name!r}",
-                     **transform.attrs}
-            signature += repr((transform.signature, self.dns_every))
-        les = None if transform is None else getattr(transform, "options", transform.signature)
+            attrs = {**attrs, "title": "xtl LES training data (coarse-grained on the fly) of "
+                                       f"case {case.name!r}", **les.attrs(case.n, case.dealias)}
+            signature += repr((les.signature, self.dns_every))
         self.attrs, self.signature = attrs, signature
-        self.entry = _history_entry(case, seed, initial, self.schedule, les)
+        self.entry = _history_entry(case, seed, initial, self.schedule,
+                                    None if les is None else les.to_dict())
 
     @property
     def streams(self) -> list:
@@ -643,11 +616,12 @@ class _Run:
 
     def _save(self, state) -> None:
         """Write (or keep in memory) the snapshot of ``state``."""
-        plan, step, transform = self.plan, state.step, self.transform
+        plan, step, les = self.plan, state.step, self.les
         index = plan.snapshot_index(step)
         keep_dns = self.dns_stream is not None and index % self.dns_every == 0
-        dns = _fields(self.grid, state.omega_hat) if transform is None or keep_dns else None
-        fields = dns if transform is None else transform.spectral(state.omega_hat)
+        dns = _fields(self.grid, state.omega_hat) if les is None or keep_dns else None
+        fields = dns if les is None else les.spectral(state.omega_hat, dealias=self.case.dealias,
+                                                      fft=self.execution.fft)
         if not np.all(np.isfinite(fields["omega"])):
             self.stepper.last_cfl = float("nan")
             self._diverged(step)
@@ -708,7 +682,7 @@ def _chosen_attrs(chosen) -> dict:
     return {"dt_after_spin_up": float(chosen[0]), "cfl_at_spin_up": float(chosen[1])}
 
 
-def _check_dns_every(output, path, transform):
+def _check_dns_every(output, path, les):
     """Check ``output.dns_every``/``dns_path`` against the run; ``(dns_every, dns_path)``
     (both None without ``dns_every``)."""
     dns_every, dns_path = output.dns_every, output.dns_path
@@ -716,7 +690,7 @@ def _check_dns_every(output, path, transform):
         if dns_path is not None:
             raise ValueError("dns_path is only used with dns_every=k (keep every k-th DNS snapshot)")
         return None, None
-    if transform is None:
+    if les is None:
         raise ValueError(
             "dns_every only applies with les=... (the DNS is stored in full without it)"
         )
