@@ -28,7 +28,7 @@ def _model(shape, seed):
     import numpy as np
     import xarray as xr
 
-    from xtl.data.spectral import KERNEL_DIMS
+    from xtl.explain.kernels import KERNEL_DIMS
 
     rng = np.random.default_rng(seed)
     return xr.Dataset(
@@ -55,23 +55,23 @@ def child(task, shape, n, repeats):
     import dask
     import numpy as np
 
-    from xtl.data import spectral
+    from xtl.explain import kernels as kernel_spectra
 
     base = _model(shape, 0)
     kernels = base.kernel.values
     if task == "census":
-        run = lambda: spectral.filter_census(base, pad_to=n)  # noqa: E731
+        run = lambda: kernel_spectra.filter_census(base, pad_to=n)  # noqa: E731
     elif task == "census-1thread":
         def run():
             with dask.config.set(scheduler="synchronous"):
-                return spectral.filter_census(base, pad_to=n)
+                return kernel_spectra.filter_census(base, pad_to=n)
     elif task == "rfft2":
         run = lambda: _raw(kernels, n, np.fft.rfft2)  # noqa: E731
     elif task == "fft2":
         run = lambda: _raw(kernels, n, np.fft.fft2)  # noqa: E731
     elif task == "kernel_change":
         tl = _model(shape, 1)
-        run = lambda: spectral.kernel_change(base, tl, pad_to=n)  # noqa: E731
+        run = lambda: kernel_spectra.kernel_change(base, tl, pad_to=n)  # noqa: E731
     elif task == "baseline":
         run = lambda: None  # noqa: E731
     else:

@@ -17,7 +17,7 @@ import xarray as xr
 
 import xtl.accessors  # noqa: F401  (registers .tl; `import xtl` does the same)
 from xtl.experiment import plotting
-from xtl.data.spectral import KERNEL_DIMS
+from xtl.explain.kernels import KERNEL_DIMS
 
 T = np.arange(5) - 2
 TY, TX = np.meshgrid(T, T, indexing="ij")  # rows are y (tap_y), columns x (tap_x)

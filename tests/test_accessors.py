@@ -1,6 +1,6 @@
 """Tests of xtl/accessors.py: the `.tl` accessors are generated from the functions of
-xtl.data.spectral and xtl.data.coarse (same signature less the first parameter, same docs, same
-results)."""
+xtl.data.spectra, xtl.explain.kernels and xtl.data.coarse (same signature less the first
+parameter, same docs, same results)."""
 import ast
 import inspect
 import pydoc
@@ -14,7 +14,8 @@ import xarray as xr
 
 import xtl.accessors  # noqa: F401  (registers .tl)
 from xtl.data import coarse as C
-from xtl.data import spectral as S
+from xtl.data import spectra as S
+from xtl.explain import kernels as K
 
 TWO_PI = 2 * np.pi
 
@@ -38,7 +39,7 @@ def models():
 
     def make(w):
         return xr.Dataset(
-            {"kernel": (S.KERNEL_DIMS, w.astype(np.float32))}, coords={"layer": [1, 2]}
+            {"kernel": (K.KERNEL_DIMS, w.astype(np.float32))}, coords={"layer": [1, 2]}
         )
 
     w = rng.standard_normal(shape)
@@ -87,31 +88,31 @@ def test_dataarray_spectra_match_functions():
 def test_model_accessors_match_functions():
     base, tl = models()
     F = base.tl.kernel_filters(pad_to=16)
-    xr.testing.assert_allclose(F.compute(), S.kernel_filters(base, 16).compute())
+    xr.testing.assert_allclose(F.compute(), K.kernel_filters(base, 16).compute())
     prof = F.tl.radial_profile()
-    xr.testing.assert_allclose(prof.compute(), S.radial_profile(F).compute())
+    xr.testing.assert_allclose(prof.compute(), K.radial_profile(F).compute())
     c = base.tl.classify_kernels(pad_to=16)
-    xr.testing.assert_identical(c, S.classify_kernels(base, 16))
+    xr.testing.assert_identical(c, K.classify_kernels(base, 16))
     xr.testing.assert_allclose(F.tl.classify_filters(), c, rtol=1e-4)  # full grid vs rfft2
     census = base.tl.filter_census(pad_to=16)
-    xr.testing.assert_identical(census, S.filter_census(base, pad_to=16))
+    xr.testing.assert_identical(census, K.filter_census(base, pad_to=16))
     xr.testing.assert_identical(c.tl.filter_census(), census)
     xr.testing.assert_identical(c.filter_type.tl.filter_census(), census)
     assert int(census.sum()) == 2 * 3 * 2
     change = base.tl.kernel_change(tl, pad_to=16, percentile=90)
-    xr.testing.assert_identical(change, S.kernel_change(base, tl, pad_to=16, percentile=90))
+    xr.testing.assert_identical(change, K.kernel_change(base, tl, pad_to=16, percentile=90))
     with pytest.raises(ValueError, match="'kernel'"):
         base.drop_vars("kernel").tl.kernel_filters(pad_to=16)
 
 
 # --------------------------------------------------------------------------- generated methods
 DATASET_METHODS = {"spectrum": S.spectrum, "transfer_spectrum": S.transfer_spectrum,
-                   "filter_census": S.filter_census, "coarse_grain": C.coarse_grain,
-                   "kernel_filters": S.kernel_filters, "classify_kernels": S.classify_kernels,
-                   "kernel_change": S.kernel_change}
+                   "filter_census": K.filter_census, "coarse_grain": C.coarse_grain,
+                   "kernel_filters": K.kernel_filters, "classify_kernels": K.classify_kernels,
+                   "kernel_change": K.kernel_change}
 DATAARRAY_METHODS = {"spectrum": S.spectrum, "transfer_spectrum": S.transfer_spectrum,
-                     "filter_census": S.filter_census, "radial_profile": S.radial_profile,
-                     "classify_filters": S.classify_filters}
+                     "filter_census": K.filter_census, "radial_profile": K.radial_profile,
+                     "classify_filters": K.classify_filters}
 METHODS = [(xtl.accessors.TLDatasetAccessor, name, func) for name, func in DATASET_METHODS.items()]
 METHODS += [(xtl.accessors.TLDataArrayAccessor, name, func)
             for name, func in DATAARRAY_METHODS.items()]
@@ -222,14 +223,14 @@ def test_api_reference_docstrings_name_the_wrapped_function():
 def _cases():
     """(object, method, args, kwargs) for each of the nine methods, on small inputs."""
     ds, (base, tl) = flow(), models()
-    filters = S.kernel_filters(base, 16)
+    filters = K.kernel_filters(base, 16)
     return [
         (ds, "spectrum", ("energy",), {}),
         (ds.pi, "spectrum", (), {"kmax": 5}),
         (ds, "transfer_spectrum", (), {"kind": "enstrophy"}),
         (ds.psi, "transfer_spectrum", (ds.pi,), {"kmax": 4}),
         (base, "filter_census", (), {"pad_to": 16, "edge": 0.2}),
-        (S.classify_kernels(base, 16).filter_type, "filter_census", (), {}),
+        (K.classify_kernels(base, 16).filter_type, "filter_census", (), {}),
         (ds[["psi", "omega"]], "coarse_grain", (8, "box"), {"width": 0.5}),
         (base, "kernel_filters", (16,), {"shift": False}),
         (base, "classify_kernels", (16,), {"flat_ratio": 3.0, "kmax": 6}),

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import xtl
-from xtl.data import spectral as S
+from xtl.explain import kernels as K
 
 
 def test_get_case_can_rename_the_preset():
@@ -58,24 +58,24 @@ def test_run_les_on_another_grid_says_to_pass_n():
 
 def test_kernel_analyses_take_n_from_the_models_grid(trained_model):
     ds = trained_model.to_dataset()
-    assert S.recorded_grid(ds) == 16  # trained on the 16² synthetic LES data
-    xr.testing.assert_identical(S.kernel_filters(ds).compute(), S.kernel_filters(ds, 16).compute())
-    xr.testing.assert_identical(S.classify_kernels(ds), S.classify_kernels(ds, 16))
-    xr.testing.assert_identical(S.filter_census(ds), S.filter_census(ds, pad_to=16))
-    xr.testing.assert_identical(ds.tl.filter_census(), S.filter_census(ds, pad_to=16))
-    assert S.kernel_change(ds, ds).attrs["pad_to"] == 16
-    assert S.classify_kernels(ds, 32).attrs["kmax"] == 16  # an explicit n still wins
+    assert K.recorded_grid(ds) == 16  # trained on the 16² synthetic LES data
+    xr.testing.assert_identical(K.kernel_filters(ds).compute(), K.kernel_filters(ds, 16).compute())
+    xr.testing.assert_identical(K.classify_kernels(ds), K.classify_kernels(ds, 16))
+    xr.testing.assert_identical(K.filter_census(ds), K.filter_census(ds, pad_to=16))
+    xr.testing.assert_identical(ds.tl.filter_census(), K.filter_census(ds, pad_to=16))
+    assert K.kernel_change(ds, ds).attrs["pad_to"] == 16
+    assert K.classify_kernels(ds, 32).attrs["kmax"] == 16  # an explicit n still wins
     bare = ds.drop_attrs()
     with pytest.raises(ValueError, match=r"pad_to \(the grid .* must be given.*records no square"):
-        S.kernel_filters(bare)
+        K.kernel_filters(bare)
 
 
 def test_recorded_grid_reads_the_provenance_json():
     ds = xr.Dataset(attrs={"xtl_provenance": '{"grid": [32, 32]}'})
-    assert S.recorded_grid(ds) == 32
-    assert S.recorded_grid(xr.Dataset(attrs={"grid": "[24, 24]"})) == 24
-    assert S.recorded_grid(xr.Dataset(attrs={"grid": np.array([16, 32])})) is None  # not square
-    assert S.recorded_grid(xr.Dataset()) is None
+    assert K.recorded_grid(ds) == 32
+    assert K.recorded_grid(xr.Dataset(attrs={"grid": "[24, 24]"})) == 24
+    assert K.recorded_grid(xr.Dataset(attrs={"grid": np.array([16, 32])})) is None  # not square
+    assert K.recorded_grid(xr.Dataset()) is None
 
 
 def test_version_comes_from_the_installed_metadata():

@@ -24,7 +24,7 @@ RANKS = {
     "xtl.scheduler": 1.5,
     "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
-    "xtl.data.coarse": 1.8, "xtl.data.spectral": 4, "xtl.accessors": 5, "xtl.data.metrics": 5,
+    "xtl.data.coarse": 1.8, "xtl.data.spectra": 4, "xtl.explain.kernels": 4.5, "xtl.accessors": 5, "xtl.data.metrics": 5,
     "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends": 6.3,
     "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9, "xtl.les": 10,

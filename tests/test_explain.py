@@ -10,7 +10,7 @@ from xtl.nn.backends import get_backend, model_to_dataset, register_backend
 from xtl.nn.backends.base import stack_inputs
 from xtl.nn.backends.keras import KerasBackend
 from xtl.explain.activations import activation_spectra, activations
-from xtl.data.spectral import spectrum
+from xtl.data.spectra import spectrum
 
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,7 @@ def test_the_fdns_pi_of_a_frozen_field_as_closure_gives_zero_spectrum_error_at_t
     LES at t = 0 has the filtered DNS's spectra on every resolved shell, and the Π it
     records is the filtered DNS's."""
     from xtl.les import closure_fields
-    from xtl.data.spectral import spectrum
+    from xtl.data.spectra import spectrum
 
     case = xtl.get_case("tiny")
     fdns = _fdns().isel(time=[-1])

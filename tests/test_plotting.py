@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from xtl.experiment import plotting  # noqa: E402
-from xtl.data import spectral as S
+from xtl.explain import kernels as K
 
 
 @pytest.fixture(autouse=True)
@@ -56,13 +56,13 @@ def test_plot_spectra_2d_dataarray_and_sequence():
 def kernels_model():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((2, 2, 2, 5, 5)).astype(np.float32)
-    return xr.Dataset({"kernel": (S.KERNEL_DIMS, w)}, coords={"layer": [1, 2]})
+    return xr.Dataset({"kernel": (K.KERNEL_DIMS, w)}, coords={"layer": [1, 2]})
 
 
 def test_plot_kernel_spectra_grid():
     m = kernels_model()
-    F = S.kernel_filters(m, 16)
-    c = S.classify_filters(F)
+    F = K.kernel_filters(m, 16)
+    c = K.classify_filters(F)
     sel = [{"layer": 1, "channel_out": 0, "channel_in": 1}, {"layer": 2, "channel_out": 1, "channel_in": 0}]
     fig = plotting.plot_kernel_spectra(F, sel, classes=c, ncols=3)
     visible = _panels(fig)
@@ -74,7 +74,7 @@ def test_plot_kernel_spectra_grid():
     assert img[8, 8] == pytest.approx(abs(w.sum()), rel=1e-5)
     assert c.filter_type.sel(sel[1]).item() in visible[1].get_title()
     # unshifted input is drawn centred too, and kmax crops
-    U = S.kernel_filters(m, 16, shift=False)
+    U = K.kernel_filters(m, 16, shift=False)
     fig2 = plotting.plot_kernel_spectra(U, sel[:1], kmax=4)
     img2 = _panels(fig2)[0].get_images()[0].get_array()
     assert img2.shape == (9, 9)
@@ -91,7 +91,7 @@ def _panels(fig):
 
 def test_kernel_spectra_share_one_colour_scale_with_a_colourbar_and_wavenumber_axes():
     m = kernels_model()
-    F = S.kernel_filters(m, 16)
+    F = K.kernel_filters(m, 16)
     before, after = F.sel(layer=1, channel_in=0), 3 * F.sel(layer=1, channel_in=0)
     both = xr.concat([before, after], dim=xr.DataArray(["before", "after"], dims="model"))
     fig = plotting.plot_kernel_spectra(both.transpose("channel_out", "model", "ky", "kx"), ncols=2)
@@ -113,7 +113,7 @@ def test_plot_census_fractions_per_layer():
     census = xr.DataArray(
         [[24, 0, 0, 0, 0], [300, 200, 50, 26, 0]],
         dims=("layer", "filter_type"),
-        coords={"layer": [1, 2], "filter_type": list(S.FILTER_TYPES[:-1])},
+        coords={"layer": [1, 2], "filter_type": list(K.FILTER_TYPES[:-1])},
     )
     ax = plotting.plot_census(census)
     heights = np.array([p.get_height() for p in ax.patches]).reshape(5, 2)
@@ -127,7 +127,7 @@ def test_legends_sit_off_the_data():
     a, b = spectra()
     for ax in (plotting.plot_spectra({"a": a, "b": b}),
                plotting.plot_census(xr.DataArray([[1, 2, 0, 0, 1]], dims=("layer", "filter_type"),
-                                                 coords={"filter_type": list(S.FILTER_TYPES[:-1])}))):
+                                                 coords={"filter_type": list(K.FILTER_TYPES[:-1])}))):
         ax.figure.canvas.draw()
         legend = ax.get_legend().get_window_extent()
         box = ax.get_window_extent()
@@ -138,13 +138,13 @@ def test_plot_census_bars_are_the_counts():
     census = xr.DataArray(
         [[3, 0, 1, 0, 0], [1, 2, 0, 1, 0]],
         dims=("layer", "filter_type"),
-        coords={"layer": [1, 2], "filter_type": list(S.FILTER_TYPES[:-1])},
+        coords={"layer": [1, 2], "filter_type": list(K.FILTER_TYPES[:-1])},
     )
     ax = plotting.plot_census(census, fractions=False)
     heights = np.array([p.get_height() for p in ax.patches]).reshape(5, 2)
     np.testing.assert_array_equal(heights, census.values.T)
     bottoms = np.array([p.get_y() for p in ax.patches]).reshape(5, 2)
     np.testing.assert_array_equal(bottoms[1], census.values[:, 0])  # stacked
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(S.FILTER_TYPES[:-1])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(K.FILTER_TYPES[:-1])
     with pytest.raises(ValueError, match="layer, filter_type"):
         plotting.plot_census(census.rename(layer="depth"))

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from xtl.experiment import report
-from xtl.data.spectral import FILTER_TYPES
+from xtl.explain.kernels import FILTER_TYPES
 
 K = np.arange(12)
 N_LES = 16  # shells k <= 7 are drawn

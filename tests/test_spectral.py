@@ -1,4 +1,5 @@
-"""Tests of xtl/spectral.py: isotropic spectra, kernel filters, classification, changes."""
+"""Tests of xtl/data/spectra.py (isotropic spectra) and xtl/explain/kernels.py (kernel filters,
+classification, census, changes)."""
 import tracemalloc
 
 import dask.array as dsa
@@ -7,7 +8,8 @@ import pytest
 import xarray as xr
 from dask.callbacks import Callback
 
-from xtl.data import spectral as S
+from xtl.data import spectra as S
+from xtl.explain import kernels as K
 
 TWO_PI = 2 * np.pi
 
@@ -89,7 +91,7 @@ def model(kernels, dtype=np.float32):
     L, co, ci = kernels.shape[:3]
     return xr.Dataset(
         {
-            "kernel": (S.KERNEL_DIMS, kernels),
+            "kernel": (K.KERNEL_DIMS, kernels),
             "bias": (("layer", "channel_out"), np.zeros((L, co), dtype)),
         },
         coords={"layer": np.arange(1, L + 1), "channel_out": np.arange(co), "channel_in": np.arange(ci)},
@@ -294,7 +296,7 @@ def test_kernel_filters_values_dims_and_ordering():
     rng = np.random.default_rng(8)
     m = model(rng.standard_normal((2, 3, 2, 5, 5)), dtype=np.float64)
     n = 16
-    F = S.kernel_filters(m, n)
+    F = K.kernel_filters(m, n)
     assert F.dims == ("layer", "channel_out", "channel_in", "ky", "kx")
     assert isinstance(F.data, dsa.Array)
     np.testing.assert_array_equal(F["ky"].values, np.arange(-8, 8))
@@ -305,12 +307,12 @@ def test_kernel_filters_values_dims_and_ordering():
     np.testing.assert_allclose(
         F.sel(ky=0, kx=0).values, np.abs(m.kernel.sum(["tap_y", "tap_x"]).values), rtol=1e-12
     )
-    U = S.kernel_filters(m, 15, shift=False)  # odd n, numpy fftfreq order
+    U = K.kernel_filters(m, 15, shift=False)  # odd n, numpy fftfreq order
     np.testing.assert_array_equal(U["kx"].values, np.rint(np.fft.fftfreq(15, 1 / 15)))
     np.testing.assert_allclose(
         U.values, np.abs(np.fft.fft2(m.kernel.values, s=(15, 15))), rtol=1e-12, atol=1e-12
     )
-    assert S.kernel_filters(model(m.kernel.values), n).dtype == np.float32
+    assert K.kernel_filters(model(m.kernel.values), n).dtype == np.float32
 
 
 def test_kernel_filters_is_lazy_and_chunked():
@@ -318,8 +320,8 @@ def test_kernel_filters_is_lazy_and_chunked():
     kernel = m.kernel.chunk({"layer": 1})
     lazy_model = m.assign(kernel=kernel)
     with CountTasks() as counter:
-        F = S.kernel_filters(lazy_model, 32, chunks={"layer": 1, "channel_out": 2})
-        prof = S.radial_profile(F)
+        F = K.kernel_filters(lazy_model, 32, chunks={"layer": 1, "channel_out": 2})
+        prof = K.radial_profile(F)
     assert counter.count == 0
     assert F.data.chunksize == (1, 2, 4, 32, 32)
     assert isinstance(prof.data, dsa.Array)
@@ -330,21 +332,21 @@ def test_kernel_filters_is_lazy_and_chunked():
 
 def test_radial_profile():
     n = 16
-    F = S.kernel_filters(model(DELTA[None, None, None]), n)
-    prof = S.radial_profile(F)
+    F = K.kernel_filters(model(DELTA[None, None, None]), n)
+    prof = K.radial_profile(F)
     assert prof.dims == ("layer", "channel_out", "channel_in", "k")
     np.testing.assert_array_equal(prof["k"].values, np.arange(n // 2 + 1))
     np.testing.assert_allclose(prof.values, 1.0, rtol=1e-6)
     # hand computation for a random kernel: mean of |W^| over each shell
     w = np.random.default_rng(9).standard_normal((5, 5))
-    F = S.kernel_filters(model(w[None, None, None], dtype=np.float64), n, shift=False)
+    F = K.kernel_filters(model(w[None, None, None], dtype=np.float64), n, shift=False)
     mag = np.abs(np.fft.fft2(w, s=(n, n)))
     k = np.fft.fftfreq(n) * n
     shells = np.rint(np.hypot(k[:, None], k[None, :])).astype(int)
     ref = [mag[shells == s].mean() for s in range(n // 2 + 1)]
-    np.testing.assert_allclose(S.radial_profile(F).values.ravel(), ref, rtol=1e-12)
+    np.testing.assert_allclose(K.radial_profile(F).values.ravel(), ref, rtol=1e-12)
     # a Gaussian blur decays monotonically
-    g = S.radial_profile(S.kernel_filters(model(gaussian(1.0)[None, None, None]), n))
+    g = K.radial_profile(K.kernel_filters(model(gaussian(1.0)[None, None, None]), n))
     assert np.all(np.diff(g.values.ravel()) < 0)
 
 
@@ -362,7 +364,7 @@ def test_known_kernels_are_classified_right(n):
         np.full((5, 5), np.nan),  # NaN padding
     ]
     m = model(np.stack(kernels)[None, :, None])
-    c = S.classify_kernels(m, n)
+    c = K.classify_kernels(m, n)
     types = c.filter_type.values.ravel().tolist()
     assert types == ["low-pass", "high-pass", "band-pass", "all-pass"] + ["gabor"] * len(
         GABOR_ANGLES
@@ -379,10 +381,10 @@ def test_fast_kernel_path_equals_full_grid_classification():
     # classify_kernels works on the rfft2 half plane; classify_filters on the full grid
     m = random_model(2, 8, 8, seed=11)
     for n in (16, 17):
-        fast = S.classify_kernels(m, n, chunks={"channel_out": 3})
-        filters = S.kernel_filters(m, n, shift=False).compute()
+        fast = K.classify_kernels(m, n, chunks={"channel_out": 3})
+        filters = K.kernel_filters(m, n, shift=False).compute()
         before = filters.copy(deep=True)
-        full = S.classify_filters(filters)
+        full = K.classify_filters(filters)
         xr.testing.assert_identical(filters, before)  # the input is not modified
         np.testing.assert_array_equal(fast.filter_type.values, full.filter_type.values)
         for v in ("orientation", "anisotropy", "flatness", "peak_k"):
@@ -393,16 +395,16 @@ def test_fast_kernel_path_equals_full_grid_classification():
 def test_classification_thresholds_are_the_documented_ones():
     # a mild blur is flat enough to be all-pass at a loose threshold only
     m = model(gaussian(0.55)[None, None, None])
-    c = S.classify_kernels(m, 32)
+    c = K.classify_kernels(m, 32)
     flat = c.flatness.item()
     assert c.filter_type.item() == "low-pass" and flat > 2.0
-    loose = S.classify_kernels(m, 32, flat_ratio=flat * 1.01)
+    loose = K.classify_kernels(m, 32, flat_ratio=flat * 1.01)
     assert loose.filter_type.item() == "all-pass"
     # a Gabor is band-pass when the anisotropy threshold is above its anisotropy
     g = model(gabor(30.0)[None, None, None])
-    cg = S.classify_kernels(g, 32)
+    cg = K.classify_kernels(g, 32)
     assert cg.filter_type.item() == "gabor" and 0.5 < cg.anisotropy.item() <= 1
-    strict = S.classify_kernels(g, 32, min_anisotropy=cg.anisotropy.item() + 0.01)
+    strict = K.classify_kernels(g, 32, min_anisotropy=cg.anisotropy.item() + 0.01)
     assert strict.filter_type.item() in ("band-pass", "high-pass")
     assert np.isnan(strict.orientation.item())
 
@@ -417,7 +419,7 @@ def test_classify_filters_on_analytic_spectra():
     F = xr.DataArray(
         np.stack([ring + 1e-3, blob + 1e-3]), dims=("case", "ky", "kx"), coords={"ky": k, "kx": k}
     )
-    c = S.classify_filters(F)
+    c = K.classify_filters(F)
     assert c.filter_type.values.tolist() == ["band-pass", "gabor"]
     assert abs(c.orientation.values[1] - 45.0) < 1.0
 
@@ -427,30 +429,30 @@ def test_random_paper_like_model_classifies_without_error_and_census_counts():
     kernels[0, :, 2:] = np.nan  # first layer has 2 input channels
     kernels[2, 1:] = np.nan  # last layer has 1 output channel
     m = model(kernels)
-    c = S.classify_kernels(m, 32)
+    c = K.classify_kernels(m, 32)
     types = c.filter_type.values
-    assert set(np.unique(types)) <= set(S.FILTER_TYPES)
+    assert set(np.unique(types)) <= set(K.FILTER_TYPES)
     assert (types == "absent").sum() == 6 * 3 + 5 * 5
     assert (types[np.isfinite(kernels).all(axis=(-1, -2))] != "absent").all()
-    census = S.filter_census(c)
+    census = K.filter_census(c)
     assert census.dims == ("layer", "filter_type")
-    assert census["filter_type"].values.tolist() == list(S.FILTER_TYPES[:-1])
+    assert census["filter_type"].values.tolist() == list(K.FILTER_TYPES[:-1])
     np.testing.assert_array_equal(census.sum("filter_type").values, [12, 30, 5])
     for lay, t in [(1, "gabor"), (2, "band-pass"), (3, "low-pass")]:
         assert census.sel(layer=lay, filter_type=t) == (c.filter_type.sel(layer=lay) == t).sum()
     # the census straight from the model and from the DataArray agree
-    xr.testing.assert_equal(S.filter_census(m, pad_to=32), census)
-    xr.testing.assert_equal(S.filter_census(c.filter_type), census)
+    xr.testing.assert_equal(K.filter_census(m, pad_to=32), census)
+    xr.testing.assert_equal(K.filter_census(c.filter_type), census)
 
 
 def test_chunked_classification_keeps_memory_bounded():
     n = 64
     m = random_model(6, 32, 32)
     materialized = 6 * 32 * 32 * n * n * 4  # 96 MiB of float32 |W^|
-    S.classify_kernels(random_model(1, 2, 2), n)  # warm up imports and caches
+    K.classify_kernels(random_model(1, 2, 2), n)  # warm up imports and caches
     tracemalloc.start()
     try:
-        c = S.classify_kernels(m, n, chunks={"layer": 1, "channel_out": 4})
+        c = K.classify_kernels(m, n, chunks={"layer": 1, "channel_out": 4})
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -461,21 +463,21 @@ def test_chunked_classification_keeps_memory_bounded():
 def test_kernel_filter_bad_input():
     m = random_model(1, 2, 2)
     with pytest.raises(ValueError, match="variable 'kernel'"):
-        S.kernel_filters(m.drop_vars("kernel"), 16)
+        K.kernel_filters(m.drop_vars("kernel"), 16)
     with pytest.raises(TypeError, match="model xarray.Dataset"):
-        S.kernel_filters(m.kernel, 16)
+        K.kernel_filters(m.kernel, 16)
     with pytest.raises(ValueError, match="at least the kernel size"):
-        S.kernel_filters(m, 4)
+        K.kernel_filters(m, 4)
     with pytest.raises(TypeError, match="integer grid size"):
-        S.kernel_filters(m, 16.0)
+        K.kernel_filters(m, 16.0)
     with pytest.raises(ValueError, match="dims"):
-        S.kernel_filters(m.rename(tap_x="tx"), 16)
+        K.kernel_filters(m.rename(tap_x="tx"), 16)
     with pytest.raises(ValueError, match="'ky', 'kx'"):
-        S.radial_profile(xr.DataArray(np.ones((4, 4)), dims=("a", "b")))
+        K.radial_profile(xr.DataArray(np.ones((4, 4)), dims=("a", "b")))
     with pytest.raises(ValueError, match="edge"):
-        S.classify_kernels(m, 16, edge=0.7)
+        K.classify_kernels(m, 16, edge=0.7)
     with pytest.raises(ValueError, match=r"pad_to \(the grid .* must be given.*records no square"):
-        S.filter_census(m)
+        K.filter_census(m)
 
 
 # ----------------------------------------------------------------------------------------
@@ -496,7 +498,7 @@ def test_kernel_change_hand_computed():
     tl[1, 0, 0] = delta  # unchanged
     tl[1, 1, 0] = 0.5 * delta  # from zero: |W^| = 0.5 everywhere -> spectral 0.5 n
     mb, mt = model(base, np.float64), model(tl, np.float64)
-    out = S.kernel_change(mb, mt, pad_to=n, percentile=50)
+    out = K.kernel_change(mb, mt, pad_to=n, percentile=50)
     na = np.linalg.norm(a)
     np.testing.assert_allclose(out.physical_change.values[..., 0], [[na, 2.0], [0.0, 0.5]], atol=1e-12)
     np.testing.assert_allclose(
@@ -526,14 +528,14 @@ def test_kernel_change_hand_computed():
     np.testing.assert_allclose(out.top_filter_base.values[1], 0.0)
     np.testing.assert_allclose(out.top_filter_tl.values[1], 0.5)
     # ranking by the physical change picks the sign flip first
-    phys = S.kernel_change(mb, mt, pad_to=n, percentile=75, by="physical")
+    phys = K.kernel_change(mb, mt, pad_to=n, percentile=75, by="physical")
     assert (phys.top_layer.item(), phys.top_channel_out.item()) == (1, 1)
 
 
 def test_kernel_change_bounds_on_random_models():
     mb, mt = random_model(2, 4, 3, seed=1), random_model(2, 4, 3, seed=2)
     n = 16
-    out = S.kernel_change(mb, mt, pad_to=n)
+    out = K.kernel_change(mb, mt, pad_to=n)
     assert out.sizes["top"] == 1  # the 99.9th percentile of 24 kernels: only the max
     assert np.all(out.spectral_change <= n * out.physical_change * (1 + 1e-5))
     assert out.top_change.item() == pytest.approx(float(out.spectral_change.max()))
@@ -542,12 +544,12 @@ def test_kernel_change_bounds_on_random_models():
 def test_kernel_change_bad_input():
     mb = random_model(2, 2, 2)
     with pytest.raises(ValueError, match="same shape"):
-        S.kernel_change(mb, random_model(3, 2, 2), pad_to=8)
+        K.kernel_change(mb, random_model(3, 2, 2), pad_to=8)
     with pytest.raises(ValueError, match="percentile"):
-        S.kernel_change(mb, mb, pad_to=8, percentile=120)
+        K.kernel_change(mb, mb, pad_to=8, percentile=120)
     with pytest.raises(ValueError, match="by must be"):
-        S.kernel_change(mb, mb, pad_to=8, by="both")
+        K.kernel_change(mb, mb, pad_to=8, by="both")
     with pytest.raises(ValueError, match="'kernel'"):
-        S.kernel_change(mb, mb.drop_vars("kernel"), pad_to=8)
+        K.kernel_change(mb, mb.drop_vars("kernel"), pad_to=8)
     with pytest.raises(ValueError, match="at least the kernel size"):
-        S.kernel_change(mb, mb, pad_to=3)
+        K.kernel_change(mb, mb, pad_to=3)

@@ -29,15 +29,14 @@ from .data.metrics import conditional_correlation, correlation, relative_l2, sco
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
 from .nn.sweep import SweepOptions, budget_sweep, layer_sweep
 from .nn.training import evaluate, predict, train, transfer
-from .data.spectral import (
+from .data.spectra import spectrum, transfer_spectrum
+from .explain.kernels import (
     classify_filters,
     classify_kernels,
     filter_census,
     kernel_change,
     kernel_filters,
     radial_profile,
-    spectrum,
-    transfer_spectrum,
 )
 
 __all__ = [

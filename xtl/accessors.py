@@ -1,10 +1,10 @@
 """The ``.tl`` accessors on :class:`xarray.Dataset` and :class:`xarray.DataArray`.
 
 Importing this module (``import xtl`` does) registers ``ds.tl`` and ``da.tl``. Each
-method is generated from a public function of :mod:`xtl.data.spectral` or :mod:`xtl.data.coarse`
-by ``_delegate``: ``ds.tl.f(*args, **kwargs)`` is ``f(ds, *args, **kwargs)``, with
-the function's signature (less its first parameter) and its docstring, so the two
-cannot drift apart. The accessors hold no logic of their own. Methods valid on both
+method is generated from a public function of :mod:`xtl.data.spectra`,
+:mod:`xtl.explain.kernels` or :mod:`xtl.data.coarse` by ``_delegate``:
+``ds.tl.f(*args, **kwargs)`` is ``f(ds, *args, **kwargs)``, with the function's
+signature (less its first parameter) and its docstring, so the two cannot drift apart. The accessors hold no logic of their own. Methods valid on both
 kinds of object live in ``_TLAccessor``; the others in the Dataset or DataArray class:
 
 * ``ds.tl`` and ``da.tl``: ``spectrum``, ``transfer_spectrum``, ``filter_census``;
@@ -27,7 +27,9 @@ import textwrap
 
 import xarray as xr
 
-from .data import coarse, spectral
+from .data import coarse, spectra
+from .explain.kernels import (classify_filters, classify_kernels, filter_census, kernel_change,
+                              kernel_filters, radial_profile)
 
 __all__ = ["TLDatasetAccessor", "TLDataArrayAccessor"]
 
@@ -39,7 +41,7 @@ def _delegate(func):
     ----------
     func : callable
         A public function whose first parameter is the Dataset or DataArray (e.g.
-        :func:`xtl.data.spectral.spectrum`).
+        :func:`xtl.data.spectra.spectrum`).
 
     Returns
     -------
@@ -144,16 +146,16 @@ class _TLAccessor:
     def __init__(self, obj):
         self._obj = obj
 
-    # --- xtl.data.spectral: spectra of fields ---------------------------------------------
-    spectrum = _delegate(spectral.spectrum)
-    """``.tl.spectrum(...)``: :func:`xtl.data.spectral.spectrum` on this object."""
+    # --- xtl.data.spectra: spectra of fields -----------------------------------------------
+    spectrum = _delegate(spectra.spectrum)
+    """``.tl.spectrum(...)``: :func:`xtl.data.spectra.spectrum` on this object."""
 
-    transfer_spectrum = _delegate(spectral.transfer_spectrum)
-    """``.tl.transfer_spectrum(...)``: :func:`xtl.data.spectral.transfer_spectrum` on this object."""
+    transfer_spectrum = _delegate(spectra.transfer_spectrum)
+    """``.tl.transfer_spectrum(...)``: :func:`xtl.data.spectra.transfer_spectrum` on this object."""
 
-    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
-    filter_census = _delegate(spectral.filter_census)
-    """``.tl.filter_census(...)``: :func:`xtl.data.spectral.filter_census` on this object."""
+    # --- xtl.explain.kernels: kernel filters -----------------------------------------------
+    filter_census = _delegate(filter_census)
+    """``.tl.filter_census(...)``: :func:`xtl.explain.kernels.filter_census` on this object."""
 
 
 @xr.register_dataset_accessor("tl")
@@ -165,15 +167,15 @@ class TLDatasetAccessor(_TLAccessor):
     coarse_grain = _delegate(coarse.coarse_grain)
     """``ds.tl.coarse_grain(...)``: :func:`xtl.data.coarse.coarse_grain` on this Dataset."""
 
-    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
-    kernel_filters = _delegate(spectral.kernel_filters)
-    """``ds.tl.kernel_filters(...)``: :func:`xtl.data.spectral.kernel_filters` on this model."""
+    # --- xtl.explain.kernels: kernel filters -----------------------------------------------
+    kernel_filters = _delegate(kernel_filters)
+    """``ds.tl.kernel_filters(...)``: :func:`xtl.explain.kernels.kernel_filters` on this model."""
 
-    classify_kernels = _delegate(spectral.classify_kernels)
-    """``ds.tl.classify_kernels(...)``: :func:`xtl.data.spectral.classify_kernels` on this model."""
+    classify_kernels = _delegate(classify_kernels)
+    """``ds.tl.classify_kernels(...)``: :func:`xtl.explain.kernels.classify_kernels` on this model."""
 
-    kernel_change = _delegate(spectral.kernel_change)
-    """``ds.tl.kernel_change(tl, ...)``: :func:`xtl.data.spectral.kernel_change` from this model."""
+    kernel_change = _delegate(kernel_change)
+    """``ds.tl.kernel_change(tl, ...)``: :func:`xtl.explain.kernels.kernel_change` from this model."""
 
 
 @xr.register_dataarray_accessor("tl")
@@ -181,9 +183,9 @@ class TLDatasetAccessor(_TLAccessor):
 class TLDataArrayAccessor(_TLAccessor):
     """``da.tl``: xtl methods on a DataArray (a field, or filter magnitudes ``|Ŵ|``)."""
 
-    # --- xtl.data.spectral: kernel filters ---------------------------------------------------
-    radial_profile = _delegate(spectral.radial_profile)
-    """``da.tl.radial_profile(...)``: :func:`xtl.data.spectral.radial_profile` on these filters."""
+    # --- xtl.explain.kernels: kernel filters -----------------------------------------------
+    radial_profile = _delegate(radial_profile)
+    """``da.tl.radial_profile(...)``: :func:`xtl.explain.kernels.radial_profile` on these filters."""
 
-    classify_filters = _delegate(spectral.classify_filters)
-    """``da.tl.classify_filters(...)``: :func:`xtl.data.spectral.classify_filters` on these filters."""
+    classify_filters = _delegate(classify_filters)
+    """``da.tl.classify_filters(...)``: :func:`xtl.explain.kernels.classify_filters` on these filters."""

@@ -424,7 +424,7 @@ def cmd_sweep(args) -> None:
 def cmd_explain(args) -> None:
     """Filter census (and kernel changes)."""
     from .data.io import check_output_path, write_dataset
-    from .data.spectral import classify_kernels, kernel_change
+    from .explain.kernels import classify_kernels, kernel_change
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [args.model, args.base])

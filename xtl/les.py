@@ -1110,7 +1110,7 @@ def _stability(les_ds: xr.Dataset) -> tuple:
 def _spectrum_metrics(good: xr.Dataset, fdns_ds: xr.Dataset, kmax: int) -> dict:
     """Time-mean energy and enstrophy spectra and the log-spectrum error up to ``kmax``."""
     from .data.metrics import log_spectrum_rmse
-    from .data.spectral import spectrum
+    from .data.spectra import spectrum
 
     mean_dims = [d for d in fdns_ds.omega.dims if d not in ("y", "x")]
     out = {}

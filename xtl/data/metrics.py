@@ -14,7 +14,7 @@ a new dim (e.g. ``layer`` in :func:`xtl.layer_sweep`).
   (backscatter). Pass ψ̄ instead of ω̄ to condition on the energy transfer;
 * :func:`relative_l2` -- ``‖Π_pred − Π‖₂ / ‖Π‖₂`` per snapshot, averaged;
 * :func:`spectrum_error` -- RMSE over ``k`` of ``log10`` of the isotropic
-  power spectra of Π (from :func:`xtl.data.spectral.spectrum`);
+  power spectra of Π (from :func:`xtl.data.spectra.spectrum`);
 * :func:`score` -- all of the above in one Dataset.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .spectral import spectrum
+from .spectra import spectrum
 
 __all__ = [
     "correlation",
@@ -193,7 +193,7 @@ def log_spectrum_rmse(a: xr.DataArray, b: xr.DataArray, *, kmin: int = 1,
 def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr.Dataset:
     """RMSE over ``k`` of the log10 isotropic power spectra of Π.
 
-    The spectra (:func:`xtl.data.spectral.spectrum`, ``kind="power"``) are
+    The spectra (:func:`xtl.data.spectra.spectrum`, ``kind="power"``) are
     averaged over all leading dims first; the error is
     ``sqrt(mean_k (log10 P_pred(k) − log10 P_true(k))²)`` over
     ``kmin <= k <= kmax`` where both spectra are positive.

@@ -1,9 +1,10 @@
 """Matplotlib figures of the Fourier explanations: spectra, kernel spectra, census.
 
-Every function takes xarray objects as returned by :mod:`xtl.data.spectral`, draws on a given
-Axes (or Figure) or a new one, and returns it; nothing is shown or saved here. Given an
-Axes or Figure (e.g. of a ``matplotlib.figure.Figure()``), nothing touches pyplot or the
-backend; only a new figure is made with pyplot. Legends sit outside the axes, off the data.
+Every function takes xarray objects as returned by :mod:`xtl.data.spectra` and
+:mod:`xtl.explain.kernels`, draws on a given Axes (or Figure) or a new one, and returns
+it; nothing is shown or saved here. Given an Axes or Figure (e.g. of a
+``matplotlib.figure.Figure()``), nothing touches pyplot or the backend; only a new
+figure is made with pyplot. Legends sit outside the axes, off the data.
 """
 from __future__ import annotations
 

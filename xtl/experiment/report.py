@@ -411,7 +411,7 @@ def write_report(experiment) -> Path:
     Path
         The report's path.
     """
-    from ..data.spectral import filter_census
+    from ..explain.kernels import filter_census
 
     paths = experiment.paths
     folder = paths.figures

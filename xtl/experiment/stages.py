@@ -410,7 +410,7 @@ def best_layer(paths: ExperimentPaths, target_name: str) -> int:
 
 def _spectra(data: FlowData, target, models) -> xr.Dataset:
     """Mean spectra of the base and target flows, and of Π and its predictions."""
-    from ..data.spectral import spectrum
+    from ..data.spectra import spectrum
     from ..nn.training import predict
 
     pool, test = data.target_sets(target)
@@ -433,7 +433,7 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
     from ..nn.backends import model_to_dataset
     from ..explain.activations import spectral_change_correlation
     from ..data.io import write_dataset
-    from ..data.spectral import kernel_change
+    from ..explain.kernels import kernel_change
 
     base = _load_model(paths.model("base"))
     best = best_layer(paths, target.name)

@@ -14,7 +14,7 @@
 
 Which layer to re-train is decided in :mod:`xtl.explain.recommend`, on this evidence.
 
-Spectra come from :func:`xtl.data.spectral.spectrum` (``kind="power"``): shell
+Spectra come from :func:`xtl.data.spectra.spectrum` (``kind="power"``): shell
 sums on integer radian wavenumbers, so the sum over ``k`` is the spatial
 mean square of the activation.
 """
@@ -28,7 +28,7 @@ import xarray as xr
 
 from ..nn.backends import INPUTS, Model, check_layers, get_backend
 from ..nn.backends.base import stack_inputs
-from ..data.spectral import spectrum
+from ..data.spectra import spectrum
 from ..nn.training import check_les_dataset, count_samples, sample_fields
 
 __all__ = ["activations", "activation_spectra", "flow_difference", "spectral_change_correlation",
@@ -148,7 +148,7 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
         Samples per batch.
     kmax : int, optional
         Last shell kept (default: all shells, so the sum over ``k`` is the
-        mean square; see :func:`xtl.data.spectral.spectrum`).
+        mean square; see :func:`xtl.data.spectra.spectrum`).
 
     Returns
     -------
@@ -322,7 +322,7 @@ def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArr
     xarray.DataArray
         ``(layer, k)``; NaN-padded channels are skipped.
     """
-    from ..data.spectral import kernel_filters, radial_profile
+    from .kernels import kernel_filters, radial_profile
 
     filters = kernel_filters(model_ds.assign(kernel=model_ds["kernel"].astype(np.float64)),
                              n_grid)
@@ -335,7 +335,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     """Where, and by how many decades, the spectra of two flows differ.
 
     Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and ``pi`` of both
-    flows (:func:`xtl.data.spectral.spectrum`), their log-ratio
+    flows (:func:`xtl.data.spectra.spectrum`), their log-ratio
     ``r = log10(S_target/S_base)`` (with a round-off floor, :data:`SPECTRAL_FLOOR`),
     the shell weight ``w(k) = max over variables of |r(k)|`` (0 at ``k = 0``), and
     the largest ``|r|`` of each variable over the shells ``1 ≤ k ≤ kmax``.
@@ -456,7 +456,7 @@ def check_kmax(kmax, grid) -> int:
 
 def _kernel_change_profile(base_ds, tl_ds, layer, n_grid, kmax):
     """Shell mean of ``||Ŵ_tl| − |Ŵ_base||`` over a layer's kernels → (k,)."""
-    from ..data.spectral import kernel_filters, radial_profile
+    from .kernels import kernel_filters, radial_profile
 
     def mag(ds):
         one = ds.sel(layer=[layer])

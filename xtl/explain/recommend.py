@@ -57,7 +57,7 @@ from ..options import (
     SpectralOptions,
     check_int,
 )
-from ..data.spectral import spectrum
+from ..data.spectra import spectrum
 from ..nn.training import check_les_dataset, count_samples, sample_fields, transfer
 
 __all__ = [

@@ -1,21 +1,17 @@
-"""Fourier explanations: isotropic spectra of flows, spectra of learned kernels, changes.
+"""Spectra of learned kernels: their filters, classification, census and changes.
 
-Everything here is a small pure function on xarray objects; :mod:`xtl.accessors` wraps
-them as ``ds.tl.*`` / ``da.tl.*``. The module depends only on numpy, scipy, xarray, dask,
-xrft and the Fourier layer :mod:`xtl.physics.fourier` (never on the solver or on a backend).
+A convolutional closure is read as a bank of filters: :func:`kernel_filters` gives the
+transfer function |Ŵ| of every kernel, :func:`classify_filters` / :func:`classify_kernels`
+name what each does (low-, high-, band-pass, Gabor, all-pass), :func:`filter_census`
+counts them per layer and :func:`kernel_change` finds the kernels transfer learning
+changed most. Everything here is a small pure function on xarray objects;
+:mod:`xtl.accessors` wraps them as ``ds.tl.*`` / ``da.tl.*``. Isotropic profiles are the
+shell sums of :mod:`xtl.data.spectra`.
 
 Conventions (see docs/conventions.md)
 -------------------------------------
-* Fields live on the doubly periodic domain [0, 2π)² with dims ``(..., "y", "x")`` and
-  cell points ``x_i = i·2π/N``. Wavenumbers are integer radian wavenumbers.
-* The Fourier coefficients of a field f on an ``Ny × Nx`` grid are
-  ``c(k) = f̂(k) / (Ny·Nx)`` where ``f̂`` is the unnormalized DFT (``numpy.fft.fft2``), so
-  that ``f(x) = Σ_k c(k) exp(i k·x)`` and ``mean(f²) = Σ_k |c(k)|²`` (Parseval).
-* Isotropic spectra are *shell sums* over the integer shells ``k = round(|k|)``,
-  ``k = 0, 1, …``; the k = 0 mode is in the k = 0 shell. By default every shell that
-  contains a grid wavenumber is kept (up to ``round(|(Ny/2, Nx/2)|)``; shells above
-  ``min(Ny, Nx)/2`` are only partly filled, the corners of the square grid), so that the
-  sums over k are exact.
+* Wavenumbers are integer radian wavenumbers on the 2π-periodic domain; isotropic
+  profiles sum the integer shells ``k = round(|k|)``.
 * A model Dataset holds ``kernel(layer, channel_out, channel_in, tap_y, tap_x)`` (NaN
   where a layer has fewer channels). The transfer function of a kernel ``w`` zero-padded
   to ``n × n`` is the unnormalized DFT ``Ŵ(k) = Σ_taps w(j) exp(-2πi k·j / n)``: the taps
@@ -28,24 +24,19 @@ from __future__ import annotations
 
 import json
 import numbers
-import warnings
 from typing import NamedTuple
 
 import dask.array as dsa
 import numpy as np
 import scipy.sparse as sp
 import xarray as xr
-import xrft
 
+from ..data.spectra import SHELL_ATTRS, check_kmax, shell_index, shell_matrix, shell_sums
 from ..physics.fourier import axis_wavenumbers, wavenumbers
 
 __all__ = [
-    "SPECTRUM_KINDS",
-    "TRANSFER_KINDS",
     "FILTER_TYPES",
     "KERNEL_DIMS",
-    "spectrum",
-    "transfer_spectrum",
     "kernel_filters",
     "recorded_grid",
     "radial_profile",
@@ -55,85 +46,17 @@ __all__ = [
     "kernel_change",
 ]
 
-SPECTRUM_KINDS = ("power", "energy", "enstrophy")
-TRANSFER_KINDS = ("energy", "enstrophy")
 #: The filter classes, in census order; "absent" marks NaN-padded or all-zero kernels.
 FILTER_TYPES = ("low-pass", "high-pass", "band-pass", "gabor", "all-pass", "absent")
 KERNEL_DIMS = ("layer", "channel_out", "channel_in", "tap_y", "tap_x")
 
-#: Variables a Dataset spectrum reads by default, per kind.
-DEFAULT_VARIABLES = {"energy": "psi", "enstrophy": "omega"}
-
-_TWO_PI = 2.0 * np.pi
 # target size of one chunk of |Ŵ| (float32 n×n per kernel). Kept under glibc's 32 MiB
 # mmap threshold so that per-chunk buffers are reused rather than page-faulted anew.
 _CHUNK_BYTES = 8 * 2**20
 
-_K_ATTRS = {
-    "long_name": "isotropic wavenumber",
-    "units": "1",
-    "description": "integer radian wavenumber shell k = round(|k|) on the 2π-periodic domain",
-}
-
-
 # ----------------------------------------------------------------------------------------
 # validation helpers
 # ----------------------------------------------------------------------------------------
-def _check_field(da, name):
-    """Validate a gridded field and return it transposed to ``(..., "y", "x")``."""
-    if not isinstance(da, xr.DataArray):
-        raise TypeError(
-            f"{name} must be an xarray.DataArray with dims (..., 'y', 'x'); "
-            f"got {type(da).__name__}"
-        )
-    missing = [d for d in ("y", "x") if d not in da.dims]
-    if missing:
-        raise ValueError(
-            f"{name} must have dims 'y' and 'x' (dims order (..., 'y', 'x') on the "
-            f"periodic domain [0, 2π)²); it lacks {missing}, dims are {da.dims}"
-        )
-    if not np.issubdtype(da.dtype, np.number):
-        raise TypeError(f"{name} must hold numbers; got dtype {da.dtype}")
-    for d in ("y", "x"):
-        size = da.sizes[d]
-        if size < 2:
-            raise ValueError(f"{name}: dim {d!r} must have at least 2 points; got {size}")
-        if d in da.coords:
-            c = np.asarray(da[d].values)
-            if not np.issubdtype(c.dtype, np.number):
-                raise ValueError(
-                    f"{name}: coordinate {d!r} must be numeric points i·2π/N; got dtype {c.dtype}"
-                )
-            step = np.diff(c.astype(float))
-            expected = _TWO_PI / size
-            if not np.allclose(step, expected, rtol=1e-6, atol=1e-9 * expected):
-                raise ValueError(
-                    f"{name}: coordinate {d!r} must be evenly spaced points i·2π/N of the "
-                    f"periodic domain [0, 2π) (spacing 2π/{size} = {expected:.6g}); got "
-                    f"spacings in [{step.min():.6g}, {step.max():.6g}]. A grid that "
-                    "includes both 0 and 2π, or another domain length, is not periodic "
-                    "on [0, 2π)."
-                )
-    lead = [d for d in da.dims if d not in ("y", "x")]
-    da = da.transpose(*lead, "y", "x")
-    # xrft refuses coordinates other than y/x that depend on y or x (e.g. 2D lat/lon)
-    extra = [c for c in da.coords if c not in ("y", "x") and set(da[c].dims) & {"y", "x"}]
-    return da.drop_vars(extra)
-
-
-def _check_kind(kind, allowed, name="kind"):
-    if kind not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}; got {kind!r}")
-
-
-def _check_kmax(kmax):
-    if kmax is None:
-        return None
-    if isinstance(kmax, bool) or not isinstance(kmax, numbers.Integral) or kmax < 0:
-        raise ValueError(f"kmax must be None or a non-negative integer; got {kmax!r}")
-    return int(kmax)
-
-
 def _check_model(model, name="model"):
     """Return a model Dataset's kernel as a DataArray with dims KERNEL_DIMS."""
     if not isinstance(model, xr.Dataset):
@@ -236,281 +159,6 @@ def _check_filters(filters, name="filters"):
             raise ValueError(f"{name}: coordinate {d!r} must hold integer radian wavenumbers")
     lead = [d for d in filters.dims if d not in ("ky", "kx")]
     return filters.transpose(*lead, "ky", "kx")
-
-
-# ----------------------------------------------------------------------------------------
-# shell binning
-# ----------------------------------------------------------------------------------------
-def _shell_index(ky, kx):
-    """Integer shell ``round(|k|)`` of every (ky, kx) point, shape (len(ky), len(kx))."""
-    ky = np.asarray(ky, dtype=float)
-    kx = np.asarray(kx, dtype=float)
-    return np.rint(np.hypot(ky[:, None], kx[None, :])).astype(np.intp)
-
-
-def _shell_matrix(idx, nshell, weights=None, dtype=np.float64):
-    """Sparse (npoints, nshell) matrix summing points into shells (points past nshell dropped)."""
-    flat = idx.ravel()
-    keep = flat < nshell
-    w = np.ones(flat.size) if weights is None else np.asarray(weights, dtype=float).ravel()
-    return sp.csr_array(
-        (w[keep].astype(dtype), (np.flatnonzero(keep), flat[keep])),
-        shape=(flat.size, nshell),
-    )
-
-
-def _shell_sum_np(values, matrix):
-    """Shell-sum the last two axes of ``values`` with a sparse shell matrix."""
-    lead = values.shape[:-2]
-    flat = np.ascontiguousarray(values).reshape(-1, values.shape[-2] * values.shape[-1])
-    out = flat @ matrix
-    return np.asarray(out).reshape(*lead, matrix.shape[1])
-
-
-def _shell_sum(density, kmax, name):
-    """Shell-sum a real DataArray ``(..., ky, kx)`` into ``(..., k)``, lazily on dask."""
-    idx = _shell_index(density["ky"].values, density["kx"].values)
-    nshell = int(idx.max()) + 1 if kmax is None else kmax + 1
-    matrix = _shell_matrix(idx, nshell, dtype=density.dtype)
-    out = xr.apply_ufunc(
-        _shell_sum_np,
-        density,
-        input_core_dims=[["ky", "kx"]],
-        output_core_dims=[["k"]],
-        dask="parallelized",
-        output_dtypes=[density.dtype],
-        dask_gufunc_kwargs={"output_sizes": {"k": nshell}},
-        kwargs={"matrix": matrix},
-    )
-    out = out.assign_coords(k=("k", np.arange(nshell), _K_ATTRS))
-    out.name = name
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# isotropic spectra of fields
-# ----------------------------------------------------------------------------------------
-def _fft2(da):
-    """Fourier coefficients ``c = f̂/(Ny·Nx)`` of a checked field, dims ``(..., ky, kx)``.
-
-    Uses ``xrft.fft`` (unshifted, no phase/amplitude correction); xrft's frequencies are
-    in cycles per unit length, converted here to integer radian wavenumbers.
-    """
-    ny, nx = da.sizes["y"], da.sizes["x"]
-    # the grid was validated as i·2π/N up to an offset, which only changes phases
-    da = da.assign_coords(y=np.arange(ny) * _TWO_PI / ny, x=np.arange(nx) * _TWO_PI / nx)
-    if da.chunks is not None:
-        da = da.chunk({"y": -1, "x": -1})  # dask FFTs need whole transform axes
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=FutureWarning
-        )
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=DeprecationWarning
-        )
-        coeffs = xrft.fft(
-            da, dim=["y", "x"], shift=False, true_phase=False, true_amplitude=False
-        )
-    coeffs = coeffs.rename({"freq_y": "ky", "freq_x": "kx"})
-    ky = np.rint(coeffs["ky"].values * _TWO_PI).astype(int)
-    kx = np.rint(coeffs["kx"].values * _TWO_PI).astype(int)
-    coeffs = coeffs.assign_coords(ky=("ky", ky), kx=("kx", kx))
-    return coeffs / (ny * nx)
-
-
-def _power_units(units):
-    if units in (None, "", "1"):
-        return "1"
-    return f"({units})^2"
-
-
-def _dataset_variable(ds, var, kind, role="var"):
-    if var is None:
-        var = DEFAULT_VARIABLES[kind]
-    if not isinstance(var, str):
-        raise TypeError(f"{role} must be the name of a variable of the Dataset; got {var!r}")
-    if var not in ds.data_vars:
-        raise ValueError(
-            f"the {kind} spectrum of a Dataset reads the variable {var!r} ({role}={var!r}); "
-            f"the Dataset has {sorted(map(str, ds.data_vars))}. Pass {role}='<name>'."
-        )
-    return ds[var]
-
-
-def spectrum(obj, kind="power", *, var=None, kmax=None):
-    """Isotropic (shell-summed) spectrum of a field on the 2π-periodic grid.
-
-    The 2D transform is ``xrft.fft``; coefficients ``c(k) = f̂(k)/(Ny·Nx)`` are
-    binned in integer radian shells ``k = round(|k|)`` (the k = 0 mode in shell 0):
-
-    * ``kind="power"``: ``P(k) = Σ_{shell k} |c|²``, so ``Σ_k P(k) = mean(f²)`` over the
-      grid (Parseval; the mean is included, in P(0)).
-    * ``kind="energy"``, from the streamfunction ψ: ``E(k) = Σ_{shell k} ½ |k|² |ψ̂|² / (Ny·Nx)²``
-      with the exact ``|k|² = kx² + ky²``, so ``Σ_k E(k) = ½ mean(|∇ψ|²)`` (= ½ mean(ψω)).
-    * ``kind="enstrophy"``, from the vorticity ω: ``Z(k) = Σ_{shell k} ½ |ω̂|² / (Ny·Nx)²``,
-      so ``Σ_k Z(k) = ½ mean(ω²)``.
-
-    Parameters
-    ----------
-    obj : xarray.DataArray or xarray.Dataset
-        A field with dims ``(..., "y", "x")`` (any leading dims: time, member, layer,
-        channel, ...). Coordinates ``x``, ``y``, when present, must be evenly spaced
-        ``i·2π/N``. May be dask-backed; the result is then lazy. For a Dataset, ``var``
-        picks the variable; by default ``"psi"`` for energy, ``"omega"`` for enstrophy,
-        and, for power, every variable with dims ``y`` and ``x`` (a Dataset of spectra).
-    kind : {"power", "energy", "enstrophy"}
-        Which spectrum (see above).
-    var : str, optional
-        Dataset only: the variable to transform.
-    kmax : int, optional
-        Keep shells ``0..kmax`` only. By default every shell that holds a grid
-        wavenumber is kept, so the sums over k are exact.
-
-    Returns
-    -------
-    xarray.DataArray or xarray.Dataset
-        Spectrum with dims ``(..., "k")``, ``k = 0, 1, ...`` and CF attributes.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Wrong object type, missing ``y``/``x``, a non-periodic grid spacing, an unknown
-        ``kind``, a missing Dataset variable or a bad ``kmax``.
-
-    Examples
-    --------
-    >>> E = ds.tl.spectrum("energy")            # from ds.psi, dims (member, time, k)
-    >>> P = ds.pi.tl.spectrum()                 # power spectrum of Π
-    """
-    _check_kind(kind, SPECTRUM_KINDS)
-    kmax = _check_kmax(kmax)
-    if isinstance(obj, xr.Dataset):
-        if var is None and kind == "power":
-            names = [v for v in obj.data_vars if {"y", "x"} <= set(obj[v].dims)]
-            if not names:
-                raise ValueError(
-                    "obj: the Dataset has no variable with dims 'y' and 'x' to transform; "
-                    f"its variables are {sorted(map(str, obj.data_vars))}"
-                )
-            return xr.Dataset({v: spectrum(obj[v], kind, kmax=kmax) for v in names})
-        field = _dataset_variable(obj, var, kind)
-        return spectrum(field, kind, kmax=kmax)
-    if var is not None:
-        raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
-    field = _check_field(obj, "obj")
-    coeffs = _fft2(field)
-    power = (coeffs * np.conj(coeffs)).real
-    name = field.name if field.name is not None else "field"
-    units = field.attrs.get("units")
-    if kind == "power":
-        density = power
-        attrs = {
-            "long_name": f"power spectrum of {name}",
-            "units": _power_units(units),
-            "normalization": "P(k) = sum over shell round(|k|)=k of |f^(k)|^2/(Ny*Nx)^2; "
-            "sum_k P(k) = mean(f^2)",
-        }
-    elif kind == "energy":
-        k2 = (coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float)
-        density = 0.5 * k2 * power
-        attrs = {
-            "long_name": f"kinetic energy spectrum (from streamfunction {name})",
-            "units": "1",
-            "normalization": "E(k) = sum over shell of 0.5*|k|^2*|psi^(k)|^2/(Ny*Nx)^2; "
-            "sum_k E(k) = 0.5*mean(|grad psi|^2)",
-        }
-    else:
-        density = 0.5 * power
-        attrs = {
-            "long_name": f"enstrophy spectrum (from vorticity {name})",
-            "units": "1",
-            "normalization": "Z(k) = sum over shell of 0.5*|omega^(k)|^2/(Ny*Nx)^2; "
-            "sum_k Z(k) = 0.5*mean(omega^2)",
-        }
-    out = _shell_sum(density, kmax, f"{kind}_spectrum")
-    out.attrs = attrs
-    return out
-
-
-def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
-    """Interscale transfer spectrum of the subgrid-scale term Π.
-
-    ``T(k) = Σ_{shell k} Re[conj(â) Π̂] / (Ny·Nx)²`` with ``a = ψ`` for
-    ``kind="energy"`` and ``a = ω`` for ``kind="enstrophy"``. For energy the k = 0
-    mode is left out (the mean of ψ is a gauge and carries no energy), so
-    ``Σ_k T(k) = mean(ψ'Π')`` (anomalies from the means); for enstrophy
-    ``Σ_k T(k) = mean(ω·Π)``. Since the LES equation carries ``-Π``
-    (``∂ω̄/∂t = ... - Π``), the tendency that Π gives the energy (enstrophy) spectrum
-    of :func:`spectrum` is exactly ``-T(k)``: ``T > 0`` where Π drains the resolved
-    scales, ``T < 0`` where it feeds them (backscatter).
-
-    Parameters
-    ----------
-    obj : xarray.DataArray or xarray.Dataset
-        ψ (energy) or ω (enstrophy) with dims ``(..., "y", "x")``; or a Dataset, whose
-        variable ``var`` (default ``"psi"`` / ``"omega"``) is used.
-    pi : xarray.DataArray or str, optional
-        Π on the same grid (broadcast against ``obj`` over leading dims). With a
-        Dataset, the name of its Π variable (default ``"pi"``).
-    kind : {"energy", "enstrophy"}
-        Which transfer.
-    var : str, optional
-        Dataset only: the ψ or ω variable.
-    kmax : int, optional
-        Keep shells ``0..kmax`` only (default: all shells, sums exact).
-
-    Returns
-    -------
-    xarray.DataArray
-        ``T`` with dims ``(..., "k")``; lazy when the inputs are dask-backed.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Bad types, missing variables, grids that differ or are not periodic.
-    """
-    _check_kind(kind, TRANSFER_KINDS)
-    kmax = _check_kmax(kmax)
-    if isinstance(obj, xr.Dataset):
-        field = _dataset_variable(obj, var, kind, role="var")
-        pi_name = "pi" if pi is None else pi
-        if not isinstance(pi_name, str):
-            raise TypeError(f"with a Dataset, pi must be the name of its Π variable; got {pi!r}")
-        if pi_name not in obj.data_vars:
-            raise ValueError(
-                f"the transfer spectrum reads Π from the variable {pi_name!r} (pi={pi_name!r}); "
-                f"the Dataset has {sorted(map(str, obj.data_vars))}"
-            )
-        return transfer_spectrum(field, obj[pi_name], kind=kind, kmax=kmax)
-    if var is not None:
-        raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
-    field = _check_field(obj, "obj")
-    if pi is None:
-        raise TypeError("pi (the SGS term Π, a DataArray on the same grid) is required")
-    pi = _check_field(pi, "pi")
-    if (pi.sizes["y"], pi.sizes["x"]) != (field.sizes["y"], field.sizes["x"]):
-        raise ValueError(
-            f"pi must be on the same grid as obj: pi is {pi.sizes['y']}×{pi.sizes['x']}, "
-            f"obj is {field.sizes['y']}×{field.sizes['x']}"
-        )
-    ca = _fft2(field)
-    cp = _fft2(pi)
-    density = (np.conj(ca) * cp).real
-    if kind == "energy":
-        density = density.where((density["ky"] != 0) | (density["kx"] != 0), 0.0)
-    lead = [d for d in density.dims if d not in ("ky", "kx")]
-    density = density.transpose(*lead, "ky", "kx")
-    symbol = "psi" if kind == "energy" else "omega"
-    out = _shell_sum(density, kmax, f"{kind}_transfer")
-    out.attrs = {
-        "long_name": f"{kind} transfer spectrum of the SGS term pi",
-        "units": "1",
-        "normalization": f"T(k) = sum over shell of Re[conj({symbol}^) pi^]/(Ny*Nx)^2"
-        + ("; k=0 mode excluded; sum_k T(k) = mean(psi'*pi')" if kind == "energy" else
-           "; sum_k T(k) = mean(omega*pi)")
-        + f"; the resolved {kind} tendency due to -pi is -T(k)",
-    }
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -661,17 +309,17 @@ def radial_profile(filters, *, kmax=None):
         ``filters`` lacks ``ky``/``kx`` or integer wavenumber coordinates; bad ``kmax``.
     """
     filters = _check_filters(filters)
-    kmax = _check_kmax(kmax)
+    kmax = check_kmax(kmax)
     if kmax is None:
         kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
-    idx = _shell_index(filters["ky"].values, filters["kx"].values)
+    idx = shell_index(filters["ky"].values, filters["kx"].values)
     counts = np.bincount(idx.ravel(), minlength=kmax + 1)[: kmax + 1].astype(float)
     if np.any(counts == 0):
         raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
     weights = 1.0 / counts[np.minimum(idx, kmax)]
-    matrix = _shell_matrix(idx, kmax + 1, weights=weights, dtype=filters.dtype)
+    matrix = shell_matrix(idx, kmax + 1, weights=weights, dtype=filters.dtype)
     out = xr.apply_ufunc(
-        _shell_sum_np,
+        shell_sums,
         filters,
         input_core_dims=[["ky", "kx"]],
         output_core_dims=[["k"]],
@@ -680,7 +328,7 @@ def radial_profile(filters, *, kmax=None):
         dask_gufunc_kwargs={"output_sizes": {"k": kmax + 1}},
         kwargs={"matrix": matrix},
     )
-    out = out.assign_coords(k=("k", np.arange(kmax + 1), _K_ATTRS))
+    out = out.assign_coords(k=("k", np.arange(kmax + 1), SHELL_ATTRS))
     out.name = "radial_profile"
     out.attrs = {"long_name": "shell mean of |W^|", "units": "1"}
     return out
@@ -697,13 +345,13 @@ def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     ``shape`` the full grid's (ny, nx). On an even grid the Nyquist line k = -N/2 is
     also k = +N/2: its points count for both, so their sin 2φ (which flips between the
     two) is 0, which makes the angles symmetric and the full grid agree with rfft2's."""
-    idx = _shell_index(ky, kx)
+    idx = shell_index(ky, kx)
     nshell = kmax + 1
     mult = np.asarray(mult, dtype=float)
     counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=nshell)[:nshell]
     if np.any(counts == 0):
         raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
-    mean_matrix = _shell_matrix(idx, nshell, mult / counts[np.minimum(idx, kmax)], dtype)
+    mean_matrix = shell_matrix(idx, nshell, mult / counts[np.minimum(idx, kmax)], dtype)
     phi = np.arctan2(np.asarray(ky, float)[:, None], np.asarray(kx, float)[None, :])
     cos2, sin2 = np.cos(2 * phi), np.sin(2 * phi)
     cos2[idx == 0] = 0.0  # the k = 0 point has no direction
@@ -714,9 +362,9 @@ def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     sin2[nyquist_y[:, None] | nyquist_x[None, :]] = 0.0
     moment_matrix = sp.hstack(
         [
-            _shell_matrix(idx, nshell, mult * cos2, dtype),
-            _shell_matrix(idx, nshell, mult * sin2, dtype),
-            _shell_matrix(idx, nshell, mult, dtype),
+            shell_matrix(idx, nshell, mult * cos2, dtype),
+            shell_matrix(idx, nshell, mult * sin2, dtype),
+            shell_matrix(idx, nshell, mult, dtype),
         ],
         format="csr",
     )
@@ -836,7 +484,7 @@ def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, k
         Bad ``filters`` or thresholds.
     """
     filters = _check_filters(filters)
-    kmax = _check_kmax(kmax)
+    kmax = check_kmax(kmax)
     criteria = _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
         kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
@@ -956,7 +604,7 @@ def classify_kernels(model, pad_to=None, *, chunks=None, flat_ratio=2.0, edge=0.
     """
     kernel = _check_model(model)
     n = _resolve_n(pad_to, model, kernel)
-    kmax = _check_kmax(kmax)
+    kmax = check_kmax(kmax)
     criteria = _check_criteria(flat_ratio, edge, min_anisotropy)
     if kmax is None:
         kmax = n // 2
