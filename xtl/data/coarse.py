@@ -393,7 +393,7 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
     >>> G = filter_transfer_function(128, "gaussian", n=1024)
     >>> G.sel(ky=0).plot()                                   # doctest: +SKIP
     """
-    cg = CoarseGraining(check_n_les(n_les), filter, width)
+    cg = CoarseGraining(n_les, filter, width).for_grid()
     n = cg.n_les if n is None else n
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
