@@ -86,7 +86,7 @@ from ..physics.fourier import (
     transfer_function,
     wavenumbers,
 )
-from .io import CF_ATTRS, append_history
+from .cf import CF_ATTRS, append_history
 from ..options import CoarseGraining, check_filter, check_n_les, check_width, default_width
 from ..solver.run import register_les_output
 
