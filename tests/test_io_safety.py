@@ -1,4 +1,6 @@
-"""Files that are not what they claim, file modes, and concurrent writers (xtl.data.files, xtl.data.netcdf, xtl.data.stream).
+"""Files that are not what they claim, file modes, and concurrent writers.
+
+(xtl.data.files, xtl.data.netcdf, xtl.data.stream)
 
 Real files and real processes: truncated netCDF files are written by xarray and cut
 in half; second writers are other processes holding the lock, or killed with SIGKILL

@@ -1,4 +1,4 @@
-"""Output files: path checks, the writer's lock, atomic writes and the sweep of dead writers' temporaries.
+"""Output files: path checks, the writer's lock, atomic writes, dead writers' temporaries swept.
 
 A writer holds the lock of its output (:func:`output_lock`, a ``flock`` on
 ``<path>.lock`` naming the holder's PID; :func:`xtl.data.netcdf.write_dataset`
@@ -22,16 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = [
-    "check_output_path",
-    "check_output_folder",
-    "OutputLockedError",
-    "lock_path",
-    "output_lock",
-    "atomic_path",
-    "write_text_atomically",
-    "sweep_stale_temps",
-]
+__all__ = ["check_output_path", "check_output_folder", "OutputLockedError", "lock_path",
+           "output_lock", "atomic_path", "write_text_atomically", "sweep_stale_temps"]
 
 
 def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
@@ -124,7 +116,8 @@ class OutputLockedError(BlockingIOError):
 _HELD: dict = {}
 _HELD_GUARD = threading.Lock()
 #: The names of temporary files: ``<target>.<8 characters>.tmp[.<suffix>]`` (:func:`atomic_path`,
-#: and :func:`tempfile.mkstemp` as xtl used it), ``<target>.final.tmp`` (:class:`xtl.data.stream.SnapshotStream`).
+#: and :func:`tempfile.mkstemp` as xtl used it), ``<target>.final.tmp``
+#: (:class:`xtl.data.stream.SnapshotStream`).
 _TEMP_NAME = re.compile(r"^(?P<target>.+)\.(?:[a-z0-9_]{8}|final)\.tmp(?:\.[A-Za-z0-9]+)?$")
 
 
@@ -267,7 +260,7 @@ def output_lock(path, *, timeout: float = 0.0):
 
 
 def write_text_atomically(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through :func:`atomic_path` (whole, or not at all); return ``path``."""
+    """Write ``text`` to ``path`` through :func:`atomic_path` (all or nothing); return ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)

@@ -24,21 +24,9 @@ import xarray as xr
 
 from .files import atomic_path, check_output_path, output_lock
 
-__all__ = [
-    "COMPRESSION",
-    "FileFormatError",
-    "IncompleteFileError",
-    "verify_netcdf",
-    "open_dataset",
-    "load_dataset",
-    "netcdf_lock",
-    "NetCDFLock",
-    "NETCDF_IO_LOCK",
-    "chunk_shape",
-    "check_storage_dtype",
-    "netcdf_attrs",
-    "write_dataset",
-]
+__all__ = ["COMPRESSION", "FileFormatError", "IncompleteFileError", "verify_netcdf", "open_dataset",
+           "load_dataset", "netcdf_lock", "NetCDFLock", "NETCDF_IO_LOCK", "chunk_shape",
+           "check_storage_dtype", "netcdf_attrs", "write_dataset"]
 
 # The netCDF-C and HDF5 libraries are not thread-safe, and netCDF4-python releases the GIL
 # during I/O: two threads of one process in netCDF4 at once (ensembles opened from several

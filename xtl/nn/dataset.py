@@ -29,17 +29,9 @@ import xarray as xr
 
 from .spec import INPUTS, OUTPUT, NetworkSpec
 
-__all__ = [
-    "SPEC_ATTR",
-    "NORMALIZATION_ATTR",
-    "normalization_attrs",
-    "history_to_dataset",
-    "json_safe",
-    "weights_to_dataset",
-    "dataset_to_weights",
-    "model_metadata",
-    "history_from_dataset",
-]
+__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "normalization_attrs",
+           "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
+           "model_metadata", "history_from_dataset"]
 
 #: The attributes of a model Dataset holding its spec, normalization and provenance (JSON).
 SPEC_ATTR = "xtl_spec"

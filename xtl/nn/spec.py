@@ -11,15 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = [
-    "INPUTS",
-    "OUTPUT",
-    "PADDINGS",
-    "PRECISIONS",
-    "NetworkSpec",
-    "check_layers",
-    "stack_inputs",
-]
+__all__ = ["INPUTS", "OUTPUT", "PADDINGS", "PRECISIONS", "NetworkSpec", "check_layers",
+           "stack_inputs"]
 
 #: The network's input variables, in channel order.
 INPUTS = ("psi", "omega")

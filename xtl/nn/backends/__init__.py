@@ -24,14 +24,8 @@ from .base import (
     register_backend,
 )
 
-__all__ = [
-    "Backend",
-    "TrainingData",
-    "get_backend",
-    "register_backend",
-    "available_backends",
-    "pin_worker_threads",
-]
+__all__ = ["Backend", "TrainingData", "get_backend", "register_backend", "available_backends",
+           "pin_worker_threads"]
 
 
 def _worker_threads():

@@ -26,15 +26,8 @@ from ..spec import OUTPUT, NetworkSpec, check_layers, stack_inputs
 
 # ``Model`` in the annotations is xtl.nn.model.Model, which builds on this module.
 
-__all__ = [
-    "Backend",
-    "TrainingData",
-    "ENTRY_POINT_GROUP",
-    "DEFAULT_BACKEND",
-    "get_backend",
-    "register_backend",
-    "available_backends",
-]
+__all__ = ["Backend", "TrainingData", "ENTRY_POINT_GROUP", "DEFAULT_BACKEND", "get_backend",
+           "register_backend", "available_backends"]
 
 
 # ---------------------------------------------------------------- training data
