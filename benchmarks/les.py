@@ -26,8 +26,8 @@ import numpy as np
 from _timing import median_ms
 
 import xtl
-from xtl.nn.backends import get_backend
-from xtl.nn.backends.base import NetworkSpec, stack_inputs
+from xtl.nn.backends.base import get_backend
+from xtl.nn.spec import NetworkSpec, stack_inputs
 from xtl.les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_case
 from xtl.solver import SpectralGrid, initial_state, make_stepper
 

@@ -95,8 +95,8 @@ def bare_fit_epoch_times(backend, spec, norm, x, y, batch_size, epochs, seed):
 def overhead(args, tf):
     """xtl.train vs bare Keras fit on the same arrays."""
     import xtl.nn.training as training
-    from xtl.nn.backends import NetworkSpec, get_backend
-    from xtl.nn.backends.base import stack_inputs
+    from xtl.nn.backends.base import get_backend
+    from xtl.nn.spec import NetworkSpec, stack_inputs
 
     spec = NetworkSpec(n_layers=4, channels=16, kernel_size=5, padding="zeros")
     n, n_samples, batch, epochs = 32, (256 if args.quick else 512), 32, 4
@@ -124,7 +124,7 @@ def overhead(args, tf):
 def paper_network(args, tf, mm):
     """The paper's network: samples/s, GFLOP/s and the ratio to matmul GFLOP/s."""
     import xtl.nn.training as training
-    from xtl.nn.backends import NetworkSpec
+    from xtl.nn.spec import NetworkSpec
 
     spec = NetworkSpec()  # 11 layers, 64 channels, 5x5, zeros
     sizes = {64: 16, 128: 8} if not args.gpu else {64: 512, 128: 256}

@@ -21,7 +21,7 @@ import argparse
 
 import xtl
 from xtl.data.coarse import filter_transfer_function
-from xtl.data.io import write_dataset
+from xtl.data.netcdf import write_dataset
 from xtl.solver import ensemble
 
 

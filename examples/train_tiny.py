@@ -22,7 +22,8 @@ import xarray as xr
 
 import xtl.explain.activations
 import xtl.nn.training
-from xtl.nn.backends import model_to_dataset, save_model
+from xtl.nn.model import model_to_dataset
+from xtl.nn.files import save_model
 
 
 def synthetic_les(nt: int, n: int = 32, *, seed: int = 0, target: bool = False) -> xr.Dataset:

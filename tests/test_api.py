@@ -80,7 +80,7 @@ def test_recorded_grid_reads_the_provenance_json():
 
 def test_version_comes_from_the_installed_metadata():
     assert xtl.__version__ == importlib.metadata.version("xtl")
-    from xtl.data.io import provenance_attrs
+    from xtl.data.cf import provenance_attrs
 
     assert provenance_attrs()["source"] == f"xtl {xtl.__version__}"
 

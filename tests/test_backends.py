@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.nn.backends import (
-    Backend,
-    Model,
-    NetworkSpec,
-    available_backends,
-    get_backend,
-    load_model,
-    model_from_dataset,
-    model_id,
-    model_to_dataset,
-    register_backend,
-    save_model,
-)
+from xtl.nn.backends.base import Backend, available_backends, get_backend, register_backend
+from xtl.nn.model import Model, model_from_dataset, model_id, model_to_dataset
+from xtl.nn.spec import NetworkSpec
+from xtl.nn.files import load_model, save_model
 from xtl.nn.backends import base as base_module
 from xtl.nn.backends import loop as loop_module
 

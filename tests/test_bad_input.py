@@ -19,11 +19,14 @@ import xarray as xr
 
 import xtl
 from xtl.physics import fourier
-from xtl.nn.backends import NetworkSpec, get_backend, load_model, model_id, save_model
-from xtl.nn.backends.base import check_model_path
+from xtl.nn.spec import NetworkSpec
+from xtl.nn.backends.base import get_backend
+from xtl.nn.files import check_model_path, load_model, save_model
+from xtl.nn.model import model_id
 from xtl.cli import main
 from xtl.physics.fourier import SpectralGrid, format_bytes, state_bytes
-from xtl.data.io import FileFormatError, check_output_folder, check_output_path
+from xtl.data.netcdf import FileFormatError
+from xtl.data.files import check_output_folder, check_output_path
 
 from conftest import make_les
 

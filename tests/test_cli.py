@@ -257,7 +257,7 @@ def test_ensemble_command(tmp_path):
 
 def test_train_says_it_trains_the_papers_network(tmp_path, capsys, les_base):
     from xtl.cli import main
-    from xtl.data.io import write_dataset
+    from xtl.data.netcdf import write_dataset
 
     write_dataset(les_base.isel(time=slice(0, 8)), tmp_path / "les.nc")
     assert main(["train", str(tmp_path / "les.nc"), "--out", str(tmp_path / "m.keras"),
@@ -270,7 +270,7 @@ def test_sweep_and_explain_commands_without_warnings_or_n(tmp_path, trained_mode
     import warnings
 
     from xtl.cli import main
-    from xtl.data.io import write_dataset
+    from xtl.data.netcdf import write_dataset
 
     trained_model.save(tmp_path / "base.keras")
     write_dataset(les_target.isel(time=slice(0, 24)), tmp_path / "train.nc")

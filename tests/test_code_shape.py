@@ -19,13 +19,17 @@ MAX_PARAMETERS = 8
 #: own rank or lower, never higher (``xtl`` itself, the facade, is the top).
 RANKS = {
     "xtl._version": 0, "xtl._progress": 0, "xtl.options": 0, "xtl.physics.fourier": 0,
-    "xtl.data.io": 1, "xtl.physics.cases": 1,
+    "xtl.data.cf": 1, "xtl.data.files": 1, "xtl.data.netcdf": 1.1, "xtl.data.stream": 1.2,
+    "xtl.physics.cases": 1,
     # scheduler connections: below the ensembles (2.2) that connect through it
     "xtl.scheduler": 1.5,
     "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.data.coarse": 1.8, "xtl.data.spectra": 4, "xtl.explain.kernels": 4.5, "xtl.accessors": 5, "xtl.data.metrics": 5,
-    "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0, "xtl.nn.backends.keras": 6.2,
+    "xtl.nn.spec": 5.7, "xtl.nn.dataset": 5.8,
+    "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0,
+    # a Model saves itself through files.py, which builds on model.py: one rank
+    "xtl.nn.model": 6.1, "xtl.nn.files": 6.1, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends": 6.3,
     "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9, "xtl.les": 10,
     "xtl.experiment.plotting": 11, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,

@@ -6,8 +6,9 @@ import pytest
 
 from conftest import make_les
 from test_backends import np_forward
-from xtl.nn.backends import get_backend, model_to_dataset, register_backend
-from xtl.nn.backends.base import stack_inputs
+from xtl.nn.backends.base import get_backend, register_backend
+from xtl.nn.model import model_to_dataset
+from xtl.nn.spec import stack_inputs
 from xtl.nn.backends.keras import KerasBackend
 from xtl.explain.activations import activation_spectra, activations
 from xtl.data.spectra import spectrum

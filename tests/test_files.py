@@ -16,7 +16,8 @@ import xarray as xr
 from distributed import Client, LocalCluster, get_task_stream
 
 import xtl
-from xtl.data.io import append_history, chunk_shape, write_dataset
+from xtl.data.cf import append_history
+from xtl.data.netcdf import chunk_shape, write_dataset
 from xtl.solver.ensemble import ensemble, open_ensemble
 
 RUN = dict(t_end=0.3, save_interval=0.1)
@@ -182,15 +183,15 @@ _KILL_IN_FINISH = textwrap.dedent(
     """
     import os, signal, sys
     import xtl
-    import xtl.data.io
+    import xtl.data.stream
 
-    copy = xtl.data.io._copy_records
+    copy = xtl.data.stream._copy_records
 
     def copy_then_die(src, dst, name, lead, t0, t1):  # SIGKILL halfway through the netCDF4 copy
         copy(src, dst, name, lead, t0, t1)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    xtl.data.io._copy_records = copy_then_die
+    xtl.data.stream._copy_records = copy_then_die
     xtl.simulate(xtl.get_case("tiny"), t_end=1.0, save_interval=0.1, checkpoint_interval=0.2,
                  path=sys.argv[1], seed=7, progress=False)
     """
@@ -352,7 +353,7 @@ def test_the_netcdf_lock_is_reentrant_and_one_per_process_through_pickle():
     import pickle
     import threading
 
-    from xtl.data.io import NETCDF_IO_LOCK, NetCDFLock
+    from xtl.data.netcdf import NETCDF_IO_LOCK, NetCDFLock
 
     copy = pickle.loads(pickle.dumps(NETCDF_IO_LOCK))
     assert isinstance(copy, NetCDFLock)

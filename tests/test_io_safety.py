@@ -1,4 +1,6 @@
-"""Files that are not what they claim, file modes, and concurrent writers (xtl.data.io).
+"""Files that are not what they claim, file modes, and concurrent writers.
+
+(xtl.data.files, xtl.data.netcdf, xtl.data.stream)
 
 Real files and real processes: truncated netCDF files are written by xarray and cut
 in half; second writers are other processes holding the lock, or killed with SIGKILL
@@ -18,9 +20,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.data.io import (FileFormatError, IncompleteFileError, OutputLockedError, SnapshotStream,
-                    atomic_path, load_dataset, lock_path, open_dataset, output_lock,
-                    sweep_stale_temps, verify_netcdf, write_dataset)
+from xtl.data.netcdf import (
+    FileFormatError,
+    IncompleteFileError,
+    load_dataset,
+    open_dataset,
+    verify_netcdf,
+    write_dataset,
+)
+from xtl.data.files import OutputLockedError, atomic_path, lock_path, output_lock, sweep_stale_temps
+from xtl.data.stream import SnapshotStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,7 +210,7 @@ def test_atomic_path_keeps_the_old_file_and_no_temporary_on_error(tmp_path):
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    from xtl.data.io import atomic_path, output_lock
+    from xtl.data.files import atomic_path, output_lock
 
     with output_lock(sys.argv[1]):
         with atomic_path(sys.argv[1]) as tmp:
@@ -376,7 +385,9 @@ def test_a_model_save_killed_midway_is_swept_by_the_next_save(tmp_path, holder):
     """A save killed after it wrote a temporary archive: the next save removes the
     temporary, writes the model, and its file mode follows the umask."""
     import xtl
-    from xtl.nn.backends import NetworkSpec, get_backend, load_model, save_model
+    from xtl.nn.spec import NetworkSpec
+    from xtl.nn.backends.base import get_backend
+    from xtl.nn.files import load_model, save_model
 
     path = tmp_path / "m.keras"
     proc = holder(path)
@@ -392,4 +403,4 @@ def test_a_model_save_killed_midway_is_swept_by_the_next_save(tmp_path, holder):
         os.umask(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.nc"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert xtl.nn.backends.model_id(load_model(path)) == xtl.nn.backends.model_id(model)
+    assert xtl.nn.model.model_id(load_model(path)) == xtl.nn.model.model_id(model)

@@ -137,8 +137,9 @@ def test_les_metrics_compare_with_filtered_dns():
 # --------------------------------------------------------------------------- model closures
 def _linear_model(a_psi, a_omega, norm, grid=None):
     """A 1-layer, 1×1-kernel network: out = a_psi·ψ_n + a_omega·ω_n (normalized units)."""
-    from xtl.nn.backends import get_backend, model_from_dataset, model_to_dataset
-    from xtl.nn.backends.base import NetworkSpec
+    from xtl.nn.backends.base import get_backend
+    from xtl.nn.model import model_from_dataset, model_to_dataset
+    from xtl.nn.spec import NetworkSpec
 
     model = get_backend("keras").build(NetworkSpec(n_layers=1, kernel_size=1), norm, seed=0)
     ds = model_to_dataset(model)

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from xtl.experiment.config import load_config
-from xtl.data.io import load_dataset
+from xtl.data.netcdf import load_dataset
 from xtl.experiment.stages import (
     Experiment,
     TargetsTooClose,
@@ -183,7 +183,7 @@ def test_an_aposteriori_error_stops_its_stage_while_a_blowup_is_data(tmp_path, o
     import xtl
     from xtl.data.coarse import coarse_grain
     from xtl.les import run_aposteriori, select_initial_states
-    from xtl.data.io import write_dataset
+    from xtl.data.netcdf import write_dataset
 
     case = xtl.get_case("tiny")  # LES: 16², dt = 0.008
     fdns = coarse_grain(xtl.simulate(case, t_end=0.3, save_interval=0.1, progress=False),
@@ -304,7 +304,7 @@ def test_the_cluster_is_started_on_first_use_and_closed_on_error(monkeypatch):
 
 
 def test_a_second_experiment_in_the_same_folder_is_refused(tmp_path):
-    from xtl.data.io import OutputLockedError
+    from xtl.data.files import OutputLockedError
 
     config = load_config()
     first = Experiment(config, tmp_path / "exp")

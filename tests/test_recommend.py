@@ -4,7 +4,8 @@ import pytest
 import xarray as xr
 
 from conftest import make_les
-from xtl.nn.backends import NetworkSpec, get_backend
+from xtl.nn.spec import NetworkSpec
+from xtl.nn.backends.base import get_backend
 from xtl.explain.recommend import (
     GaussNewtonOptions,
     GradientNormOptions,

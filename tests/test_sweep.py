@@ -4,7 +4,8 @@ import pytest
 import xarray as xr
 
 from conftest import TINY_SPEC, make_les
-from xtl.nn.backends import load_model, model_id, model_to_dataset
+from xtl.nn.files import load_model
+from xtl.nn.model import model_id, model_to_dataset
 from xtl.nn.sweep import best_set, budget_sweep, layer_sweep, seeds_of, summarize_sweep
 from xtl.nn.training import evaluate, train, transfer
 
@@ -94,7 +95,7 @@ def test_baselines_scratch_and_full_target(trained_model, sets, tmp_path):
 
 def test_from_scratch_starts_from_a_fresh_initialisation(trained_model, sets):
     """With a vanishing learning rate the scratch network is the seed's initial network."""
-    from xtl.nn.backends import get_backend
+    from xtl.nn.backends.base import get_backend
 
     pool, test = sets
     tiny_lr = dict(batch_size=8, learning_rate=1e-30)

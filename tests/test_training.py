@@ -4,7 +4,7 @@ import pytest
 import xarray as xr
 
 from conftest import TINY_SPEC, make_les
-from xtl.nn.backends import model_id, model_to_dataset
+from xtl.nn.model import model_id, model_to_dataset
 from xtl.nn.training import (
     StreamData,
     check_les_dataset,
@@ -178,8 +178,8 @@ def test_early_stopping_restores_the_weights_of_the_lowest_validation_loss(train
     """Validated on data whose Π has the opposite sign, the validation loss rises while
     the network learns the target; the model returned is the one of the epoch with the
     lowest validation loss, not the last one."""
-    from xtl.nn.backends import get_backend
-    from xtl.nn.backends.base import stack_inputs
+    from xtl.nn.backends.base import get_backend
+    from xtl.nn.spec import stack_inputs
     from xtl.nn.training import sample_fields
 
     val = les_target.isel(time=slice(40, 48))

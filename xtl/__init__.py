@@ -7,17 +7,10 @@ does not import TensorFlow; the Keras backend loads it when first used.
 """
 from ._version import __version__  # noqa: F401  (read from the installed metadata)
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
-from .nn.backends import (
-    Model,
-    NetworkSpec,
-    available_backends,
-    get_backend,
-    load_model,
-    model_from_dataset,
-    model_to_dataset,
-    register_backend,
-    save_model,
-)
+from .nn.model import Model, model_from_dataset, model_to_dataset
+from .nn.spec import NetworkSpec
+from .nn.backends.base import available_backends, get_backend, register_backend
+from .nn.files import load_model, save_model
 from .physics.cases import Case, get_case, list_cases
 from .data.coarse import CoarseGraining, coarse_grain, filter_transfer_function, sgs_term
 from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation

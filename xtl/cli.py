@@ -247,7 +247,7 @@ def _existing(path, what):
 
 
 def _open(path, what="data", variables=None):
-    from .data.io import open_dataset
+    from .data.netcdf import open_dataset
 
     return open_dataset(_existing(path, what), variables=variables)
 
@@ -273,13 +273,13 @@ def _refuse_inputs_as_outputs(outputs, inputs, argument="--out") -> None:
 
 
 def _check_folder(path, argument):
-    from .data.io import check_output_folder
+    from .data.files import check_output_folder
 
     return check_output_folder(path, argument)
 
 
 def _load_model(path):
-    from .nn.backends import load_model
+    from .nn.files import load_model
 
     return load_model(_existing(path, "model"))
 
@@ -310,7 +310,7 @@ def _les_argument(args):
 
 def cmd_simulate(args) -> None:
     """Run one DNS (or on-the-fly LES data) to ``--out``."""
-    from .data.io import check_output_path
+    from .data.files import check_output_path
     from .solver import simulate
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -349,7 +349,8 @@ def cmd_ensemble(args) -> None:
 def cmd_coarse_grain(args) -> None:
     """Coarse-grain a DNS file (refusing LES data)."""
     from .data.coarse import coarse_grain
-    from .data.io import check_output_path, write_dataset
+    from .data.files import check_output_path
+    from .data.netcdf import write_dataset
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [_existing(args.dns, "DNS file")])
@@ -361,7 +362,7 @@ def cmd_coarse_grain(args) -> None:
 
 def _check_model_out(path, overwrite, inputs):
     """Refuse a model output (wrong suffix, existing, an input) before any training is done."""
-    from .nn.backends.base import check_model_path
+    from .nn.files import check_model_path
 
     _refuse_inputs_as_outputs(check_model_path(path, overwrite, argument="--out"), inputs)
 
@@ -398,7 +399,8 @@ def cmd_transfer(args) -> None:
 
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
-    from .data.io import check_output_path, write_dataset
+    from .data.files import check_output_path
+    from .data.netcdf import write_dataset
     from .nn.sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -423,7 +425,8 @@ def cmd_sweep(args) -> None:
 
 def cmd_explain(args) -> None:
     """Filter census (and kernel changes)."""
-    from .data.io import check_output_path, write_dataset
+    from .data.files import check_output_path
+    from .data.netcdf import write_dataset
     from .explain.kernels import classify_kernels, kernel_change
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -545,7 +548,7 @@ def main(argv=None) -> int:
     """
     import logging
 
-    from .data.io import OutputLockedError
+    from .data.files import OutputLockedError
     from .solver.ensemble import EnsembleError
     from .solver.run import DivergenceError
 

@@ -614,7 +614,7 @@ class ModelClosure(Closure):
 
     Parameters
     ----------
-    model : xtl.nn.backends.base.Model
+    model : xtl.nn.model.Model
         A network of any backend; the stored normalization is applied (inputs
         divided by the training standard deviations of ψ̄ and ω̄, output
         multiplied by that of Π).
@@ -652,7 +652,7 @@ class ModelClosure(Closure):
     def model(self):
         """The network (rebuilt from its Dataset on first use after unpickling)."""
         if self._model is None:
-            from .nn.backends import model_from_dataset
+            from .nn.model import model_from_dataset
 
             self._model = model_from_dataset(self._dataset)
         return self._model
@@ -666,7 +666,7 @@ class ModelClosure(Closure):
         return {self.backend}
 
     def __getstate__(self):
-        from .nn.backends import model_to_dataset
+        from .nn.model import model_to_dataset
 
         state = dict(self.__dict__)
         state["_dataset"] = self._dataset if self._model is None else model_to_dataset(self._model)
@@ -674,8 +674,8 @@ class ModelClosure(Closure):
         return state
 
     def __call__(self, psi, omega):
-        from .nn.backends import get_backend
-        from .nn.backends.base import OUTPUT, stack_inputs
+        from .nn.backends.base import get_backend
+        from .nn.spec import OUTPUT, stack_inputs
 
         psi, omega = np.asarray(psi), np.asarray(omega)
         self._check(psi, omega)

@@ -92,7 +92,7 @@ from ..physics.fourier import (
     transfer_function,
     wavenumbers,
 )
-from .io import CF_ATTRS, append_history
+from .cf import CF_ATTRS, append_history
 
 __all__ = [
     "FILTERS",

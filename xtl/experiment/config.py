@@ -26,7 +26,7 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     case = "small-base"
     beta = 10.0
 
-    [network]                     # xtl.nn.backends.base.NetworkSpec fields
+    [network]                     # xtl.nn.spec.NetworkSpec fields
     n_layers = 6
     channels = 24
 
@@ -853,7 +853,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
 
 def _check_sweep_layers(config: ExperimentConfig) -> None:
     """The network's table as a whole, and swept layers that the network has."""
-    from ..nn.backends.base import NetworkSpec
+    from ..nn.spec import NetworkSpec
 
     try:
         spec = NetworkSpec.from_any(config.network)

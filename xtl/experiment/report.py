@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..data.io import atomic_path, load_dataset, write_text_atomically
+from ..data.files import atomic_path, write_text_atomically
+from ..data.netcdf import load_dataset
 from ..explain.recommend import compare_recommendation, recommended_layers
 
 __all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]

@@ -47,7 +47,8 @@ import numpy as np
 import xarray as xr
 
 from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
-from ..data.io import check_output_folder, load_dataset, output_lock, write_text_atomically
+from ..data.files import check_output_folder, output_lock, write_text_atomically
+from ..data.netcdf import load_dataset
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
@@ -263,7 +264,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
 
 
 def _load_model(path):
-    from ..nn.backends import load_model
+    from ..nn.files import load_model
 
     return load_model(path)
 
@@ -271,7 +272,7 @@ def _load_model(path):
 def write_flows(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
     """How far each target's spectra are from the base's (``results/flows.nc``)."""
     from ..explain.activations import flow_difference
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
 
     base = data.les(config.base)
     diffs = [flow_difference(base, data.les(t)) for t in config.targets]
@@ -286,8 +287,8 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                progress=None) -> None:
     """The BNN, its scores on held-out base data, and (with ``learning_curve``) the
     scores of networks trained on seeded subsets of the base training set."""
-    from ..nn.backends import save_model
-    from ..data.io import write_dataset
+    from ..nn.files import save_model
+    from ..data.netcdf import write_dataset
 
     base_train, base_test = split_train_test(data.les(config.base))
     kwargs = config.training.train_kwargs()
@@ -320,7 +321,7 @@ def recommender_options(config: ExperimentConfig, method: str) -> dict:
 def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData, target,
                  n: int) -> None:
     """Every configured recommender on the first seed's re-training subset of size ``n``."""
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
     from ..explain.recommend import recommend_layers
     from ..nn.training import select_samples, stack_samples
 
@@ -363,7 +364,7 @@ def sweep_layers(config: ExperimentConfig, paths: ExperimentPaths, target_name: 
 def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
               cluster: ExperimentCluster, target, progress=None) -> None:
     """The layer sweep of ``target`` with the baselines (``results/sweep-<target>.nc``)."""
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
     from ..nn.sweep import layer_sweep
 
     pool, test = data.target_sets(target)
@@ -379,7 +380,7 @@ def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
 def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                cluster: ExperimentCluster, target, progress=None) -> None:
     """Sweeps at the other budgets of ``[budget]``, joined with the main sweep."""
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
     from ..nn.sweep import budget_sweep, concat_budgets, split_budgets
 
     pool, test = data.target_sets(target)
@@ -430,9 +431,9 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
                    target) -> None:
     """Spectra of flows and Π, the most-changed kernels, and whether the best layer
     changed where the flows differ (``results/explain-<target>.nc``)."""
-    from ..nn.backends import model_to_dataset
+    from ..nn.model import model_to_dataset
     from ..explain.activations import spectral_change_correlation
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
     from ..explain.kernels import kernel_change
 
     base = _load_model(paths.model("base"))
@@ -483,7 +484,7 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
 def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                           cluster: ExperimentCluster, target, progress=None) -> None:
     """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
-    from ..data.io import write_dataset
+    from ..data.netcdf import write_dataset
     from ..les import run_aposteriori, select_initial_states
 
     les = config.les
@@ -579,7 +580,7 @@ class Experiment:
     out : path-like
         Output folder (created, with ``config.json``). It is locked until
         :meth:`close`: a second experiment in the same folder is refused with
-        :class:`xtl.data.io.OutputLockedError` (naming this process).
+        :class:`xtl.data.files.OutputLockedError` (naming this process).
     client : distributed.Client, optional
         Cluster for the DNS ensembles and the layer sweep.
     scheduler : str, optional

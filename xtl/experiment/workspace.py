@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.io import write_text_atomically
+from ..data.files import write_text_atomically
 from ..scheduler import check_address
 
 __all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]

@@ -26,8 +26,9 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from ..nn.backends import INPUTS, Model, check_layers, get_backend
-from ..nn.backends.base import stack_inputs
+from ..nn.spec import INPUTS, check_layers, stack_inputs
+from ..nn.model import Model
+from ..nn.backends.base import get_backend
 from ..data.spectra import spectrum
 from ..nn.training import check_les_dataset, count_samples, sample_fields
 

@@ -40,9 +40,9 @@ import time
 import numpy as np
 import xarray as xr
 
-from ..nn.backends import INPUTS, OUTPUT, Model, check_layers, get_backend, model_id, \
-    model_to_dataset
-from ..nn.backends.base import stack_inputs
+from ..nn.spec import INPUTS, OUTPUT, check_layers, stack_inputs
+from ..nn.model import Model, model_id, model_to_dataset
+from ..nn.backends.base import get_backend
 from .activations import (
     activation_spectra,
     check_pair_datasets,

@@ -36,16 +36,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .backends import (
-    Model,
-    check_layers,
-    get_backend,
-    model_from_dataset,
-    model_id,
-    model_to_dataset,
-    pin_worker_threads,
-    save_model,
-)
+from .model import Model, model_from_dataset, model_id, model_to_dataset
+from .spec import check_layers
+from .backends import pin_worker_threads
+from .files import save_model
 from ..options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
 from .training import (
     OUTPUT,

@@ -23,16 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .backends import (
-    INPUTS,
-    OUTPUT,
-    Model,
-    NetworkSpec,
-    check_layers,
-    get_backend,
-    model_id,
-)
-from .backends.base import history_to_dataset, stack_inputs
+from .spec import INPUTS, OUTPUT, NetworkSpec, check_layers, stack_inputs
+from .model import Model, model_id
+from .backends.base import get_backend
+from .dataset import history_to_dataset
 from ..data import metrics as _metrics
 from ..options import FitOptions, check_int
 

@@ -51,7 +51,9 @@ import numpy as np
 import xarray as xr
 
 from ..physics.cases import Case, get_case
-from ..data.io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
+from ..data.cf import CF_ATTRS, append_history
+from ..data.files import check_output_folder
+from ..data.netcdf import netcdf_lock, open_dataset
 from ..data.coarse import CoarseGraining
 from ..options import Cluster, Execution, Output, Schedule
 from ..scheduler import check_address, connect

@@ -15,8 +15,10 @@ import xarray as xr
 
 from ..physics.cases import Case
 from ..physics.fourier import SpectralGrid, format_bytes, machine_memory
-from ..data.io import (CF_ATTRS, SnapshotStream, check_output_path, open_dataset, output_lock,
-                  provenance_attrs)
+from ..data.cf import CF_ATTRS, provenance_attrs
+from ..data.stream import SnapshotStream
+from ..data.files import check_output_path, output_lock
+from ..data.netcdf import open_dataset
 from ..data.coarse import CoarseGraining
 from ..options import Execution, Output, Schedule, check_int
 from .equations import (
@@ -393,7 +395,7 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
         ``dtype`` (``"float64"`` or ``"float32"``): storage type of the
         snapshots (the run itself is float64); with ``path`` the file is
         netCDF4, chunked by whole snapshots and zlib-compressed (see
-        :mod:`xtl.data.io`). ``attrs``: extra global attributes. ``les``: coarse-grain
+        :mod:`xtl.data.stream`). ``attrs``: extra global attributes. ``les``: coarse-grain
         on the fly, storing ψ̄, ω̄ and Π on the LES grid instead of the DNS (see
         :func:`xtl.data.coarse.coarse_grain`; the numbers agree with coarse-graining
         the stored DNS to round-off): ``True`` for the case's ``n_les`` and the

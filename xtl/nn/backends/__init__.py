@@ -1,5 +1,9 @@
 """Model backends: a registry of implementations of :class:`~xtl.nn.backends.base.Backend`.
 
+The network's spec, the :class:`~xtl.nn.model.Model`, the model as a Dataset
+and model files live beside this package: :mod:`xtl.nn.spec`,
+:mod:`xtl.nn.model`, :mod:`xtl.nn.dataset`, :mod:`xtl.nn.files`.
+
 The built-in ``"keras"`` backend (Keras 3 on TensorFlow) is registered by
 name and imported only when first used, so ``import xtl`` does not import
 TensorFlow. Other packages add backends through the ``xtl.backends``
@@ -13,41 +17,15 @@ or at run time with :func:`register_backend`.
 from __future__ import annotations
 
 from .base import (
-    DEFAULT_BACKEND,
-    ENTRY_POINT_GROUP,
-    INPUTS,
-    OUTPUT,
     Backend,
-    Model,
-    NetworkSpec,
+    TrainingData,
     available_backends,
-    check_layers,
     get_backend,
-    load_model,
-    model_from_dataset,
-    model_id,
-    model_to_dataset,
     register_backend,
-    save_model,
 )
 
-__all__ = [
-    "Backend",
-    "Model",
-    "NetworkSpec",
-    "INPUTS",
-    "OUTPUT",
-    "get_backend",
-    "pin_worker_threads",
-    "register_backend",
-    "available_backends",
-    "model_to_dataset",
-    "model_from_dataset",
-    "model_id",
-    "save_model",
-    "load_model",
-    "check_layers",
-]
+__all__ = ["Backend", "TrainingData", "get_backend", "register_backend", "available_backends",
+           "pin_worker_threads"]
 
 
 def _worker_threads():

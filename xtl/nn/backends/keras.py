@@ -3,7 +3,7 @@
 Keras and TensorFlow are imported lazily, on the first call that needs them,
 so that importing this module (and :mod:`xtl`) stays cheap.
 
-The network (see :class:`~xtl.nn.backends.base.NetworkSpec`) is ``L`` Conv2D
+The network (see :class:`~xtl.nn.spec.NetworkSpec`) is ``L`` Conv2D
 layers named ``conv_1`` .. ``conv_L``; with ``padding="periodic"`` each is
 preceded by a ``PeriodicPad2D`` helper layer (wrap-around padding written
 with ``keras.ops``) and uses ``padding="valid"``; with ``padding="zeros"``
@@ -38,18 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.io import FileFormatError, atomic_path
+from ...data.netcdf import FileFormatError
+from ...data.files import atomic_path
 from ...options import FitOptions
-from .base import (
-    INPUTS,
-    OUTPUT,
-    Backend,
-    Model,
-    NetworkSpec,
-    check_layers,
-    history_to_dataset,
-    json_safe,
-)
+from ..spec import INPUTS, OUTPUT, NetworkSpec, check_layers
+from .base import Backend
+from ..model import Model
+from ..dataset import history_to_dataset, json_safe
 
 __all__ = ["KerasBackend"]
 
@@ -513,7 +508,7 @@ class KerasBackend(Backend):
         """Load a ``.keras`` archive written by :meth:`save`.
 
         A file that is not one (not a zip archive, truncated, damaged, without
-        xtl's metadata) raises :class:`xtl.data.io.FileFormatError` naming it, before
+        xtl's metadata) raises :class:`xtl.data.netcdf.FileFormatError` naming it, before
         Keras is imported.
         """
         path = Path(path)

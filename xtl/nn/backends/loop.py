@@ -55,7 +55,7 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     ----------
     backend : xtl.nn.backends.Backend
         The backend owning ``model``.
-    model : xtl.nn.backends.Model
+    model : xtl.nn.model.Model
     train, validation : TrainingData
         Normalized training data and optional (None) validation data.
     options : FitOptions, mapping or None
@@ -286,7 +286,7 @@ def fingerprint(backend, model, train, validation, options: FitOptions, layers) 
     Parameters
     ----------
     backend : xtl.nn.backends.Backend
-    model : xtl.nn.backends.Model
+    model : xtl.nn.model.Model
         Before training: a hash of its starting weights is part of it, so a
         transfer from another base model differs.
     train, validation : TrainingData

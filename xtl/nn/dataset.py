@@ -1,0 +1,242 @@
+"""The model as a Dataset (xtl's model schema), framework-neutral.
+
+``kernel(layer, channel_out, channel_in, tap_y, tap_x)`` and ``bias(layer,
+channel_out)``, NaN-padded, with the architecture, the normalization, the
+provenance and a content hash in the attributes (docs/training.md, "The model
+as data"). A backend packs its weights with :func:`weights_to_dataset` and
+unpacks them with :func:`dataset_to_weights`; :func:`xtl.nn.model.model_to_dataset`
+and :func:`xtl.nn.model.model_from_dataset` are the entry points.
+
+Kernel convention
+-----------------
+Every backend exposes its conv layers as *cross-correlations* with centred
+taps: layer ``l`` computes ::
+
+    out[co, y, x] = bias[co] + sum_{ci, ty, tx} kernel[co, ci, ty, tx] * in[ci, y + ty, x + tx]
+
+where ``ty, tx`` run over ``-(K//2) .. K//2`` (the ``tap_y``/``tap_x``
+coordinates of the model Dataset) and ``in`` is zero outside the grid
+(``padding="zeros"``) or periodically continued (``padding="periodic"``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .spec import INPUTS, OUTPUT, NetworkSpec
+
+__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "normalization_attrs",
+           "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
+           "model_metadata", "history_from_dataset"]
+
+#: The attributes of a model Dataset holding its spec, normalization and provenance (JSON).
+SPEC_ATTR = "xtl_spec"
+NORMALIZATION_ATTR = "xtl_normalization"
+PROVENANCE_ATTR = "xtl_provenance"
+
+
+def normalization_attrs(normalization: Mapping) -> dict:
+    """Human-readable ``norm_std_<var>`` attributes of a normalization dict.
+
+    Parameters
+    ----------
+    normalization : mapping
+        Standard deviations per variable, e.g. ``{"psi": s, "omega": s, "pi": s}``.
+
+    Returns
+    -------
+    dict
+        ``{"norm_std_psi": float, ...}``, one entry per key of ``normalization``.
+    """
+    return {f"norm_std_{k}": float(v) for k, v in normalization.items()}
+
+
+def history_to_dataset(history: Mapping) -> xr.Dataset:
+    """The training history as a Dataset over ``epoch``.
+
+    Parameters
+    ----------
+    history : mapping
+        ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}`` (lists of
+        equal length; keys of other lengths are dropped).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per key on ``epoch`` = 1, 2, ...
+    """
+    n = max((len(v) for v in history.values()), default=0)
+    attrs = {
+        "loss": {"long_name": "training loss (MSE of normalized Π)", "units": "1"},
+        "val_loss": {"long_name": "validation loss (MSE of normalized Π)", "units": "1"},
+        "epoch_time": {"long_name": "wall time of the epoch", "units": "s"},
+    }
+    data = {k: ("epoch", np.asarray(v, dtype=np.float64), attrs.get(k, {}))
+            for k, v in history.items() if len(v) == n}
+    return xr.Dataset(data, coords={"epoch": ("epoch", np.arange(1, n + 1),
+                                              {"long_name": "training epoch"})})
+
+
+def json_safe(value):
+    """``value`` with numpy scalars and arrays, tuples and non-str keys made JSON-safe.
+
+    Parameters
+    ----------
+    value : object
+        Mappings, sequences, numpy arrays and scalars, nested.
+
+    Returns
+    -------
+    object
+        Dicts with str keys, lists, and Python scalars in place of numpy ones.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _netcdf_attr(value):
+    """A netCDF-writable attribute value (scalars and strings as is, the rest as JSON)."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    return json.dumps(json_safe(value))
+
+
+def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
+    """Pack per-layer ``(kernel, bias)`` into the NaN-padded model Dataset.
+
+    Parameters
+    ----------
+    weights : sequence of (numpy.ndarray, numpy.ndarray)
+        Per layer 1..L, ``kernel (out, in, K, K)`` and ``bias (out,)``
+        (:meth:`xtl.nn.backends.base.Backend.get_weights`).
+    model : xtl.nn.model.Model
+        Their model: its spec, backend, normalization, provenance and history.
+
+    Returns
+    -------
+    xarray.Dataset
+        The schema of :func:`xtl.nn.model.model_to_dataset`.
+    """
+    spec = model.spec
+    L, K = spec.n_layers, spec.kernel_size
+    cout_max, cin_max = max(spec.widths), max(spec.in_channels)
+    kernel = np.full((L, cout_max, cin_max, K, K), np.nan, dtype=np.float32)
+    bias = np.full((L, cout_max), np.nan, dtype=np.float32)
+    for i, (w, b) in enumerate(weights):
+        co, ci = w.shape[:2]
+        kernel[i, :co, :ci] = w
+        bias[i, :co] = b
+    taps = np.arange(K) - K // 2
+    layer = np.arange(1, L + 1)
+    ds = xr.Dataset(
+        {
+            "kernel": (("layer", "channel_out", "channel_in", "tap_y", "tap_x"), kernel, {
+                "long_name": "convolution kernel (cross-correlation, centred taps)",
+                "units": "1",
+                "convention": "out[co,y,x] = bias[co] + sum kernel[co,ci,ty,tx] * "
+                              "in[ci, y+tap_y, x+tap_x]",
+            }),
+            "bias": (("layer", "channel_out"), bias, {"long_name": "bias", "units": "1"}),
+        },
+        coords={
+            "layer": ("layer", layer, {"long_name": "conv layer number (1 = input side)"}),
+            "channel_out": np.arange(cout_max),
+            "channel_in": np.arange(cin_max),
+            "tap_y": ("tap_y", taps, {"long_name": "kernel tap offset in y", "units": "1"}),
+            "tap_x": ("tap_x", taps, {"long_name": "kernel tap offset in x", "units": "1"}),
+            "n_channels_out": ("layer", np.asarray(spec.widths, dtype=np.int32)),
+            "n_channels_in": ("layer", np.asarray(spec.in_channels, dtype=np.int32)),
+        },
+    )
+    if model.history is not None:
+        for name, var in model.history.data_vars.items():
+            ds[name] = var
+    attrs = {
+        "title": "xtl closure network",
+        "backend": model.backend,
+        "inputs": ",".join(INPUTS),
+        "output": OUTPUT,
+        "n_layers": L,
+        "kernel_size": K,
+        "padding": spec.padding,
+        "activation": spec.activation,
+        "precision": spec.precision,
+        "channels": _netcdf_attr(spec.to_dict()["channels"]),
+        **normalization_attrs(model.normalization),
+        SPEC_ATTR: spec.to_json(),
+        NORMALIZATION_ATTR: json.dumps(json_safe(model.normalization), sort_keys=True),
+        PROVENANCE_ATTR: json.dumps(json_safe(model.provenance), sort_keys=True),
+    }
+    for key, value in model.provenance.items():
+        attrs.setdefault(key, _netcdf_attr(value))
+    ds.attrs.update(attrs)
+    ds.attrs["model_id"] = _dataset_id(ds)
+    return ds
+
+
+def model_metadata(ds: xr.Dataset) -> tuple:
+    """``(spec, normalization, provenance)`` from a model Dataset's attrs; ValueError if it is none."""
+    if not isinstance(ds, xr.Dataset) or "kernel" not in ds or "bias" not in ds:
+        raise ValueError(
+            "ds must be a model Dataset with 'kernel' and 'bias' variables "
+            "(from xtl.model_to_dataset)"
+        )
+    missing = [a for a in (SPEC_ATTR, NORMALIZATION_ATTR) if a not in ds.attrs]
+    if missing:
+        raise ValueError(f"ds.attrs lacks {missing}; was it written by xtl.model_to_dataset?")
+    spec = NetworkSpec.from_any(json.loads(ds.attrs[SPEC_ATTR]))
+    normalization = {k: float(v) for k, v in json.loads(ds.attrs[NORMALIZATION_ATTR]).items()}
+    provenance = json.loads(ds.attrs.get(PROVENANCE_ATTR, "{}"))
+    return spec, normalization, provenance
+
+
+def dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:
+    """Unpack the NaN-padded kernels into per-layer ``(kernel, bias)`` arrays."""
+    kernel = ds["kernel"].transpose("layer", "channel_out", "channel_in", "tap_y", "tap_x")
+    bias = ds["bias"].transpose("layer", "channel_out")
+    if kernel.sizes["layer"] != spec.n_layers or kernel.sizes["tap_y"] != spec.kernel_size:
+        raise ValueError(
+            f"ds['kernel'] has {kernel.sizes['layer']} layers of {kernel.sizes['tap_y']}-tap "
+            f"kernels, but its spec says {spec.n_layers} layers of {spec.kernel_size}"
+        )
+    kernel = np.asarray(kernel.values, dtype=np.float32)
+    bias = np.asarray(bias.values, dtype=np.float32)
+    weights = []
+    for i, (co, ci) in enumerate(zip(spec.widths, spec.in_channels)):
+        w, b = kernel[i, :co, :ci], bias[i, :co]
+        if np.isnan(w).any() or np.isnan(b).any():
+            raise ValueError(f"ds['kernel'] or ds['bias'] has NaN inside layer {i + 1}")
+        weights.append((np.ascontiguousarray(w), np.ascontiguousarray(b)))
+    return weights
+
+
+def history_from_dataset(ds: xr.Dataset):
+    """The training history (variables on ``epoch``) of a model Dataset, or None."""
+    names = [n for n, v in ds.data_vars.items() if v.dims == ("epoch",)]
+    if not names:
+        return None
+    return ds[names].load()
+
+
+def _dataset_id(ds: xr.Dataset) -> str:
+    """A short content hash of a model Dataset's weights, spec and normalization."""
+    h = hashlib.sha256()
+    for name in ("kernel", "bias"):
+        h.update(np.ascontiguousarray(ds[name].values, dtype=np.float32).tobytes())
+    h.update(ds.attrs[SPEC_ATTR].encode())
+    h.update(ds.attrs[NORMALIZATION_ATTR].encode())
+    return h.hexdigest()[:16]
+
