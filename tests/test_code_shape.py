@@ -27,7 +27,9 @@ RANKS = {
     "xtl.data.coarse": 3, "xtl.data.spectral": 4, "xtl.accessors": 5, "xtl.data.metrics": 5,
     "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends": 6.3,
-    "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9, "xtl.les": 10,
+    "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9,
+    "xtl.physics.closures": 1, "xtl.solver.les": 2.2, "xtl.nn.closure": 6.5,
+    "xtl.experiment.aposteriori": 10,
     "xtl.experiment.plotting": 11, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,
     "xtl.experiment.workspace": 12.8, "xtl.experiment.stages": 13, "xtl.cli": 14, "xtl": 15,
     # the rooms' own package modules (docstrings only)

@@ -80,7 +80,7 @@ def les_closure_names() -> tuple:
     -------
     tuple of str
     """
-    from ..les import available_closures
+    from ..physics.closures import available_closures
 
     return tuple(n for n in available_closures() if n not in ("none", "no closure"))
 
@@ -868,7 +868,7 @@ def _check_les_runs(config: ExperimentConfig) -> None:
     les = config.les
     if not les.enabled:
         return
-    from ..les import les_case
+    from ..solver.les import les_case
 
     for target in config.targets:
         dt = les_case(target.make_case(), dt=les.dt).dt
