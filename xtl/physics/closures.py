@@ -297,10 +297,11 @@ def grid_width(grid: SpectralGrid) -> float:
 def _eddy_divergence_hat(grid: SpectralGrid, psi_hat, omega_hat, width: float):
     r"""Spectral ∇·(width² |S̄| ∇ω̄), |S̄| = √(4ψ_xy² + (ψ_yy − ψ_xx)²), of spectral ψ̂, ω̂."""
     kx, ky = grid.kx, grid.ky
-    psi_xy, psi_diff, wx, wy = grid.irfft2(np.stack(
-        [-kx * ky * psi_hat, (kx**2 - ky**2) * psi_hat, *grid.gradient(omega_hat)]))
+    psi_xy = grid.irfft2(-kx * ky * psi_hat)
+    psi_diff = grid.irfft2((kx**2 - ky**2) * psi_hat)  # ψ_yy − ψ_xx
+    wx, wy = grid.irfft2(np.stack(grid.gradient(omega_hat)))
     nu = width**2 * np.sqrt(4 * psi_xy**2 + psi_diff**2)
-    return grid.divergence(*grid.rfft2(np.stack([nu * wx, nu * wy])))
+    return grid.divergence(grid.rfft2(nu * wx), grid.rfft2(nu * wy))
 
 
 def _advection_hat(grid: SpectralGrid, omega_hat):
@@ -311,7 +312,7 @@ def _advection_hat(grid: SpectralGrid, omega_hat):
     keep = (np.abs(kx) < grid.n // 2) & (np.abs(ky) < grid.n // 2)
     u, v = grid.irfft2(np.stack(grid.velocity(grid.streamfunction(omega_hat) * keep)))
     uv, diff = grid.rfft2(np.stack([u * v, (v - u) * (v + u)]))
-    return ((ky**2 - kx**2) * uv - kx * ky * diff) * keep
+    return ((ky**2 - kx**2) * keep) * uv - (kx * ky * keep) * diff
 
 
 class Smagorinsky(Closure):
@@ -359,7 +360,8 @@ class DynamicSmagorinsky(Closure):
         test = transfer_function("gaussian", grid.kx, grid.ky, 2 * delta)
         psi_hat = grid.streamfunction(omega_hat)
         model_hat = _eddy_divergence_hat(grid, psi_hat, omega_hat, delta)
-        leonard = test * _advection_hat(grid, omega_hat) - _advection_hat(grid, test * omega_hat)
+        advection, filtered = _advection_hat(grid, np.stack([omega_hat, test * omega_hat]))
+        leonard = test * advection - filtered
         m_hat = test * model_hat - _eddy_divergence_hat(grid, test * psi_hat, test * omega_hat,
                                                         2 * delta)
         L, M = grid.irfft2(np.stack([leonard, m_hat]))
