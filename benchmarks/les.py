@@ -28,8 +28,10 @@ from _timing import median_ms
 import xtl
 from xtl.nn.backends.base import get_backend
 from xtl.nn.spec import NetworkSpec, stack_inputs
-from xtl.les import DynamicSmagorinsky, ModelClosure, Smagorinsky, les_case
+from xtl.nn.closure import ModelClosure
+from xtl.physics.closures import DynamicSmagorinsky, Smagorinsky
 from xtl.solver import SpectralGrid, initial_state, make_stepper
+from xtl.solver.les import les_case
 
 REPEATS = 7
 RUN_TIME = 50.0
@@ -54,8 +56,8 @@ def measure(spec: NetworkSpec, n: int, calls: int) -> dict:
     model.provenance = {"grid": [n, n]}
     state = initial_state(case, grid, seed=0)
     steppers = {"bare": make_stepper(case, grid),
-                "smagorinsky": make_stepper(case, grid, Smagorinsky(n)),
-                "dynamic smag.": make_stepper(case, grid, DynamicSmagorinsky(n)),
+                "smagorinsky": make_stepper(case, grid, Smagorinsky()),
+                "dynamic smag.": make_stepper(case, grid, DynamicSmagorinsky()),
                 "NN": make_stepper(case, grid, ModelClosure(model)),
                 "NN eager": make_stepper(case, grid, _EagerClosure(model))}
     states = {name: state.copy() for name in steppers}

@@ -8,7 +8,8 @@ processes import this file again; without the guard they would run it too).
 In a notebook, run the same steps cell by cell: docs/tutorial.md.
 """
 import xtl
-from xtl.les import ModelClosure, les_metrics
+from xtl.data.metrics import les_metrics
+from xtl.nn.closure import ModelClosure
 
 
 def main():

@@ -1,4 +1,4 @@
-"""API fixes: get_case overrides, the xtl.les module, n from the model's grid, progress bars,
+"""API fixes: get_case overrides, run_les and les_metrics in the facade, n from the model's grid, progress bars,
 quiet TensorFlow, the version."""
 import importlib.metadata
 import os
@@ -21,26 +21,14 @@ def test_get_case_can_rename_the_preset():
         xtl.get_case("nope", name="x")
 
 
-def test_xtl_les_is_the_module_and_run_les_the_function():
-    import xtl.les
+def test_run_les_and_les_metrics_are_the_facades_names_and_xtl_les_is_gone():
+    from xtl.data.metrics import les_metrics
+    from xtl.solver.les import run_les
 
-    assert isinstance(xtl.les, type(np)) and xtl.les.ModelClosure.__name__ == "ModelClosure"
-    assert xtl.run_les is xtl.les.run_les
-    from xtl.les import DynamicSmagorinsky, les_case  # noqa: F401  (the module's names import)
-
-
-def test_the_old_les_calls_still_run_and_warn():
-    import xtl.les
-
-    kw = dict(t_end=0.04, save_interval=0.04, seed=1, progress=False)
-    case = xtl.get_case("tiny")
-    new = xtl.run_les(case, None, **kw)
-    with pytest.warns(DeprecationWarning, match="xtl.run_les"):
-        called = xtl.les(case, None, **kw)  # the module is callable as the function was
-    with pytest.warns(DeprecationWarning, match="xtl.run_les"):
-        old = xtl.les.les(case, None, **kw)
-    assert np.array_equal(new.omega.values, called.omega.values)
-    assert np.array_equal(new.omega.values, old.omega.values)
+    assert xtl.run_les is run_les and xtl.les_metrics is les_metrics
+    assert not hasattr(xtl, "les")
+    with pytest.raises(ImportError):  # split by role: physics.closures, solver.les, ...
+        importlib.import_module("xtl.les")
 
 
 def test_run_les_on_another_grid_says_to_pass_n():

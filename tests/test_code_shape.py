@@ -31,7 +31,9 @@ RANKS = {
     # a Model saves itself through files.py, which builds on model.py: one rank
     "xtl.nn.model": 6.1, "xtl.nn.files": 6.1, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends": 6.3,
-    "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9, "xtl.les": 10,
+    "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9,
+    "xtl.physics.closures": 1, "xtl.solver.les": 2.2, "xtl.nn.closure": 6.5,
+    "xtl.experiment.aposteriori": 10,
     "xtl.experiment.plotting": 11, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,
     "xtl.experiment.workspace": 12.8, "xtl.experiment.stages": 13, "xtl.cli": 14, "xtl": 15,
     # the rooms' own package modules (docstrings only)

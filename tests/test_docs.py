@@ -159,4 +159,4 @@ def test_the_extending_examples_run(tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "0.5 * Smagorinsky(n=16, cs=0.17) + LinearDrag(n=16, r=0.05)" in run.stdout
+    assert "0.5 * Smagorinsky(cs=0.17) + LinearDrag(r=0.05)" in run.stdout

@@ -182,7 +182,7 @@ def test_an_aposteriori_error_stops_its_stage_while_a_blowup_is_data(tmp_path, o
     stage, which records nothing and runs again; a run that blows up is a result."""
     import xtl
     from xtl.data.coarse import coarse_grain
-    from xtl.les import run_aposteriori, select_initial_states
+    from xtl.experiment.aposteriori import run_aposteriori, select_initial_states
     from xtl.data.netcdf import write_dataset
 
     case = xtl.get_case("tiny")  # LES: 16², dt = 0.008

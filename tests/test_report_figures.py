@@ -70,7 +70,7 @@ SIGMA = 2.0
 
 
 def aposteriori():
-    """Synthetic output of xtl.les.run_aposteriori: 5 closures x 2 initial states."""
+    """Synthetic output of xtl.experiment.aposteriori.run_aposteriori: 5 closures x 2 initial states."""
     rng = np.random.default_rng(1)
     shape = (len(CLOSURES), 2)
     scale = 1.0 + 0.1 * rng.random(shape + (1,))

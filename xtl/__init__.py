@@ -2,8 +2,9 @@
 
 Importing :mod:`xtl` registers the ``.tl`` accessors on xarray objects. It
 does not import TensorFlow; the Keras backend loads it when first used.
-``xtl.les`` is the a posteriori LES module (its run function is
-:func:`xtl.run_les`).
+The modules sit in rooms by role: :mod:`xtl.physics` (the mathematics and
+the closures), :mod:`xtl.solver` (the 2D turbulence solver and the LES run),
+:mod:`xtl.data`, :mod:`xtl.nn`, :mod:`xtl.explain` and :mod:`xtl.experiment`.
 """
 from ._version import __version__  # noqa: F401  (read from the installed metadata)
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
@@ -14,12 +15,12 @@ from .nn.files import load_model, save_model
 from .physics.cases import Case, get_case, list_cases
 from .data.coarse import CoarseGraining, coarse_grain, filter_transfer_function, sgs_term
 from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation
-from . import les  # noqa: F401  (the module; its run function is run_les)
-from .les import les_metrics, run_les
 from .explain.recommend import compare_recommendation, recommend_layers
-from .options import FitOptions, LesSchedule, Output, Schedule
-from .data.metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
+from .options import FitOptions, Output, Schedule
+from .data.metrics import (conditional_correlation, correlation, les_metrics, relative_l2, score,
+                           spectrum_error)
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
+from .solver.les import LesSchedule, run_les
 from .nn.sweep import SweepOptions, budget_sweep, layer_sweep
 from .nn.training import evaluate, predict, train, transfer
 from .data.spectra import spectrum, transfer_spectrum

@@ -24,7 +24,6 @@ import numpy as np
 __all__ = [
     "Options",
     "FitOptions",
-    "LesSchedule",
     "check_int",
     "check_float",
     "check_bool",
@@ -280,34 +279,6 @@ class FitOptions(Options):
         if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
             raise TypeError(f"callbacks must be a sequence of callbacks, got {callbacks!r}")
         set_(self, "callbacks", tuple(callbacks))
-
-
-@dataclass(frozen=True)
-class LesSchedule(Options):
-    """How long the a posteriori LES runs: :func:`xtl.les.run_aposteriori` and
-    :func:`xtl.les.aposteriori_run`.
-
-    Parameters
-    ----------
-    t_end : float
-        Length of each run (finite, > 0).
-    save_interval : float
-        Time between the snapshots the metrics use (finite, > 0).
-    dt : float, optional
-        LES time step (finite, > 0); None keeps the DNS's CFL number
-        (:func:`xtl.les.les_case`).
-    """
-
-    t_end: float
-    save_interval: float
-    dt: float | None = None
-
-    def __post_init__(self):
-        set_ = object.__setattr__
-        set_(self, "t_end", check_float(self.t_end, "t_end", positive=True))
-        set_(self, "save_interval", check_float(self.save_interval, "save_interval",
-                                                positive=True))
-        set_(self, "dt", check_float(self.dt, "dt", positive=True, optional=True))
 
 
 # -- solver

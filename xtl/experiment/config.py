@@ -72,7 +72,7 @@ class ConfigError(ValueError):
 def les_closure_names() -> tuple:
     """Names of the physics closures the a posteriori stage may run (``les.baseline``).
 
-    The closures registered in :mod:`xtl.les` (:func:`xtl.les.available_closures`)
+    The closures registered in :mod:`xtl.physics.closures` (:func:`~xtl.physics.closures.available_closures`)
     other than "no closure", which the stage always runs: :class:`LesConfig`
     refuses any other name and its default is all of them.
 
@@ -80,7 +80,7 @@ def les_closure_names() -> tuple:
     -------
     tuple of str
     """
-    from ..les import available_closures
+    from ..physics.closures import available_closures
 
     return tuple(n for n in available_closures() if n not in ("none", "no closure"))
 
@@ -873,7 +873,7 @@ def _check_les_runs(config: ExperimentConfig) -> None:
     les = config.les
     if not les.enabled:
         return
-    from ..les import les_case
+    from ..solver.les import les_case
 
     for target in config.targets:
         dt = les_case(target.make_case(), dt=les.dt).dt

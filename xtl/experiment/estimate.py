@@ -100,7 +100,9 @@ def measure_rates(config: ExperimentConfig) -> dict:
         dynamic Smagorinsky, the dearer physics closure), ``train_sample_epoch``
         and ``transfer_sample_epoch`` (seconds per sample and epoch), ``workers``.
     """
-    from ..les import DynamicSmagorinsky, ModelClosure, les_case
+    from ..nn.closure import ModelClosure
+    from ..physics.closures import DynamicSmagorinsky
+    from ..solver.les import les_case
     from ..solver.ensemble import default_n_workers
 
     flows = [config.base, *config.targets]
@@ -116,8 +118,8 @@ def measure_rates(config: ExperimentConfig) -> dict:
     return {
         "dns_step": {f.name: dns[(f.make_case().n, f.make_case().dt, f.make_case().n_les)]
                      for f in flows},
-        "les_step": _dns_step_seconds(lcase, None, ModelClosure(model, n=lcase.n)),
-        "les_physics_step": _dns_step_seconds(lcase, None, DynamicSmagorinsky(lcase.n)),
+        "les_step": _dns_step_seconds(lcase, None, ModelClosure(model)),
+        "les_physics_step": _dns_step_seconds(lcase, None, DynamicSmagorinsky()),
         "les_dt": lcase.dt,
         "train_sample_epoch": rates["full"],
         "transfer_sample_epoch": rates["transfer"],

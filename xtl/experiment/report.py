@@ -259,7 +259,7 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
     Lines are means over the initial states whose runs stayed stable, bands ± one
     standard deviation; the LES cutoff is dotted.
     """
-    from ..les import aposteriori_summary
+    from .aposteriori import aposteriori_summary
     from .plotting import legend_outside
 
     summary = aposteriori_summary(post)
@@ -293,7 +293,7 @@ def _fig_aposteriori(target: str, post: xr.Dataset, folder: Path) -> str:
 
 def _fig_aposteriori_pdf(target: str, post: xr.Dataset, folder: Path) -> str:
     """PDFs of ω̄/σ (σ: the filtered DNS's) on a log scale; the 3–5σ tails shaded."""
-    from ..les import aposteriori_summary
+    from .aposteriori import aposteriori_summary
     from .plotting import legend_outside
 
     summary = aposteriori_summary(post)
@@ -492,7 +492,7 @@ def _summary_table(summary) -> str:
             "<th>baselines</th><th>best set</th></tr>" + "".join(rows) + "</table>")
 
 
-#: Columns of the a posteriori table: (metric of :func:`xtl.les.les_metrics`, heading).
+#: Columns of the a posteriori table: (metric of :func:`xtl.les_metrics`, heading).
 _APOSTERIORI_COLUMNS = (
     ("spectrum_error", "energy spectrum error (decades)"),
     ("pdf_distance", "PDF Hellinger distance"),
@@ -506,7 +506,7 @@ _APOSTERIORI_COLUMNS = (
 
 def _aposteriori_table(posts: dict) -> str:
     """Every a posteriori metric per target and closure: mean ± s.d. over the stable runs."""
-    from ..les import aposteriori_summary
+    from .aposteriori import aposteriori_summary
 
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in _APOSTERIORI_COLUMNS)
     rows, lengths = [], []

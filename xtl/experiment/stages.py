@@ -24,7 +24,7 @@ experiment resumes where it stopped):
    :func:`xtl.explain.activations.spectral_change_correlation`;
 7. ``aposteriori-<target>``: LES with no closure, the physics baselines, the BNN,
    the best TLNN and the sweep's baselines from several held-out target states,
-   against the filtered DNS — :func:`xtl.les.run_aposteriori`, one dask task per
+   against the filtered DNS — :func:`xtl.experiment.aposteriori.run_aposteriori`, one dask task per
    closure and initial state;
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
@@ -466,13 +466,13 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
     layer's TLNN; and the sweep's baselines it trained (``scratch``,
     ``full_target``) — the networks of the first seed.
     """
-    from ..les import ModelClosure, get_closure
+    from ..nn.closure import ModelClosure
+    from ..physics.closures import get_closure
 
-    n_les = target.make_case().n_les
     seed = config.seeds[0]
     closures = {"no closure": None}
     for name in config.les.baseline:
-        closures[name] = get_closure(name, n=n_les)
+        closures[name] = get_closure(name)
     closures["BNN"] = ModelClosure(_load_model(paths.model("base")))
     closures["TLNN"] = ModelClosure(_load_model(
         paths.tl_model(target.name, best_layer(paths, target.name), seed)))
@@ -485,7 +485,7 @@ def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data
                           cluster: ExperimentCluster, target, progress=None) -> None:
     """Every closure from ``les.initial_states`` held-out target states, against the FDNS."""
     from ..data.netcdf import write_dataset
-    from ..les import run_aposteriori, select_initial_states
+    from .aposteriori import run_aposteriori, select_initial_states
 
     les = config.les
     _, test = data.target_sets(target)

@@ -192,7 +192,7 @@ def check_n_les(n_les, n: int | None = None, name: str = "n_les") -> int:
     The one rule of the LES grid, wherever an ``n_les`` arrives (a :class:`Case`,
     a :class:`~xtl.data.coarse.CoarseGraining`, :func:`~xtl.data.coarse.coarse_grain`).
     ``n_les == n`` is allowed: the LES case of a DNS case has it
-    (:func:`xtl.les.les_case`), and coarse-graining to the DNS grid still filters.
+    (:func:`xtl.solver.les.les_case`), and coarse-graining to the DNS grid still filters.
 
     Parameters
     ----------

@@ -8,7 +8,8 @@ r"""The vorticity equation of forced β-plane 2D turbulence and its time stepper
 
 with :math:`u = \partial_y\psi`, :math:`v = -\partial_x\psi` and
 :math:`N(\omega,\psi) = u\,\partial_x\omega + v\,\partial_y\omega`. The
-closure term :math:`\Pi` is zero in a DNS; an LES passes a closure callable.
+closure term :math:`\Pi` is zero in a DNS; an LES passes a closure
+(:mod:`xtl.physics.closures`), which reads Π̂ from the state: ``closure.pi_hat(omega_hat, grid)``.
 
 Time stepping is AB2 for the explicit terms :math:`T = -N - \beta v + F - \Pi`
 and Crank–Nicolson for the linear terms :math:`L = -k^2/Re - \mu`:
@@ -30,6 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..physics.closures import as_closure
 from ..physics.fourier import HAVE_NUMBA, Jacobian, SpectralGrid, float_view, numba, resolve_kernels
 
 __all__ = [
@@ -253,9 +255,12 @@ class Stepper:
         β-plane parameter.
     forcing : ndarray, optional
         Physical forcing field ``F`` (n, n); None for no forcing.
-    closure : callable, optional
-        ``closure(psi, omega) -> Pi`` on the physical grid (arrays (n, n));
-        the equation carries ``−Π``. None for a DNS.
+    closure : Closure or callable, optional
+        A :class:`~xtl.physics.closures.Closure` (``closure.pi_hat(omega_hat, grid)``)
+        or a plain ``closure(psi, omega) -> Pi`` on the physical grid (wrapped by
+        :func:`~xtl.physics.closures.as_closure`); it must accept ``grid``
+        (:meth:`~xtl.physics.closures.Closure.check_grid`). The equation carries
+        ``−Π``. None for a DNS.
     kernels : {"auto", "numba", "numpy"}
         The elementwise work of a step fused and compiled with numba (one pass for
         N̂, the tendency and the AB2–CN update), or numpy's passes; the two give the
@@ -264,7 +269,7 @@ class Stepper:
     Notes
     -----
     A step costs 4 FFTs (:class:`xtl.physics.fourier.Jacobian`: u and v inverse, uv and
-    v² − u² forward); a closure adds 2 inverse and 1 forward. The state only ever
+    v² − u² forward); a plain-callable closure adds 2 inverse and 1 forward. The state only ever
     holds the kept modes of the 2/3 rule (the tendency kept for AB2 too).
     """
 
@@ -272,8 +277,9 @@ class Stepper:
                  kernels="auto"):
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a finite number > 0, got {dt}")
-        if closure is not None and not callable(closure):
-            raise TypeError(f"closure must be callable closure(psi, omega) -> Pi, got {closure!r}")
+        closure = None if closure is None else as_closure(closure)
+        if closure is not None:
+            closure.check_grid(grid)
         self.grid = grid
         self.dt = float(dt)
         self.nu, self.mu, self.beta = float(nu), float(mu), float(beta)
@@ -360,24 +366,12 @@ class Stepper:
         jac.transform()
 
     def _closure_hat(self, omega_hat):
-        """Π̂ of the closure: from the spectral state when the closure reads it
-        (``closure.pi_hat_from(omega_hat, grid)``, as xtl's closures do), else
-        from the physical fields ``closure(psi, omega)``."""
-        g = self.grid
-        spectral = getattr(self.closure, "pi_hat_from", None)
-        if spectral is not None:
-            pi_hat = np.asarray(spectral(omega_hat, g))
-            if pi_hat.shape != omega_hat.shape:
-                raise ValueError(f"closure returned a spectrum of shape {pi_hat.shape}; "
-                                 f"expected {omega_hat.shape}")
-            return pi_hat * g.mask
-        psi, omega = g.irfft2(np.stack([g.streamfunction(omega_hat), omega_hat]))
-        pi = np.asarray(self.closure(psi, omega), dtype=float)
-        if pi.shape != (g.n, g.n):
-            raise ValueError(
-                f"closure returned shape {pi.shape}; expected the grid shape ({g.n}, {g.n})"
-            )
-        return g.rfft2(pi) * g.mask
+        """Π̂ of the closure from the spectral state, on the kept modes."""
+        pi_hat = np.asarray(self.closure.pi_hat(omega_hat, self.grid))
+        if pi_hat.shape != omega_hat.shape:
+            raise ValueError(f"closure {self.closure!r} returned a spectrum of shape "
+                             f"{pi_hat.shape}; expected {omega_hat.shape}")
+        return pi_hat * self.grid.mask
 
     # -- stepping ----------------------------------------------------------------
     def step(self, state: SolverState, measure_cfl=False) -> SolverState:

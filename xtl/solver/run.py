@@ -200,8 +200,8 @@ def make_stepper(case: Case, grid: SpectralGrid, closure=None, kernels="auto") -
     ----------
     case : Case
     grid : SpectralGrid
-    closure : callable, optional
-        ``closure(psi, omega) -> Pi``.
+    closure : Closure or callable, optional
+        See :class:`Stepper`.
     kernels : {"auto", "numba", "numpy"}
         The stepper's elementwise work (see :class:`Stepper`).
 
@@ -419,9 +419,12 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
         Seed of the random initial condition (>= 0).
     initial : array-like or DataArray, optional
         Initial vorticity ``(y, x)`` instead of the random field.
-    closure : callable, optional
-        ``closure(psi, omega) -> Pi`` (physical ``(n, n)`` arrays); the
-        equation carries ``−Π``. For the a posteriori LES.
+    closure : Closure or callable, optional
+        A :class:`~xtl.physics.closures.Closure`, which reads Π̂ from the
+        spectral state (``closure.pi_hat(omega_hat, grid)``), or a plain
+        ``closure(psi, omega) -> Pi`` on physical ``(n, n)`` arrays (wrapped by
+        :func:`~xtl.physics.closures.as_closure`); the equation carries ``−Π``.
+        For the a posteriori LES (:func:`xtl.run_les`).
     **kwargs
         Single options of ``schedule``, ``output`` or ``execution``.
 
