@@ -22,7 +22,7 @@ RANKS = {
     "xtl.data.io": 1, "xtl.physics.cases": 1,
     # scheduler connections: below the ensembles (2.2) that connect through it
     "xtl.scheduler": 1.5,
-    "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
+    "xtl.solver.options": 2.0, "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.data.coarse": 3, "xtl.data.spectral": 4, "xtl.accessors": 5, "xtl.data.metrics": 5,
     "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0, "xtl.nn.backends.keras": 6.2,

@@ -192,7 +192,7 @@ def test_filters_follow_the_coarse_graining():
 
 def test_the_config_parses_into_typed_sections():
     from xtl.experiment.config import LesConfig, TrainingConfig, les_closure_names
-    from xtl.options import FitOptions
+    from xtl.nn.backends.loop import FitOptions
 
     cfg = load_config()
     assert isinstance(cfg.training, TrainingConfig) and isinstance(cfg.training.fit, FitOptions)

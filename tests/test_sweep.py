@@ -251,7 +251,7 @@ def test_summarize_sweep_on_a_constructed_sweep():
 
 
 def test_sweep_options_route_fit_options_and_refuse_bad_values():
-    from xtl.options import FitOptions
+    from xtl.nn.backends.loop import FitOptions
     from xtl.nn.sweep import SweepOptions
 
     opts = SweepOptions.merge(None, seeds=[2, 0], fraction=0.1, epochs=7, patience=3)

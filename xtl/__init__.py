@@ -24,7 +24,9 @@ from .explain.activations import activation_spectra, activations, flow_differenc
 from . import les  # noqa: F401  (the module; its run function is run_les)
 from .les import les_metrics, run_les
 from .explain.recommend import compare_recommendation, recommend_layers
-from .options import CoarseGraining, FitOptions, LesSchedule, Output, Schedule
+from .options import CoarseGraining, LesSchedule
+from .nn.backends.loop import FitOptions
+from .solver.options import Output, Schedule
 from .data.metrics import conditional_correlation, correlation, relative_l2, score, spectrum_error
 from .solver import DivergenceError, SpectralGrid, ensemble, open_ensemble, simulate
 from .nn.sweep import SweepOptions, budget_sweep, layer_sweep

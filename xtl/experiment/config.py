@@ -175,7 +175,7 @@ def _network(raw) -> dict:
 
 
 def _fit_options(table: dict, where: str, **defaults) -> FitOptions:
-    """The :class:`~xtl.options.FitOptions` keys of a table, checked by their dotted names,
+    """The :class:`~xtl.nn.backends.loop.FitOptions` keys of a table, checked by their dotted names,
     over ``defaults``."""
     given = {k: _RULES[k](table[k], f"{where}.{k}") for k in _FIT_KEYS if k in table}
     return FitOptions(**{**defaults, **given})
@@ -598,7 +598,7 @@ def n_snapshots(flow: FlowConfig) -> int:
     -------
     int
     """
-    from ..options import Schedule
+    from ..solver.options import Schedule
     from ..solver.run import step_plan
 
     schedule = Schedule(t_end=flow.t_end, save_interval=flow.save_interval,

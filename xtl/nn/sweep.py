@@ -46,7 +46,8 @@ from .backends import (
     pin_worker_threads,
     save_model,
 )
-from ..options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
+from ..options import Options, check_bool, check_float, check_fraction, check_int
+from .backends.loop import FitOptions
 from .training import (
     OUTPUT,
     check_les_dataset,
@@ -206,7 +207,7 @@ class SweepOptions(Options):
         """``options`` with ``kwargs`` replacing sweep options or, by name, fit options.
 
         A keyword that names a :class:`SweepOptions` field replaces it; one that
-        names a :class:`~xtl.options.FitOptions` field replaces that option of
+        names a :class:`~xtl.nn.backends.loop.FitOptions` field replaces that option of
         ``fit``. ``seed`` is refused: a sweep's seeds are ``seeds``.
         """
         if "seed" in kwargs:

@@ -34,7 +34,8 @@ from .backends import (
 )
 from .backends.base import history_to_dataset, stack_inputs
 from ..data import metrics as _metrics
-from ..options import FitOptions, check_int
+from ..options import check_int
+from .backends.loop import FitOptions
 
 __all__ = [
     "train",
@@ -461,14 +462,14 @@ def train(ds, spec=None, options: FitOptions | None = None, *, backend="keras",
         How to fit: epochs, batch size, learning rate, seed (of the initial
         weights and the per-epoch shuffling: same seed, same weights), early
         stopping, checkpoints, data streaming, progress (see
-        :class:`xtl.options.FitOptions` for each option and its default).
+        :class:`xtl.nn.backends.loop.FitOptions` for each option and its default).
     backend : str
         Registered backend name.
     validation : float, xarray.Dataset or None
         Fraction of samples held out for validation (the last ones: the
         latest times, or the last members), an LES Dataset, or None.
     **fit
-        Single :class:`~xtl.options.FitOptions` by name (``epochs=5``), replacing
+        Single :class:`~xtl.nn.backends.loop.FitOptions` by name (``epochs=5``), replacing
         those of ``options``.
 
     Returns
@@ -580,7 +581,7 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
         Use the target data's standard deviations instead of the base model's
         (default False: the base normalization is kept).
     **fit
-        Single :class:`~xtl.options.FitOptions` by name, as in :func:`train`.
+        Single :class:`~xtl.nn.backends.loop.FitOptions` by name, as in :func:`train`.
 
     Returns
     -------

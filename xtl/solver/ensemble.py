@@ -52,7 +52,8 @@ import xarray as xr
 
 from ..physics.cases import Case, get_case
 from ..data.io import CF_ATTRS, append_history, check_output_folder, netcdf_lock, open_dataset
-from ..options import Cluster, CoarseGraining, Execution, Output, Schedule
+from ..options import CoarseGraining
+from .options import Cluster, Execution, Output, Schedule
 from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
 
@@ -532,7 +533,7 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
 # ----------------------------------------------------------------------------------------
 # the public function
 # ----------------------------------------------------------------------------------------
-#: Options of :class:`~xtl.options.Output` that :func:`ensemble` sets per member.
+#: Options of :class:`~xtl.solver.options.Output` that :func:`ensemble` sets per member.
 _PER_MEMBER = ("path", "overwrite", "resume", "dns_path", "attrs", "member")
 
 

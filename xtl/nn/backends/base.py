@@ -440,7 +440,7 @@ class Backend(abc.ABC):
         model : Model
         layers : tuple of int
             The conv layers to train (1..L); the others must stay bitwise unchanged.
-        options : xtl.options.FitOptions
+        options : xtl.nn.backends.loop.FitOptions
             ``learning_rate``, ``deterministic``, ``callbacks``, ``epochs`` are used here.
         """
 
@@ -487,7 +487,7 @@ class Backend(abc.ABC):
         model : Model
         train, validation : TrainingData
             Normalized training and (optional, None) validation data.
-        options : xtl.options.FitOptions
+        options : xtl.nn.backends.loop.FitOptions
             Epochs, batch size, learning rate, seed, early stopping, checkpoints,
             progress, backend-native callbacks, determinism.
         layers : sequence of int, optional

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.io import FileFormatError, atomic_path
-from ...options import FitOptions
+from .loop import FitOptions
 from .base import (
     INPUTS,
     OUTPUT,
