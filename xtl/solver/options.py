@@ -139,12 +139,7 @@ class Output(Options):
         set_(self, "resume", check_bool(self.resume, "resume"))
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
-        if self.dns_every is not None and (isinstance(self.dns_every, bool) or not isinstance(
-                self.dns_every, numbers.Integral) or self.dns_every < 1):
-            raise ValueError(f"dns_every must be an int >= 1 (keep every k-th snapshot), "
-                             f"got {self.dns_every!r}")
-        if self.dns_every is not None:
-            set_(self, "dns_every", int(self.dns_every))
+        set_(self, "dns_every", check_int(self.dns_every, "dns_every", minimum=1, optional=True))
         set_(self, "attrs", _check_mapping(self.attrs, "attrs", "{'closure': 'smag'}"))
         if self.member is not None and not isinstance(self.member, Mapping):
             raise TypeError(f"member must be a dict of coordinates with an int 'member', e.g. "
