@@ -1,8 +1,13 @@
 """The experiment configuration: a TOML file, validated, with the demo's defaults.
 
 An experiment has a base flow and one or more targets, a network, training and
-transfer settings. Every key is checked: an unknown key, a negative size or a
-missing target is reported by its dotted name (``targets[1].members``).
+transfer settings. A table parses into the options object of the function that uses
+it (``[training]`` into :class:`~xtl.nn.backends.loop.FitOptions`, ``[sweep]`` and
+``[transfer]`` into :class:`~xtl.nn.sweep.SweepOptions`, a flow's times into a
+:class:`~xtl.solver.options.Schedule`, ...), which checks its values; this module
+checks the key names and what spans tables (swept layers the network has, times that
+are whole steps, a budget target that is a target). Every error is a
+:class:`ConfigError` naming the dotted key (``targets[1].members``).
 
 A shortened example (``examples/demo.toml`` is the full embedded default of
 ``xtl demo``, :data:`DEMO_CONFIG`)::
@@ -30,14 +35,15 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     n_layers = 6
     channels = 24
 
-    [training]                    # xtl.train keyword arguments
-    epochs = 30
+    [training]                    # FitOptions (epochs, batch_size, learning_rate,
+    epochs = 30                   # patience, seed) and validation
 
-    [transfer]                    # xtl.transfer keyword arguments, plus the TL set size:
-    fraction = 0.1                # of the base training set's size (or n_samples = ...)
+    [transfer]                    # FitOptions and validation, renormalize, plus the TL
+    fraction = 0.1                # set size: of the base training set's (or n_samples)
 
     [sweep]                       # layers = [...] to sweep only some (the recommended
     enabled = true                # layers are always included); false: only those
+    seeds = 2                     # a count (from experiment.seed) or a list of seeds
 
     [les]                         # the a posteriori stage: no closure, the physics
     enabled = true                # baselines and the networks, each from several
