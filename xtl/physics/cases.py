@@ -174,6 +174,18 @@ _REAL_FIELDS = (
 )
 
 
+def _check_real(value, name: str, meaning: str, bounds: dict) -> None:
+    """``Case.<name>`` by :func:`xtl.options.check_float`, its message saying what the
+    field means."""
+    try:
+        check_float(value, f"Case.{name}", **bounds)
+    except TypeError:
+        raise TypeError(f"Case.{name} must be a real number ({meaning}), got {value!r}") \
+            from None
+    except ValueError as err:
+        raise ValueError(f"{err} ({meaning})") from None
+
+
 def _check_grid(case: Case) -> None:
     for name in ("n", "n_les"):
         value = getattr(case, name)
@@ -203,7 +215,7 @@ def _check_linear_terms(case: Case) -> None:
 def _validate_case(case: Case) -> None:
     """Raise a ValueError/TypeError naming the first bad field of ``case``."""
     for name, meaning, bounds in _REAL_FIELDS:
-        check_float(getattr(case, name), f"Case.{name} ({meaning})", **bounds)
+        _check_real(getattr(case, name), name, meaning, bounds)
     _check_grid(case)
     _check_linear_terms(case)
     if not isinstance(case.forcing, str):
