@@ -288,9 +288,9 @@ def _edited(*edits):
      "got [7]"),
     ([(("network", "n_layers"), 4), (("sweep", "layers"), [5, 9])],
      "'sweep.layers': must be layer numbers in 1..4 (1 takes the inputs, 4 gives"),
-    ([(("network", "channels"), [24, 24])], "'network': spec.channels must be an int or 5 ints"),
-    ([(("network", "kernel_size"), 4)], "'network': spec.kernel_size must be an odd int"),
-    ([(("network", "padding"), "reflect")], "'network': spec.padding must be one of"),
+    ([(("network", "channels"), [24, 24])], "'network.channels': must be an int or 5 ints"),
+    ([(("network", "kernel_size"), 4)], "'network.kernel_size': must be an odd int"),
+    ([(("network", "padding"), "reflect")], "'network.padding': must be one of"),
 ])
 def test_values_that_would_fail_late_are_refused_when_the_config_is_read(edits, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -1,8 +1,12 @@
-"""Typed options, validated once where they are made.
+"""Typed options, validated once where they are made: the :class:`Options` base and
+the shared validators (:func:`check_float` is the one finite-number-in-range check).
 
-A function that needs many knobs takes one of these objects (plus, for
-convenience, the same knobs as keyword arguments, which :meth:`Options.merge`
-folds into the object); the experiment config parses straight into them, so a
+A function that needs many knobs takes an options object (plus, for convenience,
+the same knobs as keyword arguments, which :meth:`Options.merge` folds into the
+object); the class lives beside the function (``FitOptions`` in
+:mod:`xtl.nn.backends.loop`, ``SweepOptions`` in :mod:`xtl.nn.sweep`, ``Schedule``
+and ``Output`` in :mod:`xtl.solver.options`, the recommenders' in
+:mod:`xtl.explain.recommend`). The experiment config parses straight into them, so a
 value is checked in one place whichever way it arrives. Every check names the
 option, the value and the expected form.
 
@@ -16,7 +20,7 @@ import math
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -58,7 +58,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -722,7 +721,10 @@ def _network(raw):
     from ..nn.backends.base import NetworkSpec
 
     table = _table(raw, "network", _NETWORK_KEYS)
-    return table, _parse(NetworkSpec.from_any, {"spec": table}, "network", names=())
+    try:
+        return table, NetworkSpec.from_any(table)
+    except (TypeError, ValueError) as err:  # NetworkSpec's messages name spec.<key>
+        raise _config_error("network", err, _NETWORK_KEYS, prefix="spec.") from err
 
 
 def _budget(raw, target_names) -> BudgetConfig:

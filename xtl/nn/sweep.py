@@ -39,7 +39,6 @@ import xarray as xr
 from .backends import (
     Model,
     check_layers,
-    get_backend,
     model_from_dataset,
     model_id,
     model_to_dataset,
