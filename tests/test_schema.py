@@ -191,3 +191,20 @@ def test_a_config_error_names_the_key_and_keeps_the_options_message():
     assert str(info.value) == "config key 'transfer.epochs': must be an int, got 2.0"
     assert isinstance(info.value.__cause__, TypeError)
     assert str(info.value.__cause__) == "epochs must be an int, got 2.0"
+
+
+def test_the_layer_list_is_one_checked_tuple():
+    """check_layers refuses what int() would silently turn into layers; a config's
+    sweep.layers is its tuple."""
+    from xtl.nn.backends.base import check_layers
+
+    assert check_layers([3, 1, 3], 6) == (1, 3) and check_layers(2, 6) == (2,)
+    for bad in ("23", [2.5], [True]):
+        with pytest.raises(TypeError, match=r"layers must"):
+            check_layers(bad, 6)
+    raw = copy.deepcopy(BASE_CONFIG)
+    raw["sweep"]["layers"] = [4, 2]
+    assert parse_config(raw).sweep.layers == (2, 4)
+    raw["sweep"]["layers"] = "23"
+    with pytest.raises(ConfigError, match=r"'sweep\.layers': must be an int or a sequence"):
+        parse_config(raw)
