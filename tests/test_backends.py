@@ -439,7 +439,7 @@ TOY_SPEC = dict(n_layers=1, kernel_size=1, channels=1)
 
 
 def toy_fit(data, val, callbacks=(), **options):
-    from xtl.options import FitOptions
+    from xtl.nn.backends.loop import FitOptions
 
     backend = ToyBackend()
     model = backend.build(TOY_SPEC, seed=0)

@@ -23,7 +23,7 @@ RANKS = {
     "xtl.physics.cases": 1,
     # scheduler connections: below the ensembles (2.2) that connect through it
     "xtl.scheduler": 1.5,
-    "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
+    "xtl.solver.options": 2.0, "xtl.solver.grid": 2.0, "xtl.solver.equations": 2.0, "xtl.solver.run": 2.1,
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.data.coarse": 1.8, "xtl.data.spectra": 4, "xtl.explain.kernels": 4.5, "xtl.accessors": 5, "xtl.data.metrics": 5,
     "xtl.nn.spec": 5.7, "xtl.nn.dataset": 5.8,

@@ -43,22 +43,23 @@ def _with(path, value):
         (("network", "depth"), 3, "'network.depth': unknown key"),
         (("base", "colour"), "red", "'base.colour': unknown key"),
         (("surprise",), {}, "'surprise': unknown key"),
-        (("base", "members"), -2, "'base.members': must be > 0"),
-        (("training", "epochs"), 0, "'training.epochs': must be > 0"),
+        (("base", "members"), -2, "'base.members': must be an int >= 1, got -2"),
+        (("training", "epochs"), 0, "'training.epochs': must be an int >= 1, got 0"),
         (("targets",), None, "'targets': is missing"),
         (("targets",), [], "'targets': is missing"),
         (("base",), None, "'base': is missing"),
-        (("transfer", "fraction"), 1.5, "'transfer.fraction': must be in"),
-        (("base", "n"), -256, "'base.n': must be > 0"),
+        (("transfer", "fraction"), 1.5, "'transfer.fraction': must be a number in (0, 1], got 1.5"),
+        (("base", "n"), -256, "'base.n': must be an even integer >= 8, got -256"),
         (("base", "case"), "nope", "'base.case': unknown preset"),
-        (("sweep", "seeds"), 0, "'sweep.seeds': must be > 0"),
+        (("sweep", "seeds"), 0, "'sweep.seeds': must be a count >= 1 or a list of distinct ints >= 0 "
+         "(an int n is n seeds, 0..n-1; [3] is the seed 3), got 0"),
         (("sweep", "seeds"), [1, 1], "'sweep.seeds': must be a count >= 1 or a list of distinct"),
-        (("sweep", "baselines"), ["bnn"], "'sweep.baselines': must be a list among"),
+        (("sweep", "baselines"), ["bnn"], "'sweep.baselines': must be among ('scratch', 'full_target')"),
         (("sweep", "alpha"), 2.0, "'sweep.alpha': must be a number in (0, 1)"),
         (("budget",), {"fractions": [0.1], "target": "nope"}, "'budget.target': must name"),
-        (("budget",), {"fractions": [0.0]}, "'budget.fractions': must be a list of fractions"),
+        (("budget",), {"fractions": [0.0]}, "'budget.fractions': must be a number in (0, 1], got 0.0"),
         (("recommend",), {"methods": ["oracle"]}, "'recommend.methods': must be a list among"),
-        (("recommend",), {"probe": {"epochs": 0}}, "'recommend.probe': epochs must be"),
+        (("recommend",), {"probe": {"epochs": 0}}, "'recommend.probe.epochs': must be an int >= 1, got 0"),
         (("recommend",), {"probe": {"epoch": 3}}, "'recommend.probe.epoch': unknown key"),
         (("recommend",), {"methods": ["probe"], "default": "spectral"},
          "'recommend.default': must be one of"),
@@ -67,11 +68,11 @@ def _with(path, value):
          "'les.baseline': must be one of ['smagorinsky', 'dynamic-smagorinsky'] or a list of "
          "them (no closure always runs), got 'dynamic-smagorinksy'"),
         (("les", "baseline"), ["smagorinsky", "smag"], "'les.baseline': must be one of"),
-        (("les", "initial_states"), 0, "'les.initial_states': must be > 0"),
-        (("les", "initial_states"), 2.5, "'les.initial_states': must be an integer"),
+        (("les", "initial_states"), 0, "'les.initial_states': must be an int >= 1, got 0"),
+        (("les", "initial_states"), 2.5, "'les.initial_states': must be an int, got 2.5"),
         (("les", "dt"), -4e-3, "'les.dt': must be > 0"),
         (("les", "save_interval"), 10.0, "'les.save_interval': must not exceed les.t_end = 3.0"),
-        (("les", "enabled"), "yes", "'les.enabled': must be true or false"),
+        (("les", "enabled"), "yes", "'les.enabled': must be True or False, got 'yes'"),
         (("les", "closures"), ["BNN"], "'les.closures': unknown key"),
     ],
 )
@@ -89,7 +90,7 @@ def test_seeds_budget_and_controls():
     assert cfg.budget.to_table() == {"enabled": True, "target": "small-kf", "fractions": [0.02, 0.5]}
     assert [t.control for t in cfg.targets] == [False, True]
     raw["targets"][1]["control"] = "yes"
-    with pytest.raises(ConfigError, match=r"'targets\[1\]\.control': must be true or false"):
+    with pytest.raises(ConfigError, match=r"'targets\[1\]\.control': must be True or False, got 'yes'"):
         load_config(raw)
 
 
@@ -141,7 +142,7 @@ def test_the_paper_config_is_the_papers_setup():
     assert targets["target-kf25"].kf == 25.0 and targets["target-beta20"].beta == 20.0
     assert (targets["target-re100k"].Re, targets["target-re100k"].n) == (100000.0, 2048)
     assert all(c.n_les == 128 for c in targets.values())
-    assert len(cfg.seeds) >= 3 and set(cfg.sweep.baselines) == {"scratch", "full_target"}
+    assert len(cfg.seeds) >= 3 and set(cfg.sweep.options.baselines) == {"scratch", "full_target"}
 
 
 def test_the_study_config_meets_its_design():
@@ -157,7 +158,7 @@ def test_the_study_config_meets_its_design():
                                          if getattr(c, f) != getattr(base, f)) for c in cases}
     assert cfg.transfer.fraction == 0.1 and cfg.transfer.fit.patience >= 5
     assert len(cfg.seeds) >= 3
-    assert set(cfg.sweep.baselines) == {"scratch", "full_target"}
+    assert set(cfg.sweep.options.baselines) == {"scratch", "full_target"}
     assert list(cfg.budget.fractions) == [0.02, 0.1, 0.5]
     budget_target = cfg.target(cfg.budget.target)
     pool = round(budget_target.members * (round((budget_target.t_end - budget_target.spin_up)
@@ -168,14 +169,15 @@ def test_the_study_config_meets_its_design():
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        (("base", "filter"), "gausian", "'base.filter': filter must be one of "
+        (("base", "filter"), "gausian", "'base.filter': must be one of "
                                         "['gaussian', 'box', 'sharp']"),
-        (("targets", 1, "filter"), "lowpass", "'targets[1].filter': filter must be one of"),
-        (("training", "seed"), -1, "'training.seed': must be >= 0, got -1"),
+        (("targets", 1, "filter"), "lowpass", "'targets[1].filter': must be one of"),
+        (("training", "seed"), -1, "'training.seed': must be an int >= 0, got -1"),
         (("training", "validation"), 1.0, "'training.validation': must be a fraction in [0, 1)"),
-        (("transfer", "renormalize"), 1, "'transfer.renormalize': must be true or false"),
-        (("sweep", "layers"), [0, 2], "'sweep.layers': must be a list of layer numbers >= 1"),
-        (("sweep", "enabled"), "no", "'sweep.enabled': must be true or false"),
+        (("transfer", "renormalize"), 1, "'transfer.renormalize': must be True or False, got 1"),
+        (("sweep", "layers"), [0, 2], "'sweep.layers': must be layer numbers in 1..6 (1 takes the inputs, 6 gives the "
+                                          "output), got [0]"),
+        (("sweep", "enabled"), "no", "'sweep.enabled': must be True or False, got 'no'"),
     ],
 )
 def test_keys_checked_once_when_the_config_is_read(path, value, message):
@@ -192,16 +194,20 @@ def test_filters_follow_the_coarse_graining():
 
 def test_the_config_parses_into_typed_sections():
     from xtl.experiment.config import LesConfig, TrainingConfig, les_closure_names
-    from xtl.options import FitOptions
+    from xtl.nn.backends.loop import FitOptions
 
     cfg = load_config()
     assert isinstance(cfg.training, TrainingConfig) and isinstance(cfg.training.fit, FitOptions)
-    assert cfg.training.train_kwargs() == dict(epochs=30, batch_size=16, seed=0,
-                                               learning_rate=1e-3, patience=None,
-                                               validation=0.1)
-    assert cfg.transfer.transfer_kwargs() == dict(epochs=40, batch_size=4, learning_rate=2e-3,
-                                                  patience=6, validation=0.2,
-                                                  renormalize=False)
+    assert cfg.training.fit == FitOptions(epochs=30, batch_size=16, seed=0,
+                                          learning_rate=1e-3, patience=None)
+    assert cfg.training.validation == 0.1
+    assert cfg.transfer.fit == FitOptions(epochs=40, batch_size=4, learning_rate=2e-3,
+                                          patience=6)
+    assert (cfg.transfer.validation, cfg.transfer.renormalize) == (0.2, False)
+    # the sweep gets the transfer's fit whole, with its seeds, baselines and alpha
+    sweep = cfg.sweep.options
+    assert sweep.fit == cfg.transfer.fit and (sweep.validation, sweep.renormalize) == (0.2, False)
+    assert (sweep.seeds, sweep.baselines, sweep.alpha) == ((0, 1), ("scratch",), 0.05)
     # the [les] defaults live in LesConfig only: an absent table is all of them
     les = load_config(_with(("les",), None)).les
     assert les == LesConfig() and les.baseline == les_closure_names()
@@ -222,7 +228,7 @@ def test_a_misspelled_baseline_is_refused_however_the_section_is_made():
     with pytest.raises(ConfigError, match=r"'les\.baseline': must be one of \['smagorinsky', "
                                           r"'dynamic-smagorinsky'\].*got \('smagorinksy',\)"):
         LesConfig(baseline=("smagorinksy",))
-    with pytest.raises(ConfigError, match=r"'les\.initial_states': must be > 0"):
+    with pytest.raises(ConfigError, match=r"'les\.initial_states': must be an int >= 1, got 0"):
         LesConfig().replace(initial_states=0)
 
 
@@ -278,13 +284,13 @@ def _edited(*edits):
      "'les.initial_states': 2 initial states asked for, but target 'small-kf' holds 1"),
     # layers the network has
     ([(("sweep", "layers"), [2, 7])],
-     "'sweep.layers': layers [7] do not exist: the network has 6 layers, numbered 1..6 "
-     "(network.n_layers)"),
+     "'sweep.layers': must be layer numbers in 1..6 (1 takes the inputs, 6 gives the output), "
+     "got [7]"),
     ([(("network", "n_layers"), 4), (("sweep", "layers"), [5, 9])],
-     "'sweep.layers': layers [5, 9] do not exist: the network has 4 layers"),
-    ([(("network", "channels"), [24, 24])], "'network': spec.channels must be an int or 5 ints"),
-    ([(("network", "kernel_size"), 4)], "'network': spec.kernel_size must be an odd int"),
-    ([(("network", "padding"), "reflect")], "'network': spec.padding must be one of"),
+     "'sweep.layers': must be layer numbers in 1..4 (1 takes the inputs, 4 gives"),
+    ([(("network", "channels"), [24, 24])], "'network.channels': must be an int or 5 ints"),
+    ([(("network", "kernel_size"), 4)], "'network.kernel_size': must be an odd int"),
+    ([(("network", "padding"), "reflect")], "'network.padding': must be one of"),
 ])
 def test_values_that_would_fail_late_are_refused_when_the_config_is_read(edits, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -5,7 +5,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from xtl.options import FitOptions, check_bool, check_float, check_int
+from xtl.nn.backends.loop import FitOptions
+from xtl.options import check_bool, check_float, check_int
 
 
 def test_fit_options_defaults_and_merge():

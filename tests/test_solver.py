@@ -542,7 +542,7 @@ def test_bad_options_are_refused_naming_the_option(tmp_path, changes, error, mes
 
 
 def test_schedule_options_are_checked_where_they_are_made():
-    from xtl.options import Schedule
+    from xtl.solver.options import Schedule
 
     with pytest.raises(ValueError, match="t_end must be a finite number, got inf"):
         Schedule(t_end=math.inf, save_interval=0.1)

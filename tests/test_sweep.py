@@ -185,15 +185,18 @@ def test_bad_arguments(trained_model, sets):
         layer_sweep(trained_model, pool, test, seed=1)
     with pytest.raises(ValueError, match="baselines must be among"):
         layer_sweep(trained_model, pool, test, baselines=["transfer"])
-    with pytest.raises(ValueError, match="seeds must be distinct"):
+    with pytest.raises(ValueError, match="seeds must be a count >= 1 or a list of distinct"):
         layer_sweep(trained_model, pool, test, seeds=[1, 1])
     with pytest.raises(ValueError, match="budgets must be sample counts in 1..24"):
         budget_sweep(trained_model, pool, test, [0, 4])
     with pytest.raises(ValueError, match="budgets must be distinct"):
         budget_sweep(trained_model, pool, test, [4, 4])
-    assert seeds_of(3) == [3] and seeds_of((0, 2)) == [0, 2]
-    with pytest.raises(ValueError, match="seeds must be ints >= 0"):
-        seeds_of([0, -1])
+    # one meaning everywhere, as in a config: an int is a count, a list the seeds
+    assert seeds_of(3) == [0, 1, 2] and seeds_of([3]) == [3] and seeds_of((0, 2)) == [0, 2]
+    for bad in ([0, -1], 0):
+        with pytest.raises(ValueError, match=r"seeds must be a count >= 1 or a list of distinct "
+                                             r"ints >= 0 \(an int n is n seeds"):
+            seeds_of(bad)
 
 
 # ------------------------------------------------------------------ best set
@@ -252,7 +255,7 @@ def test_summarize_sweep_on_a_constructed_sweep():
 
 
 def test_sweep_options_route_fit_options_and_refuse_bad_values():
-    from xtl.options import FitOptions
+    from xtl.nn.backends.loop import FitOptions
     from xtl.nn.sweep import SweepOptions
 
     opts = SweepOptions.merge(None, seeds=[2, 0], fraction=0.1, epochs=7, patience=3)
@@ -267,7 +270,9 @@ def test_sweep_options_route_fit_options_and_refuse_bad_values():
     for kwargs, error, match in [
         ({"alpha": 1.0}, ValueError, "alpha must be a number in"),
         ({"fraction": 0.1, "n_samples": 4}, ValueError, "n_samples or fraction"),
-        ({"fraction": 1.5}, ValueError, "fraction must be <= 1"),
+        ({"fraction": 1.5}, ValueError, r"fraction must be a number in \(0, 1\]"),
+        # as in training and a config: a whole set held out leaves nothing to train on
+        ({"validation": 1.0}, ValueError, r"validation must be a fraction in \[0, 1\)"),
         ({"metric": "accuracy"}, ValueError, "metric must name"),
         ({"epochs": 0}, ValueError, "epochs must be an int >= 1"),
         ({"learning_rate": float("nan")}, ValueError, "learning_rate must be a finite"),

@@ -1,8 +1,13 @@
 """The experiment configuration: a TOML file, validated, with the demo's defaults.
 
 An experiment has a base flow and one or more targets, a network, training and
-transfer settings. Every key is checked: an unknown key, a negative size or a
-missing target is reported by its dotted name (``targets[1].members``).
+transfer settings. A table parses into the options object of the function that uses
+it (``[training]`` into :class:`~xtl.nn.backends.loop.FitOptions`, ``[sweep]`` and
+``[transfer]`` into :class:`~xtl.nn.sweep.SweepOptions`, a flow's times into a
+:class:`~xtl.solver.options.Schedule`, ...), which checks its values; this module
+checks the key names and what spans tables (swept layers the network has, times that
+are whole steps, a budget target that is a target). Every error is a
+:class:`ConfigError` naming the dotted key (``targets[1].members``).
 
 A shortened example (``examples/demo.toml`` is the full embedded default of
 ``xtl demo``, :data:`DEMO_CONFIG`)::
@@ -30,14 +35,15 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     n_layers = 6
     channels = 24
 
-    [training]                    # xtl.train keyword arguments
-    epochs = 30
+    [training]                    # FitOptions (epochs, batch_size, learning_rate,
+    epochs = 30                   # patience, seed) and validation
 
-    [transfer]                    # xtl.transfer keyword arguments, plus the TL set size:
-    fraction = 0.1                # of the base training set's size (or n_samples = ...)
+    [transfer]                    # FitOptions and validation, renormalize, plus the TL
+    fraction = 0.1                # set size: of the base training set's (or n_samples)
 
     [sweep]                       # layers = [...] to sweep only some (the recommended
     enabled = true                # layers are always included); false: only those
+    seeds = 2                     # a count (from experiment.seed) or a list of seeds
 
     [les]                         # the a posteriori stage: no closure, the physics
     enabled = true                # baselines and the networks, each from several
@@ -52,12 +58,13 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..options import FitOptions, Options
+from ..nn.backends.loop import FitOptions
+from ..nn.sweep import SweepOptions
+from ..options import Options, check_bool, check_float, check_fraction, check_int
 
 __all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
            "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
@@ -85,7 +92,7 @@ def les_closure_names() -> tuple:
     return tuple(n for n in available_closures() if n not in ("none", "no closure"))
 
 
-# --------------------------------------------------------------- value rules
+# ------------------------------------------------------------------ key checks
 def _fail(key, message):
     raise ConfigError(f"config key {key!r}: {message}")
 
@@ -99,63 +106,31 @@ def _check_keys(section: dict, allowed: set, where: str):
               f"unknown key; expected one of {sorted(allowed)}")
 
 
-def _positive(value, key, integer=False, allow_zero=False):
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and not math.isfinite(value)):
-        _fail(key, f"must be a{'n integer' if integer else ' number'}, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        _fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
+def _config_error(where: str, err: Exception, names, prefix: str = "") -> ConfigError:
+    """``err`` of a value check as a :class:`ConfigError` naming the dotted key.
+
+    The checks' messages start with the option's name (``"epochs must be an int >=
+    1, got 0"``, ``"Case.n must ..."`` with ``prefix="Case."``): when that name is one
+    of ``names`` the key is ``where.<name>`` and the message the rest, else the key
+    is ``where``. A TypeError becomes a ConfigError too (a config is a value: every
+    config error is a ValueError); the original is the ConfigError's ``__cause__``.
+    """
+    name, _, rest = str(err).partition(" ")
+    name = name.removeprefix(prefix)
+    if name in names:
+        return ConfigError(f"config key {f'{where}.{name}'!r}: {rest}")
+    return ConfigError(f"config key {where!r}: {err}")
 
 
-def _boolean(value, key):
-    if not isinstance(value, bool):
-        _fail(key, f"must be true or false, got {value!r}")
-    return value
-
-
-def _fraction(value, key):
-    value = _positive(value, key)
-    if value > 1:
-        _fail(key, f"must be in (0, 1], got {value}")
-    return value
-
-
-def _validation(value, key):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not 0 <= value < 1):
-        _fail(key, f"must be a fraction in [0, 1) of the samples held out for validation, "
-                   f"got {value!r}")
-    return value
-
-
-def _channels(value, key):
-    for c in value if isinstance(value, (list, tuple)) else [value]:
-        _positive(c, key, integer=True)
-    return value
-
-
-def _count(value, key):
-    return _positive(value, key, integer=True)
-
-
-def _number(value, key):
-    return _positive(value, key)
-
-
-def _seed(value, key):
-    return _positive(value, key, integer=True, allow_zero=True)
-
-
-#: How a value of each key must look, by key name, whichever table holds it.
-_RULES = {
-    "epochs": _count, "batch_size": _count, "patience": _count, "n_samples": _count,
-    "n_layers": _count, "kernel_size": _count, "initial_states": _count,
-    "learning_rate": _number, "t_end": _number, "save_interval": _number, "dt": _number,
-    "fraction": _fraction, "channels": _channels, "validation": _validation, "seed": _seed,
-    "enabled": _boolean, "renormalize": _boolean, "control": _boolean,
-}
+def _parse(make, values: dict, where: str, names=None):
+    """``make(**values)`` (an options class), its TypeErrors and ValueErrors re-raised
+    as ConfigErrors naming ``where.<key>`` for a key of ``names`` (default: all)."""
+    try:
+        return make(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise _config_error(where, err, set(values) if names is None else names) from err
 
 
 def _table(raw: dict, name: str, allowed: set) -> dict:
@@ -165,44 +140,30 @@ def _table(raw: dict, name: str, allowed: set) -> dict:
     return table
 
 
-def _network(raw) -> dict:
-    """``[network]`` as written (:class:`xtl.NetworkSpec` fields), its sizes checked."""
-    table = _table(raw, "network", _NETWORK_KEYS)
-    for key in ("n_layers", "kernel_size", "channels"):
-        if key in table:
-            _RULES[key](table[key], f"network.{key}")
-    return table
-
-
-def _fit_options(table: dict, where: str, **defaults) -> FitOptions:
-    """The :class:`~xtl.options.FitOptions` keys of a table, checked by their dotted names,
-    over ``defaults``."""
-    given = {k: _RULES[k](table[k], f"{where}.{k}") for k in _FIT_KEYS if k in table}
-    return FitOptions(**{**defaults, **given})
-
-
 # ------------------------------------------------------------------ sections
 class Section(Options):
-    """A config table as a frozen dataclass: its fields are checked by the key rules
-    (errors name ``section.key``), then by the section's own :meth:`check`."""
+    """A config table as a frozen dataclass: :meth:`check` validates its own keys with
+    the shared validators of :mod:`xtl.options` (errors name ``section.key``); the
+    keys an options object holds are checked by that object."""
 
     section: ClassVar[str] = ""
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in _RULES and not (value is None and f.default is None):
-                _RULES[f.name](value, f"{self.section}.{f.name}")
-        self.check()
+        try:
+            self.check()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise _config_error(self.section, err, self.names()) from err
 
     def check(self) -> None:
-        """Checks across keys, and normalising lists to tuples (in place)."""
+        """Checks of the section's own keys, normalising them (in place)."""
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
 
     def to_table(self) -> dict:
-        """The section as a JSON-able table (tuples as lists, fit options as a table).
+        """The section as a JSON-able table (tuples as lists, options as tables).
 
         Returns
         -------
@@ -210,7 +171,7 @@ class Section(Options):
         """
         def plain(v):
             if isinstance(v, Options):
-                return v.to_dict()
+                return {k: plain(x) for k, x in v.to_dict().items()}
             return list(v) if isinstance(v, tuple) else v
         return {k: plain(v) for k, v in self.to_dict().items()}
 
@@ -223,9 +184,9 @@ class TrainingConfig(Section):
     ----------
     fit : FitOptions
         ``epochs``, ``batch_size``, ``learning_rate``, ``patience``, ``seed`` (default
-        ``experiment.seed``).
+        ``experiment.seed``), checked by :class:`~xtl.nn.backends.loop.FitOptions`.
     validation : float
-        Fraction of the training samples held out for validation.
+        Fraction of the training samples held out for validation, in [0, 1).
     learning_curve : tuple of float
         Fractions in (0, 1) of the base training set to train on as well.
     """
@@ -236,20 +197,14 @@ class TrainingConfig(Section):
     learning_curve: tuple = ()
 
     def check(self):
+        from ..nn.training import check_validation
+
+        self._set("validation", check_validation(self.validation))
         curve = self.learning_curve
-        if not isinstance(curve, (list, tuple)) or any(
-                isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
-                for f in curve):
+        if not isinstance(curve, (list, tuple)):
             _fail("training.learning_curve", "must be a list of fractions in (0, 1) of the "
                                              f"base training set, got {curve!r}")
-        self._set("learning_curve", tuple(curve))
-
-    def train_kwargs(self) -> dict:
-        """Keyword arguments of :func:`xtl.train`."""
-        fit = self.fit
-        return dict(epochs=fit.epochs, batch_size=fit.batch_size, seed=fit.seed,
-                    learning_rate=fit.learning_rate, patience=fit.patience,
-                    validation=self.validation)
+        self._set("learning_curve", tuple(check_fraction(f, "learning_curve") for f in curve))
 
 
 @dataclass(frozen=True)
@@ -261,9 +216,9 @@ class TransferConfig(Section):
     fit : FitOptions
         As in :class:`TrainingConfig` (``seed`` is unused: the sweep has its seeds).
     validation : float
-        Fraction of the re-training samples held out for validation.
+        Fraction of the re-training samples held out for validation, in [0, 1).
     fraction : float
-        Re-training set size as a fraction of the base training set's size.
+        Re-training set size as a fraction in (0, 1] of the base training set's size.
     n_samples : int, optional
         Or this many samples (capped by the target's pool).
     renormalize : bool
@@ -277,68 +232,44 @@ class TransferConfig(Section):
     n_samples: int | None = None
     renormalize: bool = False
 
-    def transfer_kwargs(self) -> dict:
-        """Keyword arguments of :func:`xtl.transfer` the sweep passes on (not the seed)."""
-        fit = self.fit
-        return dict(epochs=fit.epochs, batch_size=fit.batch_size,
-                    learning_rate=fit.learning_rate, patience=fit.patience,
-                    validation=self.validation, renormalize=self.renormalize)
+    def check(self):
+        from ..nn.training import check_validation
+
+        self._set("validation", check_validation(self.validation))
+        self._set("fraction", check_float(self.fraction, "fraction", positive=True,
+                                          maximum=1.0))
+        self._set("n_samples", check_int(self.n_samples, "n_samples", minimum=1,
+                                         optional=True))
+        self._set("renormalize", check_bool(self.renormalize, "renormalize"))
 
 
 @dataclass(frozen=True)
 class SweepConfig(Section):
-    """``[sweep]``: which layers are re-trained, under which seeds, with which baselines.
+    """``[sweep]``: which layers are re-trained, and how (the sweep's options).
 
     Attributes
     ----------
     enabled : bool
         False: re-train only the recommended layers.
     layers : tuple of int, optional
-        Sweep only these (plus the recommended); None: every layer.
-    seeds : int or tuple of int
-        A count (``seed``, ``seed + 1``, ...) or the seeds.
-    baselines : tuple of str
-        Among :data:`xtl.nn.sweep.BASELINES`.
-    alpha : float
-        Significance level of the best set.
+        Sweep only these (plus the recommended); None: every layer. Checked against
+        the network by :func:`xtl.nn.spec.check_layers`.
+    options : SweepOptions
+        ``seeds`` (a count from ``experiment.seed``, or the seeds), ``baselines`` and
+        ``alpha`` of ``[sweep]``; ``fit``, ``validation`` and ``renormalize`` of
+        ``[transfer]``. :func:`xtl.layer_sweep` gets them whole.
     """
 
     section: ClassVar[str] = "sweep"
     enabled: bool = True
     layers: tuple | None = None
-    seeds: int | tuple = 1
-    baselines: tuple = ()
-    alpha: float = 0.05
+    options: SweepOptions = field(default_factory=SweepOptions)
 
     def check(self):
-        from ..nn.sweep import BASELINES
-
-        seeds = self.seeds
-        if isinstance(seeds, (list, tuple)):
-            if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                                for s in seeds) or len(set(seeds)) != len(seeds):
-                _fail("sweep.seeds", "must be a count >= 1 or a list of distinct ints >= 0, "
-                                     f"got {seeds!r}")
-            self._set("seeds", tuple(seeds))
-        else:
-            _positive(seeds, "sweep.seeds", integer=True)
-        if not isinstance(self.baselines, (list, tuple)) or any(
-                b not in BASELINES for b in self.baselines):
-            _fail("sweep.baselines", f"must be a list among {list(BASELINES)}, got "
-                                     f"{self.baselines!r}")
-        self._set("baselines", tuple(self.baselines))
-        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
-            _fail("sweep.alpha", f"must be a number in (0, 1), got {self.alpha!r}")
-        self._check_layers()
-
-    def _check_layers(self):
-        layers = self.layers
-        if layers is None:
-            return
-        if not isinstance(layers, (list, tuple)) or not layers or any(
-                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in layers):
-            _fail("sweep.layers", f"must be a list of layer numbers >= 1, got {layers!r}")
-        self._set("layers", tuple(layers))
+        self._set("enabled", check_bool(self.enabled, "enabled"))
+        if self.layers is not None:
+            self._set("layers", tuple(self.layers) if isinstance(self.layers, (list, tuple))
+                      else self.layers)
 
     def sweeps_every_layer(self) -> bool:
         """Whether the sweep re-trains every layer (so needs no recommendation)."""
@@ -364,15 +295,15 @@ class BudgetConfig(Section):
     fractions: tuple = ()
 
     def check(self):
+        self._set("enabled", check_bool(self.enabled, "enabled"))
         if not self.enabled:
             return
         fractions = self.fractions
-        if not isinstance(fractions, (list, tuple)) or not fractions or any(
-                isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
-                for f in fractions):
+        if not isinstance(fractions, (list, tuple)) or not fractions:
             _fail("budget.fractions", "must be a list of fractions in (0, 1] of the base "
                                       f"training set's size, got {fractions!r}")
-        self._set("fractions", tuple(sorted(float(f) for f in fractions)))
+        self._set("fractions", tuple(sorted(
+            check_float(f, "fractions", positive=True, maximum=1.0) for f in fractions)))
         if not isinstance(self.target, str):
             _fail("budget.target", f"must name a target, got {self.target!r}")
 
@@ -434,11 +365,8 @@ def _method_options(method, table, known) -> None:
     params = inspect.signature(recommender(method)).parameters
     _check_keys(table, {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}, where)
     options_class = recommender_options(method)
-    if options_class is not None:  # the values too, by the method's own rules
-        try:
-            options_class.merge(table)
-        except (TypeError, ValueError) as err:
-            _fail(where, str(err))
+    if options_class is not None:  # the values too, by the method's own options
+        _parse(options_class, table, where)
 
 
 @dataclass(frozen=True)
@@ -467,6 +395,13 @@ class LesConfig(Section):
     baseline: tuple = field(default_factory=les_closure_names)
 
     def check(self):
+        self._set("enabled", check_bool(self.enabled, "enabled"))
+        self._set("t_end", check_float(self.t_end, "t_end", positive=True))
+        self._set("save_interval", check_float(self.save_interval, "save_interval",
+                                               positive=True))
+        self._set("initial_states", check_int(self.initial_states, "initial_states",
+                                              minimum=1))
+        self._set("dt", check_float(self.dt, "dt", positive=True, optional=True))
         valid = les_closure_names()
         names = [self.baseline] if isinstance(self.baseline, str) else self.baseline
         if not isinstance(names, (list, tuple)) or any(b not in valid for b in names):
@@ -534,15 +469,8 @@ class FlowConfig:
         return CoarseGraining(self.make_case().n_les, self.filter)
 
 
-def _check_filter(flow: FlowConfig, where: str) -> None:
-    """Refuse a filter the coarse-graining does not know, with its message."""
-    try:
-        flow.coarse_graining()
-    except ValueError as err:
-        _fail(f"{where}.filter", str(err))
-
-
 def _flow(raw: dict, where: str) -> FlowConfig:
+    """A flow table, its values kept as written (the stage keys hash them)."""
     _check_keys(raw, _FLOW_KEYS | _CASE_FIELDS, where)
     if "case" not in raw:
         _fail(f"{where}.case", "is missing (a preset name, see `xtl cases`)")
@@ -552,32 +480,33 @@ def _flow(raw: dict, where: str) -> FlowConfig:
         _fail(f"{where}.case", f"unknown preset {raw['case']!r}; presets are {list_cases()}")
     overrides = dict(raw.get("overrides", {}))
     overrides.update({k: raw[k] for k in _CASE_FIELDS & set(raw)})
-    for key in ("n", "n_les"):
-        if key in overrides:
-            _positive(overrides[key], f"{where}.{key}", integer=True)
-    for key in ("Re", "dt"):
-        if key in overrides:
-            _positive(overrides[key], f"{where}.{key}")
-    flow = FlowConfig(
-        name=str(raw.get("name", raw["case"])),
-        case=raw["case"],
-        overrides=overrides,
-        members=_positive(raw.get("members", 1), f"{where}.members", integer=True),
-        spin_up=_positive(raw.get("spin_up", 20.0), f"{where}.spin_up", allow_zero=True),
-        t_end=_positive(raw.get("t_end", 30.0), f"{where}.t_end"),
-        save_interval=_positive(raw.get("save_interval", 0.1), f"{where}.save_interval"),
-        filter=str(raw.get("filter", "gaussian")),
-        control=_boolean(raw.get("control", False), f"{where}.control"),
-    )
-    if flow.t_end < flow.spin_up:
-        _fail(f"{where}.t_end", f"must not be smaller than spin_up={flow.spin_up}")
-    try:
-        case = flow.make_case()
-    except (TypeError, ValueError) as err:
-        _fail(where, str(err))
-    _check_filter(flow, where)
+    own = {k: raw[k] for k in ("members", "spin_up", "t_end", "save_interval", "filter",
+                               "control") if k in raw}
+    flow = FlowConfig(name=str(raw.get("name", raw["case"])), case=raw["case"],
+                      overrides=overrides, **own)
+    case = _check_flow(flow, where)
     _check_flow_times(flow, case, where)
     return flow
+
+
+def _check_flow(flow: FlowConfig, where: str):
+    """A flow's values, by the checks of what consumes them (the ensemble's members, the
+    run's :class:`~xtl.solver.options.Schedule`, the coarse-graining's filter, the
+    :class:`xtl.Case`); returns its case."""
+    from ..data.coarse import check_filter
+    from ..solver.options import Schedule
+
+    try:
+        check_int(flow.members, "members", minimum=1)
+        check_bool(flow.control, "control")
+        Schedule(t_end=flow.t_end, save_interval=flow.save_interval, spin_up=flow.spin_up)
+        check_filter(flow.filter)
+    except (TypeError, ValueError) as err:
+        raise _config_error(where, err, _FLOW_KEYS) from err
+    try:
+        return flow.make_case()
+    except (TypeError, ValueError) as err:
+        raise _config_error(where, err, _CASE_FIELDS, prefix="Case.") from err
 
 
 def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
@@ -603,7 +532,7 @@ def n_snapshots(flow: FlowConfig) -> int:
     -------
     int
     """
-    from ..options import Schedule
+    from ..solver.options import Schedule
     from ..solver.run import step_plan
 
     schedule = Schedule(t_end=flow.t_end, save_interval=flow.save_interval,
@@ -682,8 +611,7 @@ class ExperimentConfig:
     @property
     def seeds(self) -> list:
         """The sweep's seeds: ``[seed, seed + 1, ...]`` for a count, or the list given."""
-        seeds = self.sweep.seeds
-        return [self.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
+        return list(self.sweep.options.seeds)
 
     @property
     def flows(self) -> tuple:
@@ -751,24 +679,59 @@ DEMO_CONFIG = {
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
              "budget", "recommend"}
-_FIT_KEYS = ("epochs", "batch_size", "learning_rate", "patience", "seed")
-_TRAINING_KEYS = set(_FIT_KEYS) | {"validation"}
+_FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
+
+
+def _fit(table: dict, where: str, **defaults) -> FitOptions:
+    """The :class:`~xtl.nn.backends.loop.FitOptions` of a table, over ``defaults``."""
+    given = {k: table[k] for k in _FIT_KEYS & set(table)}
+    return _parse(FitOptions, {**defaults, **given}, where, names=set(given))
 
 
 def _training(raw, seed: int) -> TrainingConfig:
     """``[training]``; its seed defaults to the experiment's."""
-    table = _table(raw, "training", _TRAINING_KEYS | {"learning_curve"})
-    return TrainingConfig(fit=_fit_options(table, "training", seed=seed),
-                          validation=table.get("validation", 0.1),
-                          learning_curve=table.get("learning_curve", ()))
+    table = _table(raw, "training", _FIT_KEYS | {"validation", "learning_curve"})
+    own = {k: table[k] for k in ("validation", "learning_curve") if k in table}
+    return TrainingConfig(fit=_fit(table, "training", seed=seed), **own)
 
 
 def _transfer(raw) -> TransferConfig:
-    table = _table(raw, "transfer", _TRAINING_KEYS | {"fraction", "n_samples", "renormalize"})
-    rest = {k: table[k] for k in ("validation", "fraction", "n_samples", "renormalize")
-            if k in table}
-    return TransferConfig(fit=_fit_options(table, "transfer"), **rest)
+    table = _table(raw, "transfer", _FIT_KEYS | {"validation", "fraction", "n_samples",
+                                                 "renormalize"})
+    own = {k: table[k] for k in ("validation", "fraction", "n_samples", "renormalize")
+           if k in table}
+    return TransferConfig(fit=_fit(table, "transfer"), **own)
+
+
+def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConfig:
+    """``[sweep]``: its seeds, baselines and alpha with ``[transfer]``'s fit as the
+    sweep's :class:`~xtl.nn.sweep.SweepOptions`; a count of seeds starts at ``seed``."""
+    from ..nn.spec import check_layers
+
+    table = _table(raw, "sweep", {"enabled", "layers", "seeds", "baselines", "alpha"})
+    given = {k: table[k] for k in ("seeds", "baselines", "alpha") if k in table}
+    options = _parse(SweepOptions, {**given, "fit": transfer.fit, "renormalize":
+                                    transfer.renormalize, "validation": transfer.validation},
+                     "sweep", names=set(given))
+    if not isinstance(table.get("seeds", 1), (list, tuple)):
+        options = options.replace(seeds=[seed + s for s in options.seeds])
+    layers = table.get("layers")
+    if layers is not None:
+        layers = _parse(check_layers, {"layers": layers, "n_layers": n_layers}, "sweep",
+                        names={"layers"})
+    return SweepConfig(enabled=table.get("enabled", True), layers=layers, options=options)
+
+
+def _network(raw):
+    """``[network]`` as written and its :class:`~xtl.nn.spec.NetworkSpec`."""
+    from ..nn.spec import NetworkSpec
+
+    table = _table(raw, "network", _NETWORK_KEYS)
+    try:
+        return table, NetworkSpec.from_any(table)
+    except (TypeError, ValueError) as err:  # NetworkSpec's messages name spec.<key>
+        raise _config_error("network", err, _NETWORK_KEYS, prefix="spec.") from err
 
 
 def _budget(raw, target_names) -> BudgetConfig:
@@ -831,40 +794,25 @@ def parse_config(raw: dict) -> ExperimentConfig:
     _check_keys(raw, _SECTIONS, "")
     experiment = _table(raw, "experiment", {"name", "seed", "min_decades"})
     base, targets = _flows(raw)
-    seed = experiment.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        _fail("experiment.seed", f"must be an integer, got {seed!r}")
-    _seed(seed, "experiment.seed")
-    min_decades = _positive(experiment.get("min_decades", 0.3), "experiment.min_decades",
-                            allow_zero=True)
-    les = _table(raw, "les", set(LesConfig.names()))
-    sweep = _table(raw, "sweep", set(SweepConfig.names()))
+    own = _parse(_experiment_values, experiment, "experiment")
+    network, spec = _network(raw)
+    transfer = _transfer(raw)
     config = ExperimentConfig(
-        name=str(experiment.get("name", "experiment")), seed=seed, base=base, targets=targets,
-        network=_network(raw), training=_training(raw, seed),
-        transfer=_transfer(raw), sweep=SweepConfig(**sweep), les=LesConfig(**les),
-        min_decades=float(min_decades), budget=_budget(raw, [f.name for f in targets]),
+        name=str(experiment.get("name", "experiment")), seed=own["seed"], base=base,
+        targets=targets, network=network, training=_training(raw, own["seed"]),
+        transfer=transfer, sweep=_sweep(raw, own["seed"], transfer, spec.n_layers),
+        les=LesConfig(**_table(raw, "les", set(LesConfig.names()))),
+        min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), source=copy.deepcopy(raw),
     )
-    _check_sweep_layers(config)
     _check_les_runs(config)
     return config
 
 
-def _check_sweep_layers(config: ExperimentConfig) -> None:
-    """The network's table as a whole, and swept layers that the network has."""
-    from ..nn.spec import NetworkSpec
-
-    try:
-        spec = NetworkSpec.from_any(config.network)
-    except (TypeError, ValueError) as err:
-        _fail("network", str(err))
-    layers = config.sweep.layers or ()
-    missing = [layer for layer in layers if layer > spec.n_layers]
-    if missing:
-        _fail("sweep.layers", f"layers {missing} do not exist: the network has "
-                              f"{spec.n_layers} layers, numbered 1..{spec.n_layers} "
-                              f"(network.n_layers)")
+def _experiment_values(name="experiment", seed=0, min_decades=0.3) -> dict:
+    """``[experiment]``'s seed (an int >= 0) and ``min_decades`` (>= 0)."""
+    return {"seed": check_int(seed, "seed", minimum=0),
+            "min_decades": check_float(min_decades, "min_decades", minimum=0.0)}
 
 
 def _check_les_runs(config: ExperimentConfig) -> None:

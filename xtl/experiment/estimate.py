@@ -168,7 +168,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
     n_layers = int(config.network.get("n_layers", 11))
     seeds = len(config.seeds)
     probe = int(config.recommend.method_options("probe").get("epochs", 5))
-    baselines = config.sweep.baselines
+    baselines = config.sweep.options.baselines
     for target in config.targets:
         pool = int(_snapshots(target) * (1 - _TEST_FRACTION))
         if "probe" in config.recommend.methods:
@@ -206,7 +206,7 @@ def _aposteriori_estimate(config, target, rates) -> StageEstimate:
     les = config.les
     states = les.initial_states
     steps = int(round(les.t_end / (les.dt or rates["les_dt"])))
-    networks = 2 + len(config.sweep.baselines)  # BNN, TLNN and the baselines
+    networks = 2 + len(config.sweep.options.baselines)  # BNN, TLNN and the baselines
     physics = 1 + len(les.baseline)
     work = states * steps * (networks * rates["les_step"] + physics * rates["les_physics_step"])
     workers = min(rates["workers"], states * (networks + physics))

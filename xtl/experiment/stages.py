@@ -54,15 +54,16 @@ from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
            "FlowData", "stage_inputs", "split_train_test", "n_samples"]
 
-def _train_and_score(train_ds, test_ds, network, kwargs, progress, fraction=None):
-    """Train on ``train_ds`` (or a seeded ``fraction`` of it) and score on ``test_ds``."""
+def _train_and_score(train_ds, test_ds, network, training, progress, fraction=None):
+    """Train on ``train_ds`` (or a seeded ``fraction`` of it) as ``training`` (a
+    :class:`~xtl.experiment.config.TrainingConfig`) says, and score on ``test_ds``."""
     from ..nn.training import evaluate, select_samples, stack_samples, train
 
+    fit = training.fit.replace(progress=progress)
     if fraction is not None:
         n = n_samples(train_ds)
-        train_ds = stack_samples(train_ds, select_samples(n, None, fraction,
-                                                          kwargs.get("seed", 0)))
-    model = train(train_ds, network, progress=progress, **kwargs)
+        train_ds = stack_samples(train_ds, select_samples(n, None, fraction, fit.seed))
+    model = train(train_ds, network, fit, validation=training.validation)
     scores = evaluate(model, test_ds)
     scores.attrs.update(n_train=int(n_samples(train_ds)), **{
         k: model.provenance[k] for k in ("n_samples", "n_validation", "epochs_run",
@@ -291,13 +292,13 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
     from ..data.netcdf import write_dataset
 
     base_train, base_test = split_train_test(data.les(config.base))
-    kwargs = config.training.train_kwargs()
-    model, scores = _train_and_score(base_train, base_test, config.network, kwargs, progress)
+    model, scores = _train_and_score(base_train, base_test, config.network, config.training,
+                                     progress)
     save_model(model, paths.model("base"), overwrite=True)
     curve = [scores]
     for fraction in config.training.learning_curve:
         log(f"base-model: learning curve at {fraction:.0%} of the training set")
-        curve.append(_train_and_score(base_train, base_test, config.network, kwargs,
+        curve.append(_train_and_score(base_train, base_test, config.network, config.training,
                                       progress, fraction=fraction)[1])
     curve.sort(key=lambda d: d.attrs["n_train"])
     out = xr.concat(curve, dim="n_train", combine_attrs="drop_conflicts")
@@ -357,8 +358,8 @@ def sweep_layers(config: ExperimentConfig, paths: ExperimentPaths, target_name: 
         return None
     recommended = recommended_layers(load_recommendation(config, paths, target_name))
     if not sweep.enabled:
-        return recommended
-    return sorted(set(sweep.layers) | set(recommended))
+        return tuple(recommended)
+    return tuple(sorted(set(sweep.layers) | set(recommended)))
 
 
 def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
@@ -368,12 +369,10 @@ def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
     from ..nn.sweep import layer_sweep
 
     pool, test = data.target_sets(target)
+    options = config.sweep.options.replace(n_samples=data.n_transfer(target), progress=progress)
     sweep = layer_sweep(_load_model(paths.model("base")), pool, test,
-                        layers=sweep_layers(config, paths, target.name), seeds=config.seeds,
-                        n_samples=data.n_transfer(target),
-                        baselines=list(config.sweep.baselines), alpha=config.sweep.alpha,
-                        client=cluster.client, save_dir=paths.sweep_models(target.name),
-                        progress=progress, **config.transfer.transfer_kwargs())
+                        layers=sweep_layers(config, paths, target.name), options=options,
+                        client=cluster.client, save_dir=paths.sweep_models(target.name))
     write_dataset(sweep, paths.sweep(target.name), overwrite=True)
 
 
@@ -387,14 +386,13 @@ def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
     main_n = data.n_transfer(target)
     sizes = sorted({data.n_transfer(target, f) for f in config.budget.fractions} - {main_n})
     main = load_dataset(paths.sweep(target.name))
-    baselines = [b for b in config.sweep.baselines if b == "scratch"]
+    baselines = [b for b in config.sweep.options.baselines if b == "scratch"]
     parts = [main.sel(baseline=baselines) if "baseline" in main.dims else main]
     if sizes:
+        options = config.sweep.options.replace(baselines=baselines, progress=progress)
         extra = budget_sweep(_load_model(paths.model("base")), pool, test, sizes,
-                             layers=sweep_layers(config, paths, target.name),
-                             seeds=config.seeds, baselines=baselines, alpha=config.sweep.alpha,
-                             client=cluster.client, save_dir=paths.budget_models(target.name),
-                             progress=progress, **config.transfer.transfer_kwargs())
+                             layers=sweep_layers(config, paths, target.name), options=options,
+                             client=cluster.client, save_dir=paths.budget_models(target.name))
         parts += split_budgets(extra)
         for n in sizes:
             recommend_at(config, paths, data, target, n)
@@ -476,7 +474,7 @@ def aposteriori_closures(config: ExperimentConfig, paths: ExperimentPaths, targe
     closures["BNN"] = ModelClosure(_load_model(paths.model("base")))
     closures["TLNN"] = ModelClosure(_load_model(
         paths.tl_model(target.name, best_layer(paths, target.name), seed)))
-    for kind in config.sweep.baselines:
+    for kind in config.sweep.options.baselines:
         closures[kind] = ModelClosure(_load_model(paths.sweep_model(target.name, kind, seed)))
     return closures
 

@@ -21,7 +21,6 @@ mean square of the activation.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import xarray as xr
@@ -30,6 +29,7 @@ from ..nn.spec import INPUTS, check_layers, stack_inputs
 from ..nn.model import Model
 from ..nn.backends.base import get_backend
 from ..data.spectra import spectrum
+from ..options import check_float
 from ..nn.training import check_les_dataset, count_samples, sample_fields
 
 __all__ = ["activations", "activation_spectra", "flow_difference", "spectral_change_correlation",
@@ -217,16 +217,6 @@ def _attrs(da, **attrs):
     return da
 
 
-def _check_number(value, name, *, lo=0.0, hi=np.inf, lo_open=True):
-    """A real number in (lo, hi] (or [lo, hi] with ``lo_open=False``), as float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not np.isfinite(value) or value > hi or value < lo \
-            or (lo_open and value == lo):
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
-        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
-    return float(value)
-
-
 def _grid(ds):
     da = ds[INPUTS[0]]
     return da.sizes["y"], da.sizes["x"]
@@ -367,7 +357,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     """
     grid = check_pair_datasets(base_ds, target_ds)
     kmax = check_kmax(kmax, grid)
-    threshold = _check_number(threshold, "threshold")
+    threshold = check_float(threshold, "threshold", positive=True)
     s_base, s_target = _mean_spectra(base_ds, kmax), _mean_spectra(target_ds, kmax)
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1

@@ -36,6 +36,7 @@ import dataclasses
 import inspect
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -50,13 +51,7 @@ from .activations import (
     flow_difference,
     spectral_distance,
 )
-from ..options import (
-    GaussNewtonOptions,
-    GradientNormOptions,
-    ProbeOptions,
-    SpectralOptions,
-    check_int,
-)
+from ..options import Options, check_float, check_fraction, check_int
 from ..data.spectra import spectrum
 from ..nn.training import check_les_dataset, count_samples, sample_fields, transfer
 
@@ -82,6 +77,157 @@ DEFAULT_METHOD = "probe"
 
 #: name -> (function, options class or None)
 _RECOMMENDERS: dict = {}
+
+
+# ------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class SpectralOptions(Options):
+    """Options of the ``"spectral"`` recommender (:func:`xtl.explain.recommend.spectral_recommender`).
+
+    Parameters
+    ----------
+    kmax : int, optional
+        Last shell compared (as in :func:`xtl.explain.activations.flow_difference`; None:
+        the whole shells of the grid).
+    threshold : float
+        Decades above which a shell is labelled as differing (> 0).
+    batch_size : int
+        Samples per forward pass.
+    max_samples : int
+        Samples used of each Dataset (evenly thinned).
+    n_directions : int
+        Random kernel directions per layer for the sensitivity ``S``.
+    epsilon : float
+        Relative size of the kernel change for ``S`` (> 0).
+    seed : int
+        Seed of the directions (>= 0).
+    prior : {None, "reach"}
+        Multiply the score by the reach prior ``R``.
+    """
+
+    kmax: int | None = None
+    threshold: float = 0.3
+    batch_size: int = 32
+    max_samples: int = 128
+    n_directions: int = 4
+    epsilon: float = 1e-2
+    seed: int = 0
+    prior: str | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "kmax", check_int(self.kmax, "kmax", minimum=1, optional=True))
+        set_(self, "threshold", check_float(self.threshold, "threshold", positive=True))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        set_(self, "max_samples", check_int(self.max_samples, "max_samples", minimum=1))
+        set_(self, "n_directions", check_int(self.n_directions, "n_directions", minimum=1))
+        set_(self, "epsilon", check_float(self.epsilon, "epsilon", positive=True))
+        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+        if self.prior not in (None, "reach"):
+            raise ValueError(f"prior must be None or 'reach', got {self.prior!r}")
+
+
+@dataclass(frozen=True)
+class GaussNewtonOptions(Options):
+    """Options of the ``"gauss-newton"`` recommender
+    (:func:`xtl.explain.recommend.gauss_newton_recommender`).
+
+    Parameters
+    ----------
+    iterations : int
+        Conjugate-gradient steps (an implicit regularisation).
+    held_out : float
+        Fraction of the target set held out for the score, in (0, 1).
+    damping : float
+        Levenberg–Marquardt damping ``λ`` (>= 0).
+    steps : sequence of float
+        Step lengths tried on the fitted part (at least one, each > 0).
+    max_samples : int
+        Target samples used (evenly thinned).
+    batch_size : int
+        Samples per forward or backward pass.
+    """
+
+    iterations: int = 6
+    held_out: float = 0.25
+    damping: float = 0.0
+    steps: tuple = (1.0, 0.5, 0.25)
+    max_samples: int = 48
+    batch_size: int = 16
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "iterations", check_int(self.iterations, "iterations", minimum=1))
+        set_(self, "held_out", check_fraction(self.held_out, "held_out"))
+        set_(self, "damping", check_float(self.damping, "damping", minimum=0.0))
+        if isinstance(self.steps, (str, bytes)) or not hasattr(self.steps, "__iter__"):
+            raise TypeError(f"steps must be a sequence of numbers > 0, got {self.steps!r}")
+        steps = tuple(check_float(s, "steps", positive=True) for s in self.steps)
+        if not steps:
+            raise ValueError("steps must be a non-empty sequence of numbers > 0, got ()")
+        set_(self, "steps", steps)
+        set_(self, "max_samples", check_int(self.max_samples, "max_samples", minimum=1))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+
+
+@dataclass(frozen=True)
+class ProbeOptions(Options):
+    """Options of the ``"probe"`` recommender (:func:`xtl.explain.recommend.probe_recommender`).
+
+    Parameters
+    ----------
+    epochs : int
+        Probe epochs per layer.
+    horizon : int
+        The full budget, in epochs, to extrapolate to (the sweep's cap).
+    validation : float
+        Held-out fraction of the target set, in (0, 1).
+    batch_size : int
+        As in :class:`~xtl.nn.backends.loop.FitOptions`.
+    learning_rate : float
+        As in :class:`~xtl.nn.backends.loop.FitOptions` (finite, >= 0).
+    seed : int
+        As in :class:`~xtl.nn.backends.loop.FitOptions` (>= 0).
+    """
+
+    epochs: int = 5
+    horizon: int = 100
+    validation: float = 0.25
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
+        set_(self, "horizon", check_int(self.horizon, "horizon", minimum=1))
+        set_(self, "validation", check_fraction(self.validation, "validation"))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
+                                                minimum=0.0))
+        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+
+
+@dataclass(frozen=True)
+class GradientNormOptions(Options):
+    """Options of the ``"gradient-norm"`` recommender
+    (:func:`xtl.explain.recommend.gradient_norm_recommender`).
+
+    Parameters
+    ----------
+    max_samples : int
+        Target samples used (evenly thinned).
+    batch_size : int
+        Samples per forward or backward pass.
+    """
+
+    max_samples: int = 64
+    batch_size: int = 16
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "max_samples", check_int(self.max_samples, "max_samples", minimum=1))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
 
 
 # ------------------------------------------------------------------ registry

@@ -176,14 +176,13 @@ def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
     """
     if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
         layers = [layers]
-    try:
-        out = [int(k) for k in layers]
-    except TypeError:
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
         raise TypeError(
-            f"{name} must be an int or a sequence of ints in 1..{n_layers}, got {layers!r}"
-        ) from None
-    if any(isinstance(k, bool) for k in layers):
+            f"{name} must be an int or a sequence of ints in 1..{n_layers}, got {layers!r}")
+    layers = list(layers)
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in layers):
         raise TypeError(f"{name} must hold ints in 1..{n_layers}, got {layers!r}")
+    out = [int(k) for k in layers]
     if not out:
         raise ValueError(f"{name} must name at least one layer in 1..{n_layers}")
     bad = [k for k in out if not 1 <= k <= n_layers]

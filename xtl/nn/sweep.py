@@ -40,10 +40,12 @@ from .model import Model, model_from_dataset, model_id, model_to_dataset
 from .spec import check_layers
 from .backends import pin_worker_threads
 from .files import save_model
-from ..options import FitOptions, Options, check_bool, check_float, check_fraction, check_int
+from ..options import Options, check_bool, check_float, check_fraction, check_int
+from .backends.loop import FitOptions
 from .training import (
     OUTPUT,
     check_les_dataset,
+    check_validation,
     count_samples,
     epoch_records,
     evaluate,
@@ -83,12 +85,17 @@ LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
 
 # ------------------------------------------------------------------------- seeds
 def seeds_of(seeds) -> list:
-    """The seeds of a sweep as a list of distinct ints.
+    """The seeds of a sweep as a list of distinct ints: a count or the seeds themselves.
+
+    One meaning everywhere (:class:`SweepOptions`, ``sweep.seeds`` of a config):
+    an int ``n`` is a count, the seeds ``0 .. n-1`` (a config's count starts at
+    ``experiment.seed``); a sequence is the seeds.
 
     Parameters
     ----------
     seeds : int or sequence of int
-        One seed, or several.
+        How many seeds (>= 1), or the seeds (distinct ints >= 0); ``[3]`` is the
+        single seed 3.
 
     Returns
     -------
@@ -97,21 +104,22 @@ def seeds_of(seeds) -> list:
     Raises
     ------
     TypeError, ValueError
-        Not ints, a negative seed, repeated seeds, or none.
+        Not an int nor a sequence of ints; a count < 1; a negative, repeated or
+        no seed.
     """
-    values = [seeds] if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool) \
-        else seeds
-    try:
-        values = list(values)
-    except TypeError:
-        raise TypeError(f"seeds must be an int or a sequence of ints, got {seeds!r}") from None
-    if not values:
-        raise ValueError("seeds must hold at least one seed")
+    form = "a count >= 1 or a list of distinct ints >= 0 (an int n is n seeds, 0..n-1; [3] is the seed 3)"
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be {form}, got {seeds!r}")
+        return list(range(int(seeds)))
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be {form}, got {seeds!r}")
+    values = list(seeds)
     for s in values:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"seeds must be ints >= 0, got {seeds!r}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"seeds must be {form}, got {seeds!r}")
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise ValueError(f"seeds must be {form}, got {seeds!r}")
     return [int(s) for s in values]
 
 
@@ -132,6 +140,7 @@ class SweepOptions(Options):
     Parameters
     ----------
     seeds : int or sequence of int
+        A count ``n`` (the seeds ``0 .. n-1``) or the seeds (:func:`seeds_of`).
         Each seed draws another subset of the target pool (the same for every
         layer of that seed) and another shuffle; baselines also get other
         initial weights. Stored as a tuple of distinct ints >= 0.
@@ -151,8 +160,8 @@ class SweepOptions(Options):
         Progress bar over trainings; None: only on a terminal (the trainings
         themselves never show one).
     validation : float or None
-        Fraction of each training set held out for validation (as in
-        :func:`xtl.transfer`).
+        Fraction in [0, 1) of each training set held out for validation
+        (:func:`xtl.nn.training.check_validation`, as in :func:`xtl.transfer`).
     renormalize : bool
         Re-train with the target data's standard deviations (as in
         :func:`xtl.transfer`; baselines always use their own).
@@ -190,8 +199,7 @@ class SweepOptions(Options):
                              f"{METRICS + RECORDS}, got {self.metric!r}")
         set_(self, "alpha", check_fraction(self.alpha, "alpha"))
         set_(self, "progress", check_bool(self.progress, "progress", optional=True))
-        set_(self, "validation", check_float(self.validation, "validation", minimum=0.0,
-                                             maximum=1.0, optional=True))
+        set_(self, "validation", check_validation(self.validation))
         set_(self, "renormalize", check_bool(self.renormalize, "renormalize"))
         set_(self, "fit", FitOptions.merge(self.fit))
 
@@ -200,7 +208,7 @@ class SweepOptions(Options):
         """``options`` with ``kwargs`` replacing sweep options or, by name, fit options.
 
         A keyword that names a :class:`SweepOptions` field replaces it; one that
-        names a :class:`~xtl.options.FitOptions` field replaces that option of
+        names a :class:`~xtl.nn.backends.loop.FitOptions` field replaces that option of
         ``fit``. ``seed`` is refused: a sweep's seeds are ``seeds``.
         """
         if "seed" in kwargs:
@@ -291,7 +299,7 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
     fit = options.fit.replace(seed=task.seed, progress=False)
     start = time.perf_counter()
     if task.kind == "transfer":
-        model = transfer(base, data, list(task.layers), fit, validation=options.validation,
+        model = transfer(base, data, task.layers, fit, validation=options.validation,
                          renormalize=options.renormalize)
     else:
         model = train(data, base.spec, fit, backend=base.backend, validation=options.validation)

@@ -28,7 +28,8 @@ from .model import Model, model_id
 from .backends.base import get_backend
 from .dataset import history_to_dataset
 from ..data import metrics as _metrics
-from ..options import FitOptions, check_int
+from ..options import check_float, check_int
+from .backends.loop import FitOptions
 
 __all__ = [
     "train",
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate",
     "compute_normalization",
     "check_les_dataset",
+    "check_validation",
     "count_samples",
     "sample_fields",
     "select_samples",
@@ -365,16 +367,32 @@ def _make_data(fields, normalization, indices, in_memory: bool, block: int):
     return StreamData(fields, normalization, np.asarray(indices), block=block)
 
 
+def check_validation(validation):
+    """``validation`` as None, an LES Dataset, or a float in [0, 1): the fraction of
+    the samples held out for validation (by :func:`train`, :func:`transfer`, a sweep
+    and a config alike).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a number (nor a Dataset or None), or not in [0, 1); the message says so.
+    """
+    if validation is None or isinstance(validation, xr.Dataset):
+        return validation
+    try:
+        return check_float(validation, "validation", minimum=0.0, below=1.0)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"validation must be a fraction in [0, 1) of the samples held out "
+                        f"for validation, an LES Dataset or None, got {validation!r}") from None
+
+
 def _split(n: int, validation) -> tuple:
     """``(train_indices, val_indices or None)`` with the last fraction held out."""
     if validation is None or (not isinstance(validation, xr.Dataset) and validation == 0):
         return np.arange(n), None
     if isinstance(validation, xr.Dataset):
         return np.arange(n), None
-    v = float(validation)
-    if not 0 <= v < 1:
-        raise ValueError(f"validation must be a fraction in [0, 1), an LES Dataset or None, "
-                         f"got {validation!r}")
+    v = check_validation(validation)
     n_val = int(round(v * n))
     if n_val == 0:
         return np.arange(n), None
@@ -455,14 +473,14 @@ def train(ds, spec=None, options: FitOptions | None = None, *, backend="keras",
         How to fit: epochs, batch size, learning rate, seed (of the initial
         weights and the per-epoch shuffling: same seed, same weights), early
         stopping, checkpoints, data streaming, progress (see
-        :class:`xtl.options.FitOptions` for each option and its default).
+        :class:`xtl.nn.backends.loop.FitOptions` for each option and its default).
     backend : str
         Registered backend name.
     validation : float, xarray.Dataset or None
         Fraction of samples held out for validation (the last ones: the
         latest times, or the last members), an LES Dataset, or None.
     **fit
-        Single :class:`~xtl.options.FitOptions` by name (``epochs=5``), replacing
+        Single :class:`~xtl.nn.backends.loop.FitOptions` by name (``epochs=5``), replacing
         those of ``options``.
 
     Returns
@@ -574,7 +592,7 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
         Use the target data's standard deviations instead of the base model's
         (default False: the base normalization is kept).
     **fit
-        Single :class:`~xtl.options.FitOptions` by name, as in :func:`train`.
+        Single :class:`~xtl.nn.backends.loop.FitOptions` by name, as in :func:`train`.
 
     Returns
     -------

@@ -20,14 +20,12 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from ..options import check_float
+
 __all__ = ["Case", "get_case", "list_cases", "PRESETS"]
 
 #: Minimum grid size the solver accepts.
 MIN_N = 8
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -163,27 +161,30 @@ class Case:
 _PHYSICAL = ("Re", "kf", "beta", "mu")
 
 
-#: The real-number fields: ``(name, lowest value, lowest allowed?, inf allowed?, meaning)``.
+#: The real-number fields: ``(name, meaning, range)``, the range as
+#: :func:`xtl.options.check_float` takes it.
 _REAL_FIELDS = (
-    ("Re", 0.0, False, True, "the Reynolds number; math.inf for an inviscid run"),
-    ("kf", 0.0, True, False, "the forcing wavenumber"),
-    ("beta", -math.inf, True, False, "the β-plane parameter"),
-    ("mu", 0.0, True, False, "the linear drag"),
-    ("dt", 0.0, False, False, "the time step"),
-    ("ic_peak", 0.0, False, False, "the peak wavenumber of the initial spectrum"),
-    ("ic_energy", 0.0, True, False, "the kinetic energy of the initial condition"),
+    ("Re", "the Reynolds number; math.inf for an inviscid run",
+     dict(positive=True, infinite=True)),
+    ("kf", "the forcing wavenumber", dict(minimum=0.0)),
+    ("beta", "the β-plane parameter", {}),
+    ("mu", "the linear drag", dict(minimum=0.0)),
+    ("dt", "the time step", dict(positive=True)),
+    ("ic_peak", "the peak wavenumber of the initial spectrum", dict(positive=True)),
+    ("ic_energy", "the kinetic energy of the initial condition", dict(minimum=0.0)),
 )
 
 
-def _check_real(value, name, lowest, closed, infinite, meaning) -> None:
-    """Raise naming ``Case.<name>`` unless ``value`` is a real number in its range."""
-    if not _is_number(value):
-        raise TypeError(f"Case.{name} must be a real number ({meaning}), got {value!r}")
-    bound = "" if lowest == -math.inf else f" {'>=' if closed else '>'} {lowest:g}"
-    kind = "a number" if infinite else "a finite number"
-    if math.isnan(value) or (math.isinf(value) and not (infinite and value > 0)) or \
-            value < lowest or (value == lowest and not closed):
-        raise ValueError(f"Case.{name} must be {kind}{bound} ({meaning}), got {value!r}")
+def _check_real(value, name: str, meaning: str, bounds: dict) -> None:
+    """``Case.<name>`` by :func:`xtl.options.check_float`, its message saying what the
+    field means."""
+    try:
+        check_float(value, f"Case.{name}", **bounds)
+    except TypeError:
+        raise TypeError(f"Case.{name} must be a real number ({meaning}), got {value!r}") \
+            from None
+    except ValueError as err:
+        raise ValueError(f"{err} ({meaning})") from None
 
 
 def check_n_les(n_les, n: int | None = None, name: str = "n_les") -> int:
@@ -247,8 +248,8 @@ def _check_linear_terms(case: Case) -> None:
 
 def _validate_case(case: Case) -> None:
     """Raise a ValueError/TypeError naming the first bad field of ``case``."""
-    for rule in _REAL_FIELDS:
-        _check_real(getattr(case, rule[0]), *rule)
+    for name, meaning, bounds in _REAL_FIELDS:
+        _check_real(getattr(case, name), name, meaning, bounds)
     _check_grid(case)
     _check_linear_terms(case)
     if not isinstance(case.forcing, str):

@@ -7,7 +7,7 @@ from .equations import (
     random_initial_condition,
     register_forcing,
 )
-from ..options import Cluster, Execution, Output, Schedule
+from .options import Cluster, Execution, Output, Schedule
 from .grid import SpectralGrid, available_fft_backends
 from .run import DivergenceError, initial_state, make_stepper, simulate
 

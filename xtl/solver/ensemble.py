@@ -55,7 +55,7 @@ from ..data.cf import CF_ATTRS, append_history
 from ..data.files import check_output_folder
 from ..data.netcdf import netcdf_lock, open_dataset
 from ..data.coarse import CoarseGraining
-from ..options import Cluster, Execution, Output, Schedule
+from .options import Cluster, Execution, Output, Schedule
 from ..scheduler import check_address, connect
 from .run import merge_options, step_plan
 
@@ -535,7 +535,7 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
 # ----------------------------------------------------------------------------------------
 # the public function
 # ----------------------------------------------------------------------------------------
-#: Options of :class:`~xtl.options.Output` that :func:`ensemble` sets per member.
+#: Options of :class:`~xtl.solver.options.Output` that :func:`ensemble` sets per member.
 _PER_MEMBER = ("path", "overwrite", "resume", "dns_path", "attrs", "member")
 
 

@@ -20,7 +20,8 @@ from ..data.stream import SnapshotStream
 from ..data.files import check_output_path, output_lock
 from ..data.netcdf import open_dataset
 from ..data.coarse import CoarseGraining
-from ..options import Execution, Output, Schedule, check_int
+from ..options import check_int
+from .options import Execution, Output, Schedule
 from .equations import (
     SolverState,
     Stepper,
@@ -72,7 +73,7 @@ MAX_STEPS = 2**53
 class StepPlan:
     """Integer step counts of a run: ``spin_steps`` of ``dt_spin``, then steps of ``dt``.
 
-    Made by :func:`step_plan` from a :class:`~xtl.options.Schedule` and a case.
+    Made by :func:`step_plan` from a :class:`~xtl.solver.options.Schedule` and a case.
     """
 
     spin_steps: int
@@ -358,8 +359,8 @@ def simulate(case: Case, schedule: Schedule | None = None, output: Output | None
              **kwargs) -> xr.Dataset:
     """Run a forced β-plane 2D turbulence simulation.
 
-    The options come as objects (:class:`~xtl.options.Schedule`,
-    :class:`~xtl.options.Output`, :class:`~xtl.options.Execution`), as single
+    The options come as objects (:class:`~xtl.solver.options.Schedule`,
+    :class:`~xtl.solver.options.Output`, :class:`~xtl.solver.options.Execution`), as single
     keywords (``simulate(case, t_end=10.0, save_interval=0.5, path="run.nc")``), or
     both (keywords replace the objects' values); each is validated there, and a
     keyword that is no option raises a TypeError listing the valid ones.

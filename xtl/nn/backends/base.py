@@ -135,7 +135,7 @@ class Backend(abc.ABC):
         ----------
         layers : tuple of int
             The conv layers to train (1..L); the others must stay bitwise unchanged.
-        options : xtl.options.FitOptions
+        options : xtl.nn.backends.loop.FitOptions
             ``learning_rate``, ``deterministic``, ``callbacks``, ``epochs`` are used here.
         """
 
@@ -181,7 +181,7 @@ class Backend(abc.ABC):
         ----------
         train, validation : TrainingData
             Normalized training and (optional, None) validation data.
-        options : xtl.options.FitOptions
+        options : xtl.nn.backends.loop.FitOptions
             Epochs, batch size, learning rate, seed, early stopping, checkpoints,
             progress, backend-native callbacks, determinism.
         layers : sequence of int, optional

@@ -40,7 +40,7 @@ import numpy as np
 
 from ...data.netcdf import FileFormatError
 from ...data.files import atomic_path
-from ...options import FitOptions
+from .loop import FitOptions
 from ..spec import INPUTS, OUTPUT, NetworkSpec, check_layers
 from .base import Backend
 from ..model import Model

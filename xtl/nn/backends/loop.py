@@ -38,13 +38,90 @@ from typing import Sequence
 import numpy as np
 
 from ..._progress import progress_bar, show_progress
-from ...options import FitOptions
+from ...options import Options, check_bool, check_float, check_int, check_path
 
-__all__ = ["fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME",
+__all__ = ["FitOptions", "fit", "fingerprint", "Checkpoint", "FitState", "Prefetch", "CHECKPOINT_NAME",
            "array_digest", "data_digest"]
 
 #: File name of the checkpoint inside ``checkpoint_dir``.
 CHECKPOINT_NAME = "train.ckpt.npz"
+
+
+# ------------------------------------------------------------------ options
+@dataclass(frozen=True)
+class FitOptions(Options):
+    """How a network is fitted: by :func:`xtl.train`, :func:`xtl.transfer`,
+    :func:`xtl.layer_sweep` and a backend's ``fit``.
+
+    Parameters
+    ----------
+    epochs : int
+        Epochs to run at most (a resumed fit continues up to it).
+    batch_size : int
+        Samples per gradient step.
+    learning_rate : float
+        Adam's learning rate (finite, >= 0; 0 leaves the weights as they are).
+    seed : int
+        Seeds the initial weights (``train``), the target subset
+        (``transfer``) and the per-epoch shuffling; >= 0.
+    patience : int, optional
+        Early stopping after ``patience`` epochs without improvement of the
+        validation loss (the training loss without validation data), then the
+        best weights are restored. None: no early stopping.
+    deterministic : bool
+        Deterministic ops where the backend offers them (TensorFlow's are
+        process-wide and disable XLA auto-jit).
+    in_memory : bool, optional
+        Hold the data in memory (True) or stream them from dask chunks
+        (False); None decides from the data size and ``memory_limit``.
+    memory_limit : float, optional
+        Bytes of float32 data that may be held in memory (default 2 GiB).
+    block : int
+        Samples per streamed block.
+    progress : bool, optional
+        Progress bar; None shows it in a Jupyter notebook or on a terminal.
+    checkpoint_dir : path-like, optional
+        Checkpoint after every epoch there; a re-run with the same options
+        resumes an interrupted fit to the same result. A checkpoint of a
+        different fit raises a ValueError instead of being resumed.
+    callbacks : sequence, optional
+        Backend-native callbacks (Keras callbacks for ``"keras"``).
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    patience: int | None = None
+    deterministic: bool = True
+    in_memory: bool | None = None
+    memory_limit: float | None = None
+    block: int = 256
+    progress: bool | None = None
+    checkpoint_dir: str | os.PathLike | None = None
+    callbacks: tuple = field(default=())
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
+        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
+        set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
+                                                minimum=0.0))
+        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+        set_(self, "patience", check_int(self.patience, "patience", minimum=1, optional=True))
+        set_(self, "deterministic", check_bool(self.deterministic, "deterministic"))
+        set_(self, "in_memory", check_bool(self.in_memory, "in_memory", optional=True))
+        set_(self, "memory_limit", check_float(self.memory_limit, "memory_limit",
+                                               positive=True, optional=True))
+        set_(self, "block", check_int(self.block, "block", minimum=1))
+        set_(self, "progress", check_bool(self.progress, "progress", optional=True))
+        check_path(self.checkpoint_dir, "checkpoint_dir")
+        callbacks = self.callbacks
+        if callbacks is None:
+            callbacks = ()
+        if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+            raise TypeError(f"callbacks must be a sequence of callbacks, got {callbacks!r}")
+        set_(self, "callbacks", tuple(callbacks))
 
 
 # --------------------------------------------------------------------- the loop
