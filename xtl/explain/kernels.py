@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import numbers
-from typing import NamedTuple
 
 import dask.array as dsa
 import numpy as np
@@ -120,13 +119,8 @@ def _resolve_n(n, model, kernel):
         if n is None:
             raise ValueError(
                 "pad_to (the grid to zero-pad the kernels to, e.g. the LES grid, 128) must be "
-                "given: "
-                "the model Dataset records no square training grid (attrs 'grid')"
+                "given: the model Dataset records no square training grid (attrs 'grid')"
             )
-    return _check_n(n, kernel)
-
-
-def _check_n(n, kernel):
     taps = max(kernel.sizes["tap_y"], kernel.sizes["tap_x"])
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"pad_to must be an integer grid size (e.g. the LES grid, 128); "
@@ -313,11 +307,7 @@ def radial_profile(filters, *, kmax=None):
     if kmax is None:
         kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
     idx = shell_index(filters["ky"].values, filters["kx"].values)
-    counts = np.bincount(idx.ravel(), minlength=kmax + 1)[: kmax + 1].astype(float)
-    if np.any(counts == 0):
-        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
-    weights = 1.0 / counts[np.minimum(idx, kmax)]
-    matrix = shell_matrix(idx, kmax + 1, weights=weights, dtype=filters.dtype)
+    matrix = _shell_mean_matrix(idx, kmax, np.ones(idx.shape), filters.dtype)
     out = xr.apply_ufunc(
         shell_sums,
         filters,
@@ -338,6 +328,15 @@ def radial_profile(filters, *, kmax=None):
 _FEATURES = ("peak_k", "flatness", "anisotropy", "orientation", "peak_value", "finite")
 
 
+def _shell_mean_matrix(idx, kmax, mult, dtype):
+    """Sparse matrix of the shell means (shells ``0..kmax``) of values on the grid points
+    of shell index ``idx``, each point counted ``mult`` times."""
+    counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=kmax + 1)[:kmax + 1]
+    if np.any(counts == 0):
+        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
+    return shell_matrix(idx, kmax + 1, mult / counts[np.minimum(idx, kmax)], dtype)
+
+
 def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     """Sparse matrices giving, from |Ŵ| (resp. |Ŵ|²) on a (ky, kx) grid flattened,
     the shell means (resp. Σ w cos2φ, Σ w sin2φ, Σ w per shell) for shells 0..kmax.
@@ -348,10 +347,7 @@ def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     idx = shell_index(ky, kx)
     nshell = kmax + 1
     mult = np.asarray(mult, dtype=float)
-    counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=nshell)[:nshell]
-    if np.any(counts == 0):
-        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
-    mean_matrix = shell_matrix(idx, nshell, mult / counts[np.minimum(idx, kmax)], dtype)
+    mean_matrix = _shell_mean_matrix(idx, kmax, mult, dtype)
     phi = np.arctan2(np.asarray(ky, float)[:, None], np.asarray(kx, float)[None, :])
     cos2, sin2 = np.cos(2 * phi), np.sin(2 * phi)
     cos2[idx == 0] = 0.0  # the k = 0 point has no direction
@@ -407,27 +403,19 @@ def _kernel_features_np(kernels, n, mean_matrix, moment_matrix):
     return _features_np(mag, mean_matrix, moment_matrix, owned=True)
 
 
-class _Criteria(NamedTuple):
-    """The thresholds of :func:`classify_filters`' decision list (checked floats)."""
-
-    flat_ratio: float
-    edge: float
-    min_anisotropy: float
-
-
 def _classify_np(features, kmax, criteria):
     """Apply the documented decision list to feature arrays; returns a str array.
 
     ``features`` maps ``peak_k``, ``flatness``, ``anisotropy``, ``peak_value`` and
-    ``finite`` (see ``_FEATURES``) to arrays of one shape; ``criteria`` is a
-    :class:`_Criteria`.
+    ``finite`` (see ``_FEATURES``) to arrays of one shape; ``criteria`` is
+    :func:`_check_criteria`'s dict.
     """
-    peak, edge = features["peak_k"], criteria.edge
+    peak, edge = features["peak_k"], criteria["edge"]
     types = np.full(peak.shape, "band-pass", dtype="<U9")
     types[peak >= (1.0 - edge) * kmax] = "high-pass"
-    types[(features["anisotropy"] >= criteria.min_anisotropy) & (peak > edge * kmax)] = "gabor"
+    types[(features["anisotropy"] >= criteria["min_anisotropy"]) & (peak > edge * kmax)] = "gabor"
     types[peak <= edge * kmax] = "low-pass"
-    types[features["flatness"] <= criteria.flat_ratio] = "all-pass"
+    types[features["flatness"] <= criteria["flat_ratio"]] = "all-pass"
     types[~(features["finite"].astype(bool) & (features["peak_value"] > 0))] = "absent"
     return types
 
@@ -512,8 +500,8 @@ def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, k
     return _classification(feats, kmax, criteria)
 
 
-def _check_criteria(flat_ratio, edge, min_anisotropy) -> _Criteria:
-    """The criteria of :func:`classify_filters`, checked, as a :class:`_Criteria`."""
+def _check_criteria(flat_ratio, edge, min_anisotropy) -> dict:
+    """The criteria of :func:`classify_filters`, checked, as floats by name."""
     for name, value, lo, hi in (
         ("flat_ratio", flat_ratio, 1.0, np.inf),
         ("edge", edge, 0.0, 0.5),
@@ -521,7 +509,8 @@ def _check_criteria(flat_ratio, edge, min_anisotropy) -> _Criteria:
     ):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}]; got {value!r}")
-    return _Criteria(float(flat_ratio), float(edge), float(min_anisotropy))
+    return {"flat_ratio": float(flat_ratio), "edge": float(edge),
+            "min_anisotropy": float(min_anisotropy)}
 
 
 def _classification(feats, kmax, criteria):
@@ -560,9 +549,7 @@ def _classification(feats, kmax, criteria):
         "criteria": "first that holds: absent (non-finite or zero); all-pass if "
         "max P/min P <= flat_ratio; low-pass if k_p <= edge*K; gabor if anisotropy >= "
         "min_anisotropy; high-pass if k_p >= (1-edge)*K; band-pass otherwise",
-        "flat_ratio": criteria.flat_ratio,
-        "edge": criteria.edge,
-        "min_anisotropy": criteria.min_anisotropy,
+        **criteria,
         "kmax": int(kmax),
     }
     return out
@@ -582,13 +569,8 @@ def classify_kernels(model, pad_to=None, *, chunks=None, flat_ratio=2.0, edge=0.
 
     Parameters
     ----------
-    model : xarray.Dataset
-        Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    pad_to : int, optional
-        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
-        model was trained on (its ``grid`` attribute).
-    chunks : dict, optional
-        Chunks over ``layer``, ``channel_out``, ``channel_in`` (see :func:`kernel_filters`).
+    model, pad_to, chunks
+        As in :func:`kernel_filters`.
     flat_ratio, edge, min_anisotropy, kmax
         The criteria of :func:`classify_filters`.
 
