@@ -74,10 +74,8 @@ def _sample_coords(inputs, n):
     lead = [d for d in da.dims if d not in ("y", "x")]
     coords = {"sample": np.arange(n)}
     if lead:
-        grids = np.meshgrid(*[np.arange(da.sizes[d]) for d in lead], indexing="ij")
-        for d, g in zip(lead, grids):
-            values = inputs[d].values[g.ravel()] if d in inputs.coords else g.ravel()
-            coords[d] = ("sample", values)
+        for d, i in zip(lead, np.unravel_index(np.arange(n), [da.sizes[d] for d in lead])):
+            coords[d] = ("sample", inputs[d].values[i] if d in inputs.coords else i)
     return coords
 
 
@@ -271,12 +269,6 @@ def spectral_distance(target, base, dim="k"):
     return num / den.where(den > 0)
 
 
-def _shell_weight(log_ratio):
-    """``w(k) = max over variables of |log_ratio|`` (decades), 0 at ``k = 0`` and for NaN."""
-    w = abs(log_ratio).max("variable", skipna=True).fillna(0.0)
-    return w.where(w["k"] >= 1, 0.0)
-
-
 def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArray:
     """Mean over each layer's kernels of the shell-mean ``|Ŵ|`` on an ``n_grid`` grid.
 
@@ -354,6 +346,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive
     resolved = abs(log_ratio).where(positive)
+    shell_weight = abs(log_ratio).max("variable", skipna=True).fillna(0.0).where(positive, 0.0)
     max_decades = resolved.max("k")
     return xr.Dataset(
         {
@@ -367,7 +360,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
             "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
             "flows_differ": _attrs(differs.any("variable"), long_name="shells where psi, "
                                    f"omega or pi differ by more than {threshold} decades"),
-            "shell_weight": _attrs(_shell_weight(log_ratio), long_name="w(k) = max over "
+            "shell_weight": _attrs(shell_weight, long_name="w(k) = max over "
                                    "psi, omega, pi of |log_ratio| (0 at k = 0)",
                                    units="decades"),
             "max_decades": _attrs(max_decades, long_name="largest |log10(S_target/S_base)| "

@@ -403,23 +403,6 @@ def _kernel_features_np(kernels, n, mean_matrix, moment_matrix):
     return _features_np(mag, mean_matrix, moment_matrix, owned=True)
 
 
-def _classify_np(features, kmax, criteria):
-    """Apply the documented decision list to feature arrays; returns a str array.
-
-    ``features`` maps ``peak_k``, ``flatness``, ``anisotropy``, ``peak_value`` and
-    ``finite`` (see ``_FEATURES``) to arrays of one shape; ``criteria`` is
-    :func:`_check_criteria`'s dict.
-    """
-    peak, edge = features["peak_k"], criteria["edge"]
-    types = np.full(peak.shape, "band-pass", dtype="<U9")
-    types[peak >= (1.0 - edge) * kmax] = "high-pass"
-    types[(features["anisotropy"] >= criteria["min_anisotropy"]) & (peak > edge * kmax)] = "gabor"
-    types[peak <= edge * kmax] = "low-pass"
-    types[features["flatness"] <= criteria["flat_ratio"]] = "all-pass"
-    types[~(features["finite"].astype(bool) & (features["peak_value"] > 0))] = "absent"
-    return types
-
-
 def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, kmax=None):
     """Classify filters as low-pass, high-pass, band-pass, Gabor or all-pass.
 
@@ -514,9 +497,17 @@ def _check_criteria(flat_ratio, edge, min_anisotropy) -> dict:
 
 
 def _classification(feats, kmax, criteria):
-    """The classification Dataset from computed features (..., feature)."""
+    """The classification Dataset from computed features (..., feature): the decision
+    list of :func:`classify_filters`, the last rule set winning (rules run from 6 to 1);
+    ``criteria`` is :func:`_check_criteria`'s dict."""
     f = {name: feats.isel(feature=i, drop=True) for i, name in enumerate(_FEATURES)}
-    types = _classify_np({name: da.values for name, da in f.items()}, kmax, criteria)
+    peak, edge = f["peak_k"].values, criteria["edge"]
+    types = np.full(peak.shape, "band-pass", dtype="<U9")
+    types[peak >= (1.0 - edge) * kmax] = "high-pass"
+    types[(f["anisotropy"].values >= criteria["min_anisotropy"]) & (peak > edge * kmax)] = "gabor"
+    types[peak <= edge * kmax] = "low-pass"
+    types[f["flatness"].values <= criteria["flat_ratio"]] = "all-pass"
+    types[~(f["finite"].values.astype(bool) & (f["peak_value"].values > 0))] = "absent"
     valid = types != "absent"
     out = xr.Dataset(
         {
@@ -620,11 +611,8 @@ def filter_census(obj, *, pad_to=None, chunks=None, **criteria):
         A classification (a Dataset with ``filter_type``, or the ``filter_type``
         DataArray, with a ``layer`` dim), or a model Dataset with ``kernel``, which is
         classified first with :func:`classify_kernels`.
-    pad_to : int, optional
-        Padded grid size, for a model Dataset; default the grid the model was trained
-        on (its ``grid`` attribute).
-    chunks : dict, optional
-        For a model Dataset, passed to :func:`kernel_filters`.
+    pad_to, chunks
+        For a model Dataset, as in :func:`kernel_filters`.
     **criteria
         For a model Dataset, passed to :func:`classify_filters`.
 
@@ -698,8 +686,7 @@ def kernel_change(base, tl, *, pad_to=None, percentile=99.9, by="spectral", chun
         Model Datasets with the same ``kernel`` shape and coordinates (the base model
         and the re-trained one).
     pad_to : int, optional
-        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
-        base model was trained on (its ``grid`` attribute).
+        As in :func:`kernel_filters`, the default from ``base``.
     percentile : float, default 99.9
         In [0, 100].
     by : {"spectral", "physical"}

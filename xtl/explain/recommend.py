@@ -17,15 +17,12 @@ return one schema, so they can be measured against the same seed-resolved sweep
 * ``"gradient-norm"`` -- the relative gradient norm ``‖∇_l L‖ / ‖θ_l‖`` at the
   base weights (Auto-RGN of Lee et al., ICLR 2023): a cheap reference.
 
-Recommenders are registered by name (:func:`register_recommender`). Each is a
-function ``f(model, base_ds, target_ds, layers, options=None, **kwargs) ->
-xarray.Dataset`` returning ``score(layer)`` (higher is better) and the evidence
-behind it, with the formula in ``attrs["formula"]``; its options are one frozen
-dataclass (:class:`SpectralOptions`, :class:`GaussNewtonOptions`,
-:class:`ProbeOptions`, :class:`GradientNormOptions`), validated where it is made,
-with single options accepted as keywords. :func:`recommend_layers` checks the
-options against the method's class, then adds the rank, the recommendation, the
-method and the time it took.
+Recommenders are registered by name (:func:`register_recommender` gives the
+contract); each has one frozen options dataclass (:class:`SpectralOptions`,
+:class:`GaussNewtonOptions`, :class:`ProbeOptions`, :class:`GradientNormOptions`),
+validated where it is made. :func:`recommend_layers` checks the options against
+the method's class, then adds the rank, the recommendation, the method and the
+time it took.
 
 ``target_ds`` is what a user has before re-training: the small target set that
 transfer learning will use. Nothing about any particular flow is built in.
@@ -289,7 +286,7 @@ def recommender(name: str):
 
 
 def recommender_options(name: str):
-    """The options class of the recommender registered as ``name`` (:func:`available_recommenders`).
+    """The options class of the recommender registered as ``name``.
 
     Returns
     -------
