@@ -38,6 +38,7 @@ __all__ = ["activations", "activation_spectra", "flow_difference", "spectral_cha
 
 
 def _check(model, inputs, layers, batch_size):
+    """``(layers, backend, widths)`` of a checked call of :func:`activations`."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
     check_les_dataset(inputs, "inputs", need_target=False)
@@ -46,7 +47,7 @@ def _check(model, inputs, layers, batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    return layers
+    return layers, get_backend(model.backend), [model.spec.widths[k - 1] for k in layers]
 
 
 def _batches(model, inputs, batch_size):
@@ -109,9 +110,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
     ValueError
         A layer outside 1..L, inputs without ``psi``/``omega`` or with NaN.
     """
-    layers = _check(model, inputs, layers, batch_size)
-    backend = get_backend(model.backend)
-    widths = [model.spec.widths[k - 1] for k in layers]
+    layers, backend, widths = _check(model, inputs, layers, batch_size)
     n = count_samples(inputs[INPUTS[0]])
     ny, nx = inputs[INPUTS[0]].shape[-2:]
     out = np.full((len(layers), n, max(widths), ny, nx), np.nan, dtype=np.float32)
@@ -152,9 +151,7 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
         ``mean_square(layer, channel)``, the sample mean of the spatial mean
         square (Σ_k spectrum when all shells are kept).
     """
-    layers = _check(model, inputs, layers, batch_size)
-    backend = get_backend(model.backend)
-    widths = [model.spec.widths[k - 1] for k in layers]
+    layers, backend, widths = _check(model, inputs, layers, batch_size)
     grid = _grid_coords(inputs)
     total, msq, k_coord, n = None, None, None, 0
     for _, x in _batches(model, inputs, batch_size):

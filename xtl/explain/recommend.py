@@ -330,17 +330,6 @@ def _rank_desc(values, layers):
     return ranks
 
 
-def _call(method, model, base_ds, target_ds, layers, options, kwargs) -> xr.Dataset:
-    """Run the recommender ``method`` with its options checked by its options class."""
-    func, options_class = _registered(method)
-    if options_class is not None:
-        return func(model, base_ds, target_ds, layers, options_class.merge(options, **kwargs))
-    if options is not None:
-        kwargs = {**(options.to_dict() if hasattr(options, "to_dict") else dict(options)),
-                  **kwargs}
-    return func(model, base_ds, target_ds, layers, **kwargs)
-
-
 def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEFAULT_METHOD,
                      layers=None, top: int = 1, options=None, **kwargs) -> xr.Dataset:
     """Rank the layers of a base network by how good they are to re-train, before any TL.
@@ -392,7 +381,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
     """
     if not isinstance(base_model, Model):
         raise TypeError(f"base_model must be an xtl Model, got {type(base_model).__name__}")
-    _registered(method)
+    func, options_class = _registered(method)
     check_pair_datasets(base_ds, target_ds)
     L = base_model.n_layers
     layers = list(check_layers(range(1, L + 1) if layers is None else layers, L))
@@ -401,7 +390,14 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         raise ValueError(f"top must be an int in 1..{len(layers)} (the number of candidate "
                          f"layers); got {top}")
     start = time.perf_counter()
-    out = _call(method, base_model, base_ds, target_ds, layers, options, kwargs)
+    if options_class is not None:  # checked by the options class
+        out = func(base_model, base_ds, target_ds, layers,
+                   options_class.merge(options, **kwargs))
+    else:
+        if options is not None:
+            kwargs = {**(options.to_dict() if hasattr(options, "to_dict") else dict(options)),
+                      **kwargs}
+        out = func(base_model, base_ds, target_ds, layers, **kwargs)
     seconds = time.perf_counter() - start
     score = out["score"].sel(layer=layers).values.astype(float)
     ranks = _rank_desc(score, layers)
