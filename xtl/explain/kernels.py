@@ -184,17 +184,13 @@ def _float_dtype(dtype):
     return np.float32 if dtype in (np.float16, np.float32) else np.float64
 
 
-def _default_chunks(kernel, n, itemsize):
-    per_out = kernel.sizes["channel_in"] * n * n * itemsize
-    co = int(max(1, min(kernel.sizes["channel_out"], _CHUNK_BYTES // max(per_out, 1))))
-    return {"layer": 1, "channel_out": co, "channel_in": -1}
-
-
 def _kernel_dask(kernel, n, chunks):
     """The kernel as a float dask array chunked over (layer, channel_out, channel_in)."""
     dtype = _float_dtype(kernel.dtype)
     if chunks is None:
-        chunks = _default_chunks(kernel, n, np.dtype(dtype).itemsize)
+        per_out = kernel.sizes["channel_in"] * n * n * np.dtype(dtype).itemsize
+        co = int(max(1, min(kernel.sizes["channel_out"], _CHUNK_BYTES // max(per_out, 1))))
+        chunks = {"layer": 1, "channel_out": co, "channel_in": -1}
     if not isinstance(chunks, dict):
         raise TypeError(f"chunks must be a dict over layer/channel_out/channel_in; got {chunks!r}")
     bad = set(chunks) - set(KERNEL_DIMS[:3])

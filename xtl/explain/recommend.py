@@ -303,9 +303,10 @@ def recommender_options(name: str):
     return _registered(name)[1]
 
 
-def _with_options(options_class):
-    """Decorator: show ``options_class``'s fields as the keyword-only parameters of a
-    recommender ``f(model, base_ds, target_ds, layers, options=None, **kwargs)``.
+def _recommender(name: str, options_class):
+    """Decorator: register a recommender ``f(model, base_ds, target_ds, layers,
+    options=None, **kwargs)`` as ``name`` with ``options_class``, and show the class's
+    fields as its keyword-only parameters.
 
     The function folds its keywords into ``options_class`` (which refuses any other
     name), so the signature shown is the one it honours; ``help()`` and
@@ -317,6 +318,7 @@ def _with_options(options_class):
         params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
                    for f in dataclasses.fields(options_class)]
         func.__signature__ = sig.replace(parameters=params)
+        register_recommender(name, func, options_class=options_class)
         return func
     return decorate
 
@@ -555,7 +557,7 @@ def _spectral_evidence(model: Model, base_ds, target_ds, layers, flows,
     })
 
 
-@_with_options(SpectralOptions)
+@_recommender("spectral", SpectralOptions)
 def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
                          **kwargs) -> xr.Dataset:
     """The spectral framework of Subel et al. (2023), every factor measured.
@@ -696,7 +698,7 @@ def _gauss_newton_layer(backend, model, clone, fit, held, layer,
             "score": (held_before - held_after) / held_before if held_before > 0 else 0.0}
 
 
-@_with_options(GaussNewtonOptions)
+@_recommender("gauss-newton", GaussNewtonOptions)
 def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=None,
                              **kwargs) -> xr.Dataset:
     """Held-out loss decrease of one Gauss–Newton step restricted to each layer.
@@ -803,7 +805,7 @@ def extrapolate_loss(curve, horizon: int, rates=None) -> dict:
             "amplitude": float(amplitude), "rate": float(r)}
 
 
-@_with_options(ProbeOptions)
+@_recommender("probe", ProbeOptions)
 def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
                       **kwargs) -> xr.Dataset:
     """Re-train every candidate for a few epochs and extrapolate its validation loss.
@@ -878,7 +880,7 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
 
 
 # ------------------------------------------------------------- gradient norm
-@_with_options(GradientNormOptions)
+@_recommender("gradient-norm", GradientNormOptions)
 def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=None,
                               **kwargs) -> xr.Dataset:
     """Relative gradient norm at the base weights (Auto-RGN, Lee et al., ICLR 2023).
@@ -922,14 +924,6 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=
         long_name="relative gradient norm |grad_l L| / |theta_l|", units="1")
     out.attrs = {"formula": "score = |grad_l L| / |theta_l| at the base weights"}
     return out
-
-
-register_recommender("spectral", spectral_recommender, options_class=SpectralOptions)
-register_recommender("gauss-newton", gauss_newton_recommender,
-                     options_class=GaussNewtonOptions)
-register_recommender("probe", probe_recommender, options_class=ProbeOptions)
-register_recommender("gradient-norm", gradient_norm_recommender,
-                     options_class=GradientNormOptions)
 
 
 # --------------------------------------------------------------- comparison
