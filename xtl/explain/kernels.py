@@ -716,26 +716,15 @@ def kernel_change(base, tl, *, pad_to=None, percentile=99.9, by="spectral", chun
     rel_phys, rel_spec = _relative_changes(kb, physical, spectral, n)
     threshold, top = _top_changes(kb, kt, spectral if by == "spectral" else physical,
                                   percentile, n, by)
-    out = xr.Dataset(
-        {
-            "physical_change": _with_attrs(
-                physical, long_name="Frobenius norm of W_TL - W_base over the taps", units="1"
-            ),
-            "spectral_change": _with_attrs(
-                spectral,
-                long_name="Frobenius norm of |W^_TL| - |W^_base| over the n x n grid",
-                units="1",
-            ),
-            "relative_physical_change": _with_attrs(
-                rel_phys, long_name="per-layer ||W_TL - W_base||_F / ||W_base||_F", units="1"
-            ),
-            "relative_spectral_change": _with_attrs(
-                rel_spec,
-                long_name="per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F",
-                units="1",
-            ),
-        }
-    )
+    long_names = {
+        "physical_change": (physical, "Frobenius norm of W_TL - W_base over the taps"),
+        "spectral_change": (spectral, "Frobenius norm of |W^_TL| - |W^_base| over the n x n grid"),
+        "relative_physical_change": (rel_phys, "per-layer ||W_TL - W_base||_F / ||W_base||_F"),
+        "relative_spectral_change": (rel_spec,
+                                     "per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F"),
+    }
+    out = xr.Dataset({name: _with_attrs(da, long_name=text, units="1")
+                      for name, (da, text) in long_names.items()})
     out = xr.merge([out, top], combine_attrs="override")
     out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "pad_to": n}
     return out
