@@ -133,26 +133,25 @@ def _resolve_n(n, model, kernel):
     return int(n)
 
 
-def _check_filters(filters, name="filters"):
+def _check_filters(filters):
     """Validate a filter-magnitude DataArray with integer ``ky``, ``kx`` coordinates."""
     if not isinstance(filters, xr.DataArray):
         raise TypeError(
-            f"{name} must be an xarray.DataArray of |Ŵ| with dims (..., 'ky', 'kx') "
+            "filters must be an xarray.DataArray of |Ŵ| with dims (..., 'ky', 'kx') "
             f"(as returned by kernel_filters); got {type(filters).__name__}"
         )
     for d in ("ky", "kx"):
         if d not in filters.dims:
             raise ValueError(
-                f"{name} must have dims (..., 'ky', 'kx') (as returned by kernel_filters); "
+                "filters must have dims (..., 'ky', 'kx') (as returned by kernel_filters); "
                 f"got dims {filters.dims}"
             )
         if d not in filters.coords:
-            raise ValueError(f"{name} needs integer wavenumber coordinates {d!r}")
+            raise ValueError(f"filters needs integer wavenumber coordinates {d!r}")
         c = np.asarray(filters[d].values, dtype=float)
         if not np.allclose(c, np.rint(c)):
-            raise ValueError(f"{name}: coordinate {d!r} must hold integer radian wavenumbers")
-    lead = [d for d in filters.dims if d not in ("ky", "kx")]
-    return filters.transpose(*lead, "ky", "kx")
+            raise ValueError(f"filters: coordinate {d!r} must hold integer radian wavenumbers")
+    return filters.transpose(..., "ky", "kx")
 
 
 # ----------------------------------------------------------------------------------------
