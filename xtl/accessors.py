@@ -4,8 +4,9 @@ Importing this module (``import xtl`` does) registers ``ds.tl`` and ``da.tl``. E
 method is generated from a public function of :mod:`xtl.data.spectra`,
 :mod:`xtl.explain.kernels` or :mod:`xtl.data.coarse` by ``_delegate``:
 ``ds.tl.f(*args, **kwargs)`` is ``f(ds, *args, **kwargs)``, with the function's
-signature (less its first parameter) and its docstring, so the two cannot drift apart. The accessors hold no logic of their own. Methods valid on both
-kinds of object live in ``_TLAccessor``; the others in the Dataset or DataArray class:
+signature (less its first parameter) and its docstring, so the two cannot drift apart.
+The accessors hold no logic of their own. Methods valid on both kinds of object live
+in ``_TLAccessor``; the others in the Dataset or DataArray class:
 
 * ``ds.tl`` and ``da.tl``: ``spectrum``, ``transfer_spectrum``, ``filter_census``;
 * ``ds.tl`` only: ``coarse_grain``, ``kernel_filters``, ``classify_kernels``,
@@ -35,37 +36,17 @@ __all__ = ["TLDatasetAccessor", "TLDataArrayAccessor"]
 
 
 def _delegate(func):
-    """An accessor method that calls ``func`` on the object the accessor is on.
+    """An accessor method: ``method(accessor, *args, **kwargs)`` is
+    ``func(accessor._obj, *args, **kwargs)``.
 
-    Parameters
-    ----------
-    func : callable
-        A public function whose first parameter is the Dataset or DataArray (e.g.
-        :func:`xtl.data.spectra.spectrum`).
-
-    Returns
-    -------
-    function
-        ``method(accessor, *args, **kwargs)`` returning
-        ``func(accessor._obj, *args, **kwargs)``. Its ``__signature__`` is ``func``'s
-        with the first parameter renamed ``self`` (so a bound ``ds.tl.f`` has
-        ``func``'s signature less its first parameter), its ``__doc__`` is ``func``'s
-        (see :func:`_accessor_doc`), ``__wrapped__`` is ``func`` and its
-        ``__qualname__`` is set by the class (``_TLAccessor.spectrum``, ...).
-
-    Raises
-    ------
-    TypeError
-        ``func`` is not callable or takes no positional first parameter.
+    ``func``'s first, positional parameter is the Dataset or DataArray. The method's
+    ``__signature__`` is ``func``'s with the first parameter renamed ``self`` (so a
+    bound ``ds.tl.f`` has ``func``'s signature less its first parameter), its
+    ``__doc__`` is ``func``'s (see :func:`_accessor_doc`), ``__wrapped__`` is ``func``
+    and its ``__qualname__`` is set by the class (``_TLAccessor.spectrum``, ...).
     """
-    if not callable(func):
-        raise TypeError(f"_delegate: func must be callable, got {func!r}")
     signature = inspect.signature(func)
     params = list(signature.parameters.values())
-    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
-                                            params[0].POSITIONAL_OR_KEYWORD):
-        raise TypeError(f"_delegate: func {func.__qualname__}{signature} must take the "
-                        "Dataset or DataArray as its first, positional parameter")
 
     @functools.wraps(func)  # __name__, __qualname__, __module__, __doc__, __wrapped__
     def method(accessor, /, *args, **kwargs):
@@ -84,17 +65,8 @@ def _accessor_doc(func):
 
     The first parameter is the object the accessor is on; its entry is removed from the
     ``Parameters`` section (from a shared entry such as ``base, tl : ...`` only its name
-    is removed), and a note after the summary paragraph says so.
-
-    Parameters
-    ----------
-    func : callable
-        The wrapped function (numpydoc docstring).
-
-    Returns
-    -------
-    str
-        The cleaned (dedented) docstring; ``""`` when ``func`` has none.
+    is removed), and a note after the summary paragraph says so. The docstring is
+    cleaned (dedented); a function without one gets the note alone.
     """
     doc = inspect.getdoc(func) or ""
     first = next(iter(inspect.signature(func).parameters))

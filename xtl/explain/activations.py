@@ -38,6 +38,7 @@ __all__ = ["activations", "activation_spectra", "flow_difference", "spectral_cha
 
 
 def _check(model, inputs, layers, batch_size):
+    """``(layers, backend, widths)`` of a checked call of :func:`activations`."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
     check_les_dataset(inputs, "inputs", need_target=False)
@@ -46,7 +47,7 @@ def _check(model, inputs, layers, batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    return layers
+    return layers, get_backend(model.backend), [model.spec.widths[k - 1] for k in layers]
 
 
 def _batches(model, inputs, batch_size):
@@ -74,10 +75,8 @@ def _sample_coords(inputs, n):
     lead = [d for d in da.dims if d not in ("y", "x")]
     coords = {"sample": np.arange(n)}
     if lead:
-        grids = np.meshgrid(*[np.arange(da.sizes[d]) for d in lead], indexing="ij")
-        for d, g in zip(lead, grids):
-            values = inputs[d].values[g.ravel()] if d in inputs.coords else g.ravel()
-            coords[d] = ("sample", values)
+        for d, i in zip(lead, np.unravel_index(np.arange(n), [da.sizes[d] for d in lead])):
+            coords[d] = ("sample", inputs[d].values[i] if d in inputs.coords else i)
     return coords
 
 
@@ -111,9 +110,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
     ValueError
         A layer outside 1..L, inputs without ``psi``/``omega`` or with NaN.
     """
-    layers = _check(model, inputs, layers, batch_size)
-    backend = get_backend(model.backend)
-    widths = [model.spec.widths[k - 1] for k in layers]
+    layers, backend, widths = _check(model, inputs, layers, batch_size)
     n = count_samples(inputs[INPUTS[0]])
     ny, nx = inputs[INPUTS[0]].shape[-2:]
     out = np.full((len(layers), n, max(widths), ny, nx), np.nan, dtype=np.float32)
@@ -140,13 +137,8 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
 
     Parameters
     ----------
-    model : Model
-    inputs : xarray.Dataset
-        ``psi`` and ``omega`` on ``(..., y, x)``, physical units.
-    layers : int or sequence of int, optional
-        Conv layers in 1..L (default all).
-    batch_size : int
-        Samples per batch.
+    model, inputs, layers, batch_size :
+        As in :func:`activations`.
     kmax : int, optional
         Last shell kept (default: all shells, so the sum over ``k`` is the
         mean square; see :func:`xtl.data.spectra.spectrum`).
@@ -159,9 +151,7 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
         ``mean_square(layer, channel)``, the sample mean of the spatial mean
         square (Σ_k spectrum when all shells are kept).
     """
-    layers = _check(model, inputs, layers, batch_size)
-    backend = get_backend(model.backend)
-    widths = [model.spec.widths[k - 1] for k in layers]
+    layers, backend, widths = _check(model, inputs, layers, batch_size)
     grid = _grid_coords(inputs)
     total, msq, k_coord, n = None, None, None, 0
     for _, x in _batches(model, inputs, batch_size):
@@ -179,8 +169,7 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
         n += len(x)
     for j, w in enumerate(widths):  # NaN-pad the channels a layer does not have
         total[j, w:], msq[j, w:] = np.nan, np.nan
-    k = k_coord
-    coords = {"layer": list(layers), "channel": np.arange(max(widths)), "k": k,
+    coords = {"layer": list(layers), "channel": np.arange(max(widths)), "k": k_coord,
               "n_channels": ("layer", np.asarray(widths, np.int32))}
     return xr.Dataset(
         {
@@ -195,9 +184,7 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
     )
 
 
-# =====================================================================================
-# Which layer to re-train: the physics-guided framework of Subel et al. (2023)
-# =====================================================================================
+# ---------------------------------------- where two flows differ (Subel et al., 2023)
 #: Default threshold, in decades, on |log10(S_target / S_base)| above which a
 #: wavenumber shell is reported as one where the flows differ (0.3 decades ≈ a
 #: factor 2). It only labels the shells (``differs``, ``flows_differ``, the warning);
@@ -215,11 +202,6 @@ def _attrs(da, **attrs):
     da = da.copy(deep=False)
     da.attrs = dict(attrs)
     return da
-
-
-def _grid(ds):
-    da = ds[INPUTS[0]]
-    return da.sizes["y"], da.sizes["x"]
 
 
 def _mean_spectra(ds, kmax):
@@ -284,18 +266,6 @@ def spectral_distance(target, base, dim="k"):
     return num / den.where(den > 0)
 
 
-def _channel_divergence(target, base):
-    """Spectral distance (shells k ≥ 1) per row of two spectra with a ``k`` dim."""
-    pos = dict(k=slice(1, None))
-    return spectral_distance(target.sel(**pos), base.sel(**pos))
-
-
-def _shell_weight(log_ratio):
-    """``w(k) = max over variables of |log_ratio|`` (decades), 0 at ``k = 0`` and for NaN."""
-    w = abs(log_ratio).max("variable", skipna=True).fillna(0.0)
-    return w.where(w["k"] >= 1, 0.0)
-
-
 def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArray:
     """Mean over each layer's kernels of the shell-mean ``|Ŵ|`` on an ``n_grid`` grid.
 
@@ -313,10 +283,20 @@ def filter_profile(model_ds, n_grid: int, kmax: int | None = None) -> xr.DataArr
     xarray.DataArray
         ``(layer, k)``; NaN-padded channels are skipped.
     """
-    from .kernels import kernel_filters, radial_profile
+    return _channel_profile(_filters64(model_ds, n_grid), kmax)
 
-    filters = kernel_filters(model_ds.assign(kernel=model_ds["kernel"].astype(np.float64)),
-                             n_grid)
+
+def _filters64(model_ds, n_grid):
+    """|Ŵ| (float64) of a model Dataset's kernels zero-padded to ``n_grid``."""
+    from .kernels import kernel_filters
+
+    return kernel_filters(model_ds.assign(kernel=model_ds["kernel"].astype(np.float64)), n_grid)
+
+
+def _channel_profile(filters, kmax):
+    """Shell mean of ``filters`` averaged over the kernels of each layer → (layer, k)."""
+    from .kernels import radial_profile
+
     prof = radial_profile(filters, kmax=kmax)
     return prof.mean(["channel_out", "channel_in"], skipna=True).compute()
 
@@ -363,6 +343,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive
     resolved = abs(log_ratio).where(positive)
+    shell_weight = abs(log_ratio).max("variable", skipna=True).fillna(0.0).where(positive, 0.0)
     max_decades = resolved.max("k")
     return xr.Dataset(
         {
@@ -376,7 +357,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
             "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
             "flows_differ": _attrs(differs.any("variable"), long_name="shells where psi, "
                                    f"omega or pi differ by more than {threshold} decades"),
-            "shell_weight": _attrs(_shell_weight(log_ratio), long_name="w(k) = max over "
+            "shell_weight": _attrs(shell_weight, long_name="w(k) = max over "
                                    "psi, omega, pi of |log_ratio| (0 at k = 0)",
                                    units="decades"),
             "max_decades": _attrs(max_decades, long_name="largest |log10(S_target/S_base)| "
@@ -384,7 +365,8 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
             "largest_decades": _attrs(max_decades.max("variable"), long_name="largest "
                                       "difference of the flows over variables and shells",
                                       units="decades"),
-            "spectral_difference": _attrs(_channel_divergence(s_target, s_base),
+            "spectral_difference": _attrs(spectral_distance(s_target.sel(k=slice(1, None)),
+                                                            s_base.sel(k=slice(1, None))),
                                           long_name="spectral distance of the flows "
                                           "sum_{k>=1}|S_t - S_b| / sum_{k>=1}(S_t + S_b)",
                                           units="1"),
@@ -398,14 +380,6 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
 def check_pair_datasets(base_ds, target_ds) -> tuple:
     """Check two LES Datasets on one grid; return the grid ``(Ny, Nx)``.
 
-    Parameters
-    ----------
-    base_ds, target_ds : xarray.Dataset
-
-    Returns
-    -------
-    tuple of int
-
     Raises
     ------
     TypeError, ValueError
@@ -413,7 +387,7 @@ def check_pair_datasets(base_ds, target_ds) -> tuple:
     """
     check_les_dataset(base_ds, "base_ds")
     check_les_dataset(target_ds, "target_ds")
-    gb, gt = _grid(base_ds), _grid(target_ds)
+    gb, gt = (ds[INPUTS[0]].shape[-2:] for ds in (base_ds, target_ds))
     if gb != gt:
         raise ValueError(
             f"target_ds must be on the same LES grid as base_ds (the spectra are compared "
@@ -424,17 +398,7 @@ def check_pair_datasets(base_ds, target_ds) -> tuple:
 
 
 def check_kmax(kmax, grid) -> int:
-    """``kmax`` checked against a grid: an int in ``1..min(grid)//2`` (None: the maximum).
-
-    Parameters
-    ----------
-    kmax : int or None
-    grid : tuple of int
-
-    Returns
-    -------
-    int
-    """
+    """``kmax`` checked against a grid: an int in ``1..min(grid)//2`` (None: the maximum)."""
     half = min(grid) // 2
     if kmax is None:
         return half
@@ -447,15 +411,9 @@ def check_kmax(kmax, grid) -> int:
 
 def _kernel_change_profile(base_ds, tl_ds, layer, n_grid, kmax):
     """Shell mean of ``||Ŵ_tl| − |Ŵ_base||`` over a layer's kernels → (k,)."""
-    from .kernels import kernel_filters, radial_profile
-
-    def mag(ds):
-        one = ds.sel(layer=[layer])
-        return kernel_filters(one.assign(kernel=one["kernel"].astype(np.float64)), n_grid)
-
-    change = abs(mag(tl_ds) - mag(base_ds))
-    prof = radial_profile(change, kmax=kmax)
-    return prof.mean(["channel_out", "channel_in"], skipna=True).squeeze("layer").compute()
+    change = abs(_filters64(tl_ds.sel(layer=[layer]), n_grid)
+                 - _filters64(base_ds.sel(layer=[layer]), n_grid))
+    return _channel_profile(change, kmax).squeeze("layer")
 
 
 def spectral_change_correlation(base_model_ds, tl_model_ds, layer: int, shell_weight, *,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import numbers
-from typing import NamedTuple
 
 import dask.array as dsa
 import numpy as np
@@ -120,13 +119,8 @@ def _resolve_n(n, model, kernel):
         if n is None:
             raise ValueError(
                 "pad_to (the grid to zero-pad the kernels to, e.g. the LES grid, 128) must be "
-                "given: "
-                "the model Dataset records no square training grid (attrs 'grid')"
+                "given: the model Dataset records no square training grid (attrs 'grid')"
             )
-    return _check_n(n, kernel)
-
-
-def _check_n(n, kernel):
     taps = max(kernel.sizes["tap_y"], kernel.sizes["tap_x"])
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"pad_to must be an integer grid size (e.g. the LES grid, 128); "
@@ -139,26 +133,25 @@ def _check_n(n, kernel):
     return int(n)
 
 
-def _check_filters(filters, name="filters"):
+def _check_filters(filters):
     """Validate a filter-magnitude DataArray with integer ``ky``, ``kx`` coordinates."""
     if not isinstance(filters, xr.DataArray):
         raise TypeError(
-            f"{name} must be an xarray.DataArray of |Ŵ| with dims (..., 'ky', 'kx') "
+            "filters must be an xarray.DataArray of |Ŵ| with dims (..., 'ky', 'kx') "
             f"(as returned by kernel_filters); got {type(filters).__name__}"
         )
     for d in ("ky", "kx"):
         if d not in filters.dims:
             raise ValueError(
-                f"{name} must have dims (..., 'ky', 'kx') (as returned by kernel_filters); "
+                "filters must have dims (..., 'ky', 'kx') (as returned by kernel_filters); "
                 f"got dims {filters.dims}"
             )
         if d not in filters.coords:
-            raise ValueError(f"{name} needs integer wavenumber coordinates {d!r}")
+            raise ValueError(f"filters needs integer wavenumber coordinates {d!r}")
         c = np.asarray(filters[d].values, dtype=float)
         if not np.allclose(c, np.rint(c)):
-            raise ValueError(f"{name}: coordinate {d!r} must hold integer radian wavenumbers")
-    lead = [d for d in filters.dims if d not in ("ky", "kx")]
-    return filters.transpose(*lead, "ky", "kx")
+            raise ValueError(f"filters: coordinate {d!r} must hold integer radian wavenumbers")
+    return filters.transpose(..., "ky", "kx")
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,17 +183,13 @@ def _float_dtype(dtype):
     return np.float32 if dtype in (np.float16, np.float32) else np.float64
 
 
-def _default_chunks(kernel, n, itemsize):
-    per_out = kernel.sizes["channel_in"] * n * n * itemsize
-    co = int(max(1, min(kernel.sizes["channel_out"], _CHUNK_BYTES // max(per_out, 1))))
-    return {"layer": 1, "channel_out": co, "channel_in": -1}
-
-
 def _kernel_dask(kernel, n, chunks):
     """The kernel as a float dask array chunked over (layer, channel_out, channel_in)."""
     dtype = _float_dtype(kernel.dtype)
     if chunks is None:
-        chunks = _default_chunks(kernel, n, np.dtype(dtype).itemsize)
+        per_out = kernel.sizes["channel_in"] * n * n * np.dtype(dtype).itemsize
+        co = int(max(1, min(kernel.sizes["channel_out"], _CHUNK_BYTES // max(per_out, 1))))
+        chunks = {"layer": 1, "channel_out": co, "channel_in": -1}
     if not isinstance(chunks, dict):
         raise TypeError(f"chunks must be a dict over layer/channel_out/channel_in; got {chunks!r}")
     bad = set(chunks) - set(KERNEL_DIMS[:3])
@@ -313,11 +302,7 @@ def radial_profile(filters, *, kmax=None):
     if kmax is None:
         kmax = min(filters.sizes["ky"], filters.sizes["kx"]) // 2
     idx = shell_index(filters["ky"].values, filters["kx"].values)
-    counts = np.bincount(idx.ravel(), minlength=kmax + 1)[: kmax + 1].astype(float)
-    if np.any(counts == 0):
-        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
-    weights = 1.0 / counts[np.minimum(idx, kmax)]
-    matrix = shell_matrix(idx, kmax + 1, weights=weights, dtype=filters.dtype)
+    matrix = _shell_mean_matrix(idx, kmax, np.ones(idx.shape), filters.dtype)
     out = xr.apply_ufunc(
         shell_sums,
         filters,
@@ -338,6 +323,15 @@ def radial_profile(filters, *, kmax=None):
 _FEATURES = ("peak_k", "flatness", "anisotropy", "orientation", "peak_value", "finite")
 
 
+def _shell_mean_matrix(idx, kmax, mult, dtype):
+    """Sparse matrix of the shell means (shells ``0..kmax``) of values on the grid points
+    of shell index ``idx``, each point counted ``mult`` times."""
+    counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=kmax + 1)[:kmax + 1]
+    if np.any(counts == 0):
+        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
+    return shell_matrix(idx, kmax + 1, mult / counts[np.minimum(idx, kmax)], dtype)
+
+
 def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     """Sparse matrices giving, from |Ŵ| (resp. |Ŵ|²) on a (ky, kx) grid flattened,
     the shell means (resp. Σ w cos2φ, Σ w sin2φ, Σ w per shell) for shells 0..kmax.
@@ -348,10 +342,7 @@ def _feature_matrices(ky, kx, mult, kmax, dtype, shape):
     idx = shell_index(ky, kx)
     nshell = kmax + 1
     mult = np.asarray(mult, dtype=float)
-    counts = np.bincount(idx.ravel(), weights=mult.ravel(), minlength=nshell)[:nshell]
-    if np.any(counts == 0):
-        raise ValueError(f"kmax={kmax} reaches shells that hold no grid wavenumber")
-    mean_matrix = shell_matrix(idx, nshell, mult / counts[np.minimum(idx, kmax)], dtype)
+    mean_matrix = _shell_mean_matrix(idx, kmax, mult, dtype)
     phi = np.arctan2(np.asarray(ky, float)[:, None], np.asarray(kx, float)[None, :])
     cos2, sin2 = np.cos(2 * phi), np.sin(2 * phi)
     cos2[idx == 0] = 0.0  # the k = 0 point has no direction
@@ -405,31 +396,6 @@ def _kernel_features_np(kernels, n, mean_matrix, moment_matrix):
     """Features of real kernels (..., ty, tx) from |Ŵ| on the rfft2 half plane."""
     mag = np.abs(np.fft.rfft2(kernels, s=(n, n)))
     return _features_np(mag, mean_matrix, moment_matrix, owned=True)
-
-
-class _Criteria(NamedTuple):
-    """The thresholds of :func:`classify_filters`' decision list (checked floats)."""
-
-    flat_ratio: float
-    edge: float
-    min_anisotropy: float
-
-
-def _classify_np(features, kmax, criteria):
-    """Apply the documented decision list to feature arrays; returns a str array.
-
-    ``features`` maps ``peak_k``, ``flatness``, ``anisotropy``, ``peak_value`` and
-    ``finite`` (see ``_FEATURES``) to arrays of one shape; ``criteria`` is a
-    :class:`_Criteria`.
-    """
-    peak, edge = features["peak_k"], criteria.edge
-    types = np.full(peak.shape, "band-pass", dtype="<U9")
-    types[peak >= (1.0 - edge) * kmax] = "high-pass"
-    types[(features["anisotropy"] >= criteria.min_anisotropy) & (peak > edge * kmax)] = "gabor"
-    types[peak <= edge * kmax] = "low-pass"
-    types[features["flatness"] <= criteria.flat_ratio] = "all-pass"
-    types[~(features["finite"].astype(bool) & (features["peak_value"] > 0))] = "absent"
-    return types
 
 
 def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, kmax=None):
@@ -512,8 +478,8 @@ def classify_filters(filters, *, flat_ratio=2.0, edge=0.1, min_anisotropy=0.5, k
     return _classification(feats, kmax, criteria)
 
 
-def _check_criteria(flat_ratio, edge, min_anisotropy) -> _Criteria:
-    """The criteria of :func:`classify_filters`, checked, as a :class:`_Criteria`."""
+def _check_criteria(flat_ratio, edge, min_anisotropy) -> dict:
+    """The criteria of :func:`classify_filters`, checked, as floats by name."""
     for name, value, lo, hi in (
         ("flat_ratio", flat_ratio, 1.0, np.inf),
         ("edge", edge, 0.0, 0.5),
@@ -521,13 +487,22 @@ def _check_criteria(flat_ratio, edge, min_anisotropy) -> _Criteria:
     ):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}]; got {value!r}")
-    return _Criteria(float(flat_ratio), float(edge), float(min_anisotropy))
+    return {"flat_ratio": float(flat_ratio), "edge": float(edge),
+            "min_anisotropy": float(min_anisotropy)}
 
 
 def _classification(feats, kmax, criteria):
-    """The classification Dataset from computed features (..., feature)."""
+    """The classification Dataset from computed features (..., feature): the decision
+    list of :func:`classify_filters`, the last rule set winning (rules run from 6 to 1);
+    ``criteria`` is :func:`_check_criteria`'s dict."""
     f = {name: feats.isel(feature=i, drop=True) for i, name in enumerate(_FEATURES)}
-    types = _classify_np({name: da.values for name, da in f.items()}, kmax, criteria)
+    peak, edge = f["peak_k"].values, criteria["edge"]
+    types = np.full(peak.shape, "band-pass", dtype="<U9")
+    types[peak >= (1.0 - edge) * kmax] = "high-pass"
+    types[(f["anisotropy"].values >= criteria["min_anisotropy"]) & (peak > edge * kmax)] = "gabor"
+    types[peak <= edge * kmax] = "low-pass"
+    types[f["flatness"].values <= criteria["flat_ratio"]] = "all-pass"
+    types[~(f["finite"].values.astype(bool) & (f["peak_value"].values > 0))] = "absent"
     valid = types != "absent"
     out = xr.Dataset(
         {
@@ -560,9 +535,7 @@ def _classification(feats, kmax, criteria):
         "criteria": "first that holds: absent (non-finite or zero); all-pass if "
         "max P/min P <= flat_ratio; low-pass if k_p <= edge*K; gabor if anisotropy >= "
         "min_anisotropy; high-pass if k_p >= (1-edge)*K; band-pass otherwise",
-        "flat_ratio": criteria.flat_ratio,
-        "edge": criteria.edge,
-        "min_anisotropy": criteria.min_anisotropy,
+        **criteria,
         "kmax": int(kmax),
     }
     return out
@@ -582,13 +555,8 @@ def classify_kernels(model, pad_to=None, *, chunks=None, flat_ratio=2.0, edge=0.
 
     Parameters
     ----------
-    model : xarray.Dataset
-        Model Dataset with ``kernel(layer, channel_out, channel_in, tap_y, tap_x)``.
-    pad_to : int, optional
-        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
-        model was trained on (its ``grid`` attribute).
-    chunks : dict, optional
-        Chunks over ``layer``, ``channel_out``, ``channel_in`` (see :func:`kernel_filters`).
+    model, pad_to, chunks
+        As in :func:`kernel_filters`.
     flat_ratio, edge, min_anisotropy, kmax
         The criteria of :func:`classify_filters`.
 
@@ -638,11 +606,8 @@ def filter_census(obj, *, pad_to=None, chunks=None, **criteria):
         A classification (a Dataset with ``filter_type``, or the ``filter_type``
         DataArray, with a ``layer`` dim), or a model Dataset with ``kernel``, which is
         classified first with :func:`classify_kernels`.
-    pad_to : int, optional
-        Padded grid size, for a model Dataset; default the grid the model was trained
-        on (its ``grid`` attribute).
-    chunks : dict, optional
-        For a model Dataset, passed to :func:`kernel_filters`.
+    pad_to, chunks
+        For a model Dataset, as in :func:`kernel_filters`.
     **criteria
         For a model Dataset, passed to :func:`classify_filters`.
 
@@ -716,8 +681,7 @@ def kernel_change(base, tl, *, pad_to=None, percentile=99.9, by="spectral", chun
         Model Datasets with the same ``kernel`` shape and coordinates (the base model
         and the re-trained one).
     pad_to : int, optional
-        Padded grid size (≥ the kernel size), e.g. the LES grid. Default: the grid the
-        base model was trained on (its ``grid`` attribute).
+        As in :func:`kernel_filters`, the default from ``base``.
     percentile : float, default 99.9
         In [0, 100].
     by : {"spectral", "physical"}
@@ -751,26 +715,15 @@ def kernel_change(base, tl, *, pad_to=None, percentile=99.9, by="spectral", chun
     rel_phys, rel_spec = _relative_changes(kb, physical, spectral, n)
     threshold, top = _top_changes(kb, kt, spectral if by == "spectral" else physical,
                                   percentile, n, by)
-    out = xr.Dataset(
-        {
-            "physical_change": _with_attrs(
-                physical, long_name="Frobenius norm of W_TL - W_base over the taps", units="1"
-            ),
-            "spectral_change": _with_attrs(
-                spectral,
-                long_name="Frobenius norm of |W^_TL| - |W^_base| over the n x n grid",
-                units="1",
-            ),
-            "relative_physical_change": _with_attrs(
-                rel_phys, long_name="per-layer ||W_TL - W_base||_F / ||W_base||_F", units="1"
-            ),
-            "relative_spectral_change": _with_attrs(
-                rel_spec,
-                long_name="per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F",
-                units="1",
-            ),
-        }
-    )
+    long_names = {
+        "physical_change": (physical, "Frobenius norm of W_TL - W_base over the taps"),
+        "spectral_change": (spectral, "Frobenius norm of |W^_TL| - |W^_base| over the n x n grid"),
+        "relative_physical_change": (rel_phys, "per-layer ||W_TL - W_base||_F / ||W_base||_F"),
+        "relative_spectral_change": (rel_spec,
+                                     "per-layer || |W^_TL| - |W^_base| ||_F / ||W^_base||_F"),
+    }
+    out = xr.Dataset({name: _with_attrs(da, long_name=text, units="1")
+                      for name, (da, text) in long_names.items()})
     out = xr.merge([out, top], combine_attrs="override")
     out.attrs = {"percentile": float(percentile), "threshold": threshold, "by": by, "pad_to": n}
     return out

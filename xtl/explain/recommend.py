@@ -17,15 +17,12 @@ return one schema, so they can be measured against the same seed-resolved sweep
 * ``"gradient-norm"`` -- the relative gradient norm ``‖∇_l L‖ / ‖θ_l‖`` at the
   base weights (Auto-RGN of Lee et al., ICLR 2023): a cheap reference.
 
-Recommenders are registered by name (:func:`register_recommender`). Each is a
-function ``f(model, base_ds, target_ds, layers, options=None, **kwargs) ->
-xarray.Dataset`` returning ``score(layer)`` (higher is better) and the evidence
-behind it, with the formula in ``attrs["formula"]``; its options are one frozen
-dataclass (:class:`SpectralOptions`, :class:`GaussNewtonOptions`,
-:class:`ProbeOptions`, :class:`GradientNormOptions`), validated where it is made,
-with single options accepted as keywords. :func:`recommend_layers` checks the
-options against the method's class, then adds the rank, the recommendation, the
-method and the time it took.
+Recommenders are registered by name (:func:`register_recommender` gives the
+contract); each has one frozen options dataclass (:class:`SpectralOptions`,
+:class:`GaussNewtonOptions`, :class:`ProbeOptions`, :class:`GradientNormOptions`),
+validated where it is made. :func:`recommend_layers` checks the options against
+the method's class, then adds the rank, the recommendation, the method and the
+time it took.
 
 ``target_ds`` is what a user has before re-training: the small target set that
 transfer learning will use. Nothing about any particular flow is built in.
@@ -53,7 +50,8 @@ from .activations import (
 )
 from ..options import Options, check_float, check_fraction, check_int
 from ..data.spectra import spectrum
-from ..nn.training import check_les_dataset, count_samples, sample_fields, transfer
+from ..nn.training import (check_les_dataset, count_samples, sample_fields, stack_samples,
+                           transfer)
 
 __all__ = [
     "recommend_layers",
@@ -237,7 +235,6 @@ def register_recommender(name: str, func, *, options_class=None,
 
     Parameters
     ----------
-    name : str
     func : callable
         ``func(model, base_ds, target_ds, layers, options) -> xarray.Dataset`` (with
         ``options_class``) or ``func(model, base_ds, target_ds, layers, **options)``
@@ -251,8 +248,6 @@ def register_recommender(name: str, func, *, options_class=None,
     overwrite : bool
         Replace an existing registration.
     """
-    from ..options import Options
-
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
     if not callable(func):
@@ -293,11 +288,6 @@ def recommender(name: str):
 def recommender_options(name: str):
     """The options class of the recommender registered as ``name``.
 
-    Parameters
-    ----------
-    name : str
-        A registered method (:func:`available_recommenders`).
-
     Returns
     -------
     type or None
@@ -313,9 +303,10 @@ def recommender_options(name: str):
     return _registered(name)[1]
 
 
-def _with_options(options_class):
-    """Decorator: show ``options_class``'s fields as the keyword-only parameters of a
-    recommender ``f(model, base_ds, target_ds, layers, options=None, **kwargs)``.
+def _recommender(name: str, options_class):
+    """Decorator: register a recommender ``f(model, base_ds, target_ds, layers,
+    options=None, **kwargs)`` as ``name`` with ``options_class``, and show the class's
+    fields as its keyword-only parameters.
 
     The function folds its keywords into ``options_class`` (which refuses any other
     name), so the signature shown is the one it honours; ``help()`` and
@@ -327,6 +318,7 @@ def _with_options(options_class):
         params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
                    for f in dataclasses.fields(options_class)]
         func.__signature__ = sig.replace(parameters=params)
+        register_recommender(name, func, options_class=options_class)
         return func
     return decorate
 
@@ -338,17 +330,6 @@ def _rank_desc(values, layers):
     ranks = np.empty(len(v), dtype=np.int64)
     ranks[order] = np.arange(1, len(v) + 1)
     return ranks
-
-
-def _call(method, model, base_ds, target_ds, layers, options, kwargs) -> xr.Dataset:
-    """Run the recommender ``method`` with its options checked by its options class."""
-    func, options_class = _registered(method)
-    if options_class is not None:
-        return func(model, base_ds, target_ds, layers, options_class.merge(options, **kwargs))
-    if options is not None:
-        kwargs = {**(options.to_dict() if hasattr(options, "to_dict") else dict(options)),
-                  **kwargs}
-    return func(model, base_ds, target_ds, layers, **kwargs)
 
 
 def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEFAULT_METHOD,
@@ -402,7 +383,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
     """
     if not isinstance(base_model, Model):
         raise TypeError(f"base_model must be an xtl Model, got {type(base_model).__name__}")
-    _registered(method)
+    func, options_class = _registered(method)
     check_pair_datasets(base_ds, target_ds)
     L = base_model.n_layers
     layers = list(check_layers(range(1, L + 1) if layers is None else layers, L))
@@ -411,7 +392,14 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         raise ValueError(f"top must be an int in 1..{len(layers)} (the number of candidate "
                          f"layers); got {top}")
     start = time.perf_counter()
-    out = _call(method, base_model, base_ds, target_ds, layers, options, kwargs)
+    if options_class is not None:  # checked by the options class
+        out = func(base_model, base_ds, target_ds, layers,
+                   options_class.merge(options, **kwargs))
+    else:
+        if options is not None:
+            kwargs = {**(options.to_dict() if hasattr(options, "to_dict") else dict(options)),
+                      **kwargs}
+        out = func(base_model, base_ds, target_ds, layers, **kwargs)
     seconds = time.perf_counter() - start
     score = out["score"].sel(layer=layers).values.astype(float)
     ranks = _rank_desc(score, layers)
@@ -443,10 +431,6 @@ def recommended_layers(recommendation: xr.Dataset) -> list:
     recommendation : xarray.Dataset
         In memory or read back from netCDF (where a one-element list attribute
         becomes a scalar).
-
-    Returns
-    -------
-    list of int
     """
     if "recommended" not in recommendation.attrs:
         raise ValueError("recommendation has no 'recommended' attribute; is it a "
@@ -455,14 +439,20 @@ def recommended_layers(recommendation: xr.Dataset) -> list:
 
 
 # ------------------------------------------------------------- shared pieces
+def _thinned(ds: xr.Dataset, max_samples: int | None) -> np.ndarray:
+    """Indices of at most ``max_samples`` samples of ``ds``, evenly spaced (None: all)."""
+    n = count_samples(ds[OUTPUT])
+    if max_samples is None or n <= max_samples:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_samples).round().astype(int))
+
+
 def _normalized(model: Model, ds: xr.Dataset, max_samples: int | None = None) -> tuple:
     """Normalized ``(x (n, y, x, 2), y (n, y, x))`` of ``ds`` (evenly thinned to ``max_samples``)."""
     import dask
 
     fields = sample_fields(ds)
-    n = count_samples(ds[OUTPUT])
-    idx = np.arange(n) if max_samples is None or n <= max_samples else \
-        np.unique(np.linspace(0, n - 1, max_samples).round().astype(int))
+    idx = _thinned(ds, max_samples)
     psi, omega, pi = (np.asarray(a, np.float32) for a in dask.compute(
         *[fields[v][idx] for v in ("psi", "omega", "pi")]))
     x = stack_inputs(psi, omega, model.normalization)
@@ -475,14 +465,20 @@ def _shell_power(fields: np.ndarray) -> xr.DataArray:
     return spectrum(da, "power").mean("sample")
 
 
-def _thin(ds: xr.Dataset, max_samples: int) -> xr.Dataset:
-    """At most ``max_samples`` samples of ``ds``, evenly spaced, on a ``sample`` dim."""
-    from ..nn.training import stack_samples
+def _with_layer(weights: list, layer: int, pair) -> list:
+    """``weights`` with layer ``layer``'s ``(kernel, bias)`` replaced by ``pair`` (float32)."""
+    changed = list(weights)
+    changed[layer - 1] = tuple(np.asarray(w, np.float32) for w in pair)
+    return changed
 
-    n = count_samples(ds[OUTPUT])
-    idx = np.arange(n) if n <= max_samples else \
-        np.unique(np.linspace(0, n - 1, max_samples).round().astype(int))
-    return stack_samples(ds, idx)
+
+def _held_out(n: int, fraction: float, purpose: str) -> int:
+    """How many of ``n`` target samples ``fraction`` holds out (>= 1, leaving >= 1)."""
+    n_held = max(1, int(round(fraction * n)))
+    if n - n_held < 1:
+        raise ValueError(f"target_ds needs at least 2 samples to hold {fraction} out{purpose}, "
+                         f"got {n}")
+    return n_held
 
 
 # ------------------------------------------------------------------ spectral
@@ -505,8 +501,7 @@ def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOption
     For random directions ``u`` (the same for every layer of one kernel shape) the
     kernel ``W_l`` becomes ``W_l + ε‖W_l‖ u/‖u‖``; ``S(l)`` is the mean over directions
     of ``Σ_{k≥1} w(k) P_Δy(k) / (ε² Σ_{k≥1} P_y(k))``, ``P`` the sample-mean power
-    spectra of the output ``y`` and its change ``Δy``; ``ε``, the number of
-    directions and their seed come from ``options``.
+    spectra of the output ``y`` and its change ``Δy``.
     """
     epsilon, seed = options.epsilon, options.seed
     weights = backend.get_weights(model)
@@ -520,9 +515,7 @@ def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOption
     for d in range(options.n_directions):
         u = np.random.default_rng([seed, d]).standard_normal(kernel.shape)
         u *= epsilon * norm / np.linalg.norm(u)
-        changed = list(weights)
-        changed[layer - 1] = ((kernel + u).astype(np.float32), bias)
-        backend.set_weights(clone, changed)
+        backend.set_weights(clone, _with_layer(weights, layer, (kernel + u, bias)))
         dp = _shell_power(backend.predict_normalized(clone, x) - y0).sel(k=slice(1, None))
         values.append(float((w * dp.sel(k=w["k"])).sum()) / (epsilon ** 2 * p0))
     return float(np.mean(values))
@@ -564,7 +557,7 @@ def _spectral_evidence(model: Model, base_ds, target_ds, layers, flows,
     })
 
 
-@_with_options(SpectralOptions)
+@_recommender("spectral", SpectralOptions)
 def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
                          **kwargs) -> xr.Dataset:
     """The spectral framework of Subel et al. (2023), every factor measured.
@@ -590,11 +583,7 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers`.
     options : SpectralOptions or mapping, optional
-        ``kmax``, ``threshold`` (as in :func:`xtl.explain.activations.flow_difference`),
-        ``batch_size`` (samples per forward pass), ``max_samples`` (samples used of
-        each Dataset), ``n_directions``, ``epsilon`` and ``seed`` (the random relative
-        kernel changes for ``S``) and ``prior`` (None or ``"reach"``); see
-        :class:`SpectralOptions` for the defaults.
+        The options, their meaning and defaults: :class:`SpectralOptions`.
     **kwargs
         Single options, replacing those of ``options``.
 
@@ -613,7 +602,8 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
         message names the option).
     """
     opts = SpectralOptions.merge(options, **kwargs)
-    base_ds, target_ds = _thin(base_ds, opts.max_samples), _thin(target_ds, opts.max_samples)
+    base_ds = stack_samples(base_ds, _thinned(base_ds, opts.max_samples))
+    target_ds = stack_samples(target_ds, _thinned(target_ds, opts.max_samples))
     flows = flow_difference(base_ds, target_ds, kmax=opts.kmax, threshold=opts.threshold)
     out = _spectral_evidence(model, base_ds, target_ds, layers, flows, opts)
     score = out.divergence * out.overlap * out.sensitivity
@@ -675,8 +665,7 @@ def _gauss_newton_layer(backend, model, clone, fit, held, layer,
     """Held-out relative loss decrease of one Gauss–Newton step on ``layer``.
 
     ``fit`` and ``held`` are ``(x, y)`` pairs; ``clone`` a copy of ``model`` whose
-    weights are overwritten; ``options`` gives the CG iterations, the damping, the
-    step lengths tried and the batch size.
+    weights are overwritten.
     """
     (xf, yf), (xh, yh) = fit, held
     batch_size, damping = options.batch_size, options.damping
@@ -693,18 +682,15 @@ def _gauss_newton_layer(backend, model, clone, fit, held, layer,
 
     delta = _conjugate_gradient(gn, -grad, options.iterations)
     fit_before, held_before = float(np.mean(residual ** 2)), _loss(backend, model, xh, yh)
+    def step(alpha):
+        moved = (w + s for w, s in zip(weights[layer - 1], _unflat(alpha * delta, shapes)))
+        backend.set_weights(clone, _with_layer(weights, layer, moved))
+
     best = (fit_before, 0.0)
     for alpha in options.steps:
-        step = _unflat(alpha * delta, shapes)
-        changed = list(weights)
-        changed[layer - 1] = tuple((w + s).astype(np.float32)
-                                   for w, s in zip(weights[layer - 1], step))
-        backend.set_weights(clone, changed)
+        step(alpha)
         best = min(best, (_loss(backend, clone, xf, yf), alpha))
-    changed = list(weights)
-    changed[layer - 1] = tuple((w + s).astype(np.float32) for w, s in
-                               zip(weights[layer - 1], _unflat(best[1] * delta, shapes)))
-    backend.set_weights(clone, changed)
+    step(best[1])
     held_after = _loss(backend, clone, xh, yh)
     return {"fit_loss_before": fit_before, "fit_loss_after": best[0], "step": best[1],
             "held_loss_before": held_before, "held_loss_after": held_after,
@@ -712,15 +698,7 @@ def _gauss_newton_layer(backend, model, clone, fit, held, layer,
             "score": (held_before - held_after) / held_before if held_before > 0 else 0.0}
 
 
-def _split_held_out(x, y, held_out):
-    n_held = max(1, int(round(held_out * len(x))))
-    if len(x) - n_held < 1:
-        raise ValueError(f"target_ds needs at least 2 samples to hold {held_out} out, "
-                         f"got {len(x)}")
-    return (x[:-n_held], y[:-n_held]), (x[-n_held:], y[-n_held:])
-
-
-@_with_options(GaussNewtonOptions)
+@_recommender("gauss-newton", GaussNewtonOptions)
 def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=None,
                              **kwargs) -> xr.Dataset:
     """Held-out loss decrease of one Gauss–Newton step restricted to each layer.
@@ -741,11 +719,7 @@ def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=N
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
     options : GaussNewtonOptions or mapping, optional
-        ``iterations`` (conjugate-gradient steps, an implicit regularisation),
-        ``held_out`` (the fraction of the target set held out for the score),
-        ``damping`` (``λ`` ≥ 0), ``steps`` (the step lengths tried on the fitted
-        part), ``max_samples`` (target samples used, evenly thinned) and
-        ``batch_size``; see :class:`GaussNewtonOptions` for the defaults.
+        The options, their meaning and defaults: :class:`GaussNewtonOptions`.
     **kwargs
         Single options, replacing those of ``options``.
 
@@ -764,7 +738,8 @@ def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=N
     opts = GaussNewtonOptions.merge(options, **kwargs)
     backend = get_backend(model.backend)
     x, y = _normalized(model, target_ds, opts.max_samples)
-    fit, held = _split_held_out(x, y, opts.held_out)
+    n_held = _held_out(len(x), opts.held_out, "")
+    fit, held = (x[:-n_held], y[:-n_held]), (x[-n_held:], y[-n_held:])
     clone = backend.clone(model)
     rows = [_gauss_newton_layer(backend, model, clone, fit, held, k, opts) for k in layers]
     out = xr.Dataset({key: ("layer", np.array([r[key] for r in rows], float))
@@ -830,7 +805,7 @@ def extrapolate_loss(curve, horizon: int, rates=None) -> dict:
             "amplitude": float(amplitude), "rate": float(r)}
 
 
-@_with_options(ProbeOptions)
+@_recommender("probe", ProbeOptions)
 def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
                       **kwargs) -> xr.Dataset:
     """Re-train every candidate for a few epochs and extrapolate its validation loss.
@@ -847,10 +822,7 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
     options : ProbeOptions or mapping, optional
-        ``epochs`` (probe epochs per layer), ``horizon`` (the full budget, in
-        epochs, to extrapolate to: the sweep's cap), ``validation`` (the held-out
-        fraction of the target set), ``batch_size``, ``learning_rate`` and ``seed``
-        (as in :func:`xtl.transfer`); see :class:`ProbeOptions` for the defaults.
+        The options, their meaning and defaults: :class:`ProbeOptions`.
     **kwargs
         Single options, replacing those of ``options``.
 
@@ -868,15 +840,10 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
         message names the option); a target set too small to hold part of it out.
     """
     opts = ProbeOptions.merge(options, **kwargs)
-    epochs, horizon, validation = opts.epochs, opts.horizon, opts.validation
-    from ..nn.training import stack_samples
-
+    epochs, horizon = opts.epochs, opts.horizon
     check_les_dataset(target_ds, "target_ds")
     n = count_samples(target_ds[OUTPUT])
-    n_val = max(1, int(round(validation * n)))
-    if n - n_val < 1:
-        raise ValueError(f"target_ds needs at least 2 samples to hold {validation} out for "
-                         f"validation, got {n}")
+    n_val = _held_out(n, opts.validation, " for validation")
     fit_part = stack_samples(target_ds, np.arange(n - n_val))
     val_part = stack_samples(target_ds, np.arange(n - n_val, n))
     x, y = _normalized(model, val_part)
@@ -913,7 +880,7 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
 
 
 # ------------------------------------------------------------- gradient norm
-@_with_options(GradientNormOptions)
+@_recommender("gradient-norm", GradientNormOptions)
 def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=None,
                               **kwargs) -> xr.Dataset:
     """Relative gradient norm at the base weights (Auto-RGN, Lee et al., ICLR 2023).
@@ -927,8 +894,7 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=
     model, base_ds, target_ds, layers :
         As in :func:`recommend_layers` (``base_ds`` is not used).
     options : GradientNormOptions or mapping, optional
-        ``max_samples`` (target samples used, evenly thinned) and ``batch_size``;
-        see :class:`GradientNormOptions` for the defaults.
+        The options, their meaning and defaults: :class:`GradientNormOptions`.
     **kwargs
         Single options, replacing those of ``options``.
 
@@ -958,14 +924,6 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=
         long_name="relative gradient norm |grad_l L| / |theta_l|", units="1")
     out.attrs = {"formula": "score = |grad_l L| / |theta_l| at the base weights"}
     return out
-
-
-register_recommender("spectral", spectral_recommender, options_class=SpectralOptions)
-register_recommender("gauss-newton", gauss_newton_recommender,
-                     options_class=GaussNewtonOptions)
-register_recommender("probe", probe_recommender, options_class=ProbeOptions)
-register_recommender("gradient-norm", gradient_norm_recommender,
-                     options_class=GradientNormOptions)
 
 
 # --------------------------------------------------------------- comparison
@@ -1080,8 +1038,9 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
     measured = rankdata(-skill, method="min").astype(np.int64)
     best = int(common[np.lexsort((common, -skill))[0]])
     in_set = (common == best) if in_set is None else in_set.values.astype(bool)
-    pos = {int(x): i for i, x in enumerate(common)}
     top = recommended[0]
+    i_top = int(np.flatnonzero(common == top)[0])
+    hit, top_rank = bool(in_set[i_top]), int(measured[i_top])
     rho, pvalue = _spearman(score, skill)
     seconds = float(recommendation["seconds"]) if "seconds" in recommendation else math.nan
     trainings = float(sweep["train_seconds"].sum()) if "train_seconds" in sweep else math.nan
@@ -1097,9 +1056,9 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
                              "better; 1 = best, ties share the best rank)"}),
             "in_best_set": ("layer", in_set, {"long_name": "not significantly worse than the "
                                               "best layer"}),
-            "hit": ((), bool(in_set[pos[top]]), {"long_name": "the top recommendation is in "
+            "hit": ((), hit, {"long_name": "the top recommendation is in "
                                                  "the sweep's best set"}),
-            "recommended_rank": ((), int(measured[pos[top]]), {
+            "recommended_rank": ((), top_rank, {
                 "long_name": "measured rank of the top recommendation"}),
             "spearman": ((), rho, {"long_name": f"Spearman correlation of score and "
                                    f"{'' if higher else 'minus '}mean {metric}"}),
@@ -1111,7 +1070,7 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
         coords={"layer": common},
     )
     out.attrs = {"metric": metric, "method": recommendation.attrs.get("method", "unknown"),
-                 "recommended": top, "hit": int(in_set[pos[top]]),
-                 "recommended_rank": int(measured[pos[top]]), "spearman": rho,
+                 "recommended": top, "hit": int(hit), "recommended_rank": top_rank,
+                 "spearman": rho,
                  "best_measured_layer": best, "cost_ratio": cost}
     return out
