@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,7 @@ from typing import ClassVar
 
 from ..nn.backends.loop import FitOptions
 from ..nn.sweep import SweepOptions
+from ..solver.les import LesSchedule
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 
 __all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
@@ -82,10 +82,6 @@ def les_closure_names() -> tuple:
     The closures registered in :mod:`xtl.physics.closures` (:func:`~xtl.physics.closures.available_closures`)
     other than "no closure", which the stage always runs: :class:`LesConfig`
     refuses any other name and its default is all of them.
-
-    Returns
-    -------
-    tuple of str
     """
     from ..physics.closures import available_closures
 
@@ -163,12 +159,7 @@ class Section(Options):
         object.__setattr__(self, name, value)
 
     def to_table(self) -> dict:
-        """The section as a JSON-able table (tuples as lists, options as tables).
-
-        Returns
-        -------
-        dict
-        """
+        """The section as a JSON-able table (tuples as lists, options as tables)."""
         def plain(v):
             if isinstance(v, Options):
                 return {k: plain(x) for k, x in v.to_dict().items()}
@@ -267,9 +258,6 @@ class SweepConfig(Section):
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
-        if self.layers is not None:
-            self._set("layers", tuple(self.layers) if isinstance(self.layers, (list, tuple))
-                      else self.layers)
 
     def sweeps_every_layer(self) -> bool:
         """Whether the sweep re-trains every layer (so needs no recommendation)."""
@@ -376,32 +364,31 @@ class LesConfig(Section):
     Attributes
     ----------
     enabled : bool
-    t_end, save_interval : float
-        Length of each LES run and its output interval (``save_interval <= t_end``).
+    schedule : LesSchedule
+        ``t_end``, ``save_interval`` (``<= t_end``) and ``dt`` (default the LES case's)
+        of each LES run, checked by :class:`~xtl.solver.les.LesSchedule`; read them
+        as ``les.t_end``, ...
     initial_states : int
         Held-out target states each closure starts from.
-    dt : float, optional
-        LES time step (default the LES case's).
     baseline : tuple of str
         Physics closures among :func:`les_closure_names` (default all of them).
     """
 
     section: ClassVar[str] = "les"
     enabled: bool = True
-    t_end: float = 5.0
-    save_interval: float = 0.5
+    schedule: LesSchedule = LesSchedule(t_end=5.0, save_interval=0.5)
     initial_states: int = 1
-    dt: float | None = None
     baseline: tuple = field(default_factory=les_closure_names)
+
+    def __getattr__(self, name):  # t_end, save_interval, dt: the schedule's
+        if name in LesSchedule.names():
+            return getattr(self.schedule, name)
+        raise AttributeError(name)
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
-        self._set("t_end", check_float(self.t_end, "t_end", positive=True))
-        self._set("save_interval", check_float(self.save_interval, "save_interval",
-                                               positive=True))
         self._set("initial_states", check_int(self.initial_states, "initial_states",
                                               minimum=1))
-        self._set("dt", check_float(self.dt, "dt", positive=True, optional=True))
         valid = les_closure_names()
         names = [self.baseline] if isinstance(self.baseline, str) else self.baseline
         if not isinstance(names, (list, tuple)) or any(b not in valid for b in names):
@@ -521,17 +508,8 @@ def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
 
 
 def n_snapshots(flow: FlowConfig) -> int:
-    """Snapshots the DNS of ``flow`` stores per member (from ``spin_up`` to ``t_end``).
-
-    Parameters
-    ----------
-    flow : FlowConfig
-        With times that are multiples of its case's time step.
-
-    Returns
-    -------
-    int
-    """
+    """Snapshots the DNS of ``flow`` (its times multiples of its case's time step)
+    stores per member, from ``spin_up`` to ``t_end``."""
     from ..solver.options import Schedule
     from ..solver.run import step_plan
 
@@ -562,15 +540,6 @@ def split_sizes(n_times: int, test_fraction: float = TEST_FRACTION) -> tuple:
     """``(training times, test times)`` of a flow of ``n_times`` snapshots.
 
     The last ``test_fraction`` of the times (at least one) is the test set.
-
-    Parameters
-    ----------
-    n_times : int
-    test_fraction : float
-
-    Returns
-    -------
-    (int, int)
 
     Raises
     ------
@@ -643,17 +612,10 @@ class ExperimentConfig:
         return self.tables().get(name, {})
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
+        """Plain-dict form (JSON-safe), as the report shows it."""
         d = dataclasses.asdict(self)
         d.pop("source")
         return json.loads(json.dumps(d, default=str))
-
-    def digest(self, *parts) -> str:
-        """A short stable hash of the named parts of the config (``"base"``, ...)."""
-        d = self.to_dict()
-        payload = json.dumps([d[p] if isinstance(p, str) and p in d else p for p in parts],
-                             sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 #: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
@@ -734,6 +696,14 @@ def _network(raw):
         raise _config_error("network", err, _NETWORK_KEYS, prefix="spec.") from err
 
 
+def _les(raw) -> LesConfig:
+    """``[les]``: its times into the default :class:`~xtl.solver.les.LesSchedule`."""
+    times = set(LesSchedule.names())
+    table = _table(raw, "les", times | set(LesConfig.names()) - {"schedule"})
+    given = {k: table.pop(k) for k in times & set(table)}
+    return LesConfig(schedule=_parse(LesConfig.schedule.replace, given, "les"), **table)
+
+
 def _budget(raw, target_names) -> BudgetConfig:
     table = _table(raw, "budget", {"enabled", "target", "fractions"})
     if not table.get("enabled", bool(table)):
@@ -775,14 +745,7 @@ def _flows(raw) -> tuple:
 def parse_config(raw: dict) -> ExperimentConfig:
     """Validate a configuration mapping (as read from TOML) into an :class:`ExperimentConfig`.
 
-    Parameters
-    ----------
-    raw : dict
-        The TOML tables (see the module docstring).
-
-    Returns
-    -------
-    ExperimentConfig
+    ``raw`` holds the TOML tables (see the module docstring).
 
     Raises
     ------
@@ -801,7 +764,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
         name=str(experiment.get("name", "experiment")), seed=own["seed"], base=base,
         targets=targets, network=network, training=_training(raw, own["seed"]),
         transfer=transfer, sweep=_sweep(raw, own["seed"], transfer, spec.n_layers),
-        les=LesConfig(**_table(raw, "les", set(LesConfig.names()))),
+        les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), source=copy.deepcopy(raw),
     )

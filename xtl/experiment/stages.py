@@ -490,8 +490,8 @@ def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data
     initials = select_initial_states(test, les.initial_states).load()
     fdns = data.les(target)  # the whole flow: its climatology, tails included
     ds = run_aposteriori(target.make_case(), aposteriori_closures(config, paths, target),
-                         initials, fdns, t_end=les.t_end, save_interval=les.save_interval,
-                         dt=les.dt, client=cluster.client, progress=progress)
+                         initials, fdns, les.schedule, client=cluster.client,
+                         progress=progress)
     ds.attrs.update(target=target.name, best_layer=best_layer(paths, target.name),
                     seed=config.seeds[0])
     for label in ds.closure.values:
