@@ -645,25 +645,14 @@ _FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
 
-def _fit(table: dict, where: str, **defaults) -> FitOptions:
-    """The :class:`~xtl.nn.backends.loop.FitOptions` of a table, over ``defaults``."""
+def _fit_section(raw, section, **defaults):
+    """``[training]`` or ``[transfer]`` (``section``, a class): its FitOptions keys
+    into a :class:`~xtl.nn.backends.loop.FitOptions` over ``defaults``, the rest its own."""
+    own = set(section.names()) - {"fit"}
+    table = _table(raw, section.section, _FIT_KEYS | own)
     given = {k: table[k] for k in _FIT_KEYS & set(table)}
-    return _parse(FitOptions, {**defaults, **given}, where, names=set(given))
-
-
-def _training(raw, seed: int) -> TrainingConfig:
-    """``[training]``; its seed defaults to the experiment's."""
-    table = _table(raw, "training", _FIT_KEYS | {"validation", "learning_curve"})
-    own = {k: table[k] for k in ("validation", "learning_curve") if k in table}
-    return TrainingConfig(fit=_fit(table, "training", seed=seed), **own)
-
-
-def _transfer(raw) -> TransferConfig:
-    table = _table(raw, "transfer", _FIT_KEYS | {"validation", "fraction", "n_samples",
-                                                 "renormalize"})
-    own = {k: table[k] for k in ("validation", "fraction", "n_samples", "renormalize")
-           if k in table}
-    return TransferConfig(fit=_fit(table, "transfer"), **own)
+    fit = _parse(FitOptions, {**defaults, **given}, section.section, names=set(given))
+    return section(fit=fit, **{k: table[k] for k in own & set(table)})
 
 
 def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConfig:
@@ -759,12 +748,12 @@ def parse_config(raw: dict) -> ExperimentConfig:
     base, targets = _flows(raw)
     own = _parse(_experiment_values, experiment, "experiment")
     network, spec = _network(raw)
-    transfer = _transfer(raw)
+    transfer = _fit_section(raw, TransferConfig)
     config = ExperimentConfig(
         name=str(experiment.get("name", "experiment")), seed=own["seed"], base=base,
-        targets=targets, network=network, training=_training(raw, own["seed"]),
-        transfer=transfer, sweep=_sweep(raw, own["seed"], transfer, spec.n_layers),
-        les=_les(raw),
+        targets=targets, network=network,
+        training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
+        sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), source=copy.deepcopy(raw),
     )
