@@ -4,7 +4,8 @@ An experiment has a base flow and one or more targets, a network, training and
 transfer settings. A table parses into the options object of the function that uses
 it (``[training]`` into :class:`~xtl.nn.backends.loop.FitOptions`, ``[sweep]`` and
 ``[transfer]`` into :class:`~xtl.nn.sweep.SweepOptions`, a flow's times into a
-:class:`~xtl.solver.options.Schedule`, ...), which checks its values; this module
+:class:`~xtl.solver.options.Schedule`, ``[les]``'s into a
+:class:`~xtl.solver.les.LesSchedule`, ...), which checks its values; this module
 checks the key names and what spans tables (swept layers the network has, times that
 are whole steps, a budget target that is a target). Every error is a
 :class:`ConfigError` naming the dotted key (``targets[1].members``).
@@ -118,15 +119,17 @@ def _config_error(where: str, err: Exception, names, prefix: str = "") -> Config
     return ConfigError(f"config key {where!r}: {err}")
 
 
-def _parse(make, values: dict, where: str, names=None):
-    """``make(**values)`` (an options class), its TypeErrors and ValueErrors re-raised
-    as ConfigErrors naming ``where.<key>`` for a key of ``names`` (default: all)."""
+def _parse(make, values: dict, where: str, names=None, prefix: str = ""):
+    """``make(**values)`` (an options class, a check), its TypeErrors and ValueErrors
+    re-raised by :func:`_config_error`, naming ``where.<key>`` for a key of ``names``
+    (default: those of ``values``)."""
     try:
         return make(**values)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
-        raise _config_error(where, err, set(values) if names is None else names) from err
+        raise _config_error(where, err, set(values) if names is None else names,
+                            prefix) from err
 
 
 def _table(raw: dict, name: str, allowed: set) -> dict:
@@ -145,12 +148,7 @@ class Section(Options):
     section: ClassVar[str] = ""
 
     def __post_init__(self):
-        try:
-            self.check()
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise _config_error(self.section, err, self.names()) from err
+        _parse(self.check, {}, self.section, self.names())
 
     def check(self) -> None:
         """Checks of the section's own keys, normalising them (in place)."""
@@ -490,10 +488,7 @@ def _check_flow(flow: FlowConfig, where: str):
         check_filter(flow.filter)
     except (TypeError, ValueError) as err:
         raise _config_error(where, err, _FLOW_KEYS) from err
-    try:
-        return flow.make_case()
-    except (TypeError, ValueError) as err:
-        raise _config_error(where, err, _CASE_FIELDS, prefix="Case.") from err
+    return _parse(flow.make_case, {}, where, _CASE_FIELDS, prefix="Case.")
 
 
 def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
@@ -678,11 +673,9 @@ def _network(raw):
     """``[network]`` as written and its :class:`~xtl.nn.spec.NetworkSpec`."""
     from ..nn.spec import NetworkSpec
 
-    table = _table(raw, "network", _NETWORK_KEYS)
-    try:
-        return table, NetworkSpec.from_any(table)
-    except (TypeError, ValueError) as err:  # NetworkSpec's messages name spec.<key>
-        raise _config_error("network", err, _NETWORK_KEYS, prefix="spec.") from err
+    table = _table(raw, "network", _NETWORK_KEYS)  # NetworkSpec's messages name spec.<key>
+    return table, _parse(NetworkSpec.from_any, {"spec": table}, "network", _NETWORK_KEYS,
+                         prefix="spec.")
 
 
 def _les(raw) -> LesConfig:
