@@ -411,8 +411,7 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
                                        weight.sel(k=slice(0, kmax)).drop_vars(
                                            ["target", "control"], errors="ignore"))
     out = xr.merge([out, change.rename({"layer": "kernel_layer"}),
-                    corr.rename(k="shell").rename(
-                        change_profile="change_profile", shell_weight="change_weight")],
+                    corr.rename(k="shell", shell_weight="change_weight")],
                    compat="override")
     out.attrs.update(best_layer=best, target=target.name, n_les=n_les,
                      change_correlation=float(corr.correlation),
