@@ -10,12 +10,16 @@ errors print one line on stderr and exit with status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
+from .data.files import OutputLockedError, check_output_folder, check_output_path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 
 class UserError(Exception):
     """An error in what the user asked for; printed as one line."""
@@ -35,8 +39,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 PAPER_LAYERS, PAPER_CHANNELS = 11, 64
 
 
-def _command(sub, name, help):
-    return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+def _command(sub, name, help, handler):
+    """The sub-command ``name``, run by ``handler(args)``."""
+    parser = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def _add_scheduler(p):
@@ -80,13 +87,14 @@ def _add_les_options(p, what):
 
 
 def _demo_command(sub):
-    demo = _command(sub, "demo", "run the embedded default experiment (data, models, report)")
+    demo = _command(sub, "demo", "run the embedded default experiment (data, models, report)",
+                    cmd_demo)
     demo.add_argument("--out", default="xtl-demo", help="output folder")
     _add_scheduler(demo)
 
 
 def _run_command(sub):
-    run = _command(sub, "run", "run (or resume) the experiment of a TOML config")
+    run = _command(sub, "run", "run (or resume) the experiment of a TOML config", cmd_run)
     run.add_argument("config", help="TOML file (see examples/demo.toml)")
     run.add_argument("--out", help="output folder (required unless --dry-run)")
     run.add_argument("--dry-run", action="store_true",
@@ -97,7 +105,8 @@ def _run_command(sub):
 
 def _simulate_command(sub):
     sim = _command(sub, "simulate",
-                   "run one DNS (or LES training data, --les) and write it to netCDF")
+                   "run one DNS (or LES training data, --les) and write it to netCDF",
+                   cmd_simulate)
     sim.add_argument("case", help="a preset name (see `xtl cases`)")
     sim.add_argument("--out", required=True, help="netCDF file to write")
     _add_schedule(sim)
@@ -109,7 +118,7 @@ def _simulate_command(sub):
 
 def _ensemble_command(sub):
     ens = _command(sub, "ensemble", "run an ensemble of (case, seed) members on a dask "
-                                    "cluster, one netCDF file per member")
+                                    "cluster, one netCDF file per member", cmd_ensemble)
     ens.add_argument("cases", nargs="+", help="preset names (see `xtl cases`)")
     ens.add_argument("--seeds", type=int, nargs="+", default=[0],
                      help="seeds of the random initial conditions (one member per case and seed)")
@@ -127,7 +136,8 @@ def _coarse_grain_command(sub):
     from .physics.fourier import FILTERS
 
     cg = _command(sub, "coarse-grain",
-                  "filter and coarse-grain a DNS file to LES data (psi, omega, pi)")
+                  "filter and coarse-grain a DNS file to LES data (psi, omega, pi)",
+                  cmd_coarse_grain)
     cg.add_argument("dns", help="DNS netCDF (from `xtl simulate` without --les)")
     cg.add_argument("--n-les", type=int,
                     help="LES grid size (default: the case's n_les, from the file's attributes)")
@@ -139,7 +149,7 @@ def _coarse_grain_command(sub):
 
 
 def _train_command(sub):
-    tr = _command(sub, "train", "train a base network on LES data")
+    tr = _command(sub, "train", "train a base network on LES data", cmd_train)
     tr.add_argument("data", help="LES netCDF (psi, omega, pi)")
     tr.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
     tr.add_argument("--layers", type=int, default=PAPER_LAYERS,
@@ -156,7 +166,8 @@ def _train_command(sub):
 
 
 def _transfer_command(sub):
-    tf = _command(sub, "transfer", "re-train chosen layers of a model on target LES data")
+    tf = _command(sub, "transfer", "re-train chosen layers of a model on target LES data",
+                  cmd_transfer)
     tf.add_argument("model", help="base model (.keras or .nc)")
     tf.add_argument("data", help="target LES netCDF")
     tf.add_argument("--layers", type=int, nargs="+", required=True,
@@ -170,7 +181,8 @@ def _transfer_command(sub):
 
 
 def _sweep_command(sub):
-    sw = _command(sub, "sweep", "re-train each single layer and score it on target test data")
+    sw = _command(sub, "sweep", "re-train each single layer and score it on target test data",
+                  cmd_sweep)
     sw.add_argument("model", help="base model (.keras or .nc)")
     sw.add_argument("train_data", help="target LES netCDF to re-train on")
     sw.add_argument("test_data", help="target LES netCDF to score on")
@@ -189,7 +201,8 @@ def _sweep_command(sub):
 
 
 def _explain_command(sub):
-    ex = _command(sub, "explain", "kernel filter census of a model (and changes from a base)")
+    ex = _command(sub, "explain", "kernel filter census of a model (and changes from a base)",
+                  cmd_explain)
     ex.add_argument("model", help="model (.keras or .nc)")
     ex.add_argument("--pad-to", type=int,
                     help="grid to zero-pad the kernels to (default: the grid the model was "
@@ -200,12 +213,12 @@ def _explain_command(sub):
 
 
 def _report_command(sub):
-    rp = _command(sub, "report", "redraw report.html of an experiment folder")
+    rp = _command(sub, "report", "redraw report.html of an experiment folder", cmd_report)
     rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
 
 
 def _cases_command(sub):
-    _command(sub, "cases", "list the preset cases")
+    _command(sub, "cases", "list the preset cases", cmd_cases)
 
 
 
@@ -272,12 +285,6 @@ def _refuse_inputs_as_outputs(outputs, inputs, argument="--out") -> None:
                                 "writing it would destroy the input; choose another name")
 
 
-def _check_folder(path, argument):
-    from .data.files import check_output_folder
-
-    return check_output_folder(path, argument)
-
-
 def _load_model(path):
     from .nn.files import load_model
 
@@ -310,7 +317,6 @@ def _les_argument(args):
 
 def cmd_simulate(args) -> None:
     """Run one DNS (or on-the-fly LES data) to ``--out``."""
-    from .data.files import check_output_path
     from .solver import simulate
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -333,7 +339,7 @@ def cmd_ensemble(args) -> None:
     from .solver.ensemble import ensemble
 
     cases = [_case(name, dt=args.dt, n=args.n) for name in args.cases]
-    _check_folder(args.directory, "--directory")
+    check_output_folder(args.directory, "--directory")
     ds = ensemble(cases, seeds=args.seeds, t_end=args.t_end, save_interval=args.save_interval,
                   spin_up=args.spin_up, directory=args.directory, les=_les_argument(args),
                   dns_every=args.dns_every, dtype=args.dtype, scheduler=args.scheduler,
@@ -349,7 +355,6 @@ def cmd_ensemble(args) -> None:
 def cmd_coarse_grain(args) -> None:
     """Coarse-grain a DNS file (refusing LES data)."""
     from .data.coarse import coarse_grain
-    from .data.files import check_output_path
     from .data.netcdf import write_dataset
 
     check_output_path(args.out, args.overwrite, argument="--out")
@@ -399,23 +404,18 @@ def cmd_transfer(args) -> None:
 
 def cmd_sweep(args) -> None:
     """Single-layer sweep."""
-    from .data.files import check_output_path
     from .data.netcdf import write_dataset
     from .nn.sweep import layer_sweep
 
     check_output_path(args.out, args.overwrite, argument="--out")
     _refuse_inputs_as_outputs([args.out], [args.model, args.train_data, args.test_data])
     base = _load_model(args.model)
-    client = _client(args.scheduler)
-    try:
-        with _open(args.train_data, variables=LES_VARIABLES) as train_data, \
-                _open(args.test_data, variables=LES_VARIABLES) as test_data:
-            sweep = layer_sweep(base, train_data, test_data,
-                                seeds=args.seeds, fraction=args.fraction, epochs=args.epochs,
-                                patience=args.patience, client=client)
-    finally:
-        if client is not None:
-            client.close()
+    with _client(args.scheduler) as client, \
+            _open(args.train_data, variables=LES_VARIABLES) as train_data, \
+            _open(args.test_data, variables=LES_VARIABLES) as test_data:
+        sweep = layer_sweep(base, train_data, test_data, seeds=args.seeds,
+                            fraction=args.fraction, epochs=args.epochs,
+                            patience=args.patience, client=client)
     write_dataset(sweep, args.out, overwrite=args.overwrite)
     best = int(sweep.attrs["best"])
     print(f"wrote {args.out}; best layer {best} (mean CC "
@@ -425,7 +425,6 @@ def cmd_sweep(args) -> None:
 
 def cmd_explain(args) -> None:
     """Filter census (and kernel changes)."""
-    from .data.files import check_output_path
     from .data.netcdf import write_dataset
     from .explain.kernels import classify_kernels, kernel_change
 
@@ -455,25 +454,25 @@ def cmd_report(args) -> None:
     print(f"wrote {path}")
 
 
+@contextlib.contextmanager
 def _client(address):
     """A Client of the scheduler at ``address`` (probed first: a dead or non-dask
-    address is refused within ``$XTL_SCHEDULER_TIMEOUT`` seconds), or None."""
+    address is refused within ``$XTL_SCHEDULER_TIMEOUT`` seconds), closed on exit;
+    None without an address."""
     if address is None:
-        return None
+        yield None
+        return
     from .scheduler import connect
 
-    return connect(address, name="--scheduler", set_as_default=True)
+    with contextlib.closing(connect(address, name="--scheduler", set_as_default=True)) as client:
+        yield client
 
 
 def _run(config, out, scheduler):
     from .experiment.stages import run_experiment
 
-    client = _client(scheduler)
-    try:
+    with _client(scheduler) as client:
         summary = run_experiment(config, out, client=client)
-    finally:
-        if client is not None:
-            client.close()
     print(f"\nexperiment done in {summary['wall_seconds']:.0f} s: {summary['out']}/report.html")
     print(f"stages run: {len(summary['ran'])}, skipped (unchanged): {len(summary['skipped'])}")
     curve = ", ".join(f"{n}: {c:.3f}" for n, c in summary["base"]["learning_curve"].items())
@@ -494,7 +493,7 @@ def _run(config, out, scheduler):
 
 def cmd_demo(args) -> None:
     """Run the embedded default experiment."""
-    _check_folder(args.out, "--out")
+    check_output_folder(args.out, "--out")
     _run(None, args.out, args.scheduler)
 
 
@@ -512,23 +511,9 @@ def cmd_run(args) -> None:
         return
     if args.out is None:
         raise UserError("xtl run needs --out FOLDER (or --dry-run)")
-    _check_folder(args.out, "--out")
+    check_output_folder(args.out, "--out")
     _run(config, args.out, args.scheduler)
 
-
-COMMANDS = {
-    "demo": cmd_demo,
-    "run": cmd_run,
-    "simulate": cmd_simulate,
-    "ensemble": cmd_ensemble,
-    "coarse-grain": cmd_coarse_grain,
-    "train": cmd_train,
-    "transfer": cmd_transfer,
-    "sweep": cmd_sweep,
-    "explain": cmd_explain,
-    "report": cmd_report,
-    "cases": cmd_cases,
-}
 
 
 def main(argv=None) -> int:
@@ -548,14 +533,13 @@ def main(argv=None) -> int:
     """
     import logging
 
-    from .data.files import OutputLockedError
     from .solver.ensemble import EnsembleError
     from .solver.run import DivergenceError
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        args.handler(args)
     except (UserError, DivergenceError, EnsembleError, ValueError, TypeError, FileExistsError,
             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
             OutputLockedError) as err:

@@ -69,10 +69,6 @@ def select_initial_states(ds: xr.Dataset, count: int) -> xr.DataArray:
                         attrs=ds.omega.attrs)
 
 
-def _backends_of(closure) -> set:
-    return as_closure(closure).backends()
-
-
 def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
                     schedule: LesSchedule | None = None, **schedule_kwargs) -> xr.Dataset:
     """One a posteriori run and its :func:`les_metrics` (a blow-up is a result).
@@ -85,6 +81,7 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
     case : Case
         The DNS case of the flow.
     closure : Closure, callable or None
+        As in :func:`xtl.run_les`.
     initial : array or DataArray
         Filtered vorticity on the LES grid.
     fdns : Dataset
@@ -102,7 +99,7 @@ def aposteriori_run(case: Case, closure, initial, fdns: xr.Dataset,
         as variables.
     """
     schedule = LesSchedule.merge(schedule, **schedule_kwargs)
-    pin_worker_threads(_backends_of(closure))
+    pin_worker_threads(as_closure(closure).backends())
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up overflows on its way
         run = run_les(case, closure, initial=initial, t_end=schedule.t_end,
@@ -177,7 +174,8 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
         raise ValueError(f"initials must have an 'initial_state' dim (select_initial_states), "
                          f"got dims {initials.dims}")
     labels = list(closures)
-    order = sorted(range(len(labels)), key=lambda i: not _backends_of(closures[labels[i]]))
+    order = sorted(range(len(labels)),  # network closures (with backends) first
+                   key=lambda i: not as_closure(closures[labels[i]]).backends())
     fields = [initials.isel(initial_state=j).transpose("y", "x").values
               for j in range(initials.sizes["initial_state"])]
     jobs = {(labels[i], j): (case, closures[labels[i]], field)
@@ -210,9 +208,10 @@ def large_eddy_turnover_time(case: Case, energy: float) -> float:
     energy : float
         Mean kinetic energy E = ½⟨u² + v²⟩ of the flow (> 0).
 
-    Returns
-    -------
-    float
+    Raises
+    ------
+    ValueError
+        ``energy`` is not finite and > 0.
     """
     if not (np.isfinite(energy) and energy > 0):
         raise ValueError(f"energy must be a finite number > 0, got {energy!r}")

@@ -4,7 +4,8 @@ An experiment has a base flow and one or more targets, a network, training and
 transfer settings. A table parses into the options object of the function that uses
 it (``[training]`` into :class:`~xtl.nn.backends.loop.FitOptions`, ``[sweep]`` and
 ``[transfer]`` into :class:`~xtl.nn.sweep.SweepOptions`, a flow's times into a
-:class:`~xtl.solver.options.Schedule`, ...), which checks its values; this module
+:class:`~xtl.solver.options.Schedule`, ``[les]``'s into a
+:class:`~xtl.solver.les.LesSchedule`, ...), which checks its values; this module
 checks the key names and what spans tables (swept layers the network has, times that
 are whole steps, a budget target that is a target). Every error is a
 :class:`ConfigError` naming the dotted key (``targets[1].members``).
@@ -56,7 +57,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,7 @@ from typing import ClassVar
 
 from ..nn.backends.loop import FitOptions
 from ..nn.sweep import SweepOptions
+from ..solver.les import LesSchedule
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 
 __all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
@@ -82,10 +83,6 @@ def les_closure_names() -> tuple:
     The closures registered in :mod:`xtl.physics.closures` (:func:`~xtl.physics.closures.available_closures`)
     other than "no closure", which the stage always runs: :class:`LesConfig`
     refuses any other name and its default is all of them.
-
-    Returns
-    -------
-    tuple of str
     """
     from ..physics.closures import available_closures
 
@@ -122,15 +119,17 @@ def _config_error(where: str, err: Exception, names, prefix: str = "") -> Config
     return ConfigError(f"config key {where!r}: {err}")
 
 
-def _parse(make, values: dict, where: str, names=None):
-    """``make(**values)`` (an options class), its TypeErrors and ValueErrors re-raised
-    as ConfigErrors naming ``where.<key>`` for a key of ``names`` (default: all)."""
+def _parse(make, values: dict, where: str, names=None, prefix: str = ""):
+    """``make(**values)`` (an options class, a check), its TypeErrors and ValueErrors
+    re-raised by :func:`_config_error`, naming ``where.<key>`` for a key of ``names``
+    (default: those of ``values``)."""
     try:
         return make(**values)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
-        raise _config_error(where, err, set(values) if names is None else names) from err
+        raise _config_error(where, err, set(values) if names is None else names,
+                            prefix) from err
 
 
 def _table(raw: dict, name: str, allowed: set) -> dict:
@@ -149,12 +148,7 @@ class Section(Options):
     section: ClassVar[str] = ""
 
     def __post_init__(self):
-        try:
-            self.check()
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise _config_error(self.section, err, self.names()) from err
+        _parse(self.check, {}, self.section, self.names())
 
     def check(self) -> None:
         """Checks of the section's own keys, normalising them (in place)."""
@@ -163,12 +157,7 @@ class Section(Options):
         object.__setattr__(self, name, value)
 
     def to_table(self) -> dict:
-        """The section as a JSON-able table (tuples as lists, options as tables).
-
-        Returns
-        -------
-        dict
-        """
+        """The section as a JSON-able table (tuples as lists, options as tables)."""
         def plain(v):
             if isinstance(v, Options):
                 return {k: plain(x) for k, x in v.to_dict().items()}
@@ -267,9 +256,6 @@ class SweepConfig(Section):
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
-        if self.layers is not None:
-            self._set("layers", tuple(self.layers) if isinstance(self.layers, (list, tuple))
-                      else self.layers)
 
     def sweeps_every_layer(self) -> bool:
         """Whether the sweep re-trains every layer (so needs no recommendation)."""
@@ -376,32 +362,31 @@ class LesConfig(Section):
     Attributes
     ----------
     enabled : bool
-    t_end, save_interval : float
-        Length of each LES run and its output interval (``save_interval <= t_end``).
+    schedule : LesSchedule
+        ``t_end``, ``save_interval`` (``<= t_end``) and ``dt`` (default the LES case's)
+        of each LES run, checked by :class:`~xtl.solver.les.LesSchedule`; read them
+        as ``les.t_end``, ...
     initial_states : int
         Held-out target states each closure starts from.
-    dt : float, optional
-        LES time step (default the LES case's).
     baseline : tuple of str
         Physics closures among :func:`les_closure_names` (default all of them).
     """
 
     section: ClassVar[str] = "les"
     enabled: bool = True
-    t_end: float = 5.0
-    save_interval: float = 0.5
+    schedule: LesSchedule = LesSchedule(t_end=5.0, save_interval=0.5)
     initial_states: int = 1
-    dt: float | None = None
     baseline: tuple = field(default_factory=les_closure_names)
+
+    def __getattr__(self, name):  # t_end, save_interval, dt: the schedule's
+        if name in LesSchedule.names():
+            return getattr(self.schedule, name)
+        raise AttributeError(name)
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
-        self._set("t_end", check_float(self.t_end, "t_end", positive=True))
-        self._set("save_interval", check_float(self.save_interval, "save_interval",
-                                               positive=True))
         self._set("initial_states", check_int(self.initial_states, "initial_states",
                                               minimum=1))
-        self._set("dt", check_float(self.dt, "dt", positive=True, optional=True))
         valid = les_closure_names()
         names = [self.baseline] if isinstance(self.baseline, str) else self.baseline
         if not isinstance(names, (list, tuple)) or any(b not in valid for b in names):
@@ -503,10 +488,7 @@ def _check_flow(flow: FlowConfig, where: str):
         check_filter(flow.filter)
     except (TypeError, ValueError) as err:
         raise _config_error(where, err, _FLOW_KEYS) from err
-    try:
-        return flow.make_case()
-    except (TypeError, ValueError) as err:
-        raise _config_error(where, err, _CASE_FIELDS, prefix="Case.") from err
+    return _parse(flow.make_case, {}, where, _CASE_FIELDS, prefix="Case.")
 
 
 def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
@@ -521,17 +503,8 @@ def _check_multiple(value: float, dt: float, key: str, what: str) -> None:
 
 
 def n_snapshots(flow: FlowConfig) -> int:
-    """Snapshots the DNS of ``flow`` stores per member (from ``spin_up`` to ``t_end``).
-
-    Parameters
-    ----------
-    flow : FlowConfig
-        With times that are multiples of its case's time step.
-
-    Returns
-    -------
-    int
-    """
+    """Snapshots the DNS of ``flow`` (its times multiples of its case's time step)
+    stores per member, from ``spin_up`` to ``t_end``."""
     from ..solver.options import Schedule
     from ..solver.run import step_plan
 
@@ -562,15 +535,6 @@ def split_sizes(n_times: int, test_fraction: float = TEST_FRACTION) -> tuple:
     """``(training times, test times)`` of a flow of ``n_times`` snapshots.
 
     The last ``test_fraction`` of the times (at least one) is the test set.
-
-    Parameters
-    ----------
-    n_times : int
-    test_fraction : float
-
-    Returns
-    -------
-    (int, int)
 
     Raises
     ------
@@ -643,17 +607,10 @@ class ExperimentConfig:
         return self.tables().get(name, {})
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-safe), e.g. for hashing a stage's inputs."""
+        """Plain-dict form (JSON-safe), as the report shows it."""
         d = dataclasses.asdict(self)
         d.pop("source")
         return json.loads(json.dumps(d, default=str))
-
-    def digest(self, *parts) -> str:
-        """A short stable hash of the named parts of the config (``"base"``, ...)."""
-        d = self.to_dict()
-        payload = json.dumps([d[p] if isinstance(p, str) and p in d else p for p in parts],
-                             sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 #: The embedded default experiment of ``xtl demo``: a 256² base flow and two targets
@@ -683,25 +640,14 @@ _FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
 
-def _fit(table: dict, where: str, **defaults) -> FitOptions:
-    """The :class:`~xtl.nn.backends.loop.FitOptions` of a table, over ``defaults``."""
+def _fit_section(raw, section, **defaults):
+    """``[training]`` or ``[transfer]`` (``section``, a class): its FitOptions keys
+    into a :class:`~xtl.nn.backends.loop.FitOptions` over ``defaults``, the rest its own."""
+    own = set(section.names()) - {"fit"}
+    table = _table(raw, section.section, _FIT_KEYS | own)
     given = {k: table[k] for k in _FIT_KEYS & set(table)}
-    return _parse(FitOptions, {**defaults, **given}, where, names=set(given))
-
-
-def _training(raw, seed: int) -> TrainingConfig:
-    """``[training]``; its seed defaults to the experiment's."""
-    table = _table(raw, "training", _FIT_KEYS | {"validation", "learning_curve"})
-    own = {k: table[k] for k in ("validation", "learning_curve") if k in table}
-    return TrainingConfig(fit=_fit(table, "training", seed=seed), **own)
-
-
-def _transfer(raw) -> TransferConfig:
-    table = _table(raw, "transfer", _FIT_KEYS | {"validation", "fraction", "n_samples",
-                                                 "renormalize"})
-    own = {k: table[k] for k in ("validation", "fraction", "n_samples", "renormalize")
-           if k in table}
-    return TransferConfig(fit=_fit(table, "transfer"), **own)
+    fit = _parse(FitOptions, {**defaults, **given}, section.section, names=set(given))
+    return section(fit=fit, **{k: table[k] for k in own & set(table)})
 
 
 def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConfig:
@@ -727,11 +673,17 @@ def _network(raw):
     """``[network]`` as written and its :class:`~xtl.nn.spec.NetworkSpec`."""
     from ..nn.spec import NetworkSpec
 
-    table = _table(raw, "network", _NETWORK_KEYS)
-    try:
-        return table, NetworkSpec.from_any(table)
-    except (TypeError, ValueError) as err:  # NetworkSpec's messages name spec.<key>
-        raise _config_error("network", err, _NETWORK_KEYS, prefix="spec.") from err
+    table = _table(raw, "network", _NETWORK_KEYS)  # NetworkSpec's messages name spec.<key>
+    return table, _parse(NetworkSpec.from_any, {"spec": table}, "network", _NETWORK_KEYS,
+                         prefix="spec.")
+
+
+def _les(raw) -> LesConfig:
+    """``[les]``: its times into the default :class:`~xtl.solver.les.LesSchedule`."""
+    times = set(LesSchedule.names())
+    table = _table(raw, "les", times | set(LesConfig.names()) - {"schedule"})
+    given = {k: table.pop(k) for k in times & set(table)}
+    return LesConfig(schedule=_parse(LesConfig.schedule.replace, given, "les"), **table)
 
 
 def _budget(raw, target_names) -> BudgetConfig:
@@ -775,14 +727,7 @@ def _flows(raw) -> tuple:
 def parse_config(raw: dict) -> ExperimentConfig:
     """Validate a configuration mapping (as read from TOML) into an :class:`ExperimentConfig`.
 
-    Parameters
-    ----------
-    raw : dict
-        The TOML tables (see the module docstring).
-
-    Returns
-    -------
-    ExperimentConfig
+    ``raw`` holds the TOML tables (see the module docstring).
 
     Raises
     ------
@@ -796,12 +741,12 @@ def parse_config(raw: dict) -> ExperimentConfig:
     base, targets = _flows(raw)
     own = _parse(_experiment_values, experiment, "experiment")
     network, spec = _network(raw)
-    transfer = _transfer(raw)
+    transfer = _fit_section(raw, TransferConfig)
     config = ExperimentConfig(
         name=str(experiment.get("name", "experiment")), seed=own["seed"], base=base,
-        targets=targets, network=network, training=_training(raw, own["seed"]),
-        transfer=transfer, sweep=_sweep(raw, own["seed"], transfer, spec.n_layers),
-        les=LesConfig(**_table(raw, "les", set(LesConfig.names()))),
+        targets=targets, network=network,
+        training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
+        sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), source=copy.deepcopy(raw),
     )

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .config import ExperimentConfig
+from .config import TEST_FRACTION, ExperimentConfig, n_snapshots
 
 __all__ = ["measure_rates", "estimate_experiment", "format_estimate", "StageEstimate"]
-
-#: Fraction of each flow's snapshots held out for testing (as in the pipeline).
-_TEST_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -30,6 +27,7 @@ class StageEstimate:
     Attributes
     ----------
     stage : str
+        The stage's name (``sweep-<target>``).
     work : str
         What is counted, in words.
     seconds : float
@@ -88,10 +86,6 @@ def _epoch_seconds_per_sample(network: dict, n_les: int) -> tuple:
 def measure_rates(config: ExperimentConfig) -> dict:
     """Measure the rates the estimate needs, here.
 
-    Parameters
-    ----------
-    config : ExperimentConfig
-
     Returns
     -------
     dict
@@ -105,19 +99,18 @@ def measure_rates(config: ExperimentConfig) -> dict:
     from ..solver.les import les_case
     from ..solver.ensemble import default_n_workers
 
-    flows = [config.base, *config.targets]
-    dns = {}
-    for flow in flows:
+    dns, by_grid = {}, {}  # one measurement per (n, dt, n_les)
+    for flow in config.flows:
         case = flow.make_case()
         key = (case.n, case.dt, case.n_les)
-        if key not in dns:
-            dns[key] = _dns_step_seconds(case, case.n_les)
+        if key not in by_grid:
+            by_grid[key] = _dns_step_seconds(case, case.n_les)
+        dns[flow.name] = by_grid[key]
     base_case = config.base.make_case()
     rates, model = _epoch_seconds_per_sample(config.network, base_case.n_les)
     lcase = les_case(base_case)
     return {
-        "dns_step": {f.name: dns[(f.make_case().n, f.make_case().dt, f.make_case().n_les)]
-                     for f in flows},
+        "dns_step": dns,
         "les_step": _dns_step_seconds(lcase, None, ModelClosure(model)),
         "les_physics_step": _dns_step_seconds(lcase, None, DynamicSmagorinsky()),
         "les_dt": lcase.dt,
@@ -128,7 +121,7 @@ def measure_rates(config: ExperimentConfig) -> dict:
 
 
 def _snapshots(flow) -> int:
-    return flow.members * (int(round((flow.t_end - flow.spin_up) / flow.save_interval)) + 1)
+    return flow.members * n_snapshots(flow)
 
 
 def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> list:
@@ -136,7 +129,6 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
 
     Parameters
     ----------
-    config : ExperimentConfig
     rates : dict, optional
         From :func:`measure_rates` (measured now when None).
 
@@ -147,13 +139,13 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
     rates = measure_rates(config) if rates is None else rates
     workers = rates["workers"]
     rows = []
-    for flow in (config.base, *config.targets):
+    for flow in config.flows:
         case = flow.make_case()
         steps = flow.members * int(round(flow.t_end / case.dt))
         rows.append(StageEstimate(f"data-{flow.name}", f"{steps:,} DNS steps at {case.n}² on "
                                   f"{workers} workers", steps * rates["dns_step"][flow.name]
                                   / min(workers, flow.members)))
-    n_base = int(_snapshots(config.base) * (1 - _TEST_FRACTION))
+    n_base = int(_snapshots(config.base) * (1 - TEST_FRACTION))
     validation = config.training.validation or 0.0
     epochs = config.training.fit.epochs
     n_fit = int(n_base * (1 - validation))
@@ -170,7 +162,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
     probe = int(config.recommend.method_options("probe").get("epochs", 5))
     baselines = config.sweep.options.baselines
     for target in config.targets:
-        pool = int(_snapshots(target) * (1 - _TEST_FRACTION))
+        pool = int(_snapshots(target) * (1 - TEST_FRACTION))
         if "probe" in config.recommend.methods:
             rows.append(StageEstimate(f"recommend-{target.name}",
                                       f"probe: {n_layers} layers x {probe} epochs",
@@ -226,18 +218,8 @@ def _duration(seconds: float) -> str:
 
 
 def format_estimate(rows: list, rates: dict) -> str:
-    """The estimate as a table, with the total and what the rates were.
-
-    Parameters
-    ----------
-    rows : list of StageEstimate
-    rates : dict
-        From :func:`measure_rates`.
-
-    Returns
-    -------
-    str
-    """
+    """The estimate (``rows`` of :class:`StageEstimate`) as a table, with the total and
+    what the ``rates`` of :func:`measure_rates` were."""
     width = max(len(r.stage) for r in rows)
     lines = [f"{'stage':<{width}}  {'estimate':>9}  work", "-" * (width + 60)]
     lines += [f"{r.stage:<{width}}  {_duration(r.seconds):>9}  {r.work}" for r in rows]

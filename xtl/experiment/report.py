@@ -51,10 +51,6 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def _open(path):
-    return load_dataset(path)
-
-
 def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
     """Shells k < n_les/2: those the square LES grid holds completely."""
     return da.sel(k=slice(None, n_les // 2 - 1))
@@ -212,7 +208,7 @@ def _fig_census(census: xr.DataArray, folder: Path) -> str:
 
 def _fig_activation_spectra(target: str, rec: xr.Dataset, folder: Path) -> str:
     """Per-layer activation spectra of the base network on base vs target inputs."""
-    base, tgt = _activation_pair(rec)
+    base, tgt = rec["activation_spectrum_base"], rec["activation_spectrum_target"]
     layers = base.layer.values
     ncols = min(4, len(layers))
     nrows = int(np.ceil(len(layers) / ncols))
@@ -355,11 +351,6 @@ _LINE_STYLES = (("--", "o"), ("-.", "s"), (":", "^"), ((0, (5, 1, 1, 1)), "D"),
                 ((0, (1, 3)), "v"), ((0, (8, 2)), "x"), ((0, (3, 1, 1, 1, 1, 1)), "P"))
 
 
-def _activation_pair(rec: xr.Dataset):
-    """(base, target) activation spectra ``(layer, channel, k)`` of a recommendation."""
-    return rec["activation_spectrum_base"], rec["activation_spectrum_target"]
-
-
 _SENTENCES = {
     "flow-spectra": "Energy spectra of the filtered base and target flows: the targets differ "
                     "from the base where these curves separate.",
@@ -398,20 +389,8 @@ _SENTENCES = {
 }
 
 
-def _recommendations(experiment, target: str) -> dict:
-    """``{method: recommendation Dataset}`` of a target (main budget)."""
-    return {m: experiment.recommendation(target, m)
-            for m in experiment.config.recommend.methods}
-
-
 def write_report(experiment) -> Path:
-    """Draw every figure and write ``report.html`` into ``experiment.out``.
-
-    Returns
-    -------
-    Path
-        The report's path.
-    """
+    """Draw every figure and write ``report.html`` into ``experiment.out``; returns its path."""
     from ..explain.kernels import filter_census
 
     paths = experiment.paths
@@ -419,11 +398,13 @@ def write_report(experiment) -> Path:
     folder.mkdir(exist_ok=True)
     cfg = experiment.config
     targets = [t.name for t in cfg.targets]
-    sweeps = {t: _open(paths.sweep(t)) for t in targets}
-    recs = {t: _recommendations(experiment, t) for t in targets}
+    sweeps = {t: load_dataset(paths.sweep(t)) for t in targets}
+    recs = {t: {m: experiment.recommendation(t, m) for m in cfg.recommend.methods}
+            for t in targets}  # the main budget's
     default = {t: recs[t][cfg.recommend.default] for t in targets}
-    explains = {t: _open(paths.explain(t)) for t in targets}
-    posts = {t: _open(paths.aposteriori(t)) for t in targets if paths.aposteriori(t).exists()}
+    explains = {t: load_dataset(paths.explain(t)) for t in targets}
+    posts = {t: load_dataset(paths.aposteriori(t)) for t in targets
+             if paths.aposteriori(t).exists()}
     base_model = experiment.load_model("base")
     base = base_model.to_dataset()
     n_les = base_model.n_les  # the LES grid it was trained on
@@ -458,7 +439,7 @@ def write_report(experiment) -> Path:
         tables.append(_aposteriori_table(posts))
     if cfg.budget.enabled:
         t = cfg.budget.target
-        budget = _open(paths.budget(t))
+        budget = load_dataset(paths.budget(t))
         sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
                                                         _SENTENCES["budget"])]))
         tables.append(_budget_table(experiment, t, budget))

@@ -78,11 +78,8 @@ class TargetsTooClose(ValueError):
 def check_targets_differ(flows_file, config: ExperimentConfig) -> None:
     """Stop the experiment when a target (not marked ``control``) is too close to the base.
 
-    Parameters
-    ----------
-    flows_file : path-like
-        ``results/flows.nc`` (:func:`xtl.explain.activations.flow_difference` per target).
-    config : ExperimentConfig
+    ``flows_file`` is ``results/flows.nc`` (:func:`xtl.explain.activations.flow_difference`
+    per target).
 
     Raises
     ------
@@ -115,33 +112,15 @@ def _sample_dims(ds):
 def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
     """Split LES data along ``time``: the last ``test_fraction`` of times is the test set.
 
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        With a ``time`` dim of at least 2 snapshots.
-    test_fraction : float
-        Fraction of the times held out (at least one time).
-
-    Returns
-    -------
-    (xarray.Dataset, xarray.Dataset)
-        The earlier times (training / re-training pool) and the later ones (test).
+    ``ds`` needs at least 2 times; at least one is held out. Returns the earlier
+    times (training / re-training pool) and the later ones (test), as Datasets.
     """
     n_train = split_sizes(ds.sizes["time"], test_fraction)[0]
     return ds.isel(time=slice(0, n_train)), ds.isel(time=slice(n_train, None))
 
 
 def n_samples(ds: xr.Dataset) -> int:
-    """Number of samples of an LES Dataset: the product of its leading (non-grid) dims.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-
-    Returns
-    -------
-    int
-    """
+    """Number of samples of an LES Dataset: the product of its leading (non-grid) dims."""
     from ..nn.training import count_samples
 
     return count_samples(ds["pi"])
@@ -149,16 +128,8 @@ def n_samples(ds: xr.Dataset) -> int:
 
 # ---------------------------------------------------------------------- data
 class FlowData:
-    """The LES data of the experiment's flows, each run (or re-opened) on first use.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-    paths : ExperimentPaths
-    cluster : ExperimentCluster
-        Runs the DNS ensembles.
-    progress : bool, optional
-    """
+    """The LES data of the experiment's flows, each run (or re-opened) on first use;
+    ``cluster`` runs the DNS ensembles."""
 
     def __init__(self, config: ExperimentConfig, paths: ExperimentPaths,
                  cluster: ExperimentCluster, progress=None):
@@ -232,16 +203,8 @@ def stage_inputs(config: ExperimentConfig) -> dict:
 
     The tables a stage reads are hashed as written (:meth:`ExperimentConfig.table`),
     so a stage reruns when what was written changes, not when a default is spelt
-    out; the report's key (all the others) is added when it runs.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-
-    Returns
-    -------
-    dict
-        ``{stage: [input, ...]}`` in the order the stages run.
+    out; the report's key (all the others) is added when it runs. Returns
+    ``{stage: [input, ...]}`` in the order the stages run.
     """
     inputs = {f"data-{f.name}": [f.__dict__.copy(), config.seed] for f in config.flows}
     inputs["flows"] = [f"@data-{f.name}" for f in config.flows]
@@ -448,8 +411,7 @@ def explain_target(config: ExperimentConfig, paths: ExperimentPaths, data: FlowD
                                        weight.sel(k=slice(0, kmax)).drop_vars(
                                            ["target", "control"], errors="ignore"))
     out = xr.merge([out, change.rename({"layer": "kernel_layer"}),
-                    corr.rename(k="shell").rename(
-                        change_profile="change_profile", shell_weight="change_weight")],
+                    corr.rename(k="shell", shell_weight="change_weight")],
                    compat="override")
     out.attrs.update(best_layer=best, target=target.name, n_les=n_les,
                      change_correlation=float(corr.correlation),
@@ -490,8 +452,8 @@ def run_aposteriori_stage(config: ExperimentConfig, paths: ExperimentPaths, data
     initials = select_initial_states(test, les.initial_states).load()
     fdns = data.les(target)  # the whole flow: its climatology, tails included
     ds = run_aposteriori(target.make_case(), aposteriori_closures(config, paths, target),
-                         initials, fdns, t_end=les.t_end, save_interval=les.save_interval,
-                         dt=les.dt, client=cluster.client, progress=progress)
+                         initials, fdns, les.schedule, client=cluster.client,
+                         progress=progress)
     ds.attrs.update(target=target.name, best_layer=best_layer(paths, target.name),
                     seed=config.seeds[0])
     for label in ds.closure.values:
@@ -540,18 +502,8 @@ def _target_summary(config: ExperimentConfig, paths: ExperimentPaths, target_nam
 
 def summarize(config: ExperimentConfig, paths: ExperimentPaths, ran=(), skipped=()) -> dict:
     """Headline numbers per target: flows, CC of BNN, TLNNs and baselines, recommendations,
-    and the a posteriori runs that stayed stable per closure (stable, runs).
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-    paths : ExperimentPaths
-    ran, skipped : list of str
-        The stages run and skipped.
-
-    Returns
-    -------
-    dict
+    and the a posteriori runs that stayed stable per closure (stable, runs); ``ran`` and
+    ``skipped`` are the names of the stages run and skipped.
     """
     result = {"ran": ran, "skipped": skipped, "targets": {}}
     scores = load_dataset(paths.base_scores)
@@ -618,11 +570,6 @@ class Experiment:
         return self._out
 
     @property
-    def ran(self) -> list:
-        """Stages run so far."""
-        return self.cache.ran
-
-    @property
     def skipped(self) -> list:
         """Stages skipped (unchanged) so far."""
         return self.cache.skipped
@@ -639,15 +586,7 @@ class Experiment:
         finally:
             self._lock.close()
 
-    # -- what the report and the CLI read ----------------------------------------
-    def les_data(self, flow) -> xr.Dataset:
-        """The LES data of a flow (complete members only), run on first use."""
-        return self.data.les(flow)
-
-    def model_path(self, name):
-        """Path of the saved model ``name`` (``.keras``; its ``.nc`` lies beside it)."""
-        return self.paths.model(name)
-
+    # -- what the report reads -------------------------------------------------------
     def load_model(self, name):
         """Load the saved model ``name`` (e.g. ``"base"``)."""
         return _load_model(self.paths.model(name))
@@ -659,19 +598,6 @@ class Experiment:
     def sweep_size(self, target_name: str) -> int:
         """Size of the re-training subsets of the main sweep of a target."""
         return self.data.n_transfer(self.config.target(target_name))
-
-    def best_layer(self, target) -> int:
-        """The single layer with the best mean CC over seeds on the target test set."""
-        return best_layer(self.paths, target.name)
-
-    def tl_model(self, target, layer, seed=None):
-        """The sweep's TLNN of ``target`` with ``layer`` re-trained (first seed by default)."""
-        seed = self.config.seeds[0] if seed is None else seed
-        return _load_model(self.paths.tl_model(target.name, layer, seed))
-
-    def aposteriori_closures(self, target) -> dict:
-        """``{label: closure}`` of the a posteriori stage of ``target``."""
-        return aposteriori_closures(self.config, self.paths, target)
 
     def summary(self) -> dict:
         """:func:`summarize` of this experiment's results and stages."""
@@ -751,7 +677,6 @@ def run_experiment(config=None, out="xtl-demo", client=None, scheduler=None, pro
         Output folder.
     client, scheduler : optional
         A dask Client or a scheduler address for the ensembles and the sweep.
-    progress : bool, optional
 
     Returns
     -------

@@ -27,12 +27,7 @@ __all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
 
 
 def log(message: str) -> None:
-    """Print a time-stamped line of the experiment's log (flushed).
-
-    Parameters
-    ----------
-    message : str
-    """
+    """Print a time-stamped line of the experiment's log (flushed)."""
     print(f"[xtl {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -157,19 +152,8 @@ class ExperimentPaths:
 
 # ------------------------------------------------------------------- stage cache
 def stage_key(name: str, parts) -> str:
-    """A short stable hash of a stage's name and its (JSON-able) inputs.
-
-    Parameters
-    ----------
-    name : str
-    parts : sequence
-        JSON-able inputs (dict keys are sorted; other objects hash by ``str``).
-
-    Returns
-    -------
-    str
-        16 hex digits.
-    """
+    """A short stable hash (16 hex digits) of a stage's name and its JSON-able inputs
+    ``parts`` (dict keys are sorted; other objects hash by ``str``)."""
     payload = json.dumps([name, *parts], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -198,7 +182,6 @@ class StageCache:
         self.keys: dict = {}
         self.ran: list = []
         self.skipped: list = []
-        self.timings: dict = {}
 
     def key(self, name: str, parts) -> str:
         """The key of stage ``name`` with inputs ``parts`` (``"@stage"`` resolved)."""
@@ -213,12 +196,9 @@ class StageCache:
     def is_current(self, name: str, key: str, outputs) -> bool:
         """Whether stage ``name`` ran with ``key`` and its ``outputs`` all exist."""
         manifest = self.paths.manifest(name)
-        if not manifest.exists() or not all(Path(self._absolute(o)).exists() for o in outputs):
+        if not manifest.exists() or not all((self.paths.root / o).exists() for o in outputs):
             return False
         return json.loads(manifest.read_text()).get("key") == key
-
-    def _absolute(self, output) -> Path:
-        return self.paths.root / output
 
     def _relative(self, output) -> str:
         path = Path(output)
@@ -227,20 +207,9 @@ class StageCache:
     def run(self, name: str, parts, outputs, func) -> bool:
         """Run ``func()`` as stage ``name`` unless it is current.
 
-        Parameters
-        ----------
-        name : str
-        parts : sequence
-            The stage's JSON-able inputs; ``"@stage"`` names another stage's key.
-        outputs : sequence of path-like
-            Files or folders the stage writes (absolute, or relative to the root).
-        func : callable
-            Runs the stage.
-
-        Returns
-        -------
-        bool
-            Whether the stage ran.
+        ``parts`` are the stage's JSON-able inputs (``"@stage"`` names another stage's
+        key), ``outputs`` the files or folders it writes (absolute, or relative to the
+        root). Returns whether the stage ran.
         """
         key = self.key(name, parts)
         if self.is_current(name, key, outputs):
@@ -251,7 +220,7 @@ class StageCache:
         self.log(f"{name}: running")
         start = time.perf_counter()
         func()
-        seconds = self.timings[name] = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         write_text_atomically(self.paths.manifest(name), json.dumps(
             {"key": key, "outputs": [self._relative(o) for o in outputs], "seconds": seconds}))
         self.keys[name] = key
