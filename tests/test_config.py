@@ -211,7 +211,8 @@ def test_the_config_parses_into_typed_sections():
     # the [les] defaults live in LesConfig only: an absent table is all of them
     les = load_config(_with(("les",), None)).les
     assert les == LesConfig() and les.baseline == les_closure_names()
-    assert (les.t_end, les.save_interval, les.initial_states, les.dt) == (5.0, 0.5, 1, None)
+    assert (les.schedule.t_end, les.schedule.save_interval, les.initial_states, les.schedule.dt) == (
+        5.0, 0.5, 1, None)
     assert load_config(_with(("les", "baseline"), "smagorinsky")).les.baseline == \
         ("smagorinsky",)
     # sections are Options: replace validates again and keeps the fit options

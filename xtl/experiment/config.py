@@ -364,8 +364,7 @@ class LesConfig(Section):
     enabled : bool
     schedule : LesSchedule
         ``t_end``, ``save_interval`` (``<= t_end``) and ``dt`` (default the LES case's)
-        of each LES run, checked by :class:`~xtl.solver.les.LesSchedule`; read them
-        as ``les.t_end``, ...
+        of each LES run, checked by :class:`~xtl.solver.les.LesSchedule`.
     initial_states : int
         Held-out target states each closure starts from.
     baseline : tuple of str
@@ -378,11 +377,6 @@ class LesConfig(Section):
     initial_states: int = 1
     baseline: tuple = field(default_factory=les_closure_names)
 
-    def __getattr__(self, name):  # t_end, save_interval, dt: the schedule's
-        if name in LesSchedule.names():
-            return getattr(self.schedule, name)
-        raise AttributeError(name)
-
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
         self._set("initial_states", check_int(self.initial_states, "initial_states",
@@ -393,9 +387,10 @@ class LesConfig(Section):
             _fail("les.baseline", f"must be one of {list(valid)} or a list of them "
                                   f"(no closure always runs), got {self.baseline!r}")
         self._set("baseline", tuple(names))
-        if self.save_interval > self.t_end:
-            _fail("les.save_interval", f"must not exceed les.t_end = {self.t_end}, got "
-                                       f"{self.save_interval}")
+        schedule = self.schedule
+        if schedule.save_interval > schedule.t_end:
+            _fail("les.save_interval", f"must not exceed les.t_end = {schedule.t_end}, got "
+                                       f"{schedule.save_interval}")
 
 
 # --------------------------------------------------------------------- flows
@@ -768,12 +763,13 @@ def _check_les_runs(config: ExperimentConfig) -> None:
         return
     from ..solver.les import les_case
 
+    schedule = les.schedule
     for target in config.targets:
-        dt = les_case(target.make_case(), dt=les.dt).dt
-        step = (f"the LES time step les.dt = {dt:g}" if les.dt is not None else
+        dt = les_case(target.make_case(), dt=schedule.dt).dt
+        step = (f"the LES time step les.dt = {dt:g}" if schedule.dt is not None else
                 f"the LES time step {dt:g} of target {target.name!r} (its DNS dt · n / n_les; "
                 f"les.dt sets another)")
-        _check_multiple(les.save_interval, dt, "les.save_interval", step)
+        _check_multiple(schedule.save_interval, dt, "les.save_interval", step)
         n_test = split_sizes(n_snapshots(target))[1]
         held_out = target.members * n_test
         if les.initial_states > held_out:

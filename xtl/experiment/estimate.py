@@ -197,7 +197,7 @@ def _aposteriori_estimate(config, target, rates) -> StageEstimate:
     """Every closure from every initial state: the network runs dominate."""
     les = config.les
     states = les.initial_states
-    steps = int(round(les.t_end / (les.dt or rates["les_dt"])))
+    steps = int(round(les.schedule.t_end / (les.schedule.dt or rates["les_dt"])))
     networks = 2 + len(config.sweep.options.baselines)  # BNN, TLNN and the baselines
     physics = 1 + len(les.baseline)
     work = states * steps * (networks * rates["les_step"] + physics * rates["les_physics_step"])
