@@ -47,7 +47,6 @@ from .training import (
     check_les_dataset,
     check_validation,
     count_samples,
-    epoch_records,
     evaluate,
     select_samples,
     stack_samples,
@@ -274,7 +273,6 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
 
     Parameters
     ----------
-    task : SweepTask
     base : Model or xarray.Dataset
         The base network (a model Dataset when shipped to a worker).
     data : xarray.Dataset
@@ -312,9 +310,8 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
     result["final_loss"] = float(history["loss"].values[-1])
     result["final_val_loss"] = float(history["val_loss"].values[-1]) \
         if "val_loss" in history else math.nan
-    records = epoch_records({k: history[k].values.tolist() for k in history.data_vars},
-                            fit.epochs)
-    result.update({k: float(v) for k, v in records.items()})
+    for k in ("epochs_run", "best_epoch", "stopped_early"):  # train's epoch_records
+        result[k] = float(model.provenance[k])
     result["train_seconds"] = seconds
     if save_path is not None:
         save_model(model, save_path, overwrite=True)  # re-running a sweep into a folder is expected
@@ -423,14 +420,12 @@ def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
     best = int(np.argmax(signed.mean(axis=1)))
     diff = signed[best][None, :] - signed
     pvalue = np.full(len(mean), np.nan)
-    for i in range(len(mean)):
-        if i == best or n < 2:
-            continue
-        d_mean, d_std = diff[i].mean(), diff[i].std(ddof=1)
-        if d_std == 0:
-            pvalue[i] = 1.0 if d_mean == 0 else 0.0
-        else:
-            pvalue[i] = float(student_t.sf(d_mean / (d_std / math.sqrt(n)), n - 1))
+    if n > 1:
+        d_mean, d_std = diff.mean(axis=1), diff.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tstat = d_mean / (d_std / math.sqrt(n))
+        pvalue = np.where(d_std == 0, (d_mean == 0).astype(np.float64), student_t.sf(tstat, n - 1))
+        pvalue[best] = np.nan
     keep = pvalue >= alpha
     keep[best] = True
     labels = values[variant].values
@@ -486,18 +481,13 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
         long_name=f"p-value that the {variant} is worse than the best by {metric}",
         units="1")
     members = stats[variant].values[stats["in_best_set"].values]
-    out.attrs.update(best=stats["best"].item(), best_set=[m.item() if hasattr(m, "item") else m
-                                                         for m in members],
+    out.attrs.update(best=stats["best"].item(), best_set=members.tolist(),
                      best_set_test=stats.attrs["test"], best_set_metric=metric,
                      alpha=float(alpha))
     return out
 
 
 # ---------------------------------------------------------------------- sweeps
-def _subset_size(n_total: int, n_samples, fraction) -> int:
-    return len(select_samples(n_total, n_samples, fraction, 0))
-
-
 def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
     n_total = count_samples(target_train[OUTPUT])
@@ -591,10 +581,7 @@ def _prepare_sweep(base, target_train, target_test, layers, options: SweepOption
                           base.n_layers)
     check_les_dataset(target_train, "target_train")
     check_les_dataset(target_test, "target_test")
-    if options.pairs:
-        combos = list(itertools.combinations(layers, 2))
-    else:
-        combos = [(k,) for k in layers]
+    combos = list(itertools.combinations(layers, 2 if options.pairs else 1))
     if not combos:
         raise ValueError("pairs=True needs at least two layers")
     return combos
@@ -647,7 +634,8 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n = _subset_size(count_samples(target_train[OUTPUT]), options.n_samples, options.fraction)
+    n = len(select_samples(count_samples(target_train[OUTPUT]), options.n_samples,
+                           options.fraction))
     tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
     test = target_test.load() if client is not None else target_test
     results = _run_tasks(tasks, base, datasets, test, options, client=client,
