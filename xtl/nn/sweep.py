@@ -81,7 +81,6 @@ BASELINES = ("scratch", "full_target")
 LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
 
 
-
 # ------------------------------------------------------------------------- seeds
 def seeds_of(seeds) -> list:
     """The seeds of a sweep as a list of distinct ints: a count or the seeds themselves.
@@ -114,9 +113,8 @@ def seeds_of(seeds) -> list:
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise TypeError(f"seeds must be {form}, got {seeds!r}")
     values = list(seeds)
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"seeds must be {form}, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in values):
+        raise TypeError(f"seeds must be {form}, got {seeds!r}")
     if not values or min(values) < 0 or len(set(values)) != len(values):
         raise ValueError(f"seeds must be {form}, got {seeds!r}")
     return [int(s) for s in values]
@@ -348,8 +346,8 @@ def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, sa
         path.mkdir(parents=True, exist_ok=True)
     if client is not None:  # each worker gets the base network and the data sets once
         keys = sorted(datasets)
-        shipped = client.scatter([model_to_dataset(base), test] + [datasets[k] for k in keys],
-                                 broadcast=True)
+        shipped = client.scatter([model_to_dataset(base), test.load()]
+                                 + [datasets[k] for k in keys], broadcast=True)
         base, test, datasets = shipped[0], shipped[1], dict(zip(keys, shipped[2:]))
     calls = {t: (t, base, datasets[t.data], test, per_task[t], paths[t]) for t in _ordered(tasks)}
     return run_calls(run_task, calls, client=client, progress=options.progress, desc="sweep",
@@ -488,7 +486,7 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
 
 
 # ---------------------------------------------------------------------- sweeps
-def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
+def _plan(target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
     n_total = count_samples(target_train[OUTPUT])
     seeds, baselines = options.seeds, options.baselines
@@ -636,9 +634,8 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
     n = len(select_samples(count_samples(target_train[OUTPUT]), options.n_samples,
                            options.fraction))
-    tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
-    test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+    tasks, datasets, subsets = _plan(target_train, combos, options, [n])
+    results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir)
     out = _assemble(results, combos, options, n, subsets)
     out = _finish(out, base, target_train, target_test, options, n)
@@ -692,9 +689,8 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
     n_total = count_samples(target_train[OUTPUT])
     sizes = _check_budgets(budgets, n_total)
-    tasks, datasets, subsets = _plan(base, target_train, combos, options, sizes)
-    test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+    tasks, datasets, subsets = _plan(target_train, combos, options, sizes)
+    results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir,
                          stem=lambda t: t.name if t.kind == "full_target"
                          else f"n{t.n_samples}/{t.name}")

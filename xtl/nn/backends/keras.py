@@ -198,7 +198,6 @@ class KerasBackend(Backend):
             Standard deviations ``{"psi", "omega", "pi"}``; default all 1.
         seed : int
             Seed of the initial weights (layer ``k`` uses ``seed * 1000 + k``).
-
         """
         keras = _keras()
         spec = NetworkSpec.from_any(spec)
