@@ -516,8 +516,7 @@ def _assemble(results: dict, combos, options: SweepOptions, n: int, subsets) -> 
     tl = {(t.layers, t.seed): r for t, r in key.items() if t.kind == "transfer"}
     names = METRICS + RECORDS
     variant = "pair" if pairs else "layer"
-    rows = [tuple(c) for c in combos]
-    data = {m: ((variant, "seed"), _grid({k: r[m] for k, r in tl.items()}, rows, seeds))
+    data = {m: ((variant, "seed"), _grid({k: r[m] for k, r in tl.items()}, combos, seeds))
             for m in names}
     if pairs:
         coords = {"pair": [f"{a}+{b}" for a, b in combos],

@@ -215,8 +215,8 @@ class ArrayData:
         The order is a permutation drawn from ``(seed, epoch)`` when ``shuffle``.
         """
         n = self.n_samples
-        order = np.random.default_rng([int(seed), int(epoch)]).permutation(n) if shuffle \
-            else np.arange(n)
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        order = rng.permutation(n) if shuffle else np.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             yield self.x[idx], self.y[idx]
