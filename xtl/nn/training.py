@@ -388,10 +388,8 @@ def epoch_records(history: dict, epochs: int) -> dict:
 
 
 def _case_name(ds: xr.Dataset) -> str:
-    for key in ("case_name", "case", "name"):
-        if key in ds.attrs:
-            return str(ds.attrs[key])
-    return "unknown"
+    return str(next((ds.attrs[k] for k in ("case_name", "case", "name") if k in ds.attrs),
+                    "unknown"))
 
 
 def _prepare(ds, normalization, validation, options: FitOptions, indices, name):

@@ -388,9 +388,7 @@ def get_backend(name=None) -> Backend:
     with _LOCK:
         if name in _INSTANCES:
             return _INSTANCES[name]
-        entry = _REGISTRY.get(name)
-        if entry is None:
-            entry = _entry_points().get(name)
+        entry = _REGISTRY.get(name) or _entry_points().get(name)
         if entry is None:
             raise ValueError(
                 f"unknown backend {name!r}; available: {', '.join(available_backends())}. "
