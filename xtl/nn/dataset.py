@@ -29,30 +29,13 @@ import xarray as xr
 
 from .spec import INPUTS, OUTPUT, NetworkSpec
 
-__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "normalization_attrs",
-           "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
+__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
            "model_metadata", "history_from_dataset"]
 
 #: The attributes of a model Dataset holding its spec, normalization and provenance (JSON).
 SPEC_ATTR = "xtl_spec"
 NORMALIZATION_ATTR = "xtl_normalization"
 PROVENANCE_ATTR = "xtl_provenance"
-
-
-def normalization_attrs(normalization: Mapping) -> dict:
-    """Human-readable ``norm_std_<var>`` attributes of a normalization dict.
-
-    Parameters
-    ----------
-    normalization : mapping
-        Standard deviations per variable, e.g. ``{"psi": s, "omega": s, "pi": s}``.
-
-    Returns
-    -------
-    dict
-        ``{"norm_std_psi": float, ...}``, one entry per key of ``normalization``.
-    """
-    return {f"norm_std_{k}": float(v) for k, v in normalization.items()}
 
 
 def history_to_dataset(history: Mapping) -> xr.Dataset:
@@ -82,17 +65,8 @@ def history_to_dataset(history: Mapping) -> xr.Dataset:
 
 
 def json_safe(value):
-    """``value`` with numpy scalars and arrays, tuples and non-str keys made JSON-safe.
-
-    Parameters
-    ----------
-    value : object
-        Mappings, sequences, numpy arrays and scalars, nested.
-
-    Returns
-    -------
-    object
-        Dicts with str keys, lists, and Python scalars in place of numpy ones.
+    """``value`` (nested mappings, sequences, numpy arrays and scalars) made JSON-safe:
+    dicts with str keys, lists, and Python scalars in place of numpy ones.
     """
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
@@ -175,7 +149,7 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
         "activation": spec.activation,
         "precision": spec.precision,
         "channels": _netcdf_attr(spec.to_dict()["channels"]),
-        **normalization_attrs(model.normalization),
+        **{f"norm_std_{k}": float(v) for k, v in model.normalization.items()},
         SPEC_ATTR: spec.to_json(),
         NORMALIZATION_ATTR: json.dumps(json_safe(model.normalization), sort_keys=True),
         PROVENANCE_ATTR: json.dumps(json_safe(model.provenance), sort_keys=True),
@@ -226,9 +200,7 @@ def dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:
 def history_from_dataset(ds: xr.Dataset):
     """The training history (variables on ``epoch``) of a model Dataset, or None."""
     names = [n for n, v in ds.data_vars.items() if v.dims == ("epoch",)]
-    if not names:
-        return None
-    return ds[names].load()
+    return ds[names].load() if names else None
 
 
 def _dataset_id(ds: xr.Dataset) -> str:

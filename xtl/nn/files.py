@@ -8,14 +8,9 @@ import xarray as xr
 from ..data.files import check_output_path, output_lock
 from ..data.netcdf import FileFormatError, load_dataset, write_dataset
 from .backends.base import DEFAULT_BACKEND, available_backends, get_backend
-from .dataset import NORMALIZATION_ATTR, SPEC_ATTR
 from .model import Model, model_from_dataset, model_to_dataset
 
 __all__ = ["check_model_path", "save_model", "load_model"]
-
-
-def _netcdf_path(path: Path) -> Path:
-    return path.with_suffix(".nc")
 
 
 def check_model_path(path, overwrite: bool = False, backend=None, argument: str = "path") -> tuple:
@@ -51,7 +46,7 @@ def check_model_path(path, overwrite: bool = False, backend=None, argument: str 
             f"{argument} must end with {backend.suffix!r} for the {backend.name!r} backend "
             f"(its model Dataset goes beside it, as .nc), got {str(path)!r}"
         )
-    nc = _netcdf_path(path)
+    nc = path.with_suffix(".nc")
     check_output_path(path, overwrite, argument=argument)
     check_output_path(nc, overwrite, argument=argument)
     return path, nc
@@ -105,10 +100,6 @@ def _model_dataset(path: Path) -> xr.Dataset:
                     f"a netCDF file of the variables {sorted(map(str, ds.data_vars))}")
         raise FileFormatError(
             f"{path} is {kind}, not a model Dataset (needs the variables kernel, bias)")
-    missing = [a for a in (SPEC_ATTR, NORMALIZATION_ATTR) if a not in ds.attrs]
-    if missing:
-        raise FileFormatError(f"{path} has kernel and bias but lacks the attributes {missing}; "
-                              "was it written by xtl.save_model?")
     return ds
 
 
@@ -155,10 +146,7 @@ def load_model(path, *, backend: str | None = None) -> Model:
     if path.suffix != ".nc":
         return get_backend(backend or _backend_of(path)).load(path)
     ds = _model_dataset(path)
-    if not (backend or ds.attrs.get("backend")):
-        raise FileFormatError(f"{path} is a model Dataset without a 'backend' attribute; pass "
-                              "backend='keras' (or another registered name)")
-    try:
+    try:  # model_from_dataset checks the backend and the metadata attributes
         return model_from_dataset(ds, backend=backend)
     except (KeyError, ValueError) as err:
         if isinstance(err, FileFormatError):

@@ -80,20 +80,8 @@ class Model:
         return model_to_dataset(self)
 
     def save(self, path, *, overwrite: bool = False) -> tuple:
-        """Save natively and as netCDF beside it (see :func:`xtl.nn.files.save_model`).
-
-        Parameters
-        ----------
-        path : str or path-like
-            Native file name (``.keras`` for Keras); the Dataset goes to ``.nc``.
-        overwrite : bool
-            Replace existing files (default: raise FileExistsError).
-
-        Returns
-        -------
-        tuple of Path
-            ``(native_path, netcdf_path)``.
-        """
+        """Save natively and as netCDF beside it: :func:`xtl.nn.files.save_model`
+        (its parameters, return value and errors)."""
         from .files import save_model  # files.py builds on this module (same rank)
 
         return save_model(self, path, overwrite=overwrite)
@@ -148,11 +136,6 @@ def model_from_dataset(ds: xr.Dataset, *, backend: str | None = None) -> Model:
 
 
 def model_id(model: Model) -> str:
-    """A short content hash of the model's weights, spec and normalization.
-
-    Returns
-    -------
-    str
-        16 hex digits; equal for models with bitwise equal weights.
-    """
+    """A short content hash of the model's weights, spec and normalization: 16 hex
+    digits, equal for models with bitwise equal weights, spec and normalization."""
     return model_to_dataset(model).attrs["model_id"]

@@ -73,10 +73,6 @@ class NetworkSpec:
         spec : None, mapping or NetworkSpec
             ``None`` gives the paper's network; a mapping gives its keys as
             fields (unknown keys raise).
-
-        Returns
-        -------
-        NetworkSpec
         """
         if spec is None:
             return cls()

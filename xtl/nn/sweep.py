@@ -47,7 +47,6 @@ from .training import (
     check_les_dataset,
     check_validation,
     count_samples,
-    epoch_records,
     evaluate,
     select_samples,
     stack_samples,
@@ -82,7 +81,6 @@ BASELINES = ("scratch", "full_target")
 LOWER_IS_BETTER = ("rel_l2", "spectrum_error", "final_loss", "final_val_loss")
 
 
-
 # ------------------------------------------------------------------------- seeds
 def seeds_of(seeds) -> list:
     """The seeds of a sweep as a list of distinct ints: a count or the seeds themselves.
@@ -115,9 +113,8 @@ def seeds_of(seeds) -> list:
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise TypeError(f"seeds must be {form}, got {seeds!r}")
     values = list(seeds)
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"seeds must be {form}, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in values):
+        raise TypeError(f"seeds must be {form}, got {seeds!r}")
     if not values or min(values) < 0 or len(set(values)) != len(values):
         raise ValueError(f"seeds must be {form}, got {seeds!r}")
     return [int(s) for s in values]
@@ -274,7 +271,6 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
 
     Parameters
     ----------
-    task : SweepTask
     base : Model or xarray.Dataset
         The base network (a model Dataset when shipped to a worker).
     data : xarray.Dataset
@@ -312,9 +308,8 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
     result["final_loss"] = float(history["loss"].values[-1])
     result["final_val_loss"] = float(history["val_loss"].values[-1]) \
         if "val_loss" in history else math.nan
-    records = epoch_records({k: history[k].values.tolist() for k in history.data_vars},
-                            fit.epochs)
-    result.update({k: float(v) for k, v in records.items()})
+    for k in ("epochs_run", "best_epoch", "stopped_early"):  # train's epoch_records
+        result[k] = float(model.provenance[k])
     result["train_seconds"] = seconds
     if save_path is not None:
         save_model(model, save_path, overwrite=True)  # re-running a sweep into a folder is expected
@@ -351,8 +346,8 @@ def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, sa
         path.mkdir(parents=True, exist_ok=True)
     if client is not None:  # each worker gets the base network and the data sets once
         keys = sorted(datasets)
-        shipped = client.scatter([model_to_dataset(base), test] + [datasets[k] for k in keys],
-                                 broadcast=True)
+        shipped = client.scatter([model_to_dataset(base), test.load()]
+                                 + [datasets[k] for k in keys], broadcast=True)
         base, test, datasets = shipped[0], shipped[1], dict(zip(keys, shipped[2:]))
     calls = {t: (t, base, datasets[t.data], test, per_task[t], paths[t]) for t in _ordered(tasks)}
     return run_calls(run_task, calls, client=client, progress=options.progress, desc="sweep",
@@ -423,14 +418,12 @@ def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
     best = int(np.argmax(signed.mean(axis=1)))
     diff = signed[best][None, :] - signed
     pvalue = np.full(len(mean), np.nan)
-    for i in range(len(mean)):
-        if i == best or n < 2:
-            continue
-        d_mean, d_std = diff[i].mean(), diff[i].std(ddof=1)
-        if d_std == 0:
-            pvalue[i] = 1.0 if d_mean == 0 else 0.0
-        else:
-            pvalue[i] = float(student_t.sf(d_mean / (d_std / math.sqrt(n)), n - 1))
+    if n > 1:
+        d_mean, d_std = diff.mean(axis=1), diff.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tstat = d_mean / (d_std / math.sqrt(n))
+        pvalue = np.where(d_std == 0, (d_mean == 0).astype(np.float64), student_t.sf(tstat, n - 1))
+        pvalue[best] = np.nan
     keep = pvalue >= alpha
     keep[best] = True
     labels = values[variant].values
@@ -486,19 +479,14 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
         long_name=f"p-value that the {variant} is worse than the best by {metric}",
         units="1")
     members = stats[variant].values[stats["in_best_set"].values]
-    out.attrs.update(best=stats["best"].item(), best_set=[m.item() if hasattr(m, "item") else m
-                                                         for m in members],
+    out.attrs.update(best=stats["best"].item(), best_set=members.tolist(),
                      best_set_test=stats.attrs["test"], best_set_metric=metric,
                      alpha=float(alpha))
     return out
 
 
 # ---------------------------------------------------------------------- sweeps
-def _subset_size(n_total: int, n_samples, fraction) -> int:
-    return len(select_samples(n_total, n_samples, fraction, 0))
-
-
-def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
+def _plan(target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
     n_total = count_samples(target_train[OUTPUT])
     seeds, baselines = options.seeds, options.baselines
@@ -528,8 +516,7 @@ def _assemble(results: dict, combos, options: SweepOptions, n: int, subsets) -> 
     tl = {(t.layers, t.seed): r for t, r in key.items() if t.kind == "transfer"}
     names = METRICS + RECORDS
     variant = "pair" if pairs else "layer"
-    rows = [tuple(c) for c in combos]
-    data = {m: ((variant, "seed"), _grid({k: r[m] for k, r in tl.items()}, rows, seeds))
+    data = {m: ((variant, "seed"), _grid({k: r[m] for k, r in tl.items()}, combos, seeds))
             for m in names}
     if pairs:
         coords = {"pair": [f"{a}+{b}" for a, b in combos],
@@ -591,10 +578,7 @@ def _prepare_sweep(base, target_train, target_test, layers, options: SweepOption
                           base.n_layers)
     check_les_dataset(target_train, "target_train")
     check_les_dataset(target_test, "target_test")
-    if options.pairs:
-        combos = list(itertools.combinations(layers, 2))
-    else:
-        combos = [(k,) for k in layers]
+    combos = list(itertools.combinations(layers, 2 if options.pairs else 1))
     if not combos:
         raise ValueError("pairs=True needs at least two layers")
     return combos
@@ -647,10 +631,10 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n = _subset_size(count_samples(target_train[OUTPUT]), options.n_samples, options.fraction)
-    tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
-    test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+    n = len(select_samples(count_samples(target_train[OUTPUT]), options.n_samples,
+                           options.fraction))
+    tasks, datasets, subsets = _plan(target_train, combos, options, [n])
+    results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir)
     out = _assemble(results, combos, options, n, subsets)
     out = _finish(out, base, target_train, target_test, options, n)
@@ -704,9 +688,8 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
     n_total = count_samples(target_train[OUTPUT])
     sizes = _check_budgets(budgets, n_total)
-    tasks, datasets, subsets = _plan(base, target_train, combos, options, sizes)
-    test = target_test.load() if client is not None else target_test
-    results = _run_tasks(tasks, base, datasets, test, options, client=client,
+    tasks, datasets, subsets = _plan(target_train, combos, options, sizes)
+    results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir,
                          stem=lambda t: t.name if t.kind == "full_target"
                          else f"n{t.n_samples}/{t.name}")

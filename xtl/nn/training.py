@@ -104,10 +104,6 @@ def count_samples(da: xr.DataArray) -> int:
     ----------
     da : xarray.DataArray
         A field on ``(..., y, x)``.
-
-    Returns
-    -------
-    int
     """
     return int(np.prod([da.sizes[d] for d in _lead_dims(da)], dtype=np.int64))
 
@@ -128,25 +124,13 @@ def sample_fields(ds: xr.Dataset, names=VARIABLES) -> dict:
         ``{name: array}``, numpy or dask as the data are, stacked member-major
         then time (the order of the leading dims of ``names[0]``).
     """
-    first = ds[names[0]]
-    lead = _lead_dims(first)
-    out = {}
-    for v in names:
-        da = ds[v].transpose(*lead, "y", "x")
-        arr = da.data
-        out[v] = arr.reshape((-1,) + arr.shape[-2:])
-    return out
+    lead = _lead_dims(ds[names[0]])
+    arrays = {v: ds[v].transpose(*lead, "y", "x").data for v in names}
+    return {v: a.reshape((-1,) + a.shape[-2:]) for v, a in arrays.items()}
 
 
 def _is_lazy(arr) -> bool:
     return hasattr(arr, "dask") or type(arr).__module__.startswith("dask")
-
-
-def _nan_error(name: str, var: str, count: int):
-    return ValueError(
-        f"{name}[{var!r}] contains {count} NaN value(s); the network cannot train on "
-        "them: drop or fill them first (e.g. ds.dropna('time'))"
-    )
 
 
 def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> dict:
@@ -173,31 +157,20 @@ def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> 
     ValueError
         NaN in the data, or a variable with zero standard deviation.
     """
-    check_les_dataset(ds, name)
-    fields = sample_fields(ds)
-    stats = {}
-    if any(_is_lazy(a) for a in fields.values()):
-        import dask
-        import dask.array as dsa
+    import dask
 
-        todo = {}
-        for v, a in fields.items():
-            a = dsa.asarray(a)
-            if indices is not None:
-                a = a[np.asarray(indices)]
-            todo[v] = (dsa.isnan(a).sum(), a.std(dtype=np.float64))
-        (todo,) = dask.compute(todo)
-        stats = {v: (int(c), float(s)) for v, (c, s) in todo.items()}
-    else:
-        for v, a in fields.items():
-            a = np.asarray(a)
-            if indices is not None:
-                a = a[np.asarray(indices)]
-            stats[v] = (int(np.isnan(a).sum()), float(np.std(a, dtype=np.float64)))
+    check_les_dataset(ds, name)
+    todo = {}
+    for v, a in sample_fields(ds).items():  # numpy or dask: one pass over dask-backed data
+        a = a if indices is None else a[np.asarray(indices)]
+        todo[v] = (np.isnan(a).sum(), a.std(dtype=np.float64))
+    (stats,) = dask.compute(todo)
     out = {}
     for v, (nans, std) in stats.items():
+        nans, std = int(nans), float(std)
         if nans:
-            raise _nan_error(name, v, nans)
+            raise ValueError(f"{name}[{v!r}] contains {nans} NaN value(s); the network cannot "
+                             "train on them: drop or fill them first (e.g. ds.dropna('time'))")
         if not (std > 0 and math.isfinite(std)):
             raise ValueError(f"{name}[{v!r}] has standard deviation {std}; it cannot be "
                              "normalized (constant or infinite data)")
@@ -242,7 +215,8 @@ class ArrayData:
         The order is a permutation drawn from ``(seed, epoch)`` when ``shuffle``.
         """
         n = self.n_samples
-        order = _permutation(n, seed, epoch) if shuffle else np.arange(n)
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        order = rng.permutation(n) if shuffle else np.arange(n)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             yield self.x[idx], self.y[idx]
@@ -326,10 +300,6 @@ class StreamData:
             yield carry
 
 
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-
-
 def _load_normalized(fields: dict, normalization: dict, indices) -> tuple:
     """Normalized float32 ``(x (n, y, x, 2), y (n, y, x, 1))`` of the given samples.
 
@@ -349,22 +319,19 @@ def _array_data(fields: dict, normalization: dict, indices) -> ArrayData:
     return ArrayData(*_load_normalized(fields, normalization, indices))
 
 
-def _decide_in_memory(fields: dict, n: int, in_memory, memory_limit) -> bool:
-    """Hold the data in memory? (always for numpy-backed data)."""
-    if in_memory is not None:
-        return bool(in_memory)
-    if not any(_is_lazy(a) for a in fields.values()):
-        return True
-    ny, nx = fields[OUTPUT].shape[-2:]
-    nbytes = n * ny * nx * len(VARIABLES) * 4
-    limit = _DEFAULT_MEMORY_LIMIT if memory_limit is None else float(memory_limit)
-    return nbytes <= limit
-
-
-def _make_data(fields, normalization, indices, in_memory: bool, block: int):
+def _make_data(fields, normalization, indices, options: FitOptions, n: int):
+    """The given samples, normalized: in memory, or streamed when ``options.in_memory``
+    says so or, when None, ``n`` samples of dask-backed fields exceed
+    ``options.memory_limit`` (numpy-backed data are always held)."""
+    in_memory = options.in_memory
+    if in_memory is None:
+        ny, nx = fields[OUTPUT].shape[-2:]
+        limit = _DEFAULT_MEMORY_LIMIT if options.memory_limit is None else options.memory_limit
+        in_memory = (not any(_is_lazy(a) for a in fields.values())
+                     or n * ny * nx * len(VARIABLES) * 4 <= limit)
     if in_memory:
         return _array_data(fields, normalization, indices)
-    return StreamData(fields, normalization, np.asarray(indices), block=block)
+    return StreamData(fields, normalization, np.asarray(indices), block=options.block)
 
 
 def check_validation(validation):
@@ -387,13 +354,9 @@ def check_validation(validation):
 
 
 def _split(n: int, validation) -> tuple:
-    """``(train_indices, val_indices or None)`` with the last fraction held out."""
-    if validation is None or (not isinstance(validation, xr.Dataset) and validation == 0):
-        return np.arange(n), None
-    if isinstance(validation, xr.Dataset):
-        return np.arange(n), None
-    v = check_validation(validation)
-    n_val = int(round(v * n))
+    """``(train_indices, val_indices or None)`` with the last fraction (checked) held out."""
+    n_val = 0 if validation is None or isinstance(validation, xr.Dataset) \
+        else int(round(validation * n))
     if n_val == 0:
         return np.arange(n), None
     if n - n_val < 1:
@@ -425,15 +388,13 @@ def epoch_records(history: dict, epochs: int) -> dict:
 
 
 def _case_name(ds: xr.Dataset) -> str:
-    for key in ("case_name", "case", "name"):
-        if key in ds.attrs:
-            return str(ds.attrs[key])
-    return "unknown"
+    return str(next((ds.attrs[k] for k in ("case_name", "case", "name") if k in ds.attrs),
+                    "unknown"))
 
 
 def _prepare(ds, normalization, validation, options: FitOptions, indices, name):
     """Training and validation data objects from an LES Dataset."""
-    in_memory, memory_limit, block = options.in_memory, options.memory_limit, options.block
+    validation = check_validation(validation)
     fields = sample_fields(ds)
     n_all = len(indices)
     train_pos, val_pos = _split(n_all, validation)
@@ -442,18 +403,15 @@ def _prepare(ds, normalization, validation, options: FitOptions, indices, name):
         normalization = compute_normalization(ds, name=name, indices=train_idx)
     else:  # still refuse NaN anywhere we train
         compute_normalization(ds, name=name, indices=indices)
-    mem = _decide_in_memory(fields, n_all, in_memory, memory_limit)
-    train_data = _make_data(fields, normalization, train_idx, mem, block)
+    train_data = _make_data(fields, normalization, train_idx, options, n_all)
     val_data = None
     if isinstance(validation, xr.Dataset):
-        check_les_dataset(validation, "validation")
         compute_normalization(validation, name="validation")
         vf = sample_fields(validation)
-        nv = len(next(iter(vf.values())))
-        vmem = _decide_in_memory(vf, nv, in_memory, memory_limit)
-        val_data = _make_data(vf, normalization, np.arange(nv), vmem, block)
+        nv = len(vf[OUTPUT])
+        val_data = _make_data(vf, normalization, np.arange(nv), options, nv)
     elif val_pos is not None:
-        val_data = _make_data(fields, normalization, indices[val_pos], mem, block)
+        val_data = _make_data(fields, normalization, indices[val_pos], options, n_all)
     return train_data, val_data, normalization
 
 
@@ -646,10 +604,8 @@ def predict(model: Model, ds, *, batch_size: int = 32) -> xr.DataArray:
 
     Parameters
     ----------
-    model : Model
     ds : xarray.Dataset
         Holds ``psi`` and ``omega`` on ``(..., y, x)``.
-    batch_size : int
 
     Returns
     -------
@@ -674,10 +630,8 @@ def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
 
     Parameters
     ----------
-    model : Model
     ds : xarray.Dataset
         LES data with ``psi``, ``omega``, ``pi``.
-    batch_size : int
 
     Returns
     -------

@@ -1,14 +1,8 @@
 """The backend interface: the :class:`Backend` abstract base class, :class:`TrainingData`, the registry.
 
-A :class:`Backend` holds the primitives a deep-learning framework implements
-(build, weights, inference, training steps, save/load) and the
-framework-neutral methods built on them (physical-units prediction, model <->
-Dataset through :mod:`xtl.nn.dataset`, the training loop of
-:mod:`xtl.nn.backends.loop`). Backends are registered by name
-(:func:`register_backend`, the ``xtl.backends`` entry-point group) and looked
-up with :func:`get_backend`. Its methods take and return
-:class:`xtl.nn.model.Model` objects. Nothing here imports a deep-learning
-framework.
+Backends are registered by name (:func:`register_backend`, the
+``xtl.backends`` entry-point group) and looked up with :func:`get_backend`.
+Nothing here imports a deep-learning framework.
 """
 from __future__ import annotations
 
@@ -175,22 +169,14 @@ class Backend(abc.ABC):
     # -- training: shared -------------------------------------------------------
     def fit(self, model: Model, train: TrainingData, validation, options, *,
             layers=None) -> dict:
-        """Train ``model`` in place with the shared loop (:func:`xtl.nn.backends.loop.fit`).
+        """Train ``model`` in place with the shared loop: :func:`xtl.nn.backends.loop.fit`
+        (its parameters and the history it returns); ``layers`` (1..L, default all)
+        are checked here.
 
-        Parameters
-        ----------
-        train, validation : TrainingData
-            Normalized training and (optional, None) validation data.
-        options : xtl.nn.backends.loop.FitOptions
-            Epochs, batch size, learning rate, seed, early stopping, checkpoints,
-            progress, backend-native callbacks, determinism.
-        layers : sequence of int, optional
-            Conv layers to train (1..L); default all.
-
-        Returns
-        -------
-        dict
-            ``{"loss": [...], "val_loss": [...], "epoch_time": [...]}``.
+        Raises
+        ------
+        ValueError
+            A layer outside 1..L; a checkpoint of a different training.
         """
         from .loop import fit  # the loop drives the backend's primitives
 
@@ -200,17 +186,9 @@ class Backend(abc.ABC):
     def evaluate(self, model: Model, data: TrainingData, batch_size: int = 32) -> float:
         """The MSE of the network output against the targets of ``data``.
 
-        Parameters
-        ----------
-        data : TrainingData
-            Normalized data, read once in order.
-        batch_size : int
-            Samples per forward pass.
-
-        Returns
-        -------
-        float
-            The mean over all samples and grid points of the squared error.
+        ``data`` (normalized) is read once in order, ``batch_size`` samples per
+        forward pass; the result is the mean over all samples and grid points of
+        the squared error.
         """
         forward = self.compiled_forward(model)
         total, count = 0.0, 0
@@ -254,13 +232,9 @@ class Backend(abc.ABC):
     def compiled_forward(self, model: Model):
         """A callable ``f(x)`` = :meth:`predict_normalized` for many small calls.
 
-        Backends override it with a faster path (a compiled graph, say); this
-        default calls :meth:`predict_normalized`.
-
-        Returns
-        -------
-        callable
-            Normalized inputs ``(sample, y, x, 2)`` to the output ``(sample, y, x)``.
+        ``f`` maps normalized inputs ``(sample, y, x, 2)`` to the output
+        ``(sample, y, x)``. Backends override it with a faster path (a compiled
+        graph, say); this default calls :meth:`predict_normalized`.
         """
         return lambda x: self.predict_normalized(model, x)
 
@@ -332,7 +306,7 @@ def available_backends() -> list:
     Returns
     -------
     list of str
-        Sorted names usable with :func:`get_backend`.
+        Sorted.
     """
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
@@ -414,9 +388,7 @@ def get_backend(name=None) -> Backend:
     with _LOCK:
         if name in _INSTANCES:
             return _INSTANCES[name]
-        entry = _REGISTRY.get(name)
-        if entry is None:
-            entry = _entry_points().get(name)
+        entry = _REGISTRY.get(name) or _entry_points().get(name)
         if entry is None:
             raise ValueError(
                 f"unknown backend {name!r}; available: {', '.join(available_backends())}. "

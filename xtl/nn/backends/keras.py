@@ -98,7 +98,6 @@ def _tf():
 
 def _keras():
     """Import Keras 3 on the TensorFlow backend."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _tf()
     import keras
@@ -147,22 +146,17 @@ def gpu_available() -> bool:
     return bool(_tf().config.list_physical_devices("GPU"))
 
 
-class _RetracingFilter:
+@functools.lru_cache(maxsize=None)
+def _quiet_retracing() -> None:
     """Drop TensorFlow's 'triggered tf.function retracing' warning.
 
     Every xtl model gets its own Keras train function; TensorFlow counts those
     as retracings of one function and warns, which is noise here.
     """
-
-    def filter(self, record) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-@functools.lru_cache(maxsize=None)
-def _quiet_retracing() -> None:
     import logging
 
-    logging.getLogger("tensorflow").addFilter(_RetracingFilter())
+    logging.getLogger("tensorflow").addFilter(
+        lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,12 +174,6 @@ def _pin_tf_threads(n: int) -> None:
         warnings.warn(f"TensorFlow already started with "
                       f"{threading.get_intra_op_parallelism_threads() or 'all'} intra-op "
                       f"threads; could not pin it to {n}", RuntimeWarning, stacklevel=3)
-
-
-def _enable_determinism() -> None:
-    """Deterministic TF ops (process-wide; it also turns XLA auto-jit off)."""
-    tf = _tf()
-    tf.config.experimental.enable_op_determinism()
 
 
 # ----------------------------------------------------------------- the backend
@@ -210,10 +198,6 @@ class KerasBackend(Backend):
             Standard deviations ``{"psi", "omega", "pi"}``; default all 1.
         seed : int
             Seed of the initial weights (layer ``k`` uses ``seed * 1000 + k``).
-
-        Returns
-        -------
-        Model
         """
         keras = _keras()
         spec = NetworkSpec.from_any(spec)
@@ -279,23 +263,18 @@ class KerasBackend(Backend):
 
     # -- training steps (the loop is xtl.nn.backends.loop's) ------------------------
     def prepare_fit(self, model: Model, layers, options: FitOptions) -> None:
-        """Freeze the layers not in ``layers``, compile Adam on the MSE and a train step.
+        """Freeze the layers not in ``layers`` (checked by :meth:`Backend.fit`), compile
+        Adam on the MSE and a train step (see :meth:`Backend.prepare_fit`).
 
-        Parameters
-        ----------
-        model : Model
-        layers : sequence of int
-            Conv layers to train (1..L); the others are frozen (bitwise unchanged).
-        options : FitOptions
-            ``learning_rate``; ``deterministic`` turns TensorFlow's deterministic ops
-            on (process-wide); ``callbacks`` are Keras callbacks, called as in
-            ``keras.Model.fit``.
+        ``options.deterministic`` turns TensorFlow's deterministic ops on
+        (process-wide); ``options.callbacks`` are Keras callbacks, called as in
+        ``keras.Model.fit``.
         """
         keras, tf = _keras(), _tf()
         _quiet_retracing()
-        if options.deterministic:
-            _enable_determinism()
-        trainable = set(check_layers(layers, model.n_layers))
+        if options.deterministic:  # process-wide; it also turns XLA auto-jit off
+            tf.config.experimental.enable_op_determinism()
+        trainable = set(layers)
         for k, layer in enumerate(self.conv_layers(model), 1):
             layer.trainable = k in trainable
         native = model.native
@@ -372,7 +351,7 @@ class KerasBackend(Backend):
                            batch_size: int = 32) -> np.ndarray:
         """Network output ``(sample, y, x)`` for normalized inputs ``(sample, y, x, 2)``."""
         x = _check_input(x)
-        fn = _forward_fn(model, "predict", None)
+        fn = _forward_fn(model, None)
         out = [fn(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(out, axis=0)[..., 0] if out else np.zeros(x.shape[:3], np.float32)
 
@@ -384,7 +363,20 @@ class KerasBackend(Backend):
         is traced once per model (any batch and grid size, float32), cached with
         it, and returns float32 numpy outputs ``(sample, y, x)``.
         """
-        return _compiled_forward(model)
+        cache = _model_state(model)
+        fn = cache.get("compiled")
+        if fn is None:
+            tf = _tf()
+            native = model.native
+            graph = tf.function(lambda x: tf.cast(native(x, training=False), tf.float32),
+                                input_signature=[tf.TensorSpec([None, None, None, len(INPUTS)],
+                                                               tf.float32)])
+
+            def fn(x):
+                return graph(tf.constant(_check_input(x))).numpy()[..., 0]
+
+            cache["compiled"] = fn
+        return fn
 
     def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
             batch_size: int = 32) -> np.ndarray:
@@ -392,14 +384,12 @@ class KerasBackend(Backend):
 
         Parameters
         ----------
-        model : Model
         x : numpy.ndarray
             Normalized inputs ``(sample, y, x, 2)``.
         layer : int
             Layer number in 1..L.
         tangent : (kernel, bias)
             The direction, in :meth:`get_weights`' layout ``(out, in, K, K)``, ``(out,)``.
-        batch_size : int
 
         Returns
         -------
@@ -425,14 +415,10 @@ class KerasBackend(Backend):
 
         Parameters
         ----------
-        model : Model
-        x : numpy.ndarray
-            Normalized inputs ``(sample, y, x, 2)``.
-        layer : int
-            Layer number in 1..L.
+        x, layer :
+            As in :meth:`jvp`.
         cotangent : numpy.ndarray
             ``(sample, y, x)``, like the output.
-        batch_size : int
 
         Returns
         -------
@@ -464,12 +450,10 @@ class KerasBackend(Backend):
 
         Parameters
         ----------
-        model : Model
         x : numpy.ndarray
             Normalized inputs ``(sample, y, x, 2)``.
         layers : sequence of int
             Layer numbers in 1..L.
-        batch_size : int
 
         Returns
         -------
@@ -478,7 +462,7 @@ class KerasBackend(Backend):
         """
         layers = check_layers(layers, model.n_layers)
         x = _check_input(x)
-        fn = _forward_fn(model, "activations", layers)
+        fn = _forward_fn(model, layers)
         parts = {k: [] for k in layers}
         for i in range(0, len(x), batch_size):
             outs = fn(x[i:i + batch_size])
@@ -520,11 +504,9 @@ class KerasBackend(Backend):
         except Exception as err:  # a damaged archive: Keras raises many kinds
             raise FileFormatError(f"{path} is a damaged Keras model archive (Keras could not "
                                   f"load it: {type(err).__name__}: {err})") from err
-        history = meta.get("history")
-        if history:
-            history = history_to_dataset(history)
+        history = history_to_dataset(meta["history"]) if meta.get("history") else None
         return Model(self.name, native, NetworkSpec.from_any(meta["spec"]),
-                     meta["normalization"], meta.get("provenance", {}), history or None)
+                     meta["normalization"], meta.get("provenance", {}), history)
 
 
 # ------------------------------------------------------------------ internals
@@ -571,16 +553,14 @@ def _check_normalization(normalization) -> dict:
     """Default all-ones normalization; validate keys and values."""
     names = INPUTS + (OUTPUT,)
     if normalization is None:
-        return {k: 1.0 for k in names}
+        return dict.fromkeys(names, 1.0)
     missing = [k for k in names if k not in normalization]
     if missing:
         raise ValueError(f"normalization must have keys {names}, missing {missing}")
-    out = {}
-    for k in names:
-        v = float(normalization[k])
+    out = {k: float(normalization[k]) for k in names}
+    for k, v in out.items():
         if not math.isfinite(v) or v <= 0:
             raise ValueError(f"normalization[{k!r}] must be a finite std > 0, got {v}")
-        out[k] = v
     return out
 
 
@@ -647,36 +627,17 @@ def _fit_session(model: Model) -> _FitSession:
     return session
 
 
-def _compiled_forward(model: Model):
-    """The cached graph-compiled forward pass: one trace for any batch and grid size."""
+def _forward_fn(model: Model, layers):
+    """A cached function returning numpy outputs of the given conv layers (eager);
+    ``layers=None``: the network output."""
     cache = _model_state(model)
-    fn = cache.get("compiled")
-    if fn is None:
-        tf = _tf()
-        native = model.native
-        graph = tf.function(lambda x: tf.cast(native(x, training=False), tf.float32),
-                            input_signature=[tf.TensorSpec([None, None, None, len(INPUTS)],
-                                                           tf.float32)])
-
-        def fn(x):
-            return graph(tf.constant(_check_input(x))).numpy()[..., 0]
-
-        cache["compiled"] = fn
-    return fn
-
-
-def _forward_fn(model: Model, kind: str, layers):
-    """A cached function returning numpy outputs of the given conv layers (eager)."""
-    cache = _model_state(model)
-    key = (kind, layers)
+    key = ("forward", layers)
     fn = cache.get(key)
     if fn is None:
         keras, tf = _keras(), _tf()
         convs = KerasBackend().conv_layers(model)
-        if layers is None:
-            outputs = [model.native.output]
-        else:
-            outputs = [convs[k - 1].output for k in layers]
+        outputs = ([model.native.output] if layers is None
+                   else [convs[k - 1].output for k in layers])
         sub = keras.Model(model.native.inputs, outputs)
 
         def fn(x):  # eager: no per-model tracing, the convolutions dominate anyway

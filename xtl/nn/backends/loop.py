@@ -116,9 +116,7 @@ class FitOptions(Options):
         set_(self, "block", check_int(self.block, "block", minimum=1))
         set_(self, "progress", check_bool(self.progress, "progress", optional=True))
         check_path(self.checkpoint_dir, "checkpoint_dir")
-        callbacks = self.callbacks
-        if callbacks is None:
-            callbacks = ()
+        callbacks = () if self.callbacks is None else self.callbacks
         if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
             raise TypeError(f"callbacks must be a sequence of callbacks, got {callbacks!r}")
         set_(self, "callbacks", tuple(callbacks))
@@ -132,7 +130,6 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     ----------
     backend : xtl.nn.backends.Backend
         The backend owning ``model``.
-    model : xtl.nn.model.Model
     train, validation : TrainingData
         Normalized training data and optional (None) validation data.
     options : FitOptions, mapping or None
@@ -197,16 +194,12 @@ class FitState:
 
     def to_json(self) -> dict:
         """The state as JSON-safe dict (an infinite ``best`` as None)."""
-        return {"epoch": self.epoch, "history": self.history,
-                "best": None if math.isinf(self.best) else self.best,
-                "wait": self.wait, "stopped": self.stopped}
+        return {**vars(self), "best": None if math.isinf(self.best) else self.best}
 
     @classmethod
     def from_json(cls, d: dict) -> "FitState":
         """The state from :meth:`to_json`'s dict."""
-        best = math.inf if d.get("best") is None else float(d["best"])
-        return cls(int(d["epoch"]), {k: list(v) for k, v in d["history"].items()}, best,
-                   int(d["wait"]), bool(d["stopped"]))
+        return cls(**{**d, "best": math.inf if d.get("best") is None else float(d["best"])})
 
 
 class _Loop:
@@ -362,7 +355,6 @@ def fingerprint(backend, model, train, validation, options: FitOptions, layers) 
 
     Parameters
     ----------
-    backend : xtl.nn.backends.Backend
     model : xtl.nn.model.Model
         Before training: a hash of its starting weights is part of it, so a
         transfer from another base model differs.
@@ -374,10 +366,6 @@ def fingerprint(backend, model, train, validation, options: FitOptions, layers) 
         ``patience`` are not (a resumed run may extend the training).
     layers : tuple of int
         The trained layers.
-
-    Returns
-    -------
-    dict
     """
     bs = options.batch_size
     return {
@@ -452,7 +440,7 @@ class Checkpoint:
             n_state = sum(1 for k in z.files if k.startswith("s"))
             arrays = [z[f"s{i}"] for i in range(n_state)]
             flat = [z[f"b{i}"] for i in range(sum(1 for k in z.files if k.startswith("b")))]
-        best = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)] if flat else None
+        best = list(zip(flat[::2], flat[1::2])) or None
         return FitState.from_json(meta["state"]), arrays, best
 
     def _check(self, old: dict) -> None:
@@ -520,6 +508,3 @@ def data_digest(data: TrainingData, n: int = 32) -> str:
     else:
         parts = list(next(iter(data.batches(0, n, 0, False)), ()))
     return array_digest(head + [np.asarray(p, dtype=np.float32) for p in parts])
-
-
-# ----------------------------------------------------------- model <-> Dataset
