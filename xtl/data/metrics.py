@@ -303,10 +303,6 @@ def pdf_distance(a, b, edges) -> float:
         Samples (any shape; NaNs are left out).
     edges : array_like
         Increasing bin edges.
-
-    Returns
-    -------
-    float
     """
     edges = _check_edges(edges)
     p, q = _cell_fractions(a, edges), _cell_fractions(b, edges)
@@ -347,9 +343,7 @@ def tail_density(values, sigma: float, multiples=TAIL_SIGMAS, *,
 
 
 def _pdf(omega: xr.DataArray, edges: np.ndarray) -> xr.DataArray:
-    values = omega.values.ravel()
-    density, _ = np.histogram(values[np.isfinite(values)], bins=edges)
-    density = density / max(np.count_nonzero(np.isfinite(values)), 1) / np.diff(edges)
+    density = _cell_fractions(omega.values, edges)[1:-1] / np.diff(edges)
     centers = 0.5 * (edges[1:] + edges[:-1])
     return xr.DataArray(density, dims="omega_bin", coords={"omega_bin": centers},
                         attrs={"long_name": "PDF of vorticity (values beyond the bins count "

@@ -104,18 +104,10 @@ class Closure(abc.ABC):
         return f"{type(self).__name__}()"
 
     def __add__(self, other):
-        if _is_zero(other):
-            return self
-        if not (isinstance(other, Closure) or callable(other)):
-            return NotImplemented
-        return SumClosure(self, other)
+        return _sum(self, other, (self, other))
 
-    def __radd__(self, other):
-        if _is_zero(other):  # sum([a, b]) starts from 0
-            return self
-        if not (isinstance(other, Closure) or callable(other)):
-            return NotImplemented
-        return SumClosure(other, self)
+    def __radd__(self, other):  # sum([a, b]) starts from 0
+        return _sum(self, other, (other, self))
 
     def __mul__(self, factor):
         return ScaledClosure(self, factor)
@@ -123,21 +115,18 @@ class Closure(abc.ABC):
     __rmul__ = __mul__
 
 
-def _is_zero(value) -> bool:
-    return isinstance(value, numbers.Number) and not isinstance(value, bool) and value == 0
+def _sum(closure, other, terms):
+    """``closure + other`` as ``SumClosure(*terms)``: ``closure`` itself when ``other`` is 0."""
+    if isinstance(other, numbers.Number) and not isinstance(other, bool) and other == 0:
+        return closure
+    if not (isinstance(other, Closure) or callable(other)):
+        return NotImplemented
+    return SumClosure(*terms)
 
 
 def as_closure(closure) -> Closure:
     """``closure`` as a :class:`Closure`: None → :class:`NoClosure`, a plain callable →
     :class:`FunctionClosure`, a Closure as it is.
-
-    Parameters
-    ----------
-    closure : Closure, callable or None
-
-    Returns
-    -------
-    Closure
 
     Raises
     ------
@@ -166,10 +155,6 @@ class FunctionClosure(Closure):
     Its Π̂ is ``rfft2(func(irfft2(ψ̂), irfft2(ω̂)))``, one call per snapshot. Its
     ``name`` is the callable's ``name`` attribute, if any; a callable with an
     ``n`` attribute works on that grid only (:meth:`check_grid`).
-
-    Parameters
-    ----------
-    func : callable
     """
 
     def __init__(self, func):

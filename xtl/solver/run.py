@@ -105,16 +105,7 @@ class StepPlan:
 
 def whole_steps(value: float, dt: float) -> int | None:
     """``value/dt`` when ``value`` is a whole number of steps ``dt`` (to a relative
-    1e-9), else None: the rule every time of a run follows.
-
-    Parameters
-    ----------
-    value, dt : float
-
-    Returns
-    -------
-    int or None
-    """
+    1e-9), else None: the rule every time of a run follows."""
     steps = round(value / dt)
     if abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
         return None
@@ -141,10 +132,6 @@ def step_plan(case: Case, schedule: Schedule, dt: float | None = None) -> StepPl
     dt : float, optional
         The step after the spin-up (default ``case.dt``; another one is chosen by a
         run with ``cfl_target``).
-
-    Returns
-    -------
-    StepPlan
 
     Raises
     ------
@@ -182,11 +169,6 @@ def dt_for_cfl(dt: float, cfl: float, target: float, save_interval: float) -> fl
         ``dt·(max|u| + max|v|)/dx``; ``dt`` is returned unchanged unless it is > 0.
     target : float
         The wanted CFL number.
-    save_interval : float
-
-    Returns
-    -------
-    float
     """
     if not cfl > 0:
         return dt
@@ -199,16 +181,10 @@ def make_stepper(case: Case, grid: SpectralGrid, closure=None, kernels="auto") -
 
     Parameters
     ----------
-    case : Case
-    grid : SpectralGrid
     closure : Closure or callable, optional
         See :class:`Stepper`.
     kernels : {"auto", "numba", "numpy"}
         The stepper's elementwise work (see :class:`Stepper`).
-
-    Returns
-    -------
-    Stepper
     """
     forcing = forcing_field(grid, case.forcing, case.kf)
     if not np.any(forcing):
@@ -303,15 +279,6 @@ def _read_checkpoint(file: Path, signature: str):
         state = SolverState(data["omega_hat"].copy(), prev, int(data["step"]))
         chosen = tuple(data["chosen"].tolist()) if "chosen" in data and data["chosen"].size else None
         return state, int(data["written"]), chosen
-
-
-# --------------------------------------------------------------------------- coarse-graining
-def _coarse_graining(les, case):
-    """None, or the :class:`~xtl.data.coarse.CoarseGraining` ``les`` asks for, complete for
-    the case's grid."""
-    if les is None or les is False:
-        return None
-    return CoarseGraining.from_les(les).for_case(case)
 
 
 # --------------------------------------------------------------------------- options
@@ -484,9 +451,11 @@ class _Run:
         self.plan = step_plan(case, schedule)
         self.path = None if output.path is None else check_output_path(output.path,
                                                                          output.overwrite)
-        self.les = _coarse_graining(output.les, case)
+        self.les = None
+        if output.les is not None and output.les is not False:
+            self.les = CoarseGraining.from_les(output.les).for_case(case)
         self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.les)
-        self.member = _check_member(output.member)
+        self.member = output.member
         self.grid = SpectralGrid(case.n, dealias=case.dealias, fft=execution.fft,
                                  threads=execution.threads)
         self.stepper = None  # made by start(), at the step of a resumed run
@@ -708,22 +677,6 @@ def _check_dns_every(output, path, les):
     if dns_path.resolve() == path.resolve():
         raise ValueError(f"dns_path must differ from path, both are {str(path)!r}")
     return dns_every, dns_path
-
-
-def _check_member(member):
-    """Validate simulate's ``member`` coordinates (None, or a dict with an int ``"member"``)."""
-    if member is None:
-        return None
-    if not isinstance(member, dict) or not isinstance(member.get("member"), (int, np.integer)) \
-            or isinstance(member.get("member"), bool):
-        raise TypeError(
-            f"member must be a dict of coordinates with an int 'member', e.g. "
-            f"{{'member': 0, 'seed': 1}}; got {member!r}"
-        )
-    for key, value in member.items():
-        if not isinstance(value, (str, int, float, np.integer, np.floating)) or isinstance(value, bool):
-            raise TypeError(f"member[{key!r}] must be a number or a str, got {value!r}")
-    return dict(member)
 
 
 def _history_entry(case, seed, initial, schedule, les_options) -> str:
