@@ -176,13 +176,8 @@ def _fft2(da):
     da = da.assign_coords(y=np.arange(ny) * _TWO_PI / ny, x=np.arange(nx) * _TWO_PI / nx)
     if da.chunks is not None:
         da = da.chunk({"y": -1, "x": -1})  # dask FFTs need whole transform axes
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=FutureWarning
-        )
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=DeprecationWarning
-        )
+    with warnings.catch_warnings():  # xrft's own use of the deprecated `drop`
+        warnings.filterwarnings("ignore", message=r"dropping variables using `drop` is deprecated")
         coeffs = xrft.fft(
             da, dim=["y", "x"], shift=False, true_phase=False, true_amplitude=False
         )

@@ -37,10 +37,8 @@ def _member_variables(nc, member: dict) -> list:
             var = nc.createVariable(name, "S1", ("member", f"{name}_strlen"))
             var.setncatts({**attrs, "_Encoding": "utf-8"})
             var[:] = netCDF4.stringtochar(np.array([value.encode()], dtype=data.dtype))
-        else:
+        else:  # a number (checked where the member enters, xtl.solver.options.Output)
             value = np.asarray(value)
-            if value.dtype.kind not in "fiu" or value.ndim:
-                raise TypeError(f"member coordinate {name!r} must be a number or a str, got {value!r}")
             var = nc.createVariable(name, value.dtype, ("member",))
             var.setncatts(attrs)
             var[:] = value

@@ -166,17 +166,25 @@ def _member_coords_of(case, seed, number) -> dict:
     return {"member": int(number), **{k: attrs[k] for k in _FILE_COORDS}}
 
 
-def _file_number(path):
-    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+def _read_netcdf(path, read, default):
+    """``read(nc)`` of the netCDF file ``path`` under the netCDF lock; ``default`` when it is
+    missing or unreadable."""
     import netCDF4
 
     try:
         with netcdf_lock(), netCDF4.Dataset(path) as nc:
-            if "member" in nc.variables and nc.variables["member"].size == 1:
-                return int(nc.variables["member"][0])
+            return read(nc)
     except OSError:
-        pass
-    return None
+        return default
+
+
+def _file_number(path):
+    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+    def number(nc):
+        member = nc.variables.get("member")
+        return int(member[0]) if member is not None and member.size == 1 else None
+
+    return _read_netcdf(path, number, None)
 
 
 def _assign_numbers(specs, directory) -> None:
@@ -205,15 +213,8 @@ def _assign_numbers(specs, directory) -> None:
 
 def _is_complete(path) -> bool:
     """True if ``path`` is a netCDF file whose global attribute ``complete`` is 1."""
-    if not os.path.exists(path):
-        return False
-    import netCDF4
-
-    try:
-        with netcdf_lock(), netCDF4.Dataset(path) as nc:
-            return int(getattr(nc, "complete", 0)) == 1
-    except OSError:
-        return False
+    return os.path.exists(path) and _read_netcdf(
+        path, lambda nc: int(getattr(nc, "complete", 0)) == 1, False)
 
 
 def _run_member(spec) -> dict:
@@ -291,10 +292,6 @@ def _client(cluster: Cluster):
 
 def local_cluster(n_workers: int):
     """Start a quiet ``LocalCluster`` of ``n_workers`` one-thread processes.
-
-    Parameters
-    ----------
-    n_workers : int
 
     Returns
     -------
@@ -490,8 +487,6 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
     >>> xr.open_mfdataset("runs/*[!s].nc", combine="by_coords")    # doctest: +SKIP
     """
     import netCDF4
-
-    from ..physics.cases import Case
 
     folder = Path(directory)
     if not folder.is_dir():

@@ -81,7 +81,6 @@ def forcing_field(grid: SpectralGrid, name: str, kf: float) -> np.ndarray:
 
     Parameters
     ----------
-    grid : SpectralGrid
     name : str
         A registered forcing (:data:`FORCINGS`).
     kf : float
@@ -110,7 +109,6 @@ def random_initial_condition(
 
     Parameters
     ----------
-    grid : SpectralGrid
     seed : int
         Seed of :func:`numpy.random.default_rng`; the same seed gives the same field.
     peak : float
@@ -176,7 +174,6 @@ def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    grid : SpectralGrid
     omega_hat : ndarray
         Spectral vorticity ``(..., n, n//2 + 1)``.
 
@@ -379,7 +376,6 @@ class Stepper:
 
         Parameters
         ----------
-        state : SolverState
         measure_cfl : bool
             Measure the CFL number of the state before the step (:attr:`last_cfl`).
 
