@@ -326,10 +326,6 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     **kwargs
         Passed to :func:`xarray.open_dataset` (e.g. ``chunks``).
 
-    Returns
-    -------
-    xarray.Dataset
-
     Raises
     ------
     FileNotFoundError
@@ -363,21 +359,8 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
 
 def load_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = False,
                  **kwargs) -> xr.Dataset:
-    """A netCDF file read into memory and closed (through :func:`open_dataset`).
-
-    Parameters
-    ----------
-    path : str or Path
-    variables, dims : str or sequence of str, optional
-        What the caller needs (see :func:`open_dataset`).
-    allow_incomplete : bool, default False
-        Read a file marked ``complete = 0``.
-    **kwargs
-        Passed to :func:`xarray.open_dataset`.
-
-    Returns
-    -------
-    xarray.Dataset
+    """A netCDF file read into memory and closed: :func:`open_dataset` (the same
+    parameters, checks and errors), then ``load()``.
 
     Raises
     ------
@@ -421,10 +404,6 @@ def chunk_shape(shape, itemsize: int, target: int = CHUNK_BYTES) -> tuple:
         Bytes per element.
     target : int
         Chunk size in bytes.
-
-    Returns
-    -------
-    tuple of int
     """
     chunks, size = [], int(itemsize)
     for n in reversed(tuple(int(s) for s in shape)):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .cf import CF_ATTRS, provenance_attrs
-from .netcdf import COMPRESSION, check_storage_dtype, chunk_shape, netcdf_attrs, netcdf_lock
+from .netcdf import COMPRESSION, chunk_shape, netcdf_attrs, netcdf_lock
 
 __all__ = ["SnapshotStream"]
 
@@ -99,7 +99,7 @@ class SnapshotStream:
     attrs : dict
         Global attributes.
     dtype : {"float64", "float32"}
-        Storage dtype of the variables.
+        Storage dtype of the variables (checked by :class:`xtl.solver.options.Output`).
     append : bool
         Reopen an existing ``.part`` file (restart) instead of creating it.
     history : str
@@ -115,7 +115,6 @@ class SnapshotStream:
                  history="created", member=None):
         import netCDF4
 
-        check_storage_dtype(dtype, allow_none=False)
         x, y = coords
         self.path = Path(path)
         self.part = self.path.with_name(self.path.name + ".part")

@@ -85,12 +85,12 @@ class MemberFailedWarning(RuntimeWarning):
 # ----------------------------------------------------------------------------------------
 # members
 # ----------------------------------------------------------------------------------------
-def _as_case(value, argument="cases") -> Case:
+def _as_case(value) -> Case:
     if isinstance(value, Case):
         return value
     if isinstance(value, str):
         return get_case(value)
-    raise TypeError(f"{argument} must be a Case, a preset name, or a list of them; got {value!r}")
+    raise TypeError(f"cases must be a Case, a preset name, or a list of them; got {value!r}")
 
 
 def _as_list(value):
@@ -160,12 +160,6 @@ def _member_specs(members, directory, options, coarse_grainings) -> list:
     return specs
 
 
-def _member_coords_of(case, seed, number) -> dict:
-    """The coordinates a member file carries along its ``member`` dim."""
-    attrs = {**case.to_attrs(), "seed": int(seed)}
-    return {"member": int(number), **{k: attrs[k] for k in _FILE_COORDS}}
-
-
 def _read_netcdf(path, read, default):
     """``read(nc)`` of the netCDF file ``path`` under the netCDF lock; ``default`` when it is
     missing or unreadable."""
@@ -208,7 +202,8 @@ def _assign_numbers(specs, directory) -> None:
             number = index if index not in used else min(set(range(len(used) + 1)) - used)
             spec["number"] = number
             used.add(number)
-        spec["member"] = _member_coords_of(spec["case"], spec["seed"], spec["number"])
+        attrs = {**spec["case"].to_attrs(), "seed": int(spec["seed"])}  # the file's coordinates
+        spec["member"] = {"member": int(spec["number"]), **{k: attrs[k] for k in _FILE_COORDS}}
 
 
 def _is_complete(path) -> bool:
