@@ -80,7 +80,7 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from ..options import Options
+from ..options import Options, check_bool
 from ..physics.cases import check_n_les
 from ..physics.fourier import (
     FILTER_FORMULAS,
@@ -332,16 +332,15 @@ class CoarseGraining(Options):
         """
         psi, omega, n = _check_dataset(ds)
         les = self.for_grid(n, _case_n_les(ds) if self.n_les is None else None)
+        dealias = check_bool(dealias, "dealias", optional=True)
         if dealias is None:
             dealias = bool(_case_value(ds, "case_dealias", True))
-        elif not isinstance(dealias, (bool, np.bool_)):
-            raise TypeError(f"dealias must be True, False or None, got {dealias!r}")
-        fields = _coarse_fields(les, psi, omega, bool(dealias))
+        fields = _coarse_fields(les, psi, omega, dealias)
         result = _les_dataset(les, fields, ds)
         attrs = {**result.attrs, **les.attrs(n, dealias)}
         result.attrs = append_history(
             attrs, f"xtl.coarse_grain(n_les={les.n_les}, filter={les.filter!r}, "
-                   f"width={les.width!r}, dealias={bool(dealias)})")
+                   f"width={les.width!r}, dealias={dealias})")
         return result
 
 

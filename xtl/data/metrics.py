@@ -279,13 +279,6 @@ def _cell_fractions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(values.size, 1)
 
 
-def _check_edges(edges) -> np.ndarray:
-    edges = np.asarray(edges, dtype=float)
-    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
-        raise ValueError(f"edges must be increasing bin edges (at least 2), got {edges!r}")
-    return edges
-
-
 def pdf_distance(a, b, edges) -> float:
     r"""Hellinger distance between the distributions of two samples on common bins.
 
@@ -304,7 +297,9 @@ def pdf_distance(a, b, edges) -> float:
     edges : array_like
         Increasing bin edges.
     """
-    edges = _check_edges(edges)
+    edges = np.asarray(edges, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be increasing bin edges (at least 2), got {edges!r}")
     p, q = _cell_fractions(a, edges), _cell_fractions(b, edges)
     return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
 

@@ -449,7 +449,6 @@ def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, *, dtype=None,
 
     Parameters
     ----------
-    ds : xarray.Dataset
     path : str or Path
     overwrite : bool
         Replace an existing file (the old one stays intact until the rename).

@@ -249,13 +249,9 @@ def _default_client():
 
 @contextlib.contextmanager
 def _client(cluster: Cluster):
-    """Yield a distributed Client; close whatever this function created.
-
-    ``cluster.client``, else ``cluster.scheduler``, else the default Client of the
-    process, else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster of
-    ``cluster.n_workers`` workers. An address is probed first and refused within
-    ``cluster.timeout`` (:func:`xtl.scheduler.connect`).
-    """
+    """Yield the distributed Client the module docstring's *The cluster* picks; close
+    whatever this function created. An address is probed first and refused within
+    ``cluster.timeout`` (:func:`xtl.scheduler.connect`)."""
     from distributed import Client
 
     client, scheduler = cluster.client, cluster.scheduler

@@ -545,8 +545,7 @@ class _Run:
         state = initial_state(self.case, self.grid, self.seed, self.initial)
         if self.path is not None:
             self._open_streams(append=False)
-            if self.ckpt.exists():
-                self.ckpt.unlink()
+            self.ckpt.unlink(missing_ok=True)
         return state
 
     def _use_dt(self, dt) -> None:
@@ -616,14 +615,12 @@ class _Run:
 
     def _diverged(self, step):
         """Close the files as incomplete and raise :class:`DivergenceError`."""
-        written = None
         for stream in self.streams:
             stream.finish(complete=False)
-            if written is None:
-                written = str(stream.path)
-                ckpt = _checkpoint_path(stream.path)
-                if ckpt.exists():
-                    ckpt.unlink()
+        written = None
+        if self.stream is not None:  # the first stream, which the checkpoint belongs to
+            written = str(self.path)
+            self.ckpt.unlink(missing_ok=True)
         stepper = self.stepper
         raise DivergenceError(self.plan.time(step), step, stepper.last_cfl, stepper.dt,
                               self.schedule.cfl_limit, written)
@@ -648,8 +645,7 @@ class _Run:
             return ds if chunks is None else ds.chunk(dict(chunks))
         for s in self.streams:
             s.finish(complete=True)
-        if self.ckpt.exists():
-            self.ckpt.unlink()
+        self.ckpt.unlink(missing_ok=True)
         return open_dataset(self.path, **({} if chunks is None else {"chunks": dict(chunks)}))
 
 
