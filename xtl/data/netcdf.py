@@ -300,10 +300,6 @@ def _check_contents(ds: xr.Dataset, path, variables, dims, allow_incomplete: boo
     )
 
 
-def _is_local_file(path) -> bool:
-    return isinstance(path, (str, os.PathLike)) and "://" not in str(path)
-
-
 def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = False,
                  **kwargs) -> xr.Dataset:
     """``xarray.open_dataset(path, **kwargs)``, checked, opened and read under :data:`NETCDF_IO_LOCK`.
@@ -335,7 +331,8 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
         (:class:`IncompleteFileError` if it is marked incomplete).
     """
     variables, dims = _names(variables, "variables"), _names(dims, "dims")
-    local = _is_local_file(path) and kwargs.get("engine") in _NETCDF_ENGINES
+    local = isinstance(path, (str, os.PathLike)) and "://" not in str(path) \
+        and kwargs.get("engine") in _NETCDF_ENGINES  # a local netCDF file
     if local and not os.path.isdir(path):
         verify_netcdf(path)
     kwargs.setdefault("lock", NETCDF_IO_LOCK)

@@ -156,8 +156,7 @@ class Output(Options):
         set_(self, "dns_every", check_int(self.dns_every, "dns_every", minimum=1, optional=True))
         set_(self, "attrs", _check_mapping(self.attrs, "attrs", "{'closure': 'smag'}"))
         set_(self, "member", _check_member(self.member))
-        if self.chunks is not None and not isinstance(self.chunks, Mapping):
-            raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {self.chunks!r}")
+        set_(self, "chunks", _check_mapping(self.chunks, "chunks", "{'time': 100}"))
 
 
 @dataclass(frozen=True)
@@ -218,8 +217,7 @@ class Cluster(Options):
     def __post_init__(self):
         if self.client is not None and self.scheduler is not None:
             raise ValueError("give client= or scheduler=, not both")
-        if self.n_workers is not None:
-            object.__setattr__(self, "n_workers",
-                               check_int(self.n_workers, "n_workers", minimum=1))
+        object.__setattr__(self, "n_workers",
+                           check_int(self.n_workers, "n_workers", minimum=1, optional=True))
         object.__setattr__(self, "timeout",
                            check_float(self.timeout, "timeout", positive=True, optional=True))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import math
 import os
@@ -455,7 +454,6 @@ class _Run:
         if output.les is not None and output.les is not False:
             self.les = CoarseGraining.from_les(output.les).for_case(case)
         self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.les)
-        self.member = output.member
         self.grid = SpectralGrid(case.n, dealias=case.dealias, fft=execution.fft,
                                  threads=execution.threads)
         self.stepper = None  # made by start(), at the step of a resumed run
@@ -517,7 +515,7 @@ class _Run:
         return [s for s in (self.stream, self.dns_stream) if s is not None]
 
     def _open_streams(self, append: bool) -> None:
-        dtype, entry, member = self.output.dtype, self.entry, self.member
+        dtype, entry, member = self.output.dtype, self.entry, self.output.member
         self.stream = SnapshotStream(self.path, (self.x, self.x), self.names, self.attrs,
                                      dtype=dtype, append=append, history=entry, member=member)
         if self.dns_path is not None:
@@ -635,18 +633,19 @@ class _Run:
             err.snapshots.attrs.update(complete=0, blowup_time=err.time)
 
     def _dataset(self) -> xr.Dataset:
-        return _to_dataset(self.x, self.memory, self.attrs, self.names, self.entry, self.member)
+        return _to_dataset(self.x, self.memory, self.attrs, self.names, self.entry,
+                           self.output.member)
 
     def finish(self) -> xr.Dataset:
         """The finished files, opened lazily, or the snapshots kept in memory."""
         chunks = self.output.chunks
         if self.stream is None:
             ds = self._dataset()
-            return ds if chunks is None else ds.chunk(dict(chunks))
+            return ds if chunks is None else ds.chunk(chunks)
         for s in self.streams:
             s.finish(complete=True)
         self.ckpt.unlink(missing_ok=True)
-        return open_dataset(self.path, **({} if chunks is None else {"chunks": dict(chunks)}))
+        return open_dataset(self.path, chunks=chunks)
 
 
 def _chosen_attrs(chosen) -> dict:
