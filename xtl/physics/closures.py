@@ -403,7 +403,8 @@ def available_closures() -> tuple:
 
 
 def get_closure(name: str, **params) -> Closure:
-    """The closure registered as ``name``, made with ``params``.
+    """The closure registered as ``name``, made with ``params`` (a factory's plain callable
+    is wrapped by :func:`as_closure`).
 
     Parameters
     ----------
@@ -413,11 +414,6 @@ def get_closure(name: str, **params) -> Closure:
         ``"dynamic-smagorinsky"``, and any :func:`register_closure` added.
     **params
         The factory's arguments, e.g. ``cs=0.2``.
-
-    Returns
-    -------
-    Closure
-        (A factory's plain callable is wrapped by :func:`as_closure`.)
 
     Raises
     ------

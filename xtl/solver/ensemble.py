@@ -566,17 +566,12 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
         Folder of the member files (created if missing). On a remote cluster,
         a folder the workers and this process share.
     cluster : Cluster or dict, optional
-        ``client``: run on this ``distributed.Client``'s cluster (left open).
-        ``scheduler``: a scheduler address (``"tcp://host:8786"``) or a cluster
-        with ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
-        them, the process's default ``Client`` is used when there is one (e.g.
-        ``client = Client(...)`` in a notebook), else ``$DASK_SCHEDULER_ADDRESS``
-        when set; otherwise a ``LocalCluster`` of ``n_workers`` one-thread
-        workers (default the cores this process may use divided by ``threads``)
-        is started and closed at the end. ``timeout``: seconds to wait for a
-        scheduler given by address (default ``$XTL_SCHEDULER_TIMEOUT``, else 5):
-        an address where no dask scheduler answers is refused in that time
-        (:func:`xtl.scheduler.connect`).
+        ``client``, ``scheduler``, ``n_workers``, ``timeout``
+        (:class:`~xtl.solver.options.Cluster`), chosen in the order of the module
+        docstring's *The cluster*: a given client (left open) or scheduler, the
+        process's default ``Client`` (e.g. a notebook's), ``$DASK_SCHEDULER_ADDRESS``,
+        else a ``LocalCluster`` of ``n_workers`` one-thread workers (default the
+        cores this process may use divided by ``threads``), closed at the end.
     **kwargs
         Single options of ``schedule``, ``output``, ``execution`` and ``cluster``.
 

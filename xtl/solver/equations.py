@@ -378,11 +378,6 @@ class Stepper:
         ----------
         measure_cfl : bool
             Measure the CFL number of the state before the step (:attr:`last_cfl`).
-
-        Returns
-        -------
-        SolverState
-            ``state``, advanced.
         """
         if state.tendency_prev is None:
             self._heun_first_step(state, self.tendency(state.omega_hat, measure_cfl=measure_cfl))
