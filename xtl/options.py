@@ -156,7 +156,8 @@ class Options:
 
     @classmethod
     def merge(cls, options=None, /, **kwargs):
-        """``options`` (or the defaults) with ``kwargs`` replacing single options.
+        """``options`` (or the defaults) with ``kwargs`` replacing single options: a new,
+        validated instance.
 
         Parameters
         ----------
@@ -165,11 +166,6 @@ class Options:
             None for the defaults.
         **kwargs
             Single options to replace.
-
-        Returns
-        -------
-        Options
-            A new, validated instance.
 
         Raises
         ------

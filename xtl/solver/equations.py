@@ -313,14 +313,10 @@ class Stepper:
         omega_hat : ndarray
             Spectral vorticity.
         out : ndarray, optional
-            Where to write T (a new array by default).
+            Where to write T, which is returned (a new array by default); zero outside
+            the grid's mask.
         measure_cfl : bool
             Also set :attr:`last_cfl` ``= dt·(max|u| + max|v|)/dx``.
-
-        Returns
-        -------
-        ndarray
-            T (``out``), zero outside the grid's mask.
         """
         out = np.empty(self.grid.spectral_shape, dtype=complex) if out is None else out
         self._nonlinear_products(omega_hat, measure_cfl)
