@@ -35,22 +35,9 @@ __all__ = [
 
 # ------------------------------------------------------------------ validators
 def check_int(value, name: str, *, minimum: int | None = None, optional: bool = False):
-    """``value`` as an int, refusing bools, floats and values below ``minimum``.
-
-    Parameters
-    ----------
-    value : object
-        The value to check.
-    name : str
-        The option's name, used in the message.
-    minimum : int, optional
-        The smallest allowed value.
-    optional : bool
-        Let None through (returned as None).
-
-    Returns
-    -------
-    int or None
+    """``value`` as an int, refusing bools, floats and values below ``minimum`` (the
+    smallest allowed value; None: no bound); ``value``, ``name`` and ``optional`` as in
+    :func:`check_float`.
 
     Raises
     ------
@@ -103,10 +90,6 @@ def check_float(value, name: str, *, positive: bool = False, minimum: float | No
     optional : bool
         Let None through (returned as None).
 
-    Returns
-    -------
-    float or None
-
     Raises
     ------
     TypeError
@@ -133,20 +116,8 @@ def check_float(value, name: str, *, positive: bool = False, minimum: float | No
 
 
 def check_bool(value, name: str, *, optional: bool = False):
-    """``value`` as a bool (numpy bools too), refusing ints and strings.
-
-    Parameters
-    ----------
-    value : object
-        The value to check.
-    name : str
-        The option's name, used in the message.
-    optional : bool
-        Let None through (returned as None).
-
-    Returns
-    -------
-    bool or None
+    """``value`` as a bool (numpy bools too), refusing ints and strings; ``value``,
+    ``name`` and ``optional`` as in :func:`check_float`.
 
     Raises
     ------
@@ -185,7 +156,8 @@ class Options:
 
     @classmethod
     def merge(cls, options=None, /, **kwargs):
-        """``options`` (or the defaults) with ``kwargs`` replacing single options.
+        """``options`` (or the defaults) with ``kwargs`` replacing single options: a new,
+        validated instance.
 
         Parameters
         ----------
@@ -194,11 +166,6 @@ class Options:
             None for the defaults.
         **kwargs
             Single options to replace.
-
-        Returns
-        -------
-        Options
-            A new, validated instance.
 
         Raises
         ------

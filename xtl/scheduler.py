@@ -130,10 +130,6 @@ def scheduler_timeout(timeout=None) -> float:
     timeout : float, optional
         Finite and > 0.
 
-    Returns
-    -------
-    float
-
     Raises
     ------
     TypeError, ValueError
@@ -188,9 +184,7 @@ def _read(sock, n: int, deadline: float) -> bytes:
         sock.settimeout(left)
         try:
             chunk = sock.recv(n - len(data))
-        except (socket.timeout, TimeoutError):
-            break
-        except OSError:
+        except OSError:  # socket.timeout too
             break
         if not chunk:
             break

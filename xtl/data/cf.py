@@ -68,18 +68,9 @@ def append_history(attrs: dict, entry: str, now=None) -> dict:
 
 
 def provenance_attrs(entry: str = "created") -> dict:
-    """Global attributes recording the conventions, the writer and the first history line.
-
-    Parameters
-    ----------
-    entry : str
-        The operation that created the data (the first ``history`` line).
-
-    Returns
-    -------
-    dict
-        ``Conventions`` (CF-1.8), ``source`` (xtl and its version) and ``history``.
-    """
+    """Global attributes recording the conventions (``Conventions``, CF-1.8), the writer
+    (``source``: xtl and its version) and ``history``, whose first line is ``entry``, the
+    operation that created the data."""
     return {
         "Conventions": "CF-1.8",
         "source": f"xtl {__version__}",

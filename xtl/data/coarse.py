@@ -80,7 +80,7 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from ..options import Options
+from ..options import Options, check_bool
 from ..physics.cases import check_n_les
 from ..physics.fourier import (
     FILTER_FORMULAS,
@@ -135,10 +135,6 @@ def check_filter(filter) -> str:
     filter : str
         A name in :data:`xtl.physics.fourier.FILTERS` or :data:`FILTER_ALIASES`.
 
-    Returns
-    -------
-    str
-
     Raises
     ------
     ValueError
@@ -154,17 +150,8 @@ def check_filter(filter) -> str:
 
 
 def default_width(n_les: int) -> float:
-    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing.
-
-    Parameters
-    ----------
-    n_les : int
-        LES grid points per direction (even, >= 4).
-
-    Returns
-    -------
-    float
-    """
+    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing (``n_les``:
+    LES grid points per direction, even, >= 4)."""
     return 2.0 * (2.0 * math.pi / check_n_les(n_les))
 
 
@@ -178,20 +165,6 @@ def check_width(width, n_les) -> float:
     if not (math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a finite number > 0 (the filter width Δ), got {width}")
     return width
-
-
-def _les_attrs(n, n_les, filter, width, dealias) -> dict:
-    """Global attributes describing a coarse-graining."""
-    return {
-        "filter": filter,
-        "filter_width": float(width),
-        "n_dns": int(n),
-        "n_les": int(n_les),
-        "dealias_dns": int(dealias),
-        "pi_definition": _PI_DEFINITION,
-        "coarse_graining": _COARSE_GRAINING,
-        "nonlinear_terms": _NONLINEAR,
-    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -301,7 +274,16 @@ class CoarseGraining(Options):
     def attrs(self, n: int, dealias: bool = True) -> dict:
         """netCDF attributes of LES data from a DNS grid of ``n`` points (filter, width,
         both grid sizes, definitions)."""
-        return _les_attrs(n, self.n_les, self.filter, self.width, dealias)
+        return {
+            "filter": self.filter,
+            "filter_width": float(self.width),
+            "n_dns": int(n),
+            "n_les": int(self.n_les),
+            "dealias_dns": int(dealias),
+            "pi_definition": _PI_DEFINITION,
+            "coarse_graining": _COARSE_GRAINING,
+            "nonlinear_terms": _NONLINEAR,
+        }
 
     @property
     def signature(self) -> str:
@@ -350,16 +332,15 @@ class CoarseGraining(Options):
         """
         psi, omega, n = _check_dataset(ds)
         les = self.for_grid(n, _case_n_les(ds) if self.n_les is None else None)
+        dealias = check_bool(dealias, "dealias", optional=True)
         if dealias is None:
             dealias = bool(_case_value(ds, "case_dealias", True))
-        elif not isinstance(dealias, (bool, np.bool_)):
-            raise TypeError(f"dealias must be True, False or None, got {dealias!r}")
-        fields = _coarse_fields(les, psi, omega, bool(dealias))
+        fields = _coarse_fields(les, psi, omega, dealias)
         result = _les_dataset(les, fields, ds)
         attrs = {**result.attrs, **les.attrs(n, dealias)}
         result.attrs = append_history(
             attrs, f"xtl.coarse_grain(n_les={les.n_les}, filter={les.filter!r}, "
-                   f"width={les.width!r}, dealias={bool(dealias)})")
+                   f"width={les.width!r}, dealias={dealias})")
         return result
 
 

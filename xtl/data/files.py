@@ -58,13 +58,7 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
         raise FileExistsError(
             f"{argument}={str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it"
         )
-    _check_parent(path, argument)
-    return path
-
-
-def _check_parent(path: Path, argument: str) -> None:
-    """Refuse an output whose folder is missing, a file, or not writable."""
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(
             f"{argument}={str(path)!r}: {str(folder)!r} is a file, not a folder")
@@ -72,6 +66,7 @@ def _check_parent(path: Path, argument: str) -> None:
         raise FileNotFoundError(f"{argument}={str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"{argument}={str(path)!r}: folder {str(folder)!r} is not writable")
+    return path
 
 
 def check_output_folder(path, argument: str = "out") -> Path:

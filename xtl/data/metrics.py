@@ -279,13 +279,6 @@ def _cell_fractions(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(values.size, 1)
 
 
-def _check_edges(edges) -> np.ndarray:
-    edges = np.asarray(edges, dtype=float)
-    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
-        raise ValueError(f"edges must be increasing bin edges (at least 2), got {edges!r}")
-    return edges
-
-
 def pdf_distance(a, b, edges) -> float:
     r"""Hellinger distance between the distributions of two samples on common bins.
 
@@ -303,12 +296,10 @@ def pdf_distance(a, b, edges) -> float:
         Samples (any shape; NaNs are left out).
     edges : array_like
         Increasing bin edges.
-
-    Returns
-    -------
-    float
     """
-    edges = _check_edges(edges)
+    edges = np.asarray(edges, dtype=float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be increasing bin edges (at least 2), got {edges!r}")
     p, q = _cell_fractions(a, edges), _cell_fractions(b, edges)
     return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
 
@@ -347,9 +338,7 @@ def tail_density(values, sigma: float, multiples=TAIL_SIGMAS, *,
 
 
 def _pdf(omega: xr.DataArray, edges: np.ndarray) -> xr.DataArray:
-    values = omega.values.ravel()
-    density, _ = np.histogram(values[np.isfinite(values)], bins=edges)
-    density = density / max(np.count_nonzero(np.isfinite(values)), 1) / np.diff(edges)
+    density = _cell_fractions(omega.values, edges)[1:-1] / np.diff(edges)
     centers = 0.5 * (edges[1:] + edges[:-1])
     return xr.DataArray(density, dims="omega_bin", coords={"omega_bin": centers},
                         attrs={"long_name": "PDF of vorticity (values beyond the bins count "

@@ -300,10 +300,6 @@ def _check_contents(ds: xr.Dataset, path, variables, dims, allow_incomplete: boo
     )
 
 
-def _is_local_file(path) -> bool:
-    return isinstance(path, (str, os.PathLike)) and "://" not in str(path)
-
-
 def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = False,
                  **kwargs) -> xr.Dataset:
     """``xarray.open_dataset(path, **kwargs)``, checked, opened and read under :data:`NETCDF_IO_LOCK`.
@@ -326,10 +322,6 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     **kwargs
         Passed to :func:`xarray.open_dataset` (e.g. ``chunks``).
 
-    Returns
-    -------
-    xarray.Dataset
-
     Raises
     ------
     FileNotFoundError
@@ -339,7 +331,8 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
         (:class:`IncompleteFileError` if it is marked incomplete).
     """
     variables, dims = _names(variables, "variables"), _names(dims, "dims")
-    local = _is_local_file(path) and kwargs.get("engine") in _NETCDF_ENGINES
+    local = isinstance(path, (str, os.PathLike)) and "://" not in str(path) \
+        and kwargs.get("engine") in _NETCDF_ENGINES  # a local netCDF file
     if local and not os.path.isdir(path):
         verify_netcdf(path)
     kwargs.setdefault("lock", NETCDF_IO_LOCK)
@@ -363,21 +356,8 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
 
 def load_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = False,
                  **kwargs) -> xr.Dataset:
-    """A netCDF file read into memory and closed (through :func:`open_dataset`).
-
-    Parameters
-    ----------
-    path : str or Path
-    variables, dims : str or sequence of str, optional
-        What the caller needs (see :func:`open_dataset`).
-    allow_incomplete : bool, default False
-        Read a file marked ``complete = 0``.
-    **kwargs
-        Passed to :func:`xarray.open_dataset`.
-
-    Returns
-    -------
-    xarray.Dataset
+    """A netCDF file read into memory and closed: :func:`open_dataset` (the same
+    parameters, checks and errors), then ``load()``.
 
     Raises
     ------
@@ -421,10 +401,6 @@ def chunk_shape(shape, itemsize: int, target: int = CHUNK_BYTES) -> tuple:
         Bytes per element.
     target : int
         Chunk size in bytes.
-
-    Returns
-    -------
-    tuple of int
     """
     chunks, size = [], int(itemsize)
     for n in reversed(tuple(int(s) for s in shape)):
@@ -470,7 +446,6 @@ def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, *, dtype=None,
 
     Parameters
     ----------
-    ds : xarray.Dataset
     path : str or Path
     overwrite : bool
         Replace an existing file (the old one stays intact until the rename).

@@ -176,13 +176,8 @@ def _fft2(da):
     da = da.assign_coords(y=np.arange(ny) * _TWO_PI / ny, x=np.arange(nx) * _TWO_PI / nx)
     if da.chunks is not None:
         da = da.chunk({"y": -1, "x": -1})  # dask FFTs need whole transform axes
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=FutureWarning
-        )
-        warnings.filterwarnings(
-            "ignore", message=r"dropping variables using `drop` is deprecated", category=DeprecationWarning
-        )
+    with warnings.catch_warnings():  # xrft's own use of the deprecated `drop`
+        warnings.filterwarnings("ignore", message=r"dropping variables using `drop` is deprecated")
         coeffs = xrft.fft(
             da, dim=["y", "x"], shift=False, true_phase=False, true_amplitude=False
         )
@@ -191,6 +186,17 @@ def _fft2(da):
     kx = np.rint(coeffs["kx"].values * _TWO_PI).astype(int)
     coeffs = coeffs.assign_coords(ky=("ky", ky), kx=("kx", kx))
     return coeffs / (ny * nx)
+
+
+#: ``long_name`` (``{name}``: the field's) and ``normalization`` attributes of each spectrum.
+_SPECTRUM_TEXT = {
+    "power": ("power spectrum of {name}", "P(k) = sum over shell round(|k|)=k of "
+              "|f^(k)|^2/(Ny*Nx)^2; sum_k P(k) = mean(f^2)"),
+    "energy": ("kinetic energy spectrum (from streamfunction {name})", "E(k) = sum over shell "
+               "of 0.5*|k|^2*|psi^(k)|^2/(Ny*Nx)^2; sum_k E(k) = 0.5*mean(|grad psi|^2)"),
+    "enstrophy": ("enstrophy spectrum (from vorticity {name})", "Z(k) = sum over shell of "
+                  "0.5*|omega^(k)|^2/(Ny*Nx)^2; sum_k Z(k) = 0.5*mean(omega^2)"),
+}
 
 
 def _power_units(units):
@@ -277,33 +283,16 @@ def spectrum(obj, kind="power", *, var=None, kmax=None):
     power = (coeffs * np.conj(coeffs)).real
     name = field.name if field.name is not None else "field"
     units = field.attrs.get("units")
-    if kind == "power":
-        density = power
-        attrs = {
-            "long_name": f"power spectrum of {name}",
-            "units": _power_units(units),
-            "normalization": "P(k) = sum over shell round(|k|)=k of |f^(k)|^2/(Ny*Nx)^2; "
-            "sum_k P(k) = mean(f^2)",
-        }
-    elif kind == "energy":
-        k2 = (coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float)
-        density = 0.5 * k2 * power
-        attrs = {
-            "long_name": f"kinetic energy spectrum (from streamfunction {name})",
-            "units": "1",
-            "normalization": "E(k) = sum over shell of 0.5*|k|^2*|psi^(k)|^2/(Ny*Nx)^2; "
-            "sum_k E(k) = 0.5*mean(|grad psi|^2)",
-        }
-    else:
+    density = power
+    if kind == "energy":
+        density = 0.5 * (coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float) * power
+    elif kind == "enstrophy":
         density = 0.5 * power
-        attrs = {
-            "long_name": f"enstrophy spectrum (from vorticity {name})",
-            "units": "1",
-            "normalization": "Z(k) = sum over shell of 0.5*|omega^(k)|^2/(Ny*Nx)^2; "
-            "sum_k Z(k) = 0.5*mean(omega^2)",
-        }
+    long_name, normalization = _SPECTRUM_TEXT[kind]
     out = _shell_sum(density, kmax, f"{kind}_spectrum")
-    out.attrs = attrs
+    out.attrs = {"long_name": long_name.format(name=name),
+                 "units": _power_units(units) if kind == "power" else "1",
+                 "normalization": normalization}
     return out
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .cf import CF_ATTRS, provenance_attrs
-from .netcdf import COMPRESSION, check_storage_dtype, chunk_shape, netcdf_attrs, netcdf_lock
+from .netcdf import COMPRESSION, chunk_shape, netcdf_attrs, netcdf_lock
 
 __all__ = ["SnapshotStream"]
 
@@ -37,10 +37,8 @@ def _member_variables(nc, member: dict) -> list:
             var = nc.createVariable(name, "S1", ("member", f"{name}_strlen"))
             var.setncatts({**attrs, "_Encoding": "utf-8"})
             var[:] = netCDF4.stringtochar(np.array([value.encode()], dtype=data.dtype))
-        else:
+        else:  # a number (checked where the member enters, xtl.solver.options.Output)
             value = np.asarray(value)
-            if value.dtype.kind not in "fiu" or value.ndim:
-                raise TypeError(f"member coordinate {name!r} must be a number or a str, got {value!r}")
             var = nc.createVariable(name, value.dtype, ("member",))
             var.setncatts(attrs)
             var[:] = value
@@ -101,7 +99,7 @@ class SnapshotStream:
     attrs : dict
         Global attributes.
     dtype : {"float64", "float32"}
-        Storage dtype of the variables.
+        Storage dtype of the variables (checked by :class:`xtl.solver.options.Output`).
     append : bool
         Reopen an existing ``.part`` file (restart) instead of creating it.
     history : str
@@ -117,7 +115,6 @@ class SnapshotStream:
                  history="created", member=None):
         import netCDF4
 
-        check_storage_dtype(dtype, allow_none=False)
         x, y = coords
         self.path = Path(path)
         self.part = self.path.with_name(self.path.name + ".part")

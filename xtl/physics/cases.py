@@ -99,17 +99,7 @@ class Case:
         return 0.0 if math.isinf(self.Re) else 1.0 / self.Re
 
     def replace(self, **changes) -> "Case":
-        """Return a copy with some fields changed (validated again).
-
-        Parameters
-        ----------
-        **changes
-            Fields and their new values.
-
-        Returns
-        -------
-        Case
-        """
+        """Return a copy with the fields ``changes`` names changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def to_attrs(self) -> dict:
@@ -136,29 +126,18 @@ class Case:
         ----------
         attrs : mapping
             E.g. a run's ``ds.attrs``; keys that are not case fields are ignored.
-
-        Returns
-        -------
-        Case
         """
         kwargs = {}
         for f in dataclasses.fields(cls):
             key = f.name if f.name in _PHYSICAL else f"case_{f.name}"
             if key in attrs:
-                value = attrs[key]
-                if f.type in ("bool", bool):
-                    value = bool(value)
-                elif f.type in ("int", int):
-                    value = int(value)
-                elif f.type in ("float", float):
-                    value = float(value)
-                else:
-                    value = str(value)
-                kwargs[f.name] = value
+                kwargs[f.name] = _FIELD_TYPES.get(f.type, str)(attrs[key])
         return cls(**kwargs)
 
 
 _PHYSICAL = ("Re", "kf", "beta", "mu")
+#: How :meth:`Case.from_attrs` reads a field back, by its annotation (str otherwise).
+_FIELD_TYPES = {"bool": bool, "int": int, "float": float}
 
 
 #: The real-number fields: ``(name, meaning, range)``, the range as
@@ -203,10 +182,6 @@ def check_n_les(n_les, n: int | None = None, name: str = "n_les") -> int:
         The DNS grid size it must not exceed; None: any.
     name : str
         The argument's name in the messages.
-
-    Returns
-    -------
-    int
 
     Raises
     ------

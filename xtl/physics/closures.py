@@ -104,18 +104,10 @@ class Closure(abc.ABC):
         return f"{type(self).__name__}()"
 
     def __add__(self, other):
-        if _is_zero(other):
-            return self
-        if not (isinstance(other, Closure) or callable(other)):
-            return NotImplemented
-        return SumClosure(self, other)
+        return _sum(self, other, (self, other))
 
-    def __radd__(self, other):
-        if _is_zero(other):  # sum([a, b]) starts from 0
-            return self
-        if not (isinstance(other, Closure) or callable(other)):
-            return NotImplemented
-        return SumClosure(other, self)
+    def __radd__(self, other):  # sum([a, b]) starts from 0
+        return _sum(self, other, (other, self))
 
     def __mul__(self, factor):
         return ScaledClosure(self, factor)
@@ -123,21 +115,18 @@ class Closure(abc.ABC):
     __rmul__ = __mul__
 
 
-def _is_zero(value) -> bool:
-    return isinstance(value, numbers.Number) and not isinstance(value, bool) and value == 0
+def _sum(closure, other, terms):
+    """``closure + other`` as ``SumClosure(*terms)``: ``closure`` itself when ``other`` is 0."""
+    if isinstance(other, numbers.Number) and not isinstance(other, bool) and other == 0:
+        return closure
+    if not (isinstance(other, Closure) or callable(other)):
+        return NotImplemented
+    return SumClosure(*terms)
 
 
 def as_closure(closure) -> Closure:
     """``closure`` as a :class:`Closure`: None → :class:`NoClosure`, a plain callable →
     :class:`FunctionClosure`, a Closure as it is.
-
-    Parameters
-    ----------
-    closure : Closure, callable or None
-
-    Returns
-    -------
-    Closure
 
     Raises
     ------
@@ -166,10 +155,6 @@ class FunctionClosure(Closure):
     Its Π̂ is ``rfft2(func(irfft2(ψ̂), irfft2(ω̂)))``, one call per snapshot. Its
     ``name`` is the callable's ``name`` attribute, if any; a callable with an
     ``n`` attribute works on that grid only (:meth:`check_grid`).
-
-    Parameters
-    ----------
-    func : callable
     """
 
     def __init__(self, func):
@@ -304,17 +289,6 @@ def _eddy_divergence_hat(grid: SpectralGrid, psi_hat, omega_hat, width: float):
     return grid.divergence(grid.rfft2(nu * wx), grid.rfft2(nu * wy))
 
 
-def _advection_hat(grid: SpectralGrid, omega_hat):
-    """N̂ of ω̂ (ψ̂ = ω̂/k²) in Basdevant's form without dealiasing: the products of all
-    modes but the Nyquist ones (:class:`xtl.physics.fourier.Jacobian` on a grid
-    without the 2/3 rule), whatever ``grid.dealias`` is."""
-    kx, ky = grid.kx, grid.ky
-    keep = (np.abs(kx) < grid.n // 2) & (np.abs(ky) < grid.n // 2)
-    u, v = grid.irfft2(np.stack(grid.velocity(grid.streamfunction(omega_hat) * keep)))
-    uv, diff = grid.rfft2(np.stack([u * v, (v - u) * (v + u)]))
-    return ((ky**2 - kx**2) * keep) * uv - (kx * ky * keep) * diff
-
-
 class Smagorinsky(Closure):
     """Π = −∇·(ν_e ∇ω̄), ν_e = (C_s Δ)² |S̄|, |S̄| = √(4ψ_xy² + (ψ_yy − ψ_xx)²), Δ = 2π/n.
 
@@ -354,13 +328,27 @@ class DynamicSmagorinsky(Closure):
 
     def __init__(self):
         self.cs2 = float("nan")
+        self._plain_grids = {}
+
+    def __getstate__(self):  # the FFT plans stay behind; a copy makes its own
+        return {**vars(self), "_plain_grids": {}}
+
+    def _advection_hat(self, grid: SpectralGrid, omega_hat):
+        """N̂ of ω̂ (ψ̂ = ω̂/k²) without dealiasing, whatever ``grid.dealias`` is: the
+        :class:`~xtl.physics.fourier.Jacobian` of a non-dealiased grid like ``grid``
+        (the products of all modes but the Nyquist ones), kept per grid."""
+        key = (grid.n, grid.fft, grid.threads, grid.planner)
+        if key not in self._plain_grids:
+            self._plain_grids[key] = SpectralGrid(grid.n, dealias=False, fft=grid.fft,
+                                                  threads=grid.threads, planner=grid.planner)
+        return self._plain_grids[key].advection(omega_hat)
 
     def pi_hat(self, omega_hat, grid):
         delta = grid_width(grid)
         test = transfer_function("gaussian", grid.kx, grid.ky, 2 * delta)
         psi_hat = grid.streamfunction(omega_hat)
         model_hat = _eddy_divergence_hat(grid, psi_hat, omega_hat, delta)
-        advection, filtered = _advection_hat(grid, np.stack([omega_hat, test * omega_hat]))
+        advection, filtered = self._advection_hat(grid, np.stack([omega_hat, test * omega_hat]))
         leonard = test * advection - filtered
         m_hat = test * model_hat - _eddy_divergence_hat(grid, test * psi_hat, test * omega_hat,
                                                         2 * delta)
@@ -415,7 +403,8 @@ def available_closures() -> tuple:
 
 
 def get_closure(name: str, **params) -> Closure:
-    """The closure registered as ``name``, made with ``params``.
+    """The closure registered as ``name``, made with ``params`` (a factory's plain callable
+    is wrapped by :func:`as_closure`).
 
     Parameters
     ----------
@@ -425,11 +414,6 @@ def get_closure(name: str, **params) -> Closure:
         ``"dynamic-smagorinsky"``, and any :func:`register_closure` added.
     **params
         The factory's arguments, e.g. ``cs=0.2``.
-
-    Returns
-    -------
-    Closure
-        (A factory's plain callable is wrapped by :func:`as_closure`.)
 
     Raises
     ------

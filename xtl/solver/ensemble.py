@@ -85,12 +85,12 @@ class MemberFailedWarning(RuntimeWarning):
 # ----------------------------------------------------------------------------------------
 # members
 # ----------------------------------------------------------------------------------------
-def _as_case(value, argument="cases") -> Case:
+def _as_case(value) -> Case:
     if isinstance(value, Case):
         return value
     if isinstance(value, str):
         return get_case(value)
-    raise TypeError(f"{argument} must be a Case, a preset name, or a list of them; got {value!r}")
+    raise TypeError(f"cases must be a Case, a preset name, or a list of them; got {value!r}")
 
 
 def _as_list(value):
@@ -160,23 +160,25 @@ def _member_specs(members, directory, options, coarse_grainings) -> list:
     return specs
 
 
-def _member_coords_of(case, seed, number) -> dict:
-    """The coordinates a member file carries along its ``member`` dim."""
-    attrs = {**case.to_attrs(), "seed": int(seed)}
-    return {"member": int(number), **{k: attrs[k] for k in _FILE_COORDS}}
-
-
-def _file_number(path):
-    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+def _read_netcdf(path, read, default):
+    """``read(nc)`` of the netCDF file ``path`` under the netCDF lock; ``default`` when it is
+    missing or unreadable."""
     import netCDF4
 
     try:
         with netcdf_lock(), netCDF4.Dataset(path) as nc:
-            if "member" in nc.variables and nc.variables["member"].size == 1:
-                return int(nc.variables["member"][0])
+            return read(nc)
     except OSError:
-        pass
-    return None
+        return default
+
+
+def _file_number(path):
+    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+    def number(nc):
+        member = nc.variables.get("member")
+        return int(member[0]) if member is not None and member.size == 1 else None
+
+    return _read_netcdf(path, number, None)
 
 
 def _assign_numbers(specs, directory) -> None:
@@ -200,20 +202,14 @@ def _assign_numbers(specs, directory) -> None:
             number = index if index not in used else min(set(range(len(used) + 1)) - used)
             spec["number"] = number
             used.add(number)
-        spec["member"] = _member_coords_of(spec["case"], spec["seed"], spec["number"])
+        attrs = {**spec["case"].to_attrs(), "seed": int(spec["seed"])}  # the file's coordinates
+        spec["member"] = {"member": int(spec["number"]), **{k: attrs[k] for k in _FILE_COORDS}}
 
 
 def _is_complete(path) -> bool:
     """True if ``path`` is a netCDF file whose global attribute ``complete`` is 1."""
-    if not os.path.exists(path):
-        return False
-    import netCDF4
-
-    try:
-        with netcdf_lock(), netCDF4.Dataset(path) as nc:
-            return int(getattr(nc, "complete", 0)) == 1
-    except OSError:
-        return False
+    return os.path.exists(path) and _read_netcdf(
+        path, lambda nc: int(getattr(nc, "complete", 0)) == 1, False)
 
 
 def _run_member(spec) -> dict:
@@ -253,13 +249,9 @@ def _default_client():
 
 @contextlib.contextmanager
 def _client(cluster: Cluster):
-    """Yield a distributed Client; close whatever this function created.
-
-    ``cluster.client``, else ``cluster.scheduler``, else the default Client of the
-    process, else ``$DASK_SCHEDULER_ADDRESS``, else a new LocalCluster of
-    ``cluster.n_workers`` workers. An address is probed first and refused within
-    ``cluster.timeout`` (:func:`xtl.scheduler.connect`).
-    """
+    """Yield the distributed Client the module docstring's *The cluster* picks; close
+    whatever this function created. An address is probed first and refused within
+    ``cluster.timeout`` (:func:`xtl.scheduler.connect`)."""
     from distributed import Client
 
     client, scheduler = cluster.client, cluster.scheduler
@@ -291,10 +283,6 @@ def _client(cluster: Cluster):
 
 def local_cluster(n_workers: int):
     """Start a quiet ``LocalCluster`` of ``n_workers`` one-thread processes.
-
-    Parameters
-    ----------
-    n_workers : int
 
     Returns
     -------
@@ -491,8 +479,6 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
     """
     import netCDF4
 
-    from ..physics.cases import Case
-
     folder = Path(directory)
     if not folder.is_dir():
         raise FileNotFoundError(f"directory={str(directory)!r} is not a folder")
@@ -580,17 +566,12 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
         Folder of the member files (created if missing). On a remote cluster,
         a folder the workers and this process share.
     cluster : Cluster or dict, optional
-        ``client``: run on this ``distributed.Client``'s cluster (left open).
-        ``scheduler``: a scheduler address (``"tcp://host:8786"``) or a cluster
-        with ``.scheduler_address`` (e.g. a dask-jobqueue cluster). Without
-        them, the process's default ``Client`` is used when there is one (e.g.
-        ``client = Client(...)`` in a notebook), else ``$DASK_SCHEDULER_ADDRESS``
-        when set; otherwise a ``LocalCluster`` of ``n_workers`` one-thread
-        workers (default the cores this process may use divided by ``threads``)
-        is started and closed at the end. ``timeout``: seconds to wait for a
-        scheduler given by address (default ``$XTL_SCHEDULER_TIMEOUT``, else 5):
-        an address where no dask scheduler answers is refused in that time
-        (:func:`xtl.scheduler.connect`).
+        ``client``, ``scheduler``, ``n_workers``, ``timeout``
+        (:class:`~xtl.solver.options.Cluster`), chosen in the order of the module
+        docstring's *The cluster*: a given client (left open) or scheduler, the
+        process's default ``Client`` (e.g. a notebook's), ``$DASK_SCHEDULER_ADDRESS``,
+        else a ``LocalCluster`` of ``n_workers`` one-thread workers (default the
+        cores this process may use divided by ``threads``), closed at the end.
     **kwargs
         Single options of ``schedule``, ``output``, ``execution`` and ``cluster``.
 

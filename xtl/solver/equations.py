@@ -81,7 +81,6 @@ def forcing_field(grid: SpectralGrid, name: str, kf: float) -> np.ndarray:
 
     Parameters
     ----------
-    grid : SpectralGrid
     name : str
         A registered forcing (:data:`FORCINGS`).
     kf : float
@@ -110,7 +109,6 @@ def random_initial_condition(
 
     Parameters
     ----------
-    grid : SpectralGrid
     seed : int
         Seed of :func:`numpy.random.default_rng`; the same seed gives the same field.
     peak : float
@@ -176,7 +174,6 @@ def nonlinear_term(grid: SpectralGrid, omega_hat: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    grid : SpectralGrid
     omega_hat : ndarray
         Spectral vorticity ``(..., n, n//2 + 1)``.
 
@@ -316,14 +313,10 @@ class Stepper:
         omega_hat : ndarray
             Spectral vorticity.
         out : ndarray, optional
-            Where to write T (a new array by default).
+            Where to write T, which is returned (a new array by default); zero outside
+            the grid's mask.
         measure_cfl : bool
             Also set :attr:`last_cfl` ``= dt·(max|u| + max|v|)/dx``.
-
-        Returns
-        -------
-        ndarray
-            T (``out``), zero outside the grid's mask.
         """
         out = np.empty(self.grid.spectral_shape, dtype=complex) if out is None else out
         self._nonlinear_products(omega_hat, measure_cfl)
@@ -379,14 +372,8 @@ class Stepper:
 
         Parameters
         ----------
-        state : SolverState
         measure_cfl : bool
             Measure the CFL number of the state before the step (:attr:`last_cfl`).
-
-        Returns
-        -------
-        SolverState
-            ``state``, advanced.
         """
         if state.tendency_prev is None:
             self._heun_first_step(state, self.tendency(state.omega_hat, measure_cfl=measure_cfl))

@@ -27,6 +27,20 @@ def _check_mapping(value, name: str, example: str):
     return dict(value)
 
 
+def _check_member(member):
+    """``member`` as a dict of coordinates with an int ``"member"`` (numbers or str), or None."""
+    if member is None:
+        return None
+    number = member.get("member") if isinstance(member, Mapping) else None
+    if not isinstance(number, numbers.Integral) or isinstance(number, bool):
+        raise TypeError(f"member must be a dict of coordinates with an int 'member', e.g. "
+                        f"{{'member': 0, 'seed': 1}}; got {member!r}")
+    for key, value in member.items():
+        if not isinstance(value, (str, numbers.Real)) or isinstance(value, bool):
+            raise TypeError(f"member[{key!r}] must be a number or a str, got {value!r}")
+    return dict(member)
+
+
 @dataclass(frozen=True)
 class Schedule(Options):
     """When a run steps, saves and checks: the time schedule of :func:`xtl.simulate`
@@ -141,11 +155,8 @@ class Output(Options):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
         set_(self, "dns_every", check_int(self.dns_every, "dns_every", minimum=1, optional=True))
         set_(self, "attrs", _check_mapping(self.attrs, "attrs", "{'closure': 'smag'}"))
-        if self.member is not None and not isinstance(self.member, Mapping):
-            raise TypeError(f"member must be a dict of coordinates with an int 'member', e.g. "
-                            f"{{'member': 0, 'seed': 1}}; got {self.member!r}")
-        if self.chunks is not None and not isinstance(self.chunks, Mapping):
-            raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {self.chunks!r}")
+        set_(self, "member", _check_member(self.member))
+        set_(self, "chunks", _check_mapping(self.chunks, "chunks", "{'time': 100}"))
 
 
 @dataclass(frozen=True)
@@ -206,8 +217,7 @@ class Cluster(Options):
     def __post_init__(self):
         if self.client is not None and self.scheduler is not None:
             raise ValueError("give client= or scheduler=, not both")
-        if self.n_workers is not None:
-            object.__setattr__(self, "n_workers",
-                               check_int(self.n_workers, "n_workers", minimum=1))
+        object.__setattr__(self, "n_workers",
+                           check_int(self.n_workers, "n_workers", minimum=1, optional=True))
         object.__setattr__(self, "timeout",
                            check_float(self.timeout, "timeout", positive=True, optional=True))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import math
 import os
@@ -105,16 +104,7 @@ class StepPlan:
 
 def whole_steps(value: float, dt: float) -> int | None:
     """``value/dt`` when ``value`` is a whole number of steps ``dt`` (to a relative
-    1e-9), else None: the rule every time of a run follows.
-
-    Parameters
-    ----------
-    value, dt : float
-
-    Returns
-    -------
-    int or None
-    """
+    1e-9), else None: the rule every time of a run follows."""
     steps = round(value / dt)
     if abs(steps * dt - value) > 1e-9 * max(abs(value), dt):
         return None
@@ -141,10 +131,6 @@ def step_plan(case: Case, schedule: Schedule, dt: float | None = None) -> StepPl
     dt : float, optional
         The step after the spin-up (default ``case.dt``; another one is chosen by a
         run with ``cfl_target``).
-
-    Returns
-    -------
-    StepPlan
 
     Raises
     ------
@@ -182,11 +168,6 @@ def dt_for_cfl(dt: float, cfl: float, target: float, save_interval: float) -> fl
         ``dt·(max|u| + max|v|)/dx``; ``dt`` is returned unchanged unless it is > 0.
     target : float
         The wanted CFL number.
-    save_interval : float
-
-    Returns
-    -------
-    float
     """
     if not cfl > 0:
         return dt
@@ -199,16 +180,10 @@ def make_stepper(case: Case, grid: SpectralGrid, closure=None, kernels="auto") -
 
     Parameters
     ----------
-    case : Case
-    grid : SpectralGrid
     closure : Closure or callable, optional
         See :class:`Stepper`.
     kernels : {"auto", "numba", "numpy"}
         The stepper's elementwise work (see :class:`Stepper`).
-
-    Returns
-    -------
-    Stepper
     """
     forcing = forcing_field(grid, case.forcing, case.kf)
     if not np.any(forcing):
@@ -303,15 +278,6 @@ def _read_checkpoint(file: Path, signature: str):
         state = SolverState(data["omega_hat"].copy(), prev, int(data["step"]))
         chosen = tuple(data["chosen"].tolist()) if "chosen" in data and data["chosen"].size else None
         return state, int(data["written"]), chosen
-
-
-# --------------------------------------------------------------------------- coarse-graining
-def _coarse_graining(les, case):
-    """None, or the :class:`~xtl.data.coarse.CoarseGraining` ``les`` asks for, complete for
-    the case's grid."""
-    if les is None or les is False:
-        return None
-    return CoarseGraining.from_les(les).for_case(case)
 
 
 # --------------------------------------------------------------------------- options
@@ -484,9 +450,10 @@ class _Run:
         self.plan = step_plan(case, schedule)
         self.path = None if output.path is None else check_output_path(output.path,
                                                                          output.overwrite)
-        self.les = _coarse_graining(output.les, case)
+        self.les = None
+        if output.les is not None and output.les is not False:
+            self.les = CoarseGraining.from_les(output.les).for_case(case)
         self.dns_every, self.dns_path = _check_dns_every(output, self.path, self.les)
-        self.member = _check_member(output.member)
         self.grid = SpectralGrid(case.n, dealias=case.dealias, fft=execution.fft,
                                  threads=execution.threads)
         self.stepper = None  # made by start(), at the step of a resumed run
@@ -548,7 +515,7 @@ class _Run:
         return [s for s in (self.stream, self.dns_stream) if s is not None]
 
     def _open_streams(self, append: bool) -> None:
-        dtype, entry, member = self.output.dtype, self.entry, self.member
+        dtype, entry, member = self.output.dtype, self.entry, self.output.member
         self.stream = SnapshotStream(self.path, (self.x, self.x), self.names, self.attrs,
                                      dtype=dtype, append=append, history=entry, member=member)
         if self.dns_path is not None:
@@ -576,8 +543,7 @@ class _Run:
         state = initial_state(self.case, self.grid, self.seed, self.initial)
         if self.path is not None:
             self._open_streams(append=False)
-            if self.ckpt.exists():
-                self.ckpt.unlink()
+            self.ckpt.unlink(missing_ok=True)
         return state
 
     def _use_dt(self, dt) -> None:
@@ -647,14 +613,12 @@ class _Run:
 
     def _diverged(self, step):
         """Close the files as incomplete and raise :class:`DivergenceError`."""
-        written = None
         for stream in self.streams:
             stream.finish(complete=False)
-            if written is None:
-                written = str(stream.path)
-                ckpt = _checkpoint_path(stream.path)
-                if ckpt.exists():
-                    ckpt.unlink()
+        written = None
+        if self.stream is not None:  # the first stream, which the checkpoint belongs to
+            written = str(self.path)
+            self.ckpt.unlink(missing_ok=True)
         stepper = self.stepper
         raise DivergenceError(self.plan.time(step), step, stepper.last_cfl, stepper.dt,
                               self.schedule.cfl_limit, written)
@@ -669,19 +633,19 @@ class _Run:
             err.snapshots.attrs.update(complete=0, blowup_time=err.time)
 
     def _dataset(self) -> xr.Dataset:
-        return _to_dataset(self.x, self.memory, self.attrs, self.names, self.entry, self.member)
+        return _to_dataset(self.x, self.memory, self.attrs, self.names, self.entry,
+                           self.output.member)
 
     def finish(self) -> xr.Dataset:
         """The finished files, opened lazily, or the snapshots kept in memory."""
         chunks = self.output.chunks
         if self.stream is None:
             ds = self._dataset()
-            return ds if chunks is None else ds.chunk(dict(chunks))
+            return ds if chunks is None else ds.chunk(chunks)
         for s in self.streams:
             s.finish(complete=True)
-        if self.ckpt.exists():
-            self.ckpt.unlink()
-        return open_dataset(self.path, **({} if chunks is None else {"chunks": dict(chunks)}))
+        self.ckpt.unlink(missing_ok=True)
+        return open_dataset(self.path, chunks=chunks)
 
 
 def _chosen_attrs(chosen) -> dict:
@@ -708,22 +672,6 @@ def _check_dns_every(output, path, les):
     if dns_path.resolve() == path.resolve():
         raise ValueError(f"dns_path must differ from path, both are {str(path)!r}")
     return dns_every, dns_path
-
-
-def _check_member(member):
-    """Validate simulate's ``member`` coordinates (None, or a dict with an int ``"member"``)."""
-    if member is None:
-        return None
-    if not isinstance(member, dict) or not isinstance(member.get("member"), (int, np.integer)) \
-            or isinstance(member.get("member"), bool):
-        raise TypeError(
-            f"member must be a dict of coordinates with an int 'member', e.g. "
-            f"{{'member': 0, 'seed': 1}}; got {member!r}"
-        )
-    for key, value in member.items():
-        if not isinstance(value, (str, int, float, np.integer, np.floating)) or isinstance(value, bool):
-            raise TypeError(f"member[{key!r}] must be a number or a str, got {value!r}")
-    return dict(member)
 
 
 def _history_entry(case, seed, initial, schedule, les_options) -> str:
