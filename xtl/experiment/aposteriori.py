@@ -142,8 +142,6 @@ def run_aposteriori(case: Case, closures: dict, initials: xr.DataArray, fdns: xr
     schedule : xtl.solver.les.LesSchedule or dict, optional
         ``t_end`` and ``save_interval`` of each run (finite, > 0) and the LES
         time step ``dt`` (default None: the DNS's CFL number, :func:`les_case`).
-    client : distributed.Client, optional
-    progress : bool, optional
     **schedule_kwargs
         Single schedule options, merged into ``schedule``:
         ``run_aposteriori(..., t_end=5.0, save_interval=0.5, dt=None)`` works
@@ -242,11 +240,6 @@ def aposteriori_summary(ds: xr.Dataset) -> xr.Dataset:
 
     Statistics of a closure are taken over its stable runs, or over all its
     runs (up to their blow-ups) when none was stable.
-
-    Parameters
-    ----------
-    ds : Dataset
-        :func:`run_aposteriori`'s output.
 
     Returns
     -------

@@ -268,7 +268,6 @@ class BudgetConfig(Section):
 
     Attributes
     ----------
-    enabled : bool
     target : str
         The target swept (checked against the targets by :func:`parse_config`).
     fractions : tuple of float
@@ -361,7 +360,6 @@ class LesConfig(Section):
 
     Attributes
     ----------
-    enabled : bool
     schedule : LesSchedule
         ``t_end``, ``save_interval`` (``<= t_end``) and ``dt`` (default the LES case's)
         of each LES run, checked by :class:`~xtl.solver.les.LesSchedule`.

@@ -41,13 +41,8 @@ def legend_outside(ax, **kwargs):
 
     Parameters
     ----------
-    ax : matplotlib.axes.Axes
     **kwargs
         Passed to ``Axes.legend`` (e.g. ``fontsize``, ``handles``).
-
-    Returns
-    -------
-    matplotlib.legend.Legend or None
     """
     handles, _ = ax.get_legend_handles_labels()
     if not handles and "handles" not in kwargs:
@@ -316,9 +311,6 @@ def plot_vorticity(omega, *, ax=None, title=None, cmap="RdBu_r"):
     ----------
     omega : xarray.DataArray
         2D field with dims ``("y", "x")``.
-    ax : matplotlib Axes, optional
-    title : str, optional
-    cmap : str
 
     Returns
     -------

@@ -526,7 +526,6 @@ class Experiment:
 
     Parameters
     ----------
-    config : ExperimentConfig
     out : path-like
         Output folder (created, with ``config.json``). It is locked until
         :meth:`close`: a second experiment in the same folder is refused with

@@ -242,7 +242,6 @@ class ExperimentCluster:
 
     Parameters
     ----------
-    client : distributed.Client, optional
     scheduler : str, optional
         Address of an existing dask scheduler (or an object with
         ``.scheduler_address``); its form is checked here, before any stage.

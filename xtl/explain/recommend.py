@@ -211,12 +211,7 @@ class GradientNormOptions(Options):
     """Options of the ``"gradient-norm"`` recommender
     (:func:`xtl.explain.recommend.gradient_norm_recommender`).
 
-    Parameters
-    ----------
-    max_samples : int
-        Target samples used (evenly thinned).
-    batch_size : int
-        Samples per forward or backward pass.
+    ``max_samples`` and ``batch_size`` as in :class:`GaussNewtonOptions`.
     """
 
     max_samples: int = 64
@@ -714,14 +709,8 @@ def gauss_newton_recommender(model: Model, base_ds, target_ds, layers, options=N
     score are on different samples, and the score cannot exceed 1, so a layer's size
     alone does not decide.
 
-    Parameters
-    ----------
-    model, base_ds, target_ds, layers :
-        As in :func:`recommend_layers` (``base_ds`` is not used).
-    options : GaussNewtonOptions or mapping, optional
-        The options, their meaning and defaults: :class:`GaussNewtonOptions`.
-    **kwargs
-        Single options, replacing those of ``options``.
+    Parameters as in :func:`spectral_recommender` (``base_ds`` is not used), the
+    options being those of :class:`GaussNewtonOptions`.
 
     Returns
     -------
@@ -817,14 +806,8 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
     base network's validation loss ``L_0`` that re-training ``l`` is predicted to
     remove.
 
-    Parameters
-    ----------
-    model, base_ds, target_ds, layers :
-        As in :func:`recommend_layers` (``base_ds`` is not used).
-    options : ProbeOptions or mapping, optional
-        The options, their meaning and defaults: :class:`ProbeOptions`.
-    **kwargs
-        Single options, replacing those of ``options``.
+    Parameters as in :func:`spectral_recommender` (``base_ds`` is not used), the
+    options being those of :class:`ProbeOptions`.
 
     Returns
     -------
@@ -889,14 +872,8 @@ def gradient_norm_recommender(model: Model, base_ds, target_ds, layers, options=
     target set. A reference: it needs one backward pass, and nothing corrects for
     how much of the gradient a re-training can turn into a lower loss.
 
-    Parameters
-    ----------
-    model, base_ds, target_ds, layers :
-        As in :func:`recommend_layers` (``base_ds`` is not used).
-    options : GradientNormOptions or mapping, optional
-        The options, their meaning and defaults: :class:`GradientNormOptions`.
-    **kwargs
-        Single options, replacing those of ``options``.
+    Parameters as in :func:`spectral_recommender` (``base_ds`` is not used), the
+    options being those of :class:`GradientNormOptions`.
 
     Returns
     -------
