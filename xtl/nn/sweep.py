@@ -95,10 +95,6 @@ def seeds_of(seeds) -> list:
         How many seeds (>= 1), or the seeds (distinct ints >= 0); ``[3]`` is the
         single seed 3.
 
-    Returns
-    -------
-    list of int
-
     Raises
     ------
     TypeError, ValueError
@@ -703,11 +699,6 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
 
 def split_budgets(budget: xr.Dataset) -> list:
     """The single-budget sweeps of :func:`budget_sweep` or :func:`concat_budgets` (its inverse).
-
-    Parameters
-    ----------
-    budget : xarray.Dataset
-        Over ``budget``.
 
     Returns
     -------

@@ -301,13 +301,7 @@ def _entry_points() -> dict:
 
 
 def available_backends() -> list:
-    """Names of the registered and installed backends.
-
-    Returns
-    -------
-    list of str
-        Sorted.
-    """
+    """Sorted names of the registered and installed backends."""
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
