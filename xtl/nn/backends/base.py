@@ -244,9 +244,7 @@ class Backend(abc.ABC):
         Parameters
         ----------
         model : Model
-            The network; its stored normalization is applied: inputs are
-            divided by the training-set standard deviations of ψ̄ and ω̄, the
-            output is multiplied by that of Π.
+            The network; its normalization is applied (see :class:`~xtl.nn.model.Model`).
         psi, omega : array_like
             Fields of the same shape ``(..., y, x)`` (numpy, DataArray or dask).
         batch_size : int

@@ -393,8 +393,6 @@ class Checkpoint:
     ----------
     directory : path-like
         Created if missing.
-    fingerprint : dict
-        The training's :func:`fingerprint`.
     """
 
     def __init__(self, directory, fingerprint: dict):
