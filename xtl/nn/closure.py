@@ -25,9 +25,7 @@ class ModelClosure(Closure):
     Parameters
     ----------
     model : xtl.nn.backends.base.Model
-        A network of any backend; the stored normalization is applied (inputs
-        divided by the training standard deviations of ψ̄ and ω̄, output
-        multiplied by that of Π).
+        A network of any backend; its normalization is applied (see :class:`~xtl.nn.model.Model`).
 
     Attributes
     ----------

@@ -98,11 +98,6 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
         (:meth:`xtl.nn.backends.base.Backend.get_weights`).
     model : xtl.nn.model.Model
         Their model: its spec, backend, normalization, provenance and history.
-
-    Returns
-    -------
-    xarray.Dataset
-        The schema of :func:`xtl.nn.model.model_to_dataset`.
     """
     spec = model.spec
     L, K = spec.n_layers, spec.kernel_size

@@ -90,11 +90,6 @@ class Model:
 def model_to_dataset(model: Model) -> xr.Dataset:
     """The model as a labeled Dataset (xtl's model schema).
 
-    Parameters
-    ----------
-    model : Model
-        A model of any registered backend.
-
     Returns
     -------
     xarray.Dataset
@@ -116,8 +111,6 @@ def model_from_dataset(ds: xr.Dataset, *, backend: str | None = None) -> Model:
 
     Parameters
     ----------
-    ds : xarray.Dataset
-        A model Dataset.
     backend : str, optional
         Backend to rebuild with; default ``ds.attrs["backend"]``.
 

@@ -191,7 +191,7 @@ def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
 
 
 def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> np.ndarray:
-    """Normalized channels-last network input ``(sample, y, x, 2)`` from ψ̄ and ω̄.
+    """Normalized float32 channels-last network input ``(sample, y, x, 2)`` from ψ̄ and ω̄.
 
     Parameters
     ----------
@@ -199,11 +199,6 @@ def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> 
         ``(sample, y, x)`` fields in physical units.
     normalization : mapping
         Standard deviations with keys ``"psi"`` and ``"omega"``.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 ``(sample, y, x, 2)``.
     """
     x = np.empty(psi.shape + (len(INPUTS),), dtype=np.float32)
     x[..., 0] = psi / np.float32(normalization["psi"])

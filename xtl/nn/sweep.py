@@ -95,10 +95,6 @@ def seeds_of(seeds) -> list:
         How many seeds (>= 1), or the seeds (distinct ints >= 0); ``[3]`` is the
         single seed 3.
 
-    Returns
-    -------
-    list of int
-
     Raises
     ------
     TypeError, ValueError
@@ -275,8 +271,6 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
         The base network (a model Dataset when shipped to a worker).
     data : xarray.Dataset
         The task's training set (a subset, or every target sample).
-    test : xarray.Dataset
-        The target test set.
     options : SweepOptions
         Its ``fit``, ``validation`` and ``renormalize`` are passed to
         :func:`xtl.transfer` / :func:`xtl.train` (the fit's ``seed`` is the task's).
@@ -600,9 +594,7 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     layers : sequence of int, optional
         Layers to sweep (default all 1..L).
     options : SweepOptions, optional
-        Seeds, pairs, subset size, baselines, best-set metric and level,
-        progress, and the fit options of every training (see
-        :class:`SweepOptions`).
+        See :class:`SweepOptions`.
     client : distributed.Client, optional
         Run one task per (layer, seed) and per (baseline, seed) on this cluster;
         default: one after another here.
@@ -703,11 +695,6 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
 
 def split_budgets(budget: xr.Dataset) -> list:
     """The single-budget sweeps of :func:`budget_sweep` or :func:`concat_budgets` (its inverse).
-
-    Parameters
-    ----------
-    budget : xarray.Dataset
-        Over ``budget``.
 
     Returns
     -------

@@ -98,13 +98,7 @@ def _lead_dims(da: xr.DataArray) -> list:
 
 
 def count_samples(da: xr.DataArray) -> int:
-    """Number of samples of a field: the product of its leading (non-grid) dims.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        A field on ``(..., y, x)``.
-    """
+    """Number of samples of a field: the product of its leading (non-grid) dims."""
     return int(np.prod([da.sizes[d] for d in _lead_dims(da)], dtype=np.int64))
 
 
@@ -627,11 +621,6 @@ def predict(model: Model, ds, *, batch_size: int = 32) -> xr.DataArray:
 
 def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
     """A priori metrics of ``model`` on an LES Dataset (see :func:`xtl.data.metrics.score`).
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        LES data with ``psi``, ``omega``, ``pi``.
 
     Returns
     -------

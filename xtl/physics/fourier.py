@@ -148,11 +148,6 @@ def axis_wavenumbers(n: int) -> np.ndarray:
 def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact integer ``(ky, kx)`` of the ``rfft2`` layout of an ``n × n`` grid.
 
-    Parameters
-    ----------
-    n : int
-        Grid points per direction.
-
     Returns
     -------
     ky : ndarray of int64, shape (n,)
@@ -176,17 +171,7 @@ STATE_FIELDS = {"real": 4, "complex_spectral": 12, "real_spectral": 8}
 
 
 def state_bytes(n: int) -> int:
-    """Estimated bytes of the solver's state on an ``n × n`` grid (:data:`STATE_FIELDS`).
-
-    Parameters
-    ----------
-    n : int
-        Grid points per direction.
-
-    Returns
-    -------
-    int
-    """
+    """Estimated bytes of the solver's state on an ``n × n`` grid (:data:`STATE_FIELDS`)."""
     spectral = n * (n // 2 + 1)
     return (8 * n * n * STATE_FIELDS["real"] + 16 * spectral * STATE_FIELDS["complex_spectral"]
             + 8 * spectral * STATE_FIELDS["real_spectral"])
@@ -260,11 +245,6 @@ def resolve_kernels(kernels: str) -> str:
     Parameters
     ----------
     kernels : {"auto", "numba", "numpy"}
-
-    Returns
-    -------
-    str
-        ``"numba"`` or ``"numpy"``.
     """
     return _resolve(kernels, "kernels", "numba", HAVE_NUMBA)
 
@@ -862,7 +842,6 @@ class Jacobian:
 
     Parameters
     ----------
-    grid : SpectralGrid
     kernels : {"auto", "numba", "numpy"}
         Elementwise work fused and compiled with numba, or numpy's (same numbers
         to round-off).
@@ -1056,7 +1035,6 @@ def resize_spectrum(spec: np.ndarray, n_to: int) -> np.ndarray:
 
     Parameters
     ----------
-    spec : ndarray
     n_to : int
         Even grid size of the result.
 

@@ -48,13 +48,7 @@ def _worker_threads():
 
 def pin_worker_threads(names) -> None:
     """Pin the named backends' thread pools to the threads of the dask worker process
-    running this code (nothing elsewhere), before their runtimes start.
-
-    Parameters
-    ----------
-    names : iterable of str
-        Backend names.
-    """
+    running this code (nothing elsewhere), before their runtimes start."""
     threads = _worker_threads()
     if threads is not None:
         for name in names:

@@ -244,9 +244,7 @@ class Backend(abc.ABC):
         Parameters
         ----------
         model : Model
-            The network; its stored normalization is applied: inputs are
-            divided by the training-set standard deviations of ψ̄ and ω̄, the
-            output is multiplied by that of Π.
+            The network; its normalization is applied (see :class:`~xtl.nn.model.Model`).
         psi, omega : array_like
             Fields of the same shape ``(..., y, x)`` (numpy, DataArray or dask).
         batch_size : int
@@ -301,13 +299,7 @@ def _entry_points() -> dict:
 
 
 def available_backends() -> list:
-    """Names of the registered and installed backends.
-
-    Returns
-    -------
-    list of str
-        Sorted.
-    """
+    """Sorted names of the registered and installed backends."""
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 

@@ -133,9 +133,7 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     train, validation : TrainingData
         Normalized training data and optional (None) validation data.
     options : FitOptions, mapping or None
-        Epochs (a resumed run continues up to them), batch size, learning rate,
-        seed of the per-epoch shuffling, early stopping (``patience``),
-        checkpoint directory, progress, backend-native callbacks, determinism.
+        See :class:`FitOptions`.
     layers : sequence of int, optional
         Conv layers to train (1..L, checked by the caller); the others stay
         bitwise unchanged. Default: all.
@@ -298,8 +296,6 @@ class Prefetch:
     ----------
     iterable : iterable
         E.g. a data object's ``batches(...)`` (which may load dask blocks).
-    depth : int
-        Items read ahead.
     """
 
     _END = object()
@@ -397,8 +393,6 @@ class Checkpoint:
     ----------
     directory : path-like
         Created if missing.
-    fingerprint : dict
-        The training's :func:`fingerprint`.
     """
 
     def __init__(self, directory, fingerprint: dict):
@@ -457,11 +451,6 @@ class Checkpoint:
 # ------------------------------------------------------------------ fingerprints
 def array_digest(arrays: Sequence) -> str:
     """A content hash of a sequence of arrays (their shapes, dtypes and bytes).
-
-    Parameters
-    ----------
-    arrays : sequence of array_like
-        E.g. a network's weights.
 
     Returns
     -------
