@@ -125,11 +125,6 @@ def check_address(address, name: str = "scheduler") -> str:
 def scheduler_timeout(timeout=None) -> float:
     """Seconds to wait for a scheduler: ``timeout``, else ``$XTL_SCHEDULER_TIMEOUT``, else 5.
 
-    Parameters
-    ----------
-    timeout : float, optional
-        Finite and > 0.
-
     Raises
     ------
     TypeError, ValueError
