@@ -85,11 +85,6 @@ def check_address(address, name: str = "scheduler") -> str:
         How the caller names the address in messages (``"scheduler"``,
         ``"--scheduler"``, ``"$DASK_SCHEDULER_ADDRESS"``).
 
-    Returns
-    -------
-    str
-        ``protocol://location``.
-
     Raises
     ------
     TypeError
