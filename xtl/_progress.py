@@ -22,16 +22,7 @@ def in_notebook() -> bool:
 
 
 def show_progress(progress=None) -> bool:
-    """``progress`` if given, else True in a notebook or when stderr is a terminal.
-
-    Parameters
-    ----------
-    progress : bool, optional
-
-    Returns
-    -------
-    bool
-    """
+    """``progress`` if given, else True in a notebook or when stderr is a terminal."""
     if progress is not None:
         return bool(progress)
     if in_notebook():
@@ -82,10 +73,8 @@ def run_calls(func, calls: dict, *, client=None, progress=None, desc: str, unit:
 
     Parameters
     ----------
-    func : callable
     calls : dict
         ``{key: tuple of arguments}``, in the order to run them.
-    client : distributed.Client, optional
     progress : bool, optional
         As :func:`progress_bar`.
     desc, unit : str

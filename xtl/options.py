@@ -74,8 +74,6 @@ def check_float(value, name: str, *, positive: bool = False, minimum: float | No
 
     Parameters
     ----------
-    value : object
-        The value to check.
     name : str
         The option's name, used in the message (it may carry the option's
         meaning: ``"Case.Re (the Reynolds number)"``).

@@ -85,11 +85,6 @@ def check_address(address, name: str = "scheduler") -> str:
         How the caller names the address in messages (``"scheduler"``,
         ``"--scheduler"``, ``"$DASK_SCHEDULER_ADDRESS"``).
 
-    Returns
-    -------
-    str
-        ``protocol://location``.
-
     Raises
     ------
     TypeError
@@ -124,11 +119,6 @@ def check_address(address, name: str = "scheduler") -> str:
 
 def scheduler_timeout(timeout=None) -> float:
     """Seconds to wait for a scheduler: ``timeout``, else ``$XTL_SCHEDULER_TIMEOUT``, else 5.
-
-    Parameters
-    ----------
-    timeout : float, optional
-        Finite and > 0.
 
     Raises
     ------

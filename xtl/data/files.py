@@ -31,7 +31,6 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
 
     Parameters
     ----------
-    path : str or Path
     overwrite : bool
         Whether an existing file may be replaced.
     argument : str
@@ -78,7 +77,6 @@ def check_output_folder(path, argument: str = "out") -> Path:
 
     Parameters
     ----------
-    path : str or Path
     argument : str
         Name of the argument, for the error message.
 
@@ -274,8 +272,6 @@ def atomic_path(path, *, suffix: str = ""):
 
     Parameters
     ----------
-    path : str or Path
-        The final file.
     suffix : str, optional
         End of the temporary name, for writers that pick the format from it
         (e.g. ``".keras"``, ``".png"``).

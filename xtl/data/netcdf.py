@@ -312,7 +312,6 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
 
     Parameters
     ----------
-    path : str or Path
     variables : str or sequence of str, optional
         Variables (data or coordinates) the caller needs; a file without one is refused.
     dims : str or sequence of str, optional
@@ -399,8 +398,6 @@ def chunk_shape(shape, itemsize: int, target: int = CHUNK_BYTES) -> tuple:
         Array shape (all sizes >= 1).
     itemsize : int
         Bytes per element.
-    target : int
-        Chunk size in bytes.
     """
     chunks, size = [], int(itemsize)
     for n in reversed(tuple(int(s) for s in shape)):
@@ -446,7 +443,6 @@ def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, *, dtype=None,
 
     Parameters
     ----------
-    path : str or Path
     overwrite : bool
         Replace an existing file (the old one stays intact until the rename).
     dtype : {None, "float32", "float64"}

@@ -176,8 +176,6 @@ def check_n_les(n_les, n: int | None = None, name: str = "n_les") -> int:
 
     Parameters
     ----------
-    n_les : int
-        The LES grid size to check.
     n : int, optional
         The DNS grid size it must not exceed; None: any.
     name : str

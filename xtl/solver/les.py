@@ -55,10 +55,6 @@ def les_case(case: Case, n: int | None = None, dt: float | None = None) -> Case:
 
     Parameters
     ----------
-    case : Case
-        The DNS case.
-    n : int, optional
-        LES grid size (default ``case.n_les``).
     dt : float, optional
         LES time step (default ``case.dt · case.n / n``, which keeps the CFL
         number of the DNS).

@@ -162,12 +162,8 @@ def dt_for_cfl(dt: float, cfl: float, target: float, save_interval: float) -> fl
 
     Parameters
     ----------
-    dt : float
-        The step at which ``cfl`` was measured.
     cfl : float
         ``dt·(max|u| + max|v|)/dx``; ``dt`` is returned unchanged unless it is > 0.
-    target : float
-        The wanted CFL number.
     """
     if not cfl > 0:
         return dt
