@@ -324,7 +324,7 @@ def get_case(preset: str, /, **changes) -> Case:
     Raises
     ------
     KeyError
-        If ``name`` is not a preset.
+        If ``preset`` is not a preset.
     """
     if preset not in PRESETS:
         raise KeyError(f"unknown case {preset!r}; presets are {list_cases()}")
