@@ -328,31 +328,33 @@ class DynamicSmagorinsky(Closure):
 
     def __init__(self):
         self.cs2 = float("nan")
-        self._plain_grids = {}
+        self._per_grid = {}
 
     def __getstate__(self):  # the FFT plans stay behind; a copy makes its own
-        return {**vars(self), "_plain_grids": {}}
+        return {**vars(self), "_per_grid": {}}
 
-    def _advection_hat(self, grid: SpectralGrid, omega_hat):
-        """N̂ of ω̂ (ψ̂ = ω̂/k²) without dealiasing, whatever ``grid.dealias`` is: the
-        :class:`~xtl.physics.fourier.Jacobian` of a non-dealiased grid like ``grid``
-        (the products of all modes but the Nyquist ones), kept per grid."""
+    def _for_grid(self, grid: SpectralGrid) -> tuple:
+        """``(plain, test)`` for ``grid``, made once per grid: a non-dealiased grid like it,
+        whose fused :class:`~xtl.physics.fourier.Jacobian` gives N̂ without dealiasing
+        (the products of all modes but the Nyquist ones) whatever ``grid.dealias`` is,
+        and the test filter's Ĝ on ``grid``."""
         key = (grid.n, grid.fft, grid.threads, grid.planner)
-        if key not in self._plain_grids:
-            self._plain_grids[key] = SpectralGrid(grid.n, dealias=False, fft=grid.fft,
-                                                  threads=grid.threads, planner=grid.planner)
-        return self._plain_grids[key].advection(omega_hat)
+        if key not in self._per_grid:
+            plain = SpectralGrid(grid.n, dealias=False, fft=grid.fft, threads=grid.threads,
+                                 planner=grid.planner)
+            test = transfer_function("gaussian", grid.kx, grid.ky, 2 * grid_width(grid))
+            self._per_grid[key] = plain, test
+        return self._per_grid[key]
 
     def pi_hat(self, omega_hat, grid):
         delta = grid_width(grid)
-        test = transfer_function("gaussian", grid.kx, grid.ky, 2 * delta)
+        plain, test = self._for_grid(grid)
         psi_hat = grid.streamfunction(omega_hat)
         model_hat = _eddy_divergence_hat(grid, psi_hat, omega_hat, delta)
-        advection, filtered = self._advection_hat(grid, np.stack([omega_hat, test * omega_hat]))
-        leonard = test * advection - filtered
+        leonard = test * plain.advection(omega_hat) - plain.advection(test * omega_hat)
         m_hat = test * model_hat - _eddy_divergence_hat(grid, test * psi_hat, test * omega_hat,
                                                         2 * delta)
-        L, M = grid.irfft2(np.stack([leonard, m_hat]))
+        L, M = grid.irfft2(leonard), grid.irfft2(m_hat)
         lm, mm = np.mean(L * M, axis=(-2, -1)), np.mean(M * M, axis=(-2, -1))
         cs2 = np.where(mm > 0, np.maximum(0.0, lm / np.where(mm > 0, mm, 1.0)), 0.0)
         self.cs2 = float(cs2) if cs2.ndim == 0 else cs2
