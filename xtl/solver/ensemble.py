@@ -542,7 +542,8 @@ def ensemble(cases, seeds=0, schedule: Schedule | None = None, output: Output | 
         The flows (a :class:`~xtl.physics.cases.Case` or a preset name). All must
         share the stored grid (``n``, or ``n_les`` with ``les``).
     seeds : int or list of int, default 0
-        Seeds of the random initial conditions.
+        Seeds of the random initial conditions: an int is one seed (one member per
+        case), not a count as a sweep's ``seeds`` is; a list gives several.
     schedule : Schedule or dict
         ``t_end``, ``save_interval``, ``spin_up``, ``checkpoint_interval``,
         ``cfl_target``, ``cfl_limit``, ``check_every``: as in
