@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .data.files import OutputLockedError, check_output_folder, check_output_path
+from .nn.spec import INPUTS, OUTPUTS, Variables
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -150,7 +151,7 @@ def _coarse_grain_command(sub):
 
 def _train_command(sub):
     tr = _command(sub, "train", "train a base network on LES data", cmd_train)
-    tr.add_argument("data", help="LES netCDF (psi, omega, pi)")
+    tr.add_argument("data", help="LES netCDF or zarr (psi, omega, pi; or --inputs, --outputs)")
     tr.add_argument("--out", required=True, help="model path (.keras; a .nc is written beside it)")
     tr.add_argument("--layers", type=int, default=PAPER_LAYERS,
                     help="conv layers; the default is the paper's network, 11 layers × 64 channels")
@@ -162,6 +163,13 @@ def _train_command(sub):
     tr.add_argument("--epochs", type=int, default=20, help="training epochs")
     tr.add_argument("--batch-size", type=int, default=32, help="samples per batch")
     tr.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    tr.add_argument("--inputs", nargs="+", default=list(INPUTS),
+                    help="input variables, in channel order (default: psi omega)")
+    tr.add_argument("--outputs", nargs="+", default=list(OUTPUTS),
+                    help="output variables (default: pi)")
+    tr.add_argument("--channel-dim", default=None,
+                    help="a dim whose entries become channels, e.g. lev (default: none; "
+                         "every dim but y, x holds samples)")
     _add_overwrite(tr)
 
 
@@ -265,8 +273,6 @@ def _open(path, what="data", variables=None):
     return open_dataset(_existing(path, what), variables=variables)
 
 
-#: The variables of LES data (the input of train, transfer and sweep).
-LES_VARIABLES = ("psi", "omega", "pi")
 
 
 def _same_file(a, b) -> bool:
@@ -380,11 +386,14 @@ def cmd_train(args) -> None:
     spec = dict(n_layers=args.layers, channels=args.channels, kernel_size=args.kernel_size,
                 padding=args.padding)
     paper = (args.layers, args.channels) == (PAPER_LAYERS, PAPER_CHANNELS)
-    with _open(args.data, variables=LES_VARIABLES) as data:
+    variables = Variables(args.inputs, args.outputs, args.channel_dim)
+    with _open(args.data, variables=variables.names) as data:
         print(f"training {args.layers} layers × {args.channels} channels, {args.kernel_size}×"
               f"{args.kernel_size} kernels, {args.epochs} epochs"
               + (" (the paper's network; --layers/--channels for another)" if paper else ""))
-        model = train(data, spec, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        model = train(data, spec, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                      inputs=variables.inputs, outputs=variables.outputs,
+                      channels=variables.channels)
     model.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out} (final loss {float(model.history.loss[-1]):.4g})")
 
@@ -395,7 +404,7 @@ def cmd_transfer(args) -> None:
 
     _check_model_out(args.out, args.overwrite, [args.model, args.data])
     base = _load_model(args.model)
-    with _open(args.data, variables=LES_VARIABLES) as data:
+    with _open(args.data, variables=base.variables.names) as data:
         model = transfer(base, data, args.layers, fraction=args.fraction,
                          epochs=args.epochs, seed=args.seed)
     model.save(args.out, overwrite=args.overwrite)
@@ -411,8 +420,8 @@ def cmd_sweep(args) -> None:
     _refuse_inputs_as_outputs([args.out], [args.model, args.train_data, args.test_data])
     base = _load_model(args.model)
     with _client(args.scheduler) as client, \
-            _open(args.train_data, variables=LES_VARIABLES) as train_data, \
-            _open(args.test_data, variables=LES_VARIABLES) as test_data:
+            _open(args.train_data, variables=base.variables.names) as train_data, \
+            _open(args.test_data, variables=base.variables.names) as test_data:
         sweep = layer_sweep(base, train_data, test_data, seeds=args.seeds,
                             fraction=args.fraction, epochs=args.epochs,
                             patience=args.patience, client=client)
