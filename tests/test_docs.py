@@ -62,7 +62,7 @@ def test_installing_page_covers_pip_the_extras_and_gpus():
     text = (ROOT / "docs" / "installing.md").read_text()
     assert "pip install ." in text and "Python ≥ 3.11" in text
     extras = PROJECT["optional-dependencies"]
-    assert set(extras) == {"gpu", "docs", "test"}
+    assert set(extras) == {"gpu", "docs", "qg", "test"}
     assert any(req.startswith("tensorflow[and-cuda]") for req in extras["gpu"])
     for name in extras:
         assert f"`{name}`" in text, name
