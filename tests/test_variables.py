@@ -101,6 +101,11 @@ def test_dims_in_any_order_train_alike(qg_base):
     b = xtl.train(qg_base.isel(time=slice(0, 12)).transpose("y", "lev", "x", "time"), TINY,
                   **QG, epochs=1, batch_size=4, progress=False, validation=None)
     assert model_id(a) == model_id(b)
+    transposed = qg_base.isel(time=slice(0, 2)).transpose("x", "lev", "time", "y")
+    pred = xtl.predict(a, transposed)
+    assert pred.dims == transposed.q.dims
+    xr.testing.assert_allclose(pred.transpose(*qg_base.q.dims),
+                               xtl.predict(a, qg_base.isel(time=slice(0, 2))))
 
 
 # ------------------------------------------------------------------ downstream of train

@@ -699,7 +699,7 @@ def predict(model: Model, ds, *, batch_size: int = 32):
         name: xr.DataArray(a, dims=template.dims, coords=template.coords, name=name,
                            attrs={"long_name": f"{name} predicted by the CNN closure",
                                   "units": ds[name].attrs.get("units", "1")
-                                  if name in ds else "1"})
+                                  if name in ds else "1"}).transpose(*first.dims)
         for name, a in zip(variables.outputs, out)}
     return predicted[variables.outputs[0]] if len(out) == 1 else xr.Dataset(predicted)
 
