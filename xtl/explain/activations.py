@@ -29,6 +29,7 @@ from ..nn.spec import INPUTS, check_layers, stack_inputs
 from ..nn.model import Model
 from ..nn.backends.base import get_backend
 from ..data.spectra import spectrum
+from ..physics.fourier import domain_length
 from ..options import check_float
 from ..nn.training import check_les_dataset, count_samples, sample_fields
 
@@ -128,7 +129,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
 
 
 def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 32,
-                       kmax: int | None = None) -> xr.Dataset:
+                       kmax: int | None = None, L: float | None = None) -> xr.Dataset:
     """Isotropic power spectra of layer outputs, averaged over samples, streamed.
 
     Processes ``batch_size`` samples at a time (computing only those slices
@@ -142,6 +143,9 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
     kmax : int, optional
         Last shell kept (default: all shells, so the sum over ``k`` is the
         mean square; see :func:`xtl.data.spectra.spectrum`).
+    L : float, optional
+        The domain length: required when ``inputs`` has no coordinates ``y``, ``x``
+        (the layer outputs are on the input grid).
 
     Returns
     -------
@@ -153,13 +157,14 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
     """
     layers, backend, widths = _check(model, inputs, layers, batch_size)
     grid = _grid_coords(inputs)
+    length = domain_length(inputs[INPUTS[0]], L, name="inputs")
     total, msq, k_coord, n = None, None, None, 0
     for _, x in _batches(model, inputs, batch_size):
         acts = backend.activations(model, x, layers, batch_size=batch_size)
         for j, k in enumerate(layers):
             a = acts[k].astype(np.float64)
             da = xr.DataArray(a, dims=("sample", "channel", "y", "x"), coords=grid)
-            s = spectrum(da, "power", kmax=kmax).sum("sample")
+            s = spectrum(da, "power", kmax=kmax, L=length).sum("sample")
             if total is None:
                 k_coord = s["k"].values
                 total = np.zeros((len(layers), max(widths), len(k_coord)))
@@ -204,8 +209,9 @@ def _attrs(da, **attrs):
     return da
 
 
-def _mean_spectra(ds, kmax):
-    """Time/member-mean power spectra of ``psi``, ``omega``, ``pi`` → (variable, k)."""
+def _mean_spectra(ds, kmax, L=None):
+    """Time/member-mean power spectra of ``psi``, ``omega``, ``pi`` → (variable, k)
+    (``L``: the domain length, when ``ds`` has no coordinates ``y``, ``x``)."""
     out = []
     for v in FLOW_VARIABLES:
         da = ds[v]
@@ -213,10 +219,20 @@ def _mean_spectra(ds, kmax):
         if da.chunks is None and lead:  # bound the FFT's memory: ~32 MiB of float64 a chunk
             per = 8 * da.sizes["y"] * da.sizes["x"] * int(np.prod([da.sizes[d] for d in lead[1:]]))
             da = da.chunk({lead[0]: max(1, 2**25 // per)})
-        s = spectrum(da.astype(np.float64), "power", kmax=kmax)
+        s = spectrum(da.astype(np.float64), "power", kmax=kmax, L=L)
         out.append(s.mean([d for d in s.dims if d != "k"]))
     return xr.concat(out, dim="variable", coords="minimal", compat="override") \
         .assign_coords(variable=list(FLOW_VARIABLES)).compute()
+
+
+def _common_length(base_ds, target_ds, L):
+    """The domain length of two flows (their shells must mean the same wavenumbers)."""
+    lengths = [domain_length(ds, L, name=name)
+               for ds, name in ((base_ds, "base_ds"), (target_ds, "target_ds"))]
+    if not np.isclose(lengths[0], lengths[1], rtol=1e-6, atol=0):
+        raise ValueError(f"base_ds and target_ds must be on one domain length; got "
+                         f"{lengths[0]:.6g} and {lengths[1]:.6g}")
+    return lengths[1]
 
 
 def _log_ratio(target, base, floor=SPECTRAL_FLOOR):
@@ -302,7 +318,7 @@ def _channel_profile(filters, kmax):
 
 
 def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
-                    threshold: float = DIFFERS_THRESHOLD) -> xr.Dataset:
+                    threshold: float = DIFFERS_THRESHOLD, L: float | None = None) -> xr.Dataset:
     """Where, and by how many decades, the spectra of two flows differ.
 
     Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and ``pi`` of both
@@ -320,6 +336,9 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     threshold : float
         Decades above which a shell is labelled as differing (default 0.3, a
         factor ≈ 2).
+    L : float, optional
+        The domain length of both flows: required when they have no coordinates
+        ``y``, ``x`` (see :func:`xtl.data.spectra.spectrum`).
 
     Returns
     -------
@@ -333,12 +352,14 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     Raises
     ------
     TypeError, ValueError
-        Not LES Datasets, different grids, a bad ``kmax`` or ``threshold``.
+        Not LES Datasets, different grids or domain lengths, a bad ``kmax`` or
+        ``threshold``, no coordinates and no ``L``.
     """
     grid = check_pair_datasets(base_ds, target_ds)
     kmax = check_kmax(kmax, grid)
     threshold = check_float(threshold, "threshold", positive=True)
-    s_base, s_target = _mean_spectra(base_ds, kmax), _mean_spectra(target_ds, kmax)
+    length = _common_length(base_ds, target_ds, L)
+    s_base, s_target = _mean_spectra(base_ds, kmax, length), _mean_spectra(target_ds, kmax, length)
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive
