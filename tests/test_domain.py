@@ -196,3 +196,15 @@ def test_per_level_equals_each_level_alone():
         np.testing.assert_allclose(les.pi_q.isel(lev=i), alone.pi_q.transpose(*les.pi_q.isel(lev=i).dims),
                                    rtol=1e-13, atol=1e-25)
         np.testing.assert_allclose(les.q.isel(lev=i), alone.q.transpose("member", "y", "x"))
+
+
+def test_the_accessors_take_L():
+    import xtl  # noqa: F401  (registers .tl)
+
+    ds = _flow(16, L_QG).drop_vars(["y", "x"])
+    with pytest.raises(ValueError, match="pass L="):
+        ds.tl.spectrum("energy")
+    E = ds.tl.spectrum("energy", L=L_QG)
+    np.testing.assert_allclose(E, S.spectrum(_flow(16, L_QG), "energy"), rtol=1e-14)
+    les = ds.tl.coarse_grain(8, L=L_QG)
+    np.testing.assert_allclose(les.x, _points(8, L_QG))

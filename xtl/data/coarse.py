@@ -11,11 +11,38 @@ Dataset on an ``n_les × n_les`` grid with the filtered fields ψ̄, ω̄ and
 
 (u = ∂ψ/∂y, v = −∂ψ/∂x), so that the LES equation carries −Π (docs/conventions.md).
 
+Any advected scalar
+-------------------
+``coarse_grain(ds, ..., scalar="q", streamfunction="psi")`` gives the SGS term of
+any scalar q advected by the flow of ψ, with the same N and the same sign:
+
+.. math::
+
+    \Pi_q = \overline{N(q,\psi)} - N(\bar q,\bar\psi),
+    \qquad N(q,\psi) = u\,\partial_x q + v\,\partial_y q,
+
+so that the LES equation of q̄ carries −Π_q (∂q̄/∂t + N(q̄, ψ̄) = ... − Π_q). q
+need not be −∇²ψ (in QG it is the potential vorticity). It is stored as
+``"pi"`` for ``scalar="omega"`` and ``f"pi_{scalar}"`` otherwise (:func:`sgs_name`).
+Leading dims (``time``, ``member``, ``lev``, ...) are carried, each level on its own.
+
+The domain
+----------
+Data live on a periodic square domain of side L, read from evenly spaced
+coordinates ``y``, ``x`` (``L = N·spacing``, any origin x0) or passed as ``L=``;
+without either, the data are refused. Derivatives are in the units of the
+coordinates, the filter width Δ too (default ``2·L/n_les``), and the LES points
+are ``x0 + i·L/n_les``. Internally everything runs on the 2π domain: Π on a
+domain of side L is (2π/L)² times Π of the same values on [0, 2π)² with the
+width Δ·2π/L. On the 2π domain, N(ω, ψ) of the default pair is formed from ψ
+alone (ω = −∇²ψ, the solver's fast path below); for any other scalar or domain
+it is formed from q and ψ as given (advective form, 4 + 1 FFTs).
+
 Filters
 -------
-Every filter is a transfer function Ĝ(kx, ky) of the integer radian
-wavenumbers, with a width Δ (default ``2·(2π/n_les)``, twice the LES grid
-spacing):
+Every filter is a transfer function Ĝ(kx, ky) of the radian wavenumbers,
+with a width Δ (default ``2·(L/n_les)``, twice the LES grid spacing; on the 2π
+domain the wavenumbers are integers):
 
 ``"gaussian"`` (the default)
     Ĝ = exp(−k²Δ²/24), k² = kx² + ky² (isotropic).
@@ -88,6 +115,7 @@ from ..physics.fourier import (
     Jacobian,
     SpectralGrid,
     axis_wavenumbers,
+    check_length,
     domain_length,
     resize_spectrum,
     transfer_function,
@@ -157,8 +185,9 @@ def check_filter(filter) -> str:
 
 
 def default_width(n_les: int) -> float:
-    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing (``n_les``:
-    LES grid points per direction, even, >= 4)."""
+    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing, on the 2π
+    domain (``n_les``: LES grid points per direction, even, >= 4); on a domain of side L
+    the default is ``2·(L/n_les)``, this times L/2π."""
     return 2.0 * (2.0 * math.pi / check_n_les(n_les))
 
 
@@ -194,7 +223,8 @@ class CoarseGraining(Options):
         A registered filter (:data:`xtl.physics.fourier.FILTERS`; ``"top-hat"`` is
         ``"box"``).
     width : float, optional
-        Filter width Δ; None: ``2·(2π/n_les)``.
+        Filter width Δ in units of the 2π domain (on data of domain length L the
+        filter is ``width·L/2π`` wide); None: ``2·(2π/n_les)``, twice the LES spacing.
 
     Examples
     --------
@@ -388,13 +418,14 @@ def _history(coarse_graining, dealias, names, length) -> str:
 # ----------------------------------------------------------------------------------------
 # public: transfer functions as DataArrays
 # ----------------------------------------------------------------------------------------
-def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) -> xr.DataArray:
+def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None,
+                             L=None) -> xr.DataArray:
     """The transfer function Ĝ(ky, kx) of a filter, as a DataArray over wavenumber.
 
     Parameters
     ----------
     n_les : int
-        LES grid size; sets the default width ``Δ = 2·(2π/n_les)``.
+        LES grid size; sets the default width ``Δ = 2·(L/n_les)``.
     filter : {"gaussian", "box", "sharp"}
         The filter (see the module docstring for the formulas).
     n : int, optional
@@ -402,26 +433,33 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
         (full plane, k = 0 in the middle). Default ``n_les``; pass the DNS
         grid size to see the whole DNS range.
     width : float, optional
-        Filter width Δ (domain length units); default ``2·(2π/n_les)``.
+        Filter width Δ in the units of ``L``; default ``2·(L/n_les)``.
+    L : float, optional
+        The domain length; None: 2π (xtl's own grids). The wavenumbers ``ky``,
+        ``kx`` stay integers in units of 2π/L (Ĝ is evaluated at ``k·2π/L``).
 
     Returns
     -------
     xarray.DataArray
-        Real values, dims ``("ky", "kx")`` with integer radian wavenumbers,
-        attrs ``filter``, ``filter_width``, ``n_les`` and ``formula``.
+        Real values, dims ``("ky", "kx")`` with integer wavenumbers in units of
+        2π/L, attrs ``filter``, ``filter_width`` (in the units of ``L``),
+        ``domain_length``, ``n_les`` and ``formula``.
 
     Examples
     --------
     >>> G = filter_transfer_function(128, "gaussian", n=1024)
     >>> G.sel(ky=0).plot()                                   # doctest: +SKIP
     """
+    length = _TWO_PI if L is None else check_length(L)
+    if width is not None:
+        width = check_width(width, 4) * (_TWO_PI / length)
     cg = CoarseGraining(n_les, filter, width).for_grid()
     n = cg.n_les if n is None else n
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
     k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
     values = transfer_function(cg.filter, k[None, :], k[:, None], cg.width)
-    k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
+    k_attrs = {"long_name": "integer wavenumber in units of 2π/L", "units": "1"}
     return xr.DataArray(
         values,
         dims=("ky", "kx"),
@@ -431,7 +469,8 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
             "long_name": f"{cg.filter} filter transfer function",
             "units": "1",
             "filter": cg.filter,
-            "filter_width": cg.width,
+            "filter_width": cg.width * (length / _TWO_PI),
+            "domain_length": length,
             "n_les": cg.n_les,
             "formula": FILTER_FORMULAS[cg.filter],
         },
