@@ -438,8 +438,11 @@ def test_bad_datasets_are_named():
         coarse_grain(ds.rename({"y": "lat", "x": "lon"}), 16)
     with pytest.raises(ValueError, match="square grid"):
         coarse_grain(ds.isel(x=slice(0, 32)), 16)
-    with pytest.raises(ValueError, match="coordinate 'x' must be the points"):
+    # a grid that includes both 0 and 2π in x reads as a domain of another length than y's
+    with pytest.raises(ValueError, match="domain must be square"):
         coarse_grain(ds.assign_coords(x=np.linspace(0, TWO_PI, N)), 16)
+    with pytest.raises(ValueError, match="coordinate 'x' must be evenly spaced"):
+        coarse_grain(ds.assign_coords(x=np.geomspace(1, TWO_PI, N)), 16)
     with pytest.raises(TypeError, match="ds must be an xarray.Dataset"):
         coarse_grain(ds.omega, 16)
     with pytest.raises(ValueError, match="n_les must be given"):

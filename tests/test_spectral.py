@@ -268,12 +268,15 @@ def test_spectrum_bad_input():
         S.spectrum(f, "vorticity")
     with pytest.raises(ValueError, match="kmax"):
         S.spectrum(f, kmax=-1)
-    # a grid that includes both 0 and 2π is not periodic on [0, 2π)
-    nonperiodic = f.assign_coords(x=np.linspace(0, TWO_PI, 8))
-    with pytest.raises(ValueError, match=r"'x' must be evenly spaced points i·2π/N"):
-        S.spectrum(nonperiodic)
-    with pytest.raises(ValueError, match="'y' must be evenly spaced"):
-        S.spectrum(f.assign_coords(y=np.arange(8.0)))  # unit spacing: a domain of 8, not 2π
+    # unevenly spaced points are no periodic grid
+    uneven = f.assign_coords(x=np.geomspace(1, TWO_PI, 8))
+    with pytest.raises(ValueError, match=r"'x' must be evenly spaced"):
+        S.spectrum(uneven)
+    # a grid that includes both 0 and 2π reads as a domain of 8·2π/7 in x, 2π in y
+    with pytest.raises(ValueError, match="must be square"):
+        S.spectrum(f.assign_coords(x=np.linspace(0, TWO_PI, 8)))
+    with pytest.raises(ValueError, match="must be square"):
+        S.spectrum(f.assign_coords(y=np.arange(8.0)))  # unit spacing: Ly = 8, Lx = 2π
     with pytest.raises(ValueError, match="no variable with dims 'y' and 'x'"):
         S.spectrum(xr.Dataset({"a": ("time", [1.0, 2.0])}))
     with pytest.raises(ValueError, match="'y' and 'x'"):

@@ -11,11 +11,38 @@ Dataset on an ``n_les × n_les`` grid with the filtered fields ψ̄, ω̄ and
 
 (u = ∂ψ/∂y, v = −∂ψ/∂x), so that the LES equation carries −Π (docs/conventions.md).
 
+Any advected scalar
+-------------------
+``coarse_grain(ds, ..., scalar="q", streamfunction="psi")`` gives the SGS term of
+any scalar q advected by the flow of ψ, with the same N and the same sign:
+
+.. math::
+
+    \Pi_q = \overline{N(q,\psi)} - N(\bar q,\bar\psi),
+    \qquad N(q,\psi) = u\,\partial_x q + v\,\partial_y q,
+
+so that the LES equation of q̄ carries −Π_q (∂q̄/∂t + N(q̄, ψ̄) = ... − Π_q). q
+need not be −∇²ψ (in QG it is the potential vorticity). It is stored as
+``"pi"`` for ``scalar="omega"`` and ``f"pi_{scalar}"`` otherwise (:func:`sgs_name`).
+Leading dims (``time``, ``member``, ``lev``, ...) are carried, each level on its own.
+
+The domain
+----------
+Data live on a periodic square domain of side L, read from evenly spaced
+coordinates ``y``, ``x`` (``L = N·spacing``, any origin x0) or passed as ``L=``;
+without either, the data are refused. Derivatives are in the units of the
+coordinates, the filter width Δ too (default ``2·L/n_les``), and the LES points
+are ``x0 + i·L/n_les``. Internally everything runs on the 2π domain: Π on a
+domain of side L is (2π/L)² times Π of the same values on [0, 2π)² with the
+width Δ·2π/L. On the 2π domain, N(ω, ψ) of the default pair is formed from ψ
+alone (ω = −∇²ψ, the solver's fast path below); for any other scalar or domain
+it is formed from q and ψ as given (advective form, 4 + 1 FFTs).
+
 Filters
 -------
-Every filter is a transfer function Ĝ(kx, ky) of the integer radian
-wavenumbers, with a width Δ (default ``2·(2π/n_les)``, twice the LES grid
-spacing):
+Every filter is a transfer function Ĝ(kx, ky) of the radian wavenumbers,
+with a width Δ (default ``2·(L/n_les)``, twice the LES grid spacing; on the 2π
+domain the wavenumbers are integers):
 
 ``"gaussian"`` (the default)
     Ĝ = exp(−k²Δ²/24), k² = kx² + ky² (isotropic).
@@ -88,6 +115,8 @@ from ..physics.fourier import (
     Jacobian,
     SpectralGrid,
     axis_wavenumbers,
+    check_length,
+    domain_length,
     resize_spectrum,
     transfer_function,
     wavenumbers,
@@ -96,6 +125,7 @@ from .cf import CF_ATTRS, append_history
 
 __all__ = [
     "FILTERS",
+    "sgs_name",
     "FILTER_ALIASES",
     "CoarseGraining",
     "check_filter",
@@ -110,6 +140,11 @@ _PI_DEFINITION = (
     "pi = bar(N(omega, psi)) - N(bar(omega), bar(psi)), N = u domega/dx + v domega/dy, "
     "u = dpsi/dy, v = -dpsi/dx; the LES equation carries -pi"
 )
+_SCALAR_DEFINITION = (
+    "{pi} = bar(N({q}, {psi})) - N(bar({q}), bar({psi})), N = u d{q}/dx + v d{q}/dy, "
+    "u = d{psi}/dy, v = -d{psi}/dx; the LES equation of {q} carries -{pi}"
+)
+_TWO_PI = 2.0 * math.pi
 _COARSE_GRAINING = (
     "spectral: multiply by the filter transfer function, keep |kx|, |ky| < n_les/2 "
     "(LES Nyquist modes set to 0), inverse FFT on the n_les grid"
@@ -150,8 +185,9 @@ def check_filter(filter) -> str:
 
 
 def default_width(n_les: int) -> float:
-    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing (``n_les``:
-    LES grid points per direction, even, >= 4)."""
+    """The default filter width Δ = 2·(2π/n_les), twice the LES grid spacing, on the 2π
+    domain (``n_les``: LES grid points per direction, even, >= 4); on a domain of side L
+    the default is ``2·(L/n_les)``, this times L/2π."""
     return 2.0 * (2.0 * math.pi / check_n_les(n_les))
 
 
@@ -187,7 +223,8 @@ class CoarseGraining(Options):
         A registered filter (:data:`xtl.physics.fourier.FILTERS`; ``"top-hat"`` is
         ``"box"``).
     width : float, optional
-        Filter width Δ; None: ``2·(2π/n_les)``.
+        Filter width Δ in units of the 2π domain (on data of domain length L the
+        filter is ``width·L/2π`` wide); None: ``2·(2π/n_les)``, twice the LES spacing.
 
     Examples
     --------
@@ -313,47 +350,82 @@ class CoarseGraining(Options):
         """
         return self.kernel(omega_hat.shape[0], dealias, fft).spectral(omega_hat)
 
-    def block(self, psi, omega, *, dealias: bool = True, dtype=np.float64) -> tuple:
+    def block(self, psi, omega, *, dealias: bool = True, dtype=np.float64,
+              general: bool = False) -> tuple:
         """ψ̄, ω̄ and Π of physical ``(..., n, n)`` arrays ψ, ω over their leading axes.
+
+        With ``general``, ``omega`` is any advected scalar q and N(q, ψ) is formed from
+        q itself (:meth:`_GridKernel.pair`); without, N is formed from ψ alone, which
+        presumes ω = −∇²ψ on the 2π domain (the solver's fast path).
 
         Returns
         -------
         tuple of ndarray
             ``(psi, omega, pi)``, each ``(..., n_les, n_les)`` of ``dtype``.
         """
-        return self.kernel(psi.shape[-1], dealias).block(psi, omega, dtype=dtype)
+        return self.kernel(psi.shape[-1], dealias).block(psi, omega, dtype=dtype, general=general)
 
-    def apply(self, ds: xr.Dataset, *, dealias: bool | None = None) -> xr.Dataset:
-        """Filter the DNS Dataset ``ds`` and coarse-grain it, with the SGS term Π.
+    def apply(self, ds: xr.Dataset, *, dealias: bool | None = None, scalar: str = "omega",
+              streamfunction: str = "psi", L: float | None = None) -> xr.Dataset:
+        """Filter the DNS Dataset ``ds`` and coarse-grain it, with the SGS term of ``scalar``.
 
         ``n_les`` None takes the case's (``ds.attrs["case_n_les"]``); ``dealias``
-        None the case's (``ds.attrs["case_dealias"]``), else True. Returns and
-        raises as :func:`coarse_grain`.
+        None the case's (``ds.attrs["case_dealias"]``), else True. This object's
+        ``width`` is in units of the 2π domain: on data of domain length L the filter
+        width is ``width·L/2π`` (:func:`coarse_grain` takes it in the data's units).
+        Returns and raises as :func:`coarse_grain`.
         """
-        psi, omega, n = _check_dataset(ds)
+        names = _check_names(scalar, streamfunction)
+        psi, q, n, length = _check_dataset(ds, names, L)
         les = self.for_grid(n, _case_n_les(ds) if self.n_les is None else None)
         dealias = check_bool(dealias, "dealias", optional=True)
         if dealias is None:
             dealias = bool(_case_value(ds, "case_dealias", True))
-        fields = _coarse_fields(les, psi, omega, dealias)
-        result = _les_dataset(les, fields, ds)
-        attrs = {**result.attrs, **les.attrs(n, dealias)}
-        result.attrs = append_history(
-            attrs, f"xtl.coarse_grain(n_les={les.n_les}, filter={les.filter!r}, "
-                   f"width={les.width!r}, dealias={dealias})")
+        # the solver's fast path presumes omega = -lap(psi) on the 2π domain
+        general = scalar != "omega" or length != _TWO_PI
+        fields = _coarse_fields(les, psi, q, dealias, general)
+        if length != _TWO_PI:  # N has two derivatives: Π scales as (2π/L)²
+            fields = (fields[0], fields[1], fields[2] * (_TWO_PI / length) ** 2)
+        result = _les_dataset(fields, ds, names, length, les.n_les)
+        attrs = {**result.attrs, **les.attrs(n, dealias), **_domain_attrs(les, names, length)}
+        result.attrs = append_history(attrs, _history(les, dealias, names, length))
         return result
+
+
+def _domain_attrs(coarse_graining, names, length) -> dict:
+    """The attributes of LES data that depend on the domain and the scalar pair."""
+    streamfunction, scalar, pi = names
+    attrs = {"domain_length": float(length),
+             "filter_width": float(coarse_graining.width * (length / _TWO_PI))}
+    if names != ("psi", "omega", "pi"):
+        attrs.update(scalar=scalar, streamfunction=streamfunction, pi_definition=
+                     _SCALAR_DEFINITION.format(pi=pi, q=scalar, psi=streamfunction))
+    return attrs
+
+
+def _history(coarse_graining, dealias, names, length) -> str:
+    """The history line of :meth:`CoarseGraining.apply`."""
+    width = coarse_graining.width * (length / _TWO_PI)
+    text = (f"xtl.coarse_grain(n_les={coarse_graining.n_les}, filter={coarse_graining.filter!r}, "
+            f"width={width!r}, dealias={dealias}")
+    if names[:2] != ("psi", "omega"):
+        text += f", scalar={names[1]!r}, streamfunction={names[0]!r}"
+    if length != _TWO_PI:
+        text += f", L={length!r}"
+    return text + ")"
 
 
 # ----------------------------------------------------------------------------------------
 # public: transfer functions as DataArrays
 # ----------------------------------------------------------------------------------------
-def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) -> xr.DataArray:
+def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None,
+                             L=None) -> xr.DataArray:
     """The transfer function Ĝ(ky, kx) of a filter, as a DataArray over wavenumber.
 
     Parameters
     ----------
     n_les : int
-        LES grid size; sets the default width ``Δ = 2·(2π/n_les)``.
+        LES grid size; sets the default width ``Δ = 2·(L/n_les)``.
     filter : {"gaussian", "box", "sharp"}
         The filter (see the module docstring for the formulas).
     n : int, optional
@@ -361,26 +433,33 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
         (full plane, k = 0 in the middle). Default ``n_les``; pass the DNS
         grid size to see the whole DNS range.
     width : float, optional
-        Filter width Δ (domain length units); default ``2·(2π/n_les)``.
+        Filter width Δ in the units of ``L``; default ``2·(L/n_les)``.
+    L : float, optional
+        The domain length; None: 2π (xtl's own grids). The wavenumbers ``ky``,
+        ``kx`` stay integers in units of 2π/L (Ĝ is evaluated at ``k·2π/L``).
 
     Returns
     -------
     xarray.DataArray
-        Real values, dims ``("ky", "kx")`` with integer radian wavenumbers,
-        attrs ``filter``, ``filter_width``, ``n_les`` and ``formula``.
+        Real values, dims ``("ky", "kx")`` with integer wavenumbers in units of
+        2π/L, attrs ``filter``, ``filter_width`` (in the units of ``L``),
+        ``domain_length``, ``n_les`` and ``formula``.
 
     Examples
     --------
     >>> G = filter_transfer_function(128, "gaussian", n=1024)
     >>> G.sel(ky=0).plot()                                   # doctest: +SKIP
     """
+    length = _TWO_PI if L is None else check_length(L)
+    if width is not None:
+        width = check_width(width, 4) * (_TWO_PI / length)
     cg = CoarseGraining(n_les, filter, width).for_grid()
     n = cg.n_les if n is None else n
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2 or n % 2:
         raise ValueError(f"n must be an even integer >= 2 (a grid size), got {n!r}")
     k = np.fft.fftshift(axis_wavenumbers(n)).astype(float)  # -n/2 … n/2-1
     values = transfer_function(cg.filter, k[None, :], k[:, None], cg.width)
-    k_attrs = {"long_name": "integer radian wavenumber", "units": "1"}
+    k_attrs = {"long_name": "integer wavenumber in units of 2π/L", "units": "1"}
     return xr.DataArray(
         values,
         dims=("ky", "kx"),
@@ -390,7 +469,8 @@ def filter_transfer_function(n_les, filter="gaussian", *, n=None, width=None) ->
             "long_name": f"{cg.filter} filter transfer function",
             "units": "1",
             "filter": cg.filter,
-            "filter_width": cg.width,
+            "filter_width": cg.width * (length / _TWO_PI),
+            "domain_length": length,
             "n_les": cg.n_les,
             "formula": FILTER_FORMULAS[cg.filter],
         },
@@ -465,34 +545,89 @@ class _GridKernel:
         c_n = self._padded_jacobian(resize_spectrum(c_psi, big.n), multiplier=big.mask)
         return resize_spectrum(c_n, self.n_les) / (big.n * big.n)
 
-    def block(self, psi, omega, dtype=np.float64) -> tuple:
-        """:meth:`physical` over the leading axes of ``(..., n, n)`` arrays."""
+    def pair(self, psi, q) -> dict:
+        """ψ̄, q̄ and Π_q = bar(N(q, ψ)) − N(q̄, ψ̄) on the LES grid from physical ψ
+        and any scalar q ``(n, n)``: the general pair (q need not be −∇²ψ).
+
+        N(q, ψ) = u ∂q/∂x + v ∂q/∂y in the advective form (4 inverse FFTs, 1 forward),
+        on the DNS grid with its mask before and after the products, and alias-free
+        (3/2 rule) on the LES grid, as :meth:`physical` does for (ω, ψ).
+
+        Returns
+        -------
+        dict
+            ``{"psi", "omega", "pi"}`` (``"omega"`` holding q̄), float64 ``(n_les, n_les)``.
+        """
+        n, n_les = self.n, self.n_les
+        p2 = self._plan2
+        p2.real[0] = psi
+        p2.real[1] = q
+        spec = p2.forward() * (1.0 / (n * n))  # normalized coefficients
+        mask, G = self.grid.mask, self._G
+        c_n = resize_spectrum(_advection(spec[0] * mask, spec[1] * mask, n) * mask, n_les) * G
+        c_psi = resize_spectrum(spec[0], n_les) * G
+        c_q = resize_spectrum(spec[1], n_les) * G
+        big = self._padded
+        c_les = _advection(resize_spectrum(c_psi, big.n) * big.mask,
+                           resize_spectrum(c_q, big.n) * big.mask, big.n) * big.mask
+        c_pi = c_n - resize_spectrum(c_les, n_les)
+        fields = np.fft.irfft2(np.stack([c_psi, c_q, c_pi]) * (n_les * n_les), s=(n_les, n_les))
+        return {"psi": fields[0], "omega": fields[1], "pi": fields[2]}
+
+    def block(self, psi, omega, dtype=np.float64, general=False) -> tuple:
+        """:meth:`physical` (or, ``general``, :meth:`pair` with ``omega`` any scalar q)
+        over the leading axes of ``(..., n, n)`` arrays."""
         lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
         psi = np.broadcast_to(psi, lead + psi.shape[-2:])
         omega = np.broadcast_to(omega, lead + omega.shape[-2:])
         out = [np.empty(lead + (self.n_les, self.n_les), dtype=dtype) for _ in range(3)]
+        work = self.pair if general else self.physical
         for index in np.ndindex(*lead):
-            fields = self.physical(psi[index], omega[index])
+            fields = work(psi[index], omega[index])
             for o, name in zip(out, CoarseGraining.variables):
                 o[index] = fields[name]
         return tuple(out)
 
 
+def _advection(c_psi, c_q, n):
+    """Normalized rfft coefficients of N(q, ψ) = u ∂q/∂x + v ∂q/∂y, u = ∂ψ/∂y, v = −∂ψ/∂x.
+
+    Parameters
+    ----------
+    c_psi, c_q : ndarray of complex, shape ``(n, n//2 + 1)``
+        Normalized coefficients (``f̂/n²``) of ψ and q on an ``n × n`` grid of the
+        2π domain (integer wavenumbers).
+    n : int
+        The grid on which the products are formed (no dealiasing here).
+
+    Returns
+    -------
+    ndarray of complex, shape ``(n, n//2 + 1)``
+    """
+    ky, kx = wavenumbers(n)
+    ky = ky.astype(float)[:, None]
+    kx = kx.astype(float)[None, :]
+    spec = np.stack([1j * ky * c_psi, -1j * kx * c_psi, 1j * kx * c_q, 1j * ky * c_q])
+    u, v, qx, qy = np.fft.irfft2(spec * (n * n), s=(n, n))
+    return np.fft.rfft2(u * qx + v * qy) / (n * n)
+
+
 _LOCAL = threading.local()
 
 
-def _coarse_block(psi, omega, *, coarse_graining, dealias, dtype):
-    """apply_ufunc kernel: ``(..., n, n)`` ψ, ω → ``(..., n_les, n_les)`` ψ̄, ω̄, Π."""
+def _coarse_block(psi, omega, *, coarse_graining, dealias, dtype, general=False):
+    """apply_ufunc kernel: ``(..., n, n)`` ψ, ω (or q) → ``(..., n_les, n_les)`` ψ̄, ω̄, Π."""
     n_les = coarse_graining.n_les
     lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
     if 0 in lead:  # dask's meta probing: shapes only
         empty = np.empty(lead + (n_les, n_les), dtype=dtype)
         return empty, empty.copy(), empty.copy()
-    return coarse_graining.block(psi, omega, dealias=dealias, dtype=dtype)
+    return coarse_graining.block(psi, omega, dealias=dealias, dtype=dtype, general=general)
 
 
-def _coarse_fields(coarse_graining, psi, omega, dealias) -> tuple:
-    """ψ̄, ω̄, Π DataArrays of DNS ψ, ω ``(..., y, x)``: lazy on dask input, over whole ``y, x``."""
+def _coarse_fields(coarse_graining, psi, omega, dealias, general=False) -> tuple:
+    """ψ̄, ω̄, Π DataArrays of DNS ψ, ω (or any scalar q, ``general``) ``(..., y, x)``:
+    lazy on dask input, over whole ``y, x``."""
     dtype = np.result_type(psi.dtype, omega.dtype, np.float32)
     if psi.chunks is not None or omega.chunks is not None:
         psi = psi.chunk({"y": -1, "x": -1})
@@ -502,7 +637,8 @@ def _coarse_fields(coarse_graining, psi, omega, dealias) -> tuple:
         _coarse_block,
         psi,
         omega,
-        kwargs={"coarse_graining": coarse_graining, "dealias": dealias, "dtype": dtype},
+        kwargs={"coarse_graining": coarse_graining, "dealias": dealias, "dtype": dtype,
+                "general": general},
         input_core_dims=[["y", "x"], ["y", "x"]],
         output_core_dims=[["y", "x"]] * 3,
         exclude_dims={"y", "x"},
@@ -513,19 +649,38 @@ def _coarse_fields(coarse_graining, psi, omega, dealias) -> tuple:
     )
 
 
-def _les_dataset(coarse_graining, fields, ds) -> xr.Dataset:
-    """The LES Dataset of ``fields`` (ψ̄, ω̄, Π) with the coordinates and attributes of ``ds``."""
-    x = coarse_graining.x
+def _variable_attrs(var, ds, names) -> dict:
+    """CF attributes of the LES variable ``var`` (one of ``names``: ψ, q, Π names)."""
+    streamfunction, scalar, pi = names
+    if var == pi:
+        if var in CF_ATTRS:
+            return dict(CF_ATTRS[var])
+        return {"long_name": f"subgrid-scale forcing of {scalar}"}
+    attrs = dict(CF_ATTRS[var]) if var in CF_ATTRS else {
+        k: v for k, v in ds[var].attrs.items() if k in ("long_name", "units", "standard_name")}
+    attrs["long_name"] = f"filtered {attrs.get('long_name', var)} on the LES grid"
+    return attrs
+
+
+def _les_coords(ds, n_les, length) -> dict:
+    """LES coordinates ``y0 + i·L/n_les``, ``x0 + i·L/n_les`` (the input's origin kept)."""
+    points = np.arange(n_les) * (length / n_les)
+    coords = {}
+    for d in ("y", "x"):
+        origin = float(ds[d].values[0]) if d in ds.coords else 0.0
+        attrs = dict(ds[d].attrs) if d in ds.coords and ds[d].attrs else dict(CF_ATTRS[d])
+        coords[d] = (d, points + origin, attrs)
+    return coords
+
+
+def _les_dataset(fields, ds, names, length, n_les) -> xr.Dataset:
+    """The LES Dataset of ``fields`` (ψ̄, q̄, Π) named ``names`` with the coordinates and
+    attributes of ``ds`` on the domain of side ``length``."""
     variables = {}
-    for var, da in zip(CoarseGraining.variables, fields):
-        attrs = dict(CF_ATTRS[var])
-        if var != "pi":
-            attrs["long_name"] = f"filtered {attrs['long_name']} on the LES grid"
-        variables[var] = da.assign_attrs(attrs)
-    result = xr.Dataset(variables).assign_coords(
-        y=("y", x, CF_ATTRS["y"]), x=("x", x.copy(), CF_ATTRS["x"])
-    )
-    lead = [d for d in result.psi.dims if d not in ("y", "x")]
+    for var, da in zip(names, fields):
+        variables[var] = da.assign_attrs(_variable_attrs(var, ds, names))
+    result = xr.Dataset(variables).assign_coords(_les_coords(ds, n_les, length))
+    lead = [d for d in result[names[0]].dims if d not in ("y", "x")]
     result = result.transpose(*lead, "y", "x")
     for c in result.coords:  # apply_ufunc drops the attributes of the leading coordinates
         if c not in ("y", "x") and c in ds.coords:
@@ -540,63 +695,75 @@ def _les_dataset(coarse_graining, fields, ds) -> xr.Dataset:
 # ----------------------------------------------------------------------------------------
 # Dataset API
 # ----------------------------------------------------------------------------------------
-def _check_dataset(ds):
-    """Return ``(psi, omega, n)`` of a DNS Dataset, transposed to ``(..., y, x)``."""
+def sgs_name(scalar: str = "omega") -> str:
+    """The name of the SGS term of the scalar ``scalar``: ``"pi"`` for the vorticity
+    ``"omega"``, else ``f"pi_{scalar}"`` (e.g. ``"pi_q"``)."""
+    return "pi" if scalar == "omega" else f"pi_{scalar}"
+
+
+def _check_names(scalar, streamfunction) -> tuple:
+    """``(streamfunction, scalar, SGS name)`` of a checked scalar pair."""
+    for arg, value in (("scalar", scalar), ("streamfunction", streamfunction)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{arg} must be the name of a Dataset variable, got {value!r}")
+    if scalar == streamfunction:
+        raise ValueError(f"scalar and streamfunction must name two variables, got {scalar!r} twice")
+    return streamfunction, scalar, sgs_name(scalar)
+
+
+def _check_dataset(ds, names=("psi", "omega", "pi"), L=None):
+    """Return ``(psi, q, n, L)`` of a DNS Dataset, transposed to ``(..., y, x)``
+    (``names``: the streamfunction, scalar and SGS names; ``L``: the domain length or None)."""
+    streamfunction, scalar, pi = names
     if not isinstance(ds, xr.Dataset):
         raise TypeError(
-            "ds must be an xarray.Dataset with variables 'psi' and 'omega' on dims "
-            f"(..., 'y', 'x'); got {type(ds).__name__}"
+            f"ds must be an xarray.Dataset with variables {streamfunction!r} and {scalar!r} "
+            f"on dims (..., 'y', 'x'); got {type(ds).__name__}"
         )
-    _refuse_les_data(ds)
-    missing = [v for v in ("psi", "omega") if v not in ds.data_vars]
+    _refuse_les_data(ds, pi)
+    missing = [v for v in (streamfunction, scalar) if v not in ds.data_vars]
     if missing:
         raise ValueError(
-            f"ds must have variables 'psi' and 'omega' (the DNS streamfunction and "
-            f"vorticity); it lacks {missing}, variables are {list(ds.data_vars)}"
+            f"ds must have variables {streamfunction!r} and {scalar!r} (the DNS "
+            f"streamfunction and the advected scalar: streamfunction={streamfunction!r}, "
+            f"scalar={scalar!r}); it lacks {missing}, variables are {list(ds.data_vars)}"
         )
     fields = []
-    for name in ("psi", "omega"):
+    for name in (streamfunction, scalar):
         da = ds[name]
         lacking = [d for d in ("y", "x") if d not in da.dims]
         if lacking:
             raise ValueError(
-                f"ds[{name!r}] must have dims (..., 'y', 'x') on the periodic domain [0, 2π)²; "
+                f"ds[{name!r}] must have dims (..., 'y', 'x') on a periodic square domain; "
                 f"it lacks {lacking}, dims are {da.dims}"
             )
         if not np.issubdtype(da.dtype, np.number) or np.issubdtype(da.dtype, np.complexfloating):
             raise TypeError(f"ds[{name!r}] must hold real numbers, got dtype {da.dtype}")
         lead = [d for d in da.dims if d not in ("y", "x")]
         fields.append(da.transpose(*lead, "y", "x"))
-    psi, omega = fields
+    psi, q = fields
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     if ny != nx:
         raise ValueError(f"ds must be on a square grid (y and x of equal size), got y={ny}, x={nx}")
     n = nx
     if n < 8 or n % 2:
         raise ValueError(f"the DNS grid size (dims y, x) must be even and >= 8, got {n}")
-    for d in ("y", "x"):
-        if d in ds.coords:
-            c = np.asarray(ds[d].values, dtype=float)
-            expected = np.arange(n) * (2 * np.pi / n)
-            if not np.allclose(c, expected, rtol=0, atol=1e-6 * (2 * np.pi / n)):
-                raise ValueError(
-                    f"ds coordinate {d!r} must be the points i·2π/n of the periodic domain "
-                    f"[0, 2π) (n={n}); got values from {c[0]:.6g} to {c[-1]:.6g}"
-                )
+    length = domain_length(ds, L, name="ds")
     # coordinates other than y/x that depend on y or x cannot be coarse-grained
     drop = [c for c in ds.coords if c not in ("y", "x") and set(ds[c].dims) & {"y", "x"}]
-    return psi.drop_vars(drop, errors="ignore"), omega.drop_vars(drop, errors="ignore"), n
+    return psi.drop_vars(drop, errors="ignore"), q.drop_vars(drop, errors="ignore"), n, length
 
 
-def _refuse_les_data(ds):
-    """Raise if ``ds`` is already LES data (coarse-graining it again is a mistake)."""
+def _refuse_les_data(ds, pi="pi"):
+    """Raise if ``ds`` is already LES data (coarse-graining it again is a mistake):
+    it holds the SGS variable ``pi`` or the attrs of coarse-grained data."""
     coarse = "filter" in ds.attrs and "n_les" in ds.attrs
-    if "pi" in ds.data_vars or coarse:
-        marks = ["variable 'pi'"] if "pi" in ds.data_vars else []
+    if pi in ds.data_vars or coarse:
+        marks = [f"variable {pi!r}"] if pi in ds.data_vars else []
         marks += [f"attrs {k}={ds.attrs[k]!r}" for k in ("filter", "n_les") if k in ds.attrs]
         raise ValueError(
             "ds is already coarse-grained LES data (" + ", ".join(marks) + "); coarse-grain "
-            "the DNS it came from (psi and omega on the DNS grid) instead"
+            "the DNS it came from (the streamfunction and scalar on the DNS grid) instead"
         )
 
 
@@ -623,15 +790,22 @@ def _case_n_les(ds) -> int:
     return int(n_les)
 
 
-def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> xr.Dataset:
-    r"""Filter a DNS Dataset and coarse-grain it to the LES grid, with the SGS term Π.
+def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None,
+                 scalar="omega", streamfunction="psi", L=None) -> xr.Dataset:
+    r"""Filter a DNS Dataset and coarse-grain it to the LES grid, with the SGS term.
+
+    The SGS term of the advected scalar q (``scalar``) with the streamfunction ψ
+    (``streamfunction``) is Π_q = \overline{N(q, ψ)} − N(q̄, ψ̄),
+    N(q, ψ) = u ∂q/∂x + v ∂q/∂y, u = ∂ψ/∂y, v = −∂ψ/∂x, so that the LES equation of
+    q̄ carries −Π_q; for the default pair (ω, ψ) it is the Π of the vorticity equation.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        DNS output: ``psi`` and ``omega`` with dims ``(..., "y", "x")`` on a
-        square ``n × n`` grid of the [0, 2π)² domain (any leading dims:
-        ``time``, ``member``, ...). numpy-backed or dask-backed.
+        DNS output: the streamfunction and the scalar with dims ``(..., "y", "x")``
+        (any leading dims, e.g. ``time``, ``member``, ``lev``, in any order) on a
+        square ``n × n`` grid of a periodic square domain of side L.
+        numpy-backed or dask-backed.
     n_les : int, optional
         LES grid size: even, >= 4, not larger than ``n`` (equal: the fields are
         filtered on the DNS grid). Default: the case's (``ds.attrs["case_n_les"]``).
@@ -639,18 +813,32 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
         The filter (``"top-hat"`` is an alias of ``"box"``); see the module
         docstring and :func:`filter_transfer_function`.
     width : float, optional
-        Filter width Δ; default ``2·(2π/n_les)``, twice the LES grid spacing.
+        Filter width Δ in the units of the coordinates; default ``2·(L/n_les)``,
+        twice the LES grid spacing.
     dealias : bool, optional
-        Whether ``N(ω, ψ)`` on the DNS grid uses the 2/3 rule; default the
+        Whether ``N(q, ψ)`` on the DNS grid uses the 2/3 rule; default the
         case's (``ds.attrs["case_dealias"]``), else True.
+    scalar : str, default "omega"
+        The variable of the advected scalar q (need not be −∇²ψ, e.g. QG's potential
+        vorticity).
+    streamfunction : str, default "psi"
+        The variable of the streamfunction ψ.
+    L : float, optional
+        The domain length, in the units of the coordinates: required when ``ds`` has
+        no coordinates ``y``, ``x`` (evenly spaced, ``L = N·spacing``); must agree
+        with them when it has.
 
     Returns
     -------
     xarray.Dataset
-        ``psi`` (ψ̄), ``omega`` (ω̄) and ``pi`` (Π = \overline{N(ω,ψ)} − N(ω̄,ψ̄))
-        on dims ``(..., "y", "x")`` of the ``n_les`` grid, with the leading
-        coordinates of ``ds``, CF attributes, and global attributes ``filter``,
-        ``filter_width``, ``n_dns``, ``n_les`` (plus the case's attributes).
+        The filtered streamfunction and scalar (named ``streamfunction``, ``scalar``)
+        and the SGS term (named :func:`sgs_name`: ``"pi"`` for ``"omega"``, else
+        ``f"pi_{scalar}"``) on dims ``(..., "y", "x")`` of the ``n_les`` grid
+        (leading dims in ``ds``'s order), with points ``y0 + i·L/n_les``,
+        ``x0 + i·L/n_les`` (the input's first point kept as the origin), the
+        leading coordinates of ``ds``, CF attributes, and global attributes
+        ``filter``, ``filter_width`` (Δ in the coordinates' units),
+        ``domain_length``, ``n_dns``, ``n_les`` (plus the case's attributes).
         Lazy (dask) when ``ds`` is dask-backed: nothing is computed until
         asked; the result equals the eager one to round-off. Float32 input
         gives float32 output (the arithmetic is float64).
@@ -658,32 +846,50 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None)
     Raises
     ------
     TypeError, ValueError
-        Naming the bad argument: not a Dataset, no ``psi``/``omega``, no
-        ``y``/``x`` dims, a non-square or odd grid, ``n_les`` not even or
-        larger than ``n``, an unknown ``filter``, a non-positive ``width``.
+        Naming the bad argument: not a Dataset, no streamfunction/scalar variable,
+        no ``y``/``x`` dims, a non-square or odd grid, no coordinates and no ``L``,
+        coordinates and ``L`` that disagree, ``n_les`` not even or larger than
+        ``n``, an unknown ``filter``, a non-positive ``width``, data that are
+        already coarse-grained.
+
+    Notes
+    -----
+    On the 2π domain, N(ω, ψ) of the default pair is formed from ψ alone (ω = −∇²ψ,
+    the solver's fast path); for another scalar or another domain it is formed from q
+    and ψ as given. Derivatives are in the units of the coordinates: Π on a domain of
+    side L is (2π/L)² times Π of the same values on the 2π domain (with Δ scaled).
 
     Examples
     --------
     >>> dns = xtl.simulate(xtl.get_case("tiny"), t_end=1.0, save_interval=0.1)
     >>> les = coarse_grain(dns.chunk(time=4), 16)      # lazy
     >>> les.pi.mean("time").compute()                  # doctest: +SKIP
+    >>> qg = coarse_grain(qg_run, 64, scalar="q")      # doctest: +SKIP  (x, y in metres)
     """
-    return CoarseGraining(n_les, filter, width).apply(ds, dealias=dealias)
+    names = _check_names(scalar, streamfunction)
+    length = _check_dataset(ds, names, L)[3]
+    if width is not None:
+        width = check_width(width, 4) * (_TWO_PI / length)
+    return CoarseGraining(n_les, filter, width).apply(
+        ds, dealias=dealias, scalar=scalar, streamfunction=streamfunction, L=length)
 
 
-def sgs_term(ds, n_les=None, filter="gaussian", *, width=None, dealias=None) -> xr.DataArray:
-    r"""The SGS term Π = \overline{N(ω, ψ)} − N(ω̄, ψ̄) on the LES grid.
+def sgs_term(ds, n_les=None, filter="gaussian", *, width=None, dealias=None,
+             scalar="omega", streamfunction="psi", L=None) -> xr.DataArray:
+    r"""The SGS term Π_q = \overline{N(q, ψ)} − N(q̄, ψ̄) on the LES grid.
 
     Parameters
     ----------
-    ds, n_les, filter, width, dealias
+    ds, n_les, filter, width, dealias, scalar, streamfunction, L
         As in :func:`coarse_grain`.
 
     Returns
     -------
     xarray.DataArray
-        ``coarse_grain(...)["pi"]`` (lazy on dask input), with the global
-        coarse-graining attributes merged into its attrs.
+        ``coarse_grain(...)[sgs_name(scalar)]`` (lazy on dask input), with the
+        global coarse-graining attributes merged into its attrs.
     """
-    les = coarse_grain(ds, n_les, filter, width=width, dealias=dealias)
-    return les["pi"].assign_attrs({**les.attrs, **les["pi"].attrs})
+    les = coarse_grain(ds, n_les, filter, width=width, dealias=dealias, scalar=scalar,
+                       streamfunction=streamfunction, L=L)
+    pi = les[sgs_name(scalar)]
+    return pi.assign_attrs({**les.attrs, **pi.attrs})

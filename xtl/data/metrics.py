@@ -199,7 +199,8 @@ def log_spectrum_rmse(a: xr.DataArray, b: xr.DataArray, *, kmin: int = 1,
     return np.sqrt(diff.mean("k", skipna=True))
 
 
-def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr.Dataset:
+def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None,
+                   L: float | None = None) -> xr.Dataset:
     """RMSE over ``k`` of the log10 isotropic power spectra of Π.
 
     The spectra (:func:`xtl.data.spectra.spectrum`, ``kind="power"``) are
@@ -210,11 +211,15 @@ def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr
     Parameters
     ----------
     pred, truth : xarray.DataArray
-        Same dims ``(..., "y", "x")`` on the 2π-periodic grid.
+        Same dims ``(..., "y", "x")`` on one periodic square domain (``truth``'s
+        coordinates ``y``, ``x``, which ``pred`` takes, give its length).
     kmin : int
         First shell (default 1: the mean, k = 0, is left out).
     kmax : int, optional
         Last shell; default ``min(Ny, Nx) // 2`` (the fully filled shells).
+    L : float, optional
+        The domain length: required when ``truth`` has no coordinates ``y``, ``x``
+        (see :func:`xtl.data.spectra.spectrum`).
 
     Returns
     -------
@@ -228,8 +233,8 @@ def spectrum_error(pred, truth, *, kmin: int = 1, kmax: int | None = None) -> xr
     if not 0 <= int(kmin) <= kmax:
         raise ValueError(f"kmin and kmax must satisfy 0 <= kmin <= kmax, got {kmin}, {kmax}")
     lead = [d for d in b.dims if d not in _GRID]
-    sp = spectrum(a.rename(None), "power", kmax=kmax).mean(lead)
-    st = spectrum(b.rename(None), "power", kmax=kmax).mean(lead)
+    sp = spectrum(a.rename(None), "power", kmax=kmax, L=L).mean(lead)
+    st = spectrum(b.rename(None), "power", kmax=kmax, L=L).mean(lead)
     err = log_spectrum_rmse(sp, st, kmin=kmin, kmax=kmax)
     return xr.Dataset({
         "spectrum_error": err.assign_attrs(

@@ -7,8 +7,13 @@ xrft and the Fourier layer :mod:`xtl.physics.fourier` (never on the solver or on
 
 Conventions (see docs/conventions.md)
 -------------------------------------
-* Fields live on the doubly periodic domain [0, 2π)² with dims ``(..., "y", "x")`` and
-  cell points ``x_i = i·2π/N``. Wavenumbers are integer radian wavenumbers.
+* Fields live on a doubly periodic square domain of side L with dims ``(..., "y", "x")``
+  and evenly spaced points ``x_i = x0 + i·L/N``. L is read from the coordinates ``y``,
+  ``x`` or passed as ``L=`` (:func:`xtl.physics.fourier.domain_length`); data without
+  coordinates and without ``L`` are refused. xtl's own grids are ``i·2π/N`` (L = 2π).
+* Wavenumbers are integers in units of 2π/L: the shell coordinate ``k`` is an integer
+  shell index, and the coordinate ``kappa`` on ``k`` is the physical (radian)
+  wavenumber ``k·2π/L``.
 * The Fourier coefficients of a field f on an ``Ny × Nx`` grid are
   ``c(k) = f̂(k) / (Ny·Nx)`` where ``f̂`` is the unnormalized DFT (``numpy.fft.fft2``), so
   that ``f(x) = Σ_k c(k) exp(i k·x)`` and ``mean(f²) = Σ_k |c(k)|²`` (Parseval).
@@ -27,6 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 import xrft
+
+from ..physics.fourier import domain_length, wavenumber_units
 
 __all__ = [
     "SPECTRUM_KINDS",
@@ -50,7 +57,14 @@ _TWO_PI = 2.0 * np.pi
 SHELL_ATTRS = {
     "long_name": "isotropic wavenumber",
     "units": "1",
-    "description": "integer radian wavenumber shell k = round(|k|) on the 2π-periodic domain",
+    "description": "integer shell index k = round(|k|) of the wavenumbers in units of 2π/L "
+                   "(L the domain length); the physical radian wavenumber is k·2π/L "
+                   "(coordinate kappa on spectra of fields)",
+}
+#: Attributes of the ``kappa`` coordinate (on ``k``) of spectra of fields.
+KAPPA_ATTRS = {
+    "long_name": "physical radian wavenumber of the shell, k·2π/L",
+    "standard_name": "wavenumber",
 }
 
 
@@ -67,8 +81,8 @@ def _check_field(da, name):
     missing = [d for d in ("y", "x") if d not in da.dims]
     if missing:
         raise ValueError(
-            f"{name} must have dims 'y' and 'x' (dims order (..., 'y', 'x') on the "
-            f"periodic domain [0, 2π)²); it lacks {missing}, dims are {da.dims}"
+            f"{name} must have dims 'y' and 'x' (dims order (..., 'y', 'x') on a "
+            f"periodic square domain); it lacks {missing}, dims are {da.dims}"
         )
     if not np.issubdtype(da.dtype, np.number):
         raise TypeError(f"{name} must hold numbers; got dtype {da.dtype}")
@@ -76,22 +90,6 @@ def _check_field(da, name):
         size = da.sizes[d]
         if size < 2:
             raise ValueError(f"{name}: dim {d!r} must have at least 2 points; got {size}")
-        if d in da.coords:
-            c = np.asarray(da[d].values)
-            if not np.issubdtype(c.dtype, np.number):
-                raise ValueError(
-                    f"{name}: coordinate {d!r} must be numeric points i·2π/N; got dtype {c.dtype}"
-                )
-            step = np.diff(c.astype(float))
-            expected = _TWO_PI / size
-            if not np.allclose(step, expected, rtol=1e-6, atol=1e-9 * expected):
-                raise ValueError(
-                    f"{name}: coordinate {d!r} must be evenly spaced points i·2π/N of the "
-                    f"periodic domain [0, 2π) (spacing 2π/{size} = {expected:.6g}); got "
-                    f"spacings in [{step.min():.6g}, {step.max():.6g}]. A grid that "
-                    "includes both 0 and 2π, or another domain length, is not periodic "
-                    "on [0, 2π)."
-                )
     lead = [d for d in da.dims if d not in ("y", "x")]
     da = da.transpose(*lead, "y", "x")
     # xrft refuses coordinates other than y/x that depend on y or x (e.g. 2D lat/lon)
@@ -142,8 +140,16 @@ def shell_sums(values, matrix):
     return np.asarray(out).reshape(*lead, matrix.shape[1])
 
 
-def _shell_sum(density, kmax, name):
-    """Shell-sum a real DataArray ``(..., ky, kx)`` into ``(..., k)``, lazily on dask."""
+def _domain(field, L, name):
+    """``(L, units of x)`` of a checked field: its domain length and coordinate units."""
+    length = domain_length(field, L, name=name)
+    units = field["x"].attrs.get("units") if "x" in field.coords else None
+    return length, units
+
+
+def _shell_sum(density, kmax, name, domain):
+    """Shell-sum a real DataArray ``(..., ky, kx)`` into ``(..., k)``, lazily on dask,
+    with the physical wavenumber ``kappa`` of ``domain = (L, units of x)`` on ``k``."""
     idx = shell_index(density["ky"].values, density["kx"].values)
     nshell = int(idx.max()) + 1 if kmax is None else kmax + 1
     matrix = shell_matrix(idx, nshell, dtype=density.dtype)
@@ -157,7 +163,11 @@ def _shell_sum(density, kmax, name):
         dask_gufunc_kwargs={"output_sizes": {"k": nshell}},
         kwargs={"matrix": matrix},
     )
-    out = out.assign_coords(k=("k", np.arange(nshell), SHELL_ATTRS))
+    length, units = domain
+    kappa = np.arange(nshell) * (_TWO_PI / length)
+    out = out.assign_coords(k=("k", np.arange(nshell), SHELL_ATTRS),
+                            kappa=("k", kappa, {**KAPPA_ATTRS,
+                                                "units": wavenumber_units(units)}))
     out.name = name
     return out
 
@@ -168,11 +178,13 @@ def _shell_sum(density, kmax, name):
 def _fft2(da):
     """Fourier coefficients ``c = f̂/(Ny·Nx)`` of a checked field, dims ``(..., ky, kx)``.
 
-    Uses ``xrft.fft`` (unshifted, no phase/amplitude correction); xrft's frequencies are
-    in cycles per unit length, converted here to integer radian wavenumbers.
+    Uses ``xrft.fft`` (unshifted, no phase/amplitude correction) on the points
+    ``i·2π/N``; xrft's frequencies are then in cycles per 2π, converted here to integer
+    wavenumbers in units of 2π/L.
     """
     ny, nx = da.sizes["y"], da.sizes["x"]
-    # the grid was validated as i·2π/N up to an offset, which only changes phases
+    # the grid was validated as x0 + i·L/N: the offset only changes phases, and L only
+    # the unit of the wavenumbers
     da = da.assign_coords(y=np.arange(ny) * _TWO_PI / ny, x=np.arange(nx) * _TWO_PI / nx)
     if da.chunks is not None:
         da = da.chunk({"y": -1, "x": -1})  # dask FFTs need whole transform axes
@@ -193,7 +205,8 @@ _SPECTRUM_TEXT = {
     "power": ("power spectrum of {name}", "P(k) = sum over shell round(|k|)=k of "
               "|f^(k)|^2/(Ny*Nx)^2; sum_k P(k) = mean(f^2)"),
     "energy": ("kinetic energy spectrum (from streamfunction {name})", "E(k) = sum over shell "
-               "of 0.5*|k|^2*|psi^(k)|^2/(Ny*Nx)^2; sum_k E(k) = 0.5*mean(|grad psi|^2)"),
+               "of 0.5*|kappa|^2*|psi^(k)|^2/(Ny*Nx)^2, kappa = k*2pi/L the physical "
+               "wavenumber; sum_k E(k) = 0.5*mean(|grad psi|^2)"),
     "enstrophy": ("enstrophy spectrum (from vorticity {name})", "Z(k) = sum over shell of "
                   "0.5*|omega^(k)|^2/(Ny*Nx)^2; sum_k Z(k) = 0.5*mean(omega^2)"),
 }
@@ -218,16 +231,18 @@ def _dataset_variable(ds, var, kind, role="var"):
     return ds[var]
 
 
-def spectrum(obj, kind="power", *, var=None, kmax=None):
-    """Isotropic (shell-summed) spectrum of a field on the 2π-periodic grid.
+def spectrum(obj, kind="power", *, var=None, kmax=None, L=None):
+    """Isotropic (shell-summed) spectrum of a field on a periodic square domain of side L.
 
     The 2D transform is ``xrft.fft``; coefficients ``c(k) = f̂(k)/(Ny·Nx)`` are
-    binned in integer radian shells ``k = round(|k|)`` (the k = 0 mode in shell 0):
+    binned in integer shells ``k = round(|k|)`` of the wavenumbers in units of 2π/L
+    (the k = 0 mode in shell 0); the physical wavenumber is ``κ = k·2π/L``:
 
     * ``kind="power"``: ``P(k) = Σ_{shell k} |c|²``, so ``Σ_k P(k) = mean(f²)`` over the
       grid (Parseval; the mean is included, in P(0)).
-    * ``kind="energy"``, from the streamfunction ψ: ``E(k) = Σ_{shell k} ½ |k|² |ψ̂|² / (Ny·Nx)²``
-      with the exact ``|k|² = kx² + ky²``, so ``Σ_k E(k) = ½ mean(|∇ψ|²)`` (= ½ mean(ψω)).
+    * ``kind="energy"``, from the streamfunction ψ: ``E(k) = Σ_{shell k} ½ |κ|² |ψ̂|² / (Ny·Nx)²``
+      with the exact physical ``|κ|² = (kx² + ky²)·(2π/L)²``, so ``Σ_k E(k) = ½ mean(|∇ψ|²)``
+      (= ½ mean(ψω)) in the units of the data, on any L.
     * ``kind="enstrophy"``, from the vorticity ω: ``Z(k) = Σ_{shell k} ½ |ω̂|² / (Ny·Nx)²``,
       so ``Σ_k Z(k) = ½ mean(ω²)``.
 
@@ -235,8 +250,9 @@ def spectrum(obj, kind="power", *, var=None, kmax=None):
     ----------
     obj : xarray.DataArray or xarray.Dataset
         A field with dims ``(..., "y", "x")`` (any leading dims: time, member, layer,
-        channel, ...). Coordinates ``x``, ``y``, when present, must be evenly spaced
-        ``i·2π/N``. May be dask-backed; the result is then lazy. For a Dataset, ``var``
+        channel, ...), in any order. The domain length L is read from evenly spaced
+        coordinates ``y``, ``x`` (``L = N·spacing``, any origin) or given as ``L``.
+        May be dask-backed; the result is then lazy. For a Dataset, ``var``
         picks the variable; by default ``"psi"`` for energy, ``"omega"`` for enstrophy,
         and, for power, every variable with dims ``y`` and ``x`` (a Dataset of spectra).
     kind : {"power", "energy", "enstrophy"}
@@ -246,17 +262,23 @@ def spectrum(obj, kind="power", *, var=None, kmax=None):
     kmax : int, optional
         Keep shells ``0..kmax`` only. By default every shell that holds a grid
         wavenumber is kept, so the sums over k are exact.
+    L : float, optional
+        The domain length, in the units of the coordinates: required when ``obj`` has
+        no coordinates ``y``, ``x``; must agree with them when it has.
 
     Returns
     -------
     xarray.DataArray or xarray.Dataset
-        Spectrum with dims ``(..., "k")``, ``k = 0, 1, ...`` and CF attributes.
+        Spectrum with dims ``(..., "k")``, ``k = 0, 1, ...`` (integer shells) with the
+        coordinate ``kappa(k) = k·2π/L`` (physical radian wavenumber, units
+        ``rad <x units>-1``, or ``"1"`` when ``x`` has none) and CF attributes.
 
     Raises
     ------
     TypeError, ValueError
-        Wrong object type, missing ``y``/``x``, a non-periodic grid spacing, an unknown
-        ``kind``, a missing Dataset variable or a bad ``kmax``.
+        Wrong object type, missing ``y``/``x``, no coordinates and no ``L``, unevenly
+        spaced coordinates, ``Ly != Lx``, an ``L`` that disagrees with the coordinates,
+        an unknown ``kind``, a missing Dataset variable or a bad ``kmax``.
 
     Examples
     --------
@@ -273,30 +295,32 @@ def spectrum(obj, kind="power", *, var=None, kmax=None):
                     "obj: the Dataset has no variable with dims 'y' and 'x' to transform; "
                     f"its variables are {sorted(map(str, obj.data_vars))}"
                 )
-            return xr.Dataset({v: spectrum(obj[v], kind, kmax=kmax) for v in names})
+            return xr.Dataset({v: spectrum(obj[v], kind, kmax=kmax, L=L) for v in names})
         field = _dataset_variable(obj, var, kind)
-        return spectrum(field, kind, kmax=kmax)
+        return spectrum(field, kind, kmax=kmax, L=L)
     if var is not None:
         raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
     field = _check_field(obj, "obj")
+    domain = _domain(field, L, "obj")
     coeffs = _fft2(field)
     power = (coeffs * np.conj(coeffs)).real
     name = field.name if field.name is not None else "field"
     units = field.attrs.get("units")
     density = power
     if kind == "energy":
-        density = 0.5 * (coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float) * power
+        unit2 = (_TWO_PI / domain[0]) ** 2  # exactly 1 on the 2π domain
+        density = 0.5 * ((coeffs["ky"] ** 2 + coeffs["kx"] ** 2).astype(float) * unit2) * power
     elif kind == "enstrophy":
         density = 0.5 * power
     long_name, normalization = _SPECTRUM_TEXT[kind]
-    out = _shell_sum(density, kmax, f"{kind}_spectrum")
+    out = _shell_sum(density, kmax, f"{kind}_spectrum", domain)
     out.attrs = {"long_name": long_name.format(name=name),
                  "units": _power_units(units) if kind == "power" else "1",
                  "normalization": normalization}
     return out
 
 
-def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
+def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None, L=None):
     """Interscale transfer spectrum of the subgrid-scale term Π.
 
     ``T(k) = Σ_{shell k} Re[conj(â) Π̂] / (Ny·Nx)²`` with ``a = ψ`` for
@@ -322,16 +346,20 @@ def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
         Dataset only: the ψ or ω variable.
     kmax : int, optional
         Keep shells ``0..kmax`` only (default: all shells, sums exact).
+    L : float, optional
+        The domain length, as in :func:`spectrum` (required without coordinates).
 
     Returns
     -------
     xarray.DataArray
-        ``T`` with dims ``(..., "k")``; lazy when the inputs are dask-backed.
+        ``T`` with dims ``(..., "k")`` and the coordinate ``kappa`` as in
+        :func:`spectrum`; lazy when the inputs are dask-backed.
 
     Raises
     ------
     TypeError, ValueError
-        Bad types, missing variables, grids that differ or are not periodic.
+        Bad types, missing variables, grids that differ or are not periodic, no
+        coordinates and no ``L``, domains that differ.
     """
     _check_kind(kind, TRANSFER_KINDS)
     kmax = check_kmax(kmax)
@@ -345,7 +373,7 @@ def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
                 f"the transfer spectrum reads Π from the variable {pi_name!r} (pi={pi_name!r}); "
                 f"the Dataset has {sorted(map(str, obj.data_vars))}"
             )
-        return transfer_spectrum(field, obj[pi_name], kind=kind, kmax=kmax)
+        return transfer_spectrum(field, obj[pi_name], kind=kind, kmax=kmax, L=L)
     if var is not None:
         raise TypeError("var selects a Dataset variable; it cannot be used with a DataArray")
     field = _check_field(obj, "obj")
@@ -357,6 +385,9 @@ def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
             f"pi must be on the same grid as obj: pi is {pi.sizes['y']}×{pi.sizes['x']}, "
             f"obj is {field.sizes['y']}×{field.sizes['x']}"
         )
+    domain = _domain(field, L, "obj")
+    if any(c in pi.coords for c in ("y", "x")):
+        domain_length(pi, domain[0], name="pi")  # the same domain
     ca = _fft2(field)
     cp = _fft2(pi)
     density = (np.conj(ca) * cp).real
@@ -365,7 +396,7 @@ def transfer_spectrum(obj, pi=None, *, kind="energy", var=None, kmax=None):
     lead = [d for d in density.dims if d not in ("ky", "kx")]
     density = density.transpose(*lead, "ky", "kx")
     symbol = "psi" if kind == "energy" else "omega"
-    out = _shell_sum(density, kmax, f"{kind}_transfer")
+    out = _shell_sum(density, kmax, f"{kind}_transfer", domain)
     out.attrs = {
         "long_name": f"{kind} transfer spectrum of the SGS term pi",
         "units": "1",

@@ -29,6 +29,7 @@ from ..nn.spec import GRID_DIMS, Variables, check_layers, stack_channels
 from ..nn.model import Model
 from ..nn.backends.base import get_backend
 from ..data.spectra import spectrum
+from ..physics.fourier import domain_length
 from ..options import check_float
 from ..nn.training import (check_les_dataset, check_model_data, check_same_levels,
                             count_samples, sample_fields)
@@ -132,7 +133,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
 
 
 def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 32,
-                       kmax: int | None = None) -> xr.Dataset:
+                       kmax: int | None = None, L: float | None = None) -> xr.Dataset:
     """Isotropic power spectra of layer outputs, averaged over samples, streamed.
 
     Processes ``batch_size`` samples at a time (computing only those slices
@@ -146,6 +147,9 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
     kmax : int, optional
         Last shell kept (default: all shells, so the sum over ``k`` is the
         mean square; see :func:`xtl.data.spectra.spectrum`).
+    L : float, optional
+        The domain length: required when ``inputs`` has no coordinates ``y``, ``x``
+        (the layer outputs are on the input grid).
 
     Returns
     -------
@@ -157,13 +161,14 @@ def activation_spectra(model: Model, inputs, layers=None, *, batch_size: int = 3
     """
     layers, backend, widths = _check(model, inputs, layers, batch_size)
     grid = _grid_coords(inputs)
+    length = domain_length(inputs[model.variables.inputs[0]], L, name="inputs")
     total, msq, k_coord, n = None, None, None, 0
     for _, x in _batches(model, inputs, batch_size):
         acts = backend.activations(model, x, layers, batch_size=batch_size)
         for j, k in enumerate(layers):
             a = acts[k].astype(np.float64)
             da = xr.DataArray(a, dims=("sample", "channel", "y", "x"), coords=grid)
-            s = spectrum(da, "power", kmax=kmax).sum("sample")
+            s = spectrum(da, "power", kmax=kmax, L=length).sum("sample")
             if total is None:
                 k_coord = s["k"].values
                 total = np.zeros((len(layers), max(widths), len(k_coord)))
@@ -219,8 +224,9 @@ def _flow_fields(ds, variables: Variables) -> dict:
             for v in variables.names for i, label in enumerate(labels)}
 
 
-def _mean_spectra(ds, kmax, variables: Variables):
-    """Time/member-mean power spectra of the variables (per level) → (variable, k)."""
+def _mean_spectra(ds, kmax, variables: Variables, L=None):
+    """Time/member-mean power spectra of the variables (per level) → (variable, k)
+    (``L``: the domain length, when ``ds`` has no coordinates ``y``, ``x``)."""
     out = []
     fields = _flow_fields(ds, variables)
     for da in fields.values():
@@ -228,10 +234,20 @@ def _mean_spectra(ds, kmax, variables: Variables):
         if da.chunks is None and lead:  # bound the FFT's memory: ~32 MiB of float64 a chunk
             per = 8 * da.sizes["y"] * da.sizes["x"] * int(np.prod([da.sizes[d] for d in lead[1:]]))
             da = da.chunk({lead[0]: max(1, 2**25 // per)})
-        s = spectrum(da.astype(np.float64), "power", kmax=kmax)
+        s = spectrum(da.astype(np.float64), "power", kmax=kmax, L=L)
         out.append(s.mean([d for d in s.dims if d != "k"]))
     return xr.concat(out, dim="variable", coords="minimal", compat="override") \
         .assign_coords(variable=list(fields)).compute()
+
+
+def _common_length(base_ds, target_ds, L):
+    """The domain length of two flows (their shells must mean the same wavenumbers)."""
+    lengths = [domain_length(ds, L, name=name)
+               for ds, name in ((base_ds, "base_ds"), (target_ds, "target_ds"))]
+    if not np.isclose(lengths[0], lengths[1], rtol=1e-6, atol=0):
+        raise ValueError(f"base_ds and target_ds must be on one domain length; got "
+                         f"{lengths[0]:.6g} and {lengths[1]:.6g}")
+    return lengths[1]
 
 
 def _log_ratio(target, base, floor=SPECTRAL_FLOOR):
@@ -317,11 +333,13 @@ def _channel_profile(filters, kmax):
 
 
 def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
-                    threshold: float = DIFFERS_THRESHOLD, variables=None) -> xr.Dataset:
+                    threshold: float = DIFFERS_THRESHOLD, variables=None,
+                    L: float | None = None) -> xr.Dataset:
     """Where, and by how many decades, the spectra of two flows differ.
 
     Time/member-mean power spectra ``S(k)`` of the variables (``psi``, ``omega``
-    and ``pi`` by default; each level of a channel dim apart) of both flows (:func:`xtl.data.spectra.spectrum`), their log-ratio
+    and ``pi`` by default; each level of a channel dim apart) of both flows
+    (:func:`xtl.data.spectra.spectrum`), their log-ratio
     ``r = log10(S_target/S_base)`` (with a round-off floor, :data:`SPECTRAL_FLOOR`),
     the shell weight ``w(k) = max over variables of |r(k)|`` (0 at ``k = 0``), and
     the largest ``|r|`` of each variable over the shells ``1 ≤ k ≤ kmax``.
@@ -338,6 +356,9 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     variables : Variables or mapping, optional
         The variables compared and the channel dim (a model's ``variables``);
         default ψ̄, ω̄, Π.
+    L : float, optional
+        The domain length of both flows: required when they have no coordinates
+        ``y``, ``x`` (see :func:`xtl.data.spectra.spectrum`).
 
     Returns
     -------
@@ -351,13 +372,16 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     Raises
     ------
     TypeError, ValueError
-        Not LES Datasets, different grids, a bad ``kmax`` or ``threshold``.
+        Not LES Datasets, different grids or domain lengths, a bad ``kmax`` or
+        ``threshold``, no coordinates and no ``L``.
     """
     variables = Variables.from_any(variables)
     grid = check_pair_datasets(base_ds, target_ds, variables)
     kmax = check_kmax(kmax, grid)
     threshold = check_float(threshold, "threshold", positive=True)
-    s_base, s_target = (_mean_spectra(ds, kmax, variables) for ds in (base_ds, target_ds))
+    length = _common_length(base_ds, target_ds, L)
+    s_base, s_target = (_mean_spectra(ds, kmax, variables, length)
+                        for ds in (base_ds, target_ds))
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive

@@ -50,6 +50,7 @@ from .activations import (
 )
 from ..options import Options, check_float, check_fraction, check_int
 from ..data.spectra import spectrum
+from ..physics.fourier import domain_length
 from ..nn.training import (check_model_data, count_samples, sample_fields, stack_samples,
                            transfer)
 
@@ -462,11 +463,11 @@ def _normalized(model: Model, ds: xr.Dataset, max_samples: int | None = None) ->
             stack_channels(loaded, variables.outputs, model.normalization))
 
 
-def _shell_power(fields: np.ndarray) -> xr.DataArray:
+def _shell_power(fields: np.ndarray, L: float) -> xr.DataArray:
     """Sample- and channel-mean power spectrum (shells ``k``) of ``(sample, y, x,
-    channel)`` fields."""
+    channel)`` fields on a domain of side ``L``."""
     da = xr.DataArray(np.asarray(fields, np.float64), dims=("sample", "y", "x", "channel"))
-    return spectrum(da, "power").mean(["sample", "channel"])
+    return spectrum(da, "power", L=L).mean(["sample", "channel"])
 
 
 def _with_layer(weights: list, layer: int, pair) -> list:
@@ -499,19 +500,19 @@ def _overlap(profile, weight):
     return inside / total.where(total > 0)
 
 
-def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOptions):
+def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOptions, L):
     """``S(l)``: output power moved into the differing shells per unit relative kernel change.
 
     For random directions ``u`` (the same for every layer of one kernel shape) the
     kernel ``W_l`` becomes ``W_l + ε‖W_l‖ u/‖u‖``; ``S(l)`` is the mean over directions
     of ``Σ_{k≥1} w(k) P_Δy(k) / (ε² Σ_{k≥1} P_y(k))``, ``P`` the sample-mean power
-    spectra of the output ``y`` and its change ``Δy``.
+    spectra of the output ``y`` and its change ``Δy`` (on the domain of side ``L``).
     """
     epsilon, seed = options.epsilon, options.seed
     weights = backend.get_weights(model)
     kernel, bias = weights[layer - 1]
     y0 = backend.predict_normalized(model, x)
-    p0 = float(_shell_power(y0).sel(k=slice(1, None)).sum())
+    p0 = float(_shell_power(y0, L).sel(k=slice(1, None)).sum())
     w = weight.sel(k=slice(1, None))
     clone = backend.clone(model)
     norm = float(np.linalg.norm(kernel))
@@ -520,7 +521,7 @@ def _layer_sensitivity(backend, model, x, layer, weight, options: SpectralOption
         u = np.random.default_rng([seed, d]).standard_normal(kernel.shape)
         u *= epsilon * norm / np.linalg.norm(u)
         backend.set_weights(clone, _with_layer(weights, layer, (kernel + u, bias)))
-        dp = _shell_power(backend.predict_normalized(clone, x) - y0).sel(k=slice(1, None))
+        dp = _shell_power(backend.predict_normalized(clone, x) - y0, L).sel(k=slice(1, None))
         values.append(float((w * dp.sel(k=w["k"])).sum()) / (epsilon ** 2 * p0))
     return float(np.mean(values))
 
@@ -538,7 +539,8 @@ def _spectral_evidence(model: Model, base_ds, target_ds, layers, flows,
                              kmax)
     backend = get_backend(model.backend)
     x, _ = _normalized(model, target_ds, options.max_samples)
-    sens = [_layer_sensitivity(backend, model, x, k, flows.shell_weight, options)
+    length = domain_length(target_ds, name="target_ds")
+    sens = [_layer_sensitivity(backend, model, x, k, flows.shell_weight, options, length)
             for k in layers]
     return xr.Dataset({
         "divergence": chan_div.mean("channel", skipna=True).fillna(0.0).assign_attrs(

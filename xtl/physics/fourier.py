@@ -90,6 +90,9 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 __all__ = [
+    "domain_length",
+    "check_length",
+    "wavenumber_units",
     "wavenumbers",
     "axis_wavenumbers",
     "available_fft_backends",
@@ -156,6 +159,118 @@ def wavenumbers(n: int) -> tuple[np.ndarray, np.ndarray]:
         ``0 … n//2`` (axis -1).
     """
     return axis_wavenumbers(n), np.arange(_check_size(n, "n", 1, False) // 2 + 1, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------
+# the domain length of gridded data
+# ----------------------------------------------------------------------------------------
+#: Relative tolerance within which a domain length is taken as exactly 2π (xtl's own
+#: grids, also when their coordinates were stored in float32), and within which
+#: coordinate spacings, ``Ly`` and ``Lx``, or ``L=`` and the coordinates must agree.
+LENGTH_RTOL = 1e-6
+
+
+def check_length(L, name: str = "L") -> float | None:
+    """``L`` (the side of the periodic domain) as a positive finite float, or None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a real number, or not finite and > 0.
+    """
+    if L is None:
+        return None
+    if isinstance(L, bool) or not isinstance(L, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number (the domain length), got {L!r}")
+    L = float(L)
+    if not (np.isfinite(L) and L > 0):
+        raise ValueError(f"{name} must be a finite number > 0 (the domain length), got {L}")
+    return L
+
+
+def _snap(L: float) -> float:
+    """``L``, or exactly 2π when it is 2π to :data:`LENGTH_RTOL`."""
+    return 2 * np.pi if abs(L / (2 * np.pi) - 1.0) <= LENGTH_RTOL else L
+
+
+def _axis_length(obj, dim: str, name: str) -> float | None:
+    """``N·spacing`` of the evenly spaced coordinate ``dim`` of ``obj``, or None without one."""
+    if dim not in obj.coords:
+        return None
+    c = np.asarray(obj[dim].values)
+    if not np.issubdtype(c.dtype, np.number) or np.issubdtype(c.dtype, np.complexfloating):
+        raise ValueError(f"{name}: coordinate {dim!r} must be real numbers (evenly spaced "
+                         f"points of the periodic domain); got dtype {c.dtype}")
+    n = c.size
+    if n < 2:
+        raise ValueError(f"{name}: dim {dim!r} must have at least 2 points; got {n}")
+    c = c.astype(float)
+    step = np.diff(c)
+    spacing = (c[-1] - c[0]) / (n - 1)
+    if not (spacing > 0 and np.allclose(step, spacing, rtol=LENGTH_RTOL, atol=0)):
+        raise ValueError(
+            f"{name}: coordinate {dim!r} must be evenly spaced increasing points x0 + i·L/N "
+            f"of a periodic domain of length L; got spacings in [{step.min():.6g}, "
+            f"{step.max():.6g}]. A grid that includes both ends of the period is not periodic."
+        )
+    return n * spacing
+
+
+def domain_length(obj, L=None, *, name: str = "obj") -> float:
+    """The side ``L`` of the square periodic domain of gridded data.
+
+    Read from the evenly spaced coordinates ``y``, ``x`` (``L = N·spacing``; the
+    points may start anywhere, e.g. at cell centres ``(i+½)·L/N``), or given as
+    ``L``; both given, they must agree. A length within :data:`LENGTH_RTOL` of 2π is
+    returned as exactly 2π (xtl's own grids ``i·2π/N``).
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Data with dims ``y`` and ``x``.
+    L : float, optional
+        The domain length, in the units of the coordinates.
+    name : str
+        What to call ``obj`` in error messages.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        No coordinates and no ``L``; unevenly spaced coordinates; ``Ly != Lx``
+        (square domains only); ``L`` disagreeing with the coordinates.
+    TypeError
+        ``L`` not a number.
+    """
+    L = check_length(L)
+    lengths = {d: _axis_length(obj, d, name) for d in ("y", "x") if d in obj.dims}
+    found = {d: v for d, v in lengths.items() if v is not None}
+    if len(found) == 2 and not np.isclose(found["y"], found["x"], rtol=LENGTH_RTOL, atol=0):
+        raise ValueError(f"{name}: the domain must be square (isotropic shells); its "
+                         f"coordinates give Ly = {found['y']:.6g}, Lx = {found['x']:.6g}")
+    if not found:
+        if L is None:
+            raise ValueError(f"{name} has no coordinates y, x to read the domain length "
+                             "from: assign evenly spaced coordinates y, x or pass L= the "
+                             "domain length")
+        return _snap(L)
+    from_coords = found.get("x", found.get("y"))
+    if L is not None and not np.isclose(L, from_coords, rtol=LENGTH_RTOL, atol=0):
+        raise ValueError(f"L={L:.6g} disagrees with the domain length {from_coords:.6g} "
+                         f"of the coordinates y, x of {name} (N·spacing); pass L=None")
+    return _snap(from_coords)
+
+
+def wavenumber_units(units) -> str:
+    """Units of a radian wavenumber of a coordinate in ``units``: ``"m"`` gives
+    ``"rad m-1"``; none, ``""`` or ``"1"`` give ``"1"``."""
+    if units in (None, "", "1"):
+        return "1"
+    units = str(units)
+    return f"rad {units}-1" if units.isalnum() else f"rad ({units})-1"
 
 
 #: What the solver holds for an ``n × n`` grid, counted from :class:`SpectralGrid`,
