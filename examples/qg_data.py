@@ -4,10 +4,10 @@ Runs the two-layer QG model of ``pyqg-jax`` (``pip install xtl[qg]``) for each f
 spins it up, and writes snapshots of the potential vorticity ``q`` and the streamfunction
 ``p`` (pyqg's names) as netCDF files, one per ensemble member::
 
-    runs/<flow>/member_<i>.nc      q, p on (time, lev, y, x); x, y in m; time in s
+    runs/<flow>/member_<i>.nc      q, p, psi = -p on (time, lev, y, x); x, y in m; time in s
 
-These are the "DNS" that ``xtl.coarse_grain(ds, n_les, scalar="q", streamfunction="p")``
-filters to LES data. Usage::
+These are the "DNS" that ``xtl.coarse_grain(ds, n_les, scalar="q", streamfunction="psi")``
+filters to LES data (``psi = -p`` is the streamfunction in xtl's sign). Usage::
 
     python examples/qg_data.py                      # base + beta, 3 members each: ~2 min on 2 cores
     python examples/qg_data.py --flows base --members 2 --snapshots 50
@@ -206,7 +206,8 @@ def to_dataset(q, p, time, model, *, dt: float = DT, flow: str = "", member: int
     Returns
     -------
     xarray.Dataset
-        ``q`` (s⁻¹), ``p`` (m² s⁻¹) on ``(time, lev, y, x)``; coordinates ``x``, ``y``
+        ``q`` (s⁻¹), ``p`` and ``psi = −p`` (m² s⁻¹, pyqg's and xtl's sign of the
+        streamfunction) on ``(time, lev, y, x)``; coordinates ``x``, ``y``
         (m, pyqg's cell centres ``(i + ½) L / nx``), ``lev`` = [1, 2] (upper, lower layer),
         ``time`` (s).
     """
@@ -228,7 +229,9 @@ def to_dataset(q, p, time, model, *, dt: float = DT, flow: str = "", member: int
         q=(dims, np.asarray(q, dtype=dtype),
            {"long_name": "potential vorticity anomaly", "units": "s-1"}),
         p=(dims, np.asarray(p, dtype=dtype),
-           {"long_name": "streamfunction (pyqg sign: u = -dp/dy, v = dp/dx)", "units": "m2 s-1"}),
+           {"long_name": "streamfunction (pyqg sign: u = -dp/dy, v = dp/dx)", "units": "m2 s-1"}),        psi=(dims, -np.asarray(p, dtype=dtype),
+             {"long_name": "streamfunction in xtl's sign (psi = -p: u = dpsi/dy, "
+                           "v = -dpsi/dx)", "units": "m2 s-1"}),
     )
     names = ("L", "W", "beta", "rd", "delta", "H1", "U1", "U2", "rek", "filterfac", "g")
     attrs = {name: float(getattr(model, name)) for name in names}

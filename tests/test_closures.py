@@ -249,8 +249,12 @@ def test_model_closure_refuses_other_grids_and_variables():
     with pytest.raises(ValueError, match="32² grid but the LES grid is 16²"):
         closure.pi_hat(np.zeros(SpectralGrid(16).spectral_shape, complex), SpectralGrid(16))
     model = linear_model(1.0, 1.0, norm, grid=16)
+    from xtl.nn.spec import Variables
+
     model.normalization = {"u": 1.0, "v": 1.0, "tau": 1.0}
-    with pytest.raises(ValueError, match="trained on variables"):
+    model.variables = Variables(("u", "v"), ("tau",))
+    with pytest.raises(ValueError, match=r"model maps \['u', 'v'\] -> \['tau'\]; the a "
+                                         "posteriori LES is xtl's 2D solver"):
         ModelClosure(model)
 
 

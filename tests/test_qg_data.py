@@ -38,6 +38,7 @@ def test_files_have_the_layout(qg, tiny):
         "base/member_0.nc", "base/member_1.nc"]
     ds = xr.open_dataset(paths[0])
     assert ds.q.dims == ds.p.dims == ("time", "lev", "y", "x")
+    np.testing.assert_array_equal(ds.psi.values, -ds.p.values)  # xtl's sign
     assert ds.q.shape == (3, 2, 16, 16) and ds.q.dtype == np.float64
     assert ds.lev.values.tolist() == [1, 2]
     # time in seconds, not decoded into timedeltas; snapshots every 2 steps after the spin-up

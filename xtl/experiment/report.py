@@ -17,6 +17,7 @@ import xarray as xr
 from ..data.files import atomic_path, write_text_atomically
 from ..data.netcdf import load_dataset
 from ..explain.recommend import compare_recommendation, recommended_layers
+from ..nn.spec import Variables
 
 __all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
 
@@ -57,9 +58,17 @@ def _resolved(da: xr.DataArray, n_les: int) -> xr.DataArray:
 
 
 def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
-    """Energy spectra of the base flow and every target (LES level, time means)."""
+    """Energy spectra of the base flow and every target (LES level, time means); the
+    power spectra of each input variable (and level) for other variables."""
     from .plotting import plot_spectra
 
+    first = next(iter(explains.values()))
+    if "energy_base" not in first:
+        return _fig_variable_spectra(
+            {"base": first.flow_spectrum_base,
+             **{t: ex.flow_spectrum_target for t, ex in explains.items()}},
+            "variable", "power spectra of the filtered flows' inputs", folder / "flow-spectra.png",
+            n_les)
     curves = {}
     for target, ex in explains.items():
         curves.setdefault("base", _resolved(ex["energy_base"], n_les))
@@ -70,8 +79,24 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
     return _save(fig, folder / "flow-spectra.png")
 
 
-def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
-    """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines."""
+def _fig_variable_spectra(curves: dict, dim: str, title: str, path: Path, n_les: int) -> str:
+    """One panel per entry of ``dim`` (a variable at a level), a curve per entry of
+    ``curves`` (``{label: DataArray over (dim, k)}``)."""
+    from .plotting import plot_spectra
+
+    names = list(next(iter(curves.values()))[dim].values)
+    fig = _figure((4.2 * len(names), 3.8))
+    for i, name in enumerate(names):
+        plot_spectra({label: _resolved(da.sel({dim: name}), n_les)
+                      for label, da in curves.items()},
+                     title=str(name), ylabel="power", ax=fig.add_subplot(1, len(names), i + 1))
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path, symbol: str = "Π") -> str:
+    """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines
+    (``symbol``: the network's output)."""
     from matplotlib.lines import Line2D
 
     fig = _figure((7.5, 4.2))
@@ -99,7 +124,7 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path) -> str:
     ax.add_artist(leg1)
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
     ax.set_xlabel("re-trained layer")
-    ax.set_ylabel("CC of Π on held-out target data")
+    ax.set_ylabel(f"CC of {symbol} on held-out target data")
     ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
     ax.set_title("single-layer transfer learning: mean ± s.e. over seeds (filled: best set)")
     return _save(fig, folder / "cc-per-layer.png")
@@ -129,8 +154,9 @@ def _fig_recommenders(target: str, recs: dict, sweep: xr.Dataset, folder: Path) 
     return _save(fig, folder / f"recommenders-{target}.png")
 
 
-def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
-    """Mean CC ± s.e. per layer at every re-training set size; the best layer marked."""
+def _fig_budget(target: str, budget: xr.Dataset, folder: Path, symbol: str = "Π") -> str:
+    """Mean CC ± s.e. per layer at every re-training set size; the best layer marked
+    (``symbol``: the network's output)."""
     from .plotting import legend_outside
 
     fig = _figure((7.5, 4))
@@ -145,7 +171,7 @@ def _fig_budget(target: str, budget: xr.Dataset, folder: Path) -> str:
                 color=f"C{i}")
         ax.axhline(float(one.base_cc), color="k", ls="--", lw=1)
     ax.set_xlabel("re-trained layer")
-    ax.set_ylabel("CC of Π on held-out target data")
+    ax.set_ylabel(f"CC of {symbol} on held-out target data")
     ax.set_xticks(budget.layer.values)
     ax.set_title(f"{target}: the best layer (square) at each re-training budget; dashed: BNN")
     legend_outside(ax)
@@ -174,6 +200,11 @@ def _fig_pi_spectra(target: str, ex: xr.Dataset, folder: Path, n_les: int) -> st
     from .plotting import plot_spectra
 
     best = ex.attrs.get("best_layer", "?")
+    if "pi_truth" not in ex:
+        return _fig_variable_spectra(
+            {"truth": ex.output_truth, "BNN": ex.output_bnn,
+             f"TLNN (layer {best})": ex.output_tlnn}, "output",
+            f"output spectra on {target}", folder / f"pi-spectra-{target}.png", n_les)
     curves = {"truth": ex.pi_truth, "BNN": ex.pi_bnn, f"TLNN (layer {best})": ex.pi_tlnn}
     fig = _figure((6, 4))
     plot_spectra({label: _resolved(da, n_les) for label, da in curves.items()},
@@ -389,6 +420,22 @@ _SENTENCES = {
 }
 
 
+def _captions(variables) -> dict:
+    """The figure captions for a network of ``variables``: :data:`_SENTENCES` for
+    (ψ̄, ω̄) → Π, else with the output variables in place of Π and power spectra of
+    the inputs in place of energy spectra."""
+    if variables == Variables():
+        return dict(_SENTENCES)
+    outputs = ", ".join(variables.outputs)
+    out = {k: v.replace("the SGS term Π", outputs).replace("Π", outputs)
+           for k, v in _SENTENCES.items()}
+    out["flow-spectra"] = ("Power spectra of the filtered base and target flows' inputs ("
+                           + ", ".join(variables.inputs) + (f", each level of {variables.channels}"
+                                                           if variables.channels else "")
+                           + "): the targets differ from the base where these curves separate.")
+    return out
+
+
 def write_report(experiment) -> Path:
     """Draw every figure and write ``report.html`` into ``experiment.out``; returns its path."""
     from ..explain.kernels import filter_census
@@ -409,29 +456,31 @@ def write_report(experiment) -> Path:
     base = base_model.to_dataset()
     n_les = base_model.n_les  # the LES grid it was trained on
 
+    captions = _captions(base_model.variables)
+    symbol = "Π" if base_model.variables == Variables() else ", ".join(base_model.variables.outputs)
     sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
-                            _SENTENCES["flow-spectra"])]),
+                            captions["flow-spectra"])]),
                 ("Transfer learning per layer",
-                 [(_fig_cc_per_layer(sweeps, default, folder), _SENTENCES["cc-per-layer"])]),
+                 [(_fig_cc_per_layer(sweeps, default, folder, symbol), captions["cc-per-layer"])]),
                 ("The base network's filters",
                  [(_fig_census(filter_census(base, pad_to=n_les), folder),
-                   _SENTENCES["filter-census"])])]
+                   captions["filter-census"])])]
     for t in targets:
         figures = [
-            (_fig_pi_spectra(t, explains[t], folder, n_les), _SENTENCES["pi-spectra"]),
-            (_fig_kernel_changes(t, explains[t], folder), _SENTENCES["kernel-changes"]),
-            (_fig_spectral_change(t, explains[t], folder), _SENTENCES["spectral-change"]),
-            (_fig_recommenders(t, recs[t], sweeps[t], folder), _SENTENCES["recommenders"]),
+            (_fig_pi_spectra(t, explains[t], folder, n_les), captions["pi-spectra"]),
+            (_fig_kernel_changes(t, explains[t], folder), captions["kernel-changes"]),
+            (_fig_spectral_change(t, explains[t], folder), captions["spectral-change"]),
+            (_fig_recommenders(t, recs[t], sweeps[t], folder), captions["recommenders"]),
         ]
         if "spectral" in recs[t]:
             figures.append((_fig_activation_spectra(t, recs[t]["spectral"], folder),
-                            _SENTENCES["activation-spectra"]))
+                            captions["activation-spectra"]))
         if t in posts:
-            figures += [(_fig_aposteriori(t, posts[t], folder), _SENTENCES["aposteriori"]),
+            figures += [(_fig_aposteriori(t, posts[t], folder), captions["aposteriori"]),
                         (_fig_aposteriori_pdf(t, posts[t], folder),
-                         _SENTENCES["aposteriori-pdf"]),
+                         captions["aposteriori-pdf"]),
                         (_fig_aposteriori_series(t, posts[t], folder),
-                         _SENTENCES["aposteriori-series"])]
+                         captions["aposteriori-series"])]
         sections.append((f"Target: {t}", figures))
     tables = [_summary_table(experiment.summary()),
               _recommender_table(experiment, sweeps)]
@@ -440,8 +489,8 @@ def write_report(experiment) -> Path:
     if cfg.budget.enabled:
         t = cfg.budget.target
         budget = load_dataset(paths.budget(t))
-        sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder),
-                                                        _SENTENCES["budget"])]))
+        sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder, symbol),
+                                                        captions["budget"])]))
         tables.append(_budget_table(experiment, t, budget))
     return write_text_atomically(paths.report, _html(experiment, sections, "".join(tables)))
 

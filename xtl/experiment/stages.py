@@ -371,10 +371,15 @@ def best_layer(paths: ExperimentPaths, target_name: str) -> int:
 
 
 def _spectra(data: FlowData, target, models) -> xr.Dataset:
-    """Mean spectra of the base and target flows, and of Π and its predictions."""
+    """Mean spectra of the base and target flows, and of Π and its predictions: energy,
+    enstrophy and Π's power for (ψ̄, ω̄) → Π; else the power of every input and output
+    variable per level (:func:`_variable_spectra`)."""
     from ..data.spectra import spectrum
+    from ..nn.spec import Variables
     from ..nn.training import predict
 
+    if models["base"].variables != Variables():
+        return _variable_spectra(data, target, models)
     pool, test = data.target_sets(target)
     out = xr.Dataset()
     for label, ds in (("base", data.base_train()), ("target", pool)):
@@ -385,6 +390,27 @@ def _spectra(data: FlowData, target, models) -> xr.Dataset:
     out["pi_truth"] = spectrum(test.pi).mean(dims)
     out["pi_bnn"] = spectrum(predict(models["base"], test)).mean(dims)
     out["pi_tlnn"] = spectrum(predict(models["tl"][0], test)).mean(dims)
+    return out
+
+
+def _variable_spectra(data: FlowData, target, models) -> xr.Dataset:
+    """``flow_spectrum_base``/``_target`` of the inputs and ``output_truth``/``_bnn``/
+    ``_tlnn`` of the outputs, over ``(variable, k)`` and ``(output, k)`` (one label per
+    level)."""
+    from ..explain.activations import mean_spectra
+    from ..nn.training import predict
+
+    variables = models["base"].variables
+    dim = variables.channels
+    pool, test = data.target_sets(target)
+    out = xr.Dataset()
+    for label, ds in (("base", data.base_train()), ("target", pool)):
+        out[f"flow_spectrum_{label}"] = mean_spectra(ds, variables.inputs, dim)
+    for label, ds in (("truth", test), ("bnn", predict(models["base"], test)),
+                      ("tlnn", predict(models["tl"][0], test))):
+        ds = ds if isinstance(ds, xr.Dataset) else ds.to_dataset()
+        out[f"output_{label}"] = mean_spectra(ds, variables.outputs, dim).rename(
+            variable="output")
     return out
 
 

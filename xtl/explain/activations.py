@@ -34,7 +34,8 @@ from ..options import check_float
 from ..nn.training import (check_les_dataset, check_model_data, check_same_levels,
                             count_samples, sample_fields)
 
-__all__ = ["activations", "activation_spectra", "flow_difference", "spectral_change_correlation",
+__all__ = ["activations", "activation_spectra", "flow_difference", "mean_spectra",
+           "spectral_change_correlation",
            "spectral_distance", "filter_profile", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR",
            "FLOW_VARIABLES"]
 
@@ -213,22 +214,40 @@ def _attrs(da, **attrs):
     return da
 
 
-def _flow_fields(ds, variables: Variables) -> dict:
-    """``{label: field}`` of the variables, one per level of the channel dim
-    (labelled ``"q[1]"`` by the channel coordinate) when there is one."""
-    dim = variables.channels
+def _flow_fields(ds, names, dim) -> dict:
+    """``{label: field}`` of the variables ``names``, one per level of the channel dim
+    ``dim`` (labelled ``"q[1]"`` by the channel coordinate) when there is one."""
     if dim is None:
-        return {v: ds[v] for v in variables.names}
+        return {v: ds[v] for v in names}
     labels = ds[dim].values if dim in ds.coords else range(ds.sizes[dim])
-    return {f"{v}[{label}]": ds[v].isel({dim: i})
-            for v in variables.names for i, label in enumerate(labels)}
+    return {f"{v}[{label}]": ds[v].isel({dim: i}) for v in names for i, label in enumerate(labels)}
 
 
-def _mean_spectra(ds, kmax, variables: Variables, L=None):
-    """Time/member-mean power spectra of the variables (per level) → (variable, k)
-    (``L``: the domain length, when ``ds`` has no coordinates ``y``, ``x``)."""
+def mean_spectra(ds, names=FLOW_VARIABLES, channels: str | None = None, *,
+                 kmax: int | None = None, L: float | None = None) -> xr.DataArray:
+    """Sample-mean power spectra of a flow's variables, each level apart.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The flow (numpy- or dask-backed; the FFTs go chunk by chunk).
+    names : sequence of str
+        The variables (default ψ̄, ω̄, Π).
+    channels : str, optional
+        The channel dim: each of its levels apart.
+    kmax : int, optional
+        Last shell (default: all).
+    L : float, optional
+        The domain length, when ``ds`` has no coordinates ``y``, ``x``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Over ``(variable, k)``, labelled ``"psi"`` ... or ``"q[1]"``, ``"q[2]"`` per level
+        of the channel dim (its coordinate values).
+    """
     out = []
-    fields = _flow_fields(ds, variables)
+    fields = _flow_fields(ds, names, channels)
     for da in fields.values():
         lead = [d for d in da.dims if d not in GRID_DIMS]
         if da.chunks is None and lead:  # bound the FFT's memory: ~32 MiB of float64 a chunk
@@ -380,7 +399,8 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     kmax = check_kmax(kmax, grid)
     threshold = check_float(threshold, "threshold", positive=True)
     length = _common_length(base_ds, target_ds, L)
-    s_base, s_target = (_mean_spectra(ds, kmax, variables, length)
+    s_base, s_target = (mean_spectra(ds, variables.names, variables.channels, kmax=kmax,
+                                     L=length)
                         for ds in (base_ds, target_ds))
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1
