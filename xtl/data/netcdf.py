@@ -348,6 +348,9 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     (a run that did not finish: xtl writes 1 when it does) is refused unless
     ``allow_incomplete``; a file without the attribute is accepted.
 
+    A path ending with ``.zarr`` is opened as a zarr store (:func:`xarray.open_zarr`,
+    lazily: ``chunks`` default the store's), with the same checks of its contents.
+
     Parameters
     ----------
     variables : str or sequence of str, optional
@@ -358,9 +361,6 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
         Open a file marked ``complete = 0`` (the snapshots its writer got to).
     **kwargs
         Passed to :func:`xarray.open_dataset` (e.g. ``chunks``).
-
-    A path ending with ``.zarr`` is opened as a zarr store (:func:`xarray.open_zarr`,
-    lazily: ``chunks`` default the store's), with the same checks of its contents.
 
     Raises
     ------
