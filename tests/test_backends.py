@@ -145,7 +145,7 @@ def test_single_tap_kernel_is_a_shift(keras_backend, padding):
     w[0, 1, ds.tap_y.values.tolist().index(1), ds.tap_x.values.tolist().index(-2)] = 1.0
     keras_backend.set_weights(m, [(w, np.zeros(1, np.float32))])
     x = np.random.default_rng(0).standard_normal((2, 12, 16, 2)).astype(np.float32)
-    out = keras_backend.predict_normalized(m, x)
+    out = keras_backend.predict_normalized(m, x)[..., 0]
     field = x[..., 1]
     expect = np.roll(field, shift=(-1, 2), axis=(1, 2))
     if padding == "zeros":
@@ -166,11 +166,11 @@ def test_keras_conv_equals_numpy_cross_correlation(keras_backend, padding):
     acts = keras_backend.activations(m, x, [1, 2, 3])
     for k in (1, 2, 3):
         np.testing.assert_allclose(acts[k], ref[k], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(keras_backend.predict_normalized(m, x), ref[3][:, 0],
+    np.testing.assert_allclose(keras_backend.predict_normalized(m, x)[..., 0], ref[3][:, 0],
                                rtol=1e-4, atol=1e-4)
     if padding == "periodic":  # equivariant to periodic shifts; zero padding is not
         xs = np.roll(x, (3, -5), axis=(1, 2))
-        np.testing.assert_allclose(keras_backend.predict_normalized(m, xs),
+        np.testing.assert_allclose(keras_backend.predict_normalized(m, xs)[..., 0],
                                    np.roll(ref[3][:, 0], (3, -5), axis=(1, 2)),
                                    rtol=1e-4, atol=1e-4)
 
@@ -179,7 +179,7 @@ def test_network_works_on_any_grid_size(keras_backend):
     m = keras_backend.build(dict(n_layers=2, channels=2, kernel_size=3, padding="periodic"))
     for n in (8, 20):
         x = np.ones((1, n, n, 2), np.float32)
-        assert keras_backend.predict_normalized(m, x).shape == (1, n, n)
+        assert keras_backend.predict_normalized(m, x).shape == (1, n, n, 1)
 
 
 # ----------------------------------------------------------- model as Dataset
@@ -297,8 +297,8 @@ def test_predict_applies_the_stored_normalization(keras_backend):
     assert out.shape == psi.shape
     x = np.stack([psi / 2.0, omega / 4.0], axis=-1).reshape(6, 12, 12, 2)
     np.testing.assert_allclose(out.reshape(6, 12, 12),
-                               10.0 * keras_backend.predict_normalized(m, x), rtol=1e-6)
-    with pytest.raises(ValueError, match="same shape"):
+                               10.0 * keras_backend.predict_normalized(m, x)[..., 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="of one shape"):
         m.predict(psi, omega[..., :5])
 
 
@@ -324,7 +324,7 @@ def test_mixed_precision_builds_and_predicts_float32(keras_backend):
                                  precision="mixed_bfloat16"), seed=0)
     randomize(keras_backend, m)
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 2)).astype(np.float32)
-    out = keras_backend.predict_normalized(m, x)
+    out = keras_backend.predict_normalized(m, x)[..., 0]
     assert out.dtype == np.float32
     ref = np_forward(model_to_dataset(m), x, "zeros")[2][:, 0]
     np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.05)  # bfloat16 compute
@@ -361,7 +361,7 @@ class ToyBackend(Backend):
         def __init__(self, w, b):
             self.w, self.b, self.opt = w, b, None
 
-    def build(self, spec, normalization=None, *, seed=0):
+    def build(self, spec, normalization=None, *, seed=0, variables=None):
         spec = NetworkSpec.from_any(spec)
         assert spec.n_layers == 1 and spec.kernel_size == 1, "the toy is one 1x1 layer"
         rng = np.random.default_rng(seed)
@@ -382,10 +382,10 @@ class ToyBackend(Backend):
         model.native.w, model.native.b = np.array(w, np.float32), np.array(b, np.float32)
 
     def predict_normalized(self, model, x, *, batch_size=32):
-        return (np.asarray(x, np.float32) @ model.native.w[0, :, 0, 0]) + model.native.b[0]
+        return (np.asarray(x, np.float32) @ model.native.w[0, :, 0, 0] + model.native.b[0])[..., None]
 
     def activations(self, model, x, layers, *, batch_size=32):
-        return {1: self.predict_normalized(model, x)[:, None]}
+        return {1: np.moveaxis(self.predict_normalized(model, x), -1, 1)}
 
     def save(self, model, path):
         raise NotImplementedError("the toy backend does not save")
@@ -401,8 +401,8 @@ class ToyBackend(Backend):
     def train_epoch(self, model, batches, epoch, on_batch=None):
         net, total, count = model.native, 0.0, 0
         for i, (x, y) in enumerate(batches):
-            err = self.predict_normalized(model, x) - y[..., 0]
-            gw = (2 * np.einsum("syx,syxc->c", err, x) / err.size).reshape(net.w.shape)
+            err = self.predict_normalized(model, x) - y
+            gw = (2 * np.einsum("syxo,syxc->c", err, x) / err.size).reshape(net.w.shape)
             gb = np.array([2 * err.mean()], np.float32)
             m = net.opt["m"]
             m[0], m[1] = np.float32(0.9) * m[0] + gw, np.float32(0.9) * m[1] + gb

@@ -8,7 +8,7 @@ from conftest import make_les
 from test_backends import np_forward
 from xtl.nn.backends.base import get_backend, register_backend
 from xtl.nn.model import model_to_dataset
-from xtl.nn.spec import stack_inputs
+from xtl.nn.spec import stack_channels
 from xtl.nn.backends.keras import KerasBackend
 from xtl.explain.activations import activation_spectra, activations
 from xtl.data.spectra import spectrum
@@ -29,7 +29,8 @@ def test_activations_dataset_matches_numpy_forward(trained_model, inputs):
     np.testing.assert_array_equal(a.x.values, inputs.x.values)
     assert np.isnan(a.sel(layer=3).isel(channel=slice(1, None))).all()
     assert (a.sel(layer=1) >= 0).all()  # after the ReLU
-    x = stack_inputs(inputs.psi.values, inputs.omega.values, trained_model.normalization)
+    x = stack_channels({"psi": inputs.psi.values[:, None], "omega": inputs.omega.values[:, None]},
+                       ("psi", "omega"), trained_model.normalization)
     ref = np_forward(model_to_dataset(trained_model), x, "periodic")
     np.testing.assert_allclose(a.sel(layer=1).values, ref[1], rtol=1e-4, atol=1e-5)
     # the last layer's output is the normalized Π

@@ -9,7 +9,7 @@ the closures), :mod:`xtl.solver` (the 2D turbulence solver and the LES run),
 from ._version import __version__  # noqa: F401  (read from the installed metadata)
 from . import accessors  # noqa: F401  (registers ds.tl / da.tl)
 from .nn.model import Model, model_from_dataset, model_to_dataset
-from .nn.spec import NetworkSpec
+from .nn.spec import NetworkSpec, Variables
 from .nn.backends.base import available_backends, get_backend, register_backend
 from .nn.files import load_model, save_model
 from .physics.cases import Case, get_case, list_cases
@@ -61,6 +61,7 @@ __all__ = [
     "Output",
     "LesSchedule",
     "NetworkSpec",
+    "Variables",
     "Model",
     "get_backend",
     "register_backend",

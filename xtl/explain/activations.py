@@ -25,12 +25,13 @@ import math
 import numpy as np
 import xarray as xr
 
-from ..nn.spec import INPUTS, check_layers, stack_inputs
+from ..nn.spec import GRID_DIMS, Variables, check_layers, stack_channels
 from ..nn.model import Model
 from ..nn.backends.base import get_backend
 from ..data.spectra import spectrum
 from ..options import check_float
-from ..nn.training import check_les_dataset, count_samples, sample_fields
+from ..nn.training import (check_les_dataset, check_model_data, check_same_levels,
+                            count_samples, sample_fields)
 
 __all__ = ["activations", "activation_spectra", "flow_difference", "spectral_change_correlation",
            "spectral_distance", "filter_profile", "DIFFERS_THRESHOLD", "SPECTRAL_FLOOR",
@@ -41,7 +42,7 @@ def _check(model, inputs, layers, batch_size):
     """``(layers, backend, widths)`` of a checked call of :func:`activations`."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
-    check_les_dataset(inputs, "inputs", need_target=False)
+    check_model_data(model, inputs, "inputs", need_target=False)
     layers = check_layers(range(1, model.n_layers + 1) if layers is None else layers,
                           model.n_layers)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -51,28 +52,29 @@ def _check(model, inputs, layers, batch_size):
 
 
 def _batches(model, inputs, batch_size):
-    """Yield ``(start, normalized x (b, y, x, 2))`` batch by batch (computing dask slices)."""
+    """Yield ``(start, normalized x (b, y, x, c_in))`` batch by batch (computing dask slices)."""
     import dask
 
-    fields = sample_fields(inputs, INPUTS)
-    n = count_samples(inputs[INPUTS[0]])
+    names, dim = model.variables.inputs, model.variables.channels
+    fields = sample_fields(inputs, names, dim)
+    n = count_samples(inputs[names[0]], dim)
     for i in range(0, n, batch_size):
-        psi, omega = dask.compute(fields["psi"][i:i + batch_size],
-                                  fields["omega"][i:i + batch_size])
-        psi, omega = np.asarray(psi, np.float32), np.asarray(omega, np.float32)
-        if np.isnan(psi).any() or np.isnan(omega).any():
-            raise ValueError("inputs contain NaN in 'psi' or 'omega'")
-        yield i, stack_inputs(psi, omega, model.normalization)
+        parts = dask.compute(*[fields[v][i:i + batch_size] for v in names])
+        batch = {v: np.asarray(a, np.float32) for v, a in zip(names, parts)}
+        nan = [v for v, a in batch.items() if np.isnan(a).any()]
+        if nan:
+            raise ValueError(f"inputs contain NaN in {nan}")
+        yield i, stack_channels(batch, names, model.normalization)
 
 
 def _grid_coords(inputs):
-    return {c: inputs[c] for c in ("y", "x") if c in inputs.coords}
+    return {c: inputs[c] for c in GRID_DIMS if c in inputs.coords}
 
 
-def _sample_coords(inputs, n):
+def _sample_coords(inputs, n, variables: Variables):
     """``sample`` coordinate plus the flattened leading-dim coordinates on it."""
-    da = inputs[INPUTS[0]]
-    lead = [d for d in da.dims if d not in ("y", "x")]
+    da = inputs[variables.inputs[0]]
+    lead = [d for d in da.dims if d not in GRID_DIMS and d != variables.channels]
     coords = {"sample": np.arange(n)}
     if lead:
         for d, i in zip(lead, np.unravel_index(np.arange(n), [da.sizes[d] for d in lead])):
@@ -88,9 +90,10 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
     model : Model
         A trained network.
     inputs : xarray.Dataset
-        Holds ``psi`` and ``omega`` on ``(..., y, x)`` in physical units (they
-        are normalized with the model's stored standard deviations); leading
-        dims are stacked into ``sample``.
+        Holds the model's inputs (``model.variables.inputs``; ``psi``, ``omega``
+        by default) in physical units (they are normalized with the model's
+        stored standard deviations); dims other than ``y``, ``x`` and the
+        channel dim are stacked into ``sample``.
     layers : int or sequence of int, optional
         Conv layers in 1..L (default all). A layer's output is taken after its
         activation (ReLU); layer L's is the normalized Π.
@@ -111,8 +114,9 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
         A layer outside 1..L, inputs without ``psi``/``omega`` or with NaN.
     """
     layers, backend, widths = _check(model, inputs, layers, batch_size)
-    n = count_samples(inputs[INPUTS[0]])
-    ny, nx = inputs[INPUTS[0]].shape[-2:]
+    first = inputs[model.variables.inputs[0]]
+    n = count_samples(first, model.variables.channels)
+    ny, nx = first.sizes["y"], first.sizes["x"]
     out = np.full((len(layers), n, max(widths), ny, nx), np.nan, dtype=np.float32)
     for i, x in _batches(model, inputs, batch_size):
         acts = backend.activations(model, x, layers, batch_size=batch_size)
@@ -120,7 +124,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
             out[j, i:i + len(x), :widths[j]] = acts[k]
     coords = {"layer": list(layers), "channel": np.arange(max(widths)),
               "n_channels": ("layer", np.asarray(widths, np.int32)),
-              **_sample_coords(inputs, n), **_grid_coords(inputs)}
+              **_sample_coords(inputs, n, model.variables), **_grid_coords(inputs)}
     da = xr.DataArray(out, dims=("layer", "sample", "channel", "y", "x"), coords=coords,
                       attrs={"long_name": "conv layer output (after its activation)",
                              "units": "1"})
@@ -193,8 +197,8 @@ DIFFERS_THRESHOLD = 0.3
 #: Shells whose power is below this fraction of the variable's largest shell, in
 #: both flows, are treated as equal (round-off, not physics): see :func:`_log_ratio`.
 SPECTRAL_FLOOR = 1e-10
-#: The variables whose spectra are compared, in order: the two inputs, then Π.
-FLOW_VARIABLES = INPUTS + ("pi",)
+#: The variables whose spectra are compared by default, in order: the two inputs, then Π.
+FLOW_VARIABLES = Variables().names
 
 
 def _attrs(da, **attrs):
@@ -204,19 +208,30 @@ def _attrs(da, **attrs):
     return da
 
 
-def _mean_spectra(ds, kmax):
-    """Time/member-mean power spectra of ``psi``, ``omega``, ``pi`` → (variable, k)."""
+def _flow_fields(ds, variables: Variables) -> dict:
+    """``{label: field}`` of the variables, one per level of the channel dim
+    (labelled ``"q[1]"`` by the channel coordinate) when there is one."""
+    dim = variables.channels
+    if dim is None:
+        return {v: ds[v] for v in variables.names}
+    labels = ds[dim].values if dim in ds.coords else range(ds.sizes[dim])
+    return {f"{v}[{label}]": ds[v].isel({dim: i})
+            for v in variables.names for i, label in enumerate(labels)}
+
+
+def _mean_spectra(ds, kmax, variables: Variables):
+    """Time/member-mean power spectra of the variables (per level) → (variable, k)."""
     out = []
-    for v in FLOW_VARIABLES:
-        da = ds[v]
-        lead = [d for d in da.dims if d not in ("y", "x")]
+    fields = _flow_fields(ds, variables)
+    for da in fields.values():
+        lead = [d for d in da.dims if d not in GRID_DIMS]
         if da.chunks is None and lead:  # bound the FFT's memory: ~32 MiB of float64 a chunk
             per = 8 * da.sizes["y"] * da.sizes["x"] * int(np.prod([da.sizes[d] for d in lead[1:]]))
             da = da.chunk({lead[0]: max(1, 2**25 // per)})
         s = spectrum(da.astype(np.float64), "power", kmax=kmax)
         out.append(s.mean([d for d in s.dims if d != "k"]))
     return xr.concat(out, dim="variable", coords="minimal", compat="override") \
-        .assign_coords(variable=list(FLOW_VARIABLES)).compute()
+        .assign_coords(variable=list(fields)).compute()
 
 
 def _log_ratio(target, base, floor=SPECTRAL_FLOOR):
@@ -302,11 +317,11 @@ def _channel_profile(filters, kmax):
 
 
 def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
-                    threshold: float = DIFFERS_THRESHOLD) -> xr.Dataset:
+                    threshold: float = DIFFERS_THRESHOLD, variables=None) -> xr.Dataset:
     """Where, and by how many decades, the spectra of two flows differ.
 
-    Time/member-mean power spectra ``S(k)`` of ``psi``, ``omega`` and ``pi`` of both
-    flows (:func:`xtl.data.spectra.spectrum`), their log-ratio
+    Time/member-mean power spectra ``S(k)`` of the variables (``psi``, ``omega``
+    and ``pi`` by default; each level of a channel dim apart) of both flows (:func:`xtl.data.spectra.spectrum`), their log-ratio
     ``r = log10(S_target/S_base)`` (with a round-off floor, :data:`SPECTRAL_FLOOR`),
     the shell weight ``w(k) = max over variables of |r(k)|`` (0 at ``k = 0``), and
     the largest ``|r|`` of each variable over the shells ``1 ≤ k ≤ kmax``.
@@ -320,6 +335,9 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     threshold : float
         Decades above which a shell is labelled as differing (default 0.3, a
         factor ≈ 2).
+    variables : Variables or mapping, optional
+        The variables compared and the channel dim (a model's ``variables``);
+        default ψ̄, ω̄, Π.
 
     Returns
     -------
@@ -335,10 +353,11 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     TypeError, ValueError
         Not LES Datasets, different grids, a bad ``kmax`` or ``threshold``.
     """
-    grid = check_pair_datasets(base_ds, target_ds)
+    variables = Variables.from_any(variables)
+    grid = check_pair_datasets(base_ds, target_ds, variables)
     kmax = check_kmax(kmax, grid)
     threshold = check_float(threshold, "threshold", positive=True)
-    s_base, s_target = _mean_spectra(base_ds, kmax), _mean_spectra(target_ds, kmax)
+    s_base, s_target = (_mean_spectra(ds, kmax, variables) for ds in (base_ds, target_ds))
     log_ratio = _log_ratio(s_target, s_base)
     positive = log_ratio["k"] >= 1
     differs = (abs(log_ratio) > threshold) & positive
@@ -355,10 +374,10 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
                                 description=f"with a floor {SPECTRAL_FLOOR} * max_k max(S_t, "
                                             "S_b) added to both spectra"),
             "differs": _attrs(differs, long_name=f"|log_ratio| > {threshold} (k >= 1)"),
-            "flows_differ": _attrs(differs.any("variable"), long_name="shells where psi, "
-                                   f"omega or pi differ by more than {threshold} decades"),
+            "flows_differ": _attrs(differs.any("variable"), long_name="shells where a "
+                                   f"variable differs by more than {threshold} decades"),
             "shell_weight": _attrs(shell_weight, long_name="w(k) = max over "
-                                   "psi, omega, pi of |log_ratio| (0 at k = 0)",
+                                   "the variables of |log_ratio| (0 at k = 0)",
                                    units="decades"),
             "max_decades": _attrs(max_decades, long_name="largest |log10(S_target/S_base)| "
                                   "over the shells 1..kmax", units="decades"),
@@ -377,7 +396,7 @@ def flow_difference(base_ds, target_ds, *, kmax: int | None = None,
     )
 
 
-def check_pair_datasets(base_ds, target_ds) -> tuple:
+def check_pair_datasets(base_ds, target_ds, variables=None) -> tuple:
     """Check two LES Datasets on one grid; return the grid ``(Ny, Nx)``.
 
     Raises
@@ -385,9 +404,11 @@ def check_pair_datasets(base_ds, target_ds) -> tuple:
     TypeError, ValueError
         Not LES Datasets, or different grids.
     """
-    check_les_dataset(base_ds, "base_ds")
-    check_les_dataset(target_ds, "target_ds")
-    gb, gt = (ds[INPUTS[0]].shape[-2:] for ds in (base_ds, target_ds))
+    variables = Variables.from_any(variables)
+    check_les_dataset(base_ds, "base_ds", variables=variables)
+    check_les_dataset(target_ds, "target_ds", variables=variables)
+    check_same_levels(base_ds, target_ds, variables, "target_ds")
+    gb, gt = ((ds.sizes["y"], ds.sizes["x"]) for ds in (base_ds, target_ds))
     if gb != gt:
         raise ValueError(
             f"target_ds must be on the same LES grid as base_ds (the spectra are compared "

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from ..nn.spec import INPUTS, OUTPUT, check_layers, stack_inputs
+from ..nn.spec import check_layers, stack_channels
 from ..nn.model import Model, model_id, model_to_dataset
 from ..nn.backends.base import get_backend
 from .activations import (
@@ -50,7 +50,7 @@ from .activations import (
 )
 from ..options import Options, check_float, check_fraction, check_int
 from ..data.spectra import spectrum
-from ..nn.training import (check_les_dataset, count_samples, sample_fields, stack_samples,
+from ..nn.training import (check_model_data, count_samples, sample_fields, stack_samples,
                            transfer)
 
 __all__ = [
@@ -379,7 +379,8 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
     if not isinstance(base_model, Model):
         raise TypeError(f"base_model must be an xtl Model, got {type(base_model).__name__}")
     func, options_class = _registered(method)
-    check_pair_datasets(base_ds, target_ds)
+    check_pair_datasets(base_ds, target_ds, base_model.variables)
+    check_model_data(base_model, target_ds, "target_ds")
     L = base_model.n_layers
     layers = list(check_layers(range(1, L + 1) if layers is None else layers, L))
     top = check_int(top, "top", minimum=1)
@@ -413,7 +414,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         "base_case": str(base_model.provenance.get("training_case", "unknown")),
         "base_data_case": str(base_ds.attrs.get("case_name", "unknown")),
         "target_case": str(target_ds.attrs.get("case_name", "unknown")),
-        "n_target_samples": count_samples(target_ds[INPUTS[0]]),
+        "n_target_samples": _samples(base_model, target_ds),
     })
     return out
 
@@ -434,30 +435,38 @@ def recommended_layers(recommendation: xr.Dataset) -> list:
 
 
 # ------------------------------------------------------------- shared pieces
-def _thinned(ds: xr.Dataset, max_samples: int | None) -> np.ndarray:
+def _samples(model: Model, ds: xr.Dataset) -> int:
+    """Samples of ``ds`` as ``model`` stacks them (its channel dim apart)."""
+    return count_samples(ds[model.variables.inputs[0]], model.variables.channels)
+
+
+def _thinned(model: Model, ds: xr.Dataset, max_samples: int | None) -> np.ndarray:
     """Indices of at most ``max_samples`` samples of ``ds``, evenly spaced (None: all)."""
-    n = count_samples(ds[OUTPUT])
+    n = _samples(model, ds)
     if max_samples is None or n <= max_samples:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_samples).round().astype(int))
 
 
 def _normalized(model: Model, ds: xr.Dataset, max_samples: int | None = None) -> tuple:
-    """Normalized ``(x (n, y, x, 2), y (n, y, x))`` of ``ds`` (evenly thinned to ``max_samples``)."""
+    """Normalized ``(x (n, y, x, c_in), y (n, y, x, c_out))`` of ``ds`` (evenly thinned
+    to ``max_samples``)."""
     import dask
 
-    fields = sample_fields(ds)
-    idx = _thinned(ds, max_samples)
-    psi, omega, pi = (np.asarray(a, np.float32) for a in dask.compute(
-        *[fields[v][idx] for v in ("psi", "omega", "pi")]))
-    x = stack_inputs(psi, omega, model.normalization)
-    return x, pi / np.float32(model.normalization[OUTPUT])
+    variables = model.variables
+    fields = sample_fields(ds, variables.names, variables.channels)
+    idx = _thinned(model, ds, max_samples)
+    loaded = dict(zip(variables.names, (np.asarray(a, np.float32) for a in dask.compute(
+        *[fields[v][idx] for v in variables.names]))))
+    return (stack_channels(loaded, variables.inputs, model.normalization),
+            stack_channels(loaded, variables.outputs, model.normalization))
 
 
 def _shell_power(fields: np.ndarray) -> xr.DataArray:
-    """Sample-mean power spectrum (shells ``k``) of ``(sample, y, x)`` fields."""
-    da = xr.DataArray(np.asarray(fields, np.float64), dims=("sample", "y", "x"))
-    return spectrum(da, "power").mean("sample")
+    """Sample- and channel-mean power spectrum (shells ``k``) of ``(sample, y, x,
+    channel)`` fields."""
+    da = xr.DataArray(np.asarray(fields, np.float64), dims=("sample", "y", "x", "channel"))
+    return spectrum(da, "power").mean(["sample", "channel"])
 
 
 def _with_layer(weights: list, layer: int, pair) -> list:
@@ -597,9 +606,12 @@ def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
         message names the option).
     """
     opts = SpectralOptions.merge(options, **kwargs)
-    base_ds = stack_samples(base_ds, _thinned(base_ds, opts.max_samples))
-    target_ds = stack_samples(target_ds, _thinned(target_ds, opts.max_samples))
-    flows = flow_difference(base_ds, target_ds, kmax=opts.kmax, threshold=opts.threshold)
+    variables = model.variables
+    base_ds = stack_samples(base_ds, _thinned(model, base_ds, opts.max_samples), variables)
+    target_ds = stack_samples(target_ds, _thinned(model, target_ds, opts.max_samples),
+                              variables)
+    flows = flow_difference(base_ds, target_ds, kmax=opts.kmax, threshold=opts.threshold,
+                            variables=variables)
     out = _spectral_evidence(model, base_ds, target_ds, layers, flows, opts)
     score = out.divergence * out.overlap * out.sensitivity
     formula = "score = D * O * S"
@@ -824,11 +836,11 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
     """
     opts = ProbeOptions.merge(options, **kwargs)
     epochs, horizon = opts.epochs, opts.horizon
-    check_les_dataset(target_ds, "target_ds")
-    n = count_samples(target_ds[OUTPUT])
+    check_model_data(model, target_ds, "target_ds")
+    n = _samples(model, target_ds)
     n_val = _held_out(n, opts.validation, " for validation")
-    fit_part = stack_samples(target_ds, np.arange(n - n_val))
-    val_part = stack_samples(target_ds, np.arange(n - n_val, n))
+    fit_part = stack_samples(target_ds, np.arange(n - n_val), model.variables)
+    val_part = stack_samples(target_ds, np.arange(n - n_val, n), model.variables)
     x, y = _normalized(model, val_part)
     backend = get_backend(model.backend)
     base_loss = _loss(backend, model, x, y)

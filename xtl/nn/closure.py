@@ -6,7 +6,7 @@ import numpy as np
 from ..physics.closures import Closure, grid_mismatch
 from .backends.base import get_backend
 from .model import model_from_dataset, model_to_dataset
-from .spec import OUTPUT, stack_inputs
+from .spec import Variables, stack_channels
 
 __all__ = ["ModelClosure"]
 
@@ -40,12 +40,13 @@ class ModelClosure(Closure):
         for attr in ("predict", "normalization"):
             if not hasattr(model, attr):
                 raise TypeError(f"model must be an xtl Model (with .{attr}), got {type(model).__name__}")
-        have = set(model.normalization or {})
-        if not {"psi", "omega", "pi"} <= have:
+        variables = getattr(model, "variables", Variables())
+        if variables != Variables():
             raise ValueError(
-                f"model was trained on variables {sorted(have)}; a closure needs a model of "
-                f"(psi, omega) -> pi"
-            )
+                f"model maps {list(variables.inputs)} -> {list(variables.outputs)}"
+                + (f" over the channels of {variables.channels!r}" if variables.channels else "")
+                + "; the a posteriori LES is xtl's 2D solver, whose closure is a model of "
+                "(psi, omega) -> pi (explain and re-train other models a priori)")
         self.normalization = {k: float(v) for k, v in model.normalization.items()}
         self.n_les = model.n_les
         prov = getattr(model, "provenance", {}) or {}
@@ -89,5 +90,6 @@ class ModelClosure(Closure):
             return grid.rfft2(np.asarray(self.model.predict(psi, omega), dtype=float))
         if self._forward is None:
             self._forward = get_backend(self.model.backend).compiled_forward(self.model)
-        out = self._forward(stack_inputs(psi[None], omega[None], self.normalization))[0]
-        return grid.rfft2((out * np.float32(self.normalization[OUTPUT])).astype(float))
+        fields = {"psi": psi[None, None], "omega": omega[None, None]}
+        out = self._forward(stack_channels(fields, ("psi", "omega"), self.normalization))[0, ..., 0]
+        return grid.rfft2((out * np.float32(self.normalization["pi"])).astype(float))

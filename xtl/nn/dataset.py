@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .spec import INPUTS, OUTPUT, NetworkSpec
+from .spec import NetworkSpec, Variables
 
 __all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
            "model_metadata", "history_from_dataset"]
@@ -136,8 +136,7 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
     attrs = {
         "title": "xtl closure network",
         "backend": model.backend,
-        "inputs": ",".join(INPUTS),
-        "output": OUTPUT,
+        **model.variables.to_attrs(),
         "n_layers": L,
         "kernel_size": K,
         "padding": spec.padding,
@@ -157,7 +156,8 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
 
 
 def model_metadata(ds: xr.Dataset) -> tuple:
-    """``(spec, normalization, provenance)`` from a model Dataset's attrs; ValueError if it is none."""
+    """``(spec, normalization, provenance, variables)`` from a model Dataset's attrs;
+    ValueError if it is none."""
     if not isinstance(ds, xr.Dataset) or "kernel" not in ds or "bias" not in ds:
         raise ValueError(
             "ds must be a model Dataset with 'kernel' and 'bias' variables "
@@ -169,7 +169,9 @@ def model_metadata(ds: xr.Dataset) -> tuple:
     spec = NetworkSpec.from_any(json.loads(ds.attrs[SPEC_ATTR]))
     normalization = {k: float(v) for k, v in json.loads(ds.attrs[NORMALIZATION_ATTR]).items()}
     provenance = json.loads(ds.attrs.get(PROVENANCE_ATTR, "{}"))
-    return spec, normalization, provenance
+    variables = Variables.from_attrs(ds.attrs)
+    variables.levels(spec)  # the spec's channels must fit the variables
+    return spec, normalization, provenance, variables
 
 
 def dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:

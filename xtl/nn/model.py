@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from .backends.base import get_backend
-from .spec import NetworkSpec
+from .spec import NetworkSpec, Variables
 
 __all__ = ["Model", "model_to_dataset", "model_from_dataset", "model_id"]
 
@@ -34,14 +34,16 @@ class Model:
     spec : NetworkSpec
         The architecture.
     normalization : dict
-        Training-set standard deviations ``{"psi": s, "omega": s, "pi": s}``:
-        inputs are divided by theirs, the network output is multiplied by
-        ``normalization["pi"]``.
+        Training-set standard deviations per variable (``{"psi": s, "omega": s,
+        "pi": s}`` by default): inputs are divided by theirs, each output
+        channel is multiplied by its variable's.
     provenance : dict
         Where the model comes from (training case, sample count, base model,
         re-trained layers, seed, ...); JSON-safe values.
     history : xarray.Dataset, optional
         Training history over ``epoch`` (``loss``, ``val_loss``, ``epoch_time``).
+    variables : Variables
+        The input and output variables and the channel dim (default ψ̄, ω̄ → Π).
 
     Notes
     -----
@@ -56,6 +58,7 @@ class Model:
     normalization: dict
     provenance: dict = field(default_factory=dict)
     history: xr.Dataset | None = None
+    variables: Variables = field(default_factory=Variables)
 
     @property
     def n_layers(self) -> int:
@@ -71,9 +74,14 @@ class Model:
             return int(grid[0])
         return None
 
-    def predict(self, psi, omega, *, batch_size: int = 32) -> np.ndarray:
-        """Π in physical units from physical ψ̄ and ω̄ (see :meth:`Backend.predict`)."""
-        return get_backend(self.backend).predict(self, psi, omega, batch_size=batch_size)
+    @property
+    def levels(self) -> int:
+        """Entries of the channel dim (1 without one)."""
+        return self.variables.levels(self.spec)
+
+    def predict(self, *inputs, batch_size: int = 32) -> np.ndarray:
+        """The outputs in physical units from physical inputs (see :meth:`Backend.predict`)."""
+        return get_backend(self.backend).predict(self, *inputs, batch_size=batch_size)
 
     def to_dataset(self) -> xr.Dataset:
         """The model as a Dataset (see :func:`model_to_dataset`)."""

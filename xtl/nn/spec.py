@@ -1,4 +1,5 @@
-"""The closure network's architecture: :class:`NetworkSpec`, its inputs and output, layer numbers.
+"""The closure network's architecture (:class:`NetworkSpec`), the variables it maps
+(:class:`Variables`), and layer numbers.
 
 Nothing here imports a deep-learning framework.
 """
@@ -6,18 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["INPUTS", "OUTPUT", "PADDINGS", "PRECISIONS", "NetworkSpec", "check_layers",
-           "stack_inputs"]
+__all__ = ["INPUTS", "OUTPUTS", "PADDINGS", "PRECISIONS", "NetworkSpec", "Variables",
+           "check_layers", "stack_channels", "unstack_channels"]
 
-#: The network's input variables, in channel order.
+#: The default input variables (ψ̄, ω̄), in channel order.
 INPUTS = ("psi", "omega")
-#: The network's output variable.
-OUTPUT = "pi"
+#: The default output variable (Π).
+OUTPUTS = ("pi",)
+#: Dims that hold the grid, never a channel or sample dim.
+GRID_DIMS = ("y", "x")
 #: Supported padding modes: zeros (the paper) and periodic (the doubly periodic domain).
 PADDINGS = ("zeros", "periodic")
 #: Supported compute precisions ("mixed_*" keep float32 weights and a float32 output).
@@ -50,6 +53,10 @@ class NetworkSpec:
         the last layer is linear.
     precision : {"float32", "mixed_float16", "mixed_bfloat16"}
         Compute precision. Mixed precision keeps float32 weights and output.
+    input_channels, output_channels : int
+        Channels of the network's input and output: 2 and 1 for (ψ̄, ω̄) → Π.
+        :func:`xtl.train` sets them from the data (:meth:`Variables.channel_count`),
+        so a spec written by hand need not name them.
     """
 
     n_layers: int = 11
@@ -58,6 +65,10 @@ class NetworkSpec:
     padding: str = "zeros"
     activation: str = "relu"
     precision: str = "float32"
+    # set by train() from the data's variables and channels; out of repr, so that a
+    # spec's printed form (and the experiment stage keys hashed from it) stays the same
+    input_channels: int = field(default=2, repr=False)
+    output_channels: int = field(default=1, repr=False)
 
     def __post_init__(self):
         _validate_spec(self)
@@ -92,17 +103,17 @@ class NetworkSpec:
 
     @property
     def widths(self) -> tuple:
-        """Output channels of layers 1..L (the last is always 1)."""
+        """Output channels of layers 1..L (the last is ``output_channels``)."""
         if isinstance(self.channels, int):
             hidden = (self.channels,) * (self.n_layers - 1)
         else:
             hidden = tuple(self.channels)
-        return hidden + (1,)
+        return hidden + (self.output_channels,)
 
     @property
     def in_channels(self) -> tuple:
-        """Input channels of layers 1..L (the first is always 2)."""
-        return (len(INPUTS),) + self.widths[:-1]
+        """Input channels of layers 1..L (the first is ``input_channels``)."""
+        return (self.input_channels,) + self.widths[:-1]
 
     def to_dict(self) -> dict:
         """Return the spec as a JSON-safe dict (tuples become lists)."""
@@ -146,6 +157,10 @@ def _validate_spec(spec: NetworkSpec) -> None:
         raise TypeError(f"spec.activation must be an activation name, got {spec.activation!r}")
     if spec.precision not in PRECISIONS:
         raise ValueError(f"spec.precision must be one of {PRECISIONS}, got {spec.precision!r}")
+    for name in ("input_channels", "output_channels"):
+        c = getattr(spec, name)
+        if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 1:
+            raise ValueError(f"spec.{name} must be an int >= 1, got {c!r}")
 
 
 def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
@@ -190,18 +205,158 @@ def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
     return tuple(sorted(set(out)))
 
 
-def stack_inputs(psi: np.ndarray, omega: np.ndarray, normalization: Mapping) -> np.ndarray:
-    """Normalized float32 channels-last network input ``(sample, y, x, 2)`` from ψ̄ and ω̄.
+@dataclass(frozen=True)
+class Variables:
+    """Which variables a network maps, and which dim (if any) becomes channels.
 
     Parameters
     ----------
-    psi, omega : numpy.ndarray
-        ``(sample, y, x)`` fields in physical units.
-    normalization : mapping
-        Standard deviations with keys ``"psi"`` and ``"omega"``.
-    """
-    x = np.empty(psi.shape + (len(INPUTS),), dtype=np.float32)
-    x[..., 0] = psi / np.float32(normalization["psi"])
-    x[..., 1] = omega / np.float32(normalization["omega"])
-    return x
+    inputs : sequence of str
+        Input variables, in channel order (default ψ̄, ω̄).
+    outputs : sequence of str
+        Output variables (default Π).
+    channels : str, optional
+        A dim of the data whose entries become channels (e.g. ``"lev"`` of a
+        two-layer QG model: 2 levels of ``q`` in, 2 levels of its SGS term out).
+        None: every dim other than ``y``, ``x`` is stacked into samples.
 
+    Notes
+    -----
+    Channels are ordered variable-major: ``(q, lev 1), (q, lev 2), (p, lev 1), ...``.
+    Each variable is normalized by one standard deviation over all its levels.
+
+    Examples
+    --------
+    >>> Variables()
+    Variables(inputs=('psi', 'omega'), outputs=('pi',), channels=None)
+    >>> Variables(["q"], ["pi_q"], channels="lev").channel_count(2)
+    (2, 2)
+    """
+
+    inputs: tuple = INPUTS
+    outputs: tuple = OUTPUTS
+    channels: str | None = None
+
+    def __post_init__(self):
+        inputs = _check_names(self.inputs, "inputs")
+        outputs = _check_names(self.outputs, "outputs")
+        both = sorted(set(inputs) & set(outputs))
+        if both:
+            raise ValueError(f"inputs and outputs must be different variables; {both} are in both")
+        if self.channels is not None and (not isinstance(self.channels, str)
+                                          or self.channels in GRID_DIMS or not self.channels):
+            raise ValueError(f"channels must be the name of a dim other than 'y' and 'x', or "
+                             f"None, got {self.channels!r}")
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "outputs", outputs)
+
+    @classmethod
+    def from_any(cls, value=None, **names) -> "Variables":
+        """A :class:`Variables` from None (the default), a mapping, or itself, with
+        the keyword arguments ``inputs``, ``outputs``, ``channels`` (None: unchanged)
+        replacing its fields.
+
+        Raises
+        ------
+        TypeError
+            An unknown key or another type.
+        """
+        if value is None:
+            value = cls()
+        elif isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"inputs", "outputs", "channels"})
+            if unknown:
+                raise TypeError(f"variables has unknown keys {unknown}; expected inputs, "
+                                "outputs, channels")
+            value = cls(**dict(value))
+        elif not isinstance(value, cls):
+            raise TypeError(f"variables must be None, a mapping or Variables, got "
+                            f"{type(value).__name__}")
+        names = {k: v for k, v in names.items() if v is not None}
+        return dataclasses.replace(value, **names) if names else value
+
+    @property
+    def names(self) -> tuple:
+        """Inputs then outputs."""
+        return self.inputs + self.outputs
+
+    def channel_count(self, levels: int = 1) -> tuple:
+        """``(input channels, output channels)`` with ``levels`` entries of the channel dim."""
+        return len(self.inputs) * levels, len(self.outputs) * levels
+
+    def levels(self, spec: "NetworkSpec") -> int:
+        """Entries of the channel dim a network of ``spec`` was built for (1 without one).
+
+        Raises
+        ------
+        ValueError
+            The spec's channels are not a whole number of levels of these variables.
+        """
+        n_in, n_out = spec.input_channels, spec.output_channels
+        levels = n_in // len(self.inputs)
+        if levels * len(self.inputs) != n_in or levels * len(self.outputs) != n_out \
+                or (self.channels is None and levels != 1):
+            raise ValueError(
+                f"a network of {n_in} input and {n_out} output channels does not map "
+                f"inputs {list(self.inputs)} to outputs {list(self.outputs)}"
+                + (f" over the levels of {self.channels!r}" if self.channels else ""))
+        return levels
+
+    def to_attrs(self) -> dict:
+        """netCDF attributes (comma-joined names; ``channel_dim`` "" for none)."""
+        return {"inputs": ",".join(self.inputs), "outputs": ",".join(self.outputs),
+                "channel_dim": self.channels or ""}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> "Variables":
+        """The inverse of :meth:`to_attrs`; attrs without them give the default."""
+        if "inputs" not in attrs:
+            return cls()
+        outputs = attrs.get("outputs", attrs.get("output", ",".join(OUTPUTS)))
+        return cls(tuple(str(attrs["inputs"]).split(",")), tuple(str(outputs).split(",")),
+                   str(attrs.get("channel_dim", "")) or None)
+
+
+def _check_names(names, argument) -> tuple:
+    """``names`` as a non-empty tuple of distinct variable names."""
+    if isinstance(names, str):
+        names = (names,)
+    if not hasattr(names, "__iter__"):
+        raise TypeError(f"{argument} must be a variable name or a list of them, got {names!r}")
+    names = tuple(names)
+    if not names or not all(isinstance(n, str) and n and "," not in n for n in names):
+        raise ValueError(f"{argument} must name at least one variable (names without "
+                         f"commas), got {list(names)!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{argument} names a variable twice: {list(names)!r}")
+    return names
+
+
+def stack_channels(fields: Mapping, names, normalization: Mapping) -> np.ndarray:
+    """Normalized float32 channels-last array ``(sample, y, x, channel)`` of variables.
+
+    Parameters
+    ----------
+    fields : mapping
+        ``{name: array}`` in physical units, each ``(sample, level, y, x)`` (one
+        level without a channel dim).
+    names : sequence of str
+        The variables, in channel order.
+    normalization : mapping
+        A standard deviation per variable.
+    """
+    first = np.asarray(fields[names[0]])
+    n, levels = first.shape[:2]
+    out = np.empty((n,) + first.shape[2:] + (len(names) * levels,), dtype=np.float32)
+    for i, name in enumerate(names):
+        scaled = np.asarray(fields[name], dtype=np.float32) / np.float32(normalization[name])
+        out[..., i * levels:(i + 1) * levels] = np.moveaxis(scaled, 1, -1)
+    return out
+
+
+def unstack_channels(out: np.ndarray, names, normalization: Mapping) -> dict:
+    """The inverse of :func:`stack_channels`: ``{name: (sample, level, y, x)}`` in
+    physical units from a channels-last network output ``(sample, y, x, channel)``."""
+    levels = out.shape[-1] // len(names)
+    return {name: np.moveaxis(out[..., i * levels:(i + 1) * levels], -1, 1)
+            * np.float32(normalization[name]) for i, name in enumerate(names)}

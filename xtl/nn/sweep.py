@@ -43,8 +43,7 @@ from .files import save_model
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 from .backends.loop import FitOptions
 from .training import (
-    OUTPUT,
-    check_les_dataset,
+    check_model_data,
     check_validation,
     count_samples,
     evaluate,
@@ -56,6 +55,7 @@ from .training import (
 
 __all__ = [
     "SweepOptions",
+    "mean_scores",
     "layer_sweep",
     "budget_sweep",
     "best_set",
@@ -292,12 +292,14 @@ def run_task(task: SweepTask, base, data: xr.Dataset, test: xr.Dataset,
         model = transfer(base, data, task.layers, fit, validation=options.validation,
                          renormalize=options.renormalize)
     else:
-        model = train(data, base.spec, fit, backend=base.backend, validation=options.validation)
+        v = base.variables
+        model = train(data, base.spec, fit, inputs=v.inputs, outputs=v.outputs, channels=v.channels,
+                      backend=base.backend, validation=options.validation)
         model.provenance.update(kind=task.kind, baseline_of=model_id(base))
     if task.kind != "full_target":  # the subset's share of the pool it was drawn from
         model.provenance.update(fraction=task.n_samples / task.n_pool, subset_seed=task.seed)
     seconds = time.perf_counter() - start
-    result = {k: float(v) for k, v in evaluate(model, test).data_vars.items()}
+    result = {k: float(v) for k, v in mean_scores(evaluate(model, test)).data_vars.items()}
     history = model.history
     result["final_loss"] = float(history["loss"].values[-1])
     result["final_val_loss"] = float(history["val_loss"].values[-1]) \
@@ -480,21 +482,32 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
 
 
 # ---------------------------------------------------------------------- sweeps
-def _plan(target_train, combos, options: SweepOptions, sizes) -> tuple:
+def mean_scores(scores: xr.Dataset) -> xr.Dataset:
+    """Scores (:func:`xtl.evaluate`) as scalars: a model with several outputs or a
+    channel dim is scored by the mean over them (the per-output scores stay
+    available from :func:`xtl.evaluate`)."""
+    return scores.mean(keep_attrs=True) if scores.dims else scores
+
+
+def _target_samples(base: Model, target_train) -> int:
+    return count_samples(target_train[base.variables.outputs[0]], base.variables.channels)
+
+
+def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
-    n_total = count_samples(target_train[OUTPUT])
+    n_total = _target_samples(base, target_train)
     seeds, baselines = options.seeds, options.baselines
     tasks, datasets, subsets = [], {}, {}
     for n in sizes:
         for s in seeds:
             key = _subset_key(n, s)
             subsets[key] = select_samples(n_total, n, None, s)
-            datasets[key] = stack_samples(target_train, subsets[key])
+            datasets[key] = stack_samples(target_train, subsets[key], base.variables)
             tasks += [SweepTask("transfer", s, tuple(c), n, n_total) for c in combos]
             if "scratch" in baselines:
                 tasks.append(SweepTask("scratch", s, (), n, n_total))
     if "full_target" in baselines:
-        datasets["full"] = stack_samples(target_train, np.arange(n_total))
+        datasets["full"] = stack_samples(target_train, np.arange(n_total), base.variables)
         tasks += [SweepTask("full_target", s, (), n_total, n_total) for s in seeds]
     return tasks, datasets, subsets
 
@@ -542,7 +555,7 @@ _LONG_NAMES = {
 
 def _finish(out: xr.Dataset, base, target_train, target_test, options: SweepOptions,
             n: int) -> xr.Dataset:
-    base_scores = evaluate(base, target_test)
+    base_scores = mean_scores(evaluate(base, target_test))
     for k, v in base_scores.data_vars.items():
         out[f"base_{k}"] = v
         if k in out:
@@ -556,7 +569,7 @@ def _finish(out: xr.Dataset, base, target_train, target_test, options: SweepOpti
         "target_case": str(target_train.attrs.get("case_name", "unknown")),
         "test_case": str(target_test.attrs.get("case_name", "unknown")),
         "n_samples": int(n),
-        "n_target": int(count_samples(target_train[OUTPUT])),
+        "n_target": _target_samples(base, target_train),
         "seeds": list(options.seeds),
         "epochs": options.fit.epochs,
         "patience": -1 if options.fit.patience is None else options.fit.patience,
@@ -570,8 +583,8 @@ def _prepare_sweep(base, target_train, target_test, layers, options: SweepOption
         raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
     layers = check_layers(range(1, base.n_layers + 1) if layers is None else layers,
                           base.n_layers)
-    check_les_dataset(target_train, "target_train")
-    check_les_dataset(target_test, "target_test")
+    check_model_data(base, target_train, "target_train")
+    check_model_data(base, target_test, "target_test")
     combos = list(itertools.combinations(layers, 2 if options.pairs else 1))
     if not combos:
         raise ValueError("pairs=True needs at least two layers")
@@ -623,9 +636,9 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n = len(select_samples(count_samples(target_train[OUTPUT]), options.n_samples,
+    n = len(select_samples(_target_samples(base, target_train), options.n_samples,
                            options.fraction))
-    tasks, datasets, subsets = _plan(target_train, combos, options, [n])
+    tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
     results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir)
     out = _assemble(results, combos, options, n, subsets)
@@ -678,9 +691,9 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs).replace(pairs=False)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n_total = count_samples(target_train[OUTPUT])
+    n_total = _target_samples(base, target_train)
     sizes = _check_budgets(budgets, n_total)
-    tasks, datasets, subsets = _plan(target_train, combos, options, sizes)
+    tasks, datasets, subsets = _plan(base, target_train, combos, options, sizes)
     results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
                          save_dir=save_dir,
                          stem=lambda t: t.name if t.kind == "full_target"

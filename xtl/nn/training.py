@@ -1,12 +1,14 @@
 """Training, transfer learning and layer sweeps of CNN closures on LES Datasets.
 
-An LES Dataset holds ``psi``, ``omega`` and ``pi`` on dims ``(time, y, x)`` or
-``(member, time, y, x)`` (any leading dims). Leading dims are stacked into
-``sample`` (in their order: member-major, then time). Inputs are the
-channels-last ``(sample, y, x, 2)`` stack of (ψ̄, ω̄), targets ``(sample, y,
-x, 1)`` of Π, each divided by its training-set standard deviation; the
-standard deviations are stored with the model (``Model.normalization``) and
-:func:`predict` works in physical units.
+An LES Dataset holds the network's input and output variables (by default
+``psi``, ``omega`` → ``pi``: :class:`xtl.nn.spec.Variables`) on dims that include
+``y`` and ``x``, in any order. A channel dim (``channels="lev"``) becomes
+channels; every other dim is stacked into ``sample`` (in the data's order:
+member-major, then time, for ``(member, time, y, x)``). Inputs are the
+channels-last ``(sample, y, x, c_in)`` stack of the inputs, targets
+``(sample, y, x, c_out)`` of the outputs, each variable divided by its
+training-set standard deviation; the standard deviations are stored with the
+model (``Model.normalization``) and :func:`predict` works in physical units.
 
 Data are held in memory when they fit (``in_memory=None`` decides from the
 size of dask-backed data) and otherwise streamed from their dask chunks,
@@ -17,13 +19,14 @@ Functions are framework-neutral: the network work is done by a backend
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 
-from .spec import INPUTS, OUTPUT, NetworkSpec, check_layers, stack_inputs
+from .spec import GRID_DIMS, NetworkSpec, Variables, check_layers, stack_channels
 from .model import Model, model_id
 from .backends.base import get_backend
 from .dataset import history_to_dataset
@@ -38,7 +41,11 @@ __all__ = [
     "evaluate",
     "compute_normalization",
     "check_les_dataset",
+    "check_model_data",
+    "check_same_levels",
     "check_validation",
+    "conditioning_field",
+    "data_levels",
     "count_samples",
     "sample_fields",
     "select_samples",
@@ -48,87 +55,102 @@ __all__ = [
     "StreamData",
 ]
 
-VARIABLES = INPUTS + (OUTPUT,)
 _DEFAULT_MEMORY_LIMIT = 2 * 2**30  # bytes of float32 training data held in memory
 
 
 # --------------------------------------------------------------------- checks
-def check_les_dataset(ds, name: str = "ds", *, need_target: bool = True) -> None:
+def check_les_dataset(ds, name: str = "ds", *, need_target: bool = True,
+                      variables: Variables | None = None) -> None:
     """Check that ``ds`` is an LES Dataset usable for training.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        Must hold ``psi``, ``omega`` (and ``pi`` when ``need_target``) with the
-        same dims, ending in ``("y", "x")``, and at least one sample.
+        Must hold the input variables (and the outputs when ``need_target``), each
+        with dims ``y`` and ``x`` (and the channel dim, when there is one) in any
+        order, sharing their dims and sizes, with at least one sample.
     name : str
         Argument name used in error messages.
     need_target : bool
-        Whether ``pi`` is required.
+        Whether the output variables are required.
+    variables : Variables, optional
+        The variables and channel dim (default ψ̄, ω̄ → Π).
 
     Raises
     ------
     TypeError, ValueError
         Naming ``name`` and what was expected.
     """
+    variables = Variables.from_any(variables)
+    needed = variables.names if need_target else variables.inputs
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"{name} must be an LES xarray.Dataset with variables "
-                        f"{VARIABLES}, got {type(ds).__name__}")
-    needed = VARIABLES if need_target else INPUTS
+                        f"{list(needed)}, got {type(ds).__name__}")
     missing = [v for v in needed if v not in ds.data_vars]
     if missing:
-        raise ValueError(f"{name} must hold variables {needed}; missing {missing} "
-                         f"(it has {sorted(map(str, ds.data_vars))})")
-    dims = ds[needed[0]].dims
+        raise ValueError(f"{name} must hold variables {list(needed)}; missing {missing} "
+                         f"(it has {sorted(map(str, ds.data_vars))}; other variables are "
+                         "named with inputs=, outputs=)")
+    first = ds[needed[0]]
+    required = GRID_DIMS + ((variables.channels,) if variables.channels else ())
     for v in needed:
         d = ds[v].dims
-        if d[-2:] != ("y", "x"):
-            raise ValueError(f"{name}[{v!r}] must have dims (..., 'y', 'x'), got {d}")
-        if set(d) != set(dims) or any(ds[v].sizes[k] != ds[needed[0]].sizes[k] for k in d):
-            raise ValueError(f"{name}: variables {needed} must share dims and sizes; "
+        lacking = [k for k in required if k not in d]
+        if lacking:
+            raise ValueError(f"{name}[{v!r}] must have dims {required} (in any order); it "
+                             f"lacks {lacking}, dims are {d}")
+        if set(d) != set(first.dims) or any(ds[v].sizes[k] != first.sizes[k] for k in d):
+            raise ValueError(f"{name}: variables {list(needed)} must share dims and sizes; "
                              f"{v!r} has {dict(ds[v].sizes)}, {needed[0]!r} "
-                             f"{dict(ds[needed[0]].sizes)}")
-    n = count_samples(ds[needed[0]])
-    if n < 1:
-        raise ValueError(f"{name} holds no samples (leading dims {dict(ds[needed[0]].sizes)})")
+                             f"{dict(first.sizes)}")
+    if count_samples(first, variables.channels) < 1:
+        raise ValueError(f"{name} holds no samples (dims {dict(first.sizes)})")
 
 
-def _lead_dims(da: xr.DataArray) -> list:
-    return [d for d in da.dims if d not in ("y", "x")]
+def _lead_dims(da: xr.DataArray, channels: str | None = None) -> list:
+    return [d for d in da.dims if d not in GRID_DIMS and d != channels]
 
 
-def count_samples(da: xr.DataArray) -> int:
-    """Number of samples of a field: the product of its leading (non-grid) dims."""
-    return int(np.prod([da.sizes[d] for d in _lead_dims(da)], dtype=np.int64))
+def count_samples(da: xr.DataArray, channels: str | None = None) -> int:
+    """Number of samples of a field: the product of its dims other than ``y``, ``x``
+    and the channel dim ``channels``."""
+    return int(np.prod([da.sizes[d] for d in _lead_dims(da, channels)], dtype=np.int64))
 
 
-def sample_fields(ds: xr.Dataset, names=VARIABLES) -> dict:
-    """The variables of an LES Dataset as ``(sample, y, x)`` arrays, leading dims stacked.
+def sample_fields(ds: xr.Dataset, names=None, channels: str | None = None) -> dict:
+    """Variables of an LES Dataset as ``(sample, level, y, x)`` arrays, leading dims stacked.
 
     Parameters
     ----------
     ds : xarray.Dataset
         An LES Dataset (numpy- or dask-backed).
-    names : sequence of str
+    names : sequence of str, optional
         Variables to return (default ``psi``, ``omega``, ``pi``).
+    channels : str, optional
+        The channel dim (``level`` axis); None: ``level`` has length 1.
 
     Returns
     -------
     dict
-        ``{name: array}``, numpy or dask as the data are, stacked member-major
-        then time (the order of the leading dims of ``names[0]``).
+        ``{name: array}``, numpy or dask as the data are, the samples stacked in
+        the order of the leading dims of ``names[0]`` (member-major, then time).
     """
-    lead = _lead_dims(ds[names[0]])
-    arrays = {v: ds[v].transpose(*lead, "y", "x").data for v in names}
-    return {v: a.reshape((-1,) + a.shape[-2:]) for v, a in arrays.items()}
+    names = Variables().names if names is None else tuple(names)
+    lead = _lead_dims(ds[names[0]], channels)
+    order = lead + ([channels] if channels else []) + list(GRID_DIMS)
+    arrays = {v: ds[v].transpose(*order).data for v in names}
+    return {v: a.reshape((-1, a.shape[-3] if channels else 1) + a.shape[-2:])
+            for v, a in arrays.items()}
 
 
 def _is_lazy(arr) -> bool:
     return hasattr(arr, "dask") or type(arr).__module__.startswith("dask")
 
 
-def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> dict:
-    """Training-set standard deviations of ``psi``, ``omega`` and ``pi``.
+def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None,
+                          variables: Variables | None = None) -> dict:
+    """Training-set standard deviations of the inputs and outputs (one per variable,
+    over all its levels).
 
     Also checks the data for NaN (in the same pass over dask-backed data).
 
@@ -140,11 +162,13 @@ def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> 
         Argument name for error messages.
     indices : array of int, optional
         Stacked sample indices to use (default: all).
+    variables : Variables, optional
+        The variables (default ψ̄, ω̄ → Π).
 
     Returns
     -------
     dict
-        ``{"psi": std, "omega": std, "pi": std}`` as floats.
+        ``{variable: std}`` as floats (``{"psi": ..., "omega": ..., "pi": ...}``).
 
     Raises
     ------
@@ -153,9 +177,10 @@ def compute_normalization(ds: xr.Dataset, *, name: str = "ds", indices=None) -> 
     """
     import dask
 
-    check_les_dataset(ds, name)
+    variables = Variables.from_any(variables)
+    check_les_dataset(ds, name, variables=variables)
     todo = {}
-    for v, a in sample_fields(ds).items():  # numpy or dask: one pass over dask-backed data
+    for v, a in sample_fields(ds, variables.names, variables.channels).items():  # numpy or dask: one pass over dask-backed data
         a = a if indices is None else a[np.asarray(indices)]
         todo[v] = (np.isnan(a).sum(), a.std(dtype=np.float64))
     (stats,) = dask.compute(todo)
@@ -180,9 +205,9 @@ class ArrayData:
     Parameters
     ----------
     x : numpy.ndarray
-        Inputs ``(sample, y, x, 2)`` float32.
+        Inputs ``(sample, y, x, c_in)`` float32.
     y : numpy.ndarray
-        Targets ``(sample, y, x, 1)`` float32.
+        Targets ``(sample, y, x, c_out)`` float32.
     """
 
     x: np.ndarray
@@ -228,19 +253,22 @@ class StreamData:
     Parameters
     ----------
     fields : dict
-        ``{"psi", "omega", "pi"}`` arrays ``(sample, y, x)``, numpy or dask.
+        ``{variable: array}`` ``(sample, level, y, x)``, numpy or dask.
     normalization : dict
         Standard deviations per variable.
     indices : numpy.ndarray
         Sorted sample indices to use.
     block : int
         Samples loaded at once.
+    variables : Variables
+        Which fields are inputs and which outputs.
     """
 
     fields: dict
     normalization: dict
     indices: np.ndarray
     block: int = 256
+    variables: Variables = field(default_factory=Variables)
     in_memory: bool = field(default=False, init=False)
 
     @property
@@ -251,7 +279,7 @@ class StreamData:
     @property
     def grid(self) -> tuple:
         """``(ny, nx)``."""
-        return tuple(self.fields[OUTPUT].shape[-2:])
+        return tuple(next(iter(self.fields.values())).shape[-2:])
 
     def arrays(self) -> tuple:
         """Not available: the data are streamed."""
@@ -259,7 +287,7 @@ class StreamData:
 
     def load(self, idx) -> tuple:
         """Normalized ``(x, y)`` for the given sample indices (computes dask blocks)."""
-        return _load_normalized(self.fields, self.normalization, idx)
+        return _load_normalized(self.fields, self.normalization, idx, self.variables)
 
     def ends(self, n: int) -> tuple:
         """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
@@ -294,38 +322,35 @@ class StreamData:
             yield carry
 
 
-def _load_normalized(fields: dict, normalization: dict, indices) -> tuple:
-    """Normalized float32 ``(x (n, y, x, 2), y (n, y, x, 1))`` of the given samples.
+def _load_normalized(fields: dict, normalization: dict, indices, variables: Variables) -> tuple:
+    """Normalized float32 ``(x (n, y, x, c_in), y (n, y, x, c_out))`` of the given samples.
 
     Computes only those samples of dask-backed fields.
     """
     import dask
 
-    parts = [fields[v][indices] for v in VARIABLES]
-    psi, omega, pi = (np.asarray(p, dtype=np.float32) for p in dask.compute(*parts))
-    x = stack_inputs(psi, omega, normalization)
-    y = (pi / np.float32(normalization[OUTPUT]))[..., None].astype(np.float32, copy=False)
-    return x, y
+    names = variables.names
+    parts = dask.compute(*[fields[v][indices] for v in names])
+    loaded = {v: np.asarray(p, dtype=np.float32) for v, p in zip(names, parts)}
+    return (stack_channels(loaded, variables.inputs, normalization),
+            stack_channels(loaded, variables.outputs, normalization))
 
 
-def _array_data(fields: dict, normalization: dict, indices) -> ArrayData:
-    """Load the given samples into memory, normalized."""
-    return ArrayData(*_load_normalized(fields, normalization, indices))
-
-
-def _make_data(fields, normalization, indices, options: FitOptions, n: int):
+def _make_data(fields, normalization, indices, options: FitOptions, n: int,
+               variables: Variables):
     """The given samples, normalized: in memory, or streamed when ``options.in_memory``
     says so or, when None, ``n`` samples of dask-backed fields exceed
     ``options.memory_limit`` (numpy-backed data are always held)."""
     in_memory = options.in_memory
     if in_memory is None:
-        ny, nx = fields[OUTPUT].shape[-2:]
+        sample_size = sum(int(np.prod(a.shape[1:])) for a in fields.values())
         limit = _DEFAULT_MEMORY_LIMIT if options.memory_limit is None else options.memory_limit
         in_memory = (not any(_is_lazy(a) for a in fields.values())
-                     or n * ny * nx * len(VARIABLES) * 4 <= limit)
+                     or n * sample_size * 4 <= limit)
     if in_memory:
-        return _array_data(fields, normalization, indices)
-    return StreamData(fields, normalization, np.asarray(indices), block=options.block)
+        return ArrayData(*_load_normalized(fields, normalization, indices, variables))
+    return StreamData(fields, normalization, np.asarray(indices), block=options.block,
+                      variables=variables)
 
 
 def check_validation(validation):
@@ -386,46 +411,71 @@ def _case_name(ds: xr.Dataset) -> str:
                     "unknown"))
 
 
-def _prepare(ds, normalization, validation, options: FitOptions, indices, name):
+def _prepare(ds, normalization, validation, options: FitOptions, indices, name,
+             variables: Variables):
     """Training and validation data objects from an LES Dataset."""
     validation = check_validation(validation)
-    fields = sample_fields(ds)
+    fields = sample_fields(ds, variables.names, variables.channels)
     n_all = len(indices)
     train_pos, val_pos = _split(n_all, validation)
     train_idx = indices[train_pos]
     if normalization is None:
-        normalization = compute_normalization(ds, name=name, indices=train_idx)
+        normalization = compute_normalization(ds, name=name, indices=train_idx,
+                                              variables=variables)
     else:  # still refuse NaN anywhere we train
-        compute_normalization(ds, name=name, indices=indices)
-    train_data = _make_data(fields, normalization, train_idx, options, n_all)
+        compute_normalization(ds, name=name, indices=indices, variables=variables)
+    train_data = _make_data(fields, normalization, train_idx, options, n_all, variables)
     val_data = None
     if isinstance(validation, xr.Dataset):
-        compute_normalization(validation, name="validation")
-        vf = sample_fields(validation)
-        nv = len(vf[OUTPUT])
-        val_data = _make_data(vf, normalization, np.arange(nv), options, nv)
+        check_same_levels(ds, validation, variables, "validation")
+        compute_normalization(validation, name="validation", variables=variables)
+        vf = sample_fields(validation, variables.names, variables.channels)
+        nv = len(vf[variables.outputs[0]])
+        val_data = _make_data(vf, normalization, np.arange(nv), options, nv, variables)
     elif val_pos is not None:
-        val_data = _make_data(fields, normalization, indices[val_pos], options, n_all)
+        val_data = _make_data(fields, normalization, indices[val_pos], options, n_all,
+                              variables)
     return train_data, val_data, normalization
 
 
+def check_same_levels(ds, other, variables: Variables, name: str) -> None:
+    """Raise a ValueError naming ``name`` when ``other`` has another number of entries
+    of the channel dim than ``ds`` (a network has one number of channels)."""
+    dim = variables.channels
+    if dim and ds.sizes[dim] != other.sizes.get(dim):
+        raise ValueError(f"{name} must have {ds.sizes[dim]} entries of the channel dim "
+                         f"{dim!r}, like the training data; it has {other.sizes.get(dim)}")
+
+
+def data_levels(ds, variables: Variables) -> int:
+    """Entries of the channel dim of ``ds`` (1 without one)."""
+    return int(ds.sizes[variables.channels]) if variables.channels else 1
+
+
 # ---------------------------------------------------------------------- train
-def train(ds, spec=None, options: FitOptions | None = None, *, backend="keras",
-          validation=0.1, **fit) -> Model:
+def train(ds, spec=None, options: FitOptions | None = None, *, inputs=None, outputs=None,
+          channels=None, backend="keras", validation=0.1, **fit) -> Model:
     """Train a closure network (the base network, BNN) on an LES Dataset.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        LES data with ``psi``, ``omega``, ``pi`` on ``(..., y, x)``; leading
-        dims are stacked into samples. Numpy- or dask-backed.
+        LES data holding the inputs and outputs on dims including ``y``, ``x``
+        (any order); the dims other than these and ``channels`` are stacked
+        into samples. Numpy- or dask-backed.
     spec : NetworkSpec, mapping or None
         Architecture; None is the paper's network (11 layers, 64 channels, 5×5).
+        Its input and output channels are set from the data.
     options : FitOptions, mapping, optional
         How to fit: epochs, batch size, learning rate, seed (of the initial
         weights and the per-epoch shuffling: same seed, same weights), early
         stopping, checkpoints, data streaming, progress (see
         :class:`xtl.nn.backends.loop.FitOptions` for each option and its default).
+    inputs, outputs : str or sequence of str, optional
+        The input and output variables (default ``["psi", "omega"]`` → ``["pi"]``).
+    channels : str, optional
+        A dim whose entries become channels (e.g. ``"lev"``: a two-layer model's
+        levels); default None, every dim but ``y``, ``x`` holds samples.
     backend : str
         Registered backend name.
     validation : float, xarray.Dataset or None
@@ -438,23 +488,33 @@ def train(ds, spec=None, options: FitOptions | None = None, *, backend="keras",
     Returns
     -------
     Model
-        With ``normalization``, ``history`` (Dataset over ``epoch``) and
-        ``provenance`` (training case, grid ``[ny, nx]``, sample counts,
-        hyper-parameters, seed, device).
+        With ``variables`` (the inputs, outputs and channel dim), ``normalization``,
+        ``history`` (Dataset over ``epoch``) and ``provenance`` (training case,
+        grid ``[ny, nx]``, sample counts, hyper-parameters, seed, device).
 
     Raises
     ------
     TypeError, ValueError
-        A Dataset without ``psi``/``omega``/``pi``, NaN in the data, bad
-        arguments, an unknown backend.
+        A Dataset without the variables or the channel dim, NaN in the data,
+        bad arguments, an unknown backend.
+
+    Examples
+    --------
+    >>> model = xtl.train(les, {"n_layers": 4, "channels": 16}, epochs=5)  # doctest: +SKIP
+    >>> qg = xtl.train(qg_les, spec, inputs=["q"], outputs=["pi_q"],
+    ...                channels="lev")                                    # doctest: +SKIP
     """
     options = FitOptions.merge(options, **fit)
-    check_les_dataset(ds, "ds")
-    spec = NetworkSpec.from_any(spec)
+    variables = Variables.from_any(None, inputs=inputs, outputs=outputs, channels=channels)
+    check_les_dataset(ds, "ds", variables=variables)
+    n_in, n_out = variables.channel_count(data_levels(ds, variables))
+    spec = dataclasses.replace(NetworkSpec.from_any(spec), input_channels=n_in,
+                               output_channels=n_out)
     be = get_backend(backend)
-    n_all = count_samples(ds[OUTPUT])
-    train_data, val_data, norm = _prepare(ds, None, validation, options, np.arange(n_all), "ds")
-    model = be.build(spec, norm, seed=options.seed)
+    n_all = count_samples(ds[variables.outputs[0]], variables.channels)
+    train_data, val_data, norm = _prepare(ds, None, validation, options, np.arange(n_all), "ds",
+                                          variables)
+    model = be.build(spec, norm, seed=options.seed, variables=variables)
     history = be.fit(model, train_data, val_data, options)
     model.history = history_to_dataset(history)
     model.provenance = {
@@ -529,7 +589,7 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
     base : Model
         The base network (left untouched).
     target_ds : xarray.Dataset
-        LES data of the target flow.
+        LES data of the target flow, with the base's variables (``base.variables``).
     layers : int or sequence of int
         Conv layers to re-train, in 1..L. Every other weight stays bitwise equal.
     options : FitOptions, mapping, optional
@@ -562,13 +622,14 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
         raise TypeError(f"base must be an xtl Model, got {type(base).__name__}")
     options = FitOptions.merge(options, **fit)
     layers = check_layers(layers, base.n_layers)
-    check_les_dataset(target_ds, "target_ds")
+    variables = base.variables
+    check_model_data(base, target_ds, "target_ds")
     be = get_backend(base.backend)
-    n_total = count_samples(target_ds[OUTPUT])
+    n_total = count_samples(target_ds[variables.outputs[0]], variables.channels)
     subset = select_samples(n_total, n_samples, fraction, options.seed)
     norm = None if renormalize else dict(base.normalization)
     train_data, val_data, norm = _prepare(target_ds, norm, validation, options, subset,
-                                          "target_ds")
+                                          "target_ds", variables)
     model = be.clone(base)
     model.normalization = dict(norm)
     model.history = None
@@ -593,30 +654,62 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
 
 
 # ----------------------------------------------------------- predict/evaluate
-def predict(model: Model, ds, *, batch_size: int = 32) -> xr.DataArray:
-    """Π predicted by ``model`` from an LES Dataset, in physical units.
+def check_model_data(model: Model, ds, name: str = "ds", *, need_target: bool = True) -> None:
+    """Check that ``ds`` holds the variables of ``model`` (:func:`check_les_dataset`)
+    with the channel dim's size the network was built for.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``name``, the variables and the sizes expected.
+    """
+    check_les_dataset(ds, name, need_target=need_target, variables=model.variables)
+    dim = model.variables.channels
+    if dim and ds.sizes[dim] != model.levels:
+        raise ValueError(f"{name} has {ds.sizes[dim]} entries of the channel dim {dim!r}; "
+                         f"the network was built for {model.levels}")
+
+
+def predict(model: Model, ds, *, batch_size: int = 32):
+    """The outputs predicted by ``model`` from an LES Dataset, in physical units.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        Holds ``psi`` and ``omega`` on ``(..., y, x)``.
+        Holds the model's inputs (``model.variables.inputs``), dims in any order.
 
     Returns
     -------
-    xarray.DataArray
-        ``pi`` with the dims and coordinates of ``ds.psi``.
+    xarray.DataArray or xarray.Dataset
+        The output (``pi`` by default) with the dims and coordinates of the first
+        input; a Dataset of them for a model with several outputs.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
-    check_les_dataset(ds, "ds", need_target=False)
-    psi = ds["psi"]
-    omega = ds["omega"].transpose(*psi.dims)
-    out = get_backend(model.backend).predict(model, psi.values, omega.values,
-                                             batch_size=batch_size)
-    return xr.DataArray(out, dims=psi.dims, coords=psi.coords, name=OUTPUT,
-                        attrs={"long_name": "SGS term Pi predicted by the CNN closure",
-                               "units": ds[OUTPUT].attrs.get("units", "1")
-                               if OUTPUT in ds else "1"})
+    check_model_data(model, ds, "ds", need_target=False)
+    variables = model.variables
+    first = ds[variables.inputs[0]]
+    order = _lead_dims(first, variables.channels) \
+        + ([variables.channels] if variables.channels else []) + list(GRID_DIMS)
+    arrays = [ds[v].transpose(*order).values for v in variables.inputs]
+    out = get_backend(model.backend).predict(model, *arrays, batch_size=batch_size)
+    out = (out,) if len(variables.outputs) == 1 else out
+    template = first.transpose(*order)
+    predicted = {
+        name: xr.DataArray(a, dims=template.dims, coords=template.coords, name=name,
+                           attrs={"long_name": f"{name} predicted by the CNN closure",
+                                  "units": ds[name].attrs.get("units", "1")
+                                  if name in ds else "1"})
+        for name, a in zip(variables.outputs, out)}
+    return predicted[variables.outputs[0]] if len(out) == 1 else xr.Dataset(predicted)
+
+
+def conditioning_field(ds, output: str):
+    """The field a prediction of ``output`` is conditioned on for forward/backscatter
+    (:func:`xtl.data.metrics.conditional_correlation`): ``omega`` for ``pi``, the
+    scalar ``q`` for ``pi_q``; None when ``ds`` lacks it."""
+    name = "omega" if output == "pi" else output[3:] if output.startswith("pi_") else None
+    return ds[name] if name in ds.data_vars else None
 
 
 def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
@@ -626,17 +719,33 @@ def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
     -------
     xarray.Dataset
         Scalars ``cc``, ``cc_forward``, ``cc_backscatter``,
-        ``backscatter_fraction``, ``rel_l2``, ``spectrum_error``.
+        ``backscatter_fraction``, ``rel_l2``, ``spectrum_error``; for a model
+        with several outputs or a channel dim, over ``variable`` (the outputs)
+        and the channel dim.
     """
-    check_les_dataset(ds, "ds")
+    check_model_data(model, ds, "ds")
     pred = predict(model, ds, batch_size=batch_size)
-    return _metrics.score(pred, ds[OUTPUT].transpose(*pred.dims),
-                          ds["omega"].transpose(*pred.dims))
+    pred = pred if isinstance(pred, xr.Dataset) else pred.to_dataset()
+    dim = model.variables.channels
+    parts = []
+    for name in model.variables.outputs:
+        field = conditioning_field(ds, name)
+        levels = [None] if dim is None else list(range(ds.sizes[dim]))
+        scores = [_metrics.score(*[None if a is None else a if level is None
+                                   else a.isel({dim: level})
+                                   for a in (pred[name], ds[name].transpose(*pred[name].dims),
+                                             field)])
+                  for level in levels]
+        parts.append(scores[0] if dim is None else xr.concat(scores, ds[dim]))
+    if len(parts) == 1:
+        return parts[0]
+    return xr.concat(parts, xr.DataArray(list(model.variables.outputs), dims="variable"))
 
 
 # ------------------------------------------------------------------ subsets
-def stack_samples(ds: xr.Dataset, indices) -> xr.Dataset:
-    """The given stacked samples of ``ds`` as an in-memory Dataset on ``(sample, y, x)``.
+def stack_samples(ds: xr.Dataset, indices, variables: Variables | None = None) -> xr.Dataset:
+    """The given stacked samples of ``ds`` as an in-memory Dataset on ``(sample, y, x)``
+    (``(sample, <channel dim>, y, x)`` with one).
 
     Parameters
     ----------
@@ -644,18 +753,23 @@ def stack_samples(ds: xr.Dataset, indices) -> xr.Dataset:
         An LES Dataset (numpy- or dask-backed; only the chosen samples are computed).
     indices : sequence of int
         Stacked sample indices (see :func:`sample_fields` for the order).
+    variables : Variables, optional
+        The variables kept (default ψ̄, ω̄ → Π).
 
     Returns
     -------
     xarray.Dataset
-        ``psi``, ``omega``, ``pi`` on ``(sample, y, x)`` with the variables'
-        attrs, the grid coordinates and the Dataset's attrs.
+        The variables on ``(sample, y, x)`` with their attrs, the grid (and channel)
+        coordinates and the Dataset's attrs.
     """
     import dask
 
-    fields = sample_fields(ds)
-    arrays = dask.compute(*[fields[v][np.asarray(indices)] for v in VARIABLES])
-    coords = {c: ds[c] for c in ("y", "x") if c in ds.coords}
-    return xr.Dataset({v: (("sample", "y", "x"), np.asarray(a), ds[v].attrs)
-                       for v, a in zip(VARIABLES, arrays)},
+    variables = Variables.from_any(variables)
+    names, dim = variables.names, variables.channels
+    fields = sample_fields(ds, names, dim)
+    arrays = dask.compute(*[fields[v][np.asarray(indices)] for v in names])
+    dims = ("sample",) + ((dim,) if dim else ()) + GRID_DIMS
+    coords = {c: ds[c] for c in (dim,) + GRID_DIMS if c and c in ds.coords}
+    return xr.Dataset({v: (dims, np.asarray(a) if dim else np.asarray(a)[:, 0], ds[v].attrs)
+                       for v, a in zip(names, arrays)},
                       coords={"sample": np.arange(len(indices)), **coords}, attrs=ds.attrs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import math
 import threading
 from importlib import metadata
 from typing import Iterator, Protocol, Sequence, runtime_checkable
@@ -16,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ..dataset import dataset_to_weights, history_from_dataset, model_metadata, weights_to_dataset
-from ..spec import OUTPUT, NetworkSpec, check_layers, stack_inputs
+from ..spec import NetworkSpec, check_layers, stack_channels, unstack_channels
 
 # ``Model`` in the annotations is xtl.nn.model.Model, which builds on this module.
 
@@ -29,8 +30,8 @@ __all__ = ["Backend", "TrainingData", "ENTRY_POINT_GROUP", "DEFAULT_BACKEND", "g
 class TrainingData(Protocol):
     """What a backend's ``fit`` consumes (implemented in :mod:`xtl.nn.training`).
 
-    Inputs are normalized, channels-last ``(sample, y, x, 2)`` float32 arrays
-    of (ψ̄, ω̄); targets ``(sample, y, x, 1)`` of Π. Streamed data may also
+    Inputs are normalized, channels-last ``(sample, y, x, c_in)`` float32 arrays
+    (by default c_in = 2: ψ̄, ω̄); targets ``(sample, y, x, c_out)`` (by default Π). Streamed data may also
     offer ``ends(n) -> (x_first, y_first, x_last, y_last)``, the first and
     last ``n`` samples, which :func:`xtl.nn.backends.loop.data_digest` uses to
     fingerprint them cheaply.
@@ -45,6 +46,28 @@ class TrainingData(Protocol):
 
     def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool) -> Iterator:
         """Yield ``(x, y)`` batches covering every sample once, shuffled per (seed, epoch)."""
+
+
+def check_normalization(normalization, variables) -> dict:
+    """A standard deviation per variable of ``variables`` (inputs and outputs), each a
+    finite float > 0; None gives all ones.
+
+    Raises
+    ------
+    ValueError
+        A variable missing, or a value not finite and positive.
+    """
+    names = variables.names
+    if normalization is None:
+        return dict.fromkeys(names, 1.0)
+    missing = [k for k in names if k not in normalization]
+    if missing:
+        raise ValueError(f"normalization must have keys {list(names)}, missing {missing}")
+    out = {k: float(normalization[k]) for k in names}
+    for k, v in out.items():
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"normalization[{k!r}] must be a finite std > 0, got {v}")
+    return out
 
 
 # -------------------------------------------------------------------- backend
@@ -82,8 +105,9 @@ class Backend(abc.ABC):
     # -- building and weights (primitives) -------------------------------------
     @abc.abstractmethod
     def build(self, spec: NetworkSpec, normalization: dict | None = None, *,
-              seed: int = 0) -> Model:
-        """Build an untrained network from ``spec`` with seeded initial weights."""
+              seed: int = 0, variables=None) -> Model:
+        """Build an untrained network from ``spec`` with seeded initial weights, mapping
+        ``variables`` (:class:`~xtl.nn.spec.Variables`; None: ψ̄, ω̄ → Π)."""
 
     @abc.abstractmethod
     def clone(self, model: Model) -> Model:
@@ -102,7 +126,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def predict_normalized(self, model: Model, x: np.ndarray, *,
                            batch_size: int = 32) -> np.ndarray:
-        """Network output ``(sample, y, x)`` for normalized inputs ``(sample, y, x, 2)``."""
+        """Network output ``(sample, y, x, c_out)`` for normalized inputs ``(sample, y, x, c_in)``."""
 
     @abc.abstractmethod
     def activations(self, model: Model, x: np.ndarray, layers: Sequence[int], *,
@@ -193,7 +217,7 @@ class Backend(abc.ABC):
         forward = self.compiled_forward(model)
         total, count = 0.0, 0
         for x, y in data.batches(0, batch_size, 0, False):
-            err = forward(x) - np.asarray(y, np.float32)[..., 0]
+            err = forward(x) - np.asarray(y, np.float32)
             total += float(np.sum(np.square(err, dtype=np.float64)))
             count += err.size
         if count == 0:
@@ -211,7 +235,7 @@ class Backend(abc.ABC):
     # -- optional -----------------------------------------------------------------
     def jvp(self, model: Model, x: np.ndarray, layer: int, tangent, *,
             batch_size: int = 32) -> np.ndarray:
-        """Output change ``(sample, y, x)`` along ``tangent = (kernel, bias)`` of one layer."""
+        """Output change ``(sample, y, x, c_out)`` along ``tangent = (kernel, bias)`` of one layer."""
         raise NotImplementedError(f"the {self.name!r} backend has no jvp (xtl.explain.recommend's "
                                   "Gauss-Newton recommender needs it)")
 
@@ -232,42 +256,58 @@ class Backend(abc.ABC):
     def compiled_forward(self, model: Model):
         """A callable ``f(x)`` = :meth:`predict_normalized` for many small calls.
 
-        ``f`` maps normalized inputs ``(sample, y, x, 2)`` to the output
-        ``(sample, y, x)``. Backends override it with a faster path (a compiled
+        ``f`` maps normalized inputs ``(sample, y, x, c_in)`` to the output
+        ``(sample, y, x, c_out)``. Backends override it with a faster path (a compiled
         graph, say); this default calls :meth:`predict_normalized`.
         """
         return lambda x: self.predict_normalized(model, x)
 
-    def predict(self, model: Model, psi, omega, *, batch_size: int = 32) -> np.ndarray:
-        """Π in physical units from physical ψ̄ and ω̄.
+    def predict(self, model: Model, *inputs, batch_size: int = 32):
+        """The outputs in physical units from physical inputs.
 
         Parameters
         ----------
         model : Model
             The network; its normalization is applied (see :class:`~xtl.nn.model.Model`).
-        psi, omega : array_like
-            Fields of the same shape ``(..., y, x)`` (numpy, DataArray or dask).
+        *inputs : array_like
+            One array per input variable (``model.variables.inputs``, in order), all
+            of one shape ``(..., y, x)``, or ``(..., level, y, x)`` for a model with a
+            channel dim (numpy, DataArray or dask).
         batch_size : int
             Samples per forward pass.
 
         Returns
         -------
-        numpy.ndarray
-            Π with the shape of ``psi`` (float32).
+        numpy.ndarray or tuple of numpy.ndarray
+            Float32 output(s) of the inputs' shape: one array for one output
+            variable, else a tuple in ``model.variables.outputs`` order.
+
+        Raises
+        ------
+        ValueError
+            Not one array per input, shapes that differ, or a level axis of the
+            wrong size.
         """
-        psi = np.asarray(psi, dtype=np.float32)
-        omega = np.asarray(omega, dtype=np.float32)
-        if psi.shape != omega.shape or psi.ndim < 2:
+        variables, levels = model.variables, model.levels
+        arrays = [np.asarray(a, dtype=np.float32) for a in inputs]
+        lead = 3 if variables.channels else 2
+        if len(arrays) != len(variables.inputs) or arrays[0].ndim < lead \
+                or any(a.shape != arrays[0].shape for a in arrays) \
+                or (variables.channels and arrays[0].shape[-3] != levels):
+            shape = "(..., level, y, x)" if variables.channels else "(..., y, x)"
             raise ValueError(
-                f"psi and omega must be arrays of the same shape (..., y, x), got "
-                f"{psi.shape} and {omega.shape}"
-            )
-        shape = psi.shape
-        x = stack_inputs(psi.reshape((-1,) + shape[-2:]), omega.reshape((-1,) + shape[-2:]),
-                         model.normalization)
+                f"predict takes one array per input {list(variables.inputs)}, all of one "
+                f"shape {shape}" + (f" with {levels} levels" if variables.channels else "")
+                + f"; got shapes {[a.shape for a in arrays]}")
+        shape = arrays[0].shape
+        fields = {name: a.reshape((-1, levels) + shape[-2:])
+                  for name, a in zip(variables.inputs, arrays)}
+        x = stack_channels(fields, variables.inputs, model.normalization)
         out = self.predict_normalized(model, x, batch_size=batch_size)
-        out = out * np.float32(model.normalization[OUTPUT])
-        return out.reshape(shape).astype(np.float32, copy=False)
+        outputs = unstack_channels(out, variables.outputs, model.normalization)
+        result = tuple(outputs[name].reshape(shape).astype(np.float32, copy=False)
+                       for name in variables.outputs)
+        return result[0] if len(result) == 1 else result
 
     def to_dataset(self, model: Model) -> xr.Dataset:
         """The model as a Dataset (see :func:`xtl.nn.model.model_to_dataset`)."""
@@ -275,8 +315,8 @@ class Backend(abc.ABC):
 
     def from_dataset(self, ds: xr.Dataset) -> Model:
         """Rebuild a model from a Dataset (see :func:`xtl.nn.model.model_from_dataset`)."""
-        spec, normalization, provenance = model_metadata(ds)
-        model = self.build(spec, normalization, seed=0)
+        spec, normalization, provenance, variables = model_metadata(ds)
+        model = self.build(spec, normalization, seed=0, variables=variables)
         model.provenance = provenance
         self.set_weights(model, dataset_to_weights(ds, spec))
         model.history = history_from_dataset(ds)

@@ -33,6 +33,7 @@ import threading
 import warnings
 import weakref
 import zipfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,8 @@ import numpy as np
 from ...data.netcdf import FileFormatError
 from ...data.files import atomic_path
 from .loop import FitOptions
-from ..spec import INPUTS, OUTPUT, NetworkSpec, check_layers
-from .base import Backend
+from ..spec import NetworkSpec, Variables, check_layers
+from .base import Backend, check_normalization
 from ..model import Model
 from ..dataset import history_to_dataset, json_safe
 
@@ -187,7 +188,7 @@ class KerasBackend(Backend):
     suffix = ".keras"
 
     # -- building -------------------------------------------------------------
-    def build(self, spec, normalization=None, *, seed: int = 0) -> Model:
+    def build(self, spec, normalization=None, *, seed: int = 0, variables=None) -> Model:
         """Build an untrained network from ``spec`` with seeded Glorot-uniform weights.
 
         Parameters
@@ -195,16 +196,21 @@ class KerasBackend(Backend):
         spec : NetworkSpec, mapping or None
             The architecture (None: the paper's).
         normalization : dict, optional
-            Standard deviations ``{"psi", "omega", "pi"}``; default all 1.
+            A standard deviation per variable; default all 1.
         seed : int
             Seed of the initial weights (layer ``k`` uses ``seed * 1000 + k``).
+        variables : Variables, mapping, optional
+            What the network maps (default ψ̄, ω̄ → Π); the spec's input and output
+            channels must fit it.
         """
         keras = _keras()
         spec = NetworkSpec.from_any(spec)
-        normalization = _check_normalization(normalization)
+        variables = Variables.from_any(variables)
+        variables.levels(spec)
+        normalization = check_normalization(normalization, variables)
         native = _build_native(keras, spec, int(seed))
         return Model(self.name, native, spec, normalization,
-                     provenance={"seed": int(seed)})
+                     provenance={"seed": int(seed)}, variables=variables)
 
     def clone(self, model: Model) -> Model:
         """An independent copy of ``model`` with bitwise equal weights."""
@@ -213,7 +219,8 @@ class KerasBackend(Backend):
         native.set_weights(model.native.get_weights())
         return Model(self.name, native, model.spec, dict(model.normalization),
                      provenance=json.loads(json.dumps(model.provenance)),
-                     history=None if model.history is None else model.history.copy(deep=True))
+                     history=None if model.history is None else model.history.copy(deep=True),
+                     variables=model.variables)
 
     def set_threads(self, n: int) -> None:
         """Pin TensorFlow's thread pools: ``n`` intra-op threads, one inter-op thread.
@@ -349,11 +356,13 @@ class KerasBackend(Backend):
     # -- inference ------------------------------------------------------------
     def predict_normalized(self, model: Model, x: np.ndarray, *,
                            batch_size: int = 32) -> np.ndarray:
-        """Network output ``(sample, y, x)`` for normalized inputs ``(sample, y, x, 2)``."""
-        x = _check_input(x)
+        """Network output ``(sample, y, x, c_out)`` for normalized inputs ``(sample, y, x, c_in)``."""
+        x = _check_input(x, model.spec)
         fn = _forward_fn(model, None)
         out = [fn(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
-        return np.concatenate(out, axis=0)[..., 0] if out else np.zeros(x.shape[:3], np.float32)
+        if not out:
+            return np.zeros(x.shape[:3] + (model.spec.output_channels,), np.float32)
+        return np.concatenate(out, axis=0)
 
     def compiled_forward(self, model: Model):
         """:meth:`predict_normalized` as a ``tf.function``, for many small calls.
@@ -361,7 +370,7 @@ class KerasBackend(Backend):
         An a posteriori LES calls the network once per time step on one field,
         where the eager call costs several times the convolutions. The function
         is traced once per model (any batch and grid size, float32), cached with
-        it, and returns float32 numpy outputs ``(sample, y, x)``.
+        it, and returns float32 numpy outputs ``(sample, y, x, c_out)``.
         """
         cache = _model_state(model)
         fn = cache.get("compiled")
@@ -369,11 +378,11 @@ class KerasBackend(Backend):
             tf = _tf()
             native = model.native
             graph = tf.function(lambda x: tf.cast(native(x, training=False), tf.float32),
-                                input_signature=[tf.TensorSpec([None, None, None, len(INPUTS)],
-                                                               tf.float32)])
+                                input_signature=[tf.TensorSpec(
+                                    [None, None, None, model.spec.input_channels], tf.float32)])
 
             def fn(x):
-                return graph(tf.constant(_check_input(x))).numpy()[..., 0]
+                return graph(tf.constant(_check_input(x, model.spec))).numpy()
 
             cache["compiled"] = fn
         return fn
@@ -385,7 +394,7 @@ class KerasBackend(Backend):
         Parameters
         ----------
         x : numpy.ndarray
-            Normalized inputs ``(sample, y, x, 2)``.
+            Normalized inputs ``(sample, y, x, c_in)``.
         layer : int
             Layer number in 1..L.
         tangent : (kernel, bias)
@@ -394,19 +403,19 @@ class KerasBackend(Backend):
         Returns
         -------
         numpy.ndarray
-            ``J t``: the output's directional derivative ``(sample, y, x)``.
+            ``J t``: the output's directional derivative ``(sample, y, x, c_out)``.
         """
         tf = _tf()
         conv = self.conv_layers(model)[check_layers(layer, model.n_layers)[0] - 1]
         tk = tf.constant(np.transpose(np.asarray(tangent[0], np.float32), (2, 3, 1, 0)))
         tb = tf.constant(np.asarray(tangent[1], np.float32))
-        x = _check_input(x)
+        x = _check_input(x, model.spec)
         out = []
         for i in range(0, len(x), batch_size):
             with tf.autodiff.ForwardAccumulator(
                     primals=[conv.kernel.value, conv.bias.value], tangents=[tk, tb]) as acc:
                 y = model.native(tf.constant(x[i:i + batch_size]), training=False)
-            out.append(np.asarray(acc.jvp(y))[..., 0])
+            out.append(np.asarray(acc.jvp(y)))
         return np.concatenate(out, axis=0)
 
     def vjp(self, model: Model, x: np.ndarray, layer: int, cotangent, *,
@@ -418,7 +427,7 @@ class KerasBackend(Backend):
         x, layer :
             As in :meth:`jvp`.
         cotangent : numpy.ndarray
-            ``(sample, y, x)``, like the output.
+            ``(sample, y, x, c_out)``, like the output.
 
         Returns
         -------
@@ -428,16 +437,16 @@ class KerasBackend(Backend):
         """
         tf = _tf()
         conv = self.conv_layers(model)[check_layers(layer, model.n_layers)[0] - 1]
-        x = _check_input(x)
+        x = _check_input(x, model.spec)
         u = np.asarray(cotangent, np.float32)
-        if u.shape != x.shape[:3]:
-            raise ValueError(f"cotangent must have the output's shape {x.shape[:3]}, got "
-                             f"{u.shape}")
+        shape = x.shape[:3] + (model.spec.output_channels,)
+        if u.shape != shape:
+            raise ValueError(f"cotangent must have the output's shape {shape}, got {u.shape}")
         gk, gb = 0.0, 0.0
         for i in range(0, len(x), batch_size):
             with tf.GradientTape() as tape:
                 y = model.native(tf.constant(x[i:i + batch_size]), training=False)
-                total = tf.reduce_sum(tf.cast(y[..., 0], tf.float32)
+                total = tf.reduce_sum(tf.cast(y, tf.float32)
                                       * tf.constant(u[i:i + batch_size]))
             k, b = tape.gradient(total, [conv.kernel, conv.bias])
             gk = gk + np.asarray(k, np.float64)
@@ -451,7 +460,7 @@ class KerasBackend(Backend):
         Parameters
         ----------
         x : numpy.ndarray
-            Normalized inputs ``(sample, y, x, 2)``.
+            Normalized inputs ``(sample, y, x, c_in)``.
         layers : sequence of int
             Layer numbers in 1..L.
 
@@ -461,7 +470,7 @@ class KerasBackend(Backend):
             float32 arrays; the last layer's is the normalized network output.
         """
         layers = check_layers(layers, model.n_layers)
-        x = _check_input(x)
+        x = _check_input(x, model.spec)
         fn = _forward_fn(model, layers)
         parts = {k: [] for k in layers}
         for i in range(0, len(x), batch_size):
@@ -506,7 +515,8 @@ class KerasBackend(Backend):
                                   f"load it: {type(err).__name__}: {err})") from err
         history = history_to_dataset(meta["history"]) if meta.get("history") else None
         return Model(self.name, native, NetworkSpec.from_any(meta["spec"]),
-                     meta["normalization"], meta.get("provenance", {}), history)
+                     meta["normalization"], meta.get("provenance", {}), history,
+                     Variables.from_any(meta.get("variables")))
 
 
 # ------------------------------------------------------------------ internals
@@ -549,26 +559,11 @@ def _archive_metadata(path: Path) -> dict:
     return meta
 
 
-def _check_normalization(normalization) -> dict:
-    """Default all-ones normalization; validate keys and values."""
-    names = INPUTS + (OUTPUT,)
-    if normalization is None:
-        return dict.fromkeys(names, 1.0)
-    missing = [k for k in names if k not in normalization]
-    if missing:
-        raise ValueError(f"normalization must have keys {names}, missing {missing}")
-    out = {k: float(normalization[k]) for k in names}
-    for k, v in out.items():
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"normalization[{k!r}] must be a finite std > 0, got {v}")
-    return out
-
-
 def _build_native(keras, spec: NetworkSpec, seed: int):
     """The Keras functional model of ``spec``."""
     pad_cls = _custom_objects()["PeriodicPad2D"]
     policy = spec.precision
-    inputs = keras.Input(shape=(None, None, len(INPUTS)), name="inputs")
+    inputs = keras.Input(shape=(None, None, spec.input_channels), name="inputs")
     x = inputs
     n = spec.n_layers
     for k, width in enumerate(spec.widths, 1):
@@ -587,10 +582,10 @@ def _build_native(keras, spec: NetworkSpec, seed: int):
     return keras.Model(inputs, x, name="xtl_cnn")
 
 
-def _check_input(x) -> np.ndarray:
+def _check_input(x, spec: NetworkSpec) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 4 or x.shape[-1] != len(INPUTS):
-        raise ValueError(f"x must be normalized inputs (sample, y, x, {len(INPUTS)}), "
+    if x.ndim != 4 or x.shape[-1] != spec.input_channels:
+        raise ValueError(f"x must be normalized inputs (sample, y, x, {spec.input_channels}), "
                          f"got shape {x.shape}")
     return x
 
@@ -656,4 +651,5 @@ def _meta(model: Model) -> dict:
         history = {k: model.history[k].values.tolist() for k in model.history.data_vars}
     return {"backend": model.backend, "spec": model.spec.to_dict(),
             "normalization": json_safe(model.normalization),
-            "provenance": json_safe(model.provenance), "history": history}
+            "provenance": json_safe(model.provenance), "history": history,
+            "variables": dataclasses.asdict(model.variables)}
