@@ -190,3 +190,27 @@ def test_dns_files_are_coarse_grained_once_and_kept_until_a_file_changes(tmp_pat
     assert StageCache(paths).key("data-base", stage_inputs(cfg)["data-base"]) != key
     FlowData(cfg, paths, cluster=None).les(cfg.base)
     assert cached.stat().st_mtime_ns != stamp  # coarse-grained again
+
+
+def test_the_base_model_is_trained_on_files_with_the_data_tables_variables(les_files):
+    from xtl.experiment.stages import train_base
+    from xtl.nn.files import load_model
+
+    cfg = load_config(_toml(les_files, _FILE_FLOWS + """
+[network]
+n_layers = 2
+channels = 4
+kernel_size = 3
+
+[training]
+epochs = 1
+
+[data]
+inputs = ["omega"]
+"""))
+    paths = ExperimentPaths(les_files / "out")
+    paths.make_folders()
+    train_base(cfg, paths, FlowData(cfg, paths, cluster=None), progress=False)
+    model = load_model(paths.model("base"))
+    assert (model.variables.inputs, model.variables.outputs) == (("omega",), ("pi",))
+    assert model.spec.input_channels == 1
