@@ -365,7 +365,8 @@ def write_flows(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData
     from ..data.netcdf import write_dataset
 
     base = data.les(config.base)
-    diffs = [flow_difference(base, data.les(t)) for t in config.targets]
+    variables = {} if config.data.is_default else {"variables": config.data.variables()}
+    diffs = [flow_difference(base, data.les(t), **variables) for t in config.targets]
     ds = xr.concat(diffs, dim="target", combine_attrs="drop_conflicts")
     ds = ds.assign_coords(target=[t.name for t in config.targets],
                           control=("target", [t.control for t in config.targets]))
