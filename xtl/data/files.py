@@ -6,15 +6,19 @@ does), so a second writer is refused at once instead of mixing its data in; a
 killed writer's lock does not block, and its temporary files are swept by the
 next (:func:`sweep_stale_temps`). Files are written through
 :func:`atomic_path`: renamed into place when complete, with the mode a plain
-``open`` gives (``0o666`` less the umask).
+``open`` gives (``0o666`` less the umask). Folders that are one output, such as
+zarr stores (``.zarr``, :func:`is_store_path`), are written through
+:func:`atomic_folder` the same way.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
 import secrets
+import shutil
 import socket
 import stat
 import threading
@@ -23,23 +27,38 @@ import warnings
 from pathlib import Path
 
 __all__ = ["check_output_path", "check_output_folder", "OutputLockedError", "lock_path",
-           "output_lock", "atomic_path", "write_text_atomically", "sweep_stale_temps"]
+           "output_lock", "atomic_path", "atomic_folder", "write_text_atomically",
+           "sweep_stale_temps", "STORE_SUFFIXES", "is_store_path"]
+
+#: Suffixes of outputs that are folders written whole (a zarr store is a folder of chunks).
+STORE_SUFFIXES = (".zarr",)
+
+
+def is_store_path(path) -> bool:
+    """Whether ``path`` names a folder-like store (its suffix is one of :data:`STORE_SUFFIXES`)."""
+    return Path(path).suffix.lower() in STORE_SUFFIXES
 
 
 def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
     """Validate an output file's path before any work is done.
 
+    A path that names a store (``.zarr``, :func:`is_store_path`) is an output
+    folder: an existing folder is replaced (with ``overwrite``), a file there is refused.
+
     Parameters
     ----------
     overwrite : bool
-        Whether an existing file may be replaced.
+        Whether an existing file (or store) may be replaced.
     argument : str
         Name of the argument, for the error message.
 
     Raises
     ------
     IsADirectoryError
-        If ``path`` is a folder (with or without ``overwrite``: a file is needed).
+        If ``path`` is a folder (with or without ``overwrite``: a file is needed),
+        unless it names a store.
+    NotADirectoryError
+        If ``path`` names a store and is a file.
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
     NotADirectoryError
@@ -48,7 +67,11 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
         If its folder does not exist or is not writable.
     """
     path = Path(path)
-    if path.is_dir():
+    store = is_store_path(path)
+    if store and path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"{argument}={str(path)!r} is a file; a {path.suffix} store is a folder")
+    if path.is_dir() and not store:
         raise IsADirectoryError(
             f"{argument}={str(path)!r} is a folder; the output is a file (e.g. "
             f"{str(path / 'out.nc')!r})"
@@ -309,9 +332,71 @@ def atomic_path(path, *, suffix: str = ""):
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot swap
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Put folder ``new`` at ``path``, the folder there (if any) removed after the swap."""
+    if not path.exists():
+        os.rename(new, path)
+        return
+    if _exchange(new, path):  # ``new`` now holds the old store
+        shutil.rmtree(new)
+        return
+    old = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    os.rename(path, old)  # not atomic here: for an instant neither exists
+    os.rename(new, path)
+    shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """A temporary folder to write the folder ``path`` (a zarr store) through: put in place
+    on success, removed on error.
+
+    The empty folder ``<path>.<8 hex digits>.tmp`` is made beside ``path``; when the
+    block ends it replaces ``path``: by an atomic swap where the file system has one
+    (Linux ``renameat2``), so a reader sees the old store or the new one, never half
+    of one, and a failed write leaves the old store untouched. Its temporary name is
+    that of :func:`atomic_path`, so a killed writer's folder is swept like a file.
+
+    Yields
+    ------
+    Path
+        The temporary folder (empty), to write.
+    """
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.mkdir(tmp)
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        _replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _temps_by_target(path: Path, parts: bool) -> dict:
     """``{target: [its temporary files]}`` in folder ``path``, or of the one target ``path``."""
-    folder, only = (path, None) if path.is_dir() else (path.parent, path.name)
+    whole = path.is_dir() and not is_store_path(path)  # a folder of outputs, not one store
+    folder, only = (path, None) if whole else (path.parent, path.name)
     found = {}
     for entry in folder.iterdir():
         match = _TEMP_NAME.match(entry.name)
@@ -328,7 +413,10 @@ def _remove_temps(target: Path, parts: bool) -> list:
     removed = []
     for temp in _temps_by_target(target, parts).get(target, []):
         with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp)
+            else:
+                temp.unlink()
             removed.append(temp)
     return removed
 

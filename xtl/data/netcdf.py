@@ -12,6 +12,12 @@ needs, and one whose writer did not finish (``complete = 0``) unless asked
 :func:`os.replace`), so a reader never sees a half written file and a failed
 write leaves the old file untouched; it holds the output's lock
 (:func:`xtl.data.files.output_lock`) meanwhile.
+
+zarr stores (folders named ``*.zarr``) are read and written by the same
+functions: :func:`open_dataset` opens one lazily (``chunks``) with the same
+checks of its contents, and :func:`write_dataset` writes one atomically
+(:func:`xtl.data.files.atomic_folder`) under the same lock. The suffix picks
+the format (:func:`dataset_format`); one that names neither is refused.
 """
 from __future__ import annotations
 
@@ -22,11 +28,43 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .files import atomic_path, check_output_path, output_lock
+from .files import atomic_folder, atomic_path, check_output_path, output_lock
 
 __all__ = ["COMPRESSION", "FileFormatError", "IncompleteFileError", "verify_netcdf", "open_dataset",
            "load_dataset", "netcdf_lock", "NetCDFLock", "NETCDF_IO_LOCK", "chunk_shape",
-           "check_storage_dtype", "netcdf_attrs", "write_dataset"]
+           "check_storage_dtype", "netcdf_attrs", "write_dataset", "NETCDF_SUFFIXES",
+           "ZARR_SUFFIX", "dataset_format", "is_zarr_store"]
+
+#: Suffixes of the netCDF files :func:`write_dataset` writes.
+NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf")
+#: Suffix of a zarr store (a folder).
+ZARR_SUFFIX = ".zarr"
+
+
+def dataset_format(path, argument: str = "path") -> str:
+    """``"netcdf"`` or ``"zarr"``: the format a Dataset file's suffix names.
+
+    Raises
+    ------
+    ValueError
+        If the suffix is neither a netCDF one (:data:`NETCDF_SUFFIXES`) nor ``.zarr``,
+        naming the accepted suffixes.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ZARR_SUFFIX:
+        return "zarr"
+    if suffix in NETCDF_SUFFIXES:
+        return "netcdf"
+    accepted = ", ".join((*NETCDF_SUFFIXES, ZARR_SUFFIX))
+    raise ValueError(f"{argument}={str(path)!r}: unknown suffix {suffix or '(none)'!r}; a Dataset "
+                     f"file ends with one of {accepted} (netCDF4, or a zarr store for .zarr)")
+
+
+def is_zarr_store(path) -> bool:
+    """Whether ``path`` is a folder holding a zarr store (v2 or v3 metadata at its top)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file()
+                                 for name in ("zarr.json", ".zgroup", ".zattrs", ".zmetadata"))
 
 # The netCDF-C and HDF5 libraries are not thread-safe, and netCDF4-python releases the GIL
 # during I/O: two threads of one process in netCDF4 at once (ensembles opened from several
@@ -310,6 +348,9 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     (a run that did not finish: xtl writes 1 when it does) is refused unless
     ``allow_incomplete``; a file without the attribute is accepted.
 
+    A path ending with ``.zarr`` is opened as a zarr store (:func:`xarray.open_zarr`,
+    lazily: ``chunks`` default the store's), with the same checks of its contents.
+
     Parameters
     ----------
     variables : str or sequence of str, optional
@@ -327,9 +368,18 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
         If the file does not exist.
     FileFormatError
         If it is not netCDF, truncated or corrupt, or lacks ``variables``/``dims``
-        (:class:`IncompleteFileError` if it is marked incomplete).
+        (:class:`IncompleteFileError` if it is marked incomplete); a ``.zarr`` path
+        that is not a zarr store.
     """
     variables, dims = _names(variables, "variables"), _names(dims, "dims")
+    if isinstance(path, (str, os.PathLike)) and Path(path).suffix.lower() == ZARR_SUFFIX:
+        ds = _open_zarr(Path(path), kwargs)
+        try:
+            _check_contents(ds, path, variables, dims, allow_incomplete)
+        except BaseException:
+            ds.close()
+            raise
+        return ds
     local = isinstance(path, (str, os.PathLike)) and "://" not in str(path) \
         and kwargs.get("engine") in _NETCDF_ENGINES  # a local netCDF file
     if local and not os.path.isdir(path):
@@ -353,9 +403,24 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     return ds
 
 
+def _open_zarr(path: Path, kwargs: dict) -> xr.Dataset:
+    """The zarr store ``path``, opened lazily (``kwargs`` to :func:`xarray.open_zarr`)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such zarr store")
+    if not is_zarr_store(path):
+        what = "a file" if not path.is_dir() else "a folder without zarr metadata"
+        raise FileFormatError(f"{path}: not a zarr store ({what}; a .zarr store is a folder "
+                              "with zarr.json or .zgroup)")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("lock", "engine")}
+    try:
+        return xr.open_zarr(path, **kwargs)
+    except (KeyError, ValueError, OSError) as err:
+        raise FileFormatError(f"{path}: not a readable zarr store: {err}") from None
+
+
 def load_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = False,
                  **kwargs) -> xr.Dataset:
-    """A netCDF file read into memory and closed: :func:`open_dataset` (the same
+    """A netCDF file (or zarr store) read into memory and closed: :func:`open_dataset` (the same
     parameters, checks and errors), then ``load()``.
 
     Raises
@@ -432,14 +497,46 @@ def _variable_encoding(var: xr.Variable, is_coord: bool, dtype, compression: boo
     return enc
 
 
+def _zarr_variable(var: xr.Variable, is_coord: bool, dtype, compression: bool):
+    """``(variable, encoding)`` of one variable in a zarr store: the storage dtype, and
+    chunks of :func:`chunk_shape` (a dask array rechunked to them) when ``compression``."""
+    if dtype is not None and var.dtype.kind == "f" and not is_coord:
+        var = var.astype(dtype)
+    if not compression or var.ndim == 0 or var.dtype.kind not in "fiub" or 0 in var.shape:
+        return var, {}
+    chunks = chunk_shape(var.shape, var.dtype.itemsize)
+    if var.chunks is not None:
+        var = var.chunk(dict(zip(var.dims, chunks)))
+    return var, {"chunks": chunks}
+
+
+def _write_zarr(ds: xr.Dataset, tmp: Path, dtype, compression: bool) -> None:
+    """``ds`` as a zarr store in the (empty) folder ``tmp``, consolidated metadata."""
+    encoding = {}
+    for name in list(ds.variables):
+        var, encoding[name] = _zarr_variable(ds.variables[name], name in ds.coords, dtype,
+                                             compression)
+        if name not in ds.indexes:
+            ds[name] = var
+    for name in ds.variables:
+        ds.variables[name].encoding = {}
+    ds.to_zarr(tmp, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+
+
 def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, *, dtype=None,
                   compression: bool = True) -> Path:
-    """Write ``ds`` to a netCDF4 file atomically (temporary file, then rename), under its lock.
+    """Write ``ds`` to a netCDF4 file or a zarr store atomically (temporary, then rename),
+    under its lock.
 
-    The file is written through :func:`xtl.data.files.atomic_path` (so it gets the mode of a
-    plain ``open``: ``0o666`` less the umask) while :func:`~xtl.data.files.output_lock` is
-    held: a second writer of the same path is refused at once, and the
-    temporary files a killed writer left beside it are removed.
+    The suffix of ``path`` picks the format (:func:`dataset_format`): a netCDF one
+    (:data:`NETCDF_SUFFIXES`, e.g. ``.nc``) writes a netCDF4 file, ``.zarr`` a zarr
+    store (a folder; zarr format 2, consolidated metadata, readable by
+    :func:`xarray.open_zarr`). A file is written through
+    :func:`xtl.data.files.atomic_path` (so it gets the mode of a plain ``open``:
+    ``0o666`` less the umask), a store through :func:`xtl.data.files.atomic_folder`,
+    while :func:`~xtl.data.files.output_lock` is held: a second writer of the same
+    path is refused at once, and the temporaries a killed writer left beside it are
+    removed.
 
     Parameters
     ----------
@@ -449,20 +546,30 @@ def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, *, dtype=None,
         Storage type of the floating-point data variables (coordinates keep
         theirs); None keeps each variable's own.
     compression : bool, default True
-        Chunk and zlib-compress the arrays (:data:`COMPRESSION`,
-        :func:`chunk_shape`); False writes them contiguous and uncompressed.
+        Chunk and compress the arrays (netCDF4: :data:`COMPRESSION`; zarr: its
+        default compressor; chunks of :func:`chunk_shape`); False writes netCDF4
+        arrays contiguous and uncompressed, zarr arrays in the chunks they have.
 
     Raises
     ------
+    ValueError
+        If the suffix of ``path`` is neither netCDF nor ``.zarr`` (naming the accepted ones).
     OutputLockedError
         If another process or thread is writing ``path``.
     FileExistsError
         If ``path`` exists (or was written meanwhile) and ``overwrite`` is False.
     """
+    fmt = dataset_format(path)
     path = check_output_path(path, overwrite)
     check_storage_dtype(dtype)
     ds = ds.copy()
     ds.attrs = netcdf_attrs(ds.attrs)
+    if fmt == "zarr":
+        with output_lock(path):
+            check_output_path(path, overwrite)
+            with atomic_folder(path) as tmp:
+                _write_zarr(ds, tmp, dtype, compression)
+        return path
     encoding = {}
     for name, var in ds.variables.items():
         var.encoding = {}

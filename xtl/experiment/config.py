@@ -46,12 +46,24 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     enabled = true                # layers are always included); false: only those
     seeds = 2                     # a count (from experiment.seed) or a list of seeds
 
+    [data]                        # optional: the variables the networks map (the
+    inputs = ["psi", "omega"]     # defaults shown) and, for DNS read from files,
+    outputs = ["pi"]              # the coarse-graining pair (scalar, streamfunction)
+
     [les]                         # the a posteriori stage: no closure, the physics
     enabled = true                # baselines and the networks, each from several
     t_end = 50.0                  # held-out target states (> 50 large-eddy turnover
     save_interval = 0.5           # times of the 256² flows forced at kf = 4)
     initial_states = 2
     baseline = ["smagorinsky", "dynamic-smagorinsky"]
+
+A flow may instead be read from files (:class:`FileFlowConfig`): ``path`` is a glob
+or one path, netCDF files or zarr stores, relative to the config file's folder::
+
+    [base]
+    name = "model-run"
+    path = "runs/base/*.nc"       # one member per file, combined along `member`
+    n_les = 64                    # DNS files: coarse-grained to this grid (filter = ...)
 """
 from __future__ import annotations
 
@@ -67,7 +79,7 @@ from ..nn.sweep import SweepOptions
 from ..solver.les import LesSchedule
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 
-__all__ = ["ConfigError", "FlowConfig", "ExperimentConfig", "load_config", "parse_config",
+__all__ = ["ConfigError", "FlowConfig", "FileFlowConfig", "DataConfig", "ExperimentConfig", "load_config", "parse_config",
            "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
            "RecommendConfig", "LesConfig", "les_closure_names", "n_snapshots", "split_sizes",
            "TEST_FRACTION"]
@@ -391,6 +403,111 @@ class LesConfig(Section):
                                        f"{schedule.save_interval}")
 
 
+#: The default variables of ``[data]``: (ψ̄, ω̄) → Π, the coarse-graining pair (ω, ψ).
+_DATA_DEFAULTS = {"inputs": ("psi", "omega"), "outputs": ("pi",), "channels": None,
+                  "scalar": "omega", "streamfunction": "psi"}
+
+
+def _variable_names(value, name: str) -> tuple:
+    """A variable name or a list of them as a non-empty tuple of distinct str."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(
+            isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{name} must be a variable name or a list of distinct names, got "
+                         f"{value!r}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """``[data]``: the variables the networks map, and how DNS read from files is
+    coarse-grained.
+
+    Attributes
+    ----------
+    inputs, outputs : tuple of str
+        Input and output variables of the networks (default ψ̄, ω̄ → Π), as
+        :class:`xtl.nn.spec.Variables` takes them.
+    channels : str, optional
+        A dim whose entries become channels (e.g. ``"lev"``); default none.
+    scalar, streamfunction : str
+        The pair :func:`xtl.coarse_grain` coarse-grains in DNS read from files
+        (default ``"omega"``, ``"psi"``); the SGS term of another pair is
+        ``pi_<scalar>``.
+    """
+
+    section: ClassVar[str] = "data"
+    inputs: tuple = _DATA_DEFAULTS["inputs"]
+    outputs: tuple = _DATA_DEFAULTS["outputs"]
+    channels: str | None = None
+    scalar: str = "omega"
+    streamfunction: str = "psi"
+
+    def check(self):
+        self._set("inputs", _variable_names(self.inputs, "inputs"))
+        self._set("outputs", _variable_names(self.outputs, "outputs"))
+        both = sorted(set(self.inputs) & set(self.outputs))
+        if both:
+            raise ValueError(f"outputs must differ from the inputs; {both} are in both")
+        if self.channels is not None and (not isinstance(self.channels, str)
+                                          or self.channels in ("", "y", "x")):
+            raise ValueError(f"channels must name a dim other than 'y' and 'x', got "
+                             f"{self.channels!r}")
+        for key in ("scalar", "streamfunction"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ValueError(f"{key} must be a variable name, got {getattr(self, key)!r}")
+        if self.scalar == self.streamfunction:
+            raise ValueError(f"streamfunction must differ from the scalar, got "
+                             f"{self.streamfunction!r} for both")
+        self.variables()  # the networks' own checks, where they are
+
+    @property
+    def is_default(self) -> bool:
+        """Whether every key has its default (the stage keys then leave ``[data]`` out)."""
+        return all(getattr(self, k) == v for k, v in _DATA_DEFAULTS.items())
+
+    @property
+    def default_pair(self) -> bool:
+        """Whether the coarse-graining pair is the default (ω, ψ)."""
+        return (self.scalar, self.streamfunction) == ("omega", "psi")
+
+    def variables(self):
+        """The :class:`xtl.nn.spec.Variables` of ``inputs``, ``outputs`` and ``channels``,
+        or None where this xtl has no such class (the keywords of :meth:`train_keywords`
+        then name them)."""
+        try:
+            from ..nn.spec import Variables
+        except ImportError:
+            return None
+        return Variables.from_any(None, inputs=self.inputs, outputs=self.outputs,
+                                  channels=self.channels)
+
+    def train_keywords(self) -> dict:
+        """``inputs``, ``outputs``, ``channels`` for :func:`xtl.train`; empty when they are
+        the defaults (so a default ``[data]`` trains exactly as before)."""
+        names = ("inputs", "outputs", "channels")
+        if all(getattr(self, k) == _DATA_DEFAULTS[k] for k in names):
+            return {}
+        return {k: (list(getattr(self, k)) if k != "channels" else self.channels)
+                for k in names}
+
+    def coarse_keywords(self) -> dict:
+        """``scalar`` and ``streamfunction`` for :func:`xtl.coarse_grain`; empty for the
+        default pair."""
+        return {} if self.default_pair else {"scalar": self.scalar,
+                                             "streamfunction": self.streamfunction}
+
+    @property
+    def variable_names(self) -> tuple:
+        """Inputs then outputs."""
+        return self.inputs + self.outputs
+
+
+def _data(raw) -> DataConfig:
+    table = _table(raw, "data", set(_DATA_DEFAULTS))
+    return _parse(DataConfig, table, "data")
+
+
 # --------------------------------------------------------------------- flows
 _FLOW_KEYS = {
     "name", "case", "members", "spin_up", "t_end", "save_interval", "filter", "overrides",
@@ -447,11 +564,16 @@ class FlowConfig:
         return CoarseGraining(self.make_case().n_les, self.filter)
 
 
-def _flow(raw: dict, where: str) -> FlowConfig:
-    """A flow table, its values kept as written (the stage keys hash them)."""
-    _check_keys(raw, _FLOW_KEYS | _CASE_FIELDS, where)
+def _flow(raw: dict, where: str, folder=None):
+    """A flow table, its values kept as written (the stage keys hash them): a preset's
+    :class:`FlowConfig`, or with ``path`` a :class:`FileFlowConfig` (relative paths
+    resolved against ``folder``)."""
+    if isinstance(raw, dict) and "path" in raw:
+        return _file_flow(raw, where, folder)
+    _check_keys(raw, _FLOW_KEYS | _CASE_FIELDS | {"path"}, where)
     if "case" not in raw:
-        _fail(f"{where}.case", "is missing (a preset name, see `xtl cases`)")
+        _fail(f"{where}.case", "is missing (a preset name, see `xtl cases`; or `path` to read "
+                               "the flow from files)")
     from ..physics.cases import list_cases
 
     if raw["case"] not in list_cases():
@@ -464,6 +586,108 @@ def _flow(raw: dict, where: str) -> FlowConfig:
                       overrides=overrides, **own)
     case = _check_flow(flow, where)
     _check_flow_times(flow, case, where)
+    return flow
+
+
+#: Keys of a flow read from files (:class:`FileFlowConfig`).
+_FILE_FLOW_KEYS = {"name", "path", "n_les", "filter", "control"}
+
+
+@dataclass(frozen=True)
+class FileFlowConfig:
+    """A flow read from files instead of simulated: LES data as is, or DNS to coarse-grain.
+
+    Attributes
+    ----------
+    name : str
+        Label used in file names and the report.
+    path : str
+        A glob or one path of netCDF files or zarr stores (``*.zarr``), absolute
+        (:func:`load_config` resolves a relative one against the config file's folder).
+        The files are opened lazily (dask) and combined along ``member``, one member
+        per file (a file with a ``member`` dim adds its members); they must share
+        their other dims.
+    n_les : int, optional
+        The LES grid of DNS files (default the files' ``case_n_les`` attribute).
+    filter : str
+        Filter of the coarse-graining of DNS files.
+    control : bool
+        As :attr:`FlowConfig.control`.
+
+    Notes
+    -----
+    Files holding every ``[data]`` input and output are LES data, used as they are;
+    files holding the coarse-graining pair (``[data]`` ``scalar`` and
+    ``streamfunction``) but not the outputs are DNS, coarse-grained by
+    :func:`xtl.coarse_grain`. A flow from files has no case, so the a posteriori
+    stage (LES runs of a target's case) skips it.
+    """
+
+    name: str
+    path: str
+    n_les: int | None = None
+    filter: str = "gaussian"
+    control: bool = False
+
+    def files(self) -> list:
+        """The files (or stores) ``path`` names, sorted.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file matches (the message names the resolved pattern).
+        """
+        import glob
+
+        found = sorted(Path(p) for p in glob.glob(self.path))
+        if not found:
+            raise FileNotFoundError(f"no file matches {self.path!r}")
+        return found
+
+    def fingerprint(self) -> list:
+        """``[[file, size in bytes, mtime in ns], ...]`` of the files (a zarr store: of
+        every file in it): what a stage key hashes, so editing a file re-runs the stage."""
+        rows = []
+        for path in self.files():
+            parts = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for part in parts:
+                st = part.stat()
+                rows.append([str(part), st.st_size, st.st_mtime_ns])
+        return rows
+
+
+def _file_flow(raw: dict, where: str, folder) -> FileFlowConfig:
+    """A flow table with ``path``: its keys checked, its path resolved against ``folder``."""
+    from ..data.coarse import check_filter
+    from ..physics.cases import check_n_les
+
+    preset = sorted(set(raw) - _FILE_FLOW_KEYS)
+    if preset:
+        _fail(f"{where}.{preset[0]}", f"a flow read from files (path) takes only "
+                                      f"{sorted(_FILE_FLOW_KEYS)}; a preset's keys ({preset}) "
+                                      "belong to a simulated flow (case = ...)")
+    pattern = raw["path"]
+    if not isinstance(pattern, str) or not pattern:
+        _fail(f"{where}.path", f"must be a path or a glob of netCDF files or zarr stores, got "
+                               f"{pattern!r}")
+    if "name" not in raw:
+        _fail(f"{where}.name", "is missing (a flow read from files has no preset to name it)")
+    resolved = Path(pattern).expanduser()
+    if not resolved.is_absolute():
+        resolved = Path(folder or ".").absolute() / resolved
+    flow = FileFlowConfig(name=str(raw["name"]), path=str(resolved),
+                          **{k: raw[k] for k in ("n_les", "filter", "control") if k in raw})
+    try:
+        if flow.n_les is not None:
+            check_n_les(flow.n_les)
+        check_filter(flow.filter)
+        check_bool(flow.control, "control")
+    except (TypeError, ValueError) as err:
+        raise _config_error(where, err, _FILE_FLOW_KEYS) from err
+    try:
+        flow.files()
+    except FileNotFoundError as err:
+        _fail(f"{where}.path", f"{err} (written {pattern!r})")
     return flow
 
 
@@ -563,6 +787,7 @@ class ExperimentConfig:
     min_decades: float = 0.3
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     source: dict | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -628,7 +853,7 @@ DEMO_CONFIG = {
 }
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
-             "budget", "recommend"}
+             "budget", "recommend", "data"}
 _FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
@@ -699,8 +924,8 @@ def _recommend(raw) -> RecommendConfig:
                            options={m: table[m] for m in methods & set(table)})
 
 
-def _flows(raw) -> tuple:
-    """(base, targets) of ``raw``, their names unique."""
+def _flows(raw, folder=None) -> tuple:
+    """(base, targets) of ``raw``, their names unique (relative ``path`` s against ``folder``)."""
     if "base" not in raw:
         _fail("base", "is missing (the base flow)")
     targets = raw.get("targets")
@@ -708,8 +933,8 @@ def _flows(raw) -> tuple:
         _fail("targets", "is missing: give at least one [[targets]] table")
     if not isinstance(targets, list):
         _fail("targets", "must be an array of tables ([[targets]])")
-    flows = [_flow(t, f"targets[{i}]") for i, t in enumerate(targets)]
-    base = _flow(raw["base"], "base")
+    flows = [_flow(t, f"targets[{i}]", folder) for i, t in enumerate(targets)]
+    base = _flow(raw["base"], "base", folder)
     names = [base.name] + [f.name for f in flows]
     if len(set(names)) != len(names):
         _fail("targets", f"flow names (base and targets) must be unique, got {names}: give a "
@@ -717,10 +942,22 @@ def _flows(raw) -> tuple:
     return base, tuple(flows)
 
 
-def parse_config(raw: dict) -> ExperimentConfig:
+def _resolved_source(raw: dict, base, targets) -> dict:
+    """``raw`` (a copy) with the ``path`` of each flow read from files made absolute, so
+    that ``config.json`` reopens the same files from anywhere."""
+    source = copy.deepcopy(raw)
+    tables = [("base", source["base"])] + list(enumerate(source["targets"]))
+    for (_, table), flow in zip(tables, (base, *targets)):
+        if isinstance(flow, FileFlowConfig):
+            table["path"] = flow.path
+    return source
+
+
+def parse_config(raw: dict, folder=None) -> ExperimentConfig:
     """Validate a configuration mapping (as read from TOML) into an :class:`ExperimentConfig`.
 
-    ``raw`` holds the TOML tables (see the module docstring).
+    ``raw`` holds the TOML tables (see the module docstring); a relative ``path`` of a
+    flow read from files is resolved against ``folder`` (default the working folder).
 
     Raises
     ------
@@ -731,7 +968,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"a config must be a table, got {type(raw).__name__}")
     _check_keys(raw, _SECTIONS, "")
     experiment = _table(raw, "experiment", {"name", "seed", "min_decades"})
-    base, targets = _flows(raw)
+    base, targets = _flows(raw, folder)
     own = _parse(_experiment_values, experiment, "experiment")
     network, spec = _network(raw)
     transfer = _fit_section(raw, TransferConfig)
@@ -741,7 +978,8 @@ def parse_config(raw: dict) -> ExperimentConfig:
         training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
         sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
-        recommend=_recommend(raw), source=copy.deepcopy(raw),
+        recommend=_recommend(raw), data=_data(raw),
+        source=_resolved_source(raw, base, targets),
     )
     _check_les_runs(config)
     return config
@@ -755,7 +993,8 @@ def _experiment_values(name="experiment", seed=0, min_decades=0.3) -> dict:
 
 def _check_les_runs(config: ExperimentConfig) -> None:
     """The a posteriori runs of every target: ``les.save_interval`` a whole number of
-    its LES time steps, and ``les.initial_states`` no more than its test samples."""
+    its LES time steps, and ``les.initial_states`` no more than its test samples.
+    Targets read from files have no case: the stage skips them."""
     les = config.les
     if not les.enabled:
         return
@@ -763,6 +1002,8 @@ def _check_les_runs(config: ExperimentConfig) -> None:
 
     schedule = les.schedule
     for target in config.targets:
+        if isinstance(target, FileFlowConfig):
+            continue
         dt = les_case(target.make_case(), dt=schedule.dt).dt
         step = (f"the LES time step les.dt = {dt:g}" if schedule.dt is not None else
                 f"the LES time step {dt:g} of target {target.name!r} (its DNS dt · n / n_les; "
@@ -786,6 +1027,8 @@ def load_config(source=None) -> ExperimentConfig:
     ----------
     source : path, dict or None
         A TOML file, an already-parsed mapping, or None for :data:`DEMO_CONFIG`.
+        The relative ``path`` of a flow read from files is resolved against the
+        TOML file's folder (a mapping's: against the working folder).
     """
     if source is None:
         return parse_config(copy.deepcopy(DEMO_CONFIG))
@@ -800,4 +1043,4 @@ def load_config(source=None) -> ExperimentConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    return parse_config(raw)
+    return parse_config(raw, folder=path.parent)

@@ -6,7 +6,9 @@ whose hash and artifacts are unchanged is skipped, so an interrupted
 experiment resumes where it stopped):
 
 1. ``data-<flow>``: a DNS ensemble of each flow, coarse-grained on the fly to
-   LES data (ψ̄, ω̄, Π) — :func:`xtl.ensemble`;
+   LES data (ψ̄, ω̄, Π) — :func:`xtl.ensemble`; or a flow read from files
+   (``path``): LES data used as they are, or DNS coarse-grained by
+   :func:`xtl.coarse_grain` into ``data/<flow>/les.nc`` — :func:`flow_from_files`;
 2. ``flows``: how many decades each target's spectra are from the base's
    (:func:`xtl.explain.activations.flow_difference`); the experiment stops here, naming the
    target, when one that is not marked ``control`` differs by less than
@@ -25,7 +27,7 @@ experiment resumes where it stopped):
 7. ``aposteriori-<target>``: LES with no closure, the physics baselines, the BNN,
    the best TLNN and the sweep's baselines from several held-out target states,
    against the filtered DNS — :func:`xtl.experiment.aposteriori.run_aposteriori`, one dask task per
-   closure and initial state;
+   closure and initial state (not for targets read from files: they have no case to run);
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
 9. ``report``: ``report.html`` with PNG figures beside it.
@@ -46,26 +48,32 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .config import TEST_FRACTION, ExperimentConfig, load_config, split_sizes
+from .config import TEST_FRACTION, ExperimentConfig, FileFlowConfig, load_config, split_sizes
 from ..data.files import check_output_folder, output_lock, write_text_atomically
 from ..data.netcdf import load_dataset
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
-           "FlowData", "stage_inputs", "split_train_test", "n_samples"]
+           "FlowData", "stage_inputs", "split_train_test", "n_samples", "open_flow_files",
+           "flow_from_files"]
 
-def _train_and_score(train_ds, test_ds, network, training, progress, fraction=None):
+
+def _train_and_score(train_ds, test_ds, network, training, progress, fraction=None,
+                     variables=None):
     """Train on ``train_ds`` (or a seeded ``fraction`` of it) as ``training`` (a
-    :class:`~xtl.experiment.config.TrainingConfig`) says, and score on ``test_ds``."""
+    :class:`~xtl.experiment.config.TrainingConfig`) says, and score on ``test_ds``;
+    ``variables`` (a :class:`~xtl.experiment.config.DataConfig`) names what is mapped."""
     from ..nn.training import evaluate, select_samples, stack_samples, train
 
     fit = training.fit.replace(progress=progress)
+    keywords = {} if variables is None else variables.train_keywords()
+    channels = keywords.get("channels")
     if fraction is not None:
-        n = n_samples(train_ds)
+        n = n_samples(train_ds, channels)
         train_ds = stack_samples(train_ds, select_samples(n, None, fraction, fit.seed))
-    model = train(train_ds, network, fit, validation=training.validation)
+    model = train(train_ds, network, fit, validation=training.validation, **keywords)
     scores = evaluate(model, test_ds)
-    scores.attrs.update(n_train=int(n_samples(train_ds)), **{
+    scores.attrs.update(n_train=int(n_samples(train_ds, channels)), **{
         k: model.provenance[k] for k in ("n_samples", "n_validation", "epochs_run",
                                          "best_epoch")})
     return model, scores
@@ -119,11 +127,96 @@ def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
     return ds.isel(time=slice(0, n_train)), ds.isel(time=slice(n_train, None))
 
 
-def n_samples(ds: xr.Dataset) -> int:
-    """Number of samples of an LES Dataset: the product of its leading (non-grid) dims."""
-    from ..nn.training import count_samples
+def n_samples(ds: xr.Dataset, channels=None) -> int:
+    """Number of samples of an LES Dataset: the product of the dims of its SGS term (``pi``,
+    else its first data variable) other than ``y``, ``x`` and ``channels``."""
+    name = "pi" if "pi" in ds else next(iter(ds.data_vars))
+    dims = [d for d in ds[name].dims if d not in ("y", "x", channels)]
+    return int(np.prod([ds.sizes[d] for d in dims], dtype=np.int64))
 
-    return count_samples(ds["pi"])
+
+# ---------------------------------------------------------------------- flows from files
+def open_flow_files(flow: FileFlowConfig) -> xr.Dataset:
+    """The files of a flow read from files, opened lazily (dask) and combined along
+    ``member``: one member per file, or a file's own ``member`` dim; numbered 0, 1, ...
+
+    Raises
+    ------
+    FileNotFoundError
+        No file matches the flow's ``path``.
+    ValueError
+        The files differ in their dims other than ``member``.
+    """
+    from ..data.netcdf import open_dataset
+
+    files = flow.files()
+    parts = []
+    for path in files:
+        ds = open_dataset(path, chunks={})
+        parts.append(ds if "member" in ds.dims else ds.expand_dims("member"))
+    shape = {d: n for d, n in parts[0].sizes.items() if d != "member"}
+    for path, ds in zip(files, parts):
+        other = {d: n for d, n in ds.sizes.items() if d != "member"}
+        if other != shape:
+            raise ValueError(f"flow {flow.name!r}: {str(path)!r} has the sizes {other}, "
+                             f"{str(files[0])!r} has {shape}; the files of a flow must share "
+                             "their dims (other than member)")
+    combined = parts[0] if len(parts) == 1 else xr.concat(
+        parts, dim="member", data_vars="all", coords="minimal", compat="override",
+        join="override", combine_attrs="drop_conflicts")
+    return combined.assign_coords(member=np.arange(combined.sizes["member"]))
+
+
+def _check_snapshots(ds: xr.Dataset, flow) -> None:
+    if ds.sizes.get("time", 0) < 2:
+        raise ValueError(f"flow {flow.name!r} ({flow.path}): needs a 'time' dim of at least "
+                         f"2 snapshots (training and test times), got the dims {dict(ds.sizes)}")
+
+
+def flow_from_files(flow: FileFlowConfig, variables):
+    """``(LES data, whether it was coarse-grained)`` of a flow read from files, lazily.
+
+    Files that hold every input and output of ``variables`` (a
+    :class:`~xtl.experiment.config.DataConfig`) are LES data: those variables are kept
+    as they are. Files that hold its coarse-graining pair (``scalar``,
+    ``streamfunction``) are DNS: :func:`xtl.coarse_grain` makes the LES data
+    (``flow.n_les``, default the files' ``case_n_les``; ``flow.filter``).
+
+    Raises
+    ------
+    ValueError
+        The files hold neither, the coarse-graining does not give the outputs, or there
+        are fewer than 2 snapshots along ``time``.
+    """
+    ds = open_flow_files(flow)
+    names = list(variables.variable_names)
+    missing = [v for v in names if v not in ds.variables]
+    if not missing:
+        les = ds[names]
+        les.attrs = dict(ds.attrs)
+        _check_snapshots(les, flow)
+        return les, False
+    pair = [variables.scalar, variables.streamfunction]
+    lacking = [v for v in pair if v not in ds.variables]
+    if lacking:
+        raise ValueError(
+            f"flow {flow.name!r} ({flow.path}): the files are neither LES data (they lack "
+            f"{missing} of the [data] inputs and outputs {names}) nor DNS to coarse-grain "
+            f"(they lack {lacking} of the pair data.scalar, data.streamfunction = {pair}); "
+            f"they hold {sorted(map(str, ds.data_vars))}")
+    if flow.n_les is None and "case_n_les" not in ds.attrs:
+        raise ValueError(f"flow {flow.name!r} ({flow.path}): DNS files without a "
+                         "'case_n_les' attribute need the LES grid: set n_les in its table")
+    from ..data.coarse import coarse_grain
+
+    les = coarse_grain(ds, flow.n_les, flow.filter, **variables.coarse_keywords())
+    missing = [v for v in names if v not in les.variables]
+    if missing:
+        raise ValueError(f"flow {flow.name!r}: coarse-graining {pair} gives "
+                         f"{sorted(map(str, les.data_vars))}, not the [data] variables "
+                         f"{missing}; name its outputs in [data]")
+    _check_snapshots(les, flow)
+    return les[names].assign_attrs(les.attrs), True
 
 
 # ---------------------------------------------------------------------- data
@@ -142,8 +235,37 @@ class FlowData:
     def les(self, flow) -> xr.Dataset:
         """The LES data of ``flow`` (complete members only)."""
         if flow.name not in self._data:
-            self._data[flow.name] = self._run_ensemble(flow)
+            read = isinstance(flow, FileFlowConfig)
+            self._data[flow.name] = self._read_files(flow) if read else self._run_ensemble(flow)
         return self._data[flow.name]
+
+    def _read_files(self, flow) -> xr.Dataset:
+        """The LES data of a flow read from files (:func:`flow_from_files`); DNS is
+        coarse-grained once into ``data/<flow>/les.nc``, kept while the files and
+        ``[data]`` are unchanged. ``data/<flow>/sources.json`` lists the files."""
+        from ..data.netcdf import open_dataset, write_dataset
+        from .workspace import stage_key
+
+        folder = self.paths.data(flow.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        fingerprint = flow.fingerprint()
+        digest = stage_key(flow.name, [fingerprint, flow.__dict__, self.config.data.to_table()])
+        write_text_atomically(folder / "sources.json", json.dumps(
+            {"path": flow.path, "files": fingerprint, "digest": digest}, indent=1))
+        les_file = folder / "les.nc"
+        if les_file.exists():
+            with open_dataset(les_file) as cached:
+                current = cached.attrs.get("source_digest") == digest
+            if current:
+                return open_dataset(les_file, chunks={})
+        ds, coarse = flow_from_files(flow, self.config.data)
+        if coarse:
+            write_dataset(ds.assign_attrs(source_digest=digest), les_file, overwrite=True)
+            ds = open_dataset(les_file, chunks={})
+        elif les_file.exists():
+            les_file.unlink()
+        ds.attrs["case_name"] = flow.name
+        return ds
 
     def _run_ensemble(self, flow) -> xr.Dataset:
         from ..solver.ensemble import ensemble
@@ -188,12 +310,12 @@ class FlowData:
         ``transfer.n_samples`` when given (and no ``fraction``), else ``fraction``
         (default ``transfer.fraction``) of the base training set, capped by the pool.
         """
-        transfer = self.config.transfer
-        pool = n_samples(self.target_sets(target)[0])
+        transfer, channels = self.config.transfer, self.config.data.channels
+        pool = n_samples(self.target_sets(target)[0], channels)
         if fraction is None and transfer.n_samples is not None:
             return min(transfer.n_samples, pool)
         fraction = transfer.fraction if fraction is None else fraction
-        wanted = int(round(fraction * n_samples(self.base_train())))
+        wanted = int(round(fraction * n_samples(self.base_train(), channels)))
         return max(2, min(wanted, pool))
 
 
@@ -206,10 +328,14 @@ def stage_inputs(config: ExperimentConfig) -> dict:
     out; the report's key (all the others) is added when it runs. Returns
     ``{stage: [input, ...]}`` in the order the stages run.
     """
+    variables = [] if config.data.is_default else [config.data.to_table()]
     inputs = {f"data-{f.name}": [f.__dict__.copy(), config.seed] for f in config.flows}
+    for f in config.flows:
+        if isinstance(f, FileFlowConfig):  # the files read: editing one re-runs the stage
+            inputs[f"data-{f.name}"] += [f.fingerprint(), *variables]
     inputs["flows"] = [f"@data-{f.name}" for f in config.flows]
     inputs["base-model"] = [f"@data-{config.base.name}", config.network,
-                            config.table("training")]
+                            config.table("training"), *variables]
     transfer, recommend = config.table("transfer"), config.recommend.to_table()
     for target in config.targets:
         t = target.name
@@ -219,7 +345,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, config.table("sweep"),
                                 *needs]
         inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
-        if config.les.enabled:
+        if config.les.enabled and not isinstance(target, FileFlowConfig):
             inputs[f"aposteriori-{t}"] = [f"@sweep-{t}", config.table("les")]
     if config.budget.enabled:
         t = config.budget.target
@@ -239,7 +365,8 @@ def write_flows(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData
     from ..data.netcdf import write_dataset
 
     base = data.les(config.base)
-    diffs = [flow_difference(base, data.les(t)) for t in config.targets]
+    variables = {} if config.data.is_default else {"variables": config.data.variables()}
+    diffs = [flow_difference(base, data.les(t), **variables) for t in config.targets]
     ds = xr.concat(diffs, dim="target", combine_attrs="drop_conflicts")
     ds = ds.assign_coords(target=[t.name for t in config.targets],
                           control=("target", [t.control for t in config.targets]))
@@ -256,17 +383,18 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
 
     base_train, base_test = split_train_test(data.les(config.base))
     model, scores = _train_and_score(base_train, base_test, config.network, config.training,
-                                     progress)
+                                     progress, variables=config.data)
     save_model(model, paths.model("base"), overwrite=True)
     curve = [scores]
     for fraction in config.training.learning_curve:
         log(f"base-model: learning curve at {fraction:.0%} of the training set")
         curve.append(_train_and_score(base_train, base_test, config.network, config.training,
-                                      progress, fraction=fraction)[1])
+                                      progress, fraction=fraction, variables=config.data)[1])
     curve.sort(key=lambda d: d.attrs["n_train"])
     out = xr.concat(curve, dim="n_train", combine_attrs="drop_conflicts")
     out = out.assign_coords(n_train=[d.attrs["n_train"] for d in curve])
-    out.attrs.update(n_test=n_samples(base_test), n_train_full=scores.attrs["n_train"])
+    out.attrs.update(n_test=n_samples(base_test, config.data.channels),
+                     n_train_full=scores.attrs["n_train"])
     write_dataset(out, paths.base_scores, overwrite=True)
 
 
@@ -645,9 +773,10 @@ class Experiment:
         cfg, paths, data = self.config, self.paths, self.data
         stale = [f for f in cfg.flows if not paths.data(f.name).exists()
                  or not self.cache.has_run(f"data-{f.name}")]
+        stale = [f for f in stale if not isinstance(f, FileFlowConfig)]  # simulated ones
         if len(stale) > 1:
             log(f"DNS ensembles of {[f.name for f in stale]} on one dask cluster")
-            data.run_concurrently(cfg.flows)
+            data.run_concurrently(stale)
         for flow in cfg.flows:
             name = f"data-{flow.name}"
             self.stage(name, inputs[name], [paths.data(flow.name)],
@@ -674,7 +803,7 @@ class Experiment:
                                                        progress))
             self.stage(f"explain-{t}", inputs[f"explain-{t}"], [paths.explain(t)],
                        lambda target=target: explain_target(cfg, paths, data, target))
-            if cfg.les.enabled:
+            if f"aposteriori-{t}" in inputs:
                 self.stage(f"aposteriori-{t}", inputs[f"aposteriori-{t}"],
                            [paths.aposteriori(t)],
                            lambda target=target: run_aposteriori_stage(

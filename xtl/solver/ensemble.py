@@ -53,7 +53,7 @@ import xarray as xr
 from ..physics.cases import Case, get_case
 from ..data.cf import CF_ATTRS, append_history
 from ..data.files import check_output_folder
-from ..data.netcdf import netcdf_lock, open_dataset
+from ..data.netcdf import ZARR_SUFFIX, is_zarr_store, netcdf_lock, open_dataset
 from ..data.coarse import CoarseGraining
 from .options import Cluster, Execution, Output, Schedule
 from ..scheduler import check_address, connect
@@ -173,7 +173,16 @@ def _read_netcdf(path, read, default):
 
 
 def _file_number(path):
-    """The ``member`` number recorded in a member file, or None (no such file or coordinate)."""
+    """The ``member`` number recorded in a member file (or zarr store), or None (no such
+    file or coordinate)."""
+    if Path(path).suffix.lower() == ZARR_SUFFIX:
+        try:
+            with open_dataset(path, allow_incomplete=True) as ds:
+                member = ds.variables.get("member")
+                return int(member.values[0]) if member is not None and member.size == 1 else None
+        except (OSError, ValueError):
+            return None
+
     def number(nc):
         member = nc.variables.get("member")
         return int(member[0]) if member is not None and member.size == 1 else None
@@ -345,7 +354,9 @@ def _default_chunks(ds) -> dict:
     per_snapshot = max(
         (ds[v].dtype.itemsize * ds.sizes["y"] * ds.sizes["x"] for v in ds.data_vars), default=1
     )
-    stored = [ds[v].encoding.get("chunksizes") for v in ds.data_vars]
+    stored = [ds[v].encoding.get("chunksizes") or ds[v].encoding.get("preferred_chunks")
+              and tuple(ds[v].encoding["preferred_chunks"][d] for d in ds[v].dims)
+              for v in ds.data_vars]
     on_disk = max([c[ds[v].dims.index("time")] for v, c in zip(ds.data_vars, stored) if c] or [1])
     return {"time": max(1, (64 * 2**20) // per_snapshot // on_disk) * on_disk}
 
@@ -433,26 +444,64 @@ def _combine(specs, members, statuses, errors, chunks, entry) -> xr.Dataset:
     return combined
 
 
-def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Dataset:
+def _member_attrs(path: Path) -> dict:
+    """The global attributes of a member file (netCDF) or store (zarr)."""
+    if path.suffix.lower() == ZARR_SUFFIX:
+        try:
+            with open_dataset(path, allow_incomplete=True) as ds:
+                return dict(ds.attrs)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable zarr store: {err}") from None
+    import netCDF4
+
+    try:
+        with netcdf_lock(), netCDF4.Dataset(path) as nc:
+            return {k: nc.getncattr(k) for k in nc.ncattrs()}
+    except OSError as err:
+        raise ValueError(f"{str(path)!r} is not a readable netCDF file: {err}") from None
+
+
+def _member_paths(folder: Path, pattern, dns: bool) -> list:
+    """The member files (or DNS files) of ``folder`` matching ``pattern`` (default
+    ``*.nc`` and ``*.zarr``), sorted."""
+    patterns = ["*.nc", f"*{ZARR_SUFFIX}"] if pattern is None else [pattern]
+    found = sorted({p for pat in patterns for p in folder.glob(pat)})
+    return [p for p in found
+            if p.name.endswith((".dns.nc", f".dns{ZARR_SUFFIX}")) == bool(dns)]
+
+
+def _open_store(store: Path, chunks) -> xr.Dataset:
+    """A whole ensemble written as one zarr store, lazily (a ``member`` dim added if absent)."""
+    ds = open_dataset(store, chunks={} if chunks is None else chunks)
+    if "member" not in ds.dims:
+        ds = ds.expand_dims(member=[0])
+    return ds
+
+
+def open_ensemble(directory, *, chunks=None, dns=False, pattern=None) -> xr.Dataset:
     """Open the member files of an ensemble directory as one Dataset along ``member``.
 
     The files say where they belong (their ``member`` coordinate and their
     attributes), so this needs only the directory that :func:`ensemble` wrote:
     the result is what ``ensemble`` returned, with every member found there,
-    ordered by member number.
+    ordered by member number. Members may be netCDF files or zarr stores
+    (``*.zarr`` folders). ``directory`` may also be one zarr store holding the
+    whole ensemble (e.g. ``xtl.io.write_dataset(ens, "ens.zarr")``): it is opened
+    lazily as it is, with a ``member`` dim of length 1 added if it has none.
 
     Parameters
     ----------
     directory : str or Path
         The ``directory`` of one or more :func:`ensemble` calls with the same
-        grid and schedule.
+        grid and schedule, or a ``.zarr`` store of a whole ensemble.
     chunks : dict, optional
-        Dask chunks; default about 64 MiB per variable along ``time``.
+        Dask chunks; default about 64 MiB per variable along ``time`` (a whole
+        store: its own chunks).
     dns : bool, default False
         Open the DNS snapshots kept beside on-the-fly LES members
         (``dns_every``, the ``*.dns.nc`` files) instead of the members.
-    pattern : str, default "*.nc"
-        Glob of the files to consider in ``directory``.
+    pattern : str, optional
+        Glob of the files to consider in ``directory``; default ``*.nc`` and ``*.zarr``.
 
     Returns
     -------
@@ -475,23 +524,19 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
     Examples
     --------
     >>> les = xtl.open_ensemble("runs", chunks={"time": 50})     # doctest: +SKIP
+    >>> les = xtl.open_ensemble("ensemble.zarr")                  # doctest: +SKIP
     >>> xr.open_mfdataset("runs/*[!s].nc", combine="by_coords")    # doctest: +SKIP
     """
-    import netCDF4
-
     folder = Path(directory)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"directory={str(directory)!r} is not a folder")
     if chunks is not None and not isinstance(chunks, dict):
         raise TypeError(f"chunks must be a dict like {{'time': 100}}, got {chunks!r}")
-    paths = [p for p in sorted(folder.glob(pattern)) if p.name.endswith(".dns.nc") == bool(dns)]
+    if folder.suffix.lower() == ZARR_SUFFIX and is_zarr_store(folder) and not dns:
+        return _open_store(folder, chunks)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"directory={str(directory)!r} is not a folder")
     rows = []
-    for path in paths:
-        try:
-            with netcdf_lock(), netCDF4.Dataset(path) as nc:
-                attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-        except OSError as err:
-            raise ValueError(f"{str(path)!r} is not a readable netCDF file: {err}") from None
+    for path in _member_paths(folder, pattern, dns):
+        attrs = _member_attrs(path)
         if "case_name" not in attrs or "seed" not in attrs:
             raise ValueError(
                 f"{str(path)!r} is not an xtl run (no 'case_name'/'seed' attributes); "
@@ -500,7 +545,9 @@ def open_ensemble(directory, *, chunks=None, dns=False, pattern="*.nc") -> xr.Da
         rows.append((path, attrs, _file_number(path)))
     if not rows:
         kind = "DNS (*.dns.nc)" if dns else "member"
-        raise FileNotFoundError(f"directory={str(directory)!r} holds no {kind} files matching {pattern!r}")
+        wanted = "*.nc or *.zarr" if pattern is None else repr(pattern)
+        raise FileNotFoundError(f"directory={str(directory)!r} holds no {kind} files matching "
+                                f"{wanted}")
     free = max((n for _, _, n in rows if n is not None), default=-1) + 1
     specs = []
     for path, attrs, number in rows:
