@@ -408,16 +408,6 @@ _DATA_DEFAULTS = {"inputs": ("psi", "omega"), "outputs": ("pi",), "channels": No
                   "scalar": "omega", "streamfunction": "psi"}
 
 
-def _variable_names(value, name: str) -> tuple:
-    """A variable name or a list of them as a non-empty tuple of distinct str."""
-    names = (value,) if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(
-            isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"{name} must be a variable name or a list of distinct names, got "
-                         f"{value!r}")
-    return tuple(names)
-
-
 @dataclass(frozen=True)
 class DataConfig(Section):
     """``[data]``: the variables the networks map, and how DNS read from files is
@@ -444,22 +434,15 @@ class DataConfig(Section):
     streamfunction: str = "psi"
 
     def check(self):
-        self._set("inputs", _variable_names(self.inputs, "inputs"))
-        self._set("outputs", _variable_names(self.outputs, "outputs"))
-        both = sorted(set(self.inputs) & set(self.outputs))
-        if both:
-            raise ValueError(f"outputs must differ from the inputs; {both} are in both")
-        if self.channels is not None and (not isinstance(self.channels, str)
-                                          or self.channels in ("", "y", "x")):
-            raise ValueError(f"channels must name a dim other than 'y' and 'x', got "
-                             f"{self.channels!r}")
+        variables = self.variables()  # the networks' own checks
+        self._set("inputs", variables.inputs)
+        self._set("outputs", variables.outputs)
         for key in ("scalar", "streamfunction"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ValueError(f"{key} must be a variable name, got {getattr(self, key)!r}")
         if self.scalar == self.streamfunction:
             raise ValueError(f"streamfunction must differ from the scalar, got "
                              f"{self.streamfunction!r} for both")
-        self.variables()  # the networks' own checks, where they are
 
     @property
     def is_default(self) -> bool:
@@ -472,15 +455,10 @@ class DataConfig(Section):
         return (self.scalar, self.streamfunction) == ("omega", "psi")
 
     def variables(self):
-        """The :class:`xtl.nn.spec.Variables` of ``inputs``, ``outputs`` and ``channels``,
-        or None where this xtl has no such class (the keywords of :meth:`train_keywords`
-        then name them)."""
-        try:
-            from ..nn.spec import Variables
-        except ImportError:
-            return None
-        return Variables.from_any(None, inputs=self.inputs, outputs=self.outputs,
-                                  channels=self.channels)
+        """The :class:`xtl.nn.spec.Variables` of ``inputs``, ``outputs`` and ``channels``."""
+        from ..nn.spec import Variables
+
+        return Variables(self.inputs, self.outputs, self.channels)
 
     def train_keywords(self) -> dict:
         """``inputs``, ``outputs``, ``channels`` for :func:`xtl.train`; empty when they are

@@ -52,6 +52,7 @@ from .config import TEST_FRACTION, ExperimentConfig, FileFlowConfig, load_config
 from ..data.files import check_output_folder, output_lock, write_text_atomically
 from ..data.netcdf import load_dataset
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
+from ..nn.spec import Variables
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
            "FlowData", "stage_inputs", "split_train_test", "n_samples", "open_flow_files",
@@ -70,7 +71,8 @@ def _train_and_score(train_ds, test_ds, network, training, progress, fraction=No
     channels = keywords.get("channels")
     if fraction is not None:
         n = n_samples(train_ds, channels)
-        train_ds = stack_samples(train_ds, select_samples(n, None, fraction, fit.seed))
+        train_ds = stack_samples(train_ds, select_samples(n, None, fraction, fit.seed),
+                                 None if variables is None else variables.variables())
     model = train(train_ds, network, fit, validation=training.validation, **keywords)
     scores = evaluate(model, test_ds)
     scores.attrs.update(n_train=int(n_samples(train_ds, channels)), **{
@@ -345,7 +347,8 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, config.table("sweep"),
                                 *needs]
         inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
-        if config.les.enabled and not isinstance(target, FileFlowConfig):
+        if config.les.enabled and not isinstance(target, FileFlowConfig) \
+                and config.data.variables() == Variables():  # xtl's 2D LES: (ψ̄, ω̄) → Π
             inputs[f"aposteriori-{t}"] = [f"@sweep-{t}", config.table("les")]
     if config.budget.enabled:
         t = config.budget.target
@@ -419,7 +422,9 @@ def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowDat
 
     base = _load_model(paths.model("base"))
     pool, _ = data.target_sets(target)
-    subset = stack_samples(pool, select_samples(n_samples(pool), n, None, config.seeds[0]))
+    data_vars = config.data.variables()
+    subset = stack_samples(pool, select_samples(n_samples(pool, data_vars.channels), n, None,
+                                                 config.seeds[0]), data_vars)
     subset.attrs["case_name"] = target.name
     main = n == data.n_transfer(target)
     for method in config.recommend.methods:
@@ -487,8 +492,9 @@ def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
         parts += split_budgets(extra)
         for n in sizes:
             recommend_at(config, paths, data, target, n)
-    combined = concat_budgets(parts, n_pool=n_samples(pool))
-    combined.attrs["n_base_train"] = n_samples(data.base_train())
+    channels = config.data.channels
+    combined = concat_budgets(parts, n_pool=n_samples(pool, channels))
+    combined.attrs["n_base_train"] = n_samples(data.base_train(), channels)
     write_dataset(combined, paths.budget(target.name), overwrite=True)
 
 
@@ -661,10 +667,11 @@ def summarize(config: ExperimentConfig, paths: ExperimentPaths, ran=(), skipped=
     """
     result = {"ran": ran, "skipped": skipped, "targets": {}}
     scores = load_dataset(paths.base_scores)
-    result["base"] = {"cc": float(scores.cc.sel(n_train=scores.attrs["n_train_full"])),
+    cc = scores.cc.mean([d for d in scores.cc.dims if d != "n_train"])  # over levels
+    result["base"] = {"cc": float(cc.sel(n_train=scores.attrs["n_train_full"])),
                       "n_test": int(scores.attrs["n_test"]),
                       "learning_curve": {int(n): float(c) for n, c in
-                                         zip(scores.n_train.values, scores.cc.values)}}
+                                         zip(cc.n_train.values, cc.values)}}
     decades = load_dataset(paths.flows).max_decades
     for target in config.targets:
         result["targets"][target.name] = _target_summary(config, paths, target.name, decades)
