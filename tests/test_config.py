@@ -121,7 +121,9 @@ def test_a_target_reusing_the_base_preset_needs_its_own_name():
 
 
 def test_every_example_config_is_valid():
-    configs = sorted(EXAMPLE.parent.glob("*.toml"))
+    """Every example config of presets loads (qg.toml reads files that its example makes:
+    tests/test_qg_data.py runs it on them)."""
+    configs = [p for p in sorted(EXAMPLE.parent.glob("*.toml")) if p.name != "qg.toml"]
     assert len(configs) >= 2
     for path in configs:
         cfg = load_config(path)

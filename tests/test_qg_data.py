@@ -132,3 +132,52 @@ def test_spectral_difference_is_zero_for_one_flow_and_parseval_holds(qg, tiny):
     assert (spec.sum("k").values <= total * (1 + 1e-12)).all()
     assert (spec.sum("k").values > 0.5 * total).all()
     assert float(qg.spectral_difference(ds, ds).max()) == 0.0
+
+
+# ------------------------------------------------------- the example, end to end
+def _shrunk(text: str) -> str:
+    """examples/qg.toml with a tiny network, 2 epochs and 2 seeds (each change checked)."""
+    import re
+
+    for pattern, value in ((r"n_layers = 6", "n_layers = 3"), (r"channels = 24", "channels = 4"),
+                           (r"kernel_size = 5", "kernel_size = 3"), (r"epochs = 40", "epochs = 2"),
+                           (r"seeds = 3", "seeds = 2"), (r"epochs = 4\b", "epochs = 1")):
+        text, n = re.subn(pattern, value, text)
+        assert n >= 1, f"examples/qg.toml no longer has {pattern!r}"
+    return text
+
+
+def test_the_qg_example_runs_end_to_end(qg, tmp_path):
+    """`xtl run` on examples/qg.toml (shrunk) with tiny QG flows made by qg_data: the
+    files are coarse-grained to q and pi_q; a 2-in/2-out network is trained, swept,
+    explained and recommended; no a posteriori stage (xtl's LES is 2D)."""
+    import os
+    import subprocess
+
+    import xtl
+    from xtl.nn.spec import Variables
+
+    tiny = dict(nx=32, members=2, spin_up=40 * 7200.0, snapshots=10, interval=2 * 7200.0)
+    for name in ("base", "beta"):
+        qg.write_flow(name, qg.FLOWS[name], tmp_path / "runs", seed=1, **tiny)
+    (tmp_path / "qg.toml").write_text(_shrunk((ROOT / "examples" / "qg.toml").read_text()))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
+    run = subprocess.run([sys.executable, "-m", "xtl.cli", "run", "qg.toml", "--out", "out"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "out"
+    les = xr.open_dataset(out / "data" / "base" / "les.nc")
+    assert set(les.data_vars) == {"q", "pi_q"} and les.pi_q.sizes["lev"] == 2
+    assert les.sizes["x"] == 16 and les.attrs["domain_length"] == pytest.approx(1e6)
+    model = xtl.load_model(out / "models" / "base.keras")
+    assert model.variables == Variables(("q",), ("pi_q",), "lev")
+    sweep = xr.open_dataset(out / "results" / "sweep-beta.nc")
+    assert sweep.layer.values.tolist() == [1, 2, 3] and sweep.sizes["seed"] == 2
+    assert np.isfinite(sweep.cc).all()
+    explain = xr.open_dataset(out / "results" / "explain-beta.nc")
+    assert explain.output.values.tolist() == ["pi_q[1]", "pi_q[2]"]
+    assert explain.variable.values.tolist() == ["q[1]", "q[2]"]
+    flows = xr.open_dataset(out / "results" / "flows.nc")
+    assert float(flows.largest_decades.max()) > 0
+    assert not list((out / "results").glob("aposteriori*"))
+    assert (out / "report.html").exists()
