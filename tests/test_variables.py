@@ -158,3 +158,12 @@ def test_data_without_the_variables_or_channel_dim_is_refused(qg_base, qg_model)
     with pytest.raises(ValueError, match=r"model maps \['q'\] -> \['pi_q'\] over the "
                                          "channels of 'lev'; the a posteriori LES is xtl's 2D"):
         ModelClosure(qg_model)
+
+
+def test_a_transposed_dataset_is_treated_alike_by_spectrum_and_train():
+    ds = make_les(16, 12)
+    flipped = ds.transpose("y", "x", "time")
+    xr.testing.assert_allclose(xtl.data.spectra.spectrum(flipped.omega).transpose("time", "k"),
+                               xtl.data.spectra.spectrum(ds.omega))
+    fit = dict(epochs=1, batch_size=4, progress=False, validation=None)
+    assert model_id(xtl.train(flipped, TINY, **fit)) == model_id(xtl.train(ds, TINY, **fit))
