@@ -373,13 +373,7 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
     """
     variables, dims = _names(variables, "variables"), _names(dims, "dims")
     if isinstance(path, (str, os.PathLike)) and Path(path).suffix.lower() == ZARR_SUFFIX:
-        ds = _open_zarr(Path(path), kwargs)
-        try:
-            _check_contents(ds, path, variables, dims, allow_incomplete)
-        except BaseException:
-            ds.close()
-            raise
-        return ds
+        return _checked(_open_zarr(Path(path), kwargs), path, variables, dims, allow_incomplete)
     local = isinstance(path, (str, os.PathLike)) and "://" not in str(path) \
         and kwargs.get("engine") in _NETCDF_ENGINES  # a local netCDF file
     if local and not os.path.isdir(path):
@@ -395,6 +389,11 @@ def open_dataset(path, *, variables=None, dims=None, allow_incomplete: bool = Fa
                 raise
             raise FileFormatError(f"{path}: not a readable netCDF file (truncated or corrupt?): "
                                   f"{err}") from None
+    return _checked(ds, path, variables, dims, allow_incomplete)
+
+
+def _checked(ds, path, variables, dims, allow_incomplete) -> xr.Dataset:
+    """``ds`` after :func:`_check_contents`; closed when a check fails."""
     try:
         _check_contents(ds, path, variables, dims, allow_incomplete)
     except BaseException:
