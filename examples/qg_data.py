@@ -91,7 +91,7 @@ def make_model(nx: int = 64, dt: float = DT, **parameters):
 
 
 def simulate(parameters: dict, *, nx: int = 64, dt: float = DT, members: int = 3,
-             spin_up: float = 5 * YEAR, snapshots: int = 100, interval: float = 10 * DAY,
+             spin_up: float = 5 * YEAR, snapshots: int = 300, interval: float = 10 * DAY,
              seed: int = 0, ke_records: int = 40) -> dict:
     """Spin up ``members`` independent runs of one flow and record snapshots of q and p.
 
@@ -404,8 +404,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--members", type=int, default=3, help="members per flow (default: 3)")
     parser.add_argument("--spin-up", type=float, default=None,
                         help="spin-up in years (default: SPIN_UP[flow], 5 for base and beta)")
-    parser.add_argument("--snapshots", type=int, default=100,
-                        help="snapshots per member (default: 100)")
+    parser.add_argument("--snapshots", type=int, default=300,
+                        help="snapshots per member (default: 300)")
     parser.add_argument("--interval", type=float, default=10.0,
                         help="days between snapshots (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")

@@ -162,8 +162,19 @@ def test_the_qg_example_runs_end_to_end(qg, tmp_path):
         qg.write_flow(name, qg.FLOWS[name], tmp_path / "runs", seed=1, **tiny)
     (tmp_path / "qg.toml").write_text(_shrunk((ROOT / "examples" / "qg.toml").read_text()))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
-    run = subprocess.run([sys.executable, "-m", "xtl.cli", "run", "qg.toml", "--out", "out"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    def xtl_run(*args):
+        return subprocess.run([sys.executable, "-m", "xtl.cli", "run", "qg.toml", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    dry = xtl_run("--dry-run")  # the estimate counts the files' samples; no LES stage
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "sweep-beta" in dry.stdout and "aposteriori" not in dry.stdout
+    from xtl.experiment.config import TEST_FRACTION
+
+    n_fit = int(int(2 * 10 * (1 - TEST_FRACTION)) * 0.9)  # 2 members x 10 times, held out
+    assert f"{n_fit} samples x 2 epochs" in dry.stdout
+    run = xtl_run("--out", "out")
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "out"
     les = xr.open_dataset(out / "data" / "base" / "les.nc")

@@ -778,6 +778,15 @@ class ExperimentConfig:
         """The base and every target."""
         return (self.base, *self.targets)
 
+    def runs_aposteriori(self, target) -> bool:
+        """Whether ``target`` gets an a posteriori stage: LES are enabled, the target is
+        a preset (a case to run LES of) and the networks map (ψ̄, ω̄) → Π, the closure
+        of xtl's own 2D LES."""
+        from ..nn.spec import Variables
+
+        return (self.les.enabled and not isinstance(target, FileFlowConfig)
+                and self.data.variables() == Variables())
+
     def target(self, name: str) -> FlowConfig:
         """The target flow called ``name``."""
         for t in self.targets:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .config import TEST_FRACTION, ExperimentConfig, n_snapshots
+from .config import TEST_FRACTION, ExperimentConfig, FileFlowConfig, n_snapshots
 
 __all__ = ["measure_rates", "estimate_experiment", "format_estimate", "StageEstimate"]
 
@@ -100,28 +100,50 @@ def measure_rates(config: ExperimentConfig) -> dict:
     from ..solver.ensemble import default_n_workers
 
     dns, by_grid = {}, {}  # one measurement per (n, dt, n_les)
-    for flow in config.flows:
+    for flow in _preset_flows(config):
         case = flow.make_case()
         key = (case.n, case.dt, case.n_les)
         if key not in by_grid:
             by_grid[key] = _dns_step_seconds(case, case.n_les)
         dns[flow.name] = by_grid[key]
-    base_case = config.base.make_case()
-    rates, model = _epoch_seconds_per_sample(config.network, base_case.n_les)
-    lcase = les_case(base_case)
+    rates, model = _epoch_seconds_per_sample(config.network, _shape(config.base)[1])
+    out = {"dns_step": dns, "workers": default_n_workers()}
+    if any(config.runs_aposteriori(t) for t in config.targets):
+        lcase = les_case(config.base.make_case())
+        out.update(les_step=_dns_step_seconds(lcase, None, ModelClosure(model)),
+                   les_physics_step=_dns_step_seconds(lcase, None, DynamicSmagorinsky()),
+                   les_dt=lcase.dt)
     return {
-        "dns_step": dns,
-        "les_step": _dns_step_seconds(lcase, None, ModelClosure(model)),
-        "les_physics_step": _dns_step_seconds(lcase, None, DynamicSmagorinsky()),
-        "les_dt": lcase.dt,
+        **out,
         "train_sample_epoch": rates["full"],
         "transfer_sample_epoch": rates["transfer"],
-        "workers": default_n_workers(),
     }
 
 
+def _preset_flows(config: ExperimentConfig) -> list:
+    """The flows xtl simulates (not read from files)."""
+    return [f for f in config.flows if not isinstance(f, FileFlowConfig)]
+
+
+def _shape(flow) -> tuple:
+    """``(samples, LES grid)`` of a flow: of its DNS ensemble for a preset; for a flow
+    read from files, its files' members × times (read lazily) and its ``n_les`` (else
+    the files' ``case_n_les``, else their grid)."""
+    if not isinstance(flow, FileFlowConfig):
+        return flow.members * n_snapshots(flow), flow.make_case().n_les
+    from ..data.netcdf import open_dataset
+
+    samples, n_les = 0, flow.n_les
+    for path in flow.files():
+        with open_dataset(path) as ds:
+            samples += ds.sizes.get("member", 1) * ds.sizes.get("time", 1)
+            if n_les is None:
+                n_les = int(ds.attrs.get("case_n_les", ds.sizes["x"]))
+    return samples, n_les
+
+
 def _snapshots(flow) -> int:
-    return flow.members * n_snapshots(flow)
+    return _shape(flow)[0]
 
 
 def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> list:
@@ -139,7 +161,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
     rates = measure_rates(config) if rates is None else rates
     workers = rates["workers"]
     rows = []
-    for flow in config.flows:
+    for flow in _preset_flows(config):
         case = flow.make_case()
         steps = flow.members * int(round(flow.t_end / case.dt))
         rows.append(StageEstimate(f"data-{flow.name}", f"{steps:,} DNS steps at {case.n}² on "
@@ -177,7 +199,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             text += f" + full target ({int(pool * 0.9)} samples)"
         rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
                                   work / workers))
-        if config.les.enabled:
+        if config.runs_aposteriori(target):
             rows.append(_aposteriori_estimate(config, target, rates))
     if config.budget.enabled:  # the main sweep's fraction is already counted
         target = config.budget.target
@@ -229,8 +251,9 @@ def format_estimate(rows: list, rates: dict) -> str:
               "Measured here: " + ", ".join(f"DNS step {name} {1e3 * s:.2f} ms"
                                            for name, s in rates["dns_step"].items())
               + f"; training {1e3 * rates['train_sample_epoch']:.1f} ms and re-training "
-              f"{1e3 * rates['transfer_sample_epoch']:.1f} ms per sample-epoch; LES step "
-              f"{1e3 * rates['les_step']:.1f} ms; {rates['workers']} workers.",
+              f"{1e3 * rates['transfer_sample_epoch']:.1f} ms per sample-epoch"
+              + (f"; LES step {1e3 * rates['les_step']:.1f} ms" if "les_step" in rates else "")
+              + f"; {rates['workers']} workers.",
               "Trainings are counted at their epoch cap (early stopping ends them sooner)."]
     if total > 12 * 3600:
         lines.append("This experiment belongs on a GPU node or a dask cluster (xtl run "

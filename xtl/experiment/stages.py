@@ -52,7 +52,6 @@ from .config import TEST_FRACTION, ExperimentConfig, FileFlowConfig, load_config
 from ..data.files import check_output_folder, output_lock, write_text_atomically
 from ..data.netcdf import load_dataset
 from .workspace import ExperimentCluster, ExperimentPaths, StageCache, log
-from ..nn.spec import Variables
 
 __all__ = ["run_experiment", "Experiment", "TargetsTooClose", "check_targets_differ",
            "FlowData", "stage_inputs", "split_train_test", "n_samples", "open_flow_files",
@@ -347,8 +346,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, config.table("sweep"),
                                 *needs]
         inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
-        if config.les.enabled and not isinstance(target, FileFlowConfig) \
-                and config.data.variables() == Variables():  # xtl's 2D LES: (ψ̄, ω̄) → Π
+        if config.runs_aposteriori(target):
             inputs[f"aposteriori-{t}"] = [f"@sweep-{t}", config.table("les")]
     if config.budget.enabled:
         t = config.budget.target
