@@ -82,14 +82,19 @@ def _fig_flow_spectra(explains: dict, folder: Path, n_les: int) -> str:
 def _fig_variable_spectra(curves: dict, dim: str, title: str, path: Path, n_les: int) -> str:
     """One panel per entry of ``dim`` (a variable at a level), a curve per entry of
     ``curves`` (``{label: DataArray over (dim, k)}``)."""
+    from matplotlib.ticker import NullFormatter
+
     from .plotting import plot_spectra
 
     names = list(next(iter(curves.values()))[dim].values)
     fig = _figure((4.2 * len(names), 3.8))
     for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
         plot_spectra({label: _resolved(da.sel({dim: name}), n_les)
-                      for label, da in curves.items()},
-                     title=str(name), ylabel="power", ax=fig.add_subplot(1, len(names), i + 1))
+                      for label, da in curves.items()}, title=str(name), ylabel="power", ax=ax)
+        if n_les // 2 <= 16:  # a small grid spans about a decade: label its shells
+            ax.set_xticks(range(1, n_les // 2), [str(k) for k in range(1, n_les // 2)])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(title)
     return _save(fig, path)
 
