@@ -402,7 +402,7 @@ def test_the_cli_refuses_a_file_as_the_ensemble_folder(tmp_path, capsys):
     assert files(tmp_path) == ["file"]
 
 
-@pytest.mark.parametrize("out", ["m.nc", "m.txt", "m", "m.h5", "m.keras.nc"])
+@pytest.mark.parametrize("out", ["m.txt", "m", "m.h5", "m.keras.txt", "m.zarr.h5"])
 def test_a_model_path_with_the_wrong_suffix_is_refused_before_training(tmp_path, capsys,
                                                                        model_files, out):
     with pytest.raises(ValueError, match=r"path must end with '\.keras'"):
