@@ -230,6 +230,18 @@ def test_simulate_writes_on_the_fly_les_data_in_float32(tmp_path):
     assert bad.returncode == 2 and "--dns-every only applies with --les" in bad.stderr
 
 
+def test_simulate_applies_n_and_n_les_before_checking_the_case(tmp_path):
+    # tiny's n_les is 16: --n 8 alone is refused, --n 8 --n-les 4 is a valid case
+    run = _xtl("simulate", "tiny", "--out", "les.nc", "--t-end", "0.04", "--save-interval",
+               "0.02", "--n", "8", "--n-les", "4", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with xr.open_dataset(tmp_path / "les.nc") as les:
+        assert les.sizes == {"time": 3, "y": 4, "x": 4}
+    bad = _xtl("simulate", "tiny", "--out", "dns.nc", "--t-end", "0.04", "--save-interval",
+               "0.02", "--n", "8", cwd=tmp_path)
+    assert bad.returncode != 0 and "n_les" in bad.stderr
+
+
 def test_coarse_grain_defaults_n_les_and_refuses_les_data(tmp_path):
     assert _xtl("simulate", "tiny", "--out", "dns.nc", "--t-end", "0.2", "--save-interval", "0.1",
                 cwd=tmp_path).returncode == 0

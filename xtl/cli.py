@@ -326,7 +326,9 @@ def cmd_simulate(args) -> None:
     from .solver import simulate
 
     check_output_path(args.out, args.overwrite, argument="--out")
-    case = _case(args.case, dt=args.dt, n=args.n)
+    # every override first, then the case's checks (``--n 8 --n-les 4`` of a preset
+    # whose n_les is 16 is a valid case)
+    case = _case(args.case, dt=args.dt, n=args.n, n_les=args.n_les)
     les = _les_argument(args)
     ds = simulate(case, t_end=args.t_end, save_interval=args.save_interval, spin_up=args.spin_up,
                   path=args.out, overwrite=args.overwrite, seed=args.seed, les=les,
