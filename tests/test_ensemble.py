@@ -14,6 +14,7 @@ from xtl.solver import Cluster, Execution, Output, Schedule
 from xtl.solver.ensemble import (
     EnsembleError,
     MemberFailedWarning,
+    _task_key,
     default_n_workers,
     ensemble,
 )
@@ -106,7 +107,8 @@ def test_a_second_call_resumes_without_rerunning_completed_members(client, clust
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
     with get_task_stream(client) as stream:
         second = ensemble(case, **kw).load()
-    assert _member_tasks(stream) == [f"xtl-member-{files[1].stem}"]
+    assert _member_tasks(stream) == [_task_key(files[1])]
+    assert _task_key(files[1]).startswith(f"xtl-member-{files[1].stem}-")
     assert [os.stat(f).st_mtime_ns for f in (files[0], files[2])] == [stamps[0], stamps[2]]
     xr.testing.assert_identical(second.drop_attrs(), first.drop_attrs())
     # everything complete: nothing runs, no file is touched, no duplicates appear

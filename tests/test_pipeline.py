@@ -326,3 +326,36 @@ def test_a_second_experiment_in_the_same_folder_is_refused(tmp_path):
         first.close()
     with Experiment(config, tmp_path / "exp") as again:  # free once the first is closed
         assert again.paths.config.exists()
+
+
+def test_a_control_target_equal_to_the_base_gets_its_own_member_files(tmp_path):
+    """A target that is the base's case under another name (a control) runs beside the
+    base on one cluster: its members are their own dask tasks and files, equal to the
+    base's (same case, same seeds)."""
+    from distributed import Client, LocalCluster
+
+    from xtl.experiment.stages import FlowData
+    from xtl.experiment.workspace import ExperimentCluster, ExperimentPaths
+
+    flow = {"case": "tiny", "members": 2, "spin_up": 0.02, "t_end": 0.1,
+            "save_interval": 0.02}
+    cfg = load_config({"base": dict(flow), "les": {"enabled": False},
+                       "targets": [dict(flow, name="tiny-control", control=True)]})
+    base, control = cfg.base, cfg.targets[0]
+    paths = ExperimentPaths(tmp_path)
+    paths.make_folders()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            ExperimentCluster(client=client) as shared:
+        data = FlowData(cfg, paths, shared, progress=False)
+        data.run_concurrently([base, control])
+        assert data.les(control).sizes["member"] == 2
+    base_files = sorted(p.name for p in paths.data(base.name).glob("*.nc"))
+    control_files = sorted(p.name for p in paths.data(control.name).glob("*.nc"))
+    assert len(base_files) == 2 and control_files == base_files
+    for name in base_files:
+        with xr.open_dataset(paths.data(base.name) / name) as a, \
+                xr.open_dataset(paths.data(control.name) / name) as b:
+            assert a.sizes["time"] == 5
+            xr.testing.assert_equal(a[["psi", "omega", "pi"]], b[["psi", "omega", "pi"]])

@@ -312,6 +312,13 @@ def local_cluster(n_workers: int):
         raise
 
 
+def _task_key(path) -> str:
+    """The dask key of the member written to ``path``: its file's name and a digest of
+    its full path, so that the same run into two folders (a control target equal to
+    the base, run beside it on one cluster) is two tasks, not one shared."""
+    return f"xtl-member-{Path(path).stem}-{_digest(str(Path(path).absolute()))}"
+
+
 def _run_all(specs, todo, cluster, progress) -> dict:
     """Run the members ``todo`` (indices into specs); return {index: result}."""
     from distributed import as_completed
@@ -325,8 +332,7 @@ def _run_all(specs, todo, cluster, progress) -> dict:
     try:
         with _client(cluster) as c:
             futures = {
-                c.submit(_run_member, specs[i], key=f"xtl-member-{Path(specs[i]['path']).stem}",
-                         pure=False): i
+                c.submit(_run_member, specs[i], key=_task_key(specs[i]['path']), pure=False): i
                 for i in todo
             }
             try:
