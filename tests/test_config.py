@@ -349,3 +349,37 @@ def test_the_split_sizes_are_the_pipelines():
         assert (train.sizes["time"], test.sizes["time"]) == split_sizes(nt)
     with pytest.raises(ValueError, match="at least 2 snapshots"):
         split_sizes(1)
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads_as_without(tmp_path):
+    text = EXAMPLE.read_text(encoding="utf-8").replace('name = "demo"', 'name = "démo"')
+    plain, marked = tmp_path / "plain.toml", tmp_path / "marked.toml"
+    plain.write_bytes(text.encode("utf-8"))
+    marked.write_bytes(text.encode("utf-8-sig"))
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_config(marked) == load_config(plain)
+    assert load_config(marked).name == "démo"
+
+
+def test_a_config_not_in_utf8_is_refused_naming_the_file(tmp_path):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[experiment]\nname = "démo"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"config file {str(latin)!r} is not UTF-8")
+                       + r".*0xe9"):
+        load_config(latin)
+
+
+def test_a_flow_too_large_for_memory_is_refused_at_once_with_its_size():
+    import time
+
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["base"]["members"] = 1_000_000_000
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"config key 'base.members': flow .* would hold "
+                                          r"≈ [\d.]+ [PT]iB \(1000000000 member\(s\) ×"):
+        load_config(raw)
+    assert time.perf_counter() - start < 2
+    raw["base"]["members"] = 4
+    raw["targets"][1]["members"] = 10**9
+    with pytest.raises(ConfigError, match=r"'targets\[1\].members'"):
+        load_config(raw)

@@ -79,7 +79,7 @@ from ..nn.sweep import SweepOptions
 from ..solver.les import LesSchedule
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 
-__all__ = ["ConfigError", "FlowConfig", "FileFlowConfig", "DataConfig", "ExperimentConfig", "load_config", "parse_config",
+__all__ = ["ConfigError", "FlowConfig", "flow_bytes", "FileFlowConfig", "DataConfig", "ExperimentConfig", "load_config", "parse_config",
            "DEMO_CONFIG", "TrainingConfig", "TransferConfig", "SweepConfig", "BudgetConfig",
            "RecommendConfig", "LesConfig", "les_closure_names", "n_snapshots", "split_sizes",
            "TEST_FRACTION"]
@@ -973,6 +973,7 @@ def parse_config(raw: dict, folder=None) -> ExperimentConfig:
         recommend=_recommend(raw), data=_data(raw),
         source=_resolved_source(raw, base, targets),
     )
+    _check_data_sizes(config)
     _check_les_runs(config)
     return config
 
@@ -981,6 +982,49 @@ def _experiment_values(name="experiment", seed=0, min_decades=0.3) -> dict:
     """``[experiment]``'s seed (an int >= 0) and ``min_decades`` (>= 0)."""
     return {"seed": check_int(seed, "seed", minimum=0),
             "min_decades": check_float(min_decades, "min_decades", minimum=0.0)}
+
+
+#: Bytes a flow's data may take where the machine's memory is unknown (see
+#: :func:`flow_bytes`).
+FLOW_BYTES_BOUND = 256 * 1024**3
+
+
+def flow_bytes(flow: FlowConfig, n_variables: int) -> tuple:
+    """``(LES data, DNS of one member)`` in bytes of a simulated flow.
+
+    The LES data are ``members × snapshots × n_les² × n_variables`` float32 values
+    (what the training reads into memory); a member's DNS is the solver's state on
+    the case's ``n²`` grid (:func:`xtl.physics.fourier.state_bytes`).
+    """
+    from ..physics.fourier import state_bytes
+
+    case = flow.make_case()
+    les = flow.members * n_snapshots(flow) * case.n_les ** 2 * n_variables * 4
+    return les, state_bytes(case.n)
+
+
+def _check_data_sizes(config: ExperimentConfig) -> None:
+    """Refuse a simulated flow whose data cannot fit: its LES data and one member's DNS
+    above this machine's memory (or :data:`FLOW_BYTES_BOUND` where it is unknown)."""
+    from ..physics.fourier import format_bytes, machine_memory
+
+    total = machine_memory()
+    limit, what = ((total, "this machine has") if total is not None else
+                   (FLOW_BYTES_BOUND, "the bound where the memory is unknown is"))
+    wheres = ["base"] + [f"targets[{i}]" for i in range(len(config.targets))]
+    for where, flow in zip(wheres, config.flows):
+        if isinstance(flow, FileFlowConfig):
+            continue
+        les, dns = flow_bytes(flow, len(config.data.variable_names))
+        if les + dns > limit:
+            case = flow.make_case()
+            _fail(f"{where}.members",
+                  f"flow {flow.name!r} would hold ≈ {format_bytes(les + dns)} "
+                  f"({flow.members} member(s) × {n_snapshots(flow)} snapshots × "
+                  f"{case.n_les}² × {len(config.data.variable_names)} variables × 4 bytes of "
+                  f"LES data, {format_bytes(les)}, and {format_bytes(dns)} of DNS per "
+                  f"member); {what} {format_bytes(limit)}: use fewer members or snapshots "
+                  f"(save_interval, t_end) or a smaller n_les")
 
 
 def _check_les_runs(config: ExperimentConfig) -> None:
@@ -1018,9 +1062,16 @@ def load_config(source=None) -> ExperimentConfig:
     Parameters
     ----------
     source : path, dict or None
-        A TOML file, an already-parsed mapping, or None for :data:`DEMO_CONFIG`.
-        The relative ``path`` of a flow read from files is resolved against the
-        TOML file's folder (a mapping's: against the working folder).
+        A TOML file (UTF-8, with or without a byte-order mark), an already-parsed
+        mapping, or None for :data:`DEMO_CONFIG`. The relative ``path`` of a flow read
+        from files is resolved against the TOML file's folder (a mapping's: against the
+        working folder).
+
+    Raises
+    ------
+    ConfigError
+        A missing file, one that is not UTF-8 or not TOML (naming the file), or a bad
+        key (naming it, see :func:`parse_config`).
     """
     if source is None:
         return parse_config(copy.deepcopy(DEMO_CONFIG))
@@ -1032,7 +1083,14 @@ def load_config(source=None) -> ExperimentConfig:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        # utf-8-sig: a byte-order mark (as some editors save) is not part of the TOML
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte "
+                          f"{err.object[err.start]:#04x} at offset {err.start}): save it as "
+                          "UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
     return parse_config(raw, folder=path.parent)
