@@ -570,3 +570,49 @@ def test_model_pickles_and_deep_copies_after_keras_use(keras_backend):
     for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert other.native is not m.native
         np.testing.assert_array_equal(keras_backend.compiled_forward(other)(x), ref)
+
+
+# --------------------------------------------------------------------------- checked whole on load
+def _small_model_dataset(channels=4):
+    model = get_backend("keras").build(NetworkSpec(n_layers=3, kernel_size=3, channels=channels),
+                                       {"psi": 1.0, "omega": 1.0, "pi": 1.0}, seed=0)
+    return model_to_dataset(model)
+
+
+def test_model_whose_spec_says_fewer_channels_than_its_kernel_holds_is_refused(tmp_path):
+    import json
+
+    from xtl.nn.dataset import SPEC_ATTR
+
+    ds = _small_model_dataset(channels=4)
+    spec = json.loads(ds.attrs[SPEC_ATTR])
+    spec["channels"] = 2  # the spec shrinks; the kernel still holds 4 finite channels
+    ds.attrs[SPEC_ATTR] = json.dumps(spec)
+    del ds.attrs["model_id"]
+    with pytest.raises(ValueError, match=r"layer 1: its spec says 2 output .* numbers in 4 output"):
+        model_from_dataset(ds)
+    ds.to_netcdf(tmp_path / "bad.nc")
+    with pytest.raises(ValueError, match=r"bad\.nc.*layer 1: its spec says 2 output"):
+        load_model(tmp_path / "bad.nc")
+
+
+def test_model_with_a_tampered_weight_and_its_old_model_id_is_refused(tmp_path):
+    ds = _small_model_dataset()
+    kernel = ds.kernel.values.copy()
+    kernel[1, 0, 0, 1, 1] += 0.5
+    ds["kernel"] = (ds.kernel.dims, kernel, ds.kernel.attrs)
+    with pytest.raises(ValueError, match="model_id"):
+        model_from_dataset(ds)
+    ds.to_netcdf(tmp_path / "tampered.nc")
+    with pytest.raises(ValueError, match=r"tampered\.nc.*model_id"):
+        load_model(tmp_path / "tampered.nc")
+    del ds.attrs["model_id"]  # a change made on purpose loads without the stale id
+    assert model_id(model_from_dataset(ds)) != _small_model_dataset().attrs["model_id"]
+
+
+def test_good_model_dataset_round_trips_through_the_checks(tmp_path):
+    ds = _small_model_dataset()
+    ds.to_netcdf(tmp_path / "good.nc")
+    back = load_model(tmp_path / "good.nc")
+    assert model_id(back) == ds.attrs["model_id"]
+    np.testing.assert_array_equal(model_to_dataset(back).kernel.values, ds.kernel.values)

@@ -310,3 +310,48 @@ def test_dry_run_prints_every_stage_and_runs_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "tiny.toml"]
     no_out = _xtl("run", "tiny.toml", cwd=tmp_path)
     assert no_out.returncode == 2 and "--out" in no_out.stderr
+
+
+def _copy_of(tiny_experiment, tmp_path):
+    """A copy of the tiny experiment's folder, to damage without touching the shared one."""
+    import shutil
+
+    folder, _ = tiny_experiment
+    shutil.copytree(folder, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_a_swapped_base_model_reruns_its_stage_to_a_clean_runs_result(tiny_experiment, tmp_path):
+    from xtl.nn.files import load_model
+    from xtl.nn.model import model_id
+
+    folder = _copy_of(tiny_experiment, tmp_path)
+    models = folder / "out" / "models"
+    clean = model_id(load_model(models / "base.nc"))
+    with xr.open_dataset(folder / "out" / "results" / "base-scores.nc") as scores:
+        clean_scores = scores.load()
+    other = models / "tl-tiny-re" / "tl_layer1_seed0.keras"  # another network, same shape
+    (models / "base.keras").write_bytes(other.read_bytes())
+    run = _xtl("run", "tiny.toml", "--out", "out", cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "models/base.keras changed since the stage ran: running base-model again" in run.stdout
+    assert "stages run: 1," in run.stdout
+    assert model_id(load_model(models / "base.keras")) == clean
+    assert model_id(load_model(models / "base.nc")) == clean
+    with xr.open_dataset(folder / "out" / "results" / "base-scores.nc") as scores:
+        xr.testing.assert_allclose(scores.load(), clean_scores)
+
+
+def test_a_truncated_member_file_reruns_the_data_stage(tiny_experiment, tmp_path):
+    folder = _copy_of(tiny_experiment, tmp_path)
+    member = sorted((folder / "out" / "data" / "tiny").glob("*.nc"))[0]
+    size = member.stat().st_size
+    with open(member, "r+b") as file:
+        file.truncate(size // 2)
+    run = _xtl("run", "tiny.toml", "--out", "out", cwd=folder)
+    assert run.returncode == 0, run.stderr[-3000:]
+    name = member.relative_to(folder / "out")
+    assert f"{name} changed since the stage ran: running data-tiny again" in run.stdout
+    with xr.open_dataset(member) as ds:  # simulated again, whole
+        assert int(ds.attrs["complete"]) == 1
+

@@ -359,3 +359,94 @@ def test_a_control_target_equal_to_the_base_gets_its_own_member_files(tmp_path):
                 xr.open_dataset(paths.data(control.name) / name) as b:
             assert a.sizes["time"] == 5
             xr.testing.assert_equal(a[["psi", "omega", "pi"]], b[["psi", "omega", "pi"]])
+
+
+# ------------------------------------------------------------------ the cache checks its outputs
+def test_stage_cache_reruns_a_stage_whose_output_changed_or_vanished(tmp_path):
+    lines, calls = [], []
+    cache = _cache(tmp_path, lines)
+    folder = tmp_path / "data" / "flow"
+
+    def work():
+        calls.append(1)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "m0.nc").write_bytes(b"member 0" * 100)
+        (folder / "m1.nc").write_bytes(b"member 1" * 100)
+
+    assert cache.run("d", [1], [folder], work) is True
+    manifest = json.loads((tmp_path / "stages" / "d.json").read_text())
+    assert manifest["files"]["data/flow/m0.nc"]["size"] == 800
+    assert _cache(tmp_path).run("d", [1], [folder], work) is False
+    with open(folder / "m1.nc", "r+b") as file:  # truncated: same name, fewer bytes
+        file.truncate(10)
+    again = _cache(tmp_path, lines)
+    assert again.run("d", [1], [folder], work) is True and len(calls) == 2
+    assert lines[-2] == "data/flow/m1.nc changed since the stage ran: running d again"
+    (folder / "m1.nc").write_bytes(b"member 2" * 100)  # the same size, other content
+    assert _cache(tmp_path, lines).run("d", [1], [folder], work) is True and len(calls) == 3
+    assert lines[-2].startswith("data/flow/m1.nc changed")
+    (folder / "m0.nc").unlink()
+    assert _cache(tmp_path, lines).run("d", [1], [folder], work) is True and len(calls) == 4
+    assert lines[-2] == "data/flow/m0.nc vanished since the stage ran: running d again"
+    (folder / "extra.nc").write_bytes(b"x")
+    assert _cache(tmp_path, lines).run("d", [1], [folder], work) is True
+    assert lines[-2].startswith("data/flow/extra.nc appeared")
+    assert _cache(tmp_path, lines).run("d", [1], [folder], work) is False
+
+
+def test_stage_cache_reruns_a_stage_whose_output_cannot_be_read(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    lines = []
+    out = tmp_path / "results" / "a.nc"
+    assert _cache(tmp_path).run("a", [1], [out], lambda: out.write_text("x")) is True
+    out.chmod(0)
+    try:
+        assert _cache(tmp_path, lines).run("a", [1], [out], lambda: None) is True
+        assert "cannot be read" in lines[0] and lines[0].endswith("running a again")
+    finally:
+        out.chmod(0o644)
+
+
+@pytest.mark.parametrize("damage", [lambda text: text[:len(text) // 2], lambda text: "[1, 2]",
+                                    lambda text: ""])
+def test_a_corrupt_manifest_reruns_its_stage_naming_the_file(tmp_path, damage):
+    lines, calls = [], []
+    out = tmp_path / "results" / "a.nc"
+
+    def work():
+        calls.append(1)
+        out.write_text("x")
+
+    assert _cache(tmp_path).run("a", [1], [out], work) is True
+    manifest = tmp_path / "stages" / "a.json"
+    manifest.write_text(damage(manifest.read_text()))
+    assert _cache(tmp_path, lines).run("a", [1], [out], work) is True and len(calls) == 2
+    assert lines[0].startswith("stages/a.json ") and lines[0].endswith(": running a again")
+    assert _cache(tmp_path).run("a", [1], [out], work) is False  # rewritten whole
+
+
+def test_a_manifest_without_hashes_is_trusted_on_key_and_existence_then_upgraded(tmp_path):
+    """Manifests written before the hashes were recorded keep their stages skipped."""
+    from xtl.experiment.workspace import file_sha256
+
+    lines, calls = [], []
+    cache = _cache(tmp_path, lines)
+    out = tmp_path / "results" / "a.nc"
+    out.write_text("made before")
+    manifest = tmp_path / "stages" / "a.json"
+    manifest.write_text(json.dumps({"key": cache.key("a", [1]), "outputs": ["results/a.nc"],
+                                    "seconds": 1.0}))
+    assert cache.run("a", [1], [out], lambda: calls.append(1)) is False and calls == []
+    record = json.loads(manifest.read_text())
+    assert record["files"] == {"results/a.nc": {"size": 11, "sha256": file_sha256(out)}}
+    assert record["seconds"] == 1.0
+    out.write_text("changed now")  # from now on a change is seen
+    assert _cache(tmp_path, lines).run("a", [1], [out], lambda: calls.append(1)) is True
+
+
+def test_an_output_folder_with_missing_parents_is_made(tmp_path):
+    config = load_config()
+    with Experiment(config, tmp_path / "new folder" / "exp") as experiment:
+        assert experiment.paths.config.exists()
+    assert (tmp_path / "new folder" / "exp" / "stages").is_dir()

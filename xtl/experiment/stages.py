@@ -1,9 +1,10 @@
 """The end-to-end experiment behind ``xtl demo`` and ``xtl run CONFIG``.
 
 Stages (each writes its artifacts under ``out/`` and a manifest
-``out/stages/<stage>.json`` holding a hash of its inputs and config; a stage
-whose hash and artifacts are unchanged is skipped, so an interrupted
-experiment resumes where it stopped):
+``out/stages/<stage>.json`` holding a hash of its inputs and config and the sizes
+and sha256 of its artifacts' files; a stage whose hash and artifacts are unchanged
+is skipped, so an interrupted experiment resumes where it stopped, and one whose
+artifacts changed, vanished or cannot be read runs again):
 
 1. ``data-<flow>``: a DNS ensemble of each flow, coarse-grained on the fly to
    LES data (ψ̄, ω̄, Π) — :func:`xtl.ensemble`; or a flow read from files
@@ -686,7 +687,7 @@ class Experiment:
     Parameters
     ----------
     out : path-like
-        Output folder (created, with ``config.json``). It is locked until
+        Output folder (created with its missing parents, with ``config.json``). It is locked until
         :meth:`close`: a second experiment in the same folder is refused with
         :class:`xtl.data.files.OutputLockedError` (naming this process).
     client : distributed.Client, optional
@@ -706,6 +707,7 @@ class Experiment:
         self.cache = StageCache(self.paths)
         self.data = FlowData(config, self.paths, self.cluster, progress)
         self._lock = contextlib.ExitStack()  # one experiment in a folder at a time
+        self.paths.root.parent.mkdir(parents=True, exist_ok=True)  # the lock lies beside root
         self._lock.enter_context(output_lock(self.paths.root))
         try:
             self.paths.make_folders()

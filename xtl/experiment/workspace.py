@@ -3,8 +3,8 @@
 * :class:`ExperimentPaths` names every file an experiment writes or reads, in
   one place;
 * :class:`StageCache` runs a stage unless its key (a hash of its inputs) and its
-  outputs are unchanged, and records each run in a manifest
-  ``stages/<stage>.json``, written atomically after the outputs;
+  outputs (their files' sizes and sha256) are unchanged, and records each run in a
+  manifest ``stages/<stage>.json``, written atomically after the outputs;
 * :class:`ExperimentCluster` owns the dask cluster of the stages: the one
   given, or a LocalCluster started on first use and closed on exit, even on
   an error.
@@ -23,7 +23,8 @@ from pathlib import Path
 from ..data.files import write_text_atomically
 from ..scheduler import check_address
 
-__all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log"]
+__all__ = ["ExperimentPaths", "StageCache", "ExperimentCluster", "log", "file_sha256",
+           "output_files"]
 
 
 def log(message: str) -> None:
@@ -158,15 +159,75 @@ def stage_key(name: str, parts) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+#: Bytes read at a time when hashing an output.
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path) -> str:
+    """The sha256 (hex) of the file ``path``, read in chunks of :data:`HASH_CHUNK` bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_scratch(path: Path) -> bool:
+    """Lock files and the temporary files of atomic writes, which a folder's hash skips."""
+    return path.name.endswith(".lock") or ".tmp" in path.name
+
+
+def _raise(err):
+    raise err
+
+
+def output_files(root: Path, outputs) -> dict:
+    """``{path relative to root: {"size", "sha256"}}`` of the files of ``outputs``.
+
+    An output is a file, or a folder standing for every file under it (lock files and
+    temporary files of atomic writes left out). Raises OSError when one cannot be read.
+    """
+    files = {}
+    for output in outputs:
+        path = root / output
+        if path.is_dir():
+            found = []
+            for folder, _, names in os.walk(path, onerror=_raise):
+                found += [Path(folder) / n for n in names if not _is_scratch(Path(folder) / n)]
+        else:
+            found = [path]
+        for file in sorted(found):
+            files[str(file.relative_to(root))] = {"size": file.stat().st_size,
+                                                  "sha256": file_sha256(file)}
+    return files
+
+
+def _files_changed(recorded: dict, current: dict) -> str | None:
+    """Why the files ``current`` are not those ``recorded`` (the first difference), or None."""
+    for name in sorted(set(recorded) | set(current)):
+        if name not in current:
+            return f"{name} vanished since the stage ran"
+        if name not in recorded:
+            return f"{name} appeared since the stage ran"
+        if current[name] != recorded[name]:
+            return f"{name} changed since the stage ran"
+    return None
+
+
 class StageCache:
     """Runs each stage once per inputs: skipped while its key and outputs are unchanged.
 
     A stage's key hashes its name and its inputs, where an input ``"@other"``
     stands for the key of stage ``other`` (run or skipped before it in this
     cache), so a stage reruns when a stage it depends on changed. After a
-    stage ran, its manifest (key, outputs, seconds) is written atomically; a
-    stage is skipped when its manifest holds the same key and every output
-    exists.
+    stage ran, its manifest (key, outputs, their files' sizes and sha256, seconds)
+    is written atomically. A stage is skipped when its manifest holds the same key
+    and every output file is there with the size and hash it had; otherwise it
+    runs again, and the log says why in one line: an output that changed, vanished,
+    appeared (in an output folder) or cannot be read, or a manifest that cannot be
+    read (corrupt or truncated; it counts as missing). A manifest written before
+    the hashes were recorded (no ``files``) is trusted on its key and its outputs'
+    existence, as it was, and the hashes of the outputs found are added to it.
 
     Parameters
     ----------
@@ -193,12 +254,53 @@ class StageCache:
         """Whether stage ``name`` has a manifest (ran once, with whatever inputs)."""
         return self.paths.manifest(name).exists()
 
+    def read_manifest(self, name: str) -> dict | None:
+        """The manifest of stage ``name``, or None when there is none.
+
+        Raises
+        ------
+        ValueError
+            The manifest cannot be read or is not a JSON object with a ``key``
+            (naming the file).
+        """
+        path = self.paths.manifest(name)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"{self._relative(path)} cannot be read ({err})") from None
+        if not isinstance(record, dict) or "key" not in record:
+            raise ValueError(f"{self._relative(path)} is not a stage manifest (a JSON object "
+                             "with a 'key')")
+        return record
+
+    def stale(self, name: str, key: str, outputs) -> str | None:
+        """Why stage ``name`` must run with ``key`` and ``outputs``: ``""`` when it has not
+        run with this key, a one-line reason when its manifest or outputs changed since,
+        None when it is current (the hashes of an older manifest are then recorded)."""
+        try:
+            record = self.read_manifest(name)
+        except ValueError as err:
+            return str(err)
+        if record is None or record.get("key") != key:
+            return ""
+        for output in outputs:
+            if not (self.paths.root / output).exists():
+                return f"{self._relative(output)} vanished since the stage ran"
+        try:
+            current = output_files(self.paths.root, [self._relative(o) for o in outputs])
+        except OSError as err:
+            return f"an output of the stage cannot be read ({err})"
+        if "files" not in record:  # written before the hashes: trusted, and upgraded
+            write_text_atomically(self.paths.manifest(name),
+                                  json.dumps({**record, "files": current}))
+            return None
+        return _files_changed(record["files"], current)
+
     def is_current(self, name: str, key: str, outputs) -> bool:
-        """Whether stage ``name`` ran with ``key`` and its ``outputs`` all exist."""
-        manifest = self.paths.manifest(name)
-        if not manifest.exists() or not all((self.paths.root / o).exists() for o in outputs):
-            return False
-        return json.loads(manifest.read_text()).get("key") == key
+        """Whether stage ``name`` ran with ``key`` and its ``outputs`` are as it left them."""
+        return self.stale(name, key, outputs) is None
 
     def _relative(self, output) -> str:
         path = Path(output)
@@ -212,17 +314,20 @@ class StageCache:
         root). Returns whether the stage ran.
         """
         key = self.key(name, parts)
-        if self.is_current(name, key, outputs):
+        reason = self.stale(name, key, outputs)
+        if reason is None:
             self.keys[name] = key
             self.skipped.append(name)
             self.log(f"{name}: unchanged, skipped")
             return False
-        self.log(f"{name}: running")
+        self.log(f"{reason}: running {name} again" if reason else f"{name}: running")
         start = time.perf_counter()
         func()
         seconds = time.perf_counter() - start
+        relative = [self._relative(o) for o in outputs]
         write_text_atomically(self.paths.manifest(name), json.dumps(
-            {"key": key, "outputs": [self._relative(o) for o in outputs], "seconds": seconds}))
+            {"key": key, "outputs": relative, "seconds": seconds,
+             "files": output_files(self.paths.root, relative)}))
         self.keys[name] = key
         self.ran.append(name)
         self.log(f"{name}: done in {seconds:.0f} s")

@@ -30,7 +30,7 @@ import xarray as xr
 from .spec import NetworkSpec, Variables
 
 __all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
-           "model_metadata", "history_from_dataset"]
+           "check_model_id", "model_metadata", "history_from_dataset"]
 
 #: The attributes of a model Dataset holding its spec, normalization and provenance (JSON).
 SPEC_ATTR = "xtl_spec"
@@ -174,23 +174,92 @@ def model_metadata(ds: xr.Dataset) -> tuple:
     return spec, normalization, provenance, variables
 
 
+def _check_kernel_shape(kernel: xr.DataArray, spec: NetworkSpec) -> None:
+    """ValueError unless ``kernel`` has the spec's layers, taps and at least its channels."""
+    sizes = kernel.sizes
+    if sizes["layer"] != spec.n_layers or sizes["tap_y"] != spec.kernel_size \
+            or sizes["tap_x"] != spec.kernel_size:
+        raise ValueError(
+            f"ds['kernel'] has {sizes['layer']} layers of {sizes['tap_y']}x{sizes['tap_x']}-tap "
+            f"kernels, but its spec says {spec.n_layers} layers of {spec.kernel_size}x"
+            f"{spec.kernel_size}")
+    for dim, wanted in (("channel_out", max(spec.widths)), ("channel_in", max(spec.in_channels))):
+        if sizes[dim] < wanted:
+            raise ValueError(f"ds['kernel'] has {sizes[dim]} {dim} channels, but its spec needs "
+                             f"{wanted}")
+
+
+def _held(block: np.ndarray, axis: int) -> int:
+    """How many leading entries of ``block`` along ``axis`` hold a number (the last non-NaN + 1)."""
+    finite = ~np.isnan(block)
+    other = tuple(a for a in range(block.ndim) if a != axis)
+    rows = np.flatnonzero(finite.any(axis=other)) if block.size else []
+    return int(rows[-1]) + 1 if len(rows) else 0
+
+
+def _check_layer(i: int, w: np.ndarray, b: np.ndarray, co: int, ci: int) -> None:
+    """ValueError unless layer ``i``'s padded ``w (out, in, K, K)``, ``b (out,)`` hold numbers
+    exactly in their first ``co`` out and ``ci`` in channels (NaN beyond them)."""
+    held_out = max(_held(w, 0), _held(b, 0))
+    held_in = _held(w, 1)
+    if held_out > co or held_in > ci:
+        raise ValueError(
+            f"layer {i + 1}: its spec says {co} output and {ci} input channels, but ds['kernel'] "
+            f"and ds['bias'] hold numbers in {held_out} output and {held_in} input channels; "
+            "the padding beyond the spec's widths must be NaN (spec and weights disagree)")
+    if np.isnan(w[:co, :ci]).any() or np.isnan(b[:co]).any():
+        raise ValueError(f"layer {i + 1}: ds['kernel'] or ds['bias'] has NaN inside its spec's "
+                         f"{co} output and {ci} input channels")
+
+
+def check_model_id(ds: xr.Dataset) -> None:
+    """ValueError unless ``ds.attrs["model_id"]`` (when present) is the hash of its content.
+
+    The id hashes the kernels, biases, spec and normalization; a Dataset whose weights
+    were changed after it was made keeps a stale id. One edited on purpose must drop
+    its ``model_id`` attribute (:func:`xtl.nn.model.model_to_dataset` of the loaded
+    model gives it a new one).
+    """
+    stored = ds.attrs.get("model_id")
+    if stored is None:
+        return
+    actual = _dataset_id(ds)
+    if str(stored) != actual:
+        raise ValueError(
+            f"ds.attrs['model_id'] is {stored!r}, but the Dataset's weights, spec and "
+            f"normalization hash to {actual!r}: the model was changed after it was saved "
+            "(drop its model_id attribute if the change is intended)")
+
+
 def dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:
-    """Unpack the NaN-padded kernels into per-layer ``(kernel, bias)`` arrays."""
+    """Unpack the NaN-padded kernels into per-layer ``(kernel, bias)`` arrays.
+
+    The Dataset is checked whole: its layers, taps and channels agree with ``spec``
+    (numbers exactly inside each layer's ``spec.widths`` output and ``spec.in_channels``
+    input channels, NaN beyond), its ``n_channels_out``/``n_channels_in`` coordinates
+    (when present) are the spec's, and its ``model_id`` (when present) is the hash of
+    its content (:func:`check_model_id`).
+
+    Raises
+    ------
+    ValueError
+        Naming the layer and the counts, or the ``model_id``, that disagree.
+    """
     kernel = ds["kernel"].transpose("layer", "channel_out", "channel_in", "tap_y", "tap_x")
     bias = ds["bias"].transpose("layer", "channel_out")
-    if kernel.sizes["layer"] != spec.n_layers or kernel.sizes["tap_y"] != spec.kernel_size:
-        raise ValueError(
-            f"ds['kernel'] has {kernel.sizes['layer']} layers of {kernel.sizes['tap_y']}-tap "
-            f"kernels, but its spec says {spec.n_layers} layers of {spec.kernel_size}"
-        )
+    _check_kernel_shape(kernel, spec)
     kernel = np.asarray(kernel.values, dtype=np.float32)
     bias = np.asarray(bias.values, dtype=np.float32)
     weights = []
     for i, (co, ci) in enumerate(zip(spec.widths, spec.in_channels)):
+        _check_layer(i, kernel[i], bias[i], co, ci)
         w, b = kernel[i, :co, :ci], bias[i, :co]
-        if np.isnan(w).any() or np.isnan(b).any():
-            raise ValueError(f"ds['kernel'] or ds['bias'] has NaN inside layer {i + 1}")
         weights.append((np.ascontiguousarray(w), np.ascontiguousarray(b)))
+    for coord, wanted in (("n_channels_out", spec.widths), ("n_channels_in", spec.in_channels)):
+        if coord in ds.coords and [int(v) for v in ds[coord].values] != list(wanted):
+            raise ValueError(f"ds['{coord}'] is {[int(v) for v in ds[coord].values]}, but its "
+                             f"spec says {list(wanted)} per layer")
+    check_model_id(ds)
     return weights
 
 
