@@ -486,3 +486,51 @@ def test_a_registered_filter_is_used_by_name():
         FILTERS.pop("gaussian-copy")
     with pytest.raises(ValueError, match="filter must be one of"):
         transfer_function("gaussian-copy", kx, ky, 0.4)
+
+
+# ----------------------------------------------------------------------------------------
+# non-finite input: one policy for every output
+# ----------------------------------------------------------------------------------------
+def _noisy_dns(n=32, L=2 * np.pi):
+    rng = np.random.default_rng(7)
+    x = np.arange(n) * L / n
+    dims = ("time", "member", "y", "x")
+    return xr.Dataset({"psi": (dims, rng.standard_normal((4, 3, n, n))),
+                       "omega": (dims, rng.standard_normal((4, 3, n, n)))},
+                      coords={"time": [0.0, 0.5, 1.0, 1.5], "member": [10, 11, 12],
+                              "x": x, "y": x})
+
+
+@pytest.mark.parametrize("var", ["omega", "psi"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("L", [2 * np.pi, 5.0])  # the fast path and the general pair
+def test_a_nonfinite_sample_is_nan_in_every_output_and_the_others_are_untouched(var, bad, L):
+    from xtl.data.coarse import coarse_grain
+
+    ds = _noisy_dns(L=L)
+    clean = coarse_grain(ds, 16)
+    dirty = ds.copy(deep=True)
+    dirty[var].values[2, 1, 3, 4] = bad
+    for out in (coarse_grain(dirty, 16), coarse_grain(dirty.chunk(time=1), 16).compute()):
+        for name in ("psi", "omega", "pi"):
+            assert np.isnan(out[name].values[2, 1]).all(), name
+            keep = np.ones((4, 3), bool)
+            keep[2, 1] = False
+            np.testing.assert_array_equal(out[name].values[keep], clean[name].values[keep])
+
+
+def test_nonfinite_raise_names_the_variable_the_sample_and_the_count():
+    from xtl.data.coarse import CoarseGraining, NonFiniteError
+
+    ds = _noisy_dns()
+    ds["omega"].values[2, 1, 3, 4] = np.inf
+    ds["omega"].values[2, 1, 5, 5] = np.nan
+    with pytest.raises(NonFiniteError, match=r"ds\['omega'\] has 2 non-finite.*time=1\.0, member=11"):
+        CoarseGraining(16).apply(ds, nonfinite="raise")
+    lazy = CoarseGraining(16).apply(ds.chunk(time=1, member=2), nonfinite="raise")  # no error yet
+    with pytest.raises(NonFiniteError, match=r"time=1\.0, member=11"):
+        lazy.compute()
+    assert np.isfinite(CoarseGraining(16).apply(
+        _noisy_dns(), nonfinite="raise").pi.values).all()
+    with pytest.raises(ValueError, match="nonfinite must be one of"):
+        CoarseGraining(16).apply(ds, nonfinite="ignore")

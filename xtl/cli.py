@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -539,8 +541,11 @@ def main(argv=None) -> int:
     -------
     int
         0 on success, 2 for a user error (one line on stderr: bad input, an
-        unreadable file, an output another process is writing), 130 when
-        interrupted; an internal error raises (exit status 1, with its traceback).
+        unreadable file, an output another process is writing, a full disk or quota,
+        a read-only file system, no permission, a symlink loop, a name too long — the
+        line names the path; a netCDF "HDF error" when the output's folder has no space
+        left is reported as such), 130 when interrupted; an internal error raises
+        (exit status 1, with its traceback).
     """
     import logging
 
@@ -559,7 +564,58 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"xtl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as err:
+        line = _edge_error_line(err, args)
+        if line is None:
+            raise
+        print(f"xtl {args.command}: error: {line}", file=sys.stderr)
+        return 2
     return 0
+
+
+#: errno of the OSErrors that are about the user's files and disks, with what they mean.
+_EDGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ELOOP: "too many levels of symbolic links (a symlink loop?)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EROFS: "read-only file system",
+}
+#: The free space (bytes) under which a netCDF "HDF error" is reported as a full disk.
+_LOW_SPACE = 16 * 2 ** 20
+
+
+def _edge_error_line(err, args) -> str | None:
+    """One line for an OSError at the edge (a full disk, a bad path, no permission) or a
+    netCDF "HDF error" on a full disk; None for anything else (a bug: keep the traceback).
+    """
+    if isinstance(err, OSError) and err.errno in _EDGE_ERRNOS:
+        path = err.filename if err.filename is not None else _output_folder(args)
+        line = f"{_EDGE_ERRNOS[err.errno]}: {path}" if path else _EDGE_ERRNOS[err.errno]
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            line += ("; free space and run the command again (partial output is removed, "
+                     "or kept where the command resumes it)")
+        return line
+    if isinstance(err, RuntimeError) and "HDF error" in str(err):
+        folder = _output_folder(args)
+        if folder is not None and shutil.disk_usage(folder).free < _LOW_SPACE:
+            return (f"no space left on {folder} (netCDF: {err}); free space and run the "
+                    f"command again")
+    return None
+
+
+def _output_folder(args):
+    """The existing folder of the command's output path, or None."""
+    for key in ("out", "output", "workspace", "path", "store"):
+        value = getattr(args, key, None)
+        if isinstance(value, (str, os.PathLike)):
+            folder = os.path.abspath(os.fspath(value))
+            while folder and not os.path.isdir(folder):
+                folder = os.path.dirname(folder)
+            return folder or None
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

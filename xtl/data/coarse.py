@@ -134,6 +134,9 @@ __all__ = [
     "filter_transfer_function",
     "coarse_grain",
     "sgs_term",
+    "NONFINITE",
+    "NonFiniteError",
+    "check_nonfinite",
 ]
 
 _PI_DEFINITION = (
@@ -356,7 +359,8 @@ class CoarseGraining(Options):
 
         With ``general``, ``omega`` is any advected scalar q and N(q, ψ) is formed from
         q itself (:meth:`_GridKernel.pair`); without, N is formed from ψ alone, which
-        presumes ω = −∇²ψ on the 2π domain (the solver's fast path).
+        presumes ω = −∇²ψ on the 2π domain (the solver's fast path). A sample with
+        NaN or ±Inf anywhere in ψ or ω is NaN in all three outputs.
 
         Returns
         -------
@@ -366,15 +370,18 @@ class CoarseGraining(Options):
         return self.kernel(psi.shape[-1], dealias).block(psi, omega, dtype=dtype, general=general)
 
     def apply(self, ds: xr.Dataset, *, dealias: bool | None = None, scalar: str = "omega",
-              streamfunction: str = "psi", L: float | None = None) -> xr.Dataset:
+              streamfunction: str = "psi", L: float | None = None,
+              nonfinite: str = "propagate") -> xr.Dataset:
         """Filter the DNS Dataset ``ds`` and coarse-grain it, with the SGS term of ``scalar``.
 
         ``n_les`` None takes the case's (``ds.attrs["case_n_les"]``); ``dealias``
         None the case's (``ds.attrs["case_dealias"]``), else True. This object's
         ``width`` is in units of the 2π domain: on data of domain length L the filter
         width is ``width·L/2π`` (:func:`coarse_grain` takes it in the data's units).
-        Returns and raises as :func:`coarse_grain`.
+        ``nonfinite`` is the policy of a sample holding NaN or ±Inf (the Notes of
+        :func:`coarse_grain`). Returns and raises as :func:`coarse_grain`.
         """
+        nonfinite = check_nonfinite(nonfinite)
         names = _check_names(scalar, streamfunction)
         psi, q, n, length = _check_dataset(ds, names, L)
         les = self.for_grid(n, _case_n_les(ds) if self.n_les is None else None)
@@ -383,7 +390,8 @@ class CoarseGraining(Options):
             dealias = bool(_case_value(ds, "case_dealias", True))
         # the solver's fast path presumes omega = -lap(psi) on the 2π domain
         general = scalar != "omega" or length != _TWO_PI
-        fields = _coarse_fields(les, psi, q, dealias, general)
+        fields = _coarse_fields(les, psi, q, dealias, general,
+                                names if nonfinite == "raise" else None)
         if length != _TWO_PI:  # N has two derivatives: Π scales as (2π/L)²
             fields = (fields[0], fields[1], fields[2] * (_TWO_PI / length) ** 2)
         result = _les_dataset(fields, ds, names, length, les.n_les)
@@ -574,19 +582,86 @@ class _GridKernel:
         fields = np.fft.irfft2(np.stack([c_psi, c_q, c_pi]) * (n_les * n_les), s=(n_les, n_les))
         return {"psi": fields[0], "omega": fields[1], "pi": fields[2]}
 
-    def block(self, psi, omega, dtype=np.float64, general=False) -> tuple:
+    def block(self, psi, omega, dtype=np.float64, general=False, finite=None) -> tuple:
         """:meth:`physical` (or, ``general``, :meth:`pair` with ``omega`` any scalar q)
-        over the leading axes of ``(..., n, n)`` arrays."""
+        over the leading axes of ``(..., n, n)`` arrays.
+
+        A sample with a non-finite value (NaN, ±Inf) in ψ or ω is NaN in all three
+        outputs; with a :class:`_FiniteCheck` ``finite`` of policy ``"raise"`` it
+        raises :class:`NonFiniteError` instead (:meth:`_FiniteCheck.refuse`).
+        """
         lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
         psi = np.broadcast_to(psi, lead + psi.shape[-2:])
         omega = np.broadcast_to(omega, lead + omega.shape[-2:])
         out = [np.empty(lead + (self.n_les, self.n_les), dtype=dtype) for _ in range(3)]
         work = self.pair if general else self.physical
         for index in np.ndindex(*lead):
-            fields = work(psi[index], omega[index])
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite: handled below
+                fields = work(psi[index], omega[index])
+            # a non-finite input value reaches every point of the output it feeds through
+            # the FFTs, so checking the (small) LES outputs finds it without a pass over ψ, ω
+            if not all(np.isfinite(f).all() for f in fields.values()):
+                if finite is not None:
+                    finite.refuse(index, psi[index], omega[index])
+                fields = dict.fromkeys(fields, np.nan)
             for o, name in zip(out, CoarseGraining.variables):
                 o[index] = fields[name]
         return tuple(out)
+
+
+class NonFiniteError(ValueError):
+    """A DNS sample holds NaN or ±Inf and the transform was asked to refuse it
+    (``nonfinite="raise"``)."""
+
+
+#: The policies of non-finite input (see :func:`coarse_grain`).
+NONFINITE = ("propagate", "raise")
+
+
+def check_nonfinite(nonfinite) -> str:
+    """The policy ``nonfinite`` names: ``"propagate"`` or ``"raise"``."""
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite must be one of {list(NONFINITE)}, got {nonfinite!r}")
+    return nonfinite
+
+
+@dataclass(frozen=True)
+class _FiniteCheck:
+    """What a kernel needs to name a refused sample: the variable names, the leading
+    dims and their coordinate values, and (set per block) the block's global positions.
+    """
+
+    names: tuple
+    dims: tuple
+    coords: tuple
+    positions: np.ndarray | None = None
+
+    def refuse(self, index, psi, q):
+        """Raise :class:`NonFiniteError` naming the variable, the sample and the count."""
+        position = int(self.positions[index]) if self.positions is not None else None
+        where = self.describe(position, index)
+        for name, values in zip(self.names, (psi, q)):
+            count = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if count:
+                raise NonFiniteError(
+                    f"ds[{name!r}] has {count} non-finite value(s) (NaN or Inf) in the sample "
+                    f"{where}; drop or repair that sample, or pass nonfinite='propagate' to "
+                    f"get NaN in every output of it"
+                )
+        raise NonFiniteError(f"coarse-graining the sample {where} overflowed (its values are "
+                             f"finite but too large); rescale the data")
+
+    def describe(self, position, index) -> str:
+        """``"dim=value, ..."`` of the sample at global flat ``position`` (else ``index``)."""
+        if not self.dims:
+            return "(no leading dims)"
+        if position is not None:
+            index = np.unravel_index(position, [len(c) for c in self.coords])
+        parts = []
+        for dim, coord, i in zip(self.dims, self.coords, index):
+            value = coord[int(i)]
+            parts.append(f"{dim}={value.item() if hasattr(value, 'item') else value!r}")
+        return ", ".join(parts)
 
 
 def _advection(c_psi, c_q, n):
@@ -615,31 +690,56 @@ def _advection(c_psi, c_q, n):
 _LOCAL = threading.local()
 
 
-def _coarse_block(psi, omega, *, coarse_graining, dealias, dtype, general=False):
-    """apply_ufunc kernel: ``(..., n, n)`` ψ, ω (or q) → ``(..., n_les, n_les)`` ψ̄, ω̄, Π."""
+def _coarse_block(psi, omega, positions=None, *, coarse_graining, dealias, dtype,
+                  general=False, finite=None):
+    """apply_ufunc kernel: ``(..., n, n)`` ψ, ω (or q) → ``(..., n_les, n_les)`` ψ̄, ω̄, Π
+    (``positions``, with ``finite``: the samples' global flat positions, to name them)."""
     n_les = coarse_graining.n_les
     lead = np.broadcast_shapes(psi.shape[:-2], omega.shape[:-2])
     if 0 in lead:  # dask's meta probing: shapes only
         empty = np.empty(lead + (n_les, n_les), dtype=dtype)
         return empty, empty.copy(), empty.copy()
-    return coarse_graining.block(psi, omega, dealias=dealias, dtype=dtype, general=general)
+    if finite is not None and positions is not None:
+        finite = dataclasses.replace(finite, positions=np.broadcast_to(positions, lead))
+    return coarse_graining.kernel(psi.shape[-1], dealias).block(
+        psi, omega, dtype=dtype, general=general, finite=finite)
 
 
-def _coarse_fields(coarse_graining, psi, omega, dealias, general=False) -> tuple:
+def _finite_check(psi, omega, names):
+    """The :class:`_FiniteCheck` of DNS ψ, q and the DataArray of their samples' flat
+    positions (chunked like ψ, q along the leading dims)."""
+    dims = tuple(dict.fromkeys(d for da in (psi, omega) for d in da.dims[:-2]))
+    sizes = {**psi.sizes, **omega.sizes}
+    coords = tuple(np.asarray(psi[d].values if d in psi.coords else
+                              omega[d].values if d in omega.coords else np.arange(sizes[d]))
+                   for d in dims)
+    shape = tuple(sizes[d] for d in dims)
+    positions = xr.DataArray(np.arange(math.prod(shape)).reshape(shape), dims=dims)
+    chunks = {**omega.chunksizes, **psi.chunksizes}
+    if chunks:
+        positions = positions.chunk({d: chunks[d] for d in dims if d in chunks})
+    return _FiniteCheck(names[:2], dims, coords), positions
+
+
+def _coarse_fields(coarse_graining, psi, omega, dealias, general=False, names=None) -> tuple:
     """ψ̄, ω̄, Π DataArrays of DNS ψ, ω (or any scalar q, ``general``) ``(..., y, x)``:
-    lazy on dask input, over whole ``y, x``."""
+    lazy on dask input, over whole ``y, x``. With ``names`` (the streamfunction and scalar
+    names) a non-finite sample raises :class:`NonFiniteError`; without, it is NaN."""
     dtype = np.result_type(psi.dtype, omega.dtype, np.float32)
     if psi.chunks is not None or omega.chunks is not None:
         psi = psi.chunk({"y": -1, "x": -1})
         omega = omega.chunk({"y": -1, "x": -1})
     n_les = coarse_graining.n_les
+    inputs, finite = [psi, omega], None
+    if names is not None:
+        finite, positions = _finite_check(psi, omega, names)
+        inputs.append(positions)
     return xr.apply_ufunc(
         _coarse_block,
-        psi,
-        omega,
+        *inputs,
         kwargs={"coarse_graining": coarse_graining, "dealias": dealias, "dtype": dtype,
-                "general": general},
-        input_core_dims=[["y", "x"], ["y", "x"]],
+                "general": general, "finite": finite},
+        input_core_dims=[["y", "x"], ["y", "x"]] + [[]] * (len(inputs) - 2),
         output_core_dims=[["y", "x"]] * 3,
         exclude_dims={"y", "x"},
         dask="parallelized",
@@ -854,6 +954,15 @@ def coarse_grain(ds, n_les=None, filter="gaussian", *, width=None, dealias=None,
 
     Notes
     -----
+    **Non-finite input.** A sample (one index of the leading dims) holding NaN or ±Inf
+    anywhere in ψ or q is NaN in *every* output (ψ̄, q̄ and Π), so the three fields of
+    a sample always agree; the other samples are untouched (bit-identical to a run
+    without the bad sample). Only a cheap ``isfinite`` per sample is added. To refuse
+    such data instead, call ``CoarseGraining(n_les, filter, width).apply(ds,
+    nonfinite="raise")``: it raises :class:`NonFiniteError` naming the variable, the
+    sample (its leading coordinates) and the count of non-finite values. On dask-backed
+    input the check runs with the blocks, so the error comes at compute time.
+
     On the 2π domain, N(ω, ψ) of the default pair is formed from ψ alone (ω = −∇²ψ,
     the solver's fast path); for another scalar or another domain it is formed from q
     and ψ as given. Derivatives are in the units of the coordinates: Π on a domain of

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import re
@@ -85,10 +86,22 @@ def check_output_path(path, overwrite: bool, argument: str = "path") -> Path:
         raise NotADirectoryError(
             f"{argument}={str(path)!r}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
+        _refuse_unreachable(folder, path, argument)
         raise FileNotFoundError(f"{argument}={str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise PermissionError(f"{argument}={str(path)!r}: folder {str(folder)!r} is not writable")
     return path
+
+
+def _refuse_unreachable(folder, path, argument) -> None:
+    """Raise OSError naming ``path`` if ``folder`` cannot be looked up at all (a symlink
+    loop, a name too long) rather than being absent."""
+    try:
+        os.stat(folder)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            raise OSError(err.errno, f"{argument}={str(path)!r}: {os.strerror(err.errno)}",
+                          str(folder)) from None
 
 
 def check_output_folder(path, argument: str = "out") -> Path:

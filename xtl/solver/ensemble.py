@@ -44,6 +44,8 @@ import numbers
 import logging
 import os
 import re
+import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -290,6 +292,17 @@ def _client(cluster: Cluster):
         local.close()
 
 
+def dask_setup(worker=None) -> None:
+    """Worker preload of :func:`local_cluster`: ignore SIGINT in the worker process.
+
+    A Ctrl-C in the terminal reaches every process of the foreground group; the
+    workers leave it to the parent, which cancels the run and reports it once,
+    instead of each printing a KeyboardInterrupt traceback.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def local_cluster(n_workers: int):
     """Start a quiet ``LocalCluster`` of ``n_workers`` one-thread processes.
 
@@ -303,7 +316,7 @@ def local_cluster(n_workers: int):
 
     cluster = LocalCluster(
         n_workers=int(n_workers), threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR,
+        silence_logs=logging.ERROR, preload=[__name__],  # runs dask_setup in each worker
     )
     try:
         return cluster, Client(cluster, set_as_default=False)

@@ -30,6 +30,7 @@ from .equations import (
 
 __all__ = [
     "simulate",
+    "output_bytes",
     "merge_options",
     "step_plan",
     "whole_steps",
@@ -469,17 +470,22 @@ class _Run:
                              f"dt={plan.dt}; a run takes at most 2**53 steps")
         n, count = len(self.x), plan.n_snapshots
         itemsize = 4 if self.path is not None and self.output.dtype == "float32" else 8
-        need = count * len(self.names) * n * n * itemsize
+        need = output_bytes(count, len(self.names), n, itemsize, on_disk=self.path is not None)
+        if self.dns_every is not None:  # the second file, of every dns_every-th DNS snapshot
+            need += output_bytes(-(-count // self.dns_every), 2, self.grid.n, itemsize,
+                                 on_disk=True)
+        copies = ""
         if self.path is None:
             room, where = machine_memory(), "this machine has"
         else:
             room = shutil.disk_usage(self.path.parent).free
             where = f"{str(self.path.parent)!r} has free"
+            copies = " (the .part file and its finished copy, at once)"
         if room is not None and need > room:
             raise ValueError(
                 f"the run's {count} snapshots of {', '.join(self.names)} on a {n}² grid need "
-                f"≈ {format_bytes(need)}; {where} {format_bytes(room)} (save less often, end "
-                f"earlier{'' if self.path is not None else ', or write them to path=...'})")
+                f"≈ {format_bytes(need)}{copies}; {where} {format_bytes(room)} (save less "
+                f"often, end earlier{'' if self.path is not None else ', or write them to path=...'})")
 
     # -- what the run writes -------------------------------------------------------
     def _describe(self):
@@ -646,6 +652,25 @@ class _Run:
 
 def _chosen_attrs(chosen) -> dict:
     return {"dt_after_spin_up": float(chosen[0]), "cfl_at_spin_up": float(chosen[1])}
+
+
+def output_bytes(snapshots: int, variables: int, n: int, itemsize: int, *,
+                 on_disk: bool = True) -> int:
+    """The most bytes that ``snapshots`` snapshots of ``variables`` fields on an ``n × n``
+    grid (``itemsize`` bytes a value) occupy at once while a run stores them.
+
+    On disk a run writes every snapshot to ``<path>.part`` and, at the end, transcodes
+    it to ``<path>.final.tmp`` beside it before the ``.part`` is removed: two copies at
+    once (the compressed copy is counted at full size, its worst case). In memory
+    (``on_disk`` False) there is one copy.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    copies = 2 if on_disk else 1
+    return copies * snapshots * variables * n * n * itemsize
 
 
 def _check_dns_every(output, path, les):
