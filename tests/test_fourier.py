@@ -71,6 +71,26 @@ def test_an_unwritable_cache_falls_back_to_estimate_with_a_warning(tmp_path):
     np.testing.assert_allclose(values[-1600:].reshape(40, 40), field, atol=1e-13)
 
 
+@pytest.mark.parametrize("content", ['{"wisdom": [1, 2]}', '[1, 2]', '{"wisdom": "abc"}',
+                                     '{"wisdom": [' + '"x"' + ']', "\u00ff\u00fe"])
+def test_a_wisdom_file_of_the_wrong_form_is_ignored_with_a_warning(tmp_path, content):
+    """Wrong types, truncated JSON or non-UTF-8 bytes: the plan is still made (measured
+    again), with one warning naming the file, and the transform is right to round-off."""
+    cache = tmp_path / "cache"
+    first = _run(_TRANSFORM, 40, tmp_path / "a.npy", env={"XTL_CACHE_DIR": str(cache)})
+    assert first.returncode == 0, first.stderr
+    (wisdom,) = [f for f in cache.iterdir() if f.suffix == ".json"]
+    wisdom.write_bytes(content.encode("latin-1"))
+    proc = _run(_TRANSFORM, 40, tmp_path / "b.npy",
+                env={"XTL_CACHE_DIR": str(cache), "PYTHONWARNINGS": "always"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"ignoring unreadable FFTW wisdom '{wisdom}'" in proc.stderr
+    # measured again: another FFTW algorithm may round otherwise
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(tmp_path / "a.npy"),
+                               rtol=1e-12, atol=1e-10)
+
+
 _THREADS = textwrap.dedent(
     """
     import numpy as np

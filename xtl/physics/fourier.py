@@ -428,12 +428,18 @@ def _wisdom_file():
 
 
 def _import_wisdom(path: Path) -> None:
+    """Load the wisdom file ``path`` into FFTW; a file that is unreadable, truncated or of
+    the wrong form (not ``{"wisdom": [str, ...]}``) is ignored with a warning."""
     if not path.exists():
         return
     try:
         data = json.loads(path.read_text())
-        pyfftw.import_wisdom(tuple(s.encode("ascii") for s in data["wisdom"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        wisdom = data.get("wisdom") if isinstance(data, dict) else None
+        if not isinstance(wisdom, list) or not all(isinstance(w, str) for w in wisdom):
+            raise ValueError(f'expected {{"wisdom": [str, ...]}}, got {type(data).__name__} '
+                             f"with 'wisdom' of type {type(wisdom).__name__}")
+        pyfftw.import_wisdom(tuple(w.encode("ascii") for w in wisdom))
+    except (OSError, ValueError, TypeError) as exc:
         _warn_once(("corrupt", str(path)), f"ignoring unreadable FFTW wisdom {str(path)!r}: {exc}")
 
 
