@@ -87,13 +87,19 @@ def _ignores_sigint():
 
 
 def test_sweep_workers_ignore_sigint():
+    """The workers ignore SIGINT; the parent's handler is left as it was."""
     from xtl.solver.ensemble import local_cluster
 
-    cluster, client = local_cluster(1)
-    try:
-        assert all(client.run(_ignores_sigint).values())
-        assert client.submit(_ignores_sigint, pure=False).result()
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal:
+    try:  # an ignored SIGINT would pass to the workers and prove nothing
+        cluster, client = local_cluster(1)
+        try:
+            assert all(client.run(_ignores_sigint).values())
+            assert client.submit(_ignores_sigint, pure=False).result()
+        finally:
+            client.close()
+            cluster.close()
+        # the parent still takes Ctrl-C
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
-        client.close()
-        cluster.close()
-    assert not _ignores_sigint()  # the parent still takes Ctrl-C
+        signal.signal(signal.SIGINT, outer)
