@@ -144,10 +144,10 @@ def test_checkpoint_of_another_base_model_or_other_data_is_refused(trained_model
 def test_data_digest_is_cheap_and_content_sensitive():
     from xtl.nn.backends.loop import data_digest
     from xtl.nn.spec import Variables
-    from xtl.nn.training import ArrayData, _load_normalized
+    from xtl.nn.training import ArrayData, load_normalized
 
     def _array_data(fields, norm, idx):
-        return ArrayData(*_load_normalized(fields, norm, idx, Variables()))
+        return ArrayData(*load_normalized(fields, norm, idx, Variables()))
 
     n = 23
     rng = np.random.default_rng(0)

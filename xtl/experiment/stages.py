@@ -132,9 +132,10 @@ def split_train_test(ds: xr.Dataset, test_fraction: float = TEST_FRACTION):
 def n_samples(ds: xr.Dataset, channels=None) -> int:
     """Number of samples of an LES Dataset: the product of the dims of its SGS term (``pi``,
     else its first data variable) other than ``y``, ``x`` and ``channels``."""
+    from ..nn.training import count_samples
+
     name = "pi" if "pi" in ds else next(iter(ds.data_vars))
-    dims = [d for d in ds[name].dims if d not in ("y", "x", channels)]
-    return int(np.prod([ds.sizes[d] for d in dims], dtype=np.int64))
+    return count_samples(ds[name], channels)
 
 
 # ---------------------------------------------------------------------- flows from files

@@ -32,7 +32,7 @@ from ..data.spectra import spectrum
 from ..physics.fourier import domain_length
 from ..options import check_float
 from ..nn.training import (check_les_dataset, check_model_data, check_same_levels,
-                            count_samples, sample_fields)
+                            sample_fields, variable_samples)
 
 __all__ = ["activations", "activation_spectra", "flow_difference", "mean_spectra",
            "spectral_change_correlation",
@@ -59,7 +59,7 @@ def _batches(model, inputs, batch_size):
 
     names, dim = model.variables.inputs, model.variables.channels
     fields = sample_fields(inputs, names, dim)
-    n = count_samples(inputs[names[0]], dim)
+    n = fields[names[0]].shape[0]  # (sample, level, y, x)
     for i in range(0, n, batch_size):
         parts = dask.compute(*[fields[v][i:i + batch_size] for v in names])
         batch = {v: np.asarray(a, np.float32) for v, a in zip(names, parts)}
@@ -117,7 +117,7 @@ def activations(model: Model, inputs, layers=None, *, batch_size: int = 32) -> x
     """
     layers, backend, widths = _check(model, inputs, layers, batch_size)
     first = inputs[model.variables.inputs[0]]
-    n = count_samples(first, model.variables.channels)
+    n = variable_samples(inputs, model.variables)
     ny, nx = first.sizes["y"], first.sizes["x"]
     out = np.full((len(layers), n, max(widths), ny, nx), np.nan, dtype=np.float32)
     for i, x in _batches(model, inputs, batch_size):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from ..nn.spec import check_layers, stack_channels
+from ..nn.spec import check_layers
 from ..nn.model import Model, model_id, model_to_dataset
 from ..nn.backends.base import get_backend
 from .activations import (
@@ -51,8 +51,8 @@ from .activations import (
 from ..options import Options, check_float, check_fraction, check_int
 from ..data.spectra import spectrum
 from ..physics.fourier import domain_length
-from ..nn.training import (check_model_data, count_samples, sample_fields, stack_samples,
-                           transfer)
+from ..nn.training import (check_model_data, load_normalized, sample_fields, stack_samples,
+                           transfer, variable_samples)
 
 __all__ = [
     "recommend_layers",
@@ -415,7 +415,7 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         "base_case": str(base_model.provenance.get("training_case", "unknown")),
         "base_data_case": str(base_ds.attrs.get("case_name", "unknown")),
         "target_case": str(target_ds.attrs.get("case_name", "unknown")),
-        "n_target_samples": _samples(base_model, target_ds),
+        "n_target_samples": variable_samples(target_ds, base_model.variables),
     })
     return out
 
@@ -436,14 +436,9 @@ def recommended_layers(recommendation: xr.Dataset) -> list:
 
 
 # ------------------------------------------------------------- shared pieces
-def _samples(model: Model, ds: xr.Dataset) -> int:
-    """Samples of ``ds`` as ``model`` stacks them (its channel dim apart)."""
-    return count_samples(ds[model.variables.inputs[0]], model.variables.channels)
-
-
 def _thinned(model: Model, ds: xr.Dataset, max_samples: int | None) -> np.ndarray:
     """Indices of at most ``max_samples`` samples of ``ds``, evenly spaced (None: all)."""
-    n = _samples(model, ds)
+    n = variable_samples(ds, model.variables)
     if max_samples is None or n <= max_samples:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_samples).round().astype(int))
@@ -452,15 +447,10 @@ def _thinned(model: Model, ds: xr.Dataset, max_samples: int | None) -> np.ndarra
 def _normalized(model: Model, ds: xr.Dataset, max_samples: int | None = None) -> tuple:
     """Normalized ``(x (n, y, x, c_in), y (n, y, x, c_out))`` of ``ds`` (evenly thinned
     to ``max_samples``)."""
-    import dask
-
     variables = model.variables
     fields = sample_fields(ds, variables.names, variables.channels)
-    idx = _thinned(model, ds, max_samples)
-    loaded = dict(zip(variables.names, (np.asarray(a, np.float32) for a in dask.compute(
-        *[fields[v][idx] for v in variables.names]))))
-    return (stack_channels(loaded, variables.inputs, model.normalization),
-            stack_channels(loaded, variables.outputs, model.normalization))
+    return load_normalized(fields, model.normalization, _thinned(model, ds, max_samples),
+                           variables)
 
 
 def _shell_power(fields: np.ndarray, L: float) -> xr.DataArray:
@@ -839,7 +829,7 @@ def probe_recommender(model: Model, base_ds, target_ds, layers, options=None,
     opts = ProbeOptions.merge(options, **kwargs)
     epochs, horizon = opts.epochs, opts.horizon
     check_model_data(model, target_ds, "target_ds")
-    n = _samples(model, target_ds)
+    n = variable_samples(target_ds, model.variables)
     n_val = _held_out(n, opts.validation, " for validation")
     fit_part = stack_samples(target_ds, np.arange(n - n_val), model.variables)
     val_part = stack_samples(target_ds, np.arange(n - n_val, n), model.variables)

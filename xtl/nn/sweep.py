@@ -45,12 +45,12 @@ from .backends.loop import FitOptions
 from .training import (
     check_model_data,
     check_validation,
-    count_samples,
     evaluate,
     select_samples,
     stack_samples,
     train,
     transfer,
+    variable_samples,
 )
 
 __all__ = [
@@ -489,13 +489,9 @@ def mean_scores(scores: xr.Dataset) -> xr.Dataset:
     return scores.mean(keep_attrs=True) if scores.dims else scores
 
 
-def _target_samples(base: Model, target_train) -> int:
-    return count_samples(target_train[base.variables.outputs[0]], base.variables.channels)
-
-
 def _plan(base, target_train, combos, options: SweepOptions, sizes) -> tuple:
     """The tasks of a sweep and the training sets they name (subsets drawn per seed)."""
-    n_total = _target_samples(base, target_train)
+    n_total = variable_samples(target_train, base.variables)
     seeds, baselines = options.seeds, options.baselines
     tasks, datasets, subsets = [], {}, {}
     for n in sizes:
@@ -569,7 +565,7 @@ def _finish(out: xr.Dataset, base, target_train, target_test, options: SweepOpti
         "target_case": str(target_train.attrs.get("case_name", "unknown")),
         "test_case": str(target_test.attrs.get("case_name", "unknown")),
         "n_samples": int(n),
-        "n_target": _target_samples(base, target_train),
+        "n_target": variable_samples(target_train, base.variables),
         "seeds": list(options.seeds),
         "epochs": options.fit.epochs,
         "patience": -1 if options.fit.patience is None else options.fit.patience,
@@ -636,7 +632,7 @@ def layer_sweep(base: Model, target_train, target_test, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n = len(select_samples(_target_samples(base, target_train), options.n_samples,
+    n = len(select_samples(variable_samples(target_train, base.variables), options.n_samples,
                            options.fraction))
     tasks, datasets, subsets = _plan(base, target_train, combos, options, [n])
     results = _run_tasks(tasks, base, datasets, target_test, options, client=client,
@@ -691,7 +687,7 @@ def budget_sweep(base: Model, target_train, target_test, budgets, layers=None,
     """
     options = SweepOptions.merge(options, **kwargs).replace(pairs=False)
     combos = _prepare_sweep(base, target_train, target_test, layers, options)
-    n_total = _target_samples(base, target_train)
+    n_total = variable_samples(target_train, base.variables)
     sizes = _check_budgets(budgets, n_total)
     tasks, datasets, subsets = _plan(base, target_train, combos, options, sizes)
     results = _run_tasks(tasks, base, datasets, target_test, options, client=client,

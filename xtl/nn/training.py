@@ -47,6 +47,8 @@ __all__ = [
     "conditioning_field",
     "data_levels",
     "count_samples",
+    "variable_samples",
+    "load_normalized",
     "sample_fields",
     "select_samples",
     "stack_samples",
@@ -115,6 +117,12 @@ def count_samples(da: xr.DataArray, channels: str | None = None) -> int:
     """Number of samples of a field: the product of its dims other than ``y``, ``x``
     and the channel dim ``channels``."""
     return int(np.prod([da.sizes[d] for d in _lead_dims(da, channels)], dtype=np.int64))
+
+
+def variable_samples(ds: xr.Dataset, variables: Variables) -> int:
+    """Number of samples of ``ds`` as a network of ``variables`` stacks them (its first
+    input's dims other than ``y``, ``x`` and the channel dim; every variable has them)."""
+    return count_samples(ds[variables.inputs[0]], variables.channels)
 
 
 def sample_fields(ds: xr.Dataset, names=None, channels: str | None = None) -> dict:
@@ -287,7 +295,7 @@ class StreamData:
 
     def load(self, idx) -> tuple:
         """Normalized ``(x, y)`` for the given sample indices (computes dask blocks)."""
-        return _load_normalized(self.fields, self.normalization, idx, self.variables)
+        return load_normalized(self.fields, self.normalization, idx, self.variables)
 
     def ends(self, n: int) -> tuple:
         """Normalized ``(x_first, y_first, x_last, y_last)`` of the first and last ``n`` samples.
@@ -322,7 +330,7 @@ class StreamData:
             yield carry
 
 
-def _load_normalized(fields: dict, normalization: dict, indices, variables: Variables) -> tuple:
+def load_normalized(fields: dict, normalization: dict, indices, variables: Variables) -> tuple:
     """Normalized float32 ``(x (n, y, x, c_in), y (n, y, x, c_out))`` of the given samples.
 
     Computes only those samples of dask-backed fields.
@@ -348,7 +356,7 @@ def _make_data(fields, normalization, indices, options: FitOptions, n: int,
         in_memory = (not any(_is_lazy(a) for a in fields.values())
                      or n * sample_size * 4 <= limit)
     if in_memory:
-        return ArrayData(*_load_normalized(fields, normalization, indices, variables))
+        return ArrayData(*load_normalized(fields, normalization, indices, variables))
     return StreamData(fields, normalization, np.asarray(indices), block=options.block,
                       variables=variables)
 
@@ -511,7 +519,7 @@ def train(ds, spec=None, options: FitOptions | None = None, *, inputs=None, outp
     spec = dataclasses.replace(NetworkSpec.from_any(spec), input_channels=n_in,
                                output_channels=n_out)
     be = get_backend(backend)
-    n_all = count_samples(ds[variables.outputs[0]], variables.channels)
+    n_all = variable_samples(ds, variables)
     train_data, val_data, norm = _prepare(ds, None, validation, options, np.arange(n_all), "ds",
                                           variables)
     model = be.build(spec, norm, seed=options.seed, variables=variables)
@@ -625,7 +633,7 @@ def transfer(base: Model, target_ds, layers, options: FitOptions | None = None, 
     variables = base.variables
     check_model_data(base, target_ds, "target_ds")
     be = get_backend(base.backend)
-    n_total = count_samples(target_ds[variables.outputs[0]], variables.channels)
+    n_total = variable_samples(target_ds, variables)
     subset = select_samples(n_total, n_samples, fraction, options.seed)
     norm = None if renormalize else dict(base.normalization)
     train_data, val_data, norm = _prepare(target_ds, norm, validation, options, subset,
