@@ -737,14 +737,13 @@ def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
     dim = model.variables.channels
     parts = []
     for name in model.variables.outputs:
-        field = conditioning_field(ds, name)
-        levels = [None] if dim is None else list(range(ds.sizes[dim]))
-        scores = [_metrics.score(*[None if a is None else a if level is None
-                                   else a.isel({dim: level})
-                                   for a in (pred[name], ds[name].transpose(*pred[name].dims),
-                                             field)])
-                  for level in levels]
-        parts.append(scores[0] if dim is None else xr.concat(scores, ds[dim]))
+        arrays = (pred[name], ds[name].transpose(*pred[name].dims), conditioning_field(ds, name))
+        if dim is None:
+            parts.append(_metrics.score(*arrays))
+            continue
+        per_level = [_metrics.score(*(None if a is None else a.isel({dim: i}) for a in arrays))
+                     for i in range(ds.sizes[dim])]
+        parts.append(xr.concat(per_level, ds[dim]))
     if len(parts) == 1:
         return parts[0]
     return xr.concat(parts, xr.DataArray(list(model.variables.outputs), dims="variable"))
