@@ -149,7 +149,7 @@ def test_data_without_the_variables_or_channel_dim_is_refused(qg_base, qg_model)
     with pytest.raises(ValueError, match="3 entries of the channel dim 'lev'; the network "
                                          "was built for 2"):
         xtl.predict(qg_model, three)
-    with pytest.raises(ValueError, match="inputs and outputs must be different"):
+    with pytest.raises(ValueError, match=r"outputs must differ from the inputs; \['q'\] are in both"):
         Variables(["q"], ["q"])
     with pytest.raises(ValueError, match="channels must be the name of a dim other than"):
         Variables(channels="x")

@@ -434,12 +434,7 @@ class DataConfig(Section):
     streamfunction: str = "psi"
 
     def check(self):
-        names = [(v,) if isinstance(v, str) else v for v in (self.inputs, self.outputs)]
-        both = sorted(set(names[0]) & set(names[1])) if all(
-            isinstance(v, (list, tuple)) for v in names) else []
-        if both:
-            raise ValueError(f"outputs must differ from the inputs; {both} are in both")
-        variables = self.variables()  # the networks' own checks
+        variables = self.variables()  # the networks' own checks (their messages name the key)
         self._set("inputs", variables.inputs)
         self._set("outputs", variables.outputs)
         for key in ("scalar", "streamfunction"):

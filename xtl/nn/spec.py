@@ -242,7 +242,7 @@ class Variables:
         outputs = _check_names(self.outputs, "outputs")
         both = sorted(set(inputs) & set(outputs))
         if both:
-            raise ValueError(f"inputs and outputs must be different variables; {both} are in both")
+            raise ValueError(f"outputs must differ from the inputs; {both} are in both")
         if self.channels is not None and (not isinstance(self.channels, str)
                                           or self.channels in GRID_DIMS or not self.channels):
             raise ValueError(f"channels must be the name of a dim other than 'y' and 'x', or "
