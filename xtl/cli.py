@@ -607,15 +607,14 @@ def _edge_error_line(err, args) -> str | None:
 
 
 def _output_folder(args):
-    """The existing folder of the command's output path, or None."""
-    for key in ("out", "output", "workspace", "path", "store"):
-        value = getattr(args, key, None)
-        if isinstance(value, (str, os.PathLike)):
-            folder = os.path.abspath(os.fspath(value))
-            while folder and not os.path.isdir(folder):
-                folder = os.path.dirname(folder)
-            return folder or None
-    return None
+    """The existing folder of the command's ``--out`` path, or None."""
+    value = getattr(args, "out", None)
+    if not isinstance(value, (str, os.PathLike)):
+        return None
+    folder = os.path.abspath(os.fspath(value))
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    return folder or None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -298,10 +298,6 @@ class StageCache:
             return None
         return _files_changed(record["files"], current)
 
-    def is_current(self, name: str, key: str, outputs) -> bool:
-        """Whether stage ``name`` ran with ``key`` and its ``outputs`` are as it left them."""
-        return self.stale(name, key, outputs) is None
-
     def _relative(self, output) -> str:
         path = Path(output)
         return str(path.relative_to(self.paths.root) if path.is_absolute() else path)
