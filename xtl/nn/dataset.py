@@ -29,7 +29,8 @@ import xarray as xr
 
 from .spec import NetworkSpec, Variables
 
-__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights",
+__all__ = ["SPEC_ATTR", "NORMALIZATION_ATTR", "PROVENANCE_ATTR", "history_to_dataset", "json_safe", "weights_to_dataset", "dataset_to_weights", "pad_taps", "crop_taps",
+           "file_metadata",
            "check_model_id", "model_metadata", "history_from_dataset"]
 
 #: The attributes of a model Dataset holding its spec, normalization and provenance (JSON).
@@ -79,6 +80,20 @@ def json_safe(value):
     return value
 
 
+def file_metadata(model) -> dict:
+    """JSON-safe metadata a backend stores inside its native model file: the backend,
+    spec, normalization, provenance, history and variables of ``model``."""
+    history = None
+    if model.history is not None:
+        history = {k: model.history[k].values.tolist() for k in model.history.data_vars}
+    return {"backend": model.backend, "spec": model.spec.to_dict(),
+            "normalization": json_safe(model.normalization),
+            "provenance": json_safe(model.provenance), "history": history,
+            "variables": {"inputs": list(model.variables.inputs),
+                          "outputs": list(model.variables.outputs),
+                          "channels": model.variables.channels}}
+
+
 def _netcdf_attr(value):
     """A netCDF-writable attribute value (scalars and strings as is, the rest as JSON)."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -106,7 +121,7 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
     bias = np.full((L, cout_max), np.nan, dtype=np.float32)
     for i, (w, b) in enumerate(weights):
         co, ci = w.shape[:2]
-        kernel[i, :co, :ci] = w
+        kernel[i, :co, :ci] = pad_taps(w, K)
         bias[i, :co] = b
     taps = np.arange(K) - K // 2
     layer = np.arange(1, L + 1)
@@ -130,6 +145,9 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
             "n_channels_in": ("layer", np.asarray(spec.in_channels, dtype=np.int32)),
         },
     )
+    if spec.kernel_sizes is not None:  # an imported network of mixed kernel sizes
+        ds.coords["layer_kernel_size"] = ("layer", np.asarray(spec.kernel_sizes, np.int32), {
+            "long_name": "the layer's own kernel size (its taps beyond it are zero)"})
     if model.history is not None:
         for name, var in model.history.data_vars.items():
             ds[name] = var
@@ -139,8 +157,8 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
         **model.variables.to_attrs(),
         "n_layers": L,
         "kernel_size": K,
-        "padding": spec.padding,
-        "activation": spec.activation,
+        "padding": ",".join(spec.paddings) if spec.paddings else spec.padding,
+        "activation": ",".join(spec.activations) if spec.activations else spec.activation,
         "precision": spec.precision,
         "channels": _netcdf_attr(spec.to_dict()["channels"]),
         **{f"norm_std_{k}": float(v) for k, v in model.normalization.items()},
@@ -153,6 +171,32 @@ def weights_to_dataset(weights: Sequence, model) -> xr.Dataset:
     ds.attrs.update(attrs)
     ds.attrs["model_id"] = _dataset_id(ds)
     return ds
+
+
+def pad_taps(kernel: np.ndarray, size: int) -> np.ndarray:
+    """``kernel (out, in, k, k)`` zero-padded to ``size × size`` taps, centred (the same
+    cross-correlation: the added taps are zero)."""
+    p = (size - kernel.shape[-1]) // 2
+    return np.pad(kernel, ((0, 0), (0, 0), (p, p), (p, p))) if p else kernel
+
+
+def crop_taps(kernel: np.ndarray, size: int, layer: int) -> np.ndarray:
+    """The inverse of :func:`pad_taps`: the centred ``size × size`` taps of ``kernel``.
+
+    Raises
+    ------
+    ValueError
+        A tap outside them is not zero (the kernel is larger than ``size``).
+    """
+    p = (kernel.shape[-1] - size) // 2
+    if not p:
+        return kernel
+    rim = np.ones(kernel.shape[-2:], bool)
+    rim[p:p + size, p:p + size] = False
+    if np.any(kernel[..., rim] != 0):
+        raise ValueError(f"layer {layer}: its spec says {size}x{size} taps, but ds['kernel'] "
+                         f"holds non-zero taps outside them (spec and weights disagree)")
+    return kernel[..., p:p + size, p:p + size]
 
 
 def model_metadata(ds: xr.Dataset) -> tuple:
@@ -251,9 +295,9 @@ def dataset_to_weights(ds: xr.Dataset, spec: NetworkSpec) -> list:
     kernel = np.asarray(kernel.values, dtype=np.float32)
     bias = np.asarray(bias.values, dtype=np.float32)
     weights = []
-    for i, (co, ci) in enumerate(zip(spec.widths, spec.in_channels)):
+    for i, (co, ci, k) in enumerate(zip(spec.widths, spec.in_channels, spec.layer_kernel_sizes)):
         _check_layer(i, kernel[i], bias[i], co, ci)
-        w, b = kernel[i, :co, :ci], bias[i, :co]
+        w, b = crop_taps(kernel[i, :co, :ci], k, i + 1), bias[i, :co]
         weights.append((np.ascontiguousarray(w), np.ascontiguousarray(b)))
     for coord, wanted in (("n_channels_out", spec.widths), ("n_channels_in", spec.in_channels)):
         if coord in ds.coords and [int(v) for v in ds[coord].values] != list(wanted):

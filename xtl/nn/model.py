@@ -87,6 +87,22 @@ class Model:
         """The model as a Dataset (see :func:`model_to_dataset`)."""
         return model_to_dataset(self)
 
+    def to_keras(self):
+        """The network as a plain ``keras.Model`` (channels-last ``(sample, y, x, c)``,
+        normalized inputs and outputs), independent of this model.
+
+        An imported network comes back with its batch normalizations folded into its
+        convolutions. Periodic and reflect padding are xtl's Keras layers
+        ``PeriodicPad2D`` / ``ReflectPad2D`` (registered serializable).
+        """
+        return model_from_dataset(model_to_dataset(self), backend="keras").native
+
+    def to_torch(self):
+        """The network as a ``torch.nn.Sequential`` of ``Conv2d`` and activation modules
+        (channels-first ``(sample, c, y, x)``, normalized inputs and outputs),
+        independent of this model; needs ``pip install "xtl[torch]"``."""
+        return model_from_dataset(model_to_dataset(self), backend="torch").native
+
     def save(self, path, *, overwrite: bool = False) -> tuple:
         """Save natively and as netCDF beside it: :func:`xtl.nn.files.save_model`
         (its parameters, return value and errors)."""

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["INPUTS", "OUTPUTS", "PADDINGS", "PRECISIONS", "NetworkSpec", "Variables",
-           "check_layers", "stack_channels", "unstack_channels"]
+__all__ = ["INPUTS", "OUTPUTS", "PADDINGS", "LAYER_PADDINGS", "ACTIVATIONS", "PRECISIONS",
+           "NetworkSpec", "Variables", "check_layers", "leaky_slope", "stack_channels",
+           "unstack_channels"]
 
 #: The default input variables (ψ̄, ω̄), in channel order.
 INPUTS = ("psi", "omega")
@@ -23,6 +25,13 @@ OUTPUTS = ("pi",)
 GRID_DIMS = ("y", "x")
 #: Supported padding modes: zeros (the paper) and periodic (the doubly periodic domain).
 PADDINGS = ("zeros", "periodic")
+#: Padding modes a single layer of an imported network may have: ``"reflect"`` mirrors
+#: the field at its edges; ``"valid"`` does not pad (the layer's output is ``K - 1``
+#: cells smaller than its input).
+LAYER_PADDINGS = PADDINGS + ("reflect", "valid")
+#: Activations a layer of an imported network may have (``"leaky_relu(a)"`` with slope
+#: ``a`` too; ``"linear"`` is none). The names mean the same in every backend.
+ACTIVATIONS = ("linear", "relu", "tanh", "gelu", "silu", "sigmoid", "elu")
 #: Supported compute precisions ("mixed_*" keep float32 weights and a float32 output).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -57,6 +66,13 @@ class NetworkSpec:
         Channels of the network's input and output: 2 and 1 for (ψ̄, ω̄) → Π.
         :func:`xtl.train` sets them from the data (:meth:`Variables.channel_count`),
         so a spec written by hand need not name them.
+    kernel_sizes, paddings, activations, biases : tuple, optional
+        Per layer 1..L (an imported network, :func:`xtl.from_keras`): the odd kernel
+        size, the padding (one of :data:`LAYER_PADDINGS`), the activation after the
+        convolution (one of :data:`ACTIVATIONS` or ``"leaky_relu(a)"``; the last layer's
+        too) and whether it has a bias. None (the default, xtl's own networks):
+        ``kernel_size``, ``padding``, ``activation`` (the last layer linear) and a bias
+        for every layer. ``kernel_size`` is then the largest kernel size.
     """
 
     n_layers: int = 11
@@ -69,11 +85,22 @@ class NetworkSpec:
     # spec's printed form (and the experiment stage keys hashed from it) stays the same
     input_channels: int = field(default=2, repr=False)
     output_channels: int = field(default=1, repr=False)
+    # per layer, read from an imported network; None for xtl's own (out of repr and of
+    # to_dict when None, so that the existing specs' printed and JSON forms stay the same)
+    kernel_sizes: Any = field(default=None, repr=False)
+    paddings: Any = field(default=None, repr=False)
+    activations: Any = field(default=None, repr=False)
+    biases: Any = field(default=None, repr=False)
 
     def __post_init__(self):
         _validate_spec(self)
         if not isinstance(self.channels, int):
             object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        for name in _LAYER_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        _validate_layer_fields(self)
 
     @classmethod
     def from_any(cls, spec=None) -> "NetworkSpec":
@@ -115,11 +142,43 @@ class NetworkSpec:
         """Input channels of layers 1..L (the first is ``input_channels``)."""
         return (self.input_channels,) + self.widths[:-1]
 
+    @property
+    def layer_kernel_sizes(self) -> tuple:
+        """The kernel size of each layer 1..L."""
+        return self.kernel_sizes or (self.kernel_size,) * self.n_layers
+
+    @property
+    def layer_paddings(self) -> tuple:
+        """The padding of each layer 1..L (one of :data:`LAYER_PADDINGS`)."""
+        return self.paddings or (self.padding,) * self.n_layers
+
+    @property
+    def layer_activations(self) -> tuple:
+        """The activation after each layer 1..L (the last ``"linear"`` in xtl's networks)."""
+        return self.activations or (self.activation,) * (self.n_layers - 1) + ("linear",)
+
+    @property
+    def layer_biases(self) -> tuple:
+        """Whether each layer 1..L has a bias."""
+        return self.biases or (True,) * self.n_layers
+
+    @property
+    def shrink(self) -> int:
+        """Cells the output loses on each side to ``"valid"`` layers (0: same grid)."""
+        return sum(k // 2 for k, p in zip(self.layer_kernel_sizes, self.layer_paddings)
+                   if p == "valid")
+
     def to_dict(self) -> dict:
-        """Return the spec as a JSON-safe dict (tuples become lists)."""
+        """Return the spec as a JSON-safe dict (tuples become lists; the per-layer
+        fields only when set)."""
         d = dataclasses.asdict(self)
         if not isinstance(d["channels"], int):
             d["channels"] = list(d["channels"])
+        for name in _LAYER_FIELDS:
+            if d[name] is None:
+                del d[name]
+            else:
+                d[name] = list(d[name])
         return d
 
     def to_json(self) -> str:
@@ -161,6 +220,44 @@ def _validate_spec(spec: NetworkSpec) -> None:
         c = getattr(spec, name)
         if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 1:
             raise ValueError(f"spec.{name} must be an int >= 1, got {c!r}")
+
+
+_LAYER_FIELDS = ("kernel_sizes", "paddings", "activations", "biases")
+
+
+def leaky_slope(activation: str):
+    """The slope ``a`` of ``"leaky_relu(a)"``, else None."""
+    match = re.fullmatch(r"leaky_relu\((.+)\)", activation)
+    if match is None:
+        return None
+    try:
+        return float(match.group(1))
+    except ValueError:
+        return None
+
+
+def _validate_layer_fields(spec: NetworkSpec) -> None:
+    """Raise a ValueError naming the first bad per-layer field of ``spec``."""
+    n = spec.n_layers
+    checks = {
+        "kernel_sizes": lambda k: isinstance(k, (int, np.integer)) and k >= 1 and k % 2 == 1,
+        "paddings": lambda p: p in LAYER_PADDINGS,
+        "activations": lambda a: a in ACTIVATIONS or leaky_slope(str(a)) is not None,
+        "biases": lambda b: isinstance(b, (bool, np.bool_)),
+    }
+    forms = {"kernel_sizes": "odd ints >= 1", "paddings": f"one of {LAYER_PADDINGS}",
+             "activations": f"one of {ACTIVATIONS} or 'leaky_relu(a)'", "biases": "bools"}
+    for name, ok in checks.items():
+        value = getattr(spec, name)
+        if value is None:
+            continue
+        bad = [v for v in value if not ok(v)]
+        if len(value) != n or bad:
+            raise ValueError(f"spec.{name} must be {n} {forms[name]} (one per layer), got "
+                             f"{list(value)!r}")
+    if spec.kernel_sizes is not None and spec.kernel_size != max(spec.kernel_sizes):
+        raise ValueError(f"spec.kernel_size must be the largest of spec.kernel_sizes "
+                         f"({max(spec.kernel_sizes)}), got {spec.kernel_size}")
 
 
 def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:

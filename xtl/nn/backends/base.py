@@ -21,7 +21,7 @@ from ..spec import NetworkSpec, check_layers, stack_channels, unstack_channels
 
 # ``Model`` in the annotations is xtl.nn.model.Model, which builds on this module.
 
-__all__ = ["Backend", "TrainingData", "ENTRY_POINT_GROUP", "DEFAULT_BACKEND", "get_backend",
+__all__ = ["Backend", "TrainingData", "ENTRY_POINT_GROUP", "check_normalization", "crop_targets", "DEFAULT_BACKEND", "get_backend",
            "register_backend", "available_backends"]
 
 
@@ -68,6 +68,18 @@ def check_normalization(normalization, variables) -> dict:
         if not math.isfinite(v) or v <= 0:
             raise ValueError(f"normalization[{k!r}] must be a finite std > 0, got {v}")
     return out
+
+
+def crop_targets(y, shrink: int):
+    """Targets ``(sample, y, x, c)`` cut to the output of a network whose ``"valid"``
+    layers lose ``shrink`` cells on each side (its centre; ``shrink=0``: unchanged)."""
+    if not shrink:
+        return y
+    y = np.asarray(y)
+    if min(y.shape[1:3]) <= 2 * shrink:
+        raise ValueError(f"the network's 'valid' layers cut {shrink} cells from each side of "
+                         f"its input, more than the grid {y.shape[1:3]} has")
+    return y[:, shrink:-shrink, shrink:-shrink]
 
 
 # -------------------------------------------------------------------- backend
@@ -217,7 +229,7 @@ class Backend(abc.ABC):
         forward = self.compiled_forward(model)
         total, count = 0.0, 0
         for x, y in data.batches(0, batch_size, 0, False):
-            err = forward(x) - np.asarray(y, np.float32)
+            err = forward(x) - np.asarray(crop_targets(y, model.spec.shrink), np.float32)
             total += float(np.sum(np.square(err, dtype=np.float64)))
             count += err.size
         if count == 0:
@@ -305,6 +317,7 @@ class Backend(abc.ABC):
         x = stack_channels(fields, variables.inputs, model.normalization)
         out = self.predict_normalized(model, x, batch_size=batch_size)
         outputs = unstack_channels(out, variables.outputs, model.normalization)
+        shape = shape[:-2] + out.shape[1:3]  # smaller than the input after 'valid' layers
         result = tuple(outputs[name].reshape(shape).astype(np.float32, copy=False)
                        for name in variables.outputs)
         return result[0] if len(result) == 1 else result
@@ -328,7 +341,8 @@ ENTRY_POINT_GROUP = "xtl.backends"
 DEFAULT_BACKEND = "keras"
 
 #: name -> Backend instance, Backend class, or "module:attr" string (resolved lazily).
-_REGISTRY: dict = {"keras": "xtl.nn.backends.keras:KerasBackend"}
+_REGISTRY: dict = {"keras": "xtl.nn.backends.keras:KerasBackend",
+                   "torch": "xtl.nn.backends.torch:TorchBackend"}
 _INSTANCES: dict = {}
 _LOCK = threading.Lock()
 

@@ -32,7 +32,6 @@ import threading
 import warnings
 import weakref
 import zipfile
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +40,11 @@ import numpy as np
 from ...data.netcdf import FileFormatError
 from ...data.files import atomic_path
 from .loop import FitOptions
-from ..spec import NetworkSpec, Variables, check_layers
-from .base import Backend, check_normalization
+from ..spec import NetworkSpec, Variables, check_layers, leaky_slope
+from .base import Backend, check_normalization, crop_targets
 from ..model import Model
-from ..dataset import history_to_dataset, json_safe
+from ..dataset import file_metadata, history_to_dataset
+from ..importing import ImportedLayers, check_import
 
 __all__ = ["KerasBackend"]
 
@@ -138,7 +138,16 @@ def _custom_objects() -> dict:
         def get_config(self):
             return {**super().get_config(), "pad": self.pad}
 
-    return {"PeriodicPad2D": PeriodicPad2D}
+    @keras.saving.register_keras_serializable(package="xtl", name="ReflectPad2D")
+    class ReflectPad2D(PeriodicPad2D):
+        """Pad a channels-last ``(batch, y, x, c)`` tensor by mirroring ``pad`` cells
+        at each edge (the edge cell itself not repeated, as ``numpy.pad(mode="reflect")``)."""
+
+        def call(self, x):
+            p = self.pad
+            return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect") if p else x
+
+    return {"PeriodicPad2D": PeriodicPad2D, "ReflectPad2D": ReflectPad2D}
 
 
 def gpu_available() -> bool:
@@ -250,7 +259,8 @@ class KerasBackend(Backend):
         """Per layer, ``(kernel (out, in, K, K), bias (out,))`` float32 numpy arrays."""
         out = []
         for layer in self.conv_layers(model):
-            w, b = layer.get_weights()  # (K, K, in, out), (out,)
+            w, *b = layer.get_weights()  # (K, K, in, out), (out,) when it has a bias
+            b = b[0] if b else np.zeros(w.shape[-1], np.float32)
             out.append((np.ascontiguousarray(np.transpose(w, (3, 2, 0, 1)), np.float32),
                         np.asarray(b, np.float32)))
         return out
@@ -265,7 +275,10 @@ class KerasBackend(Backend):
             shape = tuple(layer.kernel.shape)
             if w.shape != shape:
                 raise ValueError(f"layer {k}: kernel of shape {w.shape} does not fit {shape}")
-            layer.set_weights([w, np.asarray(b, np.float32)])
+            b = np.asarray(b, np.float32)
+            if not layer.use_bias and np.any(b != 0):
+                raise ValueError(f"layer {k} has no bias, but its weights give one that is not 0")
+            layer.set_weights([w, b] if layer.use_bias else [w])
 
     # -- training steps (the loop is xtl.nn.backends.loop's) ------------------------
     def prepare_fit(self, model: Model, layers, options: FitOptions) -> None:
@@ -312,6 +325,7 @@ class KerasBackend(Backend):
         logs = None
         for i, (x, y) in enumerate(batches):
             session.callbacks.on_train_batch_begin(i)
+            y = crop_targets(y, model.spec.shrink)
             logs = session.step(tf.convert_to_tensor(x), tf.convert_to_tensor(y))
             session.callbacks.on_train_batch_end(i, logs)
             if on_batch is not None:
@@ -409,10 +423,12 @@ class KerasBackend(Backend):
         tk = tf.constant(np.transpose(np.asarray(tangent[0], np.float32), (2, 3, 1, 0)))
         tb = tf.constant(np.asarray(tangent[1], np.float32))
         x = _check_input(x, model.spec)
+        primals, tangents = [conv.kernel.value], [tk]
+        if conv.use_bias:
+            primals, tangents = primals + [conv.bias.value], tangents + [tb]
         out = []
         for i in range(0, len(x), batch_size):
-            with tf.autodiff.ForwardAccumulator(
-                    primals=[conv.kernel.value, conv.bias.value], tangents=[tk, tb]) as acc:
+            with tf.autodiff.ForwardAccumulator(primals=primals, tangents=tangents) as acc:
                 y = model.native(tf.constant(x[i:i + batch_size]), training=False)
             out.append(np.asarray(acc.jvp(y)))
         return np.concatenate(out, axis=0)
@@ -447,9 +463,9 @@ class KerasBackend(Backend):
                 y = model.native(tf.constant(x[i:i + batch_size]), training=False)
                 total = tf.reduce_sum(tf.cast(y, tf.float32)
                                       * tf.constant(u[i:i + batch_size]))
-            k, b = tape.gradient(total, [conv.kernel, conv.bias])
+            k, *b = tape.gradient(total, [conv.kernel] + ([conv.bias] if conv.use_bias else []))
             gk = gk + np.asarray(k, np.float64)
-            gb = gb + np.asarray(b, np.float64)
+            gb = gb + (np.asarray(b[0], np.float64) if b else np.zeros(conv.filters))
         return np.transpose(gk, (3, 2, 0, 1)), np.asarray(gb)
 
     def activations(self, model: Model, x: np.ndarray, layers, *,
@@ -477,6 +493,32 @@ class KerasBackend(Backend):
             for k, a in zip(layers, outs):
                 parts[k].append(np.transpose(a, (0, 3, 1, 2)))
         return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+    # -- importing ------------------------------------------------------------
+    def from_native(self, native, variables, normalization) -> Model:
+        """An xtl Model of a Keras model's conv layers (see :func:`xtl.from_keras`).
+
+        Batch normalizations are folded into the convolutions before them; the layers
+        are rebuilt as xtl's network with the same weights, which must predict what
+        ``native`` predicts on a random input (else a ValueError).
+        """
+        keras = _keras()
+        if not isinstance(native, keras.Model):
+            raise TypeError(f"model must be a keras.Model (Sequential or functional), got "
+                            f"{type(native).__name__}")
+        layers = ImportedLayers("Keras")
+        for layer in _flat_layers(keras, native):
+            _read_layer(keras, layer, layers)
+        spec, weights = layers.spec_and_weights(variables)
+        model = self.build(spec, normalization, variables=variables)
+        self.set_weights(model, weights)
+        x = _probe_input(native, spec)
+        error = check_import(np.asarray(native(x, training=False)),
+                             self.predict_normalized(model, x), "Keras")
+        model.provenance = {"kind": "imported", "framework": "keras", "source": native.name,
+                            "folded_batchnorm": [c.folded for c in layers.convs if c.folded],
+                            "import_error": error}
+        return model
 
     # -- persistence ----------------------------------------------------------
     def save(self, model: Model, path) -> None:
@@ -519,6 +561,85 @@ class KerasBackend(Backend):
 
 
 # ------------------------------------------------------------------ internals
+def _flat_layers(keras, native) -> list:
+    """The layers of ``native`` in order, nested models opened."""
+    out = []
+    for layer in native.layers:
+        out.extend(_flat_layers(keras, layer) if isinstance(layer, keras.Model) else [layer])
+    return out
+
+
+def _activation_name(activation) -> str:
+    """xtl's name of a Keras activation (its serialized name or function)."""
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", "")
+    if isinstance(activation, dict):
+        name = activation.get("config", {}).get("name", activation.get("class_name", ""))
+    name = {"swish": "silu", "leaky_relu": "leaky_relu(0.2)"}.get(name, name)
+    return name or repr(activation)
+
+
+def _read_layer(keras, layer, out: ImportedLayers) -> None:
+    """Add one Keras layer to ``out`` (refusing what xtl cannot represent, naming it)."""
+    L, config, kind = keras.layers, layer.get_config(), type(layer).__name__
+    if isinstance(layer, L.InputLayer):
+        return
+    if isinstance(layer, L.Conv2D):
+        if tuple(config["strides"]) != (1, 1) or tuple(config["dilation_rate"]) != (1, 1) \
+                or config.get("groups", 1) != 1 or config["data_format"] != "channels_last" \
+                or config["padding"] not in ("same", "valid"):
+            out.refuse(layer.name, f"{kind} with strides {config['strides']}, dilation "
+                       f"{config['dilation_rate']}, groups {config.get('groups', 1)}, "
+                       f"padding {config['padding']!r}")
+        w, *b = layer.get_weights()
+        out.add_conv(layer.name, np.transpose(w, (3, 2, 0, 1)), b[0] if b else None,
+                     "zeros" if config["padding"] == "same" else "valid")
+        out.add_activation(layer.name, _activation_name(config["activation"]))
+    elif isinstance(layer, L.BatchNormalization):
+        if config["axis"] not in (-1, 3, [-1], [3]):
+            out.refuse(layer.name, f"{kind} over axis {config['axis']}, not the channels")
+        n = layer.moving_mean.shape[0]
+        gamma = np.asarray(layer.gamma) if layer.scale else np.ones(n)
+        beta = np.asarray(layer.beta) if layer.center else np.zeros(n)
+        out.add_batchnorm(layer.name, gamma, beta, np.asarray(layer.moving_mean),
+                          np.asarray(layer.moving_variance), config["epsilon"])
+    elif kind in ("PeriodicPad2D", "ReflectPad2D"):
+        out.add_pad(layer.name, "periodic" if kind == "PeriodicPad2D" else "reflect", layer.pad)
+    elif isinstance(layer, L.ZeroPadding2D) and len({p for side in config["padding"]
+                                                     for p in side}) == 1:
+        out.add_pad(layer.name, "zeros", config["padding"][0][0])
+    else:
+        out.add_activation(layer.name, _activation_layer_name(keras, layer, config, out))
+
+
+def _activation_layer_name(keras, layer, config, out: ImportedLayers) -> str:
+    """xtl's name of the activation a Keras activation layer applies (refusing others)."""
+    L, kind = keras.layers, type(layer).__name__
+    if isinstance(layer, L.Activation):
+        return _activation_name(config["activation"])
+    if isinstance(layer, L.ReLU) and config.get("max_value") is None \
+            and not config.get("threshold"):
+        slope = float(config.get("negative_slope", 0.0))
+        return f"leaky_relu({slope!r})" if slope else "relu"
+    if isinstance(layer, L.LeakyReLU):
+        return f"leaky_relu({float(config['negative_slope'])!r})"
+    if isinstance(layer, L.ELU) and float(config.get("alpha", 1.0)) == 1.0:
+        return "elu"
+    out.refuse(layer.name, kind)
+
+
+def _probe_input(native, spec: NetworkSpec) -> np.ndarray:
+    """A random normalized input that ``native`` takes: its grid if it fixes one, else
+    24 cells plus what its 'valid' layers cut."""
+    try:
+        shape = tuple(native.inputs[0].shape)
+    except (AttributeError, ValueError, IndexError):
+        shape = (None, None, None, spec.input_channels)
+    n = 24 + 2 * spec.shrink
+    ny, nx = (d if d is not None else n for d in shape[1:3])
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, ny, nx, spec.input_channels)).astype(np.float32)
+
+
 def _not_an_archive(path: Path) -> str:
     """What the file ``path``, which is no zip archive, is instead (for the error message)."""
     with open(path, "rb") as f:
@@ -559,26 +680,39 @@ def _archive_metadata(path: Path) -> dict:
 
 
 def _build_native(keras, spec: NetworkSpec, seed: int):
-    """The Keras functional model of ``spec``."""
-    pad_cls = _custom_objects()["PeriodicPad2D"]
+    """The Keras functional model of ``spec``: per layer an optional padding layer, the
+    Conv2D ``conv_k`` and, for a leaky ReLU, an activation layer ``activation_k``."""
     policy = spec.precision
     inputs = keras.Input(shape=(None, None, spec.input_channels), name="inputs")
     x = inputs
-    n = spec.n_layers
-    for k, width in enumerate(spec.widths, 1):
-        if spec.padding == "periodic" and spec.kernel_size > 1:
-            x = pad_cls(spec.kernel_size // 2, name=f"periodic_pad_{k}", dtype=policy)(x)
+    layers = zip(spec.widths, spec.layer_kernel_sizes, spec.layer_paddings,
+                 spec.layer_activations, spec.layer_biases)
+    for k, (width, size, padding, activation, bias) in enumerate(layers, 1):
+        pad = _pad_layer(padding, size, k, policy)
+        if pad is not None:
+            x = pad(x)
+        slope = leaky_slope(activation)
         x = keras.layers.Conv2D(
-            width, spec.kernel_size,
-            padding="valid" if spec.padding == "periodic" else "same",
-            activation=spec.activation if k < n else None,
+            width, size, padding="same" if padding == "zeros" else "valid",
+            activation=None if activation == "linear" or slope is not None else activation,
+            use_bias=bool(bias),
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + k),
-            bias_initializer="zeros",
-            name=f"conv_{k}", dtype=policy,
+            bias_initializer="zeros", name=f"conv_{k}", dtype=policy,
         )(x)
+        if slope is not None:
+            x = keras.layers.LeakyReLU(negative_slope=slope, name=f"activation_{k}",
+                                       dtype=policy)(x)
     if policy != "float32":
         x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
     return keras.Model(inputs, x, name="xtl_cnn")
+
+
+def _pad_layer(padding: str, size: int, k: int, policy):
+    """The layer padding layer ``k``'s input (None: the Conv2D pads or none is needed)."""
+    if padding in ("zeros", "valid") or size == 1:
+        return None
+    name = {"periodic": "PeriodicPad2D", "reflect": "ReflectPad2D"}[padding]
+    return _custom_objects()[name](size // 2, name=f"{padding}_pad_{k}", dtype=policy)
 
 
 def _check_input(x, spec: NetworkSpec) -> np.ndarray:
@@ -629,9 +763,8 @@ def _forward_fn(model: Model, layers):
     fn = cache.get(key)
     if fn is None:
         keras, tf = _keras(), _tf()
-        convs = KerasBackend().conv_layers(model)
         outputs = ([model.native.output] if layers is None
-                   else [convs[k - 1].output for k in layers])
+                   else [_layer_output(model, k) for k in layers])
         sub = keras.Model(model.native.inputs, outputs)
 
         def fn(x):  # eager: no per-model tracing, the convolutions dominate anyway
@@ -643,12 +776,13 @@ def _forward_fn(model: Model, layers):
     return fn
 
 
+def _layer_output(model: Model, k: int):
+    """The symbolic output of layer ``k`` after its activation."""
+    names = {layer.name for layer in model.native.layers}
+    name = f"activation_{k}" if f"activation_{k}" in names else f"conv_{k}"
+    return model.native.get_layer(name).output
+
+
 def _meta(model: Model) -> dict:
     """JSON-safe metadata stored inside the ``.keras`` archive."""
-    history = None
-    if model.history is not None:
-        history = {k: model.history[k].values.tolist() for k in model.history.data_vars}
-    return {"backend": model.backend, "spec": model.spec.to_dict(),
-            "normalization": json_safe(model.normalization),
-            "provenance": json_safe(model.provenance), "history": history,
-            "variables": dataclasses.asdict(model.variables)}
+    return file_metadata(model)

@@ -1,0 +1,166 @@
+"""Tests of the PyTorch backend (xtl/nn/backends/torch.py) against numpy, finite
+differences and the Keras backend on the same weights."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import TINY_SPEC
+from xtl.nn.backends.base import get_backend
+from xtl.nn.files import load_model, save_model
+from xtl.nn.importers import convert
+from xtl.nn.model import model_to_dataset
+from xtl.nn.training import evaluate, train, transfer
+
+FAST = dict(batch_size=8, learning_rate=3e-3, progress=False)
+#: One spec of every padding and a leaky activation, mixed kernel sizes, a layer without bias.
+MIXED = dict(n_layers=4, channels=(5, 4, 3), kernel_size=5, padding="zeros", activation="linear",
+             kernel_sizes=(5, 3, 1, 3), paddings=("periodic", "reflect", "zeros", "zeros"),
+             activations=("tanh", "leaky_relu(0.1)", "gelu", "linear"),
+             biases=(True, False, True, True))
+
+
+def weights(model):
+    return model_to_dataset(model)[["kernel", "bias"]]
+
+
+def randomized(backend_name, spec, seed=0):
+    """A model of ``spec`` with random weights and biases (biases where it has them)."""
+    be = get_backend(backend_name)
+    model = be.build(spec, seed=seed)
+    rng = np.random.default_rng(seed)
+    be.set_weights(model, [(rng.normal(0, 0.4, w.shape).astype(np.float32),
+                            rng.normal(0, 0.2, b.shape).astype(np.float32) * (b.size > 0)
+                            * bias) for (w, b), bias in zip(be.get_weights(model),
+                                                             model.spec.layer_biases)])
+    return model
+
+
+def test_import_xtl_does_not_import_torch():
+    code = "import sys, xtl; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_torch_is_registered_and_saves_pt_files(tmp_path):
+    import xtl
+
+    assert "torch" in xtl.available_backends()
+    model = randomized("torch", MIXED)
+    native, dataset = save_model(model, tmp_path / "net.pt")
+    assert native.suffix == ".pt"
+    loaded = load_model(tmp_path / "net.pt")
+    assert loaded.backend == "torch" and loaded.spec == model.spec
+    xr.testing.assert_identical(weights(loaded), weights(model))
+    again = load_model(dataset, backend="torch")
+    xr.testing.assert_identical(weights(again), weights(model))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(Exception, match=r"junk.pt is not a model file of xtl's torch backend"):
+        load_model(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("spec", [dict(TINY_SPEC), MIXED], ids=["tiny", "mixed"])
+def test_same_weights_predict_the_same_in_keras_and_torch(spec):
+    torch_model = randomized("torch", spec)
+    keras_model = convert(torch_model, "keras")
+    x = np.random.default_rng(1).standard_normal((3, 16, 16, 2)).astype(np.float32)
+    tb, kb = get_backend("torch"), get_backend("keras")
+    ref = kb.predict_normalized(keras_model, x)
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(tb.predict_normalized(torch_model, x), ref, atol=1e-5)
+    for k in (1, 2, 3):
+        a = tb.activations(torch_model, x, [k])[k]
+        np.testing.assert_allclose(a, kb.activations(keras_model, x, [k])[k], atol=1e-5)
+    back = convert(keras_model, "torch")
+    xr.testing.assert_identical(weights(back), weights(torch_model))
+
+
+def test_jvp_and_vjp_agree_with_finite_differences_and_with_keras():
+    be = get_backend("torch")
+    # smooth activations: a central difference of a kinked one errs where a kink is crossed
+    model = randomized("torch", dict(MIXED, activations=("tanh", "gelu", "tanh", "linear")), 2)
+    x = np.random.default_rng(3).standard_normal((2, 12, 12, 2)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    for layer in (1, 2, 4):
+        w, b = be.get_weights(model)[layer - 1]
+        tw, tb = rng.normal(size=w.shape), rng.normal(size=b.shape) * model.spec.layer_biases[layer - 1]
+        jvp = be.jvp(model, x, layer, (tw, tb))
+        eps = 1e-3
+        plus, minus = be.clone(model), be.clone(model)
+        for m, sign in ((plus, 1), (minus, -1)):
+            ws = be.get_weights(m)
+            ws[layer - 1] = (w + sign * eps * tw, b + sign * eps * tb)
+            be.set_weights(m, ws)
+        fd = (be.predict_normalized(plus, x) - be.predict_normalized(minus, x)) / (2 * eps)
+        np.testing.assert_allclose(jvp, fd, atol=1e-3 * np.abs(fd).max())
+        u = rng.normal(size=jvp.shape).astype(np.float32)
+        gk, gb = be.vjp(model, x, layer, u)
+        # <u, J t> = <J^T u, t>
+        assert np.sum(u * jvp) == pytest.approx(np.sum(gk * tw) + np.sum(gb * tb), rel=1e-4)
+        keras_model, kb = convert(model, "keras"), get_backend("keras")
+        np.testing.assert_allclose(jvp, kb.jvp(keras_model, x, layer, (tw, tb)), atol=1e-4)
+        kk, kbias = kb.vjp(keras_model, x, layer, u)
+        np.testing.assert_allclose(gk, kk, atol=1e-3 * np.abs(kk).max())
+
+
+def test_torch_training_learns_and_transfer_changes_only_the_chosen_layer(les_base, les_target):
+    model = train(les_base, TINY_SPEC, backend="torch", epochs=4, seed=0, **FAST)
+    assert model.backend == "torch" and model.provenance["device"] in ("CPU", "GPU")
+    loss = model.history.loss.values
+    assert loss[-1] < loss[0]
+    tl = transfer(model, les_target, [2], n_samples=16, epochs=2, **FAST)
+    before, after = weights(model), weights(tl)
+    for k in (1, 3):
+        for name in ("kernel", "bias"):
+            np.testing.assert_array_equal(before[name].sel(layer=k), after[name].sel(layer=k))
+    assert not before.kernel.sel(layer=2).equals(after.kernel.sel(layer=2))
+    assert float(evaluate(tl, les_target).cc) > float(evaluate(model, les_target).cc) - 0.05
+
+
+class Interrupting(type(get_backend("torch"))):
+    """The torch backend, interrupted in epoch 2 after one batch."""
+
+    def train_epoch(self, model, batches, epoch, on_batch=None):
+        if epoch == 2:
+            batches = iter(batches)
+            super().train_epoch(model, [next(batches)], epoch)
+            raise KeyboardInterrupt("simulated interruption")
+        return super().train_epoch(model, batches, epoch, on_batch)
+
+
+def test_torch_checkpoint_resumes_bitwise(les_base, tmp_path):
+    ds = les_base.isel(time=slice(0, 24))
+    kwargs = dict(epochs=4, seed=3, **FAST)
+    reference = train(ds, TINY_SPEC, backend="torch", **kwargs)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, TINY_SPEC, backend=Interrupting(), checkpoint_dir=ckpt, **kwargs)
+    assert (ckpt / "train.ckpt.npz").exists()
+    resumed = train(ds, TINY_SPEC, backend="torch", checkpoint_dir=ckpt, **kwargs)
+    xr.testing.assert_identical(weights(resumed), weights(reference))
+    np.testing.assert_array_equal(resumed.history.loss.values, reference.history.loss.values)
+
+
+def test_torch_refuses_mixed_precision_and_keras_callbacks(les_base):
+    with pytest.raises(ValueError, match="torch backend computes in float32"):
+        get_backend("torch").build(dict(TINY_SPEC, precision="mixed_float16"))
+    with pytest.raises(ValueError, match="callbacks are Keras callbacks"):
+        train(les_base, TINY_SPEC, backend="torch", epochs=1, callbacks=[object()], **FAST)
+
+
+def test_torch_closure_equals_its_keras_twin_in_an_les_step():
+    from test_closures import _state_fields, physical_pi
+    from xtl.nn.closure import ModelClosure
+
+    model = randomized("torch", TINY_SPEC)
+    model.normalization = {"psi": 0.5, "omega": 4.0, "pi": 3.0}
+    model.provenance = {"grid": [16, 16]}
+    twin = convert(model, "keras")
+    grid, _, psi, omega = _state_fields(16, seed=0)
+    got, expected = (physical_pi(ModelClosure(m), omega, grid) for m in (model, twin))
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    batched = model.predict(np.stack([psi, psi]), np.stack([omega, omega]))
+    np.testing.assert_allclose(batched[1], got, atol=1e-5 * np.abs(expected).max())

@@ -1,0 +1,205 @@
+"""Framework-neutral parts of importing a network: the conv layers read from it, batch
+normalization folded into them, the spec they make, and the check that the import
+computes what the network computes.
+
+A backend's ``from_native`` walks its framework's layers and calls these
+(:meth:`xtl.nn.backends.keras.KerasBackend.from_native`,
+:meth:`xtl.nn.backends.torch.TorchBackend.from_native`); :func:`xtl.from_keras` and
+:func:`xtl.from_torch` are the public entry points (:mod:`xtl.nn.importers`).
+Nothing here imports a deep-learning framework.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .spec import ACTIVATIONS, NetworkSpec, Variables, leaky_slope
+
+__all__ = ["ConvRecord", "ImportedLayers", "check_import", "import_variables"]
+
+#: Largest difference, relative to the largest output, that an import may show.
+IMPORT_TOLERANCE = 1e-4
+
+
+@dataclass
+class ConvRecord:
+    """One conv layer of an imported network, with what follows it.
+
+    Parameters
+    ----------
+    name : str
+        The layer's name in its network (for messages).
+    kernel : numpy.ndarray
+        ``(out, in, K, K)`` cross-correlation taps (float64).
+    bias : numpy.ndarray or None
+        ``(out,)``; None for a layer without one.
+    padding : str
+        One of :data:`xtl.nn.spec.LAYER_PADDINGS`.
+    activation : str
+        The activation after it (``"linear"`` until one is seen).
+    folded : str, optional
+        The name of the batch normalization folded into it.
+    """
+
+    name: str
+    kernel: np.ndarray
+    bias: np.ndarray | None
+    padding: str
+    activation: str = "linear"
+    folded: str | None = None
+
+
+class ImportedLayers:
+    """The conv layers of a network in order, built up layer by layer by a backend.
+
+    Each method names the network layer it is given, so that a layer that cannot be
+    represented is refused naming it.
+    """
+
+    def __init__(self, framework: str):
+        self.framework = framework
+        self.convs: list = []
+        self.pending_pad: tuple | None = None
+
+    def add_conv(self, name: str, kernel, bias, padding: str) -> None:
+        """A convolution ``kernel (out, in, K, K)``, ``bias (out,)`` or None."""
+        kernel = np.asarray(kernel, np.float64)
+        size = kernel.shape[-1]
+        if kernel.ndim != 4 or kernel.shape[-2] != size or size % 2 == 0:
+            raise ValueError(f"layer {name!r} has {kernel.shape[-2]}x{size} kernels; xtl "
+                             "represents square kernels of odd size (centred taps) only")
+        if self.pending_pad is not None:
+            pad_name, mode, width = self.pending_pad
+            if padding != "valid" or width != size // 2:
+                raise ValueError(f"layer {pad_name!r} pads {width} cells before {name!r}, whose "
+                                 f"{size}x{size} kernels need {size // 2} and no padding of "
+                                 "their own; xtl cannot represent that")
+            padding, self.pending_pad = mode, None
+        if self.convs and self.convs[-1].kernel.shape[0] != kernel.shape[1]:
+            raise ValueError(f"layer {name!r} takes {kernel.shape[1]} channels, but the conv "
+                             f"layer before it gives {self.convs[-1].kernel.shape[0]}")
+        self.convs.append(ConvRecord(name, kernel, None if bias is None
+                                     else np.asarray(bias, np.float64), padding))
+
+    def add_pad(self, name: str, mode: str, width: int) -> None:
+        """A padding layer (``mode`` zeros, periodic or reflect) before the next conv."""
+        self.pending_pad = (name, mode, int(width))
+
+    def add_activation(self, name: str, activation: str) -> None:
+        """An activation (a name of :data:`xtl.nn.spec.ACTIVATIONS` or ``"leaky_relu(a)"``)."""
+        if activation == "linear":
+            return
+        if activation not in ACTIVATIONS and leaky_slope(activation) is None:
+            raise ValueError(f"layer {name!r} has the activation {activation!r}; xtl knows "
+                             f"{list(ACTIVATIONS)} and 'leaky_relu(a)'")
+        last = self._last(name, "an activation")
+        if last.activation != "linear":
+            raise ValueError(f"layer {name!r} applies {activation!r} after {last.activation!r} "
+                             f"of conv layer {last.name!r}; xtl represents one activation per "
+                             "conv layer")
+        last.activation = activation
+
+    def add_batchnorm(self, name: str, gamma, beta, mean, variance, epsilon: float) -> None:
+        """Fold an inference-mode batch normalization into the conv layer before it:
+        ``w' = w·γ/√(σ²+ε)``, ``b' = (b−μ)·γ/√(σ²+ε)+β`` (exact; float64)."""
+        last = self._last(name, "a batch normalization")
+        if last.activation != "linear" or last.folded:
+            raise ValueError(
+                f"layer {name!r} normalizes the output of {last.activation!r} (or of a batch "
+                f"normalization) after conv layer {last.name!r}; xtl folds a batch "
+                "normalization only into the convolution right before it")
+        scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64)
+                                                         + float(epsilon))
+        bias = last.bias if last.bias is not None else np.zeros(len(scale))
+        last.kernel = last.kernel * scale[:, None, None, None]
+        last.bias = (bias - np.asarray(mean, np.float64)) * scale + np.asarray(beta, np.float64)
+        last.folded = name
+
+    def refuse(self, name: str, kind: str) -> None:
+        """Raise a ValueError for the layer ``name`` of type ``kind``, which xtl cannot import."""
+        raise ValueError(
+            f"layer {name!r} ({kind}) cannot be imported: xtl imports a chain of 2D "
+            "convolutions (stride 1, no dilation or groups), each optionally followed by a "
+            "batch normalization and an activation, with padding layers before them; take "
+            "the layer out or re-write the network in that form")
+
+    def _last(self, name: str, what: str) -> ConvRecord:
+        if not self.convs:
+            raise ValueError(f"layer {name!r} applies {what} before the first conv layer; xtl "
+                             "imports networks whose first layer is a convolution")
+        return self.convs[-1]
+
+    def spec_and_weights(self, variables: Variables, precision: str = "float32") -> tuple:
+        """``(NetworkSpec, [(kernel, bias)] float32)`` of the layers read.
+
+        Raises
+        ------
+        ValueError
+            No conv layer, a padding layer left at the end, or channels that do not fit
+            ``variables``.
+        """
+        if not self.convs:
+            raise ValueError(f"the {self.framework} network has no conv layer to import")
+        if self.pending_pad is not None:
+            raise ValueError(f"layer {self.pending_pad[0]!r} pads the network's output; xtl "
+                             "cannot represent that")
+        convs = self.convs
+        sizes = tuple(int(c.kernel.shape[-1]) for c in convs)
+        spec = NetworkSpec(
+            n_layers=len(convs), channels=tuple(int(c.kernel.shape[0]) for c in convs[:-1]),
+            kernel_size=max(sizes), padding="zeros", activation="linear",
+            precision=precision, input_channels=int(convs[0].kernel.shape[1]),
+            output_channels=int(convs[-1].kernel.shape[0]), kernel_sizes=sizes,
+            paddings=tuple(c.padding for c in convs),
+            activations=tuple(c.activation for c in convs),
+            biases=tuple(c.bias is not None for c in convs))
+        variables.levels(spec)
+        weights = [(c.kernel.astype(np.float32),
+                    np.zeros(c.kernel.shape[0], np.float32) if c.bias is None
+                    else c.bias.astype(np.float32)) for c in convs]
+        return spec, weights
+
+
+def import_variables(inputs, outputs, channels, normalization) -> tuple:
+    """``(Variables, normalization)`` of an import, the normalization required.
+
+    Raises
+    ------
+    ValueError
+        ``normalization`` missing (xtl does not guess how a network was trained).
+    """
+    variables = Variables.from_any(None, inputs=inputs, outputs=outputs, channels=channels)
+    if normalization is None:
+        raise ValueError(
+            "normalization must be given: a standard deviation per variable "
+            f"{list(variables.names)} (inputs are divided by theirs before the network, its "
+            "outputs multiplied by theirs), as the network was trained; pass 1.0 for a "
+            "variable the network takes or gives unscaled")
+    return variables, normalization
+
+
+def check_import(reference: np.ndarray, imported: np.ndarray, framework: str) -> float:
+    """The largest difference of the imported network's output from the original's on the
+    same input, relative to the original's largest output.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, or the difference exceeds ``IMPORT_TOLERANCE``: the network computes
+        something its layers in sequence do not (a skip connection, a custom layer).
+    """
+    reference = np.asarray(reference, np.float64)
+    imported = np.asarray(imported, np.float64)
+    if reference.shape != imported.shape:
+        raise ValueError(f"the {framework} network's output has the shape {reference.shape}, "
+                         f"its layers in sequence give {imported.shape}: it is not a plain "
+                         "chain of its layers (a skip connection, a custom layer?)")
+    scale = max(float(np.max(np.abs(reference))), 1e-30)
+    error = float(np.max(np.abs(reference - imported))) / scale
+    if not error <= IMPORT_TOLERANCE:
+        raise ValueError(
+            f"the {framework} network's output differs from that of its layers in sequence by "
+            f"{error:.2e} of its largest value: it computes something else (a skip connection, "
+            "a custom layer or operation) and cannot be imported")
+    return error
