@@ -12,6 +12,7 @@ from .nn.model import Model, model_from_dataset, model_to_dataset
 from .nn.spec import NetworkSpec, Variables
 from .nn.backends.base import available_backends, get_backend, register_backend
 from .nn.files import load_model, save_model
+from .nn.importers import from_keras, from_torch
 from .physics.cases import Case, get_case, list_cases
 from .data.coarse import CoarseGraining, coarse_grain, filter_transfer_function, sgs_term
 from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation
@@ -68,6 +69,8 @@ __all__ = [
     "available_backends",
     "model_to_dataset",
     "model_from_dataset",
+    "from_keras",
+    "from_torch",
     "save_model",
     "load_model",
     "train",

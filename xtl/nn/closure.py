@@ -47,6 +47,11 @@ class ModelClosure(Closure):
                 + (f" over the channels of {variables.channels!r}" if variables.channels else "")
                 + "; the a posteriori LES is xtl's 2D solver, whose closure is a model of "
                 "(psi, omega) -> pi (explain and re-train other models a priori)")
+        spec = getattr(model, "spec", None)
+        if spec is not None and spec.shrink:
+            raise ValueError(f"model has 'valid' layers: its output is {spec.shrink} cells "
+                             "smaller than its input on each side, so it cannot close an LES "
+                             "on its grid (import it with 'same' or periodic padding)")
         self.normalization = {k: float(v) for k, v in model.normalization.items()}
         self.n_les = model.n_les
         prov = getattr(model, "provenance", {}) or {}

@@ -10,7 +10,7 @@ Nothing here imports a deep-learning framework.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,8 +38,8 @@ class ConvRecord:
         One of :data:`xtl.nn.spec.LAYER_PADDINGS`.
     activation : str
         The activation after it (``"linear"`` until one is seen).
-    folded : str, optional
-        The name of the batch normalization folded into it.
+    folded : list of str
+        The batch normalizations folded into it.
     """
 
     name: str
@@ -47,7 +47,8 @@ class ConvRecord:
     bias: np.ndarray | None
     padding: str
     activation: str = "linear"
-    folded: str | None = None
+    folded: list = field(default_factory=list)
+    normalized: bool = False  # a batch normalization follows its convolution (folded)
 
 
 class ImportedLayers:
@@ -61,6 +62,7 @@ class ImportedLayers:
         self.framework = framework
         self.convs: list = []
         self.pending_pad: tuple | None = None
+        self.pending_affine: tuple | None = None  # (name, scale, shift) after an activation
 
     def add_conv(self, name: str, kernel, bias, padding: str) -> None:
         """A convolution ``kernel (out, in, K, K)``, ``bias (out,)`` or None."""
@@ -79,8 +81,28 @@ class ImportedLayers:
         if self.convs and self.convs[-1].kernel.shape[0] != kernel.shape[1]:
             raise ValueError(f"layer {name!r} takes {kernel.shape[1]} channels, but the conv "
                              f"layer before it gives {self.convs[-1].kernel.shape[0]}")
-        self.convs.append(ConvRecord(name, kernel, None if bias is None
-                                     else np.asarray(bias, np.float64), padding))
+        record = ConvRecord(name, kernel, None if bias is None else np.asarray(bias, np.float64),
+                            padding)
+        if self.pending_affine is not None:
+            self._fold_into_next(record)
+        self.convs.append(record)
+
+    def _fold_into_next(self, record: ConvRecord) -> None:
+        """Fold the batch normalization after the last activation into ``record``, the
+        convolution after it: ``w'[:, i] = w[:, i]·s_i``, ``b' = b + Σ w[:, i]·c_i``; exact
+        when its padding is periodic, reflect or none (padding commutes with ``s·h + c``)."""
+        bn, scale, shift = self.pending_affine
+        if record.padding not in ("periodic", "reflect", "valid"):
+            raise ValueError(
+                f"layer {bn!r} normalizes the output of an activation; xtl folds it into the "
+                f"next convolution {record.name!r}, which is exact only when that convolution "
+                "pads periodically ('circular'), by reflection or not at all, but it pads with "
+                "zeros; re-write the network with the batch normalization before the activation")
+        bias = record.bias if record.bias is not None else np.zeros(record.kernel.shape[0])
+        record.bias = bias + np.einsum("oiyx,i->o", record.kernel, shift)
+        record.kernel = record.kernel * scale[None, :, None, None]
+        record.folded.append(bn)
+        self.pending_affine = None
 
     def add_pad(self, name: str, mode: str, width: int) -> None:
         """A padding layer (``mode`` zeros, periodic or reflect) before the next conv."""
@@ -94,27 +116,32 @@ class ImportedLayers:
             raise ValueError(f"layer {name!r} has the activation {activation!r}; xtl knows "
                              f"{list(ACTIVATIONS)} and 'leaky_relu(a)'")
         last = self._last(name, "an activation")
-        if last.activation != "linear":
+        if last.activation != "linear" or self.pending_affine is not None:
             raise ValueError(f"layer {name!r} applies {activation!r} after {last.activation!r} "
                              f"of conv layer {last.name!r}; xtl represents one activation per "
                              "conv layer")
         last.activation = activation
 
     def add_batchnorm(self, name: str, gamma, beta, mean, variance, epsilon: float) -> None:
-        """Fold an inference-mode batch normalization into the conv layer before it:
-        ``w' = w·γ/√(σ²+ε)``, ``b' = (b−μ)·γ/√(σ²+ε)+β`` (exact; float64)."""
+        """Fold an inference-mode batch normalization ``s·h + c`` (``s = γ/√(σ²+ε)``,
+        ``c = β − μ·s``) into a convolution (float64): right after a convolution into it,
+        ``w' = w·s``, ``b' = b·s + c``; after an activation into the next convolution
+        (see :meth:`_fold_into_next`)."""
         last = self._last(name, "a batch normalization")
-        if last.activation != "linear" or last.folded:
-            raise ValueError(
-                f"layer {name!r} normalizes the output of {last.activation!r} (or of a batch "
-                f"normalization) after conv layer {last.name!r}; xtl folds a batch "
-                "normalization only into the convolution right before it")
         scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64)
                                                          + float(epsilon))
+        shift = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+        if self.pending_affine is not None or (last.normalized and last.activation == "linear"):
+            raise ValueError(f"layer {name!r} is a second batch normalization in a row; xtl "
+                             "folds one per convolution")
+        if last.activation != "linear":  # after the activation: into the next convolution
+            self.pending_affine = (name, scale, shift)
+            return
         bias = last.bias if last.bias is not None else np.zeros(len(scale))
         last.kernel = last.kernel * scale[:, None, None, None]
-        last.bias = (bias - np.asarray(mean, np.float64)) * scale + np.asarray(beta, np.float64)
-        last.folded = name
+        last.bias = bias * scale + shift
+        last.folded.append(name)
+        last.normalized = True
 
     def refuse(self, name: str, kind: str) -> None:
         """Raise a ValueError for the layer ``name`` of type ``kind``, which xtl cannot import."""
@@ -144,6 +171,9 @@ class ImportedLayers:
         if self.pending_pad is not None:
             raise ValueError(f"layer {self.pending_pad[0]!r} pads the network's output; xtl "
                              "cannot represent that")
+        if self.pending_affine is not None:
+            raise ValueError(f"layer {self.pending_affine[0]!r} normalizes the network's output "
+                             "after an activation; xtl cannot fold it into a convolution")
         convs = self.convs
         sizes = tuple(int(c.kernel.shape[-1]) for c in convs)
         spec = NetworkSpec(

@@ -690,7 +690,9 @@ def predict(model: Model, ds, *, batch_size: int = 32):
     -------
     xarray.DataArray or xarray.Dataset
         The output (``pi`` by default) with the dims and coordinates of the first
-        input; a Dataset of them for a model with several outputs.
+        input; a Dataset of them for a model with several outputs. A network with
+        ``"valid"`` layers (:attr:`NetworkSpec.shrink <xtl.nn.spec.NetworkSpec.shrink>`
+        cells lost per side) gives the interior of the grid, with its coordinates.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be an xtl Model, got {type(model).__name__}")
@@ -703,6 +705,8 @@ def predict(model: Model, ds, *, batch_size: int = 32):
     out = get_backend(model.backend).predict(model, *arrays, batch_size=batch_size)
     out = (out,) if len(variables.outputs) == 1 else out
     template = first.transpose(*order)
+    s = model.spec.shrink  # 'valid' layers: the output is the interior of the grid
+    template = template.isel(y=slice(s, -s), x=slice(s, -s)) if s else template
     predicted = {
         name: xr.DataArray(a, dims=template.dims, coords=template.coords, name=name,
                            attrs={"long_name": f"{name} predicted by the CNN closure",
@@ -730,8 +734,18 @@ def evaluate(model: Model, ds, *, batch_size: int = 32) -> xr.Dataset:
         ``backscatter_fraction``, ``rel_l2``, ``spectrum_error``; for a model
         with several outputs or a channel dim, over ``variable`` (the outputs)
         and the channel dim.
+
+    Raises
+    ------
+    ValueError
+        A network with ``"valid"`` layers: its output misses the grid's edges, and the
+        scores (spectra) need the whole periodic field.
     """
     check_model_data(model, ds, "ds")
+    if model.spec.shrink:
+        raise ValueError(f"model has 'valid' layers: its output misses {model.spec.shrink} "
+                         "cells at each edge, and the a priori scores need the whole periodic "
+                         "field; use xtl.predict for its output on the interior")
     pred = predict(model, ds, batch_size=batch_size)
     pred = pred if isinstance(pred, xr.Dataset) else pred.to_dataset()
     dim = model.variables.channels

@@ -516,7 +516,7 @@ class KerasBackend(Backend):
         error = check_import(np.asarray(native(x, training=False)),
                              self.predict_normalized(model, x), "Keras")
         model.provenance = {"kind": "imported", "framework": "keras", "source": native.name,
-                            "folded_batchnorm": [c.folded for c in layers.convs if c.folded],
+                            "folded_batchnorm": [n for c in layers.convs for n in c.folded],
                             "import_error": error}
         return model
 

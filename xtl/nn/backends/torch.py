@@ -452,7 +452,7 @@ class TorchBackend(Backend):
                              "PyTorch")
         model.provenance = {"kind": "imported", "framework": "torch",
                             "source": type(native).__name__,
-                            "folded_batchnorm": [c.folded for c in layers.convs if c.folded],
+                            "folded_batchnorm": [n for c in layers.convs for n in c.folded],
                             "import_error": error}
         return model
 
