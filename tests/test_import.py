@@ -296,3 +296,16 @@ def test_valid_layers_predict_the_interior_and_refuse_scores_and_the_les(les_tar
         evaluate(model, les_target)
     with pytest.raises(ValueError, match="'valid' layers.*cannot close an LES"):
         ModelClosure(model)
+
+
+def test_the_own_network_example_runs_and_its_imports_agree():
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "own_network.py"))
+    results = example["main"](["--epochs", "1"])
+    assert results["keras_parity"] < 1e-4 and results["torch_parity"] < 1e-4
+    assert results["cross_parity"] < 1e-4
+    for name in ("keras", "torch"):
+        moved = results[name]["moved"]
+        assert moved[1] > 0 and moved[0] == 0 and moved[2:].max() == 0
