@@ -62,7 +62,8 @@ def test_installing_page_covers_pip_the_extras_and_gpus():
     text = (ROOT / "docs" / "installing.md").read_text()
     assert "pip install ." in text and "Python ≥ 3.11" in text
     extras = PROJECT["optional-dependencies"]
-    assert set(extras) == {"gpu", "docs", "qg", "test"}
+    assert set(extras) == {"gpu", "docs", "qg", "torch", "test"}
+    assert "xtl[torch]" in extras["test"]  # the torch backend's tests run in CI
     assert any(req.startswith("tensorflow[and-cuda]") for req in extras["gpu"])
     for name in extras:
         assert f"`{name}`" in text, name

@@ -167,7 +167,8 @@ def test_torch_closure_equals_its_keras_twin_in_an_les_step():
 
 
 def test_a_two_seed_sweep_agrees_across_the_backends_within_the_seeds_spread(les_base,
-                                                                              les_target):
+                                                                              les_target,
+                                                                              tmp_path):
     from xtl.nn.sweep import layer_sweep
 
     base = train(les_base, TINY_SPEC, backend="torch", epochs=3, seed=0, **FAST)
@@ -175,7 +176,10 @@ def test_a_two_seed_sweep_agrees_across_the_backends_within_the_seeds_spread(les
     pool, test = les_target.isel(time=slice(0, 24)), les_target.isel(time=slice(40, 46))
     kwargs = dict(layers=[1, 3], seeds=[0, 1], n_samples=8, epochs=2, batch_size=8,
                   learning_rate=3e-3)
-    sweeps = {m.backend: layer_sweep(m, pool, test, **kwargs) for m in (base, twin)}
+    sweeps = {m.backend: layer_sweep(m, pool, test, save_dir=tmp_path / m.backend, **kwargs)
+              for m in (base, twin)}
+    saved = load_model(tmp_path / "torch" / "tl_layer3_seed1.pt")
+    assert saved.backend == "torch" and saved.provenance["retrained_layers"] == [3]
     torch_cc, keras_cc = sweeps["torch"].cc, sweeps["keras"].cc
     assert float(sweeps["torch"].base_cc) == pytest.approx(float(sweeps["keras"].base_cc),
                                                            abs=1e-5)

@@ -39,6 +39,7 @@ import xarray as xr
 from .model import Model, model_from_dataset, model_id, model_to_dataset
 from .spec import check_layers
 from .backends import pin_worker_threads
+from .backends.base import get_backend
 from .files import save_model
 from ..options import Options, check_bool, check_float, check_fraction, check_int
 from .backends.loop import FitOptions
@@ -335,7 +336,9 @@ def _run_tasks(tasks, base, datasets, test, options: SweepOptions, *, client, sa
     """
     from .._progress import run_calls
 
-    paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}.keras"
+    backend = base.attrs["backend"] if isinstance(base, xr.Dataset) else base.backend
+    suffix = get_backend(backend).suffix  # the base network's backend saves them
+    paths = {t: None if save_dir is None else Path(save_dir) / f"{stem(t)}{suffix}"
              for t in tasks}
     per_task = {t: _task_options(options, stem(t)) for t in tasks}
     for path in {p.parent for p in paths.values() if p is not None}:
