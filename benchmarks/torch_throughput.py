@@ -7,7 +7,9 @@ the framework sees one):
 
 * ``xtl.train(backend="torch")`` samples/s over a bare PyTorch loop on the same
   network (built by the torch backend, same initial weights), same data held as
-  tensors, batch size, Adam (Keras' epsilon) and MSE, shuffled every epoch (goal >= 0.9);
+  tensors, batch size, Adam (Keras' epsilon) and MSE, shuffled every epoch (goal >= 0.9),
+  and over the same loop with its tensors in channels-last memory (what xtl hands
+  PyTorch: its batches are channels-last arrays, permuted without a copy);
 * ``xtl.train(backend="keras")`` samples/s over a bare ``keras.Model.fit`` on the
   same arrays, network, batch size and (deterministic-op) TensorFlow settings.
 
@@ -40,8 +42,9 @@ def arrays(ds, norm):
     return x.astype(np.float32), (ds.pi.values / norm["pi"])[..., None].astype(np.float32)
 
 
-def bare_torch_epochs(spec, norm, x, y, batch, epochs, seed):
-    """Epoch times of a plain PyTorch loop: NCHW tensors, randperm shuffling, Adam, MSE."""
+def bare_torch_epochs(spec, norm, x, y, batch, epochs, seed, channels_last=False):
+    """Epoch times of a plain PyTorch loop: NCHW tensors (in channels-last memory with
+    ``channels_last``), randperm shuffling, Adam, MSE."""
     import torch
 
     from xtl.nn.backends.base import get_backend
@@ -49,8 +52,9 @@ def bare_torch_epochs(spec, norm, x, y, batch, epochs, seed):
     backend = get_backend("torch")
     net = backend.build(spec, norm, seed=seed).native.train()
     device = next(net.parameters()).device
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
-    yt = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous().to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=layout).to(device)
+    yt = torch.from_numpy(y).permute(0, 3, 1, 2).contiguous(memory_format=layout).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     generator = torch.Generator().manual_seed(seed)
     times = []
@@ -63,7 +67,7 @@ def bare_torch_epochs(spec, norm, x, y, batch, epochs, seed):
             loss = torch.nn.functional.mse_loss(net(xt[idx]), yt[idx])
             loss.backward()
             optimizer.step()
-        float(loss)  # wait for the device
+        float(loss.detach())  # wait for the device
         times.append(time.perf_counter() - start)
     return times[1:]
 
@@ -74,6 +78,7 @@ def bare_keras_epochs(spec, norm, x, y, batch, epochs, seed):
 
     from xtl.nn.backends.base import get_backend
 
+    keras.utils.set_random_seed(seed)  # fit's shuffling, under deterministic ops
     model = get_backend("keras").build(spec, norm, seed=seed).native
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
     times = []
@@ -121,10 +126,12 @@ def main(argv=None):
     norm = compute_normalization(ds)
     x, y = arrays(ds, norm)
     spec = NetworkSpec(**SPEC)
-    times = {k: [] for k in ("bare torch", "xtl torch", "bare keras", "xtl keras")}
+    times = {k: [] for k in ("bare torch", "bare torch NHWC", "xtl torch", "bare keras",
+                             "xtl keras")}
     for r in range(args.rounds):
         common = (args.batch, args.epochs, r)
         times["bare torch"] += bare_torch_epochs(spec, norm, x, y, *common)
+        times["bare torch NHWC"] += bare_torch_epochs(spec, norm, x, y, *common, True)
         times["xtl torch"] += xtl_epochs(ds, spec, "torch", *common)
         times["bare keras"] += bare_keras_epochs(spec, norm, x, y, *common)
         times["xtl keras"] += xtl_epochs(ds, spec, "keras", *common)
@@ -135,8 +142,9 @@ def main(argv=None):
           f"{SPEC['kernel_size']}, {args.grid}^2, {args.samples} samples/epoch, batch "
           f"{args.batch}, {args.rounds} rounds x {args.epochs - 1} timed epochs per run")
     for k, v in rate.items():
-        print(f"    {k:10s}: {v:9.1f} samples/s")
-    print(f"ratio xtl/bare samples/s: torch {rate['xtl torch'] / rate['bare torch']:.3f}   "
+        print(f"    {k:15s}: {v:9.1f} samples/s")
+    print(f"ratio xtl/bare samples/s: torch {rate['xtl torch'] / rate['bare torch']:.3f} "
+          f"(over channels-last bare {rate['xtl torch'] / rate['bare torch NHWC']:.3f})   "
           f"keras {rate['xtl keras'] / rate['bare keras']:.3f}   (goal >= 0.9)")
 
 
