@@ -133,9 +133,9 @@ def main(argv=None) -> dict:
     results["cross_parity"] = float(np.abs(
         np.asarray(back(x)) - xtl.get_backend("torch").predict_normalized(results["torch"]["tl"],
                                                                         x)).max())
-    print(f"largest differences: Keras {results['keras_parity']:.1e}, PyTorch "
-          f"{results['torch_parity']:.1e}, re-trained PyTorch vs its Keras copy "
-          f"{results['cross_parity']:.1e} (normalized)")
+    print(f"largest differences of pi: xtl vs Keras {results['keras_parity']:.1e}, xtl vs "
+          f"PyTorch {results['torch_parity']:.1e} (pi's std: {norm['pi']:.2f}); the re-trained "
+          f"PyTorch network vs its Keras copy {results['cross_parity']:.1e} (normalized)")
     return results
 
 

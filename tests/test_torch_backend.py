@@ -44,6 +44,15 @@ def test_import_xtl_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_pytorch_runs_in_a_process_where_xtl_loaded_tensorflow_first():
+    # triton (which PyTorch imports lazily, e.g. for an optimizer) crashes a process that
+    # loaded TensorFlow first; xtl marks it missing when it loads TensorFlow
+    code = ("import xtl, torch; xtl.get_backend('keras').device(); "
+            "torch.optim.Adam(torch.nn.Linear(2, 2).parameters()); print('alive')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "alive", out.stderr[-2000:]
+
+
 def test_torch_is_registered_and_saves_pt_files(tmp_path):
     import xtl
 

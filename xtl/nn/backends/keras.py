@@ -88,11 +88,17 @@ def _filtered_stderr(pattern):
 
 
 def _tf():
-    """Import TensorFlow without its import-time log lines (other output is kept)."""
+    """Import TensorFlow without its import-time log lines (other output is kept).
+
+    Once TensorFlow is loaded, importing PyTorch's ``triton`` crashes the process (both
+    load their own LLVM); unless it is loaded already, it is marked as missing, so that
+    PyTorch, which imports it lazily, runs without it (see docs/own-network.md).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" not in sys.modules:
         with _filtered_stderr(_IMPORT_CHATTER):
             import tensorflow  # noqa: F401
+    sys.modules.setdefault("triton", None)  # an import of it raises ImportError
     return sys.modules["tensorflow"]
 
 
