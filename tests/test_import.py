@@ -309,3 +309,23 @@ def test_the_own_network_example_runs_and_its_imports_agree():
     for name in ("keras", "torch"):
         moved = results[name]["moved"]
         assert moved[1] > 0 and moved[0] == 0 and moved[2:].max() == 0
+
+
+def test_any_keras_activation_is_kept_and_the_torch_backend_refuses_one_it_lacks():
+    import keras
+
+    net = keras.Sequential([keras.Input((None, None, 2)),
+                            keras.layers.Conv2D(3, 3, padding="same", activation="softplus"),
+                            keras.layers.Conv2D(1, 3, padding="same")])
+    model = xtl.from_keras(net, normalization=NORM)
+    assert model.spec.layer_activations == ("softplus", "linear")
+    x = inputs()
+    np.testing.assert_allclose(get_backend("keras").predict_normalized(model, x),
+                               np.asarray(net(x)), atol=1e-5)
+    with pytest.raises(ValueError, match=r"'softplus' is no activation the torch backend knows"):
+        model.to_torch()
+    with pytest.raises(ValueError, match=r"layer 'c' has the activation '<lambda>'"):
+        xtl.from_keras(keras.Sequential([
+            keras.Input((None, None, 2)),
+            keras.layers.Conv2D(1, 3, padding="same", name="c", activation=lambda t: t * 2)]),
+            normalization=NORM)

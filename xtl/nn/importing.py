@@ -58,8 +58,9 @@ class ImportedLayers:
     represented is refused naming it.
     """
 
-    def __init__(self, framework: str):
+    def __init__(self, framework: str, known=lambda activation: False):
         self.framework = framework
+        self.known = known  # activations the framework's backend knows beyond ACTIVATIONS
         self.convs: list = []
         self.pending_pad: tuple | None = None
         self.pending_affine: tuple | None = None  # (name, scale, shift) after an activation
@@ -109,12 +110,16 @@ class ImportedLayers:
         self.pending_pad = (name, mode, int(width))
 
     def add_activation(self, name: str, activation: str) -> None:
-        """An activation (a name of :data:`xtl.nn.spec.ACTIVATIONS` or ``"leaky_relu(a)"``)."""
+        """An activation: a name of :data:`xtl.nn.spec.ACTIVATIONS`, ``"leaky_relu(a)"`` or
+        one the framework's backend knows (``known``)."""
         if activation == "linear":
             return
-        if activation not in ACTIVATIONS and leaky_slope(activation) is None:
+        if activation not in ACTIVATIONS and leaky_slope(activation) is None \
+                and not self.known(activation):
             raise ValueError(f"layer {name!r} has the activation {activation!r}; xtl knows "
-                             f"{list(ACTIVATIONS)} and 'leaky_relu(a)'")
+                             f"{list(ACTIVATIONS)} and 'leaky_relu(a)'"
+                             + (" and the Keras activations" if self.framework == "Keras"
+                                else ""))
         last = self._last(name, "an activation")
         if last.activation != "linear" or self.pending_affine is not None:
             raise ValueError(f"layer {name!r} applies {activation!r} after {last.activation!r} "

@@ -242,11 +242,12 @@ def _validate_layer_fields(spec: NetworkSpec) -> None:
     checks = {
         "kernel_sizes": lambda k: isinstance(k, (int, np.integer)) and k >= 1 and k % 2 == 1,
         "paddings": lambda p: p in LAYER_PADDINGS,
-        "activations": lambda a: a in ACTIVATIONS or leaky_slope(str(a)) is not None,
+        "activations": lambda a: isinstance(a, str) and (
+            re.fullmatch(r"[a-z][a-z0-9_]*", a) is not None or leaky_slope(a) is not None),
         "biases": lambda b: isinstance(b, (bool, np.bool_)),
     }
     forms = {"kernel_sizes": "odd ints >= 1", "paddings": f"one of {LAYER_PADDINGS}",
-             "activations": f"one of {ACTIVATIONS} or 'leaky_relu(a)'", "biases": "bools"}
+             "activations": "activation names ('relu', 'leaky_relu(0.2)', ...)", "biases": "bools"}
     for name, ok in checks.items():
         value = getattr(spec, name)
         if value is None:

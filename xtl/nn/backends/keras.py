@@ -512,7 +512,7 @@ class KerasBackend(Backend):
         if not isinstance(native, keras.Model):
             raise TypeError(f"model must be a keras.Model (Sequential or functional), got "
                             f"{type(native).__name__}")
-        layers = ImportedLayers("Keras")
+        layers = ImportedLayers("Keras", known=functools.partial(_keras_activation, keras))
         for layer in _flat_layers(keras, native):
             _read_layer(keras, layer, layers)
         spec, weights = layers.spec_and_weights(variables)
@@ -575,13 +575,13 @@ def _flat_layers(keras, native) -> list:
     return out
 
 
-def _activation_name(activation) -> str:
-    """xtl's name of a Keras activation (its serialized name or function)."""
-    name = activation if isinstance(activation, str) else getattr(activation, "__name__", "")
-    if isinstance(activation, dict):
-        name = activation.get("config", {}).get("name", activation.get("class_name", ""))
-    name = {"swish": "silu", "leaky_relu": "leaky_relu(0.2)"}.get(name, name)
-    return name or repr(activation)
+def _activation_name(layer) -> str:
+    """xtl's name of the activation of a Keras ``Conv2D`` or ``Activation`` layer: its
+    serialized name, else its function's name (``"<lambda>"`` for one)."""
+    activation = layer.get_config()["activation"]
+    if not isinstance(activation, str):
+        activation = getattr(layer.activation, "__name__", repr(layer.activation))
+    return {"swish": "silu", "leaky_relu": "leaky_relu(0.2)"}.get(activation, activation)
 
 
 def _read_layer(keras, layer, out: ImportedLayers) -> None:
@@ -599,7 +599,7 @@ def _read_layer(keras, layer, out: ImportedLayers) -> None:
         w, *b = layer.get_weights()
         out.add_conv(layer.name, np.transpose(w, (3, 2, 0, 1)), b[0] if b else None,
                      "zeros" if config["padding"] == "same" else "valid")
-        out.add_activation(layer.name, _activation_name(config["activation"]))
+        out.add_activation(layer.name, _activation_name(layer))
     elif isinstance(layer, L.BatchNormalization):
         if config["axis"] not in (-1, 3, [-1], [3]):
             out.refuse(layer.name, f"{kind} over axis {config['axis']}, not the channels")
@@ -617,11 +617,19 @@ def _read_layer(keras, layer, out: ImportedLayers) -> None:
         out.add_activation(layer.name, _activation_layer_name(keras, layer, config, out))
 
 
+def _keras_activation(keras, name: str) -> bool:
+    """Whether ``name`` is a Keras activation (serializable by its name)."""
+    try:
+        return isinstance(name, str) and keras.activations.get(name) is not None
+    except (ValueError, TypeError):
+        return False
+
+
 def _activation_layer_name(keras, layer, config, out: ImportedLayers) -> str:
     """xtl's name of the activation a Keras activation layer applies (refusing others)."""
     L, kind = keras.layers, type(layer).__name__
     if isinstance(layer, L.Activation):
-        return _activation_name(config["activation"])
+        return _activation_name(layer)
     if isinstance(layer, L.ReLU) and config.get("max_value") is None \
             and not config.get("threshold"):
         slope = float(config.get("negative_slope", 0.0))
