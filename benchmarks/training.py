@@ -96,7 +96,7 @@ def overhead(args, tf):
     """xtl.train vs bare Keras fit on the same arrays."""
     import xtl.nn.training as training
     from xtl.nn.backends.base import get_backend
-    from xtl.nn.spec import NetworkSpec, stack_inputs
+    from xtl.nn.spec import NetworkSpec, stack_channels
 
     spec = NetworkSpec(n_layers=4, channels=16, kernel_size=5, padding="zeros")
     n, n_samples, batch, epochs = 32, (256 if args.quick else 512), 32, 4
@@ -104,7 +104,7 @@ def overhead(args, tf):
         n_samples, epochs = 4096, 5
     ds = synthetic_les(n_samples, n)
     norm = training.compute_normalization(ds)
-    x = stack_inputs(ds.psi.values, ds.omega.values, norm)
+    x = stack_channels({v: ds[v].values[:, None] for v in ("psi", "omega")}, ("psi", "omega"), norm)
     y = (ds.pi.values / norm["pi"])[..., None]
     backend = get_backend("keras")
     bare, ours = [], []
@@ -155,9 +155,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import tensorflow as tf
 
-    from xtl.nn.backends.keras import _enable_determinism, gpu_available
+    from xtl.nn.backends.keras import gpu_available
 
-    _enable_determinism()  # xtl.train's default; applied to both sides of [1]
+    tf.config.experimental.enable_op_determinism()  # xtl.train's default; both sides of [1]
     args.gpu = gpu_available()
     device = "GPU " + tf.config.list_physical_devices("GPU")[0].name if args.gpu else "CPU"
     print(f"device: {device}; TF {tf.__version__}; CPU threads: {os.cpu_count()}; "
