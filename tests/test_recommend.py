@@ -14,6 +14,8 @@ from xtl.explain.recommend import (
     available_recommenders,
     compare_recommendation,
     extrapolate_loss,
+    layer_regrets,
+    regret,
     recommend_layers,
     recommended_layers,
     register_recommender,
@@ -218,9 +220,9 @@ def _rec(scores, recommended=1, seconds=2.0):
                       coords={"layer": layers}, attrs={"method": "constructed"})
 
 
-def _sweep(cc, seconds=10.0):
+def _sweep(cc, seconds=10.0, base_cc=0.70):
     cc = np.asarray(cc, float)
-    return xr.Dataset({"cc": (("layer", "seed"), cc),
+    return xr.Dataset({"cc": (("layer", "seed"), cc), "base_cc": ((), base_cc),
                        "train_seconds": (("layer", "seed"), np.full(cc.shape, seconds))},
                       coords={"layer": np.arange(1, len(cc) + 1),
                               "seed": np.arange(cc.shape[1])})
@@ -241,12 +243,40 @@ def test_compare_recommendation_hand_computed():
     miss = compare_recommendation(_rec([0.9, 0.3, 0.4, 0.2], recommended=1), sweep)
     assert not bool(miss.hit) and int(miss.recommended_rank) == 3
     # a lower-is-better metric
-    err = sweep.assign(rel_l2=1 - sweep.cc)
+    err = sweep.assign(rel_l2=1 - sweep.cc, base_rel_l2=1 - sweep.base_cc)
     assert bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), err, metric="rel_l2").hit)
     # a single run per layer: only the best layer counts as a hit
     one = _sweep([[0.8], [0.9], [0.89], [0.6]]).squeeze("seed", drop=True)
     assert not bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), one).hit)
     assert bool(compare_recommendation(_rec([0.1, 0.4, 0.3, 0.2], 2), one).hit)
+
+
+def test_regret_and_tau_by_hand():
+    """Mean CC 0.81, 0.90, 0.895, 0.60 and the BNN at 0.70: layer 3 gives up 0.005 of the
+    best layer's 0.20 gain; layer 4 is worse than not re-training (capped at 1)."""
+    sweep = _sweep([[0.80, 0.82, 0.81], [0.90, 0.91, 0.89], [0.89, 0.90, 0.895],
+                    [0.6, 0.61, 0.59]])
+    assert regret(sweep, 2) == 0.0
+    assert regret(sweep, 3) == pytest.approx(0.005 / 0.20)
+    assert regret(sweep, 1) == pytest.approx(0.09 / 0.20)
+    assert regret(sweep, 4) == 1.0
+    np.testing.assert_allclose(layer_regrets(sweep), [0.45, 0.0, 0.025, 1.0])
+    cmp = compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], recommended=3), sweep)
+    assert float(cmp.regret) == pytest.approx(0.025) and cmp.attrs["regret"] == float(cmp.regret)
+    # score (0.1, 0.3, 0.4, 0.2) against CC: 4 concordant, 2 discordant pairs of 6
+    assert float(cmp.tau) == pytest.approx(1 / 3)
+    # score (4, 1, 2, 3): only the pair (1, 4) is concordant, 5 are discordant
+    assert float(compare_recommendation(_rec([4, 1, 2, 3], 1), sweep).tau) == pytest.approx(
+        -4 / 6)
+    assert np.isnan(float(compare_recommendation(_rec([1, 1, 1, 1], 1), sweep).tau))
+    # lower is better: the same regrets from 1 - CC
+    err = sweep.assign(rel_l2=1 - sweep.cc, base_rel_l2=1 - sweep.base_cc)
+    np.testing.assert_allclose(layer_regrets(err, "rel_l2"), [0.45, 0.0, 0.025, 1.0])
+    # no layer beats the base network: nothing to lose, regret undefined
+    assert np.isnan(regret(sweep.assign(base_cc=0.95), 2))
+    with pytest.raises(ValueError, match=r"layer must be a layer the sweep re-trained, one of "
+                                         r"\[1, 2, 3, 4\]; got 7"):
+        regret(sweep, 7)
 
 
 def test_compare_recommendation_bad_input():
@@ -261,6 +291,8 @@ def test_compare_recommendation_bad_input():
         compare_recommendation(rec, sweep.isel(layer=[0]))
     with pytest.raises(TypeError, match="recommendation must be"):
         compare_recommendation(xr.Dataset(), sweep)
+    with pytest.raises(ValueError, match=r"sweep must hold 'base_cc'"):
+        compare_recommendation(rec, sweep.drop_vars("base_cc"))
 
 
 # ------------------------------------------------------------------ options

@@ -656,7 +656,8 @@ def _target_summary(config: ExperimentConfig, paths: ExperimentPaths, target_nam
             entry["recommendations"][method] = {
                 "recommended": int(cmp.attrs["recommended"]),
                 "hit": bool(cmp.hit), "rank": int(cmp.recommended_rank),
-                "spearman": float(cmp.spearman), "cost_ratio": float(cmp.cost_ratio)}
+                "spearman": float(cmp.spearman), "tau": float(cmp.tau),
+                "regret": float(cmp.regret), "cost_ratio": float(cmp.cost_ratio)}
     return entry
 
 

@@ -62,6 +62,8 @@ __all__ = [
     "recommender_options",
     "recommended_layers",
     "compare_recommendation",
+    "regret",
+    "layer_regrets",
     "extrapolate_loss",
     "DEFAULT_METHOD",
     "SpectralOptions",
@@ -973,6 +975,109 @@ def _comparable_layers(recommendation, sweep) -> tuple:
     return common, recommended
 
 
+def _bnn_skill(sweep: xr.Dataset, metric: str) -> float:
+    """The base network's ``metric`` on the sweep's test data (``base_<metric>``).
+
+    Raises
+    ------
+    ValueError
+        The sweep does not hold ``base_<metric>``.
+    """
+    name = f"base_{metric}"
+    if name not in sweep:
+        raise ValueError(f"sweep must hold {name!r}, the base network's {metric} on the "
+                         "sweep's test data (layer_sweep stores it), to measure regret; it "
+                         f"has {sorted(v for v in sweep.data_vars if v.startswith('base_'))}")
+    return float(sweep[name])
+
+
+def _regret_of(skill, bnn_skill: float) -> np.ndarray:
+    """Regret of every entry of ``skill`` (higher = better) against its best and the BNN."""
+    skill = np.asarray(skill, dtype=np.float64)
+    best = float(np.max(skill))
+    if not best > bnn_skill:
+        return np.full(skill.shape, math.nan)
+    return np.clip((best - skill) / (best - bnn_skill), 0.0, 1.0)
+
+
+def layer_regrets(sweep: xr.Dataset, metric: str = "cc") -> xr.DataArray:
+    """The regret of re-training each layer of a single-layer sweep.
+
+    ``regret(l) = (m_best − m_l) / (m_best − m_BNN)`` with ``m_l`` the mean of
+    ``metric`` over the seeds of layer ``l`` (signs flipped for a lower-is-better
+    metric), ``m_best`` the best layer's and ``m_BNN`` the base network's
+    (``base_<metric>``), capped to ``[0, 1]``: 0 is the best layer, 1 no better than
+    not re-training. All NaN when no layer beats the base network (nothing to lose).
+
+    Parameters
+    ----------
+    sweep : xarray.Dataset
+        From :func:`xtl.layer_sweep` (``pairs=False``): ``metric`` over
+        ``(layer, seed)`` or ``(layer,)`` and ``base_<metric>``.
+    metric : str
+        The sweep's skill (default ``"cc"``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Over ``layer``, in ``[0, 1]`` (or all NaN).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Not a single-layer sweep; ``metric`` or ``base_<metric>`` missing.
+    """
+    if not isinstance(sweep, xr.Dataset) or "layer" not in sweep.dims:
+        raise TypeError("sweep must be the Dataset of layer_sweep (pairs=False), over 'layer'")
+    mean, _, higher = _sweep_skill(sweep, metric)
+    sign = 1.0 if higher else -1.0
+    values = _regret_of(sign * mean.values, sign * _bnn_skill(sweep, metric))
+    return xr.DataArray(values, dims="layer", coords={"layer": sweep["layer"].values},
+                        name="regret", attrs={
+                            "long_name": f"share of the best layer's gain in {metric} over "
+                                         "the base network given up", "units": "1"})
+
+
+def regret(sweep: xr.Dataset, layer: int, metric: str = "cc") -> float:
+    """The regret of re-training ``layer``, measured on a single-layer sweep.
+
+    ``(m_best − m_layer) / (m_best − m_BNN)``, means over seeds, capped to
+    ``[0, 1]``; NaN when no layer beats the base network (see
+    :func:`layer_regrets`).
+
+    Parameters
+    ----------
+    sweep : xarray.Dataset
+        From :func:`xtl.layer_sweep` (``pairs=False``).
+    layer : int
+        A layer the sweep re-trained.
+    metric : str
+        The sweep's skill (default ``"cc"``).
+
+    Raises
+    ------
+    ValueError
+        A layer the sweep did not re-train (the message lists those it did); the
+        errors of :func:`layer_regrets`.
+    """
+    regrets = layer_regrets(sweep, metric)
+    have = regrets["layer"].values.tolist()
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer not in have:
+        raise ValueError(f"layer must be a layer the sweep re-trained, one of {have}; "
+                         f"got {layer!r}")
+    return float(regrets.sel(layer=layer))
+
+
+def _kendall(a, b) -> float:
+    """Kendall's tau-b of ``a`` against ``b`` (NaN when either is constant)."""
+    from scipy.stats import kendalltau
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0 or not np.isfinite(a).all():
+        return float("nan")
+    return float(kendalltau(a, b).statistic)
+
+
 def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.Dataset:
     """How well a recommendation predicted a measured single-layer sweep.
 
@@ -996,7 +1101,10 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
         :func:`xtl.nn.sweep.best_set`; only the best layer for a single-seed sweep);
         scalars ``hit`` (the top recommendation is in the best set),
         ``recommended_rank`` (its measured rank), ``spearman`` and
-        ``spearman_pvalue`` (score against skill, +1 = perfect order),
+        ``spearman_pvalue`` (score against skill, +1 = perfect order), ``tau``
+        (Kendall's τ-b of score against mean skill; NaN when either is constant),
+        ``regret`` (of the top recommendation, :func:`layer_regrets`: 0 = the best
+        layer, 1 = no better than the base network; NaN when no layer beats it),
         ``best_measured_layer`` and ``cost_ratio`` (the recommendation's seconds over
         the summed training seconds of the sweep's single-layer re-trainings; NaN
         when either is unknown). ``attrs`` repeat the scalars and the method.
@@ -1004,8 +1112,8 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
     Raises
     ------
     TypeError, ValueError
-        Not Datasets; a pair sweep; ``metric`` missing; fewer than 2 common layers;
-        a recommended layer that the sweep did not re-train.
+        Not Datasets; a pair sweep; ``metric`` or ``base_<metric>`` missing; fewer
+        than 2 common layers; a recommended layer that the sweep did not re-train.
     """
     from scipy.stats import rankdata
 
@@ -1023,6 +1131,8 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
     i_top = int(np.flatnonzero(common == top)[0])
     hit, top_rank = bool(in_set[i_top]), int(measured[i_top])
     rho, pvalue = _spearman(score, skill)
+    tau = _kendall(score, skill)
+    top_regret = float(layer_regrets(sweep.sel(layer=common), metric).values[i_top])
     seconds = float(recommendation["seconds"]) if "seconds" in recommendation else math.nan
     trainings = float(sweep["train_seconds"].sum()) if "train_seconds" in sweep else math.nan
     cost = seconds / trainings if trainings > 0 else math.nan
@@ -1044,6 +1154,11 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
             "spearman": ((), rho, {"long_name": f"Spearman correlation of score and "
                                    f"{'' if higher else 'minus '}mean {metric}"}),
             "spearman_pvalue": ((), pvalue, {"long_name": "two-sided p-value of spearman"}),
+            "tau": ((), tau, {"long_name": f"Kendall's tau-b of score and "
+                              f"{'' if higher else 'minus '}mean {metric}", "units": "1"}),
+            "regret": ((), top_regret, {
+                "long_name": "share of the best layer's gain over the base network given "
+                             "up by the top recommendation", "units": "1"}),
             "best_measured_layer": ((), best, {"long_name": f"best mean {metric}"}),
             "cost_ratio": ((), cost, {"long_name": "recommendation time / summed sweep "
                                       "training time", "units": "1"}),
@@ -1052,6 +1167,6 @@ def compare_recommendation(recommendation, sweep, *, metric: str = "cc") -> xr.D
     )
     out.attrs = {"metric": metric, "method": recommendation.attrs.get("method", "unknown"),
                  "recommended": top, "hit": int(hit), "recommended_rank": top_rank,
-                 "spearman": rho,
+                 "spearman": rho, "tau": tau, "regret": top_regret,
                  "best_measured_layer": best, "cost_ratio": cost}
     return out
