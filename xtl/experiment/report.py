@@ -147,8 +147,8 @@ def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path, symbol: str = "Π"
                 (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
     handles.append(Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
                           label="recommended"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
-    fig.suptitle("single-layer transfer learning: mean ± s.e. over seeds, one scale per target")
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("single-layer transfer learning, one scale per target")
     return _save(fig, folder / "cc-per-layer.png")
 
 
@@ -535,7 +535,8 @@ def _document(experiment, results, summary, findings) -> list:
         "the base flow (BNN) is re-trained one layer at a time on a small target data set "
         "(TLNN) under several seeds; recommenders choose a layer before any re-training. "
         "All quantities are nondimensional (model units); the [glossary](#glossary) defines "
-        "every measure."), Box("Key findings", _finding_items(findings))]
+        "every measure.")]
+    blocks += _finding_boxes(findings)
     blocks += _grid_section(experiment.summary()["base"], summary, results["sweeps"])
     blocks += [Section("Transfer learning per layer", "transfer"),
                _figure_block(_fig_cc_per_layer(results["sweeps"], {
@@ -561,10 +562,13 @@ def _figure_block(name: str, caption: str) -> Figure:
     return Figure(f"figures/{name}", caption)
 
 
-def _finding_items(findings) -> tuple:
-    """Each finding as one item: its target in bold, the sentence, a link to its section."""
-    return tuple((f"**{f.target}**: " if f.target else "") + f"{f.text} [→](#{f.section})"
-                 for f in findings)
+def _finding_boxes(findings) -> list:
+    """The key findings, one box per target (then one for the whole experiment); each
+    sentence links to its section."""
+    targets = list(dict.fromkeys(f.target for f in findings))
+    return [Box(f"Key findings: {t}" if t else "Key findings: all targets",
+                tuple(f"{f.text} [→](#{f.section})" for f in findings if f.target == t))
+            for t in targets]
 
 
 def _flows_section(results, folder, n_les, captions) -> list:
@@ -657,7 +661,7 @@ def _grid_section(base: dict, summary: xr.Dataset, sweeps: dict) -> list:
             n = int(summary.n_seeds.sel(target=t))
             blocks.append(Paragraph(
                 f"{t}: only {n} seeds. The best set comes from a paired t-test with {n - 1} "
-                f"degree(s) of freedom and each ± from {n} values; run at least "
+                f"degree{'s' if n != 2 else ''} of freedom and each ± from {n} values; run at least "
                 f"{summary.attrs['min_seeds']} seeds ([sweep] seeds) before citing them.",
                 warning=True))
     return blocks
@@ -813,7 +817,7 @@ def _benchmark_table(benchmark: xr.Dataset) -> Table:
     rows = []
     for case in benchmark.case.values:
         one = benchmark.sel(case=case)
-        cells = [_benchmark_cell(one.sel(method=m)) for m in methods]
+        cells = [_benchmark_cell(one.sel({"method": m})) for m in methods]
         rows.append((str(case), str(int(one.n_seeds)), str(one.best_set.item()),
                      *_bold_best(cells, one.regret.values)))
     mean = benchmark.regret.mean("case").values
