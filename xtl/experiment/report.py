@@ -929,7 +929,7 @@ def _metadata(experiment) -> list:
     """xtl's version, the date, the machine and the wall time of every stage."""
     import datetime
 
-    from .. import __version__
+    from .._version import __version__
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = _stage_rows(experiment.paths)
