@@ -112,15 +112,25 @@ def _cc_panel(ax, sweep, recommended, color) -> None:
     best = sweep.best_set.values.astype(bool)
     ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color, zorder=3)
     ax.axhline(float(sweep.base_cc), color="k", ls="--", lw=1)
-    for b, style in (("scratch", ":"), ("full_target", "-.")):
-        if "baseline" in sweep.dims and b in sweep.baseline.values:
-            ax.axhline(float(sweep.baseline_cc_mean.sel(baseline=b)), color="k", ls=style,
-                       lw=1)
     for layer in recommended:
         ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
                 markeredgecolor="k", zorder=4)
     ax.set_xticks(list(layers))
     ax.set_xlabel("re-trained layer")
+    sem = np.nan_to_num(sweep.cc_sem.values.astype(float))
+    low = min(float(np.min(sweep.cc_mean.values - sem)), float(sweep.base_cc))
+    high = max(float(np.max(sweep.cc_mean.values + sem)), float(sweep.base_cc))
+    pad = 0.08 * (high - low) or 0.01
+    ax.set_ylim(low - pad, high + pad)  # the layers and the BNN, not a far baseline
+    for b, style in (("scratch", ":"), ("full_target", "-.")):
+        if "baseline" in sweep.dims and b in sweep.baseline.values:
+            level = float(sweep.baseline_cc_mean.sel(baseline=b))
+            ax.axhline(level, color="k", ls=style, lw=1)
+            if not low - pad <= level <= high + pad:
+                ax.annotate(f"{b.replace('_', ' ')}: {level:.3g} "
+                            f"{'below' if level < low else 'above'}", (0.02, 0.03 if level < low
+                                                                        else 0.93),
+                            xycoords="axes fraction", fontsize=7, color="0.3")
 
 
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path, symbol: str = "Π") -> str:
@@ -934,7 +944,7 @@ def _metadata(experiment) -> list:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = _stage_rows(experiment.paths)
     total = sum(float(r[1]) for r in rows if r[1] != "—")
-    return [Section("Run metadata", "metadata"), Table(("", ""), (
+    return [Section("Run metadata", "metadata"), Table(("item", "value"), (
         ("xtl version", __version__), ("report written", now),
         ("machine (report)", _machine()), ("stages' wall time", f"{total:.0f} s"))),
         Paragraph("Wall time per stage, as its manifest records it (a stage skipped as "
