@@ -292,3 +292,10 @@ def test_each_target_gets_its_own_cc_panel_so_a_small_gain_stays_visible(tmp_pat
     heights = [seg[1, 1] - seg[0, 1] for seg in bars[0].get_segments()]
     np.testing.assert_allclose(heights, 2 * small.cc_sem.values)
     assert min(heights) / (top - bottom) > 0.005  # the error bars show at this scale
+
+
+def test_benchmark_cases_on_fewer_than_three_seeds_are_flagged():
+    assert report._benchmark_warning(benchmark()) == []  # 3 seeds each
+    few = benchmark().assign(n_seeds=("case", [2, 3]))
+    (warning,) = report._benchmark_warning(few)
+    assert warning.warning and "beta@15 (2)" in warning.text and "kf@15" not in warning.text

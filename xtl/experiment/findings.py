@@ -180,6 +180,30 @@ def _benchmark_summary(benchmark: xr.Dataset) -> dict:
             "benchmark_cases": int(benchmark.sizes["case"])}
 
 
+#: What each per-target summary variable holds (its ``long_name``).
+_LONG_NAMES = {
+    "flows_differ": "largest |log10 S_target/S_base| over shells and variables (decades)",
+    "cc_bnn": "CC of the base network on held-out target data",
+    "best_layer": "layer of the highest mean CC", "cc_best_mean": "mean CC of the best layer",
+    "cc_best_sem": "standard error over seeds of the best layer's CC",
+    "tl_gain": "cc_best_mean - cc_bnn",
+    "tl_effect": "1: TL helped (gain > 2 s.e.), 0: no clear difference, -1: TL hurt",
+    "n_seeds": "seeds of the sweep", "low_power": "fewer seeds than min_seeds",
+    "best_set": "layers not significantly worse than the best (comma-separated)",
+    "recommended_layer": "the default recommender's layer (-1: none compared)",
+    "hit": "the recommended layer is in the best set",
+    "regret": "(CC_best - CC_recommended) / (CC_best - CC_BNN)",
+    "change_r": "correlation of the best layer's spectral change with the flows' difference",
+    "change_p": "permutation p-value of change_r",
+    "change_held": "change_r > 0 and change_p < alpha",
+    "closest": "closure closest to the filtered DNS (lowest mean over stable runs)",
+    "bnn_error": "BNN's a posteriori error, mean over stable runs",
+    "tlnn_error": "TLNN's a posteriori error, mean over stable runs",
+    "cc_mean": "mean CC over seeds per re-trained layer",
+    "cc_sem": "standard error of cc_mean", "in_best_set": "layer in the best set",
+}
+
+
 def report_summary(flows: xr.Dataset, sweeps: dict, explains: dict, posts: dict,
                    comparisons: dict, benchmark: xr.Dataset | None = None) -> xr.Dataset:
     """Every number the report's key findings state, as one Dataset.
@@ -227,6 +251,8 @@ def report_summary(flows: xr.Dataset, sweeps: dict, explains: dict, posts: dict,
         raise ValueError(f"explains lacks targets {missing} of sweeps; give the explain "
                          "result of every swept target")
     ds = _per_target(flows, sweeps, explains, posts, comparisons)
+    for name, long_name in _LONG_NAMES.items():
+        ds[name].attrs["long_name"] = long_name
     ds.attrs.update(min_seeds=MIN_SEEDS, alpha=ALPHA, metric="cc")
     if benchmark is not None:
         numbers = _benchmark_summary(benchmark)

@@ -19,7 +19,7 @@ from ..explain.kernels import filter_census
 from ..explain.recommend import compare_recommendation, recommended_layers
 from ..nn.spec import Variables
 from .document import Box, Figure, Paragraph, Section, Table, anchor, render_html, render_markdown
-from .findings import format_mean_sem, format_value
+from .findings import MIN_SEEDS, format_mean_sem, format_value
 
 __all__ = ["write_report", "write_summary", "REPORT_FIGURES", "OPTIONAL_FIGURES", "REPORT_FORMATS",
            "GLOSSARY"]
@@ -419,7 +419,8 @@ _SENTENCES = {
                     "from the base where these curves separate.",
     "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data, mean ± "
                     "standard error over seeds (each seed another re-training subset and "
-                    "shuffle): each layer re-trained alone (filled dots: the best set, not "
+                    "shuffle), one panel per target on its own scale (a baseline beyond it is "
+                    "named at the panel's edge): each layer re-trained alone (filled dots: the best set, not "
                     "significantly worse than the best layer), the base network (dashed), a "
                     "network trained from scratch on the same small set (dotted) and one "
                     "trained on the whole target pool (dash-dotted); the star marks the layer "
@@ -794,10 +795,14 @@ def _recommender_section(experiment, sweeps, comparisons) -> list:
     for t, sweep in sweeps.items():
         rows += [(t, *r) for r in _recommender_rows(experiment, t, sweep)]
     hits = [bool(c.hit) for c in comparisons.values()]
+    few = [f"{t} ({int(s.sizes.get('seed', 1))})" for t, s in sweeps.items()
+           if int(s.sizes.get("seed", 1)) < MIN_SEEDS]
+    warning = [Paragraph(f"The best sets behind 'in best set' rest on fewer than {MIN_SEEDS} "
+                         f"seeds on {', '.join(few)}: tentative.", warning=True)] if few else []
     return [Section("Recommenders against the sweeps", "recommenders"), Paragraph(
         f"The default method (**{default}**) recommended a layer in the best set on "
         f"**{sum(hits)} of {len(hits)}** targets. Bold: the best per target (rank, "
-        "Spearman, regret)."), Table(_RECOMMENDER_HEAD, tuple(rows))]
+        "Spearman, regret)."), *warning, Table(_RECOMMENDER_HEAD, tuple(rows))]
 
 
 def _budget_table(experiment, target, budget) -> list:
@@ -858,6 +863,13 @@ def _fig_benchmark(benchmark: xr.Dataset, folder: Path) -> str:
     return _save(fig, folder / "recommend-benchmark.png")
 
 
+def _benchmark_warning(benchmark: xr.Dataset) -> list:
+    few = [f"{c} ({int(n)})" for c, n in zip(benchmark.case.values, benchmark.n_seeds.values)
+           if int(n) < MIN_SEEDS]
+    return [Paragraph(f"The best sets of {', '.join(few)} rest on fewer than {MIN_SEEDS} "
+                      "seeds: their hits and regrets are tentative.", warning=True)] if few else []
+
+
 def _benchmark_section(benchmark: xr.Dataset, folder: Path) -> list:
     return [Section("Recommender benchmark", "benchmark"), Paragraph(
         f"Every method and constant guess on every benchmark case (a target at a re-training "
@@ -866,7 +878,7 @@ def _benchmark_section(benchmark: xr.Dataset, folder: Path) -> list:
         f"and its cost as a fraction of a 3-seed single-layer sweep. Bold: the lowest regret "
         f"per case and the lowest mean. Default method: "
         f"**{benchmark.attrs.get('default', '?')}**."),
-        _benchmark_table(benchmark),
+        *_benchmark_warning(benchmark), _benchmark_table(benchmark),
         _figure_block(_fig_benchmark(benchmark, folder), _SENTENCES["benchmark"])]
 
 
