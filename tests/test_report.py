@@ -225,7 +225,7 @@ def test_the_benchmark_table_marks_the_lowest_regret_per_case_and_ends_with_the_
     assert table.head[3:] == ("probe (method)", "spectral (method)", "shallowest (constant)",
                               "layer-2 (constant)", "deepest (constant)", "prior (constant)")
     first, second, means = table.rows
-    assert first[3] == "**layer 2 ✓, regret 0, τ 0.60, cost 5%**"
+    assert first[3] == "**layer 2 ✓, regret 0, τ 0.60, cost 5.0%**"
     assert [c.startswith("**") for c in second[3:]] == [False, True, False, False, False, False]
     assert means[3:] == ("**0.10**", "0.30", "0.50", "0.20", "0.90", "0.30")
     assert "τ" not in first[5]  # constants have no rank correlation

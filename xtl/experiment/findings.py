@@ -41,18 +41,23 @@ APOSTERIORI_MEASURES = {"spectrum_error": "energy spectrum error",
 
 
 def format_value(value: float, digits: int = 2) -> str:
-    """``value`` with ``digits`` significant figures (integers as they are; NaN as "n/a").
+    """``value`` with ``digits`` significant figures (integers as they are, a float zero as
+    "0", NaN as "n/a").
 
     Examples
     --------
-    >>> format_value(0.012345), format_value(3.0), format_value(1234.5)
-    ('0.012', '3', '1200')
+    >>> format_value(0.012345), format_value(1.0), format_value(1234.5), format_value(3)
+    ('0.012', '1.0', '1200', '3')
     """
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
     value = float(value)
     if not math.isfinite(value):
         return "n/a"
-    if value == int(value) and abs(value) < 1e6:
-        return str(int(value))
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** (digits - 1):  # no decimals: round to the figures kept
+        return str(int(round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))))
     decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(value)))))
     text = f"{round(value, decimals):.{decimals}f}"
     return text
