@@ -31,7 +31,8 @@ artifacts changed, vanished or cannot be read runs again):
    closure and initial state (not for targets read from files: they have no case to run);
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
-9. ``report``: ``report.html`` with PNG figures beside it.
+9. ``report``: ``report.html`` with PNG figures beside it, and ``results/summary.nc`` and
+   ``results/summary.json``: every number its key findings state.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
 task per layer and seed. The folder's layout is :class:`xtl.experiment.workspace.ExperimentPaths`,
@@ -773,7 +774,9 @@ class Experiment:
             self._data_stages(inputs)
             check_targets_differ(self.paths.flows, self.config)
             self._model_stages(inputs)
-            self.stage("report", [dict(self.cache.keys)], [self.paths.report], self._report)
+            summary = self.paths.result("summary")
+            self.stage("report", [dict(self.cache.keys)],
+                       [self.paths.report, summary, summary.with_suffix(".json")], self._report)
             return self.summary()
 
     def _data_stages(self, inputs):

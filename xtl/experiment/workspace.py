@@ -49,7 +49,8 @@ class ExperimentPaths:
         models/budget-<target>/    the budget sweep's networks
         results/*.nc               flows, base-scores, recommend-, sweep-, budget-,
                                    explain-, aposteriori- files
-        figures/, report.html      the report
+        results/summary.nc, .json  every number the report's key findings state
+        figures/, report.html      the report (report.md with xtl report --format md)
 
     Parameters
     ----------
