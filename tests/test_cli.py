@@ -375,7 +375,9 @@ def test_report_writes_markdown_with_the_html_findings_and_the_summary_files(
     for finding in record["findings"]:
         assert finding["text"] in text  # the same sentences in both renderings
         assert html.escape(finding["text"], quote=True) in html_page
-    assert text.count("> ⚠ ") == 2  # 2 seeds on each target
+    warnings = [line for line in text.splitlines() if line.startswith("> ⚠ ")]
+    assert [w.split(":")[0] for w in warnings[:2]] == ["> ⚠ tiny-re", "> ⚠ tiny-kf"]
+    assert "rest on fewer than 3 seeds on tiny-re (2), tiny-kf (2)" in warnings[2]
     for anchor in re.findall(r"\]\(#([^)]+)\)", text):
         assert f'<a id="{anchor}"></a>' in text, anchor
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
