@@ -312,7 +312,9 @@ class RecommendConfig(Section):
     Attributes
     ----------
     methods : tuple of str
-        Registered recommenders (default all, :func:`xtl.explain.recommend.available_recommenders`).
+        Registered recommenders (:func:`xtl.explain.recommend.available_recommenders`) the
+        ``recommend-<target>`` stages run; default
+        :data:`xtl.explain.recommend.STAGE_METHODS`.
     default : str
         The one the report leads with (default ``"probe"`` when run).
     options : dict
@@ -325,10 +327,10 @@ class RecommendConfig(Section):
     options: dict = field(default_factory=dict)
 
     def check(self):
-        from ..explain.recommend import DEFAULT_METHOD, available_recommenders
+        from ..explain.recommend import DEFAULT_METHOD, STAGE_METHODS, available_recommenders
 
         known = available_recommenders()
-        chosen = known if self.methods is None else self.methods
+        chosen = list(STAGE_METHODS) if self.methods is None else self.methods
         if not isinstance(chosen, (list, tuple)) or not chosen or any(
                 m not in known for m in chosen):
             _fail("recommend.methods", f"must be a list among {known}, got {chosen!r}")
