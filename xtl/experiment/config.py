@@ -350,6 +350,49 @@ class RecommendConfig(Section):
         return dict(self.options.get(method, {}))
 
 
+@dataclass(frozen=True)
+class BenchmarkConfig(Section):
+    """``[benchmark]``: every recommender and the constant guesses scored against the
+    sweeps (:func:`xtl.explain.benchmark.benchmark`; disabled by default, enabled by
+    the table).
+
+    Attributes
+    ----------
+    methods : tuple of str
+        Recommenders scored on every case (default: every registered one but
+        ``"prior"``, which the benchmark scores as a constant guess). Those the
+        ``recommend-<target>`` stages ran (``[recommend] methods``) are read from
+        them; the ``benchmark`` stage runs the others, with the options of their
+        ``[recommend.<method>]`` tables.
+    history : tuple of str
+        Sweep files of earlier experiments added to the prior's evidence.
+    strength : float
+        The prior's pseudo-sweeps (> 0).
+    """
+
+    section: ClassVar[str] = "benchmark"
+    enabled: bool = False
+    methods: tuple | None = None
+    history: tuple = ()
+    strength: float = 1.0
+
+    def check(self):
+        from ..explain.recommend import available_recommenders
+
+        self._set("enabled", check_bool(self.enabled, "enabled"))
+        known = [m for m in available_recommenders() if m != "prior"]
+        chosen = known if self.methods is None else self.methods
+        if not isinstance(chosen, (list, tuple)) or any(m not in known for m in chosen):
+            _fail("benchmark.methods", f"must be a list among {known}, got {chosen!r}")
+        self._set("methods", tuple(chosen))
+        if not isinstance(self.history, (list, tuple)) or not all(
+                isinstance(p, str) for p in self.history):
+            _fail("benchmark.history", "must be a list of sweep files (netCDF paths), got "
+                                       f"{self.history!r}")
+        self._set("history", tuple(self.history))
+        self._set("strength", check_float(self.strength, "strength", positive=True))
+
+
 def _method_options(method, table, known) -> None:
     """Options of a recommender, checked against its signature."""
     import inspect
@@ -767,6 +810,7 @@ class ExperimentConfig:
     min_decades: float = 0.3
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     source: dict | None = field(default=None, compare=False, repr=False)
 
@@ -842,7 +886,7 @@ DEMO_CONFIG = {
 }
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
-             "budget", "recommend", "data"}
+             "budget", "recommend", "benchmark", "data"}
 _FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
@@ -913,6 +957,13 @@ def _recommend(raw) -> RecommendConfig:
                            options={m: table[m] for m in methods & set(table)})
 
 
+def _benchmark(raw) -> BenchmarkConfig:
+    table = _table(raw, "benchmark", {"enabled", "methods", "history", "strength"})
+    if not table.get("enabled", bool(table)):
+        return BenchmarkConfig()
+    return BenchmarkConfig(enabled=True, **{k: table[k] for k in table if k != "enabled"})
+
+
 def _flows(raw, folder=None) -> tuple:
     """(base, targets) of ``raw``, their names unique (relative ``path`` s against ``folder``)."""
     if "base" not in raw:
@@ -967,7 +1018,7 @@ def parse_config(raw: dict, folder=None) -> ExperimentConfig:
         training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
         sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
-        recommend=_recommend(raw), data=_data(raw),
+        recommend=_recommend(raw), benchmark=_benchmark(raw), data=_data(raw),
         source=_resolved_source(raw, base, targets),
     )
     _check_data_sizes(config)

@@ -31,7 +31,11 @@ artifacts changed, vanished or cannot be read runs again):
    closure and initial state (not for targets read from files: they have no case to run);
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
-9. ``report``: ``report.html`` with PNG figures beside it.
+9. ``benchmark`` (with ``[benchmark]``): the recommenders the ``recommend-<target>``
+   stages did not run, on every target and budget, then every recommender and the
+   constant guesses scored against the sweeps (``results/recommend-benchmark.nc``) —
+   :func:`xtl.explain.benchmark.benchmark`;
+10. ``report``: ``report.html`` with PNG figures beside it.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
 task per layer and seed. The folder's layout is :class:`xtl.experiment.workspace.ExperimentPaths`,
@@ -353,6 +357,10 @@ def stage_inputs(config: ExperimentConfig) -> dict:
     if config.budget.enabled:
         t = config.budget.target
         inputs[f"budget-{t}"] = [f"@sweep-{t}", config.budget.to_table(), recommend]
+    if config.benchmark.enabled:
+        done = [k for k in inputs if k.split("-")[0] in ("recommend", "sweep", "budget")]
+        inputs["benchmark"] = [*(f"@{k}" for k in done), config.benchmark.to_table(),
+                               config.table("recommend")]
     return inputs
 
 
@@ -414,8 +422,9 @@ def recommender_options(config: ExperimentConfig, method: str) -> dict:
 
 
 def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData, target,
-                 n: int) -> None:
-    """Every configured recommender on the first seed's re-training subset of size ``n``."""
+                 n: int, methods=None) -> None:
+    """Every configured recommender (or ``methods``) on the first seed's re-training subset
+    of size ``n``."""
     from ..data.netcdf import write_dataset
     from ..explain.recommend import recommend_layers
     from ..nn.training import select_samples, stack_samples
@@ -427,7 +436,7 @@ def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowDat
                                                  config.seeds[0]), data_vars)
     subset.attrs["case_name"] = target.name
     main = n == data.n_transfer(target)
-    for method in config.recommend.methods:
+    for method in config.recommend.methods if methods is None else methods:
         rec = recommend_layers(base, data.base_train(), subset, method=method,
                                **recommender_options(config, method))
         rec.attrs["n_samples"] = int(n)
@@ -496,6 +505,50 @@ def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
     combined = concat_budgets(parts, n_pool=n_samples(pool, channels))
     combined.attrs["n_base_train"] = n_samples(data.base_train(), channels)
     write_dataset(combined, paths.budget(target.name), overwrite=True)
+
+
+def benchmark_cases(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> dict:
+    """``{case: (target, n_samples, sweep)}``: every target's single-layer sweep of two or
+    more layers, then the budget sweep's other budgets as ``"<target>@<n>"``."""
+    from ..explain.benchmark import case_name
+    from ..nn.sweep import split_budgets
+
+    cases = {}
+    for target in config.targets:
+        sweep = load_dataset(paths.sweep(target.name))
+        if sweep.sizes["layer"] >= 2:
+            cases[target.name] = (target, data.n_transfer(target), sweep)
+    if config.budget.enabled:
+        target = config.target(config.budget.target)
+        for sweep in split_budgets(load_dataset(paths.budget(target.name))):
+            n = int(sweep.attrs["n_samples"])
+            if n != data.n_transfer(target) and sweep.sizes["layer"] >= 2:
+                cases[case_name(target.name, n)] = (target, n, sweep)
+    return cases
+
+
+def run_benchmark(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
+    """The ``[benchmark]`` methods not run before on every case, then every method and the
+    constant guesses scored against the sweeps (``results/recommend-benchmark.nc``)."""
+    from ..data.netcdf import write_dataset
+    from ..explain.benchmark import benchmark
+    from ..explain.recommend import DEFAULT_METHOD
+
+    ran = set(config.recommend.methods)
+    methods = [m for m in config.benchmark.methods if m not in ran]
+    scored = [m for m in config.benchmark.methods if m in ran] + methods
+    sweeps, recommendations = {}, {}
+    for case, (target, n, sweep) in benchmark_cases(config, paths, data).items():
+        main = n == data.n_transfer(target)
+        recommend_at(config, paths, data, target, n, methods)
+        sweeps[case] = sweep
+        recommendations[case] = {m: load_recommendation(config, paths, target.name, m,
+                                                        None if main else n) for m in scored}
+    history = [load_dataset(p) for p in config.benchmark.history]
+    bench = benchmark(sweeps, recommendations, history=history,
+                      strength=config.benchmark.strength, default=DEFAULT_METHOD)
+    log(f"benchmark of {scored} and the constant guesses on {list(sweeps)}")
+    write_dataset(bench, paths.benchmark, overwrite=True)
 
 
 def best_layer(paths: ExperimentPaths, target_name: str) -> int:
@@ -822,6 +875,9 @@ class Experiment:
             self.stage(f"budget-{target.name}", inputs[f"budget-{target.name}"],
                        [paths.budget(target.name)],
                        lambda: run_budget(cfg, paths, data, cluster, target, progress))
+        if cfg.benchmark.enabled:
+            self.stage("benchmark", inputs["benchmark"], [paths.benchmark],
+                       lambda: run_benchmark(cfg, paths, data))
 
     def _report(self):
         from .report import write_report

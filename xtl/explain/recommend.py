@@ -2,10 +2,11 @@
 
 Several recommenders answer the same question from different evidence, and all
 return one schema, so they can be measured against the same seed-resolved sweep
-(:func:`compare_recommendation`):
+(:func:`compare_recommendation`, which reports the regret of the choice,
+:func:`regret`; :mod:`xtl.explain.benchmark` puts them beside the constant guesses):
 
-* ``"spectral"`` -- the physics-guided framework of Subel et al. (PNAS Nexus
-  2023): where the flows' spectra differ, how strongly each layer's activations
+* ``"spectral"`` -- xtl's reading of the description of Subel et al. (PNAS Nexus
+  2023; no public text states their criterion): where the flows' spectra differ, how strongly each layer's activations
   carry that difference, whether its filters act there, and how much a change
   of its kernels moves the network's output there. Every factor is measured
   from the model and the data; a fixed prior can be switched on, and is then
@@ -16,10 +17,17 @@ return one schema, so they can be measured against the same seed-resolved sweep
   its validation-loss curve extrapolated to the full budget.
 * ``"gradient-norm"`` -- the relative gradient norm ``‖∇_l L‖ / ‖θ_l‖`` at the
   base weights (Auto-RGN of Lee et al., ICLR 2023): a cheap reference.
+* ``"halving"`` -- successive halving over the layers (Li et al., JMLR 2018):
+  every layer re-trained a few epochs, the better half trained on, until one is left.
+* ``"ntk"`` -- kernel ridge regression of the residual on each layer's empirical
+  tangent kernel, scored by its closed-form leave-one-out error.
+* ``"prior"`` -- the layer with the lowest expected regret over stored sweeps (a
+  Bayesian average): the constant a user's own history supports.
 
 Recommenders are registered by name (:func:`register_recommender` gives the
 contract); each has one frozen options dataclass (:class:`SpectralOptions`,
-:class:`GaussNewtonOptions`, :class:`ProbeOptions`, :class:`GradientNormOptions`),
+:class:`GaussNewtonOptions`, :class:`ProbeOptions`, :class:`GradientNormOptions`,
+:class:`HalvingOptions`, :class:`NtkOptions`, :class:`PriorOptions`),
 validated where it is made. :func:`recommend_layers` checks the options against
 the method's class, then adds the rank, the recommendation, the method and the
 time it took.
@@ -458,7 +466,8 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         The target data a re-training would use (the small target set), same grid.
     method : str
         A registered recommender (:func:`available_recommenders`): ``"spectral"``,
-        ``"gauss-newton"``, ``"probe"`` or ``"gradient-norm"``.
+        ``"gauss-newton"``, ``"probe"``, ``"gradient-norm"``, ``"halving"``, ``"ntk"``
+        or ``"prior"`` (which needs ``sweeps=[...]``, stored sweep files).
     layers : int or sequence of int, optional
         Candidate layers in 1..L (default all).
     top : int
@@ -671,7 +680,7 @@ def _spectral_evidence(model: Model, base_ds, target_ds, layers, flows,
 @_recommender("spectral", SpectralOptions)
 def spectral_recommender(model: Model, base_ds, target_ds, layers, options=None,
                          **kwargs) -> xr.Dataset:
-    """The spectral framework of Subel et al. (2023), every factor measured.
+    """xtl's reading of the description of Subel et al. (2023), every factor measured.
 
     ``score(l) = D(l) · O(l) · S(l)`` (times ``R(l)`` with ``prior="reach"``):
 
