@@ -118,3 +118,56 @@ def test_benchmark_refuses_bad_input(cases):
     single = {"a": cases["a"].isel(seed=0)}
     with pytest.raises(ValueError, match=r"sweeps\['a'\]\['cc'\] must be over \(layer, seed\)"):
         benchmark(single, {})
+
+
+# ------------------------------------------------------------ the experiment's stage
+def test_a_benchmark_table_adds_a_stage_and_keeps_every_other_key():
+    import copy
+
+    from xtl.experiment.config import DEMO_CONFIG, ConfigError, load_config
+    from xtl.experiment.stages import stage_inputs
+    from xtl.experiment.workspace import ExperimentPaths, StageCache
+
+    def keys(raw):
+        cache = StageCache(ExperimentPaths("unused"))
+        return {name: cache.key(name, parts) for name, parts in
+                stage_inputs(load_config(raw)).items()}
+
+    plain = load_config(copy.deepcopy(DEMO_CONFIG))
+    assert not plain.benchmark.enabled and "benchmark" not in stage_inputs(plain)
+    assert plain.recommend.methods == ("gauss-newton", "gradient-norm", "probe", "spectral")
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["benchmark"] = {"strength": 2.0}
+    config = load_config(raw)
+    assert config.benchmark.enabled and config.benchmark.strength == 2.0
+    assert "prior" not in config.benchmark.methods and {"halving", "ntk"} <= set(
+        config.benchmark.methods)
+    with_stage, without = keys(raw), keys(copy.deepcopy(DEMO_CONFIG))
+    assert {k: v for k, v in with_stage.items() if k != "benchmark"} == without
+    inputs = stage_inputs(config)["benchmark"]
+    assert "@sweep-small-kf" in inputs and "@recommend-small-beta" in inputs
+    raw["benchmark"] = {"methods": ["ntk"]}  # another table, another key
+    assert keys(raw)["benchmark"] != with_stage["benchmark"]
+    for bad in ({"methods": ["prior"]}, {"methods": "ntk"}, {"strength": 0},
+                {"history": [3]}, {"bogus": 1}):
+        raw["benchmark"] = bad
+        with pytest.raises(ConfigError, match=r"config key 'benchmark"):
+            load_config(raw)
+
+
+def test_the_default_is_a_method_that_meets_the_goal_or_the_prior(cases):
+    from xtl.explain.benchmark import choose_default
+
+    recs = {c: {"cheap": _rec(np.where(np.arange(4) + 1 == best, 1.0, 0.0), "cheap", 10.0),
+                "dear": _rec(np.where(np.arange(4) + 1 == best, 1.0, 0.0), "dear", 1e6),
+                "wrong": _rec([0, 0, 0, 1.0], "wrong", 0.0)}
+            for c, best in (("a", 2), ("b", 3), ("a@5", 1))}
+    s = summarize_benchmark(benchmark(cases, recs))
+    # every case's best layer at a small cost: regret 0, top 2, 10 / 2400 of a sweep
+    assert s.meets_goal.sel({"method": "cheap"}) and not s.meets_goal.sel({"method": "dear"})
+    assert not s.meets_goal.sel({"method": "wrong"}) and choose_default(s) == "cheap"
+    # layer 2 gives up 0, 0.05 / 0.45 and 0.5 on a, b, a@5: the best constant, 0.204
+    assert float(s.best_constant_regret) == pytest.approx((0.05 / 0.45 + 0.5) / 3)
+    only_wrong = summarize_benchmark(benchmark(cases, {c: {"wrong": r["wrong"]}
+                                                       for c, r in recs.items()}))
+    assert choose_default(only_wrong) == "prior"

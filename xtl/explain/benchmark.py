@@ -29,7 +29,7 @@ from .recommend import (DEFAULT_METHOD, compare_recommendation, layer_regrets, p
                         recommended_layers)
 
 __all__ = ["benchmark", "constant_choice", "sweep_cost", "recommendation_cost", "CONSTANTS",
-           "case_name", "summarize_benchmark"]
+           "case_name", "summarize_benchmark", "choose_default", "GOAL"]
 
 #: The constant guesses every benchmark shows beside the methods.
 CONSTANTS = ("shallowest", "layer-2", "deepest", "prior")
@@ -266,25 +266,57 @@ def _describe(out: xr.Dataset, metric: str) -> None:
     out["best_set"].attrs = {"long_name": "layers not significantly worse than the best"}
 
 
+#: What a default recommender must achieve on a family of cases: mean regret at most
+#: ``max_regret`` and at most ``margin`` above the best constant guess's, its choice
+#: among the two best layers in every case, and a cost of at most ``max_cost`` of a
+#: 3-seed single-layer sweep of every layer.
+GOAL = {"max_regret": 0.10, "margin": 0.02, "max_cost": 0.10}
+
+
 def summarize_benchmark(bench: xr.Dataset, cases=None) -> xr.Dataset:
-    """Per method, over ``cases`` (default all): mean regret, hits, worst rank and mean cost.
+    """Per method, over ``cases`` (default all): regret, hits, ranks, cost, and the goal.
 
     Returns
     -------
     xarray.Dataset
         Over ``method``: ``mean_regret`` (NaN-skipping), ``max_regret``, ``hits``
         (count), ``top2`` (the choice is among the two best layers by mean skill in
-        every case), ``mean_cost``; scalar ``n_cases``.
+        every case), ``mean_cost``, ``max_cost`` and ``meets_goal`` (:data:`GOAL`;
+        a constant meets it by its regret and ranks alone); scalars ``n_cases`` and
+        ``best_constant_regret`` (the lowest mean regret of a constant guess).
     """
     b = bench if cases is None else bench.sel(case=list(cases))
     rank = _measured_rank(b, b.attrs.get("metric", "cc"))
-    return xr.Dataset({
+    out = xr.Dataset({
         "mean_regret": b.regret.mean("case", skipna=True),
         "max_regret": b.regret.max("case", skipna=True),
         "hits": b.hit.sum("case"),
         "top2": (rank <= 2).all("case"),
         "mean_cost": b.cost.mean("case", skipna=True),
+        "max_cost": b.cost.max("case", skipna=True),
         "n_cases": ((), b.sizes["case"])}, coords={"kind": b["kind"]})
+    constant = out.mean_regret.where(out.kind == "constant")
+    out["best_constant_regret"] = constant.min(skipna=True)
+    out["meets_goal"] = ((out.mean_regret <= GOAL["max_regret"])
+                         & (out.mean_regret <= out.best_constant_regret + GOAL["margin"])
+                         & out.top2 & (out.max_cost <= GOAL["max_cost"]))
+    return out
+
+
+def choose_default(summary: xr.Dataset) -> str:
+    """The method (not a constant) that meets the goal with the lowest mean regret, ties
+    to the cheaper; ``"prior"`` when none does.
+
+    Parameters
+    ----------
+    summary : xarray.Dataset
+        :func:`summarize_benchmark` of the cases the default is chosen on.
+    """
+    ok = summary.where((summary.kind == "method") & summary.meets_goal, drop=True)
+    if not ok.sizes["method"]:
+        return "prior"
+    order = np.lexsort((ok.mean_cost.values, ok.mean_regret.values))
+    return str(ok.method.values[order[0]])
 
 
 def _measured_rank(b: xr.Dataset, metric: str) -> xr.DataArray:
