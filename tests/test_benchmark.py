@@ -143,11 +143,18 @@ def test_a_benchmark_table_adds_a_stage_and_keeps_every_other_key():
     assert "prior" not in config.benchmark.methods and {"halving", "ntk"} <= set(
         config.benchmark.methods)
     with_stage, without = keys(raw), keys(copy.deepcopy(DEMO_CONFIG))
-    assert {k: v for k, v in with_stage.items() if k != "benchmark"} == without
+    assert {k: v for k, v in with_stage.items() if not k.startswith("benchmark")} == without
+    assert set(with_stage) - set(without) == {"benchmark", "benchmark-small-kf",
+                                              "benchmark-small-beta"}
     inputs = stage_inputs(config)["benchmark"]
-    assert "@sweep-small-kf" in inputs and "@recommend-small-beta" in inputs
+    assert {"@sweep-small-kf", "@recommend-small-beta", "@benchmark-small-kf"} <= set(
+        i for i in inputs if isinstance(i, str))
+    raw["recommend"]["ntk"] = {"n_points": 16}  # options of a method the benchmark alone runs
+    changed = keys(raw)
+    assert changed["benchmark-small-kf"] != with_stage["benchmark-small-kf"]
+    assert {k: v for k, v in changed.items() if not k.startswith("benchmark")} == without
     raw["benchmark"] = {"methods": ["ntk"]}  # another table, another key
-    assert keys(raw)["benchmark"] != with_stage["benchmark"]
+    assert keys(raw)["benchmark"] != changed["benchmark"]
     for bad in ({"methods": ["prior"]}, {"methods": "ntk"}, {"strength": 0},
                 {"history": [3]}, {"bogus": 1}):
         raw["benchmark"] = bad

@@ -349,6 +349,16 @@ class RecommendConfig(Section):
         """The configured options of ``method`` (a copy)."""
         return dict(self.options.get(method, {}))
 
+    def stage_table(self, methods=None) -> dict:
+        """What a stage running ``methods`` (default :attr:`methods`) hashes: them, the
+        default, and their options only (a ``[recommend.<method>]`` table of another
+        method, such as one the benchmark alone runs, leaves its key alone)."""
+        methods = self.methods if methods is None else tuple(methods)
+        table = self.to_table()
+        table["methods"] = list(methods)
+        table["options"] = {m: o for m, o in table["options"].items() if m in methods}
+        return table
+
 
 @dataclass(frozen=True)
 class BenchmarkConfig(Section):

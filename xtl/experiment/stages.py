@@ -31,10 +31,11 @@ artifacts changed, vanished or cannot be read runs again):
    closure and initial state (not for targets read from files: they have no case to run);
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
-9. ``benchmark`` (with ``[benchmark]``): the recommenders the ``recommend-<target>``
-   stages did not run, on every target and budget, then every recommender and the
-   constant guesses scored against the sweeps (``results/recommend-benchmark.nc``) —
-   :func:`xtl.explain.benchmark.benchmark`;
+9. ``benchmark-<target>`` (with ``[benchmark]``, after ``recommend-<target>``): the
+   recommenders the ``recommend-<target>`` stages do not run, at the main size and,
+   for the budget's target, at every budget; ``benchmark``, after the budget sweep:
+   every recommender and the constant guesses scored against the sweeps
+   (``results/recommend-benchmark.nc``) — :func:`xtl.explain.benchmark.benchmark`;
 10. ``report``: ``report.html`` with PNG figures beside it.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
@@ -343,7 +344,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
     inputs["flows"] = [f"@data-{f.name}" for f in config.flows]
     inputs["base-model"] = [f"@data-{config.base.name}", config.network,
                             config.table("training"), *variables]
-    transfer, recommend = config.table("transfer"), config.recommend.to_table()
+    transfer, recommend = config.table("transfer"), config.recommend.stage_table()
     for target in config.targets:
         t = target.name
         inputs[f"recommend-{t}"] = ["@base-model", f"@data-{t}", transfer, config.seeds,
@@ -358,9 +359,16 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         t = config.budget.target
         inputs[f"budget-{t}"] = [f"@sweep-{t}", config.budget.to_table(), recommend]
     if config.benchmark.enabled:
-        done = [k for k in inputs if k.split("-")[0] in ("recommend", "sweep", "budget")]
-        inputs["benchmark"] = [*(f"@{k}" for k in done), config.benchmark.to_table(),
-                               config.table("recommend")]
+        extra = config.recommend.stage_table(benchmark_methods(config))
+        budget = config.budget.to_table() if config.budget.enabled else {}
+        for target in config.targets:
+            t = target.name
+            inputs[f"benchmark-{t}"] = [
+                "@base-model", f"@data-{t}", transfer, config.seeds, extra,
+                *([budget] if config.budget.enabled and config.budget.target == t else [])]
+        done = [k for k in inputs if k.split("-")[0] in ("recommend", "sweep", "budget",
+                                                         "benchmark")]
+        inputs["benchmark"] = [*(f"@{k}" for k in done), config.benchmark.to_table()]
     return inputs
 
 
@@ -527,20 +535,48 @@ def benchmark_cases(config: ExperimentConfig, paths: ExperimentPaths, data: Flow
     return cases
 
 
+def benchmark_methods(config: ExperimentConfig) -> list:
+    """The ``[benchmark]`` methods the ``recommend-<target>`` stages do not run."""
+    return [m for m in config.benchmark.methods if m not in config.recommend.methods]
+
+
+def benchmark_sizes(config: ExperimentConfig, data: FlowData, target) -> list:
+    """Re-training set sizes the benchmark scores on ``target``: the main sweep's, then
+    the budget sweep's others."""
+    main = data.n_transfer(target)
+    if not (config.budget.enabled and config.budget.target == target.name):
+        return [main]
+    return [main] + sorted({data.n_transfer(target, f) for f in config.budget.fractions}
+                           - {main})
+
+
+def benchmark_recommendations(config: ExperimentConfig, paths: ExperimentPaths,
+                              data: FlowData, target) -> list:
+    """Paths of the recommendations ``benchmark-<target>`` writes."""
+    main = data.n_transfer(target)
+    return [paths.recommendation(target.name, m, None if n == main else n)
+            for n in benchmark_sizes(config, data, target) for m in benchmark_methods(config)]
+
+
+def run_benchmark_recommenders(config: ExperimentConfig, paths: ExperimentPaths,
+                               data: FlowData, target) -> None:
+    """The ``[benchmark]`` methods the ``recommend-<target>`` stage did not run, at every
+    size the benchmark scores (before any sweep: they need none)."""
+    for n in benchmark_sizes(config, data, target):
+        recommend_at(config, paths, data, target, n, benchmark_methods(config))
+
+
 def run_benchmark(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
-    """The ``[benchmark]`` methods not run before on every case, then every method and the
-    constant guesses scored against the sweeps (``results/recommend-benchmark.nc``)."""
+    """Every ``[benchmark]`` method and the constant guesses scored against the sweeps
+    on every case (``results/recommend-benchmark.nc``)."""
     from ..data.netcdf import write_dataset
     from ..explain.benchmark import benchmark
     from ..explain.recommend import DEFAULT_METHOD
 
-    ran = set(config.recommend.methods)
-    methods = [m for m in config.benchmark.methods if m not in ran]
-    scored = [m for m in config.benchmark.methods if m in ran] + methods
+    scored = list(config.benchmark.methods)
     sweeps, recommendations = {}, {}
     for case, (target, n, sweep) in benchmark_cases(config, paths, data).items():
         main = n == data.n_transfer(target)
-        recommend_at(config, paths, data, target, n, methods)
         sweeps[case] = sweep
         recommendations[case] = {m: load_recommendation(config, paths, target.name, m,
                                                         None if main else n) for m in scored}
@@ -860,6 +896,11 @@ class Experiment:
                        [paths.recommendation(t, m) for m in cfg.recommend.methods],
                        lambda target=target: recommend_at(cfg, paths, data, target,
                                                           data.n_transfer(target)))
+            if cfg.benchmark.enabled:
+                self.stage(f"benchmark-{t}", inputs[f"benchmark-{t}"],
+                           benchmark_recommendations(cfg, paths, data, target),
+                           lambda target=target: run_benchmark_recommenders(cfg, paths, data,
+                                                                            target))
             self.stage(f"sweep-{t}", inputs[f"sweep-{t}"], [paths.sweep(t)],
                        lambda target=target: run_sweep(cfg, paths, data, cluster, target,
                                                        progress))
