@@ -418,12 +418,14 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
 
 
 def recommender_options(config: ExperimentConfig, method: str) -> dict:
-    """Options of a recommender: the configured ones; the probe extrapolates to the
-    sweep's epoch cap, with its batch size and learning rate unless given."""
+    """Options of a recommender: the configured ones; the probe and successive halving
+    train with the sweep's batch size and learning rate unless given, and the probe
+    extrapolates to the sweep's epoch cap."""
     options = config.recommend.method_options(method)
+    fit = config.transfer.fit
     if method == "probe":
-        fit = config.transfer.fit
         options.setdefault("horizon", fit.epochs)
+    if method in ("probe", "halving"):
         options.setdefault("batch_size", fit.batch_size)
         options.setdefault("learning_rate", fit.learning_rate)
     return options

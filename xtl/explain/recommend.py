@@ -76,6 +76,7 @@ __all__ = [
     "extrapolate_loss",
     "DEFAULT_METHOD",
     "STAGE_METHODS",
+    "STAGE_DEFAULT",
     "SpectralOptions",
     "GaussNewtonOptions",
     "ProbeOptions",
@@ -97,6 +98,11 @@ DEFAULT_METHOD = "probe"
 #: "prior" were added, so that existing experiment folders keep their stage keys. The
 #: ``[benchmark]`` stage measures the others.
 STAGE_METHODS = ("gauss-newton", "gradient-norm", "probe", "spectral")
+
+#: The default of an experiment's ``[recommend]`` table (whose choice a partial sweep adds)
+#: when the stages do not run :data:`DEFAULT_METHOD`: the probe, the default before the
+#: benchmark chose one, so that existing folders keep their stage keys.
+STAGE_DEFAULT = "probe"
 
 #: name -> (function, options class or None)
 _RECOMMENDERS: dict = {}
