@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xtl.explain.benchmark import (CONSTANTS, benchmark, case_name, constant_choice,
+from xtl.explain.benchmark import (CONSTANTS, benchmark_recommenders, case_name, constant_choice,
                                    recommendation_cost, summarize_benchmark, sweep_cost)
 
 
@@ -44,7 +44,7 @@ def test_benchmark_by_hand(cases):
             "b": {"good": _rec([0.1, 0.5, 0.9, 0.0], "good", 120.0),
                   "bad": _rec([0.9, 0.1, 0.2, 0.0], "bad", 0.0)},
             "a@5": {"good": _rec([0.9, 0.5, 0.1, 0.0], "good", 15.0)}}
-    b = benchmark(cases, recs)
+    b = benchmark_recommenders(cases, recs)
     assert b.method.values.tolist() == ["bad", "good", *CONSTANTS]
     assert b.kind.values.tolist() == ["method"] * 2 + ["constant"] * 4
     assert b.case.values.tolist() == ["a", "b", "a@5"]
@@ -79,7 +79,7 @@ def test_benchmark_by_hand(cases):
 def test_summary_and_a_deeper_network(cases):
     deep = _sweep([[0.6, 0.6], [0.8, 0.8], [0.7, 0.7], [0.6, 0.6], [0.55, 0.55], [0.9, 0.9]])
     sweeps = {**cases, "deep": deep}
-    b = benchmark(sweeps, {c: {} for c in sweeps})
+    b = benchmark_recommenders(sweeps, {c: {} for c in sweeps})
     assert b["layer"].sel({"case": "deep", "method": "deepest"}) == 6
     assert b.mean_skill.sel(case="a", candidate=6).isnull() and not b.in_best_set.sel(
         case="a", candidate=6)
@@ -114,10 +114,10 @@ def test_constant_choice_and_costs():
 
 def test_benchmark_refuses_bad_input(cases):
     with pytest.raises(TypeError, match="sweeps must be a non-empty mapping"):
-        benchmark({}, {})
+        benchmark_recommenders({}, {})
     single = {"a": cases["a"].isel(seed=0)}
     with pytest.raises(ValueError, match=r"sweeps\['a'\]\['cc'\] must be over \(layer, seed\)"):
-        benchmark(single, {})
+        benchmark_recommenders(single, {})
 
 
 # ------------------------------------------------------------ the experiment's stage
@@ -169,12 +169,12 @@ def test_the_default_is_a_method_that_meets_the_goal_or_the_prior(cases):
                 "dear": _rec(np.where(np.arange(4) + 1 == best, 1.0, 0.0), "dear", 1e6),
                 "wrong": _rec([0, 0, 0, 1.0], "wrong", 0.0)}
             for c, best in (("a", 2), ("b", 3), ("a@5", 1))}
-    s = summarize_benchmark(benchmark(cases, recs))
+    s = summarize_benchmark(benchmark_recommenders(cases, recs))
     # every case's best layer at a small cost: regret 0, top 2, 10 / 2400 of a sweep
     assert s.meets_goal.sel({"method": "cheap"}) and not s.meets_goal.sel({"method": "dear"})
     assert not s.meets_goal.sel({"method": "wrong"}) and choose_default(s) == "cheap"
     # layer 2 gives up 0, 0.05 / 0.45 and 0.5 on a, b, a@5: the best constant, 0.204
     assert float(s.best_constant_regret) == pytest.approx((0.05 / 0.45 + 0.5) / 3)
-    only_wrong = summarize_benchmark(benchmark(cases, {c: {"wrong": r["wrong"]}
-                                                       for c, r in recs.items()}))
+    wrong = {c: {"wrong": r["wrong"]} for c, r in recs.items()}
+    only_wrong = summarize_benchmark(benchmark_recommenders(cases, wrong))
     assert choose_default(only_wrong) == "prior"

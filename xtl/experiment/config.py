@@ -367,7 +367,7 @@ class RecommendConfig(Section):
 @dataclass(frozen=True)
 class BenchmarkConfig(Section):
     """``[benchmark]``: every recommender and the constant guesses scored against the
-    sweeps (:func:`xtl.explain.benchmark.benchmark`; disabled by default, enabled by
+    sweeps (:func:`xtl.explain.benchmark.benchmark_recommenders`; disabled by default, enabled by
     the table).
 
     Attributes

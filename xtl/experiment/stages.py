@@ -35,7 +35,7 @@ artifacts changed, vanished or cannot be read runs again):
    recommenders the ``recommend-<target>`` stages do not run, at the main size and,
    for the budget's target, at every budget; ``benchmark``, after the budget sweep:
    every recommender and the constant guesses scored against the sweeps
-   (``results/recommend-benchmark.nc``) — :func:`xtl.explain.benchmark.benchmark`;
+   (``results/recommend-benchmark.nc``) — :func:`xtl.explain.benchmark.benchmark_recommenders`;
 10. ``report``: ``report.html`` with PNG figures beside it.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
@@ -572,7 +572,7 @@ def run_benchmark(config: ExperimentConfig, paths: ExperimentPaths, data: FlowDa
     """Every ``[benchmark]`` method and the constant guesses scored against the sweeps
     on every case (``results/recommend-benchmark.nc``)."""
     from ..data.netcdf import write_dataset
-    from ..explain.benchmark import benchmark
+    from ..explain.benchmark import benchmark_recommenders
     from ..explain.recommend import DEFAULT_METHOD
 
     scored = list(config.benchmark.methods)
@@ -583,7 +583,7 @@ def run_benchmark(config: ExperimentConfig, paths: ExperimentPaths, data: FlowDa
         recommendations[case] = {m: load_recommendation(config, paths, target.name, m,
                                                         None if main else n) for m in scored}
     history = [load_dataset(p) for p in config.benchmark.history]
-    bench = benchmark(sweeps, recommendations, history=history,
+    bench = benchmark_recommenders(sweeps, recommendations, history=history,
                       strength=config.benchmark.strength, default=DEFAULT_METHOD)
     log(f"benchmark of {scored} and the constant guesses on {list(sweeps)}")
     write_dataset(bench, paths.benchmark, overwrite=True)

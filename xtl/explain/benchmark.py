@@ -1,7 +1,7 @@
 """Every recommender and the constant guesses, measured on stored sweeps.
 
 A recommender earns its cost only where it gives up less skill than a constant
-guess would. :func:`benchmark` puts the registered methods' recommendations beside
+guess would. :func:`benchmark_recommenders` puts the registered methods' recommendations beside
 four constants on every case (a target's sweep, or one budget of a budget sweep):
 
 * ``"shallowest"`` -- layer 1;
@@ -28,7 +28,7 @@ import xarray as xr
 from .recommend import (DEFAULT_METHOD, compare_recommendation, layer_regrets, prior_scores,
                         recommended_layers)
 
-__all__ = ["benchmark", "constant_choice", "sweep_cost", "recommendation_cost", "CONSTANTS",
+__all__ = ["benchmark_recommenders", "constant_choice", "sweep_cost", "recommendation_cost", "CONSTANTS",
            "case_name", "summarize_benchmark", "choose_default", "GOAL"]
 
 #: The constant guesses every benchmark shows beside the methods.
@@ -179,7 +179,7 @@ def _per_layer(sweeps, metric) -> xr.Dataset:
     return out.rename(layer="candidate")  # "layer" is the choice over (case, method)
 
 
-def benchmark(sweeps, recommendations, *, metric: str = "cc", history=(),
+def benchmark_recommenders(sweeps, recommendations, *, metric: str = "cc", history=(),
               strength: float = 1.0, default: str = DEFAULT_METHOD) -> xr.Dataset:
     """Every method and every constant guess on every case, scored against its sweep.
 
