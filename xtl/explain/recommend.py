@@ -89,9 +89,10 @@ __all__ = [
     "prior_scores",
 ]
 
-#: The method :func:`recommend_layers` uses by default (the best one in the study of
-#: ``examples/study.toml``; see docs/explaining.md).
-DEFAULT_METHOD = "probe"
+#: The method :func:`recommend_layers` uses by default: the prior, because no method has
+#: been shown to meet the benchmark's goal (:data:`xtl.explain.benchmark.GOAL`) against
+#: the constant guesses; see docs/explaining.md. It needs ``sweeps=[...]``.
+DEFAULT_METHOD = "prior"
 
 #: The recommenders a ``recommend-<target>`` stage of an experiment runs unless its
 #: ``[recommend] methods`` says otherwise: those it ran before "halving", "ntk" and
