@@ -32,6 +32,7 @@ RANKS = {
     "xtl.nn.model": 6.1, "xtl.nn.files": 6.1, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends": 6.3,
     "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9,
+    "xtl.explain.benchmark": 9.5,
     "xtl.physics.closures": 1, "xtl.solver.les": 2.2, "xtl.nn.closure": 6.5,
     "xtl.experiment.aposteriori": 10,
     "xtl.experiment.plotting": 11, "xtl.experiment.document": 11.5,

@@ -482,7 +482,7 @@ def _load_results(experiment) -> dict:
     sweeps = {t: load_dataset(paths.sweep(t)) for t in targets}
     recs = {t: {m: experiment.recommendation(t, m) for m in cfg.recommend.methods}
             for t in targets}  # the main budget's
-    bench = paths.result("recommend-benchmark")
+    bench = paths.benchmark
     return {
         "targets": targets, "sweeps": sweeps, "recs": recs,
         "comparisons": {t: compare_recommendation(recs[t][cfg.recommend.default], sweeps[t])
@@ -819,6 +819,8 @@ def _budget_table(experiment, target, budget) -> list:
 
 def _benchmark_cell(one: xr.Dataset) -> str:
     tau = float(one.tau)
+    if int(one.layer) < 0:
+        return "— (not run)"
     return (f"layer {int(one.layer)}{' ✓' if bool(one.hit) else ''}, regret "
             f"{format_value(float(one.regret))}"
             + (f", τ {format_value(tau)}" if np.isfinite(tau) else "")

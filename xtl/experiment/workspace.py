@@ -126,6 +126,11 @@ class ExperimentPaths:
         suffix = "" if n is None else f"-n{n}"
         return self.result(f"recommend-{target}{suffix}-{method}")
 
+    @property
+    def benchmark(self) -> Path:
+        """The recommenders' benchmark against the sweeps."""
+        return self.result("recommend-benchmark")
+
     def sweep(self, target: str) -> Path:
         """The layer sweep of ``target``."""
         return self.result(f"sweep-{target}")
