@@ -35,7 +35,8 @@ def sweep(means, base_cc=0.6, n_seeds=3, spread=0.002):
     return xr.Dataset({"cc": cc, "cc_mean": cc.mean("seed"),
                        "cc_sem": cc.std("seed", ddof=1) / np.sqrt(n_seeds),
                        "best_set": stats["in_best_set"], "base_cc": base_cc,
-                       "train_seconds": xr.ones_like(cc)})
+                       "train_seconds": xr.ones_like(cc), "epochs_run": 10 + 0 * cc},
+                      attrs={"n_samples": 4})
 
 
 def recommendation(layer):
@@ -299,3 +300,28 @@ def test_benchmark_cases_on_fewer_than_three_seeds_are_flagged():
     few = benchmark().assign(n_seeds=("case", [2, 3]))
     (warning,) = report._benchmark_warning(few)
     assert warning.warning and "beta@15 (2)" in warning.text and "kf@15" not in warning.text
+
+
+def test_a_benchmark_from_benchmark_recommenders_renders_and_its_finding_holds(tmp_path):
+    """The table and the finding read the file xtl.explain.benchmark writes: the lowest
+    regret per case is in bold and the finding's regrets are its means."""
+    from xtl.explain.benchmark import benchmark_recommenders
+
+    sweeps = {"a@4": sweep(np.array([0.70, 0.80, 0.75, 0.65])),
+              "b@4": sweep(np.array([0.82, 0.80, 0.75, 0.65]))}
+    recs = {"a@4": {"probe": recommendation(2)}, "b@4": {"probe": recommendation(3)}}
+    bench = benchmark_recommenders(sweeps, recs, default="probe")
+    table = report._benchmark_table(bench)
+    methods = [str(m) for m in bench.method.values]
+    for row, case in zip(table.rows, bench.case.values):
+        regret = bench.regret.sel(case=case).values
+        bold = {i for i, c in enumerate(row[3:]) if c.startswith("**")}
+        assert bold == set(np.flatnonzero(regret == np.nanmin(regret)))
+    summary, findings = summarize(bench=bench)
+    mean = bench.regret.mean("case")
+    constants = mean.where(bench.kind == "constant", drop=True)
+    assert float(summary.benchmark_default_regret) == pytest.approx(
+        float(mean.sel({"method": "probe"})))
+    assert float(summary.benchmark_best_constant_regret) == pytest.approx(float(constants.min()))
+    assert summary.attrs["benchmark_best_constant"] in methods
+    assert findings[-1].text.startswith("Over 2 benchmark cases the default recommender (probe)")
