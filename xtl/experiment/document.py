@@ -121,9 +121,9 @@ def _block_html(block) -> str:
 
 _STYLE = ("body{font-family:sans-serif;max-width:960px;margin:auto;padding:1em}"
           "img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#333}"
-          "table{border-collapse:collapse;margin:0.5em 0}"
+          "table{border-collapse:collapse;margin:0.5em 0;display:block;overflow-x:auto}"
           "td,th{border:1px solid #999;padding:4px 8px}td.hl{background:#fff3b0}"
-          ".box{border:2px solid #2a6;padding:0.2em 1em;background:#f4fbf6}"
+          ".box{border:2px solid #2a6;padding:0.2em 1em;margin:0.6em 0;background:#f4fbf6}"
           ".box ul{padding-left:1.2em}.warning{color:#8a4b00}"
           "nav ul{columns:2}")
 
