@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# libudunits2 for the CF checker the tests run (apt-get, when missing)
+# libudunits2 for the CF checker the tests run, chromium for the slow report test (apt-get, when missing)
 system-deps:
 	bash .ci/system-deps
 
@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) system-deps
 	$(PY) -m pytest -q -m "slow or not slow"
 
 docs: $(STAMP)

@@ -1,4 +1,6 @@
 """The `xtl` command, run as a user would (subprocess)."""
+import html
+import json
 import os
 import re
 import subprocess
@@ -355,3 +357,46 @@ def test_a_truncated_member_file_reruns_the_data_stage(tiny_experiment, tmp_path
     with xr.open_dataset(member) as ds:  # simulated again, whole
         assert int(ds.attrs["complete"]) == 1
 
+
+
+def test_report_writes_markdown_with_the_html_findings_and_the_summary_files(
+        tiny_experiment, tmp_path):
+    folder = _copy_of(tiny_experiment, tmp_path)
+    md = _xtl("report", "out", "--format", "md", cwd=folder)
+    assert md.returncode == 0, md.stderr[-3000:]
+    out = folder / "out"
+    assert md.stdout.strip().endswith("report.md")
+    text = (out / "report.md").read_text()
+    record = json.loads((out / "results" / "summary.json").read_text())
+    with xr.open_dataset(out / "results" / "summary.nc") as summary:
+        assert summary.target.values.tolist() == ["tiny-re", "tiny-kf"]
+        assert summary.n_seeds.values.tolist() == [2, 2]
+    html_page = (out / "report.html").read_text()
+    for finding in record["findings"]:
+        assert finding["text"] in text  # the same sentences in both renderings
+        assert html.escape(finding["text"], quote=True) in html_page
+    warnings = [line for line in text.splitlines() if line.startswith("> ⚠ ")]
+    assert [w.split(":")[0] for w in warnings[:2]] == ["> ⚠ tiny-re", "> ⚠ tiny-kf"]
+    assert "rest on fewer than 3 seeds on tiny-re (2), tiny-kf (2)" in warnings[2]
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert f'<a id="{anchor}"></a>' in text, anchor
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (out / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+
+
+@pytest.mark.slow
+def test_the_report_loads_offline_in_headless_chromium_with_every_anchor_and_image(
+        tiny_experiment):
+    from browser import check_page
+
+    folder, _ = tiny_experiment
+    page = folder / "out" / "report.html"
+    text = page.read_text()
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", text)  # nothing to fetch online
+    result = check_page(page)
+    assert result["title"] == "xtl report: tiny"
+    assert len(result["images"]) == text.count("<img ") > 10
+    assert [i["src"] for i in result["images"] if not i["ok"]] == []
+    assert len(result["anchors"]) > 10
+    assert [a["href"] for a in result["anchors"] if not a["ok"]] == []
+    assert all(url.startswith("file://") for url in result["fetched"])

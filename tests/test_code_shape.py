@@ -33,9 +33,11 @@ RANKS = {
     "xtl.nn.backends.torch": 6.2, "xtl.nn.importers": 6.4,
     "xtl.nn.backends": 6.3,
     "xtl.nn.training": 7, "xtl.nn.sweep": 8, "xtl.explain.activations": 8, "xtl.explain.recommend": 9,
+    "xtl.explain.benchmark": 9.5,
     "xtl.physics.closures": 1, "xtl.solver.les": 2.2, "xtl.nn.closure": 6.5,
     "xtl.experiment.aposteriori": 10,
-    "xtl.experiment.plotting": 11, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,
+    "xtl.experiment.plotting": 11, "xtl.experiment.document": 11.5,
+    "xtl.experiment.findings": 11.8, "xtl.experiment.report": 12, "xtl.experiment.config": 12, "xtl.experiment.estimate": 12.5,
     "xtl.experiment.workspace": 12.8, "xtl.experiment.stages": 13, "xtl.cli": 14, "xtl": 15,
     # the rooms' own package modules (docstrings only)
     "xtl.physics": 1, "xtl.data": 5, "xtl.nn": 8, "xtl.explain": 10, "xtl.experiment": 13,

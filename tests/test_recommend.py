@@ -9,21 +9,30 @@ from xtl.nn.backends.base import get_backend
 from xtl.explain.recommend import (
     GaussNewtonOptions,
     GradientNormOptions,
+    HalvingOptions,
+    NtkOptions,
+    PriorOptions,
     ProbeOptions,
     SpectralOptions,
     available_recommenders,
     compare_recommendation,
     extrapolate_loss,
+    kernel_ridge_loo,
+    layer_regrets,
+    prior_scores,
+    regret,
     recommend_layers,
     recommended_layers,
     register_recommender,
+    successive_halving,
 )
 
-METHODS = ("spectral", "gauss-newton", "probe", "gradient-norm")
+METHODS = ("spectral", "gauss-newton", "probe", "gradient-norm", "halving", "ntk", "prior")
 N = 16
 OPTIONS = {"spectral": dict(n_directions=16), "gauss-newton": dict(iterations=30),
            "probe": dict(epochs=4, learning_rate=1e-2, batch_size=4),
-           "gradient-norm": {}}
+           "gradient-norm": {}, "halving": dict(epochs=2, learning_rate=1e-2, batch_size=4),
+           "ntk": dict(n_points=48)}
 
 
 # ------------------------------------------------------------------ a linear network
@@ -50,6 +59,26 @@ def _flow(seed, low_gain, nt=24, target=False):
 
 
 @pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Two stored sweeps of a 4-layer network: layer 1 the best (regret 0), layers 2 and 3
+    tied (regret 0.5 each), layer 4 no better than the base network (regret 1)."""
+    from xtl.data.netcdf import write_dataset
+
+    folder = tmp_path_factory.mktemp("history")
+    paths = []
+    for i, shift in enumerate((0.0, 0.05)):
+        sweep = _sweep([[0.9 + shift] * 2, [0.8 + shift] * 2, [0.8 + shift] * 2,
+                        [0.6 + shift] * 2], base_cc=0.7 + shift)
+        paths.append(str(folder / f"sweep-{i}.nc"))
+        write_dataset(sweep, paths[-1])
+    return paths
+
+
+def _options(method, history):
+    return dict(sweeps=history) if method == "prior" else OPTIONS[method]
+
+
+@pytest.fixture(scope="module")
 def linear_flows():
     return _flow(1, 1.0), _flow(2, 3.0, target=True)
 
@@ -72,26 +101,29 @@ def _identity_network(n_layers, base_ds):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_only_the_layer_that_can_express_the_change_is_ranked_first(linear_flows, method):
-    """The target adds a ψ̄ term to Π; only layer 1 reads ψ̄, so only it can absorb the change."""
+def test_only_the_layer_that_can_express_the_change_is_ranked_first(linear_flows, history,
+                                                                    method):
+    """The target adds a ψ̄ term to Π; only layer 1 reads ψ̄, so only it can absorb the change.
+    (The prior sees only its history, in which layer 1 was the best.)"""
     base_ds, target_ds = linear_flows
     model = _identity_network(3, base_ds)
     np.testing.assert_allclose(model.predict(base_ds.psi.values, base_ds.omega.values),
                                base_ds.pi.values, rtol=1e-4, atol=1e-5)  # exact on the base
-    rec = recommend_layers(model, base_ds, target_ds, method=method, **OPTIONS[method])
+    rec = recommend_layers(model, base_ds, target_ds, method=method,
+                           **_options(method, history))
     assert rec.attrs["recommended"] == [1], rec.score.values
     assert int(rec["rank"].sel(layer=1)) == 1
     assert rec.attrs["method"] == method and float(rec.seconds) > 0
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_identical_layers_get_tied_scores(linear_flows, method):
+def test_identical_layers_get_tied_scores(linear_flows, history, method):
     """Layers 2 and 3 of an identity network carry identical statistics: no method may
-    prefer one of them (no hidden prior on depth)."""
+    prefer one of them (no hidden prior on depth; the prior's history ties them too)."""
     base_ds, target_ds = linear_flows
     model = _identity_network(4, base_ds)
     rec = recommend_layers(model, base_ds, target_ds, method=method, layers=[2, 3],
-                           **OPTIONS[method])
+                           **_options(method, history))
     a, b = rec.score.sel(layer=2).item(), rec.score.sel(layer=3).item()
     assert a == pytest.approx(b, rel=1e-5, abs=1e-9), (a, b)
     assert rec["rank"].values.tolist() == [1, 2] or a != b  # ties go to the shallower
@@ -218,9 +250,9 @@ def _rec(scores, recommended=1, seconds=2.0):
                       coords={"layer": layers}, attrs={"method": "constructed"})
 
 
-def _sweep(cc, seconds=10.0):
+def _sweep(cc, seconds=10.0, base_cc=0.70):
     cc = np.asarray(cc, float)
-    return xr.Dataset({"cc": (("layer", "seed"), cc),
+    return xr.Dataset({"cc": (("layer", "seed"), cc), "base_cc": ((), base_cc),
                        "train_seconds": (("layer", "seed"), np.full(cc.shape, seconds))},
                       coords={"layer": np.arange(1, len(cc) + 1),
                               "seed": np.arange(cc.shape[1])})
@@ -241,12 +273,40 @@ def test_compare_recommendation_hand_computed():
     miss = compare_recommendation(_rec([0.9, 0.3, 0.4, 0.2], recommended=1), sweep)
     assert not bool(miss.hit) and int(miss.recommended_rank) == 3
     # a lower-is-better metric
-    err = sweep.assign(rel_l2=1 - sweep.cc)
+    err = sweep.assign(rel_l2=1 - sweep.cc, base_rel_l2=1 - sweep.base_cc)
     assert bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), err, metric="rel_l2").hit)
     # a single run per layer: only the best layer counts as a hit
     one = _sweep([[0.8], [0.9], [0.89], [0.6]]).squeeze("seed", drop=True)
     assert not bool(compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], 3), one).hit)
     assert bool(compare_recommendation(_rec([0.1, 0.4, 0.3, 0.2], 2), one).hit)
+
+
+def test_regret_and_tau_by_hand():
+    """Mean CC 0.81, 0.90, 0.895, 0.60 and the BNN at 0.70: layer 3 gives up 0.005 of the
+    best layer's 0.20 gain; layer 4 is worse than not re-training (capped at 1)."""
+    sweep = _sweep([[0.80, 0.82, 0.81], [0.90, 0.91, 0.89], [0.89, 0.90, 0.895],
+                    [0.6, 0.61, 0.59]])
+    assert regret(sweep, 2) == 0.0
+    assert regret(sweep, 3) == pytest.approx(0.005 / 0.20)
+    assert regret(sweep, 1) == pytest.approx(0.09 / 0.20)
+    assert regret(sweep, 4) == 1.0
+    np.testing.assert_allclose(layer_regrets(sweep), [0.45, 0.0, 0.025, 1.0])
+    cmp = compare_recommendation(_rec([0.1, 0.3, 0.4, 0.2], recommended=3), sweep)
+    assert float(cmp.regret) == pytest.approx(0.025) and cmp.attrs["regret"] == float(cmp.regret)
+    # score (0.1, 0.3, 0.4, 0.2) against CC: 4 concordant, 2 discordant pairs of 6
+    assert float(cmp.tau) == pytest.approx(1 / 3)
+    # score (4, 1, 2, 3): only the pair (1, 4) is concordant, 5 are discordant
+    assert float(compare_recommendation(_rec([4, 1, 2, 3], 1), sweep).tau) == pytest.approx(
+        -4 / 6)
+    assert np.isnan(float(compare_recommendation(_rec([1, 1, 1, 1], 1), sweep).tau))
+    # lower is better: the same regrets from 1 - CC
+    err = sweep.assign(rel_l2=1 - sweep.cc, base_rel_l2=1 - sweep.base_cc)
+    np.testing.assert_allclose(layer_regrets(err, "rel_l2"), [0.45, 0.0, 0.025, 1.0])
+    # no layer beats the base network: nothing to lose, regret undefined
+    assert np.isnan(regret(sweep.assign(base_cc=0.95), 2))
+    with pytest.raises(ValueError, match=r"layer must be a layer the sweep re-trained, one of "
+                                         r"\[1, 2, 3, 4\]; got 7"):
+        regret(sweep, 7)
 
 
 def test_compare_recommendation_bad_input():
@@ -261,6 +321,94 @@ def test_compare_recommendation_bad_input():
         compare_recommendation(rec, sweep.isel(layer=[0]))
     with pytest.raises(TypeError, match="recommendation must be"):
         compare_recommendation(xr.Dataset(), sweep)
+    with pytest.raises(ValueError, match=r"sweep must hold 'base_cc'"):
+        compare_recommendation(rec, sweep.drop_vars("base_cc"))
+
+
+# ------------------------------------------------------------ the newer methods by hand
+def test_successive_halving_picks_the_known_best_at_the_stated_cost():
+    """Six layers with known curves L_k(e) = a_k + b r_k^e; layer 3 has the lowest loss at
+    every epoch; layer 5 learns fast and plateaus high (0.675 after 2 epochs, below layers 1
+    and 4), so it survives the first round only. 2 epochs each, then 3 layers for 4, then 2
+    for 8: 40 layer-epochs."""
+    a = {1: 0.50, 2: 0.42, 3: 0.40, 4: 0.45, 5: 0.60, 6: 0.70}
+    r = {1: 0.8, 2: 0.7, 3: 0.7, 4: 0.9, 5: 0.5, 6: 0.5}
+    done = {k: 0 for k in a}
+    calls = []
+
+    def train_more(k, n):
+        calls.append((k, n))
+        e = np.arange(done[k] + 1, done[k] + n + 1)
+        done[k] += n
+        return a[k] + 0.3 * r[k] ** e
+
+    run = successive_halving(train_more, [1, 2, 3, 4, 5, 6], epochs=2, eta=2)
+    assert run["winner"] == 3 and run["layer_epochs"] == 40
+    assert calls == [(1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (6, 2), (3, 4), (2, 4), (5, 4),
+                     (3, 8), (2, 8)]
+    assert run["epochs"] == {1: 2, 2: 14, 3: 14, 4: 2, 5: 6, 6: 2}
+    assert run["rounds"] == {1: 1, 2: 3, 3: 3, 4: 1, 5: 2, 6: 1}
+    assert run["best_loss"][3] == pytest.approx(0.40 + 0.3 * 0.7 ** 14)
+    # a full sweep of these six layers for 14 epochs would cost 84 layer-epochs
+    assert successive_halving(train_more, [5], epochs=3, eta=2)["layer_epochs"] == 3
+    with pytest.raises(ValueError, match="eta must be"):
+        successive_halving(train_more, [1, 2], epochs=2, eta=1)
+
+
+def test_kernel_ridge_loo_equals_brute_force_refits():
+    """A linear model f = Φθ: K = ΦΦᵀ; refit without each point, predict it, average."""
+    rng = np.random.default_rng(3)
+    phi = rng.standard_normal((12, 5))
+    r = phi @ rng.standard_normal(5) + 0.3 * rng.standard_normal(12)
+    K, lam = phi @ phi.T, 0.7
+    errors = []
+    for i in range(12):
+        keep = np.arange(12) != i
+        alpha = np.linalg.solve(K[np.ix_(keep, keep)] + lam * np.eye(11), r[keep])
+        errors.append((r[i] - K[i, keep] @ alpha) ** 2)
+    assert kernel_ridge_loo(K, r, lam) == pytest.approx(np.mean(errors), rel=1e-10)
+    # and the same error from ridge regression in the weights (the primal form)
+    primal = []
+    for i in range(12):
+        keep = np.arange(12) != i
+        theta = np.linalg.solve(phi[keep].T @ phi[keep] + lam * np.eye(5), phi[keep].T @ r[keep])
+        primal.append((r[i] - phi[i] @ theta) ** 2)
+    assert kernel_ridge_loo(K, r, lam) == pytest.approx(np.mean(primal), rel=1e-8)
+    with pytest.raises(ValueError, match=r"kernel must be \(n, n\) with n = len\(residual\)"):
+        kernel_ridge_loo(K[:3], r, lam)
+    with pytest.raises(ValueError, match="ridge must be"):
+        kernel_ridge_loo(K, r, 0.0)
+
+
+def test_ntk_score_from_its_evidence(trained_model, flows):
+    rec = recommend_layers(trained_model, *flows, method="ntk", n_points=24, ridges=[1e-2, 1.0])
+    np.testing.assert_allclose(rec.score, 1 - rec.loo_error / rec.residual_power)
+    assert set(rec.ridge.values) <= {1e-2, 1.0} and (rec.kernel_trace > 0).all()
+    assert float(rec.sample_epochs) == 24 * 3 and rec.attrs["n_points"] == 24
+
+
+def test_prior_by_hand():
+    """Regrets (layer 1, 2, 3): sweep A (0, 0.5, 1), sweep B (0.25, 0, -) with 2 layers;
+    grand mean 1.75 / 5 = 0.35; with s = 1: (0 + 0.25 + 0.35) / 3 = 0.2, (0.5 + 0.35) / 3,
+    (1 + 0.35) / 2."""
+    a = _sweep([[0.9, 0.9], [0.8, 0.8], [0.6, 0.6]], base_cc=0.7)
+    b = _sweep([[0.85, 0.85], [0.9, 0.9]], base_cc=0.7)
+    never = _sweep([[0.6, 0.6], [0.5, 0.5]], base_cc=0.7)  # no regret: skipped
+    p = prior_scores([a, b, never], [1, 2, 3])
+    assert float(p.grand_mean_regret) == pytest.approx(0.35)
+    np.testing.assert_allclose(p.expected_regret, [0.2, 0.85 / 3, 0.675])
+    np.testing.assert_allclose(p.mean_regret, [0.125, 0.25, 1.0])
+    assert p.n_sweeps.values.tolist() == [2, 2, 1]
+    np.testing.assert_allclose(p.score, -p.expected_regret)
+    strong = prior_scores([a, b], [1, 2, 3, 4], strength=1e6)  # all pulled to the grand mean
+    np.testing.assert_allclose(strong.expected_regret, 0.35, atol=1e-5)
+    with pytest.raises(ValueError, match="at least one sweep in which some layer beats"):
+        prior_scores([never], [1, 2])
+
+
+def test_the_prior_needs_sweeps(trained_model, flows):
+    with pytest.raises(ValueError, match=r"sweeps must name at least one stored sweep file"):
+        recommend_layers(trained_model, *flows, method="prior")
 
 
 # ------------------------------------------------------------------ options
@@ -295,6 +443,19 @@ def test_compare_recommendation_bad_input():
     (ProbeOptions, "seed", 0.5, TypeError),
     (GradientNormOptions, "max_samples", 0, ValueError),
     (GradientNormOptions, "batch_size", None, TypeError),
+    (HalvingOptions, "epochs", 0, ValueError),
+    (HalvingOptions, "eta", 1, ValueError),
+    (HalvingOptions, "validation", 0.0, ValueError),
+    (HalvingOptions, "learning_rate", -1.0, ValueError),
+    (NtkOptions, "n_points", 1, ValueError),
+    (NtkOptions, "ridges", (), ValueError),
+    (NtkOptions, "ridges", (1e-2, 0.0), ValueError),
+    (NtkOptions, "ridges", "1e-2", TypeError),
+    (NtkOptions, "seed", -2, ValueError),
+    (PriorOptions, "sweeps", "study/results/sweep-kf8.nc", TypeError),
+    (PriorOptions, "sweeps", (3,), TypeError),
+    (PriorOptions, "strength", 0.0, ValueError),
+    (PriorOptions, "metric", None, TypeError),
 ])
 def test_options_refuse_a_bad_value_naming_it(cls, name, value, error):
     with pytest.raises(error, match=f"^{name} must be"):
@@ -313,6 +474,11 @@ def test_options_defaults_are_the_documented_ones():
     assert ProbeOptions().to_dict() == dict(epochs=5, horizon=100, validation=0.25,
                                             batch_size=8, learning_rate=1e-3, seed=0)
     assert GradientNormOptions().to_dict() == dict(max_samples=64, batch_size=16)
+    assert HalvingOptions().to_dict() == dict(epochs=2, eta=2, validation=0.25, batch_size=8,
+                                              learning_rate=1e-3, seed=0)
+    assert NtkOptions().to_dict() == dict(n_points=128, ridges=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+                                          max_samples=48, seed=0)
+    assert PriorOptions().to_dict() == dict(sweeps=(), strength=1.0, metric="cc")
     assert GaussNewtonOptions(steps=[1, 0.5]).steps == (1.0, 0.5)  # a list becomes a tuple
     assert ProbeOptions.merge({"epochs": 3}, seed=2) == ProbeOptions(epochs=3, seed=2)
 

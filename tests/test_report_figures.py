@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from xtl.experiment import report
+from xtl.experiment.document import render_html
 from xtl.explain.kernels import FILTER_TYPES
 
 K = np.arange(12)
@@ -105,6 +106,27 @@ def aposteriori():
         attrs={"kmax": 5, "sigma_fdns": SIGMA, "t_end": 80.0, "turnovers": 91.4})
 
 
+BENCH_METHODS = ["probe", "spectral", "shallowest", "layer-2", "deepest", "prior"]
+#: regret per case (rows) and method: probe's mean 0.1, the best constant (layer-2) 0.2
+BENCH_REGRET = [[0.0, 0.5, 0.6, 0.2, 1.0, 0.3], [0.2, 0.1, 0.4, 0.2, 0.8, 0.3]]
+
+
+def benchmark():
+    """A recommender benchmark (results/recommend-benchmark.nc's schema): 2 cases, 2 methods
+    and 4 constants."""
+    shape = (2, len(BENCH_METHODS))
+    tau = np.array([[0.6, -0.2] + [np.nan] * 4, [0.4, 0.8] + [np.nan] * 4])
+    return xr.Dataset(
+        {"layer": (("case", "method"), [[2, 5, 1, 2, 6, 3], [2, 3, 1, 2, 6, 3]]),
+         "hit": (("case", "method"), np.array(BENCH_REGRET) == 0.0),
+         "regret": (("case", "method"), BENCH_REGRET), "tau": (("case", "method"), tau),
+         "cost": (("case", "method"), np.full(shape, 0.05)),
+         "n_seeds": ("case", [3, 3]), "best_set": ("case", ["2,3", "3"])},
+        coords={"case": ["beta@15", "kf@15"], "method": BENCH_METHODS,
+                "kind": ("method", ["method"] * 2 + ["constant"] * 4)},
+        attrs={"default": "probe", "metric": "cc"})
+
+
 def draw_all(folder: Path) -> dict:
     """Draw every report figure into ``folder``; {kind: file name}."""
     explain, sweep, rec, census, post, budget = results()
@@ -123,6 +145,7 @@ def draw_all(folder: Path) -> dict:
         "aposteriori-pdf": report._fig_aposteriori_pdf(t, post, folder),
         "aposteriori-series": report._fig_aposteriori_series(t, post, folder),
         "budget": report._fig_budget(t, budget, folder),
+        "recommend-benchmark": report._fig_benchmark(benchmark(), folder),
     }
 
 
@@ -262,10 +285,11 @@ def test_aposteriori_series_mark_every_blowup(figures):
 
 
 def test_aposteriori_table_gives_stability_and_spreads_over_the_stable_runs():
-    table = report._aposteriori_table({"target": aposteriori()})
+    table = render_html("t", report._aposteriori_table({"target": aposteriori()}))
     assert table.count("<tr>") == 1 + 1 + len(CLOSURES)  # head, filtered DNS, closures
-    assert "<td>BNN</td><td>2/2</td><td>0.2 ± 0.14</td>" in table  # sample s.d. of 0.1, 0.3
-    assert "<td>TLNN</td><td>1/2 (first blow-up t = 1.2)</td><td>0.1</td>" in table  # one run
+    assert "<td>BNN</td><td>2/2</td><td>0.20 ± 0.14</td>" in table  # sample s.d. of 0.1, 0.3
+    # one run, the smallest spectrum error of the stable closures: in bold
+    assert "<td>TLNN</td><td>1/2 (first blow-up t = 1.2)</td><td><b>0.100</b></td>" in table
     assert "<td>unstable one</td><td>0/2 (first blow-up t = 1.2)</td>" in table
     assert "<td>filtered DNS</td><td>—</td><td>—</td>" in table  # no spectrum error of itself
     assert "target 80 time units = 91 large-eddy turnover times" in table
@@ -273,7 +297,8 @@ def test_aposteriori_table_gives_stability_and_spreads_over_the_stable_runs():
 
 @pytest.mark.parametrize("kind", ["flow-spectra", "cc-per-layer", "pi-spectra", "filter-census",
                                   "aposteriori", "aposteriori-pdf", "aposteriori-series",
-                                  "recommenders", "activation-spectra", "budget"])
+                                  "recommenders", "activation-spectra", "budget",
+                                  "recommend-benchmark"])
 def test_legends_sit_off_the_data(figures, kind):
     fig = figures[kind]
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)

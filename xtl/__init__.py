@@ -17,6 +17,7 @@ from .physics.cases import Case, get_case, list_cases
 from .data.coarse import CoarseGraining, coarse_grain, filter_transfer_function, sgs_term
 from .explain.activations import activation_spectra, activations, flow_difference, spectral_change_correlation
 from .explain.recommend import compare_recommendation, recommend_layers
+from .explain.benchmark import benchmark_recommenders
 from .nn.backends.loop import FitOptions
 from .solver.options import Output, Schedule
 from .data.metrics import (conditional_correlation, correlation, les_metrics, relative_l2, score,
@@ -90,6 +91,7 @@ __all__ = [
     "spectral_change_correlation",
     "recommend_layers",
     "compare_recommendation",
+    "benchmark_recommenders",
     "run_les",
     "les_metrics",
 ]

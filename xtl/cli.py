@@ -223,8 +223,12 @@ def _explain_command(sub):
 
 
 def _report_command(sub):
-    rp = _command(sub, "report", "redraw report.html of an experiment folder", cmd_report)
+    rp = _command(sub, "report", "redraw the report of an experiment folder (report.html, or "
+                  "report.md with --format md) and results/summary.nc + summary.json",
+                  cmd_report)
     rp.add_argument("out", help="experiment folder (from `xtl run` or `xtl demo`)")
+    rp.add_argument("--format", choices=("html", "md"), default="html",
+                    help="html (default): report.html; md: report.md (renders on GitHub)")
 
 
 def _cases_command(sub):
@@ -463,7 +467,8 @@ def cmd_report(args) -> None:
     if not folder.is_dir():
         raise UserError(f"{str(folder)!r} is a file, not an experiment folder")
     config = load_config(json.loads(_existing(folder / "config.json", "config").read_text()))
-    path = write_report(Experiment(config, folder))
+    with Experiment(config, folder) as experiment:
+        path = write_report(experiment, format=args.format)
     print(f"wrote {path}")
 
 

@@ -312,9 +312,13 @@ class RecommendConfig(Section):
     Attributes
     ----------
     methods : tuple of str
-        Registered recommenders (default all, :func:`xtl.explain.recommend.available_recommenders`).
+        Registered recommenders (:func:`xtl.explain.recommend.available_recommenders`) the
+        ``recommend-<target>`` stages run; default
+        :data:`xtl.explain.recommend.STAGE_METHODS`.
     default : str
-        The one the report leads with (default ``"probe"`` when run).
+        The one whose choice a partial sweep adds; default
+        :data:`xtl.explain.recommend.DEFAULT_METHOD` when the stages run it, else
+        :data:`xtl.explain.recommend.STAGE_DEFAULT`, else the first of ``methods``.
     options : dict
         ``{method: {option: value}}``, keyword-only options of each method.
     """
@@ -325,17 +329,19 @@ class RecommendConfig(Section):
     options: dict = field(default_factory=dict)
 
     def check(self):
-        from ..explain.recommend import DEFAULT_METHOD, available_recommenders
+        from ..explain.recommend import (DEFAULT_METHOD, STAGE_DEFAULT, STAGE_METHODS,
+                                         available_recommenders)
 
         known = available_recommenders()
-        chosen = known if self.methods is None else self.methods
+        chosen = list(STAGE_METHODS) if self.methods is None else self.methods
         if not isinstance(chosen, (list, tuple)) or not chosen or any(
                 m not in known for m in chosen):
             _fail("recommend.methods", f"must be a list among {known}, got {chosen!r}")
         self._set("methods", tuple(chosen))
         default = self.default
         if default is None:
-            default = DEFAULT_METHOD if DEFAULT_METHOD in chosen else chosen[0]
+            default = next((m for m in (DEFAULT_METHOD, STAGE_DEFAULT) if m in chosen),
+                           chosen[0])
         if default not in chosen:
             _fail("recommend.default", f"must be one of recommend.methods {list(chosen)}, "
                                        f"got {default!r}")
@@ -346,6 +352,59 @@ class RecommendConfig(Section):
     def method_options(self, method: str) -> dict:
         """The configured options of ``method`` (a copy)."""
         return dict(self.options.get(method, {}))
+
+    def stage_table(self, methods=None) -> dict:
+        """What a stage running ``methods`` (default :attr:`methods`) hashes: them, the
+        default, and their options only (a ``[recommend.<method>]`` table of another
+        method, such as one the benchmark alone runs, leaves its key alone)."""
+        methods = self.methods if methods is None else tuple(methods)
+        table = self.to_table()
+        table["methods"] = list(methods)
+        table["options"] = {m: o for m, o in table["options"].items() if m in methods}
+        return table
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig(Section):
+    """``[benchmark]``: every recommender and the constant guesses scored against the
+    sweeps (:func:`xtl.explain.benchmark.benchmark_recommenders`; disabled by default, enabled by
+    the table).
+
+    Attributes
+    ----------
+    methods : tuple of str
+        Recommenders scored on every case (default: every registered one but
+        ``"prior"``, which the benchmark scores as a constant guess). Those the
+        ``recommend-<target>`` stages ran (``[recommend] methods``) are read from
+        them; the ``benchmark`` stage runs the others, with the options of their
+        ``[recommend.<method>]`` tables.
+    history : tuple of str
+        Sweep files of earlier experiments added to the prior's evidence.
+    strength : float
+        The prior's pseudo-sweeps (> 0).
+    """
+
+    section: ClassVar[str] = "benchmark"
+    enabled: bool = False
+    methods: tuple | None = None
+    history: tuple = ()
+    strength: float = 1.0
+
+    def check(self):
+        from ..explain.recommend import available_recommenders
+
+        self._set("enabled", check_bool(self.enabled, "enabled"))
+        known = [m for m in available_recommenders() if m != "prior"]
+        chosen = known if self.methods is None else self.methods
+        if not isinstance(chosen, (list, tuple)) or any(m not in known for m in chosen):
+            _fail("benchmark.methods", f"must be a list among {known}, got {chosen!r}")
+        self._set("methods", tuple(chosen))
+        if not isinstance(self.history, (list, tuple)) or not all(
+                isinstance(p, str) for p in self.history):
+            _fail("benchmark.history", "must be a list of sweep files (netCDF paths), got "
+                                       f"{self.history!r}")
+        self._set("history", tuple(self.history))
+        self._set("strength", check_float(self.strength, "strength", positive=True))
 
 
 def _method_options(method, table, known) -> None:
@@ -765,6 +824,7 @@ class ExperimentConfig:
     min_decades: float = 0.3
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     source: dict | None = field(default=None, compare=False, repr=False)
 
@@ -840,7 +900,7 @@ DEMO_CONFIG = {
 }
 
 _SECTIONS = {"experiment", "base", "targets", "network", "training", "transfer", "sweep", "les",
-             "budget", "recommend", "data"}
+             "budget", "recommend", "benchmark", "data"}
 _FIT_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "seed"}
 _NETWORK_KEYS = {"n_layers", "channels", "kernel_size", "padding", "activation", "precision"}
 
@@ -911,6 +971,13 @@ def _recommend(raw) -> RecommendConfig:
                            options={m: table[m] for m in methods & set(table)})
 
 
+def _benchmark(raw) -> BenchmarkConfig:
+    table = _table(raw, "benchmark", {"enabled", "methods", "history", "strength"})
+    if not table.get("enabled", bool(table)):
+        return BenchmarkConfig()
+    return BenchmarkConfig(enabled=True, **{k: table[k] for k in table if k != "enabled"})
+
+
 def _flows(raw, folder=None) -> tuple:
     """(base, targets) of ``raw``, their names unique (relative ``path`` s against ``folder``)."""
     if "base" not in raw:
@@ -965,7 +1032,7 @@ def parse_config(raw: dict, folder=None) -> ExperimentConfig:
         training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
         sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
-        recommend=_recommend(raw), data=_data(raw),
+        recommend=_recommend(raw), benchmark=_benchmark(raw), data=_data(raw),
         source=_resolved_source(raw, base, targets),
     )
     _check_data_sizes(config)

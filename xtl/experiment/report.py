@@ -7,7 +7,6 @@ report never touches pyplot or switches the matplotlib backend (of a notebook, s
 """
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -16,10 +15,14 @@ import xarray as xr
 
 from ..data.files import atomic_path, write_text_atomically
 from ..data.netcdf import load_dataset
+from ..explain.kernels import filter_census
 from ..explain.recommend import compare_recommendation, recommended_layers
 from ..nn.spec import Variables
+from .document import Box, Figure, Paragraph, Section, Table, anchor, render_html, render_markdown
+from .findings import MIN_SEEDS, format_mean_sem, format_value
 
-__all__ = ["write_report", "REPORT_FIGURES", "OPTIONAL_FIGURES"]
+__all__ = ["write_report", "write_summary", "REPORT_FIGURES", "OPTIONAL_FIGURES", "REPORT_FORMATS",
+           "GLOSSARY"]
 
 #: Figure kinds every report contains (per target where it says so).
 REPORT_FIGURES = (
@@ -35,8 +38,9 @@ REPORT_FIGURES = (
     "aposteriori-pdf",
     "aposteriori-series",
 )
-#: Figure kinds of optional stages: ``budget`` with a ``[budget]`` section.
-OPTIONAL_FIGURES = ("budget",)
+#: Figure kinds of optional results: ``budget`` with a ``[budget]`` section,
+#: ``recommend-benchmark`` with ``results/recommend-benchmark.nc``.
+OPTIONAL_FIGURES = ("budget", "recommend-benchmark")
 
 
 def _figure(figsize):
@@ -99,39 +103,62 @@ def _fig_variable_spectra(curves: dict, dim: str, title: str, path: Path, n_les:
     return _save(fig, path)
 
 
+def _cc_panel(ax, sweep, recommended, color) -> None:
+    """One target's mean CC ± s.e. per layer (filled: best set), its BNN and baselines
+    (lines) and the recommended layers (stars), on its own scale."""
+    layers = sweep.layer.values
+    ax.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="o-", color=color,
+                capsize=3, mfc="white", label="TLNN")
+    best = sweep.best_set.values.astype(bool)
+    ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color, zorder=3)
+    ax.axhline(float(sweep.base_cc), color="k", ls="--", lw=1)
+    for layer in recommended:
+        ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
+                markeredgecolor="k", zorder=4)
+    ax.set_xticks(list(layers))
+    ax.set_xlabel("re-trained layer")
+    sem = np.nan_to_num(sweep.cc_sem.values.astype(float))
+    low = min(float(np.min(sweep.cc_mean.values - sem)), float(sweep.base_cc))
+    high = max(float(np.max(sweep.cc_mean.values + sem)), float(sweep.base_cc))
+    pad = 0.08 * (high - low) or 0.01
+    ax.set_ylim(low - pad, high + pad)  # the layers and the BNN, not a far baseline
+    for b, style in (("scratch", ":"), ("full_target", "-.")):
+        if "baseline" in sweep.dims and b in sweep.baseline.values:
+            level = float(sweep.baseline_cc_mean.sel(baseline=b))
+            ax.axhline(level, color="k", ls=style, lw=1)
+            if not low - pad <= level <= high + pad:
+                ax.annotate(f"{b.replace('_', ' ')}: {level:.3g} "
+                            f"{'below' if level < low else 'above'}", (0.02, 0.03 if level < low
+                                                                        else 0.93),
+                            xycoords="axes fraction", fontsize=7, color="0.3")
+
+
 def _fig_cc_per_layer(sweeps: dict, recs: dict, folder: Path, symbol: str = "Π") -> str:
     """Mean CC ± s.e. over seeds of each single-layer TLNN, with the BNN and the baselines
-    (``symbol``: the network's output)."""
+    (``symbol``: the network's output): one panel per target, each on its own scale so
+    that a large gain on one target does not flatten the others."""
     from matplotlib.lines import Line2D
 
-    fig = _figure((7.5, 4.2))
-    ax = fig.add_subplot()
-    for i, (target, sweep) in enumerate(sweeps.items()):
-        color = f"C{i}"
-        layers = sweep.layer.values
-        ax.errorbar(layers, sweep.cc_mean, yerr=sweep.cc_sem, fmt="o-", color=color,
-                    capsize=3, mfc="white", label=f"TLNN on {target}")
-        best = sweep.best_set.values.astype(bool)
-        ax.plot(layers[best], sweep.cc_mean.values[best], "o", color=color, zorder=3)
-        ax.axhline(float(sweep.base_cc), color=color, ls="--", lw=1)
-        for b, style in (("scratch", ":"), ("full_target", "-.")):
-            if "baseline" in sweep.dims and b in sweep.baseline.values:
-                ax.axhline(float(sweep.baseline_cc_mean.sel(baseline=b)), color=color, ls=style,
-                           lw=1)
-        for layer in recommended_layers(recs[target]):
-            ax.plot([layer], [float(sweep.cc_mean.sel(layer=layer))], "*", ms=15, color=color,
-                    markeredgecolor="k", zorder=4)
-    handles = [Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
-               (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
+    n = len(sweeps)
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig = _figure((3.6 * ncols + 2.2, 3.2 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, (ax, (target, sweep)) in enumerate(zip(axes.ravel(), sweeps.items())):
+        _cc_panel(ax, sweep, recommended_layers(recs[target]), f"C{i}")
+        ax.set_title(target, fontsize=10)
+        if i % ncols == 0:
+            ax.set_ylabel(f"CC of {symbol} on held-out target data")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], marker="o", mfc="white", color="k", label="TLNN, mean ± s.e."),
+               Line2D([], [], marker="o", ls="", color="k", label="best set")]
+    handles += [Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in
+                (("--", "BNN"), (":", "from scratch (small set)"), ("-.", "full target set"))]
     handles.append(Line2D([], [], marker="*", ms=12, color="w", markeredgecolor="k",
                           label="recommended"))
-    leg1 = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax.add_artist(leg1)
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8)
-    ax.set_xlabel("re-trained layer")
-    ax.set_ylabel(f"CC of {symbol} on held-out target data")
-    ax.set_xticks(list(next(iter(sweeps.values())).layer.values))
-    ax.set_title("single-layer transfer learning: mean ± s.e. over seeds (filled: best set)")
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("single-layer transfer learning, one scale per target")
     return _save(fig, folder / "cc-per-layer.png")
 
 
@@ -392,7 +419,8 @@ _SENTENCES = {
                     "from the base where these curves separate.",
     "cc-per-layer": "Correlation coefficient of Π predicted on held-out target data, mean ± "
                     "standard error over seeds (each seed another re-training subset and "
-                    "shuffle): each layer re-trained alone (filled dots: the best set, not "
+                    "shuffle), one panel per target on its own scale (a baseline beyond it is "
+                    "named at the panel's edge): each layer re-trained alone (filled dots: the best set, not "
                     "significantly worse than the best layer), the base network (dashed), a "
                     "network trained from scratch on the same small set (dotted) and one "
                     "trained on the whole target pool (dash-dotted); the star marks the layer "
@@ -412,6 +440,8 @@ _SENTENCES = {
     "recommenders": "Every recommender's score per layer (bars, computed before any "
                     "re-training, scaled to [0, 1]) against the mean CC each single-layer "
                     "re-training achieved (line, ± standard error).",
+    "benchmark": "Mean regret of each recommender and constant guess over the benchmark's "
+                 "cases (± standard error over the cases); hatched: the constant guesses.",
     "budget": "Mean CC ± standard error per re-trained layer at each re-training set size; the "
               "square marks the best layer at that size.",
     "aposteriori": "Energy and enstrophy spectra of LES run with each closure from several "
@@ -441,90 +471,226 @@ def _captions(variables) -> dict:
     return out
 
 
-def write_report(experiment) -> Path:
-    """Draw every figure and write ``report.html`` into ``experiment.out``; returns its path."""
-    from ..explain.kernels import filter_census
+#: Formats :func:`write_report` writes: the file name of each.
+REPORT_FORMATS = {"html": "report.html", "md": "report.md"}
 
-    paths = experiment.paths
-    folder = paths.figures
-    folder.mkdir(exist_ok=True)
-    cfg = experiment.config
+
+def _load_results(experiment) -> dict:
+    """Every result file the report reads, loaded (a posteriori and benchmark when there)."""
+    paths, cfg = experiment.paths, experiment.config
     targets = [t.name for t in cfg.targets]
     sweeps = {t: load_dataset(paths.sweep(t)) for t in targets}
     recs = {t: {m: experiment.recommendation(t, m) for m in cfg.recommend.methods}
             for t in targets}  # the main budget's
-    default = {t: recs[t][cfg.recommend.default] for t in targets}
-    explains = {t: load_dataset(paths.explain(t)) for t in targets}
-    posts = {t: load_dataset(paths.aposteriori(t)) for t in targets
-             if paths.aposteriori(t).exists()}
-    base_model = experiment.load_model("base")
-    base = base_model.to_dataset()
-    n_les = base_model.n_les  # the LES grid it was trained on
+    bench = paths.benchmark
+    return {
+        "targets": targets, "sweeps": sweeps, "recs": recs,
+        "comparisons": {t: compare_recommendation(recs[t][cfg.recommend.default], sweeps[t])
+                        for t in targets if sweeps[t].sizes["layer"] >= 2},
+        "explains": {t: load_dataset(paths.explain(t)) for t in targets},
+        "posts": {t: load_dataset(paths.aposteriori(t)) for t in targets
+                  if paths.aposteriori(t).exists()},
+        "flows": load_dataset(paths.flows),
+        "benchmark": load_dataset(bench) if bench.exists() else None,
+    }
 
+
+def write_summary(summary: xr.Dataset, findings: list, paths) -> tuple:
+    """Write ``results/summary.nc`` and ``results/summary.json`` (the same numbers and the
+    findings' sentences); returns both paths."""
+    from ..data.netcdf import write_dataset
+    from .findings import summary_record
+
+    nc, js = paths.result("summary"), paths.result("summary").with_suffix(".json")
+    write_dataset(summary, nc, overwrite=True)
+    write_text_atomically(js, json.dumps(summary_record(summary, findings), indent=1))
+    return nc, js
+
+
+def write_report(experiment, format: str = "html") -> Path:
+    """Draw every figure, write ``results/summary.nc`` and ``results/summary.json``, and the
+    report (``report.html``, or ``report.md`` with ``format="md"``) into
+    ``experiment.out``; returns the report's path.
+
+    Raises
+    ------
+    ValueError
+        ``format`` not one of :data:`REPORT_FORMATS`.
+    """
+    from .findings import key_findings, report_summary
+
+    if format not in REPORT_FORMATS:
+        raise ValueError(f"format must be one of {sorted(REPORT_FORMATS)}; got {format!r}")
+    results = _load_results(experiment)
+    summary = report_summary(results["flows"], results["sweeps"], results["explains"],
+                             results["posts"], results["comparisons"], results["benchmark"])
+    findings = key_findings(summary)
+    write_summary(summary, findings, experiment.paths)
+    blocks = _document(experiment, results, summary, findings)
+    title = f"xtl report: {experiment.config.name}"
+    text = (render_markdown if format == "md" else render_html)(title, blocks)
+    return write_text_atomically(experiment.paths.root / REPORT_FORMATS[format], text)
+
+
+def _document(experiment, results, summary, findings) -> list:
+    """The report's blocks, findings first."""
+    cfg = experiment.config
+    base_model = experiment.load_model("base")
     captions = _captions(base_model.variables)
     symbol = "Π" if base_model.variables == Variables() else ", ".join(base_model.variables.outputs)
-    sections = [("Flows", [(_fig_flow_spectra(explains, folder, n_les),
-                            captions["flow-spectra"])]),
-                ("Transfer learning per layer",
-                 [(_fig_cc_per_layer(sweeps, default, folder, symbol), captions["cc-per-layer"])]),
-                ("The base network's filters",
-                 [(_fig_census(filter_census(base, pad_to=n_les), folder),
-                   captions["filter-census"])])]
-    for t in targets:
-        figures = [
-            (_fig_pi_spectra(t, explains[t], folder, n_les), captions["pi-spectra"]),
-            (_fig_kernel_changes(t, explains[t], folder), captions["kernel-changes"]),
-            (_fig_spectral_change(t, explains[t], folder), captions["spectral-change"]),
-            (_fig_recommenders(t, recs[t], sweeps[t], folder), captions["recommenders"]),
-        ]
-        if "spectral" in recs[t]:
-            figures.append((_fig_activation_spectra(t, recs[t]["spectral"], folder),
-                            captions["activation-spectra"]))
-        if t in posts:
-            figures += [(_fig_aposteriori(t, posts[t], folder), captions["aposteriori"]),
-                        (_fig_aposteriori_pdf(t, posts[t], folder),
-                         captions["aposteriori-pdf"]),
-                        (_fig_aposteriori_series(t, posts[t], folder),
-                         captions["aposteriori-series"])]
-        sections.append((f"Target: {t}", figures))
-    tables = [_summary_table(experiment.summary()),
-              _recommender_table(experiment, sweeps)]
-    if posts:
-        tables.append(_aposteriori_table(posts))
+    folder = experiment.paths.figures
+    folder.mkdir(exist_ok=True)
+    blocks = [Paragraph(
+        f"Base flow **{cfg.base.name}**; targets "
+        f"{', '.join('**' + t.name + '**' for t in cfg.targets)}. A CNN closure trained on "
+        "the base flow (BNN) is re-trained one layer at a time on a small target data set "
+        "(TLNN) under several seeds; recommenders choose a layer before any re-training. "
+        "All quantities are nondimensional (model units); the [glossary](#glossary) defines "
+        "every measure.")]
+    blocks += _finding_boxes(findings)
+    blocks += _grid_section(experiment.summary()["base"], summary, results["sweeps"])
+    blocks += [Section("Transfer learning per layer", "transfer"),
+               _figure_block(_fig_cc_per_layer(results["sweeps"], {
+                   t: r[cfg.recommend.default] for t, r in results["recs"].items()}, folder,
+                   symbol), captions["cc-per-layer"])]
+    blocks += _flows_section(results, folder, base_model.n_les, captions)
+    blocks += _recommender_section(experiment, results["sweeps"], results["comparisons"])
+    if results["benchmark"] is not None:
+        blocks += _benchmark_section(results["benchmark"], folder)
+    if results["posts"]:
+        blocks += _aposteriori_table(results["posts"])
+    census = filter_census(base_model.to_dataset(), pad_to=base_model.n_les)
+    blocks += [Section("The base network's filters", "filters"),
+               _figure_block(_fig_census(census, folder), captions["filter-census"])]
+    for t in results["targets"]:
+        blocks += _target_section(t, results, folder, base_model.n_les, captions)
     if cfg.budget.enabled:
-        t = cfg.budget.target
-        budget = load_dataset(paths.budget(t))
-        sections.append((f"Re-training budget: {t}", [(_fig_budget(t, budget, folder, symbol),
-                                                        captions["budget"])]))
-        tables.append(_budget_table(experiment, t, budget))
-    return write_text_atomically(paths.report, _html(experiment, sections, "".join(tables)))
+        blocks += _budget_section(experiment, folder, captions, symbol)
+    return blocks + _glossary() + _metadata(experiment) + _config_section(cfg)
 
 
-def _pm(mean, sem) -> str:
-    return f"{mean:.3f}" if not np.isfinite(sem) else f"{mean:.3f} ± {sem:.3f}"
+def _figure_block(name: str, caption: str) -> Figure:
+    return Figure(f"figures/{name}", caption)
 
 
-def _summary_table(summary) -> str:
-    """Per target: flows in decades, CC of BNN, every layer, baselines; best set; epochs."""
-    base = summary["base"]
-    curve = ", ".join(f"{n} samples: {c:.3f}" for n, c in base["learning_curve"].items())
-    head = (f"<p>The base network's CC on held-out base data ({base['n_test']} samples, the "
-            f"latest times): <b>{base['cc']:.3f}</b>. Trained on subsets of the base training "
-            f"set: {curve}.</p>")
-    rows = []
-    for t, s in summary["targets"].items():
-        decades = ", ".join(f"{v} {d:.2f}" for v, d in s["decades"].items())
-        layers = "<br>".join(f"L{k}: {_pm(*v)} ({s['epochs'][k]:.0f} ep.)"
-                             for k, v in s["cc_tlnn"].items())
-        baselines = "<br>".join(f"{b}: {_pm(*v)}" for b, v in s["baselines"].items()) or "—"
-        rows.append(f"<tr><td>{html.escape(t)}</td><td>{decades}</td><td>{s['cc_bnn']:.3f}</td>"
-                    f"<td>{layers}</td><td>{baselines}</td><td>{s['best_set']}</td></tr>")
-    return ("<h2>Summary</h2>" + head + "<p>CC on held-out target data, mean ± standard error over seeds "
-            "(epochs: mean epochs each re-training ran before early stopping). The best set "
-            "holds the layers not significantly worse than the best by a one-sided paired "
-            "t-test across seeds (α = 0.05).</p><table><tr><th>target</th><th>flows differ "
-            "(largest |log10 S_t/S_b|, decades)</th><th>CC BNN</th><th>CC TLNN per layer</th>"
-            "<th>baselines</th><th>best set</th></tr>" + "".join(rows) + "</table>")
+def _finding_boxes(findings) -> list:
+    """The key findings, one box per target (then one for the whole experiment); each
+    sentence links to its section."""
+    targets = list(dict.fromkeys(f.target for f in findings))
+    return [Box(f"Key findings: {t}" if t else "Key findings: all targets",
+                tuple(f"{f.text} [→](#{f.section})" for f in findings if f.target == t))
+            for t in targets]
+
+
+def _flows_section(results, folder, n_les, captions) -> list:
+    """The flows' spectra and, per target and variable, how much they differ."""
+    flows = results["flows"]
+    variables = [str(v) for v in flows.variable.values]
+    rows = tuple((str(t), *(format_value(float(flows.max_decades.sel(target=t, variable=v)))
+                            for v in variables)) for t in results["targets"])
+    return [Section("Flows", "flows"),
+            Paragraph("How much each target differs from the base: the largest |log10 "
+                      "S_target(k)/S_base(k)| over the resolved shells, in decades, per "
+                      "input or output variable."),
+            Table(("target", *variables), rows),
+            _figure_block(_fig_flow_spectra(results["explains"], folder, n_les),
+                          captions["flow-spectra"])]
+
+
+def _target_section(t, results, folder, n_les, captions) -> list:
+    """A target's figures: Π spectra, kernel changes, spectral change, recommenders,
+    activation spectra and the a posteriori figures."""
+    explain, recs, sweep = results["explains"][t], results["recs"][t], results["sweeps"][t]
+    figures = [(_fig_pi_spectra(t, explain, folder, n_les), captions["pi-spectra"]),
+               (_fig_kernel_changes(t, explain, folder), captions["kernel-changes"]),
+               (_fig_spectral_change(t, explain, folder), captions["spectral-change"]),
+               (_fig_recommenders(t, recs, sweep, folder), captions["recommenders"])]
+    if "spectral" in recs:
+        figures.append((_fig_activation_spectra(t, recs["spectral"], folder),
+                        captions["activation-spectra"]))
+    post = results["posts"].get(t)
+    if post is not None:
+        figures += [(_fig_aposteriori(t, post, folder), captions["aposteriori"]),
+                    (_fig_aposteriori_pdf(t, post, folder), captions["aposteriori-pdf"]),
+                    (_fig_aposteriori_series(t, post, folder), captions["aposteriori-series"])]
+    return [Section(f"Target: {t}", anchor(f"target {t}"))] + [
+        _figure_block(name, caption) for name, caption in figures]
+
+
+def _budget_section(experiment, folder, captions, symbol) -> list:
+    t = experiment.config.budget.target
+    budget = load_dataset(experiment.paths.budget(t))
+    return [Section(f"Re-training budget: {t}", "budget"),
+            _figure_block(_fig_budget(t, budget, folder, symbol), captions["budget"]),
+            *_budget_table(experiment, t, budget)]
+
+
+def _base_paragraph(base: dict) -> Paragraph:
+    """The base network's CC on held-out base data; its learning curve when there is one."""
+    text = (f"The base network's CC on held-out base data ({base['n_test']} samples, the "
+            f"latest times): **{format_value(base['cc'], 3)}**.")
+    curve = base["learning_curve"]
+    if len(curve) > 1:
+        text += " Trained on subsets of the base training set: " + ", ".join(
+            f"{n} samples: {format_value(c, 3)}" for n, c in curve.items()) + "."
+    return Paragraph(text)
+
+
+def _grid_section(base: dict, summary: xr.Dataset, sweeps: dict) -> list:
+    """The layer × target grid of mean CC ± s.e. (best set highlighted, best in bold), the
+    BNN and baselines under it, and a warning per target with too few seeds."""
+    targets = summary.target.values.tolist()
+    rows, highlight = [], set()
+    for i, layer in enumerate(summary.layer.values.tolist()):
+        row = [f"layer {layer}"]
+        for j, t in enumerate(targets):
+            one = summary.sel(target=t, layer=layer)
+            cell = format_mean_sem(float(one.cc_mean), float(one.cc_sem))
+            if int(summary.best_layer.sel(target=t)) == layer:
+                cell = f"**{cell}**"
+            if bool(one.in_best_set):
+                highlight.add((i, j + 1))
+                cell += " ✓"
+            row.append(cell)
+        rows.append(tuple(row))
+    rows.append(("BNN (no re-training)",
+                 *(format_value(float(summary.cc_bnn.sel(target=t)), 3) for t in targets)))
+    for b in sorted({str(b) for s in sweeps.values() if "baseline" in s.dims
+                     for b in s.baseline.values}):
+        rows.append((b, *(format_mean_sem(float(s.baseline_cc_mean.sel(baseline=b)),
+                                          float(s.baseline_cc_sem.sel(baseline=b)))
+                          if "baseline" in s.dims and b in s.baseline.values else "—"
+                          for s in (sweeps[t] for t in targets))))
+    blocks = [Section("CC per layer and target", "cc-grid"), _base_paragraph(base),
+              Paragraph("CC on held-out target data, mean ± standard error over seeds (two "
+                        "significant figures of the s.e.). Bold: the best layer; ✓ and "
+                        "highlighted: the best set, the layers not significantly worse than "
+                        "the best by a one-sided paired t-test across seeds (α = 0.05)."),
+              Table(("", *targets), tuple(rows), frozenset(highlight))]
+    for t in targets:
+        if bool(summary.low_power.sel(target=t)):
+            n = int(summary.n_seeds.sel(target=t))
+            blocks.append(Paragraph(
+                f"{t}: only {n} seeds. The best set comes from a paired t-test with {n - 1} "
+                f"degree{'s' if n != 2 else ''} of freedom and each ± from {n} values; run at least "
+                f"{summary.attrs['min_seeds']} seeds ([sweep] seeds) before citing them.",
+                warning=True))
+    return blocks
+
+
+def _best(values, lower: bool = True) -> set:
+    """Indices of the best finite values (every one tied with it)."""
+    values = np.asarray(values, float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return set()
+    best = np.nanmin(values) if lower else np.nanmax(values)
+    return {int(i) for i in np.flatnonzero(finite & (values == best))}
+
+
+def _bold_best(cells: list, values, lower: bool = True) -> list:
+    best = _best(values, lower)
+    return [f"**{c}**" if i in best else c for i, c in enumerate(cells)]
 
 
 #: Columns of the a posteriori table: (metric of :func:`xtl.les_metrics`, heading).
@@ -539,123 +705,284 @@ _APOSTERIORI_COLUMNS = (
 )
 
 
-def _aposteriori_table(posts: dict) -> str:
-    """Every a posteriori metric per target and closure: mean ± s.d. over the stable runs."""
-    from .aposteriori import aposteriori_summary
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in _APOSTERIORI_COLUMNS)
-    rows, lengths = [], []
-    for target, post in posts.items():
-        if "turnovers" in post.attrs:
-            lengths.append(f"{html.escape(target)} {float(post.attrs['t_end']):g} time units = "
-                           f"{float(post.attrs['turnovers']):.0f} large-eddy turnover times")
-        summary = aposteriori_summary(post)
-        fdns = {m: float(post[m.replace("_les", "_fdns")]) if m.endswith("_les") and
-                m.replace("_les", "_fdns") in post else None for m, _ in _APOSTERIORI_COLUMNS}
-        cells = "".join(f"<td>{'—' if v is None else f'{v:.3g}'}</td>" for v in fdns.values())
-        rows.append(f"<tr><td>{html.escape(target)}</td><td>filtered DNS</td><td>—</td>"
-                    f"{cells}</tr>")
-        for closure in post.closure.values:
-            one = summary.sel(closure=closure)
-            n_stable, n_runs = int(one.n_stable), int(one.n_runs)
-            stable = f"{n_stable}/{n_runs}"
-            if n_stable < n_runs:
-                stable += f" (first blow-up t = {float(one.first_blowup):.3g})"
-            cells = "".join(
-                f"<td>{_mean_sd(one, m)}</td>" for m, _ in _APOSTERIORI_COLUMNS)
-            rows.append(f"<tr><td>{html.escape(target)}</td><td>{html.escape(str(closure))}"
-                        f"</td><td>{stable}</td>{cells}</tr>")
-    length = f" Each run lasts: {'; '.join(lengths)}." if lengths else ""
-    return ("<h2>A posteriori LES</h2><p>Each closure run from several held-out filtered "
-            f"DNS states.{length} The table gives how many runs stayed stable, and every "
-            "metric as mean ± standard "
-            "deviation over the stable runs (over all runs, up to their blow-ups, for a "
-            "closure none of whose runs was stable). The filtered DNS row gives the reference "
-            "values. Energy transfer: the mean of ψ̄Π, the energy the closure takes from the "
-            "resolved scales; backscatter share: the part of |ψ̄Π| where it gives energy "
-            "back.</p><table><tr><th>target</th><th>closure</th><th>stable runs</th>"
-            + head + "</tr>" + "".join(rows) + "</table>")
-
-
 def _mean_sd(summary: xr.Dataset, metric: str) -> str:
     if f"{metric}_mean" not in summary:
         return "—"
-    mean, sd = float(summary[f"{metric}_mean"]), float(summary[f"{metric}_std"])
-    if not np.isfinite(mean):
-        return "—"
-    return f"{mean:.3g}" if not np.isfinite(sd) else f"{mean:.3g} ± {sd:.2g}"
+    return format_mean_sem(float(summary[f"{metric}_mean"]), float(summary[f"{metric}_std"]))
 
 
-def _recommender_rows(experiment, target, sweep, n=None) -> list:
-    rows = []
-    for method in experiment.config.recommend.methods:
-        rec = experiment.recommendation(target, method, n)
-        cmp = compare_recommendation(rec, sweep)
-        rows.append((method, int(cmp.attrs["recommended"]), bool(cmp.hit),
-                     int(cmp.recommended_rank), float(cmp.spearman), float(cmp.cost_ratio)))
+def _aposteriori_cell_values(post, summary, metric) -> np.ndarray:
+    """What 'best' means in a column: the error itself, or the distance to the filtered DNS;
+    closures none of whose runs stayed stable are never best."""
+    if f"{metric}_mean" not in summary:
+        return np.full(summary.sizes["closure"], np.nan)
+    values = summary[f"{metric}_mean"].where(summary.n_stable > 0).values.astype(float)
+    reference = metric.replace("_les", "_fdns")
+    if metric.endswith("_les") and reference in post:
+        values = np.abs(values - float(post[reference]))
+    return values
+
+
+def _aposteriori_rows(target, post) -> list:
+    """The filtered DNS's row and one per closure, the best per column in bold."""
+    from .aposteriori import aposteriori_summary
+
+    summary = aposteriori_summary(post)
+    fdns = [format_value(float(post[m.replace("_les", "_fdns")]), 3)
+            if m.endswith("_les") and m.replace("_les", "_fdns") in post else "—"
+            for m, _ in _APOSTERIORI_COLUMNS]
+    columns = []
+    for metric, _ in _APOSTERIORI_COLUMNS:
+        cells = [_mean_sd(summary.sel(closure=c), metric) for c in post.closure.values]
+        columns.append(_bold_best(cells, _aposteriori_cell_values(post, summary, metric)))
+    rows = [(target, "filtered DNS", "—", *fdns)]
+    for i, closure in enumerate(post.closure.values):
+        one = summary.sel(closure=closure)
+        stable = f"{int(one.n_stable)}/{int(one.n_runs)}"
+        if int(one.n_stable) < int(one.n_runs):
+            stable += f" (first blow-up t = {float(one.first_blowup):.3g})"
+        rows.append((target, str(closure), stable, *(col[i] for col in columns)))
     return rows
 
 
-def _rows_html(label, rows) -> str:
-    return "".join(
-        f"<tr><td>{label}</td><td>{html.escape(m)}</td><td>{r}</td>"
-        f"<td>{'yes' if h else 'no'}</td><td>{k}</td><td>{rho:.2f}</td>"
-        f"<td>{100 * c:.1f}%</td></tr>" for m, r, h, k, rho, c in rows)
+def _aposteriori_table(posts: dict) -> list:
+    """Every a posteriori metric per target and closure: mean ± s.d. over the stable runs."""
+    rows, lengths = [], []
+    for target, post in posts.items():
+        if "turnovers" in post.attrs:
+            lengths.append(f"{target} {float(post.attrs['t_end']):g} time units = "
+                           f"{float(post.attrs['turnovers']):.0f} large-eddy turnover times")
+        rows += _aposteriori_rows(target, post)
+    length = f" Each run lasts: {'; '.join(lengths)}." if lengths else ""
+    return [Section("A posteriori LES", "aposteriori"), Paragraph(
+        f"Each closure run from several held-out filtered DNS states.{length} The table gives "
+        "how many runs stayed stable, and every metric as mean ± standard deviation over the "
+        "stable runs (over all runs, up to their blow-ups, for a closure none of whose runs "
+        "was stable). The filtered DNS row gives the reference values. Bold: the best stable "
+        "closure per target (the smallest error, or the closest to the filtered DNS). Energy "
+        "transfer: the mean of ψ̄Π, the energy the closure takes from the resolved scales; "
+        "backscatter share: the part of |ψ̄Π| where it gives energy back."),
+        Table(("target", "closure", "stable runs", *(h for _, h in _APOSTERIORI_COLUMNS)),
+              tuple(rows))]
 
 
-_RECOMMENDER_HEAD = ("<table><tr><th>target / budget</th><th>method</th><th>recommended</th>"
-                     "<th>in best set</th><th>rank by mean CC</th><th>Spearman(score, CC)</th>"
-                     "<th>cost / sweep</th></tr>")
+def _recommender_rows(experiment, target, sweep, n=None) -> list:
+    """Per method: the comparison with the sweep's cells (best rank, regret, ρ in bold)."""
+    records = []
+    for method in experiment.config.recommend.methods:
+        cmp = compare_recommendation(experiment.recommendation(target, method, n), sweep)
+        records.append((method, int(cmp.attrs["recommended"]), bool(cmp.hit),
+                        int(cmp.recommended_rank), float(cmp.spearman),
+                        float(cmp["regret"]) if "regret" in cmp else float("nan"),
+                        float(cmp.cost_ratio)))
+    columns = [
+        [str(r[1]) for r in records], ["yes" if r[2] else "no" for r in records],
+        _bold_best([str(r[3]) for r in records], [r[3] for r in records]),
+        _bold_best([format_value(r[4]) for r in records], [r[4] for r in records], lower=False),
+        _bold_best([format_value(r[5]) for r in records], [r[5] for r in records]),
+        [f"{format_value(100 * r[6])}%" for r in records]]
+    return [(r[0], *(col[i] for col in columns)) for i, r in enumerate(records)]
 
 
-def _recommender_table(experiment, sweeps) -> str:
+_RECOMMENDER_HEAD = ("target / budget", "method", "recommended", "in best set",
+                     "rank by mean CC", "Spearman(score, CC)", "regret", "cost / sweep")
+
+
+def _recommender_section(experiment, sweeps, comparisons) -> list:
     """Every recommender against every target's sweep, and the default's hit rate."""
-    body, hits = [], []
+    rows = []
     default = experiment.config.recommend.default
     for t, sweep in sweeps.items():
-        rows = _recommender_rows(experiment, t, sweep)
-        hits += [h for m, _, h, *_ in rows if m == default]
-        body.append(_rows_html(html.escape(t), rows))
-    return (f"<h2>Recommenders against the sweeps</h2><p>The default method "
-            f"(<b>{html.escape(default)}</b>) recommended a layer in the best set on "
-            f"<b>{sum(hits)} of {len(hits)}</b> targets.</p>" + _RECOMMENDER_HEAD
-            + "".join(body) + "</table>")
+        rows += [(t, *r) for r in _recommender_rows(experiment, t, sweep)]
+    hits = [bool(c.hit) for c in comparisons.values()]
+    few = [f"{t} ({int(s.sizes.get('seed', 1))})" for t, s in sweeps.items()
+           if int(s.sizes.get("seed", 1)) < MIN_SEEDS]
+    warning = [Paragraph(f"The best sets behind 'in best set' rest on fewer than {MIN_SEEDS} "
+                         f"seeds on {', '.join(few)}: tentative.", warning=True)] if few else []
+    return [Section("Recommenders against the sweeps", "recommenders"), Paragraph(
+        f"The default method (**{default}**) recommended a layer in the best set on "
+        f"**{sum(hits)} of {len(hits)}** targets. Bold: the best per target (rank, "
+        "Spearman, regret)."), *warning, Table(_RECOMMENDER_HEAD, tuple(rows))]
 
 
-def _budget_table(experiment, target, budget) -> str:
-    body = []
+def _budget_table(experiment, target, budget) -> list:
+    rows = []
     for n in budget.budget.values:
         one = budget.sel(budget=n)
-        label = f"{html.escape(target)} / {int(n)} samples (best layer {int(one.best_layer)})"
-        body.append(_rows_html(label, _recommender_rows(experiment, target, one, int(n) if int(
-            n) != int(experiment.sweep_size(target)) else None)))
-    return "<h2>Recommenders at every budget</h2>" + _RECOMMENDER_HEAD + "".join(body) + \
-        "</table>"
+        label = f"{target} / {int(n)} samples (best layer {int(one.best_layer)})"
+        main = int(n) == int(experiment.sweep_size(target))
+        rows += [(label, *r) for r in _recommender_rows(experiment, target, one,
+                                                         None if main else int(n))]
+    return [Section("Recommenders at every budget", "budget-recommenders", level=3),
+            Table(_RECOMMENDER_HEAD, tuple(rows))]
 
 
-def _html(experiment, sections, tables) -> str:
-    cfg = experiment.config
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>xtl report: {html.escape(cfg.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:960px;margin:auto;padding:1em}"
-        "img{max-width:100%}figure{margin:1.5em 0}figcaption{color:#333}"
-        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px 8px}</style>",
-        "</head><body>",
-        f"<h1>xtl report: {html.escape(cfg.name)}</h1>",
-        f"<p>Base flow <b>{html.escape(cfg.base.name)}</b>; targets "
-        f"{', '.join('<b>' + html.escape(t.name) + '</b>' for t in cfg.targets)}. "
-        "A CNN closure trained on the base flow (BNN) is re-trained one layer at a time on a "
-        "small target data set (TLNN) under several seeds; recommenders choose a layer before "
-        "any re-training.</p>",
-        tables,
-    ]
-    for title, figures in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        for name, sentence in figures:
-            parts.append(f"<figure><img src='figures/{html.escape(name)}' alt='{html.escape(name)}'>"
-                         f"<figcaption>{html.escape(sentence)}</figcaption></figure>")
-    parts.append("<h2>Configuration</h2><pre>"
-                 + html.escape(json.dumps(cfg.to_dict(), indent=1)) + "</pre>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def _benchmark_cell(one: xr.Dataset) -> str:
+    tau = float(one.tau)
+    if int(one.layer) < 0:
+        return "— (not run)"
+    return (f"layer {int(one.layer)}{' ✓' if bool(one.hit) else ''}, regret "
+            f"{format_value(float(one.regret))}"
+            + (f", τ {format_value(tau)}" if np.isfinite(tau) else "")
+            + f", cost {format_value(100 * float(one.cost))}%")
+
+
+def _benchmark_table(benchmark: xr.Dataset) -> Table:
+    """Cases × methods (constants after the methods): choice, regret, τ, cost; the lowest
+    regret per case in bold; the mean regret per method as the last row."""
+    methods = [str(m) for m in benchmark.method.values]
+    rows = []
+    for case in benchmark.case.values:
+        one = benchmark.sel(case=case)
+        cells = [_benchmark_cell(one.sel({"method": m})) for m in methods]
+        rows.append((str(case), str(int(one.n_seeds)), str(one.best_set.item()),
+                     *_bold_best(cells, one.regret.values)))
+    mean = benchmark.regret.mean("case").values
+    rows.append(("mean regret", "", "", *_bold_best([format_value(v) for v in mean], mean)))
+    head = [f"{m} ({k})" for m, k in zip(methods, benchmark.kind.values)]
+    return Table(("case", "seeds", "best set", *head), tuple(rows))
+
+
+def _fig_benchmark(benchmark: xr.Dataset, folder: Path) -> str:
+    """Mean regret per method over the benchmark's cases; constants hatched in grey."""
+    fig = _figure((7, 3.6))
+    ax = fig.add_subplot()
+    mean = benchmark.regret.mean("case")
+    sem = benchmark.regret.std("case", ddof=1) / np.sqrt(benchmark.sizes["case"]) \
+        if benchmark.sizes["case"] > 1 else xr.zeros_like(mean)
+    constant = (benchmark.kind == "constant").values
+    x = np.arange(mean.size)
+    ax.bar(x[~constant], mean.values[~constant], yerr=sem.values[~constant], capsize=3,
+           color="C0", label="recommender")
+    ax.bar(x[constant], mean.values[constant], yerr=sem.values[constant], capsize=3,
+           color="0.75", hatch="//", label="constant guess")
+    ax.set_xticks(x, [str(m) for m in benchmark.method.values], rotation=30, ha="right")
+    ax.set_ylabel("mean regret over cases (0 = best layer)")
+    ax.set_title(f"recommenders against constant guesses: {benchmark.sizes['case']} cases")
+    from .plotting import legend_outside
+
+    legend_outside(ax)
+    return _save(fig, folder / "recommend-benchmark.png")
+
+
+def _benchmark_warning(benchmark: xr.Dataset) -> list:
+    few = [f"{c} ({int(n)})" for c, n in zip(benchmark.case.values, benchmark.n_seeds.values)
+           if int(n) < MIN_SEEDS]
+    return [Paragraph(f"The best sets of {', '.join(few)} rest on fewer than {MIN_SEEDS} "
+                      "seeds: their hits and regrets are tentative.", warning=True)] if few else []
+
+
+def _benchmark_section(benchmark: xr.Dataset, folder: Path) -> list:
+    return [Section("Recommender benchmark", "benchmark"), Paragraph(
+        f"Every method and constant guess on every benchmark case (a target at a re-training "
+        f"set size): the layer chosen (✓ in the best set), its regret, Kendall's τ of the "
+        f"scores against the measured {benchmark.attrs.get('metric', 'cc')} (methods only) "
+        f"and its cost as a fraction of a 3-seed single-layer sweep. Bold: the lowest regret "
+        f"per case and the lowest mean. Default method: "
+        f"**{benchmark.attrs.get('default', '?')}**."),
+        *_benchmark_warning(benchmark), _benchmark_table(benchmark),
+        _figure_block(_fig_benchmark(benchmark, folder), _SENTENCES["benchmark"])]
+
+
+#: The glossary: (term, definition).
+GLOSSARY = (
+    ("CC", "Pearson correlation coefficient between the predicted and the true SGS term over "
+           "every grid point and sample of held-out target data (the latest times); 1 is a "
+           "perfect prediction, 0 none. Nondimensional."),
+    ("s.e.", "Standard error of a mean over seeds: the sample standard deviation over √n. "
+             "Given with two significant figures, the mean rounded to match."),
+    ("seed", "One re-training: its own random subset of the target pool, shuffle and "
+             "initialization."),
+    ("best set", "The layers whose mean CC is not significantly below the best layer's: a "
+                 "one-sided paired t-test across seeds (α = 0.05, no multiple-comparison "
+                 "correction); with n seeds it has n − 1 degrees of freedom, so fewer than 3 "
+                 "seeds make it tentative."),
+    ("regret", "(CC_best − CC_recommended) / (CC_best − CC_BNN), means over seeds: 0 when the "
+               "recommended layer is the best, 1 when it does no better than not re-training; "
+               "undefined when no layer beats the BNN."),
+    ("τ", "Kendall's rank correlation between a recommender's scores and the layers' measured "
+          "mean CC; +1 is the measured order."),
+    ("flows differ (decades)", "The largest |log10 S_target(k)/S_base(k)| over the resolved "
+                               "wavenumber shells of an input's (or the output's) power "
+                               "spectrum."),
+    ("r, p (spectral change)", "Pearson correlation, across wavenumber shells, of how much "
+                               "re-training changed the best layer's kernel spectra and how "
+                               "much the flows differ; p is its permutation p-value (shells "
+                               "shuffled). It holds when r > 0 and p < 0.05."),
+    ("energy spectrum error", "Root mean square over the resolved shells of log10 E_LES(k) − "
+                              "log10 E_FDNS(k), in decades."),
+    ("Hellinger distance", "Between the vorticity PDFs of the LES and the filtered DNS: H² = "
+                           "½ Σ (√p_i − √q_i)²; 0 for equal histograms, 1 for disjoint ones."),
+    ("tails", "The PDF error at 3–5σ: mean |log10 p_LES/p_FDNS| at ±3, ±4 and ±5 standard "
+              "deviations of the filtered DNS's vorticity, in decades."),
+)
+
+
+def _glossary() -> list:
+    return [Section("Glossary", "glossary"), Table(("term", "definition"), GLOSSARY)]
+
+
+def _machine() -> str:
+    """This machine: CPU cores and the GPUs TensorFlow sees (when it is loaded)."""
+    import os
+    import platform
+    import sys
+
+    gpus = 0
+    if "tensorflow" in sys.modules:
+        gpus = len(sys.modules["tensorflow"].config.list_physical_devices("GPU"))
+    return (f"{platform.node() or 'unknown host'}, {os.cpu_count()} CPU cores, "
+            + (f"{gpus} GPU(s)" if gpus else "no GPU"))
+
+
+def _stage_rows(paths) -> tuple:
+    """Per stage manifest: the stage, its wall time and when it finished (if recorded)."""
+    rows = []
+    for manifest in sorted(paths.root.joinpath("stages").glob("*.json")):
+        try:
+            record = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        seconds = record.get("seconds")
+        rows.append((manifest.stem, "—" if seconds is None else f"{float(seconds):.1f}",
+                     str(record.get("finished", "—"))))
+    return tuple(rows)
+
+
+def _metadata(experiment) -> list:
+    """xtl's version, the date, the machine and the wall time of every stage."""
+    import datetime
+
+    from .._version import __version__
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = _stage_rows(experiment.paths)
+    total = sum(float(r[1]) for r in rows if r[1] != "—")
+    return [Section("Run metadata", "metadata"), Table(("item", "value"), (
+        ("xtl version", __version__), ("report written", now),
+        ("machine (report)", _machine()), ("stages' wall time", f"{total:.0f} s"))),
+        Paragraph("Wall time per stage, as its manifest records it (a stage skipped as "
+                  "unchanged keeps the time of the run that made its outputs; the DNS "
+                  "ensembles of several flows run together before their data stages)."),
+        Table(("stage", "wall time (s)", "finished"), rows)]
+
+
+def _flatten(prefix: str, value) -> list:
+    """``(dotted key, value)`` rows of a nested config dict (lists of scalars joined)."""
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flatten(f"{prefix}.{k}"
+                                                                  if prefix else k, v)]
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return [row for i, v in enumerate(value) for row in _flatten(f"{prefix}[{i}]", v)]
+    if isinstance(value, list):
+        return [(prefix, ", ".join(str(v) for v in value))]
+    return [(prefix, str(value))]
+
+
+def _config_section(cfg) -> list:
+    """The configuration, every setting (defaults included), one row per key."""
+    rows = _flatten("", cfg.to_dict())
+    return [Section("Configuration", "configuration"),
+            Paragraph("Every setting of the run, defaults included (config.json in the "
+                      "output folder holds the tables as written)."),
+            Table(("setting", "value"), tuple(rows))]

@@ -31,7 +31,13 @@ artifacts changed, vanished or cannot be read runs again):
    closure and initial state (not for targets read from files: they have no case to run);
 8. ``budget-<target>`` (with ``[budget]``): the sweep and the recommenders at
    other re-training set sizes — :func:`xtl.budget_sweep`;
-9. ``report``: ``report.html`` with PNG figures beside it.
+9. ``benchmark-<target>`` (with ``[benchmark]``, after ``recommend-<target>``): the
+   recommenders the ``recommend-<target>`` stages do not run, at the main size and,
+   for the budget's target, at every budget; ``benchmark``, after the budget sweep:
+   every recommender and the constant guesses scored against the sweeps
+   (``results/recommend-benchmark.nc``) — :func:`xtl.explain.benchmark.benchmark_recommenders`;
+10. ``report``: ``report.html`` with PNG figures beside it, and ``results/summary.nc`` and
+    ``results/summary.json``: every number its key findings state.
 
 Sweeps run on the experiment's dask cluster (the one of the DNS ensembles), one
 task per layer and seed. The folder's layout is :class:`xtl.experiment.workspace.ExperimentPaths`,
@@ -339,7 +345,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
     inputs["flows"] = [f"@data-{f.name}" for f in config.flows]
     inputs["base-model"] = [f"@data-{config.base.name}", config.network,
                             config.table("training"), *variables]
-    transfer, recommend = config.table("transfer"), config.recommend.to_table()
+    transfer, recommend = config.table("transfer"), config.recommend.stage_table()
     for target in config.targets:
         t = target.name
         inputs[f"recommend-{t}"] = ["@base-model", f"@data-{t}", transfer, config.seeds,
@@ -353,6 +359,17 @@ def stage_inputs(config: ExperimentConfig) -> dict:
     if config.budget.enabled:
         t = config.budget.target
         inputs[f"budget-{t}"] = [f"@sweep-{t}", config.budget.to_table(), recommend]
+    if config.benchmark.enabled:
+        extra = config.recommend.stage_table(benchmark_methods(config))
+        budget = config.budget.to_table() if config.budget.enabled else {}
+        for target in config.targets:
+            t = target.name
+            inputs[f"benchmark-{t}"] = [
+                "@base-model", f"@data-{t}", transfer, config.seeds, extra,
+                *([budget] if config.budget.enabled and config.budget.target == t else [])]
+        done = [k for k in inputs if k.split("-")[0] in ("recommend", "sweep", "budget",
+                                                         "benchmark")]
+        inputs["benchmark"] = [*(f"@{k}" for k in done), config.benchmark.to_table()]
     return inputs
 
 
@@ -402,20 +419,23 @@ def train_base(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
 
 
 def recommender_options(config: ExperimentConfig, method: str) -> dict:
-    """Options of a recommender: the configured ones; the probe extrapolates to the
-    sweep's epoch cap, with its batch size and learning rate unless given."""
+    """Options of a recommender: the configured ones; the probe and successive halving
+    train with the sweep's batch size and learning rate unless given, and the probe
+    extrapolates to the sweep's epoch cap."""
     options = config.recommend.method_options(method)
+    fit = config.transfer.fit
     if method == "probe":
-        fit = config.transfer.fit
         options.setdefault("horizon", fit.epochs)
+    if method in ("probe", "halving"):
         options.setdefault("batch_size", fit.batch_size)
         options.setdefault("learning_rate", fit.learning_rate)
     return options
 
 
 def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData, target,
-                 n: int) -> None:
-    """Every configured recommender on the first seed's re-training subset of size ``n``."""
+                 n: int, methods=None) -> None:
+    """Every configured recommender (or ``methods``) on the first seed's re-training subset
+    of size ``n``."""
     from ..data.netcdf import write_dataset
     from ..explain.recommend import recommend_layers
     from ..nn.training import select_samples, stack_samples
@@ -427,7 +447,7 @@ def recommend_at(config: ExperimentConfig, paths: ExperimentPaths, data: FlowDat
                                                  config.seeds[0]), data_vars)
     subset.attrs["case_name"] = target.name
     main = n == data.n_transfer(target)
-    for method in config.recommend.methods:
+    for method in config.recommend.methods if methods is None else methods:
         rec = recommend_layers(base, data.base_train(), subset, method=method,
                                **recommender_options(config, method))
         rec.attrs["n_samples"] = int(n)
@@ -496,6 +516,78 @@ def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
     combined = concat_budgets(parts, n_pool=n_samples(pool, channels))
     combined.attrs["n_base_train"] = n_samples(data.base_train(), channels)
     write_dataset(combined, paths.budget(target.name), overwrite=True)
+
+
+def benchmark_cases(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> dict:
+    """``{case: (target, n_samples, sweep)}``: every target's single-layer sweep of two or
+    more layers, then the budget sweep's other budgets as ``"<target>@<n>"``."""
+    from ..explain.benchmark import case_name
+    from ..nn.sweep import split_budgets
+
+    cases = {}
+    for target in config.targets:
+        sweep = load_dataset(paths.sweep(target.name))
+        if sweep.sizes["layer"] >= 2:
+            cases[target.name] = (target, data.n_transfer(target), sweep)
+    if config.budget.enabled:
+        target = config.target(config.budget.target)
+        for sweep in split_budgets(load_dataset(paths.budget(target.name))):
+            n = int(sweep.attrs["n_samples"])
+            if n != data.n_transfer(target) and sweep.sizes["layer"] >= 2:
+                cases[case_name(target.name, n)] = (target, n, sweep)
+    return cases
+
+
+def benchmark_methods(config: ExperimentConfig) -> list:
+    """The ``[benchmark]`` methods the ``recommend-<target>`` stages do not run."""
+    return [m for m in config.benchmark.methods if m not in config.recommend.methods]
+
+
+def benchmark_sizes(config: ExperimentConfig, data: FlowData, target) -> list:
+    """Re-training set sizes the benchmark scores on ``target``: the main sweep's, then
+    the budget sweep's others."""
+    main = data.n_transfer(target)
+    if not (config.budget.enabled and config.budget.target == target.name):
+        return [main]
+    return [main] + sorted({data.n_transfer(target, f) for f in config.budget.fractions}
+                           - {main})
+
+
+def benchmark_recommendations(config: ExperimentConfig, paths: ExperimentPaths,
+                              data: FlowData, target) -> list:
+    """Paths of the recommendations ``benchmark-<target>`` writes."""
+    main = data.n_transfer(target)
+    return [paths.recommendation(target.name, m, None if n == main else n)
+            for n in benchmark_sizes(config, data, target) for m in benchmark_methods(config)]
+
+
+def run_benchmark_recommenders(config: ExperimentConfig, paths: ExperimentPaths,
+                               data: FlowData, target) -> None:
+    """The ``[benchmark]`` methods the ``recommend-<target>`` stage did not run, at every
+    size the benchmark scores (before any sweep: they need none)."""
+    for n in benchmark_sizes(config, data, target):
+        recommend_at(config, paths, data, target, n, benchmark_methods(config))
+
+
+def run_benchmark(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData) -> None:
+    """Every ``[benchmark]`` method and the constant guesses scored against the sweeps
+    on every case (``results/recommend-benchmark.nc``)."""
+    from ..data.netcdf import write_dataset
+    from ..explain.benchmark import benchmark_recommenders
+    from ..explain.recommend import DEFAULT_METHOD
+
+    scored = list(config.benchmark.methods)
+    sweeps, recommendations = {}, {}
+    for case, (target, n, sweep) in benchmark_cases(config, paths, data).items():
+        main = n == data.n_transfer(target)
+        sweeps[case] = sweep
+        recommendations[case] = {m: load_recommendation(config, paths, target.name, m,
+                                                        None if main else n) for m in scored}
+    history = [load_dataset(p) for p in config.benchmark.history]
+    bench = benchmark_recommenders(sweeps, recommendations, history=history,
+                      strength=config.benchmark.strength, default=DEFAULT_METHOD)
+    log(f"benchmark of {scored} and the constant guesses on {list(sweeps)}")
+    write_dataset(bench, paths.benchmark, overwrite=True)
 
 
 def best_layer(paths: ExperimentPaths, target_name: str) -> int:
@@ -656,7 +748,8 @@ def _target_summary(config: ExperimentConfig, paths: ExperimentPaths, target_nam
             entry["recommendations"][method] = {
                 "recommended": int(cmp.attrs["recommended"]),
                 "hit": bool(cmp.hit), "rank": int(cmp.recommended_rank),
-                "spearman": float(cmp.spearman), "cost_ratio": float(cmp.cost_ratio)}
+                "spearman": float(cmp.spearman), "tau": float(cmp.tau),
+                "regret": float(cmp.regret), "cost_ratio": float(cmp.cost_ratio)}
     return entry
 
 
@@ -772,7 +865,9 @@ class Experiment:
             self._data_stages(inputs)
             check_targets_differ(self.paths.flows, self.config)
             self._model_stages(inputs)
-            self.stage("report", [dict(self.cache.keys)], [self.paths.report], self._report)
+            summary = self.paths.result("summary")
+            self.stage("report", [dict(self.cache.keys)],
+                       [self.paths.report, summary, summary.with_suffix(".json")], self._report)
             return self.summary()
 
     def _data_stages(self, inputs):
@@ -806,6 +901,11 @@ class Experiment:
                        [paths.recommendation(t, m) for m in cfg.recommend.methods],
                        lambda target=target: recommend_at(cfg, paths, data, target,
                                                           data.n_transfer(target)))
+            if cfg.benchmark.enabled:
+                self.stage(f"benchmark-{t}", inputs[f"benchmark-{t}"],
+                           benchmark_recommendations(cfg, paths, data, target),
+                           lambda target=target: run_benchmark_recommenders(cfg, paths, data,
+                                                                            target))
             self.stage(f"sweep-{t}", inputs[f"sweep-{t}"], [paths.sweep(t)],
                        lambda target=target: run_sweep(cfg, paths, data, cluster, target,
                                                        progress))
@@ -821,6 +921,9 @@ class Experiment:
             self.stage(f"budget-{target.name}", inputs[f"budget-{target.name}"],
                        [paths.budget(target.name)],
                        lambda: run_budget(cfg, paths, data, cluster, target, progress))
+        if cfg.benchmark.enabled:
+            self.stage("benchmark", inputs["benchmark"], [paths.benchmark],
+                       lambda: run_benchmark(cfg, paths, data))
 
     def _report(self):
         from .report import write_report

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -48,7 +49,8 @@ class ExperimentPaths:
         models/budget-<target>/    the budget sweep's networks
         results/*.nc               flows, base-scores, recommend-, sweep-, budget-,
                                    explain-, aposteriori- files
-        figures/, report.html      the report
+        results/summary.nc, .json  every number the report's key findings state
+        figures/, report.html      the report (report.md with xtl report --format md)
 
     Parameters
     ----------
@@ -123,6 +125,11 @@ class ExperimentPaths:
         """A recommender's ranking of ``target`` at the main budget, or at ``n`` samples."""
         suffix = "" if n is None else f"-n{n}"
         return self.result(f"recommend-{target}{suffix}-{method}")
+
+    @property
+    def benchmark(self) -> Path:
+        """The recommenders' benchmark against the sweeps."""
+        return self.result("recommend-benchmark")
 
     def sweep(self, target: str) -> Path:
         """The layer sweep of ``target``."""
@@ -220,8 +227,8 @@ class StageCache:
     A stage's key hashes its name and its inputs, where an input ``"@other"``
     stands for the key of stage ``other`` (run or skipped before it in this
     cache), so a stage reruns when a stage it depends on changed. After a
-    stage ran, its manifest (key, outputs, their files' sizes and sha256, seconds)
-    is written atomically. A stage is skipped when its manifest holds the same key
+    stage ran, its manifest (key, outputs, their files' sizes and sha256, seconds,
+    the UTC time it finished) is written atomically. A stage is skipped when its manifest holds the same key
     and every output file is there with the size and hash it had; otherwise it
     runs again, and the log says why in one line: an output that changed, vanished,
     appeared (in an output folder) or cannot be read, or a manifest that cannot be
@@ -321,8 +328,9 @@ class StageCache:
         func()
         seconds = time.perf_counter() - start
         relative = [self._relative(o) for o in outputs]
+        finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         write_text_atomically(self.paths.manifest(name), json.dumps(
-            {"key": key, "outputs": relative, "seconds": seconds,
+            {"key": key, "outputs": relative, "seconds": seconds, "finished": finished,
              "files": output_files(self.paths.root, relative)}))
         self.keys[name] = key
         self.ran.append(name)
