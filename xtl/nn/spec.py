@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["INPUTS", "OUTPUTS", "PADDINGS", "PRECISIONS", "NetworkSpec", "Variables",
-           "check_layers", "stack_channels", "unstack_channels"]
+           "check_layers", "suffix_spec", "stack_channels", "unstack_channels"]
 
 #: The default input variables (ψ̄, ω̄), in channel order.
 INPUTS = ("psi", "omega")
@@ -161,6 +161,38 @@ def _validate_spec(spec: NetworkSpec) -> None:
         c = getattr(spec, name)
         if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 1:
             raise ValueError(f"spec.{name} must be an int >= 1, got {c!r}")
+
+
+def suffix_spec(spec: NetworkSpec, first: int) -> NetworkSpec:
+    """The architecture of layers ``first..L`` of ``spec`` alone: the network that maps
+    the activations entering layer ``first`` to the output.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        The whole network.
+    first : int
+        The suffix's first layer, in 2..L (layer 1's suffix is the network itself).
+
+    Returns
+    -------
+    NetworkSpec
+        ``L - first + 1`` layers, taking ``spec.in_channels[first - 1]`` channels,
+        with the same kernels, padding, activation, precision and output channels.
+
+    Raises
+    ------
+    ValueError
+        ``first`` outside 2..L.
+    """
+    n = spec.n_layers
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not 2 <= first <= n:
+        raise ValueError(f"first must be a layer in 2..{n} (the suffix of layer 1 is the whole "
+                         f"network), got {first!r}")
+    hidden = spec.widths[first - 1:-1]
+    return dataclasses.replace(spec, n_layers=n - first + 1,
+                               channels=hidden if hidden else spec.output_channels,
+                               input_channels=spec.in_channels[first - 1])
 
 
 def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:
