@@ -45,6 +45,7 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     [sweep]                       # layers = [...] to sweep only some (the recommended
     enabled = true                # layers are always included); false: only those
     seeds = 2                     # a count (from experiment.seed) or a list of seeds
+    pairs = false                 # true: also every pair of the swept layers
 
     [data]                        # optional: the variables the networks map (the
     inputs = ["psi", "omega"]     # defaults shown) and, for DNS read from files,
@@ -259,15 +260,21 @@ class SweepConfig(Section):
         ``seeds`` (a count from ``experiment.seed``, or the seeds), ``baselines`` and
         ``alpha`` of ``[sweep]``; ``fit``, ``validation`` and ``renormalize`` of
         ``[transfer]``. :func:`xtl.layer_sweep` gets them whole.
+    pairs : bool
+        Also re-train every pair of the swept layers, under the same seeds and
+        subsets (stage ``pairs-<target>``, ``results/pairs-<target>.nc``; no
+        baselines, no saved models): 55 pairs for 11 layers.
     """
 
     section: ClassVar[str] = "sweep"
     enabled: bool = True
     layers: tuple | None = None
     options: SweepOptions = field(default_factory=SweepOptions)
+    pairs: bool = False
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
+        self._set("pairs", check_bool(self.pairs, "pairs"))
 
     def sweeps_every_layer(self) -> bool:
         """Whether the sweep re-trains every layer (so needs no recommendation)."""
@@ -860,7 +867,7 @@ def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConf
     sweep's :class:`~xtl.nn.sweep.SweepOptions`; a count of seeds starts at ``seed``."""
     from ..nn.spec import check_layers
 
-    table = _table(raw, "sweep", {"enabled", "layers", "seeds", "baselines", "alpha"})
+    table = _table(raw, "sweep", {"enabled", "layers", "seeds", "baselines", "alpha", "pairs"})
     given = {k: table[k] for k in ("seeds", "baselines", "alpha") if k in table}
     options = _parse(SweepOptions, {**given, "fit": transfer.fit, "renormalize":
                                     transfer.renormalize, "validation": transfer.validation},
@@ -871,7 +878,8 @@ def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConf
     if layers is not None:
         layers = _parse(check_layers, {"layers": layers, "n_layers": n_layers}, "sweep",
                         names={"layers"})
-    return SweepConfig(enabled=table.get("enabled", True), layers=layers, options=options)
+    return SweepConfig(enabled=table.get("enabled", True), layers=layers, options=options,
+                       pairs=table.get("pairs", False))
 
 
 def _network(raw):
