@@ -262,9 +262,14 @@ def test_pairs_are_a_stage_of_their_own():
     assert with_pairs["sweep-small-kf"] == without["sweep-small-kf"]
     assert "pairs-small-kf" in with_pairs and "pairs-small-kf" not in without
     assert with_pairs["pairs-small-kf"][:2] == ["@base-model", "@data-small-kf"]
-    raw["sweep"]["pairs"] = "yes"
-    with pytest.raises(ValueError, match="pairs"):
-        load_config(raw)
+    raw["sweep"]["pairs"] = ["small-beta"]  # only the targets named
+    inputs = stage_inputs(load_config(raw))
+    assert "pairs-small-beta" in inputs and "pairs-small-kf" not in inputs
+    for bad, match in (("yes", "must be true, false or a list of target names"),
+                       (["kf9"], r"must name targets, among \['small-kf', 'small-beta'\]")):
+        raw["sweep"]["pairs"] = bad
+        with pytest.raises(ValueError, match=match):
+            load_config(raw)
 
 
 # ------------------------------------------------------------------ paths and the cluster

@@ -231,7 +231,7 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             text += f" + full target ({int(pool * 0.9)} samples)"
         rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
                                   work / workers))
-        if config.sweep.pairs:
+        if config.sweep.pairs_of(target.name):
             rows.append(_pairs_estimate(config, target, rates, tl_fit))
         if config.runs_aposteriori(target):
             rows.append(_aposteriori_estimate(config, target, rates))

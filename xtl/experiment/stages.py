@@ -347,7 +347,7 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         needs = [] if config.sweep.sweeps_every_layer() else [f"@recommend-{t}"]
         single = {k: v for k, v in config.table("sweep").items() if k != "pairs"}
         inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, single, *needs]
-        if config.sweep.pairs:
+        if config.sweep.pairs_of(t):
             inputs[f"pairs-{t}"] = ["@base-model", f"@data-{t}", transfer,
                                     config.table("sweep"), *needs]
         inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
