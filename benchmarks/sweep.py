@@ -102,6 +102,7 @@ def _seeds_fit(keras, base, x, y, layers, args) -> None:
     for k, layer in enumerate(convs, 1):
         layer.trainable = k in layers
     model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    keras.utils.set_random_seed(0)  # xtl's fits turned TensorFlow's op determinism on
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch, shuffle=True, verbose=0)
 
 
