@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="with --cache")
     parser.add_argument("--batch", type=int, default=8, help="with --cache")
     parser.add_argument("--lr", type=float, default=1e-3, help="with --cache")
-    parser.add_argument("--depth-samples", type=int, default=45,
+    parser.add_argument("--depth-samples", type=int, default=102,
                         help="with --cache: re-training samples of the depth study")
     args = parser.parse_args()
     if args.cache:
