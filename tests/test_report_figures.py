@@ -282,3 +282,24 @@ def test_legends_sit_off_the_data(figures, kind):
         box = legend.get_window_extent()
         for ax in _panels(fig):
             assert not _overlaps(box, ax.get_window_extent()), (kind, ax.get_title())
+
+
+def test_pairs_table_names_the_best_single_layer_and_the_pairs_that_beat_it():
+    import numpy as np
+    import xarray as xr
+
+    from xtl.experiment.report import pairs_table
+
+    seeds = {"seed": [0, 1, 2]}
+    subset = (("seed", "draw"), np.zeros((3, 2), int))
+    single = xr.Dataset({"cc": (("layer", "seed"), [[0.80, 0.82, 0.81], [0.90, 0.91, 0.92]]),
+                         "subset": subset}, coords={"layer": [1, 2], **seeds})
+    d = np.array([0.01, 0.03, 0.02])  # 1+2 beats layer 2 by 0.02 ± 0.0058: p = 0.037
+    pairs = xr.Dataset({"cc": (("pair", "seed"), [single.cc.sel(layer=2).values + d,
+                                                  single.cc.sel(layer=2).values - 0.1]),
+                        "subset": subset}, coords={"pair": ["1+2", "1+3"], **seeds})
+    table = pairs_table({"kf8": pairs}, {"kf8": single})
+    assert "L2: 0.910 ± 0.006" in table
+    assert table.index("1+2: 0.9300 (+0.0200 ± 0.0058, p = 0.037)") < table.index("1+3:")
+    assert "<td>1 of 2</td>" in table
+    assert "<td>0 of 2</td>" in pairs_table({"kf8": pairs}, {"kf8": single}, alpha=0.01)

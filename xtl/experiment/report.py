@@ -489,6 +489,9 @@ def write_report(experiment) -> Path:
         sections.append((f"Target: {t}", figures))
     tables = [_summary_table(experiment.summary()),
               _recommender_table(experiment, sweeps)]
+    pairs = {t: load_dataset(paths.pairs(t)) for t in targets if paths.pairs(t).exists()}
+    if pairs:
+        tables.append(pairs_table(pairs, sweeps, alpha=cfg.sweep.options.alpha))
     if posts:
         tables.append(_aposteriori_table(posts))
     if cfg.budget.enabled:
@@ -620,6 +623,42 @@ def _recommender_table(experiment, sweeps) -> str:
             f"(<b>{html.escape(default)}</b>) recommended a layer in the best set on "
             f"<b>{sum(hits)} of {len(hits)}</b> targets.</p>" + _RECOMMENDER_HEAD
             + "".join(body) + "</table>")
+
+
+def pairs_table(pairs: dict, sweeps: dict, *, alpha: float = 0.05, top: int = 5) -> str:
+    """HTML: per target, the best single layer and the ``top`` pairs by their gain over it
+    (:func:`xtl.nn.sweep.pair_gains`), and how many pairs beat it significantly.
+
+    Parameters
+    ----------
+    pairs, sweeps : dict
+        ``{target: pair sweep}`` and ``{target: single-layer sweep}`` (same seeds, subsets).
+    alpha : float
+        A pair beats the best single layer when the one-sided paired test's p < alpha.
+    """
+    from ..nn.sweep import pair_gains
+
+    rows = []
+    for t, sweep in pairs.items():
+        single = sweeps[t]
+        gains = pair_gains(sweep, single)
+        best = gains.attrs["best_single"]
+        cc = single.cc.sel(layer=best)
+        n = cc.sizes["seed"]
+        sem = float(cc.std(ddof=1)) / np.sqrt(n) if n > 1 else np.nan
+        better = int((gains.pvalue < alpha).sum())
+        listed = "<br>".join(
+            f"{p}: {float(sweep.cc.sel(pair=p).mean()):.4f} ({float(g.gain):+.4f} ± "
+            f"{float(g.gain_sem):.4f}, p = {float(g.pvalue):.2g})"
+            for p, g in ((str(p), gains.sel(pair=p)) for p in gains.pair.values[:top]))
+        rows.append(f"<tr><td>{html.escape(t)}</td><td>L{best}: {_pm(float(cc.mean()), sem)}"
+                    f"</td><td>{listed}</td><td>{better} of {gains.sizes['pair']}</td></tr>")
+    return ("<h2>Pairs of layers</h2><p>Every pair re-trained together under the sweep's "
+            "seeds and subsets; gain: the pair's CC minus the best single layer's, mean ± "
+            "standard error of the paired differences over seeds; p: one-sided paired t-test "
+            f"that the pair is better (significant below α = {alpha}).</p><table><tr>"
+            "<th>target</th><th>best single layer</th><th>best pairs (CC, gain, p)</th>"
+            "<th>pairs significantly better</th></tr>" + "".join(rows) + "</table>")
 
 
 def _budget_table(experiment, target, budget) -> str:
