@@ -90,7 +90,8 @@ def _child(args) -> float:
 
 
 # ------------------------------------------------------- the frozen-prefix cache
-NETWORKS = {"study 6x24": dict(n_layers=6, channels=24), "depth 11x24": dict(n_layers=11, channels=24)}
+NETWORKS = {"study 6x24": dict(n_layers=6, channels=24),
+            "depth 11x24": dict(n_layers=11, channels=24)}
 CACHE_MODES = ("xtl cached", "xtl uncached", "seeds' approach")
 
 
@@ -162,8 +163,9 @@ def cache_benchmark(args) -> None:
     print(f"xtl {xtl.__version__}; one TensorFlow thread; {args.samples} samples at {args.n}², "
           f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, no early stopping; medians "
           f"of {args.rounds} interleaved rounds")
-    for name, net in NETWORKS.items():
-        spec = dict(net, kernel_size=5, padding="zeros")
+    for name in args.networks or NETWORKS:
+        spec = dict(NETWORKS[name], kernel_size=5, padding="zeros")
+        net = NETWORKS[name]
         base = xtl.train(data, spec, epochs=1, batch_size=16, validation=None, progress=False)
         fields = sample_fields(data, base.variables.names)
         xy = load_normalized(fields, base.normalization, np.arange(args.samples), base.variables)
@@ -177,8 +179,8 @@ def cache_benchmark(args) -> None:
                     times[m].append(_sweep_seconds(m, base, data, xy, combos, args))
             _cache_report(name, spec, times, combos, args)
         peak = prefix_bytes(base.spec, 2, args.depth_samples, (args.n, args.n))
-        print(f"  cache peak (layers >= 2, {args.depth_samples} samples at {args.n}²): "
-              f"{peak / 2**20:.2f} MiB")
+        print(f"  {name}: cache peak (re-training layers >= 2, {args.depth_samples} samples "
+              f"at {args.n}²): {peak / 2**20:.2f} MiB")
 
 
 def main() -> None:
@@ -196,6 +198,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="with --cache")
     parser.add_argument("--batch", type=int, default=8, help="with --cache")
     parser.add_argument("--lr", type=float, default=1e-3, help="with --cache")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=None,
+                        help="with --cache: which networks (default both)")
     parser.add_argument("--depth-samples", type=int, default=102,
                         help="with --cache: re-training samples of the depth study")
     args = parser.parse_args()
