@@ -16,6 +16,19 @@ rounds; the medians are compared in one run:
 Prints the parallel efficiency ``T(serial, 1 thread) / (2 T(dask 2 x 1))`` (goal
 >= 0.85) and the speed-up of dask over the 2-thread serial run (the
 alternative a user has).
+
+    python benchmarks/sweep.py --cache [--pairs] [--rounds 3] [--epochs 8] [--samples 100]
+
+measures the frozen-prefix cache instead, in one process on one TensorFlow
+thread, for the study's network (6 x 24) and the depth study's (11 x 24) at 32²:
+the trainings of a single-layer sweep (and with ``--pairs`` of every pair), one
+seed, the same data, epochs, batch size and learning rate, no early stopping,
+three ways in interleaved rounds: ``xtl.transfer`` with the cache, without it
+(``cache_prefix=False``), and the seeds' approach (plain Keras: clone the
+network, freeze all but the re-trained layers, compile, ``fit``). It prints the
+medians, the cache's gain beside its layer-pass bound (a backward pass counted as
+one forward: re-training from layer l costs 2L − l + 1 layer-passes uncached and
+2(L − l + 1) cached) and the cache's memory for the depth study's re-training set.
 """
 from __future__ import annotations
 
@@ -27,6 +40,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -74,6 +89,100 @@ def _child(args) -> float:
     return seconds
 
 
+# ------------------------------------------------------- the frozen-prefix cache
+NETWORKS = {"study 6x24": dict(n_layers=6, channels=24),
+            "depth 11x24": dict(n_layers=11, channels=24)}
+CACHE_MODES = ("xtl cached", "xtl uncached", "seeds' approach")
+
+
+def _seeds_fit(keras, base, x, y, layers, args) -> None:
+    """The seeds' way: clone the network, freeze all but ``layers``, compile, fit."""
+    model = keras.models.clone_model(base.native)
+    model.set_weights(base.native.get_weights())
+    convs = [lay for lay in model.layers if isinstance(lay, keras.layers.Conv2D)]
+    for k, layer in enumerate(convs, 1):
+        layer.trainable = k in layers
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    keras.utils.set_random_seed(0)  # xtl's fits turned TensorFlow's op determinism on
+    model.fit(x, y, epochs=args.epochs, batch_size=args.batch, shuffle=True, verbose=0)
+
+
+def _sweep_seconds(mode, base, data, xy, combos, args) -> float:
+    """Seconds of one sweep's trainings (one per layer or pair) the way ``mode`` says."""
+    import keras
+
+    import xtl
+
+    start = time.perf_counter()
+    for layers in combos:
+        if mode == "seeds' approach":
+            _seeds_fit(keras, base, *xy, layers, args)
+        else:
+            xtl.transfer(base, data, list(layers), epochs=args.epochs, batch_size=args.batch,
+                         learning_rate=args.lr, validation=None, progress=False,
+                         cache_prefix=mode == "xtl cached")
+    return time.perf_counter() - start
+
+
+def _layer_passes(n_layers: int, combos, cached: bool) -> int:
+    """Layer-passes per sample of a sweep: a backward pass counts as one forward."""
+    return sum(2 * (n_layers - min(c) + 1) if cached and min(c) > 1
+               else 2 * n_layers - min(c) + 1 for c in combos)
+
+
+def _cache_report(name, spec, times, combos, args) -> None:
+    med = {m: statistics.median(t) for m, t in times.items()}
+    bound = _layer_passes(spec["n_layers"], combos, False) / _layer_passes(spec["n_layers"],
+                                                                            combos, True)
+    what = "pairs" if len(combos[0]) == 2 else "single layers"
+    print(f"{name}, {len(combos)} {what}:")
+    for m in CACHE_MODES:
+        print(f"  {m:<16} {med[m]:7.1f} s   (rounds: {', '.join(f'{t:.1f}' for t in times[m])})")
+    print(f"  cache gain  T(xtl uncached) / T(xtl cached) = "
+          f"{med['xtl uncached'] / med['xtl cached']:.2f}   (layer-pass bound {bound:.2f})")
+    print(f"  vs seeds    T(seeds' approach) / T(xtl cached) = "
+          f"{med[CACHE_MODES[2]] / med['xtl cached']:.2f};  T(seeds') / T(xtl uncached) = "
+          f"{med[CACHE_MODES[2]] / med['xtl uncached']:.2f}")
+
+
+def cache_benchmark(args) -> None:
+    """xtl cached vs xtl uncached vs the seeds' approach, interleaved rounds, one thread."""
+    import itertools
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from training import synthetic_les
+
+    import xtl
+    from xtl.nn.backends.prefix import prefix_bytes
+    from xtl.nn.training import load_normalized, sample_fields
+
+    data = synthetic_les(args.samples, args.n)
+    print(f"xtl {xtl.__version__}; one TensorFlow thread; {args.samples} samples at {args.n}², "
+          f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, no early stopping; medians "
+          f"of {args.rounds} interleaved rounds")
+    for name in args.networks or NETWORKS:
+        spec = dict(NETWORKS[name], kernel_size=5, padding="zeros")
+        net = NETWORKS[name]
+        base = xtl.train(data, spec, epochs=1, batch_size=16, validation=None, progress=False)
+        fields = sample_fields(data, base.variables.names)
+        xy = load_normalized(fields, base.normalization, np.arange(args.samples), base.variables)
+        layers = range(1, net["n_layers"] + 1)
+        sets = [[(k,) for k in layers]] + ([list(itertools.combinations(layers, 2))]
+                                            if args.pairs else [])
+        for combos in sets:
+            times = {m: [] for m in CACHE_MODES}
+            for _ in range(args.rounds):
+                for m in CACHE_MODES:
+                    times[m].append(_sweep_seconds(m, base, data, xy, combos, args))
+            _cache_report(name, spec, times, combos, args)
+        peak = prefix_bytes(base.spec, 2, args.depth_samples, (args.n, args.n))
+        print(f"  {name}: cache peak (re-training layers >= 2, {args.depth_samples} samples "
+              f"at {args.n}²): {peak / 2**20:.2f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -82,7 +191,22 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--mode", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", action="store_true",
+                        help="the frozen-prefix cache against the uncached sweep and the "
+                             "seeds' approach (not the parallel efficiency)")
+    parser.add_argument("--pairs", action="store_true", help="with --cache: also all pairs")
+    parser.add_argument("--samples", type=int, default=100, help="with --cache")
+    parser.add_argument("--batch", type=int, default=8, help="with --cache")
+    parser.add_argument("--lr", type=float, default=1e-3, help="with --cache")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=None,
+                        help="with --cache: which networks (default both)")
+    parser.add_argument("--depth-samples", type=int, default=102,
+                        help="with --cache: re-training samples of the depth study")
     args = parser.parse_args()
+    if args.cache:
+        args.epochs = 8 if args.epochs == 20 else args.epochs
+        cache_benchmark(args)
+        return
     if args.mode is not None:
         print(json.dumps(_child(args)))
         return

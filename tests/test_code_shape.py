@@ -27,7 +27,7 @@ RANKS = {
     "xtl.solver.ensemble": 2.2, "xtl.solver": 2.3,
     "xtl.data.coarse": 1.8, "xtl.data.spectra": 4, "xtl.explain.kernels": 4.5, "xtl.accessors": 5, "xtl.data.metrics": 5,
     "xtl.nn.spec": 5.7, "xtl.nn.dataset": 5.8, "xtl.nn.importing": 5.85,
-    "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.base": 6.0,
+    "xtl.nn.backends.loop": 5.9, "xtl.nn.backends.prefix": 5.95, "xtl.nn.backends.base": 6.0,
     # a Model saves itself through files.py, which builds on model.py: one rank
     "xtl.nn.model": 6.1, "xtl.nn.files": 6.1, "xtl.nn.backends.keras": 6.2,
     "xtl.nn.backends.torch": 6.2, "xtl.nn.importers": 6.4,

@@ -64,3 +64,24 @@ def test_format_says_when_an_experiment_belongs_on_a_cluster():
     slow = dict(RATES, train_sample_epoch=100.0)
     assert "belongs on a GPU node or a dask cluster" in format_estimate(
         estimate_experiment(cfg, slow), slow)
+
+
+def test_pairs_cost_the_passes_of_the_layers_from_the_first_of_each_pair():
+    """Re-training from layer a costs the passes of layers a..L: linear from layer 1's
+    rate (the whole network) to the last layer's (on its cached prefix)."""
+    from xtl.experiment.estimate import retrain_seconds
+
+    rates = dict(RATES, transfer_first_sample_epoch=0.011, transfer_last_sample_epoch=0.001)
+    assert retrain_seconds(rates, 1, 6) == pytest.approx(0.011)
+    assert retrain_seconds(rates, 6, 6) == pytest.approx(0.001)
+    assert retrain_seconds(rates, 3, 6) == pytest.approx(0.001 + 0.010 * 3 / 5)
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["sweep"]["pairs"] = True
+    rows = {r.stage: r for r in estimate_experiment(load_config(raw), rates)}
+    fit = int(round(0.1 * int(2 * 101 * 0.75)) * 0.8)
+    # 15 pairs of 6 layers: 5 start at layer 1, 4 at layer 2, ...; 2 seeds, 40 epochs, 2 workers
+    per_seed = sum((6 - a) * retrain_seconds(rates, a, 6) for a in range(1, 6))
+    assert rows["pairs-small-kf"].seconds == pytest.approx(per_seed * 2 * fit * 40 / 2)
+    assert rows["pairs-small-kf"].work.startswith("15 pairs x 2 seeds")
+    # without pairs: no such stage; the single-layer sweep costs the mean rate per layer
+    assert "pairs-small-kf" not in _rows(load_config())

@@ -250,6 +250,28 @@ def test_a_sweep_of_some_layers_depends_on_the_recommendation():
     assert "@recommend-small-kf" not in stage_inputs(load_config())["sweep-small-kf"]
 
 
+def test_pairs_are_a_stage_of_their_own():
+    """[sweep] pairs = true adds the stage pairs-<target>; the single-layer sweep keeps its key."""
+    import copy
+
+    from xtl.experiment.config import DEMO_CONFIG
+
+    raw = copy.deepcopy(DEMO_CONFIG)
+    raw["sweep"]["pairs"] = True
+    with_pairs, without = stage_inputs(load_config(raw)), stage_inputs(load_config())
+    assert with_pairs["sweep-small-kf"] == without["sweep-small-kf"]
+    assert "pairs-small-kf" in with_pairs and "pairs-small-kf" not in without
+    assert with_pairs["pairs-small-kf"][:2] == ["@base-model", "@data-small-kf"]
+    raw["sweep"]["pairs"] = ["small-beta"]  # only the targets named
+    inputs = stage_inputs(load_config(raw))
+    assert "pairs-small-beta" in inputs and "pairs-small-kf" not in inputs
+    for bad, match in (("yes", "must be true, false or a list of target names"),
+                       (["kf9"], r"must name targets, among \['small-kf', 'small-beta'\]")):
+        raw["sweep"]["pairs"] = bad
+        with pytest.raises(ValueError, match=match):
+            load_config(raw)
+
+
 # ------------------------------------------------------------------ paths and the cluster
 def test_one_path_scheme(tmp_path):
     from xtl.experiment.workspace import ExperimentPaths

@@ -307,3 +307,25 @@ def test_legends_sit_off_the_data(figures, kind):
         box = legend.get_window_extent()
         for ax in _panels(fig):
             assert not _overlaps(box, ax.get_window_extent()), (kind, ax.get_title())
+
+
+def test_pairs_section_names_the_best_single_layer_and_the_pairs_that_beat_it():
+    import numpy as np
+    import xarray as xr
+
+    from xtl.experiment.report import pairs_section
+
+    seeds = {"seed": [0, 1, 2]}
+    subset = (("seed", "draw"), np.zeros((3, 2), int))
+    single = xr.Dataset({"cc": (("layer", "seed"), [[0.80, 0.82, 0.81], [0.90, 0.91, 0.92]]),
+                         "subset": subset}, coords={"layer": [1, 2], **seeds})
+    d = np.array([0.01, 0.03, 0.02])  # 1+2 beats layer 2 by 0.02 ± 0.0058: p = 0.037
+    pairs = xr.Dataset({"cc": (("pair", "seed"), [single.cc.sel(layer=2).values + d,
+                                                  single.cc.sel(layer=2).values - 0.1]),
+                        "subset": subset}, coords={"pair": ["1+2", "1+3"], **seeds})
+    table = pairs_section({"kf8": pairs}, {"kf8": single})[-1]
+    (row,) = table.rows
+    assert row[:2] == ("kf8", "L2: 0.9100 ± 0.0058")
+    assert row[2].index("1+2: 0.9300 (+0.0200 ± 0.0058, p = 0.037)") < row[2].index("1+3:")
+    assert row[3] == "1 of 2"
+    assert pairs_section({"kf8": pairs}, {"kf8": single}, alpha=0.01)[-1].rows[0][3] == "0 of 2"

@@ -179,6 +179,54 @@ def test_sweep_on_process_cluster(trained_model, sets):
     xr.testing.assert_allclose(serial.drop_vars(drop), on_cluster.drop_vars(drop), rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_pair_sweep_on_a_process_cluster_equals_uncached_serial(trained_model, sets):
+    """Two single-threaded worker processes train the pairs, each building its own
+    prefix cache (pairs without layer 1); the scores are those of uncached serial runs."""
+    from distributed import Client, LocalCluster
+
+    pool, test = sets
+    kwargs = dict(layers=[1, 2, 3], seeds=[0, 1], n_samples=6, epochs=2, batch_size=4,
+                  pairs=True)
+    serial = layer_sweep(trained_model, pool, test, cache_prefix=False, **kwargs)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        on_cluster = layer_sweep(trained_model, pool, test, client=client, **kwargs)
+    assert on_cluster.pair.values.tolist() == ["1+2", "1+3", "2+3"]
+    np.testing.assert_allclose(on_cluster.cc, serial.cc, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(on_cluster.final_loss, serial.final_loss, rtol=1e-5)
+
+
+def test_pair_gains_on_constructed_sweeps():
+    from scipy.stats import t as student
+    from xtl.nn.sweep import pair_gains
+
+    single = xr.Dataset({"cc": constructed([[0.80, 0.82, 0.81], [0.90, 0.91, 0.92]]),
+                         "subset": (("seed", "draw"), np.zeros((3, 2), int))})
+    d = np.array([0.01, 0.03, 0.02])  # pair 1+2 beats layer 2 (the best single) by d
+    pairs = xr.Dataset({"cc": (("pair", "seed"), [single.cc.sel(layer=2).values + d,
+                                                  single.cc.sel(layer=2).values - 0.1]),
+                        "subset": single.subset},
+                       coords={"pair": ["1+2", "1+3"], "seed": [0, 1, 2]})
+    out = pair_gains(pairs, single)
+    assert out.attrs["best_single"] == 2 and out.pair.values.tolist() == ["1+2", "1+3"]
+    assert float(out.gain.sel(pair="1+2")) == pytest.approx(0.02)
+    assert float(out.gain_sem.sel(pair="1+2")) == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert float(out.pvalue.sel(pair="1+2")) == pytest.approx(
+        student.sf(0.02 / (d.std(ddof=1) / np.sqrt(3)), 2))
+    assert float(out.gain.sel(pair="1+3")) == pytest.approx(-0.1)
+    assert float(out.pvalue.sel(pair="1+3")) == 1.0  # constant difference, not better
+    # lower is better: a gain is a decrease
+    err = pair_gains(pairs.assign(rel_l2=-pairs.cc), single.assign(rel_l2=-single.cc),
+                     metric="rel_l2")
+    assert err.attrs["best_single"] == 2
+    assert float(err.gain.sel(pair="1+2")) == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="share their seeds and subsets"):
+        pair_gains(pairs.assign(subset=single.subset + 1), single)
+    with pytest.raises(ValueError, match="pairs must be a sweep over 'pair'"):
+        pair_gains(single, single)
+
+
 def test_bad_arguments(trained_model, sets):
     pool, test = sets
     with pytest.raises(TypeError, match="seed.*twice.*seeds="):

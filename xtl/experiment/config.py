@@ -45,6 +45,7 @@ A shortened example (``examples/demo.toml`` is the full embedded default of
     [sweep]                       # layers = [...] to sweep only some (the recommended
     enabled = true                # layers are always included); false: only those
     seeds = 2                     # a count (from experiment.seed) or a list of seeds
+    pairs = false                 # true (or target names): also every pair of layers
 
     [data]                        # optional: the variables the networks map (the
     inputs = ["psi", "omega"]     # defaults shown) and, for DNS read from files,
@@ -259,15 +260,32 @@ class SweepConfig(Section):
         ``seeds`` (a count from ``experiment.seed``, or the seeds), ``baselines`` and
         ``alpha`` of ``[sweep]``; ``fit``, ``validation`` and ``renormalize`` of
         ``[transfer]``. :func:`xtl.layer_sweep` gets them whole.
+    pairs : bool or tuple of str
+        Also re-train every pair of the swept layers, under the same seeds and
+        subsets (stage ``pairs-<target>``, ``results/pairs-<target>.nc``; no
+        baselines, no saved models): 55 pairs for 11 layers. True: for every
+        target; a list of target names: for those.
     """
 
     section: ClassVar[str] = "sweep"
     enabled: bool = True
     layers: tuple | None = None
     options: SweepOptions = field(default_factory=SweepOptions)
+    pairs: bool = False
 
     def check(self):
         self._set("enabled", check_bool(self.enabled, "enabled"))
+        pairs = self.pairs
+        if isinstance(pairs, list):
+            pairs = tuple(pairs)
+        if not isinstance(pairs, bool) and not (
+                isinstance(pairs, tuple) and pairs and all(isinstance(t, str) for t in pairs)):
+            _fail("sweep.pairs", f"must be true, false or a list of target names, got {pairs!r}")
+        self._set("pairs", pairs)
+
+    def pairs_of(self, target: str) -> bool:
+        """Whether the pairs of layers are swept on ``target``."""
+        return self.pairs is True or (isinstance(self.pairs, tuple) and target in self.pairs)
 
     def sweeps_every_layer(self) -> bool:
         """Whether the sweep re-trains every layer (so needs no recommendation)."""
@@ -915,12 +933,13 @@ def _fit_section(raw, section, **defaults):
     return section(fit=fit, **{k: table[k] for k in own & set(table)})
 
 
-def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConfig:
+def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int,
+           target_names) -> SweepConfig:
     """``[sweep]``: its seeds, baselines and alpha with ``[transfer]``'s fit as the
     sweep's :class:`~xtl.nn.sweep.SweepOptions`; a count of seeds starts at ``seed``."""
     from ..nn.spec import check_layers
 
-    table = _table(raw, "sweep", {"enabled", "layers", "seeds", "baselines", "alpha"})
+    table = _table(raw, "sweep", {"enabled", "layers", "seeds", "baselines", "alpha", "pairs"})
     given = {k: table[k] for k in ("seeds", "baselines", "alpha") if k in table}
     options = _parse(SweepOptions, {**given, "fit": transfer.fit, "renormalize":
                                     transfer.renormalize, "validation": transfer.validation},
@@ -931,7 +950,13 @@ def _sweep(raw, seed: int, transfer: TransferConfig, n_layers: int) -> SweepConf
     if layers is not None:
         layers = _parse(check_layers, {"layers": layers, "n_layers": n_layers}, "sweep",
                         names={"layers"})
-    return SweepConfig(enabled=table.get("enabled", True), layers=layers, options=options)
+    sweep = SweepConfig(enabled=table.get("enabled", True), layers=layers, options=options,
+                        pairs=table.get("pairs", False))
+    named = sweep.pairs if isinstance(sweep.pairs, tuple) else ()
+    unknown = [t for t in named if t not in target_names]
+    if unknown:
+        _fail("sweep.pairs", f"must name targets, among {list(target_names)}; got {unknown}")
+    return sweep
 
 
 def _network(raw):
@@ -1030,7 +1055,8 @@ def parse_config(raw: dict, folder=None) -> ExperimentConfig:
         name=str(experiment.get("name", "experiment")), seed=own["seed"], base=base,
         targets=targets, network=network,
         training=_fit_section(raw, TrainingConfig, seed=own["seed"]), transfer=transfer,
-        sweep=_sweep(raw, own["seed"], transfer, spec.n_layers), les=_les(raw),
+        sweep=_sweep(raw, own["seed"], transfer, spec.n_layers, [f.name for f in targets]),
+        les=_les(raw),
         min_decades=own["min_decades"], budget=_budget(raw, [f.name for f in targets]),
         recommend=_recommend(raw), benchmark=_benchmark(raw), data=_data(raw),
         source=_resolved_source(raw, base, targets),

@@ -17,7 +17,8 @@ import xarray as xr
 
 from .config import TEST_FRACTION, ExperimentConfig, FileFlowConfig, n_snapshots
 
-__all__ = ["measure_rates", "estimate_experiment", "format_estimate", "StageEstimate"]
+__all__ = ["measure_rates", "estimate_experiment", "format_estimate", "StageEstimate",
+           "retrain_seconds"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def _random_les(n: int, samples: int) -> xr.Dataset:
 
 
 def _epoch_seconds_per_sample(network: dict, n_les: int) -> tuple:
-    """Seconds per sample and epoch of a full training and of re-training the first / last
-    layer (the second epoch's: the first traces), and the trained model."""
+    """Seconds per sample and epoch of a full training and of re-training the first
+    layer (the whole network's passes) and the last (on the cached prefix: its own
+    passes only); the second epoch's (the first traces); and the trained model."""
     from ..nn.training import train, transfer
 
     samples = 16
@@ -80,7 +82,7 @@ def _epoch_seconds_per_sample(network: dict, n_les: int) -> tuple:
     full = float(model.history.epoch_time.values[-1]) / samples
     per_layer = [float(transfer(model, data, [layer], **kwargs).history.epoch_time.values[-1])
                  / samples for layer in (1, model.n_layers)]
-    return {"full": full, "transfer": float(np.mean(per_layer))}, model
+    return {"full": full, "first": per_layer[0], "last": per_layer[1]}, model
 
 
 def measure_rates(config: ExperimentConfig) -> dict:
@@ -116,8 +118,38 @@ def measure_rates(config: ExperimentConfig) -> dict:
     return {
         **out,
         "train_sample_epoch": rates["full"],
-        "transfer_sample_epoch": rates["transfer"],
+        "transfer_sample_epoch": (rates["first"] + rates["last"]) / 2,
+        "transfer_first_sample_epoch": rates["first"],
+        "transfer_last_sample_epoch": rates["last"],
     }
+
+
+def retrain_seconds(rates: dict, first: int, n_layers: int) -> float:
+    """Seconds per sample and epoch of re-training layers ``first``.. (and any deeper
+    ones) of an ``n_layers`` network on the cached output of the layers before.
+
+    The forward and backward passes of layers first..L are what an epoch costs, so
+    the cost falls linearly from the first layer's (``transfer_first_sample_epoch``,
+    the whole network) to the last's (``transfer_last_sample_epoch``); rates without
+    them cost every layer ``transfer_sample_epoch``.
+    """
+    if "transfer_first_sample_epoch" not in rates or n_layers < 2:
+        return rates["transfer_sample_epoch"]
+    t1, t_last = rates["transfer_first_sample_epoch"], rates["transfer_last_sample_epoch"]
+    return t_last + (t1 - t_last) * (n_layers - first) / (n_layers - 1)
+
+
+def _pairs_estimate(config, target, rates, fit: int) -> StageEstimate:
+    """Every pair (a, b) of the swept layers costs re-training from layer a on."""
+    layers = config.sweep.layers or range(1, int(config.network.get("n_layers", 11)) + 1)
+    layers, n_layers = sorted(layers), int(config.network.get("n_layers", 11))
+    seeds, cap, workers = len(config.seeds), config.transfer.fit.epochs, rates["workers"]
+    per_seed = sum(retrain_seconds(rates, a, n_layers) for i, a in enumerate(layers)
+                   for _ in layers[i + 1:])
+    n_pairs = len(layers) * (len(layers) - 1) // 2
+    return StageEstimate(f"pairs-{target.name}",
+                         f"{n_pairs} pairs x {seeds} seeds x {fit} samples x {cap} epochs, "
+                         f"{workers} workers", per_seed * seeds * fit * cap / workers)
 
 
 def _preset_flows(config: ExperimentConfig) -> list:
@@ -199,6 +231,8 @@ def estimate_experiment(config: ExperimentConfig, rates: dict | None = None) -> 
             text += f" + full target ({int(pool * 0.9)} samples)"
         rows.append(StageEstimate(f"sweep-{target.name}", text + f", {workers} workers",
                                   work / workers))
+        if config.sweep.pairs_of(target.name):
+            rows.append(_pairs_estimate(config, target, rates, tl_fit))
         if config.runs_aposteriori(target):
             rows.append(_aposteriori_estimate(config, target, rates))
     if config.budget.enabled:  # the main sweep's fraction is already counted
@@ -252,6 +286,9 @@ def format_estimate(rows: list, rates: dict) -> str:
                                            for name, s in rates["dns_step"].items())
               + f"; training {1e3 * rates['train_sample_epoch']:.1f} ms and re-training "
               f"{1e3 * rates['transfer_sample_epoch']:.1f} ms per sample-epoch"
+              + (f" (layer 1 {1e3 * rates['transfer_first_sample_epoch']:.1f} ms, the last "
+                 f"layer on its cached prefix {1e3 * rates['transfer_last_sample_epoch']:.1f} "
+                 "ms)" if "transfer_first_sample_epoch" in rates else "")
               + (f"; LES step {1e3 * rates['les_step']:.1f} ms" if "les_step" in rates else "")
               + f"; {rates['workers']} workers.",
               "Trainings are counted at their epoch cap (early stopping ends them sooner)."]

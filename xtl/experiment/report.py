@@ -557,6 +557,10 @@ def _document(experiment, results, summary, findings) -> list:
     blocks += _recommender_section(experiment, results["sweeps"], results["comparisons"])
     if results["benchmark"] is not None:
         blocks += _benchmark_section(results["benchmark"], folder)
+    pairs = {t: load_dataset(experiment.paths.pairs(t)) for t in results["targets"]
+             if experiment.paths.pairs(t).exists()}
+    if pairs:
+        blocks += pairs_section(pairs, results["sweeps"], alpha=cfg.sweep.options.alpha)
     if results["posts"]:
         blocks += _aposteriori_table(results["posts"])
     census = filter_census(base_model.to_dataset(), pad_to=base_model.n_les)
@@ -803,6 +807,43 @@ def _recommender_section(experiment, sweeps, comparisons) -> list:
         f"The default method (**{default}**) recommended a layer in the best set on "
         f"**{sum(hits)} of {len(hits)}** targets. Bold: the best per target (rank, "
         "Spearman, regret)."), *warning, Table(_RECOMMENDER_HEAD, tuple(rows))]
+
+
+def pairs_section(pairs: dict, sweeps: dict, *, alpha: float = 0.05, top: int = 5) -> list:
+    """Report blocks: per target, the best single layer and the ``top`` pairs by their gain
+    over it (:func:`xtl.nn.sweep.pair_gains`), and how many pairs beat it significantly.
+
+    Parameters
+    ----------
+    pairs, sweeps : dict
+        ``{target: pair sweep}`` and ``{target: single-layer sweep}`` (same seeds, subsets).
+    alpha : float
+        A pair beats the best single layer when the one-sided paired test's p < alpha.
+    """
+    from ..nn.sweep import pair_gains
+
+    rows = []
+    for t, sweep in pairs.items():
+        single = sweeps[t]
+        gains = pair_gains(sweep, single)
+        best = gains.attrs["best_single"]
+        cc = single.cc.sel(layer=best)
+        n = cc.sizes["seed"]
+        sem = float(cc.std(ddof=1)) / np.sqrt(n) if n > 1 else np.nan
+        better = int((gains.pvalue < alpha).sum())
+        listed = "; ".join(
+            f"{p}: {float(sweep.cc.sel(pair=p).mean()):.4f} ({float(g.gain):+.4f} ± "
+            f"{float(g.gain_sem):.4f}, p = {float(g.pvalue):.2g})"
+            for p, g in ((str(p), gains.sel(pair=p)) for p in gains.pair.values[:top]))
+        rows.append((t, f"L{best}: {format_mean_sem(float(cc.mean()), sem)}", listed,
+                     f"{better} of {gains.sizes['pair']}"))
+    return [Section("Pairs of layers", "pairs"),
+            Paragraph("Every pair re-trained together under the sweep's seeds and subsets; "
+                      "gain: the pair's CC minus the best single layer's, mean ± standard "
+                      "error of the paired differences over seeds; p: one-sided paired "
+                      f"t-test that the pair is better (significant below α = {alpha})."),
+            Table(("target", "best single layer", "best pairs (CC, gain, p)",
+                   "pairs significantly better"), tuple(rows))]
 
 
 def _budget_table(experiment, target, budget) -> list:

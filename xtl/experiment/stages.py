@@ -351,8 +351,11 @@ def stage_inputs(config: ExperimentConfig) -> dict:
         inputs[f"recommend-{t}"] = ["@base-model", f"@data-{t}", transfer, config.seeds,
                                     recommend]
         needs = [] if config.sweep.sweeps_every_layer() else [f"@recommend-{t}"]
-        inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, config.table("sweep"),
-                                *needs]
+        single = {k: v for k, v in config.table("sweep").items() if k != "pairs"}
+        inputs[f"sweep-{t}"] = ["@base-model", f"@data-{t}", transfer, single, *needs]
+        if config.sweep.pairs_of(t):
+            inputs[f"pairs-{t}"] = ["@base-model", f"@data-{t}", transfer,
+                                    config.table("sweep"), *needs]
         inputs[f"explain-{t}"] = [f"@sweep-{t}", "@flows"]
         if config.runs_aposteriori(target):
             inputs[f"aposteriori-{t}"] = [f"@sweep-{t}", config.table("les")]
@@ -490,6 +493,22 @@ def run_sweep(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
                         layers=sweep_layers(config, paths, target.name), options=options,
                         client=cluster.client, save_dir=paths.sweep_models(target.name))
     write_dataset(sweep, paths.sweep(target.name), overwrite=True)
+
+
+def run_pairs(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
+              cluster: ExperimentCluster, target, progress=None) -> None:
+    """Every pair of the swept layers of ``target``, under the sweep's seeds and subsets
+    (``results/pairs-<target>.nc``; no baselines, the models are not kept)."""
+    from ..data.netcdf import write_dataset
+    from ..nn.sweep import layer_sweep
+
+    pool, test = data.target_sets(target)
+    options = config.sweep.options.replace(n_samples=data.n_transfer(target), pairs=True,
+                                           baselines=(), progress=progress)
+    pairs = layer_sweep(_load_model(paths.model("base")), pool, test,
+                        layers=sweep_layers(config, paths, target.name), options=options,
+                        client=cluster.client)
+    write_dataset(pairs, paths.pairs(target.name), overwrite=True)
 
 
 def run_budget(config: ExperimentConfig, paths: ExperimentPaths, data: FlowData,
@@ -909,6 +928,10 @@ class Experiment:
             self.stage(f"sweep-{t}", inputs[f"sweep-{t}"], [paths.sweep(t)],
                        lambda target=target: run_sweep(cfg, paths, data, cluster, target,
                                                        progress))
+            if f"pairs-{t}" in inputs:
+                self.stage(f"pairs-{t}", inputs[f"pairs-{t}"], [paths.pairs(t)],
+                           lambda target=target: run_pairs(cfg, paths, data, cluster, target,
+                                                           progress))
             self.stage(f"explain-{t}", inputs[f"explain-{t}"], [paths.explain(t)],
                        lambda target=target: explain_target(cfg, paths, data, target))
             if f"aposteriori-{t}" in inputs:

@@ -135,6 +135,10 @@ class ExperimentPaths:
         """The layer sweep of ``target``."""
         return self.result(f"sweep-{target}")
 
+    def pairs(self, target: str) -> Path:
+        """The sweep of every pair of layers of ``target`` (``[sweep] pairs = true``)."""
+        return self.result(f"pairs-{target}")
+
     def budget(self, target: str) -> Path:
         """The budget sweep of ``target``."""
         return self.result(f"budget-{target}")

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["INPUTS", "OUTPUTS", "PADDINGS", "LAYER_PADDINGS", "ACTIVATIONS", "PRECISIONS",
-           "NetworkSpec", "Variables", "check_layers", "leaky_slope", "stack_channels",
-           "unstack_channels"]
+           "NetworkSpec", "Variables", "check_layers", "leaky_slope", "suffix_spec",
+           "stack_channels", "unstack_channels"]
 
 #: The default input variables (ψ̄, ω̄), in channel order.
 INPUTS = ("psi", "omega")
@@ -259,6 +259,43 @@ def _validate_layer_fields(spec: NetworkSpec) -> None:
     if spec.kernel_sizes is not None and spec.kernel_size != max(spec.kernel_sizes):
         raise ValueError(f"spec.kernel_size must be the largest of spec.kernel_sizes "
                          f"({max(spec.kernel_sizes)}), got {spec.kernel_size}")
+
+
+def suffix_spec(spec: NetworkSpec, first: int) -> NetworkSpec:
+    """The architecture of layers ``first..L`` of ``spec`` alone: the network that maps
+    the activations entering layer ``first`` to the output.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        The whole network.
+    first : int
+        The suffix's first layer, in 2..L (layer 1's suffix is the network itself).
+
+    Returns
+    -------
+    NetworkSpec
+        ``L - first + 1`` layers, taking ``spec.in_channels[first - 1]`` channels,
+        with the same precision and output channels; each layer keeps its kernel size,
+        padding, activation and bias (an imported network's per-layer fields are sliced).
+
+    Raises
+    ------
+    ValueError
+        ``first`` outside 2..L.
+    """
+    n = spec.n_layers
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not 2 <= first <= n:
+        raise ValueError(f"first must be a layer in 2..{n} (the suffix of layer 1 is the whole "
+                         f"network), got {first!r}")
+    hidden = spec.widths[first - 1:-1]
+    per_layer = {name: getattr(spec, name) for name in _LAYER_FIELDS}
+    per_layer = {name: None if v is None else tuple(v)[first - 1:] for name, v in per_layer.items()}
+    kernel_size = max(per_layer["kernel_sizes"]) if per_layer["kernel_sizes"] else spec.kernel_size
+    return dataclasses.replace(spec, n_layers=n - first + 1,
+                               channels=hidden if hidden else spec.output_channels,
+                               input_channels=spec.in_channels[first - 1],
+                               kernel_size=kernel_size, **per_layer)
 
 
 def check_layers(layers, n_layers: int, *, name: str = "layers") -> tuple:

@@ -61,6 +61,7 @@ __all__ = [
     "budget_sweep",
     "best_set",
     "summarize_sweep",
+    "pair_gains",
     "concat_budgets",
     "split_budgets",
     "seeds_of",
@@ -481,6 +482,61 @@ def summarize_sweep(sweep: xr.Dataset, *, metric: str = "cc", alpha: float = 0.0
     out.attrs.update(best=stats["best"].item(), best_set=members.tolist(),
                      best_set_test=stats.attrs["test"], best_set_metric=metric,
                      alpha=float(alpha))
+    return out
+
+
+def pair_gains(pairs: xr.Dataset, single: xr.Dataset, *, metric: str = "cc") -> xr.Dataset:
+    """How much each pair of layers beats the best single layer, paired across seeds.
+
+    Parameters
+    ----------
+    pairs : xarray.Dataset
+        A sweep with ``pairs=True`` (over ``(pair, seed)``).
+    single : xarray.Dataset
+        The single-layer sweep of the same base, target, subsets and seeds.
+    metric : str
+        The skill compared (default ``"cc"``; for :data:`LOWER_IS_BETTER` a gain is
+        a decrease).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``pair``: ``gain`` (mean over seeds of the pair's skill minus the best
+        single layer's, signed so that > 0 is better), ``gain_sem`` (its standard
+        error; NaN for one seed) and ``pvalue`` (one-sided paired t-test, H1: the
+        pair is better; NaN for one seed; 0 or 1 for constant differences), sorted
+        by ``gain``, best first; attrs ``best_single`` (the layer), ``metric``.
+
+    Raises
+    ------
+    ValueError
+        ``pairs`` is not a pair sweep, ``single`` not a layer sweep, or they differ
+        in seeds or subsets (their seeds are not paired).
+    """
+    from scipy.stats import t as student_t
+
+    if "pair" not in pairs.dims or "layer" not in single.dims:
+        raise ValueError("pairs must be a sweep over 'pair' (pairs=True) and single one over "
+                         f"'layer'; got dims {dict(pairs.sizes)} and {dict(single.sizes)}")
+    if pairs.seed.values.tolist() != single.seed.values.tolist() or \
+            not np.array_equal(pairs.subset.values, single.subset.values):
+        raise ValueError("pairs and single must share their seeds and subsets (the same "
+                         "sweep design): their seeds are compared pairwise")
+    sign = 1.0 if _higher_is_better(metric) else -1.0
+    best = single[metric].mean("seed").argmax("layer") if sign > 0 else \
+        single[metric].mean("seed").argmin("layer")
+    best_layer = int(single.layer[int(best)])
+    diff = sign * (pairs[metric] - single[metric].sel(layer=best_layer, drop=True))
+    n = diff.sizes["seed"]
+    gain = diff.mean("seed")
+    sem = diff.std("seed", ddof=1) / math.sqrt(n) if n > 1 else gain * np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = student_t.sf((gain / sem).values, n - 1) if n > 1 else np.full(gain.shape, np.nan)
+    if n > 1:
+        p = np.where(sem.values == 0, (gain.values <= 0).astype(float), p)
+    out = xr.Dataset({"gain": gain, "gain_sem": sem, "pvalue": ("pair", p)})
+    out = out.isel(pair=np.argsort(-gain.values, kind="stable"))
+    out.attrs.update(best_single=best_layer, metric=metric)
     return out
 
 

@@ -236,15 +236,19 @@ class ArrayData:
         """``(x, y)``."""
         return self.x, self.y
 
-    def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
-        """Yield ``(x, y)`` batches covering every sample once.
-
-        The order is a permutation drawn from ``(seed, epoch)`` when ``shuffle``.
-        """
+    def order(self, epoch: int, seed: int, shuffle: bool = True) -> np.ndarray:
+        """The positions (0..n-1) of the samples in the order :meth:`batches` yields them:
+        a permutation drawn from ``(seed, epoch)`` when ``shuffle``, else ``0..n-1``."""
         n = self.n_samples
-        rng = np.random.default_rng([int(seed), int(epoch)])
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        for i in range(0, n, batch_size):
+        if not shuffle:
+            return np.arange(n)
+        return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+    def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
+        """Yield ``(x, y)`` batches covering every sample once, consecutive runs of
+        ``batch_size`` samples of :meth:`order`."""
+        order = self.order(epoch, seed, shuffle)
+        for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             yield self.x[idx], self.y[idx]
 
@@ -306,6 +310,21 @@ class StreamData:
         x0, y0 = self.load(self.indices[:n])
         x1, y1 = self.load(self.indices[-n:])
         return x0, y0, x1, y1
+
+    def order(self, epoch: int, seed: int, shuffle: bool = True) -> np.ndarray:
+        """The positions (0..n-1 in ``indices``) of the samples in the order
+        :meth:`batches` yields them (its batches are consecutive runs of it): the
+        blocks in an order drawn from ``(seed, epoch)``, each shuffled inside."""
+        starts = np.arange(0, self.n_samples, self.block)
+        if not shuffle:
+            return np.arange(self.n_samples)
+        rng = np.random.default_rng([int(seed), int(epoch), 1])
+        starts = starts[rng.permutation(len(starts))]
+        parts = []
+        for s in starts:  # the draws in batches' sequence
+            size = min(self.block, self.n_samples - s)
+            parts.append(s + rng.permutation(size))
+        return np.concatenate(parts) if parts else np.arange(0)
 
     def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
         """Yield ``(x, y)`` batches covering every sample once (see the class docstring)."""

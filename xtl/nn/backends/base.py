@@ -34,7 +34,10 @@ class TrainingData(Protocol):
     (by default c_in = 2: ψ̄, ω̄); targets ``(sample, y, x, c_out)`` (by default Π). Streamed data may also
     offer ``ends(n) -> (x_first, y_first, x_last, y_last)``, the first and
     last ``n`` samples, which :func:`xtl.nn.backends.loop.data_digest` uses to
-    fingerprint them cheaply.
+    fingerprint them cheaply. Data with ``order(epoch, seed, shuffle)`` — the
+    sample positions in the order ``batches`` yields them, its batches being
+    consecutive runs of it — can be trained on a cached frozen prefix
+    (:mod:`xtl.nn.backends.prefix`).
     """
 
     n_samples: int
@@ -202,21 +205,58 @@ class Backend(abc.ABC):
     def set_state(self, model: Model, state: Sequence) -> None:
         """Restore :meth:`get_state`'s arrays into a model prepared the same way."""
 
+    # -- the frozen-prefix cache (optional primitive) ---------------------------
+    def suffix_model(self, model: Model, first: int) -> Model:
+        """Layers ``first..L`` of ``model`` as a network of their own, for training them
+        on the cached output of layers 1..first−1 (:mod:`xtl.nn.backends.prefix`).
+
+        The one primitive a backend adds for the cache (the activations entering
+        layer ``first`` come from :meth:`activations`). It must
+
+        * take normalized channels-last inputs ``(sample, y, x, C)`` with ``C =
+          model.spec.in_channels[first - 1]``: the outputs of layer ``first − 1``
+          after its activation, as :meth:`activations` gives them (transposed);
+        * apply the padding, convolutions and activations of layers first..L exactly
+          as ``model`` does, so that its output equals ``model``'s;
+        * share the weights of those layers with ``model`` (the same variables or
+          parameters, not copies): training it trains ``model``;
+        * be a :class:`~xtl.nn.model.Model` of this backend whose ``spec`` is
+          :func:`xtl.nn.spec.suffix_spec` ``(model.spec, first)``, on which every
+          primitive of the loop (:meth:`prepare_fit`, :meth:`train_epoch`,
+          :meth:`get_state`, :meth:`set_state`, :meth:`get_weights`,
+          :meth:`set_weights`, :meth:`evaluate`) works, its layers numbered 1.. from
+          ``first``.
+
+        A backend without it trains uncached (the default raises NotImplementedError).
+        """
+        raise NotImplementedError(f"the {self.name!r} backend has no suffix_model (the "
+                                  "frozen-prefix cache needs it; fits run uncached)")
+
     # -- training: shared -------------------------------------------------------
     def fit(self, model: Model, train: TrainingData, validation, options, *,
             layers=None) -> dict:
         """Train ``model`` in place with the shared loop: :func:`xtl.nn.backends.loop.fit`
         (its parameters and the history it returns); ``layers`` (1..L, default all)
-        are checked here.
+        are checked here. When they are all ≥ l > 1, ``options.cache_prefix`` is on and
+        the backend has :meth:`suffix_model` (and no layer pads ``"valid"``), layers
+        1..l−1 are computed once and
+        layers l..L trained on their cached output
+        (:func:`xtl.nn.backends.prefix.fit_cached`; same result to float32 round-off).
 
         Raises
         ------
         ValueError
             A layer outside 1..L; a checkpoint of a different training.
         """
-        from .loop import fit  # the loop drives the backend's primitives
+        from .loop import FitOptions, fit  # the loop drives the backend's primitives
+        from .prefix import cacheable, fit_cached
 
+        options = FitOptions.merge(options)
         layers = None if layers is None else check_layers(layers, model.n_layers)
+        # a 'valid' network crops its targets by its whole shrink: it trains uncached
+        if layers is not None and type(self).suffix_model is not Backend.suffix_model \
+                and model.spec.shrink == 0 and cacheable(train, validation, options, layers):
+            return fit_cached(self, model, train, validation, options, layers)
         return fit(self, model, train, validation, options, layers=layers)
 
     def evaluate(self, model: Model, data: TrainingData, batch_size: int = 32) -> float:

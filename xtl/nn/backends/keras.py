@@ -40,7 +40,7 @@ import numpy as np
 from ...data.netcdf import FileFormatError
 from ...data.files import atomic_path
 from .loop import FitOptions
-from ..spec import NetworkSpec, Variables, check_layers, leaky_slope
+from ..spec import NetworkSpec, Variables, check_layers, leaky_slope, suffix_spec
 from .base import Backend, check_normalization, crop_targets
 from ..model import Model
 from ..dataset import file_metadata, history_to_dataset
@@ -249,6 +249,22 @@ class KerasBackend(Backend):
             Threads, >= 1 (a dask worker passes the threads it was given).
         """
         _pin_tf_threads(int(n))
+
+    def suffix_model(self, model: Model, first: int) -> Model:
+        """Layers ``first..L`` of ``model`` (their padding helpers too) as a Keras model
+        taking the activations entering layer ``first``, sharing the layer objects,
+        so their weights, with ``model`` (see :meth:`Backend.suffix_model`)."""
+        keras = _keras()
+        spec = suffix_spec(model.spec, first)
+        native = model.native
+        start = native.layers.index(self.conv_layers(model)[first - 2]) + 1
+        inputs = keras.Input(shape=(None, None, spec.input_channels), name="prefix_output")
+        x = inputs
+        for layer in native.layers[start:]:
+            x = layer(x)
+        sub = keras.Model(inputs, x, name=f"xtl_cnn_from_layer{first}")
+        return Model(self.name, sub, spec, dict(model.normalization),
+                     provenance={"suffix_of_layer": int(first)}, variables=model.variables)
 
     # -- weights --------------------------------------------------------------
     def device(self) -> str:

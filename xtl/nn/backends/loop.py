@@ -86,6 +86,12 @@ class FitOptions(Options):
         different fit raises a ValueError instead of being resumed.
     callbacks : sequence, optional
         Backend-native callbacks (Keras callbacks for ``"keras"``).
+    cache_prefix : bool
+        When the layers trained are all ≥ l > 1, compute the frozen layers
+        1..l−1 once on the training and validation samples and train layers
+        l..L on their cached output (:mod:`xtl.nn.backends.prefix`): the same
+        result to float32 round-off, each epoch costing layers l..L only.
+        Needs a backend with ``suffix_model``; others train uncached.
     """
 
     epochs: int = 20
@@ -100,6 +106,7 @@ class FitOptions(Options):
     progress: bool | None = None
     checkpoint_dir: str | os.PathLike | None = None
     callbacks: tuple = field(default=())
+    cache_prefix: bool = True
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -115,6 +122,7 @@ class FitOptions(Options):
                                                positive=True, optional=True))
         set_(self, "block", check_int(self.block, "block", minimum=1))
         set_(self, "progress", check_bool(self.progress, "progress", optional=True))
+        set_(self, "cache_prefix", check_bool(self.cache_prefix, "cache_prefix"))
         check_path(self.checkpoint_dir, "checkpoint_dir")
         callbacks = () if self.callbacks is None else self.callbacks
         if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
@@ -123,7 +131,7 @@ class FitOptions(Options):
 
 
 # --------------------------------------------------------------------- the loop
-def fit(backend, model, train, validation, options=None, layers=None) -> dict:
+def fit(backend, model, train, validation, options=None, layers=None, identity=None) -> dict:
     """Train ``model`` in place with ``backend``'s primitives.
 
     Parameters
@@ -137,6 +145,10 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
     layers : sequence of int, optional
         Conv layers to train (1..L, checked by the caller); the others stay
         bitwise unchanged. Default: all.
+    identity : dict, optional
+        The training's :func:`fingerprint` for its checkpoint, when ``model`` and
+        the data stand for another training (a cached prefix's suffix network
+        and activations); default: the fingerprint of these arguments.
 
     Returns
     -------
@@ -156,8 +168,8 @@ def fit(backend, model, train, validation, options=None, layers=None) -> dict:
               else tuple(range(1, model.n_layers + 1)))
     ckpt = None
     if options.checkpoint_dir:
-        ckpt = Checkpoint(options.checkpoint_dir,
-                          fingerprint(backend, model, train, validation, options, layers))
+        ckpt = Checkpoint(options.checkpoint_dir, identity if identity is not None
+                          else fingerprint(backend, model, train, validation, options, layers))
     loop = _Loop(backend, model, options, ckpt)
     saved = ckpt.load() if ckpt is not None and ckpt.exists() else None
     backend.prepare_fit(model, layers, options)

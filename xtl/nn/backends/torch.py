@@ -37,7 +37,7 @@ from ...data.netcdf import FileFormatError
 from ..dataset import file_metadata, history_to_dataset
 from ..importing import ImportedLayers, check_import
 from ..model import Model
-from ..spec import NetworkSpec, Variables, check_layers, leaky_slope
+from ..spec import NetworkSpec, Variables, check_layers, leaky_slope, suffix_spec
 from .base import Backend, check_normalization, crop_targets
 from .loop import FitOptions
 
@@ -203,6 +203,21 @@ class TorchBackend(Backend):
     def device(self) -> str:
         """``"GPU"`` when PyTorch sees a CUDA device (it then computes there), else ``"CPU"``."""
         return "GPU" if _device().type == "cuda" else "CPU"
+
+    def suffix_model(self, model: Model, first: int) -> Model:
+        """Layers ``first..L`` of ``model`` as an ``nn.Sequential`` of the same modules, so
+        the same parameters, renumbered from 1 (see :meth:`Backend.suffix_model`)."""
+        from collections import OrderedDict
+
+        torch = _torch()
+        spec = suffix_spec(model.spec, first)
+        parts = OrderedDict()
+        for name, module in model.native.named_children():
+            kind, _, k = name.partition("_")
+            if int(k) >= first:
+                parts[f"{kind}_{int(k) - first + 1}"] = module
+        return Model(self.name, torch.nn.Sequential(parts), spec, dict(model.normalization),
+                     provenance={"suffix_of_layer": int(first)}, variables=model.variables)
 
     # -- weights --------------------------------------------------------------
     def conv_layers(self, model: Model) -> list:
