@@ -12,7 +12,7 @@ from xtl.nn.backends.base import get_backend
 from xtl.nn.files import load_model, save_model
 from xtl.nn.importers import convert
 from xtl.nn.model import model_to_dataset
-from xtl.nn.training import evaluate, train, transfer
+from xtl.nn.training import ArrayData, evaluate, train, transfer
 
 FAST = dict(batch_size=8, learning_rate=3e-3, progress=False)
 #: One spec of every padding and a leaky activation, mixed kernel sizes, a layer without bias.
@@ -210,3 +210,50 @@ def test_recommenders_rank_alike_on_the_torch_and_keras_twins(les_base, les_targ
     # conjugate-gradient solve of an undamped Gauss-Newton step amplifies to ~1 %
     np.testing.assert_array_equal(scores[0]["rank"], scores[1]["rank"])
     np.testing.assert_allclose(scores[0].score, scores[1].score, rtol=2e-2)
+
+
+# ------------------------------------------------------------ the frozen-prefix cache
+@pytest.mark.parametrize("backend_name", ["keras", "torch"])
+def test_suffix_of_a_network_with_per_layer_fields_continues_it(backend_name):
+    """The suffix keeps each layer's own kernel size, padding, activation and bias."""
+    from xtl.nn.spec import NetworkSpec, suffix_spec
+
+    be = get_backend(backend_name)
+    model = randomized(backend_name, NetworkSpec(**MIXED))
+    x = np.random.default_rng(1).standard_normal((3, 12, 12, 2)).astype(np.float32)
+    for first in (2, 3, 4):
+        suffix = be.suffix_model(model, first)
+        assert suffix.spec == suffix_spec(model.spec, first)
+        assert suffix.spec.layer_paddings == model.spec.layer_paddings[first - 1:]
+        entering = np.moveaxis(be.activations(model, x, [first - 1])[first - 1], 1, -1)
+        np.testing.assert_allclose(be.predict_normalized(suffix, entering),
+                                   be.predict_normalized(model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [[2], [2, 3]])
+def test_torch_fit_on_the_cached_prefix_equals_the_uncached_fit(les_base, layers):
+    from xtl.nn.backends.loop import FitOptions, fit
+    from xtl.nn.backends.prefix import fit_cached
+
+    be = get_backend("torch")
+    base = randomized("torch", TINY_SPEC)
+    rng = np.random.default_rng(2)
+    data = ArrayData(rng.standard_normal((16, 16, 16, 2)).astype(np.float32),
+                     rng.standard_normal((16, 16, 16, 1)).astype(np.float32))
+    held = ArrayData(data.x[:4] * 0.5, data.y[:4])
+    options = FitOptions(epochs=3, seed=1, **FAST)
+    cached, plain = be.clone(base), be.clone(base)
+    suffix_calls = []
+    original = be.suffix_model
+    be.suffix_model = lambda m, first: suffix_calls.append(first) or original(m, first)
+    try:
+        history = fit_cached(be, cached, data, held, options, layers)
+    finally:
+        del be.suffix_model
+    assert suffix_calls == [min(layers)]
+    reference = fit(be, plain, data, held, options, layers=tuple(layers))
+    xr.testing.assert_allclose(weights(cached), weights(plain), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], reference["loss"], rtol=1e-5)
+    frozen = [k for k in range(1, 4) if k not in layers]
+    xr.testing.assert_equal(weights(cached).sel(layer=frozen), weights(base).sel(layer=frozen))
+    assert not weights(cached).sel(layer=layers).equals(weights(base).sel(layer=layers))

@@ -257,7 +257,10 @@ class KerasBackend(Backend):
         keras = _keras()
         spec = suffix_spec(model.spec, first)
         native = model.native
-        start = native.layers.index(self.conv_layers(model)[first - 2]) + 1
+        conv = self.conv_layers(model)[first - 2]
+        start = native.layers.index(conv) + 1  # past layer first-1's conv and its activation
+        if start < len(native.layers) and native.layers[start].name == f"activation_{first - 1}":
+            start += 1
         inputs = keras.Input(shape=(None, None, spec.input_channels), name="prefix_output")
         x = inputs
         for layer in native.layers[start:]:
