@@ -195,7 +195,9 @@ def test_a_two_seed_sweep_agrees_across_the_backends_within_the_seeds_spread(les
     spread = np.maximum(torch_cc.max("seed") - torch_cc.min("seed"),
                         keras_cc.max("seed") - keras_cc.min("seed"))
     gap = np.abs(torch_cc.mean("seed") - keras_cc.mean("seed"))
-    assert (gap <= spread + 0.02).all(), (gap.values, spread.values)
+    assert (gap <= spread).all(), (gap.values, spread.values)
+    # same weights, subsets, batch order and Adam: the backends differ by round-off only
+    assert (gap < 1e-4).all(), gap.values
 
 
 @pytest.mark.parametrize("method", ["gauss-newton", "gradient-norm"])
