@@ -200,6 +200,17 @@ class GaussNewtonOptions(Options):
         set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
 
 
+def _check_fit_fields(options) -> None:
+    """Validate, in place, the fit fields that the recommenders which train share:
+    ``validation``, ``batch_size``, ``learning_rate`` and ``seed``."""
+    set_ = object.__setattr__
+    set_(options, "validation", check_fraction(options.validation, "validation"))
+    set_(options, "batch_size", check_int(options.batch_size, "batch_size", minimum=1))
+    set_(options, "learning_rate", check_float(options.learning_rate, "learning_rate",
+                                               minimum=0.0))
+    set_(options, "seed", check_int(options.seed, "seed", minimum=0))
+
+
 @dataclass(frozen=True)
 class ProbeOptions(Options):
     """Options of the ``"probe"`` recommender (:func:`xtl.explain.recommend.probe_recommender`).
@@ -231,11 +242,7 @@ class ProbeOptions(Options):
         set_ = object.__setattr__
         set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
         set_(self, "horizon", check_int(self.horizon, "horizon", minimum=1))
-        set_(self, "validation", check_fraction(self.validation, "validation"))
-        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
-        set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
-                                                minimum=0.0))
-        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+        _check_fit_fields(self)
 
 
 @dataclass(frozen=True)
@@ -280,11 +287,7 @@ class HalvingOptions(Options):
         set_ = object.__setattr__
         set_(self, "epochs", check_int(self.epochs, "epochs", minimum=1))
         set_(self, "eta", check_int(self.eta, "eta", minimum=2))
-        set_(self, "validation", check_fraction(self.validation, "validation"))
-        set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
-        set_(self, "learning_rate", check_float(self.learning_rate, "learning_rate",
-                                                minimum=0.0))
-        set_(self, "seed", check_int(self.seed, "seed", minimum=0))
+        _check_fit_fields(self)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import abc
 import importlib
 import math
 import threading
+import weakref
 from importlib import metadata
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
@@ -21,7 +22,7 @@ from ..spec import NetworkSpec, check_layers, stack_channels, unstack_channels
 
 # ``Model`` in the annotations is xtl.nn.model.Model, which builds on this module.
 
-__all__ = ["Backend", "TrainingData", "ENTRY_POINT_GROUP", "check_normalization", "crop_targets", "DEFAULT_BACKEND", "get_backend",
+__all__ = ["Backend", "ModelStates", "TrainingData", "ENTRY_POINT_GROUP", "check_normalization", "crop_targets", "DEFAULT_BACKEND", "get_backend",
            "register_backend", "available_backends"]
 
 
@@ -86,6 +87,38 @@ def crop_targets(y, shrink: int):
 
 
 # -------------------------------------------------------------------- backend
+class ModelStates:
+    """A backend's framework state per :class:`~xtl.nn.model.Model` (compiled functions,
+    a fit's optimizer), kept beside the framework-neutral Model rather than on it: an
+    entry goes with its Model and is emptied when it was made for another native model."""
+
+    def __init__(self):
+        self._states = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, model) -> dict:
+        """The state of ``model`` (a new one when its native model changed)."""
+        with self._lock:
+            state = self._states.get(model)
+            if state is None or state["native"] is not model.native:
+                state = self._states[model] = {"native": model.native}
+            return state
+
+    def fit_session(self, model):
+        """What the backend's ``prepare_fit`` stored under ``"fit"`` for ``model``.
+
+        Raises
+        ------
+        RuntimeError
+            ``model`` is not prepared for training.
+        """
+        session = self.of(model).get("fit")
+        if session is None:
+            raise RuntimeError("model is not prepared for training; call prepare_fit(model, "
+                               "layers, options) first (xtl.nn.backends.loop.fit does)")
+        return session
+
+
 class Backend(abc.ABC):
     """A model backend: the primitives a deep-learning framework provides, and
     the framework-neutral methods xtl builds on them.

@@ -28,9 +28,7 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import warnings
-import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ from ...data.netcdf import FileFormatError
 from ...data.files import atomic_path
 from .loop import FitOptions
 from ..spec import NetworkSpec, Variables, check_layers, leaky_slope, suffix_spec
-from .base import Backend, check_normalization, crop_targets
+from .base import Backend, ModelStates, check_normalization, crop_targets
 from ..model import Model
 from ..dataset import file_metadata, history_to_dataset
 from ..importing import ImportedLayers, check_import
@@ -756,19 +754,10 @@ def _check_input(x, spec: NetworkSpec) -> np.ndarray:
     return x
 
 
-#: Keras state of each Model (compiled functions, the fit's train step and optimizer),
-#: kept here rather than on the framework-neutral Model; an entry goes with its Model.
-_STATE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_STATE_LOCK = threading.Lock()
-
-
-def _model_state(model: Model) -> dict:
-    """The Keras state of ``model``, emptied first when it was made for another native model."""
-    with _STATE_LOCK:
-        state = _STATE.get(model)
-        if state is None or state["native"] is not model.native:
-            state = _STATE[model] = {"native": model.native}
-        return state
+#: Keras state of each Model (compiled functions, the fit's train step and optimizer).
+_STATES = ModelStates()
+_model_state = _STATES.of
+_fit_session = _STATES.fit_session
 
 
 @dataclass
@@ -778,14 +767,6 @@ class _FitSession:
     step: object
     optimizer: object
     callbacks: object
-
-
-def _fit_session(model: Model) -> _FitSession:
-    session = _model_state(model).get("fit")
-    if session is None:
-        raise RuntimeError("model is not prepared for training; call prepare_fit(model, "
-                           "layers, options) first (xtl.nn.backends.loop.fit does)")
-    return session
 
 
 def _forward_fn(model: Model, layers):

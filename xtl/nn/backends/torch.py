@@ -24,9 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import threading
 import warnings
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from ..dataset import file_metadata, history_to_dataset
 from ..importing import ImportedLayers, check_import
 from ..model import Model
 from ..spec import NetworkSpec, Variables, check_layers, leaky_slope, suffix_spec
-from .base import Backend, check_normalization, crop_targets
+from .base import Backend, ModelStates, check_normalization, crop_targets
 from .loop import FitOptions
 
 __all__ = ["TorchBackend"]
@@ -582,19 +580,10 @@ def _activation_of(torch, name: str, module, out: ImportedLayers) -> str:
     out.refuse(name, type(module).__name__)
 
 
-#: PyTorch state of each Model (the fit's optimizer), kept here rather than on the
-#: framework-neutral Model; an entry goes with its Model.
-_STATE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_STATE_LOCK = threading.Lock()
-
-
-def _model_state(model: Model) -> dict:
-    """The PyTorch state of ``model``, emptied first when it was made for another native model."""
-    with _STATE_LOCK:
-        state = _STATE.get(model)
-        if state is None or state["native"] is not model.native:
-            state = _STATE[model] = {"native": model.native}
-        return state
+#: PyTorch state of each Model (the fit's optimizer).
+_STATES = ModelStates()
+_model_state = _STATES.of
+_fit_session = _STATES.fit_session
 
 
 @dataclass
@@ -603,11 +592,3 @@ class _FitSession:
 
     optimizer: object
     params: list
-
-
-def _fit_session(model: Model) -> _FitSession:
-    session = _model_state(model).get("fit")
-    if session is None:
-        raise RuntimeError("model is not prepared for training; call prepare_fit(model, "
-                           "layers, options) first (xtl.nn.backends.loop.fit does)")
-    return session
