@@ -209,9 +209,11 @@ def test_recommenders_rank_alike_on_the_torch_and_keras_twins(les_base, les_targ
     base, target = les_base.isel(time=slice(0, 8)), les_target.isel(time=slice(0, 8))
     scores = [recommend_layers(m, base, target, method=method, top=1) for m in (model, twin)]
     # the same weights, the same ranks; the scores to float32 round-off, which the
-    # conjugate-gradient solve of an undamped Gauss-Newton step amplifies to ~1 %
+    # conjugate-gradient solve of an undamped Gauss-Newton step amplifies on the output
+    # layer (measured 1.2 % and 2.1 % in two runs; layers 1-2 agree to 6 digits)
     np.testing.assert_array_equal(scores[0]["rank"], scores[1]["rank"])
-    np.testing.assert_allclose(scores[0].score, scores[1].score, rtol=2e-2)
+    rtol = {"gauss-newton": 5e-2, "gradient-norm": 1e-3}[method]
+    np.testing.assert_allclose(scores[0].score, scores[1].score, rtol=rtol)
 
 
 # ------------------------------------------------------------ the frozen-prefix cache
