@@ -147,6 +147,7 @@ def _shrunk(text: str) -> str:
     return text
 
 
+@pytest.mark.slow  # 51 s: the QG pieces have their own fast tests (test_variables, above)
 def test_the_qg_example_runs_end_to_end(qg, tmp_path):
     """`xtl run` on examples/qg.toml (shrunk) with tiny QG flows made by qg_data: the
     files are coarse-grained to q and pi_q; a 2-in/2-out network is trained, swept,
