@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # libudunits2 for the CF checker the tests run, chromium for the slow report test (apt-get, when missing)
 system-deps:
-	bash .ci/system-deps
+	bash .ci/system-deps --browser
 
 demo: $(STAMP)
 	$(VENV)/bin/xtl demo
