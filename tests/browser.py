@@ -63,7 +63,7 @@ def check_page(page: Path, timeout: float = 120.0) -> dict:
     exe = chromium()
     if exe is None:
         raise RuntimeError("no chromium on PATH: install it (Debian: apt-get install "
-                           "chromium; .ci/system-deps does)")
+                           "chromium; make system-deps does)")
     page = Path(page).resolve()
     probe = page.with_name(f".check-{page.name}")
     probe.write_text(page.read_text().replace("</body>", _CHECKS + "</body>"))
