@@ -261,6 +261,7 @@ class GradientNormOptions(Options):
         set_(self, "max_samples", check_int(self.max_samples, "max_samples", minimum=1))
         set_(self, "batch_size", check_int(self.batch_size, "batch_size", minimum=1))
 
+
 @dataclass(frozen=True)
 class HalvingOptions(Options):
     """Options of the ``"halving"`` recommender (:func:`xtl.explain.recommend.halving_recommender`).

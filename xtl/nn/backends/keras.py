@@ -255,10 +255,9 @@ class KerasBackend(Backend):
         keras = _keras()
         spec = suffix_spec(model.spec, first)
         native = model.native
-        conv = self.conv_layers(model)[first - 2]
-        start = native.layers.index(conv) + 1  # past layer first-1's conv and its activation
-        if start < len(native.layers) and native.layers[start].name == f"activation_{first - 1}":
-            start += 1
+        # past the last part (padding, conv, activation layer) of layer first-1
+        start = 1 + max(i for i, layer in enumerate(native.layers)
+                        if _layer_number(layer.name) == first - 1)
         inputs = keras.Input(shape=(None, None, spec.input_channels), name="prefix_output")
         x = inputs
         for layer in native.layers[start:]:
@@ -736,6 +735,14 @@ def _build_native(keras, spec: NetworkSpec, seed: int):
     if policy != "float32":
         x = keras.layers.Activation("linear", dtype="float32", name="output_float32")(x)
     return keras.Model(inputs, x, name="xtl_cnn")
+
+
+def _layer_number(name: str):
+    """The layer ``k`` a part of xtl's Keras network belongs to, from its name
+    (``conv_k``, ``activation_k``, ``periodic_pad_k``, ``reflect_pad_k``); None for the
+    others (the input, ``output_float32``)."""
+    tail = name.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 def _pad_layer(padding: str, size: int, k: int, policy):
