@@ -311,33 +311,32 @@ class StreamData:
         x1, y1 = self.load(self.indices[-n:])
         return x0, y0, x1, y1
 
-    def order(self, epoch: int, seed: int, shuffle: bool = True) -> np.ndarray:
-        """The positions (0..n-1 in ``indices``) of the samples in the order
-        :meth:`batches` yields them (its batches are consecutive runs of it): the
-        blocks in an order drawn from ``(seed, epoch)``, each shuffled inside."""
+    def _block_draws(self, epoch: int, seed: int, shuffle: bool):
+        """Yield ``(start, permutation inside the block)`` per block in the epoch's order:
+        the blocks in an order drawn from ``(seed, epoch)``, each shuffled inside (the
+        permutation is None without ``shuffle``)."""
         starts = np.arange(0, self.n_samples, self.block)
         if not shuffle:
-            return np.arange(self.n_samples)
+            yield from ((s, None) for s in starts)
+            return
         rng = np.random.default_rng([int(seed), int(epoch), 1])
-        starts = starts[rng.permutation(len(starts))]
-        parts = []
-        for s in starts:  # the draws in batches' sequence
-            size = min(self.block, self.n_samples - s)
-            parts.append(s + rng.permutation(size))
+        for s in starts[rng.permutation(len(starts))]:
+            yield s, rng.permutation(min(self.block, self.n_samples - s))
+
+    def order(self, epoch: int, seed: int, shuffle: bool = True) -> np.ndarray:
+        """The positions (0..n-1 in ``indices``) of the samples in the order
+        :meth:`batches` yields them (its batches are consecutive runs of it)."""
+        if not shuffle:
+            return np.arange(self.n_samples)
+        parts = [s + p for s, p in self._block_draws(epoch, seed, shuffle)]
         return np.concatenate(parts) if parts else np.arange(0)
 
     def batches(self, epoch: int, batch_size: int, seed: int, shuffle: bool = True):
         """Yield ``(x, y)`` batches covering every sample once (see the class docstring)."""
-        starts = np.arange(0, self.n_samples, self.block)
-        if shuffle:
-            rng = np.random.default_rng([int(seed), int(epoch), 1])
-            starts = starts[rng.permutation(len(starts))]
         carry = None
-        for s in starts:
-            idx = self.indices[s:s + self.block]
-            x, y = self.load(idx)
-            if shuffle:
-                p = rng.permutation(len(idx))
+        for s, p in self._block_draws(epoch, seed, shuffle):
+            x, y = self.load(self.indices[s:s + self.block])
+            if p is not None:
                 x, y = x[p], y[p]
             if carry is not None:
                 x, y = np.concatenate([carry[0], x]), np.concatenate([carry[1], y])
