@@ -359,6 +359,21 @@ def _higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER and not metric.endswith(tuple(LOWER_IS_BETTER))
 
 
+def _paired_pvalue(diff: np.ndarray) -> np.ndarray:
+    """One-sided paired t-test per row of ``diff`` (variants × seeds, n >= 2 seeds), H1:
+    the row's mean difference is > 0: Student's t survival function of
+    mean / (std / √n) with n − 1 degrees of freedom; for a constant difference 0 when it
+    is > 0, else 1."""
+    from scipy.stats import t as student_t
+
+    diff = np.asarray(diff, dtype=np.float64)
+    n = diff.shape[1]
+    d_mean, d_std = diff.mean(axis=1), diff.std(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = student_t.sf(d_mean / (d_std / math.sqrt(n)), n - 1)
+    return np.where(d_std == 0, (d_mean <= 0).astype(np.float64), p)
+
+
 def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
              higher_is_better: bool | None = None) -> xr.Dataset:
     """The variants not significantly worse than the best one, by a paired test across seeds.
@@ -398,8 +413,6 @@ def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
     TypeError, ValueError
         Not a 2-D DataArray with ``dim``; NaN; ``alpha`` outside (0, 1).
     """
-    from scipy.stats import t as student_t
-
     if not isinstance(values, xr.DataArray) or values.ndim != 2 or dim not in values.dims:
         raise TypeError(f"values must be a 2-D xarray.DataArray over (variant, {dim!r}), got "
                         f"{getattr(values, 'dims', type(values).__name__)}")
@@ -419,10 +432,7 @@ def best_set(values: xr.DataArray, *, dim: str = "seed", alpha: float = 0.05,
     diff = signed[best][None, :] - signed
     pvalue = np.full(len(mean), np.nan)
     if n > 1:
-        d_mean, d_std = diff.mean(axis=1), diff.std(axis=1, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tstat = d_mean / (d_std / math.sqrt(n))
-        pvalue = np.where(d_std == 0, (d_mean == 0).astype(np.float64), student_t.sf(tstat, n - 1))
+        pvalue = _paired_pvalue(diff)  # H1: worse than the best
         pvalue[best] = np.nan
     keep = pvalue >= alpha
     keep[best] = True
@@ -513,8 +523,6 @@ def pair_gains(pairs: xr.Dataset, single: xr.Dataset, *, metric: str = "cc") -> 
         ``pairs`` is not a pair sweep, ``single`` not a layer sweep, or they differ
         in seeds or subsets (their seeds are not paired).
     """
-    from scipy.stats import t as student_t
-
     if "pair" not in pairs.dims or "layer" not in single.dims:
         raise ValueError("pairs must be a sweep over 'pair' (pairs=True) and single one over "
                          f"'layer'; got dims {dict(pairs.sizes)} and {dict(single.sizes)}")
@@ -530,10 +538,8 @@ def pair_gains(pairs: xr.Dataset, single: xr.Dataset, *, metric: str = "cc") -> 
     n = diff.sizes["seed"]
     gain = diff.mean("seed")
     sem = diff.std("seed", ddof=1) / math.sqrt(n) if n > 1 else gain * np.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = student_t.sf((gain / sem).values, n - 1) if n > 1 else np.full(gain.shape, np.nan)
-    if n > 1:
-        p = np.where(sem.values == 0, (gain.values <= 0).astype(float), p)
+    p = _paired_pvalue(diff.transpose("pair", "seed").values) if n > 1 \
+        else np.full(gain.shape, np.nan)
     out = xr.Dataset({"gain": gain, "gain_sem": sem, "pvalue": ("pair", p)})
     out = out.isel(pair=np.argsort(-gain.values, kind="stable"))
     out.attrs.update(best_single=best_layer, metric=metric)
