@@ -325,8 +325,7 @@ class KerasBackend(Backend):
         native.compile(optimizer=optimizer, loss="mse")
         optimizer.build(native.trainable_variables)  # its state exists before the first step
         # Keras' own train step (loss tracker, loss scaling), compiled as Model.fit does
-        step = tf.function(lambda x, y: native.train_step((x, y)), reduce_retracing=True,
-                           jit_compile=bool(native.jit_compile))
+        step = _TrainStep(lambda x, y: native.train_step((x, y)), bool(native.jit_compile))
         callbacks = keras.callbacks.CallbackList(list(options.callbacks), model=native,
                                                  epochs=options.epochs, verbose=0)
         native.stop_training = False
@@ -767,11 +766,32 @@ _model_state = _STATES.of
 _fit_session = _STATES.fit_session
 
 
+class _TrainStep:
+    """A train step compiled once per fit, for any batch size.
+
+    The ``tf.function`` is made at the first batch, with that batch's shapes and a
+    free batch dimension: a last, shorter batch runs the same graph instead of
+    tracing a second one (tracing costs about as much as a few dozen steps of the
+    study's network).
+    """
+
+    def __init__(self, fn, jit_compile: bool):
+        self.fn, self.jit_compile, self.compiled = fn, jit_compile, None
+
+    def __call__(self, x, y):
+        if self.compiled is None:
+            tf = _tf()
+            signature = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in (x, y)]
+            self.compiled = tf.function(self.fn, input_signature=signature,
+                                        jit_compile=self.jit_compile)
+        return self.compiled(x, y)
+
+
 @dataclass
 class _FitSession:
     """What :meth:`KerasBackend.prepare_fit` makes for the steps of one fit."""
 
-    step: object
+    step: _TrainStep
     optimizer: object
     callbacks: object
 
