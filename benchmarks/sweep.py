@@ -28,7 +28,10 @@ three ways in interleaved rounds: ``xtl.transfer`` with the cache, without it
 network, freeze all but the re-trained layers, compile, ``fit``). It prints the
 medians, the cache's gain beside its layer-pass bound (a backward pass counted as
 one forward: re-training from layer l costs 2L − l + 1 layer-passes uncached and
-2(L − l + 1) cached) and the cache's memory for the depth study's re-training set.
+2(L − l + 1) cached), beside the bound with this machine's costs (a layer's cost its
+multiply-adds, its input and weight gradients the measured multiples of its forward
+pass: on CPU they cost more than a forward, which lowers the bound), and the cache's
+memory for the depth study's re-training set.
 """
 from __future__ import annotations
 
@@ -130,16 +133,65 @@ def _layer_passes(n_layers: int, combos, cached: bool) -> int:
                else 2 * n_layers - min(c) + 1 for c in combos)
 
 
-def _cache_report(name, spec, times, combos, args) -> None:
+def conv_costs(channels: int, batch: int, n: int, kernel_size: int = 5,
+               rounds: int = 7) -> dict:
+    """This machine's cost of a convolution's input and weight gradients, each over its
+    forward pass (medians of interleaved rounds, one ``channels`` -> ``channels`` layer
+    at ``batch`` x ``n``², TensorFlow's threads as set)."""
+    import tensorflow as tf
+
+    pad = n + kernel_size - 1
+    x = tf.random.normal((batch, pad, pad, channels))
+    w = tf.random.normal((kernel_size, kernel_size, channels, channels))
+    dy = tf.random.normal((batch, n, n, channels))
+    ops = {
+        "forward": lambda: tf.nn.conv2d(x, w, 1, "VALID"),
+        "input": lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=x.shape, filter=w, out_backprop=dy, strides=[1] * 4, padding="VALID"),
+        "weight": lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=w.shape, out_backprop=dy, strides=[1] * 4, padding="VALID")}
+    ops = {k: tf.function(f) for k, f in ops.items()}
+    times = {k: [] for k in ops}
+    for _ in range(rounds + 1):  # the first round traces and warms up
+        for k, f in ops.items():
+            start = time.perf_counter()
+            for _ in range(10):
+                f()
+            np.asarray(f())
+            times[k].append(time.perf_counter() - start)
+    med = {k: statistics.median(t[1:]) for k, t in times.items()}
+    return {"input": med["input"] / med["forward"], "weight": med["weight"] / med["forward"]}
+
+
+def cost_bound(spec, combos, costs: dict) -> float:
+    """The cache's largest gain on a sweep of ``spec`` (a ``NetworkSpec``) when a layer's
+    cost is its multiply-adds (``C_in C_out``) and its input and weight gradients cost
+    ``costs`` times its forward pass: (forward of every layer + backward) over (forward
+    of layers ≥ l + backward)."""
+    flops = np.array([a * b for a, b in zip(spec.in_channels, spec.widths)], float)
+    uncached = cached = 0.0
+    for combo in combos:
+        first = min(combo)
+        backward = (costs["input"] * flops[first:].sum()
+                    + costs["weight"] * sum(flops[k - 1] for k in combo))
+        uncached += flops.sum() + backward
+        cached += (flops[first - 1:].sum() if first > 1 else flops.sum()) + backward
+    return uncached / cached
+
+
+def _cache_report(name, spec, network, times, combos, costs) -> None:
     med = {m: statistics.median(t) for m, t in times.items()}
     bound = _layer_passes(spec["n_layers"], combos, False) / _layer_passes(spec["n_layers"],
                                                                             combos, True)
+    measured = cost_bound(network, combos, costs)
     what = "pairs" if len(combos[0]) == 2 else "single layers"
     print(f"{name}, {len(combos)} {what}:")
     for m in CACHE_MODES:
         print(f"  {m:<16} {med[m]:7.1f} s   (rounds: {', '.join(f'{t:.1f}' for t in times[m])})")
-    print(f"  cache gain  T(xtl uncached) / T(xtl cached) = "
-          f"{med['xtl uncached'] / med['xtl cached']:.2f}   (layer-pass bound {bound:.2f})")
+    gain = med['xtl uncached'] / med['xtl cached']
+    print(f"  cache gain  T(xtl uncached) / T(xtl cached) = {gain:.2f}   (layer-pass bound "
+          f"{bound:.2f}; with this machine's gradient costs {measured:.2f}, reached "
+          f"{100 * (gain - 1) / (measured - 1):.0f} % of the way)")
     print(f"  vs seeds    T(seeds' approach) / T(xtl cached) = "
           f"{med[CACHE_MODES[2]] / med['xtl cached']:.2f};  T(seeds') / T(xtl uncached) = "
           f"{med[CACHE_MODES[2]] / med['xtl uncached']:.2f}")
@@ -163,6 +215,9 @@ def cache_benchmark(args) -> None:
     print(f"xtl {xtl.__version__}; one TensorFlow thread; {args.samples} samples at {args.n}², "
           f"{args.epochs} epochs, batch {args.batch}, lr {args.lr}, no early stopping; medians "
           f"of {args.rounds} interleaved rounds")
+    costs = conv_costs(24, args.batch, args.n)
+    print(f"a 24 -> 24 5x5 convolution's input gradient costs {costs['input']:.2f} and its "
+          f"weight gradient {costs['weight']:.2f} forward passes here")
     for name in args.networks or NETWORKS:
         spec = dict(NETWORKS[name], kernel_size=5, padding="zeros")
         net = NETWORKS[name]
@@ -177,7 +232,7 @@ def cache_benchmark(args) -> None:
             for _ in range(args.rounds):
                 for m in CACHE_MODES:
                     times[m].append(_sweep_seconds(m, base, data, xy, combos, args))
-            _cache_report(name, spec, times, combos, args)
+            _cache_report(name, spec, base.spec, times, combos, costs)
         peak = prefix_bytes(base.spec, 2, args.depth_samples, (args.n, args.n))
         print(f"  {name}: cache peak (re-training layers >= 2, {args.depth_samples} samples "
               f"at {args.n}²): {peak / 2**20:.2f} MiB")
