@@ -135,8 +135,7 @@ def test_a_benchmark_table_adds_a_stage_and_keeps_every_other_key():
 
     plain = load_config(copy.deepcopy(DEMO_CONFIG))
     assert not plain.benchmark.enabled and "benchmark" not in stage_inputs(plain)
-    assert plain.recommend.methods == ("gauss-newton", "gradient-norm", "halving", "probe",
-                                       "spectral")
+    assert plain.recommend.methods == ("gauss-newton", "gradient-norm", "probe", "spectral")
     raw = copy.deepcopy(DEMO_CONFIG)
     raw["benchmark"] = {"strength": 2.0}
     config = load_config(raw)

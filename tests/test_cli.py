@@ -102,7 +102,7 @@ def test_run_writes_every_stage_and_a_report_with_every_figure(tiny_experiment):
             stable = ", ".join(f"{c} {int(post.stable.sel(closure=c).sum())}/1"
                                for c in post.closure.values)
         assert f"    a posteriori, stable runs: {stable}" in first.stdout
-        for method in ("halving", "probe", "spectral", "gauss-newton", "gradient-norm"):
+        for method in ("probe", "spectral", "gauss-newton", "gradient-norm"):
             assert (out / "results" / f"recommend-{target}-{method}.nc").exists()
             assert f"    {method}: recommended" in first.stdout
     with xr.open_dataset(out / "results" / "flows.nc") as flows:

@@ -22,7 +22,7 @@ def test_demo_config_has_a_base_and_two_differing_targets():
     assert [t.make_case().kf for t in cfg.targets] == [12.0, 4.0]
     assert [t.make_case().beta for t in cfg.targets] == [0.0, 20.0]
     assert cfg.seeds == [0, 1] and not any(t.control for t in cfg.targets)
-    assert cfg.recommend.default == "halving" and len(cfg.recommend.methods) == 5
+    assert cfg.recommend.default == "probe" and len(cfg.recommend.methods) == 4
 
 
 def _with(path, value):

@@ -334,9 +334,9 @@ class RecommendConfig(Section):
         ``recommend-<target>`` stages run; default
         :data:`xtl.explain.recommend.STAGE_METHODS`.
     default : str
-        The one whose choice a partial sweep adds and the report's findings state;
-        default :data:`xtl.explain.recommend.DEFAULT_METHOD` when the stages run it,
-        else the first of ``methods``.
+        The one whose choice a partial sweep adds; default
+        :data:`xtl.explain.recommend.DEFAULT_METHOD` when the stages run it, else
+        :data:`xtl.explain.recommend.STAGE_DEFAULT`, else the first of ``methods``.
     options : dict
         ``{method: {option: value}}``, keyword-only options of each method.
     """
@@ -347,7 +347,8 @@ class RecommendConfig(Section):
     options: dict = field(default_factory=dict)
 
     def check(self):
-        from ..explain.recommend import DEFAULT_METHOD, STAGE_METHODS, available_recommenders
+        from ..explain.recommend import (DEFAULT_METHOD, STAGE_DEFAULT, STAGE_METHODS,
+                                         available_recommenders)
 
         known = available_recommenders()
         chosen = list(STAGE_METHODS) if self.methods is None else self.methods
@@ -357,7 +358,8 @@ class RecommendConfig(Section):
         self._set("methods", tuple(chosen))
         default = self.default
         if default is None:
-            default = DEFAULT_METHOD if DEFAULT_METHOD in chosen else chosen[0]
+            default = next((m for m in (DEFAULT_METHOD, STAGE_DEFAULT) if m in chosen),
+                           chosen[0])
         if default not in chosen:
             _fail("recommend.default", f"must be one of recommend.methods {list(chosen)}, "
                                        f"got {default!r}")

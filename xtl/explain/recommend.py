@@ -76,6 +76,7 @@ __all__ = [
     "extrapolate_loss",
     "DEFAULT_METHOD",
     "STAGE_METHODS",
+    "STAGE_DEFAULT",
     "SpectralOptions",
     "GaussNewtonOptions",
     "ProbeOptions",
@@ -88,16 +89,21 @@ __all__ = [
     "prior_scores",
 ]
 
-#: The method :func:`recommend_layers` uses by default, and the one an experiment's
-#: ``[recommend] default`` is unless written: chosen by the recommender benchmark
-#: (:func:`xtl.explain.benchmark.choose_default`) on the study's five cases, where it
-#: alone met the goal (:data:`xtl.explain.benchmark.GOAL`); see docs/explaining.md.
-DEFAULT_METHOD = "halving"
+#: The method :func:`recommend_layers` uses by default: the prior, because no method has
+#: been shown to meet the benchmark's goal (:data:`xtl.explain.benchmark.GOAL`) against
+#: the constant guesses; see docs/explaining.md. It needs ``sweeps=[...]``.
+DEFAULT_METHOD = "prior"
 
 #: The recommenders a ``recommend-<target>`` stage of an experiment runs unless its
-#: ``[recommend] methods`` says otherwise: the default and the four earlier methods
-#: (the ``[benchmark]`` stage measures the others).
-STAGE_METHODS = ("gauss-newton", "gradient-norm", "halving", "probe", "spectral")
+#: ``[recommend] methods`` says otherwise: those it ran before "halving", "ntk" and
+#: "prior" were added, so that existing experiment folders keep their stage keys. The
+#: ``[benchmark]`` stage measures the others.
+STAGE_METHODS = ("gauss-newton", "gradient-norm", "probe", "spectral")
+
+#: The default of an experiment's ``[recommend]`` table (whose choice a partial sweep adds)
+#: when the stages do not run :data:`DEFAULT_METHOD`: the probe, the default before the
+#: benchmark chose one, so that existing folders keep their stage keys.
+STAGE_DEFAULT = "probe"
 
 #: name -> (function, options class or None)
 _RECOMMENDERS: dict = {}
@@ -471,9 +477,8 @@ def recommend_layers(base_model: Model, base_ds, target_ds, *, method: str = DEF
         The target data a re-training would use (the small target set), same grid.
     method : str
         A registered recommender (:func:`available_recommenders`): ``"spectral"``,
-        ``"gauss-newton"``, ``"probe"``, ``"gradient-norm"``, ``"halving"`` (the
-        default, :data:`DEFAULT_METHOD`), ``"ntk"`` or ``"prior"`` (which needs
-        ``sweeps=[...]``, stored sweep files).
+        ``"gauss-newton"``, ``"probe"``, ``"gradient-norm"``, ``"halving"``, ``"ntk"``
+        or ``"prior"`` (which needs ``sweeps=[...]``, stored sweep files).
     layers : int or sequence of int, optional
         Candidate layers in 1..L (default all).
     top : int
