@@ -19,7 +19,7 @@ from xtl.explain.recommend import compare_recommendation
 from xtl.nn.sweep import best_set
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_report_figures import aposteriori, benchmark  # noqa: E402
+from test_report_figures import BENCH_METHODS, BENCH_REGRET, aposteriori, benchmark  # noqa: E402
 
 LAYERS = [1, 2, 3, 4]
 
@@ -159,6 +159,22 @@ def test_the_benchmark_finding_compares_the_default_with_the_best_constant():
     assert one.section == "benchmark" and one.target == ""
     assert one.text == ("Over 2 benchmark cases the default recommender (probe) has mean regret "
                         "0.10 against 0.20 for the best constant guess (layer-2): it beats it.")
+
+
+def test_a_constant_default_is_compared_with_the_best_method():
+    """The prior as the default is a constant guess: set against the best method (probe,
+    mean regret 0.1), not against itself or another constant."""
+    summary, findings = summarize(bench=benchmark().assign_attrs(default="prior"))
+    assert summary.attrs["benchmark_rival"] == "probe"
+    assert summary.attrs["benchmark_rival_kind"] == "method"
+    assert findings[-1].text == ("Over 2 benchmark cases the default (prior, a constant guess) "
+                                 "has mean regret 0.30 against 0.10 for the best method (probe): "
+                                 "that method beats it.")
+    regret = np.array(BENCH_REGRET)
+    regret[:, BENCH_METHODS.index("prior")] = [0.0, 0.1]  # mean 0.05: below every method
+    best = benchmark().assign(regret=(("case", "method"), regret)).assign_attrs(default="prior")
+    assert summarize(bench=best)[1][-1].text.endswith(
+        "0.050 against 0.10 for the best method (probe): no method beats it.")
 
 
 def _numbers_in(text):
@@ -322,6 +338,7 @@ def test_a_benchmark_from_benchmark_recommenders_renders_and_its_finding_holds(t
     constants = mean.where(bench.kind == "constant", drop=True)
     assert float(summary.benchmark_default_regret) == pytest.approx(
         float(mean.sel({"method": "probe"})))
-    assert float(summary.benchmark_best_constant_regret) == pytest.approx(float(constants.min()))
-    assert summary.attrs["benchmark_best_constant"] in methods
+    assert float(summary.benchmark_rival_regret) == pytest.approx(float(constants.min()))
+    assert summary.attrs["benchmark_rival"] in methods
+    assert summary.attrs["benchmark_rival_kind"] == "constant"
     assert findings[-1].text.startswith("Over 2 benchmark cases the default recommender (probe)")
