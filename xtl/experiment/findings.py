@@ -394,8 +394,8 @@ def _benchmark_finding(summary) -> Finding | None:
     rival = "the best constant guess" if a["benchmark_rival_kind"] == "constant" \
         else "the best method"
     if a["benchmark_default_kind"] == "constant" and a["benchmark_rival_kind"] == "method":
-        verdict = "no method beats it" if better or n["benchmark_default_regret"] == n[
-            "benchmark_rival_regret"] else "that method beats it"
+        beaten = n["benchmark_rival_regret"] < n["benchmark_default_regret"]
+        verdict = "that method beats it" if beaten else "no method beats it"
         default = f"the default ({a['benchmark_default']}, a constant guess)"
     else:
         verdict = f"it {'beats' if better else 'does not beat'} it"
