@@ -28,10 +28,11 @@ three ways in interleaved rounds: ``xtl.transfer`` with the cache, without it
 network, freeze all but the re-trained layers, compile, ``fit``). It prints the
 medians, the cache's gain beside its layer-pass bound (a backward pass counted as
 one forward: re-training from layer l costs 2L − l + 1 layer-passes uncached and
-2(L − l + 1) cached), beside the bound with this machine's costs (a layer's cost its
-multiply-adds, its input and weight gradients the measured multiples of its forward
-pass: on CPU they cost more than a forward, which lowers the bound), and the cache's
-memory for the depth study's re-training set.
+2(L − l + 1) cached), beside a cost model with this machine's costs (a layer's cost
+its multiply-adds, its input and weight gradients the measured multiples of its
+forward pass: on CPU they cost more than a forward; the model leaves out the work
+outside the convolutions, which the cache also skips, so it is not a bound), and the
+cache's memory for the depth study's re-training set.
 """
 from __future__ import annotations
 
@@ -163,8 +164,8 @@ def conv_costs(channels: int, batch: int, n: int, kernel_size: int = 5,
     return {"input": med["input"] / med["forward"], "weight": med["weight"] / med["forward"]}
 
 
-def cost_bound(spec, combos, costs: dict) -> float:
-    """The cache's largest gain on a sweep of ``spec`` (a ``NetworkSpec``) when a layer's
+def cost_model(spec, combos, costs: dict) -> float:
+    """The cache's gain on a sweep of ``spec`` (a ``NetworkSpec``) when a layer's
     cost is its multiply-adds (``C_in C_out``) and its input and weight gradients cost
     ``costs`` times its forward pass: (forward of every layer + backward) over (forward
     of layers ≥ l + backward)."""
@@ -183,15 +184,15 @@ def _cache_report(name, spec, network, times, combos, costs) -> None:
     med = {m: statistics.median(t) for m, t in times.items()}
     bound = _layer_passes(spec["n_layers"], combos, False) / _layer_passes(spec["n_layers"],
                                                                             combos, True)
-    measured = cost_bound(network, combos, costs)
+    modelled = cost_model(network, combos, costs)
     what = "pairs" if len(combos[0]) == 2 else "single layers"
     print(f"{name}, {len(combos)} {what}:")
     for m in CACHE_MODES:
         print(f"  {m:<16} {med[m]:7.1f} s   (rounds: {', '.join(f'{t:.1f}' for t in times[m])})")
     gain = med['xtl uncached'] / med['xtl cached']
     print(f"  cache gain  T(xtl uncached) / T(xtl cached) = {gain:.2f}   (layer-pass bound "
-          f"{bound:.2f}; with this machine's gradient costs {measured:.2f}, reached "
-          f"{100 * (gain - 1) / (measured - 1):.0f} % of the way)")
+          f"{bound:.2f}; convolution cost model with this machine's gradient costs "
+          f"{modelled:.2f})")
     print(f"  vs seeds    T(seeds' approach) / T(xtl cached) = "
           f"{med[CACHE_MODES[2]] / med['xtl cached']:.2f};  T(seeds') / T(xtl uncached) = "
           f"{med[CACHE_MODES[2]] / med['xtl uncached']:.2f}")
