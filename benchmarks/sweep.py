@@ -156,7 +156,7 @@ def conv_costs(channels: int, batch: int, n: int, kernel_size: int = 5,
     for _ in range(rounds + 1):  # the first round traces and warms up
         for k, f in ops.items():
             start = time.perf_counter()
-            for _ in range(10):
+            for _call in range(10):
                 f()
             np.asarray(f())
             times[k].append(time.perf_counter() - start)
@@ -176,14 +176,14 @@ def cost_model(spec, combos, costs: dict) -> float:
         backward = (costs["input"] * flops[first:].sum()
                     + costs["weight"] * sum(flops[k - 1] for k in combo))
         uncached += flops.sum() + backward
-        cached += (flops[first - 1:].sum() if first > 1 else flops.sum()) + backward
+        cached += flops[first - 1:].sum() + backward  # first = 1: every layer, as uncached
     return uncached / cached
 
 
-def _cache_report(name, spec, network, times, combos, costs) -> None:
+def _cache_report(name, network, times, combos, costs) -> None:
     med = {m: statistics.median(t) for m, t in times.items()}
-    bound = _layer_passes(spec["n_layers"], combos, False) / _layer_passes(spec["n_layers"],
-                                                                            combos, True)
+    bound = (_layer_passes(network.n_layers, combos, False)
+             / _layer_passes(network.n_layers, combos, True))
     modelled = cost_model(network, combos, costs)
     what = "pairs" if len(combos[0]) == 2 else "single layers"
     print(f"{name}, {len(combos)} {what}:")
@@ -221,11 +221,10 @@ def cache_benchmark(args) -> None:
           f"weight gradient {costs['weight']:.2f} forward passes here")
     for name in args.networks or NETWORKS:
         spec = dict(NETWORKS[name], kernel_size=5, padding="zeros")
-        net = NETWORKS[name]
         base = xtl.train(data, spec, epochs=1, batch_size=16, validation=None, progress=False)
         fields = sample_fields(data, base.variables.names)
         xy = load_normalized(fields, base.normalization, np.arange(args.samples), base.variables)
-        layers = range(1, net["n_layers"] + 1)
+        layers = range(1, base.spec.n_layers + 1)
         sets = [[(k,) for k in layers]] + ([list(itertools.combinations(layers, 2))]
                                             if args.pairs else [])
         for combos in sets:
@@ -233,7 +232,7 @@ def cache_benchmark(args) -> None:
             for _ in range(args.rounds):
                 for m in CACHE_MODES:
                     times[m].append(_sweep_seconds(m, base, data, xy, combos, args))
-            _cache_report(name, spec, base.spec, times, combos, costs)
+            _cache_report(name, base.spec, times, combos, costs)
         peak = prefix_bytes(base.spec, 2, args.depth_samples, (args.n, args.n))
         print(f"  {name}: cache peak (re-training layers >= 2, {args.depth_samples} samples "
               f"at {args.n}²): {peak / 2**20:.2f} MiB")

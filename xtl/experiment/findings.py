@@ -390,15 +390,14 @@ def _benchmark_finding(summary) -> Finding | None:
     n = {v: float(summary[v]) for v in ("benchmark_default_regret", "benchmark_rival_regret")}
     n["benchmark_cases"] = int(summary.benchmark_cases)
     a = summary.attrs
-    better = n["benchmark_default_regret"] < n["benchmark_rival_regret"]
+    ours, theirs = n["benchmark_default_regret"], n["benchmark_rival_regret"]
     rival = "the best constant guess" if a["benchmark_rival_kind"] == "constant" \
         else "the best method"
     if a["benchmark_default_kind"] == "constant" and a["benchmark_rival_kind"] == "method":
-        beaten = n["benchmark_rival_regret"] < n["benchmark_default_regret"]
-        verdict = "that method beats it" if beaten else "no method beats it"
+        verdict = "that method beats it" if theirs < ours else "no method beats it"
         default = f"the default ({a['benchmark_default']}, a constant guess)"
     else:
-        verdict = f"it {'beats' if better else 'does not beat'} it"
+        verdict = f"it {'beats' if ours < theirs else 'does not beat'} it"
         default = f"the default recommender ({a['benchmark_default']})"
     return Finding(
         f"Over {n['benchmark_cases']} benchmark cases {default} has mean regret "
