@@ -244,7 +244,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="LES grid")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--channels", type=int, default=24)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per training (default 20; 8 with --cache)")
     parser.add_argument("--mode", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", action="store_true",
                         help="the frozen-prefix cache against the uncached sweep and the "
@@ -259,9 +260,10 @@ def main() -> None:
                         help="with --cache: re-training samples of the depth study")
     args = parser.parse_args()
     if args.cache:
-        args.epochs = 8 if args.epochs == 20 else args.epochs
+        args.epochs = 8 if args.epochs is None else args.epochs
         cache_benchmark(args)
         return
+    args.epochs = 20 if args.epochs is None else args.epochs
     if args.mode is not None:
         print(json.dumps(_child(args)))
         return
