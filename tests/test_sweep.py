@@ -216,6 +216,10 @@ def test_pair_gains_on_constructed_sweeps():
         student.sf(0.02 / (d.std(ddof=1) / np.sqrt(3)), 2))
     assert float(out.gain.sel(pair="1+3")) == pytest.approx(-0.1)
     assert float(out.pvalue.sel(pair="1+3")) == 1.0  # constant difference, not better
+    # two pairs tested: Holm doubles the smaller p, the larger stays (capped at 1)
+    assert float(out.pvalue_holm.sel(pair="1+2")) == pytest.approx(
+        2 * float(out.pvalue.sel(pair="1+2")))
+    assert float(out.pvalue_holm.sel(pair="1+3")) == 1.0
     # lower is better: a gain is a decrease
     err = pair_gains(pairs.assign(rel_l2=-pairs.cc), single.assign(rel_l2=-single.cc),
                      metric="rel_l2")
@@ -225,6 +229,19 @@ def test_pair_gains_on_constructed_sweeps():
         pair_gains(pairs.assign(subset=single.subset + 1), single)
     with pytest.raises(ValueError, match="pairs must be a sweep over 'pair'"):
         pair_gains(single, single)
+
+
+def test_holm_adjusts_by_rank_and_keeps_the_order_of_the_raw_pvalues():
+    from xtl.nn.sweep import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; the
+    # running maximum makes the last 0.06 (a larger raw p never gets a smaller adjusted p)
+    p = [0.01, 0.04, np.nan, 0.03, 0.005]
+    np.testing.assert_allclose(holm(p), [0.03, 0.06, np.nan, 0.06, 0.02])
+    assert holm([0.6, 0.5]).tolist() == [1.0, 1.0]  # capped at 1
+    assert holm([]).size == 0
+    # a single test is not adjusted
+    assert holm([0.04]).tolist() == [0.04]
 
 
 def test_bad_arguments(trained_model, sets):

@@ -811,14 +811,16 @@ def _recommender_section(experiment, sweeps, comparisons) -> list:
 
 def pairs_section(pairs: dict, sweeps: dict, *, alpha: float = 0.05, top: int = 5) -> list:
     """Report blocks: per target, the best single layer and the ``top`` pairs by their gain
-    over it (:func:`xtl.nn.sweep.pair_gains`), and how many pairs beat it significantly.
+    over it (:func:`xtl.nn.sweep.pair_gains`), and how many pairs beat it significantly,
+    after Holm's correction for the number of pairs (and before it).
 
     Parameters
     ----------
     pairs, sweeps : dict
         ``{target: pair sweep}`` and ``{target: single-layer sweep}`` (same seeds, subsets).
     alpha : float
-        A pair beats the best single layer when the one-sided paired test's p < alpha.
+        A pair beats the best single layer when the one-sided paired test's
+        Holm-adjusted p < alpha.
     """
     from ..nn.sweep import pair_gains
 
@@ -830,18 +832,21 @@ def pairs_section(pairs: dict, sweeps: dict, *, alpha: float = 0.05, top: int = 
         cc = single.cc.sel(layer=best)
         n = cc.sizes["seed"]
         sem = float(cc.std(ddof=1)) / np.sqrt(n) if n > 1 else np.nan
-        better = int((gains.pvalue < alpha).sum())
+        better, uncorrected = (int((gains[v] < alpha).sum()) for v in ("pvalue_holm", "pvalue"))
         listed = "; ".join(
             f"{p}: {float(sweep.cc.sel(pair=p).mean()):.4f} ({float(g.gain):+.4f} ± "
             f"{float(g.gain_sem):.4f}, p = {float(g.pvalue):.2g})"
             for p, g in ((str(p), gains.sel(pair=p)) for p in gains.pair.values[:top]))
         rows.append((t, f"L{best}: {format_mean_sem(float(cc.mean()), sem)}", listed,
-                     f"{better} of {gains.sizes['pair']}"))
+                     f"{better} of {gains.sizes['pair']} ({uncorrected} uncorrected)"))
     return [Section("Pairs of layers", "pairs"),
             Paragraph("Every pair re-trained together under the sweep's seeds and subsets; "
                       "gain: the pair's CC minus the best single layer's, mean ± standard "
                       "error of the paired differences over seeds; p: one-sided paired "
-                      f"t-test that the pair is better (significant below α = {alpha})."),
+                      "t-test that the pair is better. A pair counts as significantly better "
+                      "when its p, Holm-adjusted for the number of pairs, is below "
+                      f"α = {alpha}; uncorrected, a share α of pairs no better than the best "
+                      "single layer would pass by chance."),
             Table(("target", "best single layer", "best pairs (CC, gain, p)",
                    "pairs significantly better"), tuple(rows))]
 
