@@ -9,13 +9,17 @@ rounds; the medians are compared in one run:
 * ``serial, 1 thread``: one process, TensorFlow pinned to one thread;
 * ``serial, 2 threads``: one process with two TensorFlow threads: what a user
   gets without dask;
-* ``dask 2 x 1``: ``layer_sweep(client=...)`` on a LocalCluster of 2 worker
-  processes with 1 thread each (the workers are warmed up first: TensorFlow
-  imported and its threads pinned, outside the timing).
+* ``dask 2 x 1``: ``layer_sweep(client=...)`` on the LocalCluster an experiment
+  starts (``xtl.solver.ensemble.local_cluster``: 2 worker processes with 1 thread
+  each; the workers are warmed up first: TensorFlow imported and its threads
+  pinned, outside the timing);
+* ``dask 2 x 1, dask's environ``: the same on a plain ``LocalCluster``, whose
+  nannies set dask's default worker environment (``MALLOC_TRIM_THRESHOLD_``
+  included, which ``local_cluster`` leaves unset).
 
 Prints the parallel efficiency ``T(serial, 1 thread) / (2 T(dask 2 x 1))`` (goal
->= 0.85) and the speed-up of dask over the 2-thread serial run (the
-alternative a user has).
+>= 0.85), the speed-up of dask over the 2-thread serial run (the alternative a
+user has) and that of xtl's cluster over the plain one.
 
     python benchmarks/sweep.py --cache [--pairs] [--rounds 3] [--epochs 8] [--samples 100]
 
@@ -51,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MODES = ("serial, 1 thread", "serial, 2 threads", "dask 2 x 1")
+MODES = ("serial, 1 thread", "serial, 2 threads", "dask 2 x 1", "dask 2 x 1, dask's environ")
 
 
 def _sweep_kwargs(args) -> dict:
@@ -66,7 +70,7 @@ def _child(args) -> float:
     import xtl
 
     mode = MODES[args.mode]
-    if mode != "dask 2 x 1":
+    if not mode.startswith("dask"):
         import tensorflow as tf
 
         threads = 1 if mode == "serial, 1 thread" else 2
@@ -77,11 +81,16 @@ def _child(args) -> float:
     base = xtl.train(data, spec, epochs=1, batch_size=16, validation=None, progress=False)
     client = cluster = None
     if mode == "dask 2 x 1":
+        from xtl.solver.ensemble import local_cluster
+
+        cluster, client = local_cluster(2)
+    elif mode.startswith("dask"):
         from distributed import Client, LocalCluster
 
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                dashboard_address=None)
         client = Client(cluster)
+    if client is not None:
         xtl.layer_sweep(base, data, data, layers=[1, 2], client=client,  # warm the workers
                         **dict(_sweep_kwargs(args), epochs=1, seeds=[5]))
     start = time.perf_counter()
@@ -283,12 +292,14 @@ def main() -> None:
             times[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {m: statistics.median(t) for m, t in times.items()}
     for m in MODES:
-        print(f"  {m:<18} {med[m]:7.1f} s   (rounds: {', '.join(f'{t:.1f}' for t in times[m])})")
+        print(f"  {m:<27} {med[m]:7.1f} s   (rounds: {', '.join(f'{t:.1f}' for t in times[m])})")
     efficiency = med["serial, 1 thread"] / (2 * med["dask 2 x 1"])
     print(f"parallel efficiency T(serial, 1 thread) / (2 T(dask 2 x 1)) = {efficiency:.2f} "
           "(goal >= 0.85)")
     print(f"speed-up of dask 2 x 1 over one process with 2 threads = "
           f"{med['serial, 2 threads'] / med['dask 2 x 1']:.2f}")
+    print(f"speed-up of xtl's LocalCluster over a plain one (dask's worker environ) = "
+          f"{med[MODES[3]] / med['dask 2 x 1']:.2f}")
 
 
 if __name__ == "__main__":

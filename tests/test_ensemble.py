@@ -2,6 +2,7 @@
 import multiprocessing
 import os
 
+import dask
 import netCDF4
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from xtl.solver.ensemble import (
     _task_key,
     default_n_workers,
     ensemble,
+    local_cluster,
 )
 
 RUN = dict(t_end=0.3, save_interval=0.1)
@@ -170,6 +172,27 @@ def test_default_is_a_local_cluster_that_is_closed_after(tmp_path):
     assert np.array_equal(ds.omega.isel(member=0).values,
                           _serial(xtl.get_case("tiny"), 8).omega.values)
     assert len(multiprocessing.active_children()) == before  # its worker is gone
+
+
+def _worker_environ(names=("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")) -> dict:
+    return {k: os.environ.get(k) for k in names}
+
+
+def test_local_cluster_workers_keep_the_dynamic_malloc_threshold(cluster, monkeypatch):
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    # a plain LocalCluster's nannies set it (dask's default), and with it glibc's
+    # dynamic mmap threshold is off: every large temporary array is a fresh mmap
+    with Client(cluster) as plain:
+        assert list(plain.run(_worker_environ).values())[0] == {
+            "MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    own, client = local_cluster(1)
+    try:
+        (environ,) = client.run(_worker_environ).values()
+    finally:
+        client.close()
+        own.close()
+    assert environ == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}  # the rest kept
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")
 
 
 @pytest.mark.parametrize(

@@ -303,8 +303,20 @@ def dask_setup(worker=None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: Environment variables dask's nannies set in the worker processes they spawn
+#: (``distributed.nanny.pre-spawn-environ``) that :func:`local_cluster` leaves unset.
+#: ``MALLOC_TRIM_THRESHOLD_``: setting it turns off glibc's dynamic mmap threshold, so
+#: every large temporary array is a fresh ``mmap`` whose pages fault in anew; a
+#: TensorFlow re-training in such a worker ran 2.6 times slower than in a plain
+#: process, in the kernel (``benchmarks/sweep.py``).
+UNSET_WORKER_ENVIRON = ("MALLOC_TRIM_THRESHOLD_",)
+
+
 def local_cluster(n_workers: int):
     """Start a quiet ``LocalCluster`` of ``n_workers`` one-thread processes.
+
+    The workers start without the variables of :data:`UNSET_WORKER_ENVIRON` (unless
+    this process's own environment sets them); dask's other worker settings stay.
 
     Returns
     -------
@@ -312,12 +324,16 @@ def local_cluster(n_workers: int):
         The client is not made the default scheduler (``set_as_default=False``),
         so other ``dask.compute`` calls in the process stay local. Close both.
     """
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=int(n_workers), threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR, preload=[__name__],  # runs dask_setup in each worker
-    )
+    unset = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in UNSET_WORKER_ENVIRON}
+    with dask.config.set(unset):  # the nannies read it when they are made, here
+        cluster = LocalCluster(
+            n_workers=int(n_workers), threads_per_worker=1, processes=True,
+            dashboard_address=":0", silence_logs=logging.ERROR,
+            preload=[__name__],  # runs dask_setup in each worker
+        )
     try:
         return cluster, Client(cluster, set_as_default=False)
     except BaseException:
