@@ -94,7 +94,10 @@ def test_a_hit_and_a_miss_are_stated_with_their_regret():
     one = next(f for f in findings if f.section == "recommenders")
     assert "the recommended layer 4 is outside the best set, regret 0.75." in one.text
     assert float(summary.regret.sel(target="t")) == pytest.approx(0.75)
-    assert "The best set is layers 2;" in one.text
+    assert "The best set is layer 2;" in one.text  # one layer: singular
+    summary, findings = summarize(means=(0.70, 0.80, 0.80, 0.65))  # a tie: both in it
+    one = next(f for f in findings if f.section == "recommenders")
+    assert "The best set is layers 2, 3;" in one.text
 
 
 @pytest.mark.parametrize("r, p, held", [(0.7, 0.01, True), (0.7, 0.2, False),

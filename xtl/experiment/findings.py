@@ -349,7 +349,8 @@ def _recommendation_finding(summary, t) -> Finding | None:
     regret = (f", regret {format_value(n['regret'])}" if math.isfinite(n["regret"]) else "")
     if not math.isfinite(n["regret"]):
         n.pop("regret")
-    return Finding(f"The best set is layers {best_set.replace(',', ', ')}; the recommended layer "
+    layers = "layers" if "," in best_set else "layer"
+    return Finding(f"The best set is {layers} {best_set.replace(',', ', ')}; the recommended layer "
                    f"{n['recommended_layer']} is {verdict}{regret}.", "recommenders", t,
                    {**n, "best_set": best_set})
 
