@@ -178,6 +178,12 @@ def test_a_constant_default_is_compared_with_the_best_method():
     best = benchmark().assign(regret=(("case", "method"), regret)).assign_attrs(default="prior")
     assert summarize(bench=best)[1][-1].text.endswith(
         "0.050 against 0.10 for the best method (probe): no method beats it.")
+    # no method scored: the prior is set against the best other constant, still named a
+    # constant guess
+    constants = best.isel(method=slice(2, None)).assign_attrs(default="prior")
+    assert summarize(bench=constants)[1][-1].text == (
+        "Over 2 benchmark cases the default (prior, a constant guess) has mean regret 0.050 "
+        "against 0.20 for the best constant guess (layer-2): it beats it.")
 
 
 def _numbers_in(text):

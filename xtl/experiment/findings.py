@@ -394,12 +394,13 @@ def _benchmark_finding(summary) -> Finding | None:
     ours, theirs = n["benchmark_default_regret"], n["benchmark_rival_regret"]
     rival = "the best constant guess" if a["benchmark_rival_kind"] == "constant" \
         else "the best method"
-    if a["benchmark_default_kind"] == "constant" and a["benchmark_rival_kind"] == "method":
+    default = (f"the default ({a['benchmark_default']}, a constant guess)"
+               if a["benchmark_default_kind"] == "constant"
+               else f"the default recommender ({a['benchmark_default']})")
+    if a["benchmark_rival_kind"] == "method":
         verdict = "that method beats it" if theirs < ours else "no method beats it"
-        default = f"the default ({a['benchmark_default']}, a constant guess)"
     else:
         verdict = f"it {'beats' if ours < theirs else 'does not beat'} it"
-        default = f"the default recommender ({a['benchmark_default']})"
     return Finding(
         f"Over {n['benchmark_cases']} benchmark cases {default} has mean regret "
         f"{format_value(n['benchmark_default_regret'])} against "

@@ -306,9 +306,10 @@ def dask_setup(worker=None) -> None:
 #: Environment variables dask's nannies set in the worker processes they spawn
 #: (``distributed.nanny.pre-spawn-environ``) that :func:`local_cluster` leaves unset.
 #: ``MALLOC_TRIM_THRESHOLD_``: setting it turns off glibc's dynamic mmap threshold, so
-#: every large temporary array is a fresh ``mmap`` whose pages fault in anew; a
-#: TensorFlow re-training in such a worker ran 2.6 times slower than in a plain
-#: process, in the kernel (``benchmarks/sweep.py``).
+#: every large temporary array is a fresh ``mmap`` whose pages fault in anew: a
+#: TensorFlow re-training with it set ran 2.6 times slower than without, most of it in
+#: the kernel, and a layer sweep on two such workers 1.68 times slower
+#: (``benchmarks/sweep.py``).
 UNSET_WORKER_ENVIRON = ("MALLOC_TRIM_THRESHOLD_",)
 
 
